@@ -1,0 +1,884 @@
+//! Binary encoding of [`Command`] and [`Response`].
+//!
+//! Hand-written, fixed-width little-endian. Every encoding starts with a
+//! format version byte ([`WIRE_FORMAT_VERSION`]); byte strings are a `u32`
+//! length then the bytes; lists are a `u32` count then the items; enums are a
+//! `u8` tag; booleans are packed into a `u8` flag set whose unknown bits are
+//! refused. The decoder checks every length against the bytes that remain
+//! before it allocates, bounds transaction nesting by [`TXN_DEPTH_MAX`], and
+//! refuses trailing bytes, so malformed input yields a [`DecodeError`] that
+//! names the byte offset, never a panic.
+
+use std::fmt;
+
+use crate::types::*;
+
+/// Version byte that opens every encoded command and response.
+pub const WIRE_FORMAT_VERSION: u8 = 1;
+
+/// Why bytes did not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset where decoding failed.
+    pub offset: u64,
+    /// What was wrong there.
+    pub kind: DecodeErrorKind,
+}
+
+/// The kinds of [`DecodeError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeErrorKind {
+    /// The input ended early.
+    Truncated {
+        /// Bytes the field needed.
+        needed: u64,
+        /// Bytes that were left.
+        remaining: u64,
+    },
+    /// A tag or flag byte had a value this version does not know.
+    BadTag {
+        /// The field being decoded.
+        field: &'static str,
+        /// The byte found.
+        tag: u8,
+    },
+    /// The format version byte is not [`WIRE_FORMAT_VERSION`].
+    UnsupportedVersion {
+        /// The byte found.
+        version: u8,
+    },
+    /// Transactions were nested deeper than [`TXN_DEPTH_MAX`].
+    TooDeep {
+        /// The limit.
+        max: u64,
+    },
+    /// Bytes were left after a complete value.
+    TrailingBytes {
+        /// How many.
+        count: u64,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: ", self.offset)?;
+        match &self.kind {
+            DecodeErrorKind::Truncated { needed, remaining } => {
+                write!(f, "truncated: needed {needed} bytes, {remaining} left")
+            }
+            DecodeErrorKind::BadTag { field, tag } => write!(f, "unknown {field} tag {tag}"),
+            DecodeErrorKind::UnsupportedVersion { version } => write!(
+                f,
+                "format version {version}, this build reads only {WIRE_FORMAT_VERSION}; upgrade the node"
+            ),
+            DecodeErrorKind::TooDeep { max } => {
+                write!(f, "transactions nested deeper than {max}")
+            }
+            DecodeErrorKind::TrailingBytes { count } => {
+                write!(f, "{count} unexpected bytes after the end")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Command {
+    /// Encodes the command for the Raft log.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u8(WIRE_FORMAT_VERSION);
+        match self.request_id {
+            None => e.u8(0),
+            Some(id) => {
+                e.u8(1);
+                e.u64(id.client_id);
+                e.u64(id.seq);
+            }
+        }
+        encode_op(&mut e, &self.op);
+        e.buf
+    }
+
+    /// Decodes a command; any malformation is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        d.version()?;
+        let request_id = match d.tag("request id flag")? {
+            0 => None,
+            1 => Some(RequestId {
+                client_id: d.u64()?,
+                seq: d.u64()?,
+            }),
+            tag => return Err(d.bad_tag("request id flag", tag)),
+        };
+        let op = decode_op(&mut d)?;
+        d.finish()?;
+        Ok(Command { request_id, op })
+    }
+}
+
+impl Response {
+    /// Encodes the response (sessions and snapshots store it this way).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u8(WIRE_FORMAT_VERSION);
+        encode_response(&mut e, self);
+        e.buf
+    }
+
+    /// Decodes a response; any malformation is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Response, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        d.version()?;
+        let response = decode_response(&mut d)?;
+        d.finish()?;
+        Ok(response)
+    }
+}
+
+#[derive(Default)]
+struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn flags(&mut self, bits: &[bool]) {
+        debug_assert!(bits.len() <= 8);
+        let v = bits
+            .iter()
+            .enumerate()
+            .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i));
+        self.u8(v);
+    }
+    fn len(&mut self, n: usize) {
+        // Lengths beyond u32 cannot occur: the node bounds request size far
+        // lower. Failing loudly beats writing a corrupt entry.
+        let n = u32::try_from(n).expect("encoded length exceeds u32::MAX");
+        self.u32(n);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.buf.extend_from_slice(b);
+    }
+}
+
+struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+type DResult<T> = Result<T, DecodeError>;
+
+impl<'a> Decoder<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Decoder { buf, pos: 0 }
+    }
+    fn err(&self, kind: DecodeErrorKind) -> DecodeError {
+        DecodeError {
+            offset: self.pos as u64,
+            kind,
+        }
+    }
+    fn bad_tag(&self, field: &'static str, tag: u8) -> DecodeError {
+        // The tag byte was already consumed; point at it.
+        DecodeError {
+            offset: self.pos.saturating_sub(1) as u64,
+            kind: DecodeErrorKind::BadTag { field, tag },
+        }
+    }
+    fn take(&mut self, n: usize) -> DResult<&'a [u8]> {
+        let remaining = self.buf.len() - self.pos;
+        if n > remaining {
+            return Err(self.err(DecodeErrorKind::Truncated {
+                needed: n as u64,
+                remaining: remaining as u64,
+            }));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> DResult<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn tag(&mut self, _field: &'static str) -> DResult<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> DResult<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> DResult<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> DResult<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    fn flags<const N: usize>(&mut self, field: &'static str) -> DResult<[bool; N]> {
+        let v = self.tag(field)?;
+        if u32::from(v) >> N != 0 {
+            return Err(self.bad_tag(field, v));
+        }
+        let mut out = [false; N];
+        for (i, bit) in out.iter_mut().enumerate() {
+            *bit = v & (1 << i) != 0;
+        }
+        Ok(out)
+    }
+    fn bytes(&mut self) -> DResult<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    /// Reads a list count. Every item takes at least one byte, so a count
+    /// larger than the remaining input is malformed; refusing it here keeps a
+    /// corrupt count from driving a long loop.
+    fn count(&mut self) -> DResult<usize> {
+        let n = self.u32()? as usize;
+        let remaining = self.buf.len() - self.pos;
+        if n > remaining {
+            return Err(self.err(DecodeErrorKind::Truncated {
+                needed: n as u64,
+                remaining: remaining as u64,
+            }));
+        }
+        Ok(n)
+    }
+    fn version(&mut self) -> DResult<()> {
+        let v = self.tag("version")?;
+        if v != WIRE_FORMAT_VERSION {
+            return Err(DecodeError {
+                offset: 0,
+                kind: DecodeErrorKind::UnsupportedVersion { version: v },
+            });
+        }
+        Ok(())
+    }
+    fn finish(&self) -> DResult<()> {
+        let count = (self.buf.len() - self.pos) as u64;
+        if count != 0 {
+            return Err(self.err(DecodeErrorKind::TrailingBytes { count }));
+        }
+        Ok(())
+    }
+}
+
+// ---- requests ----
+
+const OP_PUT: u8 = 1;
+const OP_RANGE: u8 = 2;
+const OP_DELETE_RANGE: u8 = 3;
+const OP_TXN: u8 = 4;
+const OP_COMPACT: u8 = 5;
+const OP_GET: u8 = 6;
+const OP_APPEND: u8 = 7;
+const OP_REGISTER_SESSION: u8 = 8;
+
+fn encode_op(e: &mut Encoder, op: &Op) {
+    match op {
+        Op::Put(r) => {
+            e.u8(OP_PUT);
+            encode_put(e, r);
+        }
+        Op::Range(r) => {
+            e.u8(OP_RANGE);
+            encode_range(e, r);
+        }
+        Op::DeleteRange(r) => {
+            e.u8(OP_DELETE_RANGE);
+            encode_delete(e, r);
+        }
+        Op::Txn(r) => {
+            e.u8(OP_TXN);
+            encode_txn(e, r);
+        }
+        Op::Compact { revision } => {
+            e.u8(OP_COMPACT);
+            e.u64(*revision);
+        }
+        Op::Get { key } => {
+            e.u8(OP_GET);
+            e.bytes(key);
+        }
+        Op::Append { key, suffix } => {
+            e.u8(OP_APPEND);
+            e.bytes(key);
+            e.bytes(suffix);
+        }
+        Op::RegisterSession => e.u8(OP_REGISTER_SESSION),
+    }
+}
+
+fn decode_op(d: &mut Decoder) -> DResult<Op> {
+    Ok(match d.tag("op")? {
+        OP_PUT => Op::Put(decode_put(d)?),
+        OP_RANGE => Op::Range(decode_range(d)?),
+        OP_DELETE_RANGE => Op::DeleteRange(decode_delete(d)?),
+        OP_TXN => Op::Txn(decode_txn(d, 1)?),
+        OP_COMPACT => Op::Compact { revision: d.u64()? },
+        OP_GET => Op::Get { key: d.bytes()? },
+        OP_APPEND => Op::Append {
+            key: d.bytes()?,
+            suffix: d.bytes()?,
+        },
+        OP_REGISTER_SESSION => Op::RegisterSession,
+        tag => return Err(d.bad_tag("op", tag)),
+    })
+}
+
+fn encode_put(e: &mut Encoder, r: &PutRequest) {
+    e.bytes(&r.key);
+    e.bytes(&r.value);
+    e.i64(r.lease);
+    e.flags(&[r.prev_kv, r.ignore_value, r.ignore_lease]);
+}
+
+fn decode_put(d: &mut Decoder) -> DResult<PutRequest> {
+    let key = d.bytes()?;
+    let value = d.bytes()?;
+    let lease = d.i64()?;
+    let [prev_kv, ignore_value, ignore_lease] = d.flags("put flags")?;
+    Ok(PutRequest {
+        key,
+        value,
+        lease,
+        prev_kv,
+        ignore_value,
+        ignore_lease,
+    })
+}
+
+fn encode_range(e: &mut Encoder, r: &RangeRequest) {
+    e.bytes(&r.key);
+    e.bytes(&r.range_end);
+    e.u64(r.limit);
+    e.u64(r.revision);
+    e.u8(match r.sort_order {
+        SortOrder::None => 0,
+        SortOrder::Ascend => 1,
+        SortOrder::Descend => 2,
+    });
+    e.u8(match r.sort_target {
+        SortTarget::Key => 0,
+        SortTarget::Version => 1,
+        SortTarget::Create => 2,
+        SortTarget::Mod => 3,
+        SortTarget::Value => 4,
+    });
+    e.flags(&[r.keys_only, r.count_only]);
+    e.u64(r.min_mod_revision);
+    e.u64(r.max_mod_revision);
+    e.u64(r.min_create_revision);
+    e.u64(r.max_create_revision);
+}
+
+fn decode_range(d: &mut Decoder) -> DResult<RangeRequest> {
+    let key = d.bytes()?;
+    let range_end = d.bytes()?;
+    let limit = d.u64()?;
+    let revision = d.u64()?;
+    let sort_order = match d.tag("sort order")? {
+        0 => SortOrder::None,
+        1 => SortOrder::Ascend,
+        2 => SortOrder::Descend,
+        tag => return Err(d.bad_tag("sort order", tag)),
+    };
+    let sort_target = match d.tag("sort target")? {
+        0 => SortTarget::Key,
+        1 => SortTarget::Version,
+        2 => SortTarget::Create,
+        3 => SortTarget::Mod,
+        4 => SortTarget::Value,
+        tag => return Err(d.bad_tag("sort target", tag)),
+    };
+    let [keys_only, count_only] = d.flags("range flags")?;
+    Ok(RangeRequest {
+        key,
+        range_end,
+        limit,
+        revision,
+        sort_order,
+        sort_target,
+        keys_only,
+        count_only,
+        min_mod_revision: d.u64()?,
+        max_mod_revision: d.u64()?,
+        min_create_revision: d.u64()?,
+        max_create_revision: d.u64()?,
+    })
+}
+
+fn encode_delete(e: &mut Encoder, r: &DeleteRangeRequest) {
+    e.bytes(&r.key);
+    e.bytes(&r.range_end);
+    e.flags(&[r.prev_kv]);
+}
+
+fn decode_delete(d: &mut Decoder) -> DResult<DeleteRangeRequest> {
+    let key = d.bytes()?;
+    let range_end = d.bytes()?;
+    let [prev_kv] = d.flags("delete flags")?;
+    Ok(DeleteRangeRequest {
+        key,
+        range_end,
+        prev_kv,
+    })
+}
+
+fn encode_txn(e: &mut Encoder, t: &TxnRequest) {
+    e.len(t.compare.len());
+    for c in &t.compare {
+        e.bytes(&c.key);
+        e.bytes(&c.range_end);
+        e.u8(match c.result {
+            CompareResult::Equal => 0,
+            CompareResult::Greater => 1,
+            CompareResult::Less => 2,
+            CompareResult::NotEqual => 3,
+        });
+        match &c.target {
+            CompareTarget::Version(v) => {
+                e.u8(0);
+                e.u64(*v);
+            }
+            CompareTarget::CreateRevision(v) => {
+                e.u8(1);
+                e.u64(*v);
+            }
+            CompareTarget::ModRevision(v) => {
+                e.u8(2);
+                e.u64(*v);
+            }
+            CompareTarget::Value(v) => {
+                e.u8(3);
+                e.bytes(v);
+            }
+            CompareTarget::Lease(v) => {
+                e.u8(4);
+                e.i64(*v);
+            }
+        }
+    }
+    for branch in [&t.success, &t.failure] {
+        e.len(branch.len());
+        for op in branch {
+            match op {
+                RequestOp::Put(r) => {
+                    e.u8(OP_PUT);
+                    encode_put(e, r);
+                }
+                RequestOp::Range(r) => {
+                    e.u8(OP_RANGE);
+                    encode_range(e, r);
+                }
+                RequestOp::DeleteRange(r) => {
+                    e.u8(OP_DELETE_RANGE);
+                    encode_delete(e, r);
+                }
+                RequestOp::Txn(r) => {
+                    e.u8(OP_TXN);
+                    encode_txn(e, r);
+                }
+            }
+        }
+    }
+}
+
+fn decode_compare(d: &mut Decoder) -> DResult<Compare> {
+    let key = d.bytes()?;
+    let range_end = d.bytes()?;
+    let result = match d.tag("compare result")? {
+        0 => CompareResult::Equal,
+        1 => CompareResult::Greater,
+        2 => CompareResult::Less,
+        3 => CompareResult::NotEqual,
+        tag => return Err(d.bad_tag("compare result", tag)),
+    };
+    let target = match d.tag("compare target")? {
+        0 => CompareTarget::Version(d.u64()?),
+        1 => CompareTarget::CreateRevision(d.u64()?),
+        2 => CompareTarget::ModRevision(d.u64()?),
+        3 => CompareTarget::Value(d.bytes()?),
+        4 => CompareTarget::Lease(d.i64()?),
+        tag => return Err(d.bad_tag("compare target", tag)),
+    };
+    Ok(Compare {
+        key,
+        range_end,
+        result,
+        target,
+    })
+}
+
+fn decode_txn(d: &mut Decoder, depth: u64) -> DResult<TxnRequest> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(d.err(DecodeErrorKind::TooDeep { max: TXN_DEPTH_MAX }));
+    }
+    let n = d.count()?;
+    let mut compare = Vec::new();
+    for _ in 0..n {
+        compare.push(decode_compare(d)?);
+    }
+    let mut branches = [Vec::new(), Vec::new()];
+    for branch in branches.iter_mut() {
+        let n = d.count()?;
+        for _ in 0..n {
+            branch.push(match d.tag("txn op")? {
+                OP_PUT => RequestOp::Put(decode_put(d)?),
+                OP_RANGE => RequestOp::Range(decode_range(d)?),
+                OP_DELETE_RANGE => RequestOp::DeleteRange(decode_delete(d)?),
+                OP_TXN => RequestOp::Txn(decode_txn(d, depth + 1)?),
+                tag => return Err(d.bad_tag("txn op", tag)),
+            });
+        }
+    }
+    let [success, failure] = branches;
+    Ok(TxnRequest {
+        compare,
+        success,
+        failure,
+    })
+}
+
+// ---- responses ----
+
+const RESP_PUT: u8 = 1;
+const RESP_RANGE: u8 = 2;
+const RESP_DELETE_RANGE: u8 = 3;
+const RESP_TXN: u8 = 4;
+const RESP_COMPACT: u8 = 5;
+const RESP_GET: u8 = 6;
+const RESP_APPEND: u8 = 7;
+const RESP_SESSION_REGISTERED: u8 = 8;
+const RESP_ERROR: u8 = 9;
+
+fn encode_response(e: &mut Encoder, r: &Response) {
+    match r {
+        Response::Put(p) => {
+            e.u8(RESP_PUT);
+            encode_put_response(e, p);
+        }
+        Response::Range(r) => {
+            e.u8(RESP_RANGE);
+            encode_range_response(e, r);
+        }
+        Response::DeleteRange(r) => {
+            e.u8(RESP_DELETE_RANGE);
+            encode_delete_response(e, r);
+        }
+        Response::Txn(t) => {
+            e.u8(RESP_TXN);
+            encode_txn_response(e, t);
+        }
+        Response::Compact(c) => {
+            e.u8(RESP_COMPACT);
+            e.u64(c.revision);
+        }
+        Response::Get(g) => {
+            e.u8(RESP_GET);
+            e.u64(g.revision);
+            encode_opt_kv(e, g.kv.as_ref());
+        }
+        Response::Append(p) => {
+            e.u8(RESP_APPEND);
+            encode_put_response(e, p);
+        }
+        Response::SessionRegistered { client_id } => {
+            e.u8(RESP_SESSION_REGISTERED);
+            e.u64(*client_id);
+        }
+        Response::Error(err) => {
+            e.u8(RESP_ERROR);
+            encode_error(e, err);
+        }
+    }
+}
+
+fn decode_response(d: &mut Decoder) -> DResult<Response> {
+    Ok(match d.tag("response")? {
+        RESP_PUT => Response::Put(decode_put_response(d)?),
+        RESP_RANGE => Response::Range(decode_range_response(d)?),
+        RESP_DELETE_RANGE => Response::DeleteRange(decode_delete_response(d)?),
+        RESP_TXN => Response::Txn(decode_txn_response(d, 1)?),
+        RESP_COMPACT => Response::Compact(CompactResponse { revision: d.u64()? }),
+        RESP_GET => Response::Get(GetResponse {
+            revision: d.u64()?,
+            kv: decode_opt_kv(d)?,
+        }),
+        RESP_APPEND => Response::Append(decode_put_response(d)?),
+        RESP_SESSION_REGISTERED => Response::SessionRegistered {
+            client_id: d.u64()?,
+        },
+        RESP_ERROR => Response::Error(decode_error(d)?),
+        tag => return Err(d.bad_tag("response", tag)),
+    })
+}
+
+fn encode_kv(e: &mut Encoder, kv: &KeyValue) {
+    e.bytes(&kv.key);
+    e.u64(kv.create_revision);
+    e.u64(kv.mod_revision);
+    e.u64(kv.version);
+    e.bytes(&kv.value);
+    e.i64(kv.lease);
+}
+
+fn decode_kv(d: &mut Decoder) -> DResult<KeyValue> {
+    Ok(KeyValue {
+        key: d.bytes()?,
+        create_revision: d.u64()?,
+        mod_revision: d.u64()?,
+        version: d.u64()?,
+        value: d.bytes()?,
+        lease: d.i64()?,
+    })
+}
+
+fn encode_opt_kv(e: &mut Encoder, kv: Option<&KeyValue>) {
+    match kv {
+        None => e.u8(0),
+        Some(kv) => {
+            e.u8(1);
+            encode_kv(e, kv);
+        }
+    }
+}
+
+fn decode_opt_kv(d: &mut Decoder) -> DResult<Option<KeyValue>> {
+    match d.tag("optional kv")? {
+        0 => Ok(None),
+        1 => Ok(Some(decode_kv(d)?)),
+        tag => Err(d.bad_tag("optional kv", tag)),
+    }
+}
+
+fn encode_kvs(e: &mut Encoder, kvs: &[KeyValue]) {
+    e.len(kvs.len());
+    for kv in kvs {
+        encode_kv(e, kv);
+    }
+}
+
+fn decode_kvs(d: &mut Decoder) -> DResult<Vec<KeyValue>> {
+    let n = d.count()?;
+    let mut kvs = Vec::new();
+    for _ in 0..n {
+        kvs.push(decode_kv(d)?);
+    }
+    Ok(kvs)
+}
+
+fn encode_put_response(e: &mut Encoder, p: &PutResponse) {
+    e.u64(p.revision);
+    encode_opt_kv(e, p.prev_kv.as_ref());
+}
+
+fn decode_put_response(d: &mut Decoder) -> DResult<PutResponse> {
+    Ok(PutResponse {
+        revision: d.u64()?,
+        prev_kv: decode_opt_kv(d)?,
+    })
+}
+
+fn encode_range_response(e: &mut Encoder, r: &RangeResponse) {
+    e.u64(r.revision);
+    encode_kvs(e, &r.kvs);
+    e.flags(&[r.more]);
+    e.u64(r.count);
+}
+
+fn decode_range_response(d: &mut Decoder) -> DResult<RangeResponse> {
+    let revision = d.u64()?;
+    let kvs = decode_kvs(d)?;
+    let [more] = d.flags("range response flags")?;
+    Ok(RangeResponse {
+        revision,
+        kvs,
+        more,
+        count: d.u64()?,
+    })
+}
+
+fn encode_delete_response(e: &mut Encoder, r: &DeleteRangeResponse) {
+    e.u64(r.revision);
+    e.u64(r.deleted);
+    encode_kvs(e, &r.prev_kvs);
+}
+
+fn decode_delete_response(d: &mut Decoder) -> DResult<DeleteRangeResponse> {
+    Ok(DeleteRangeResponse {
+        revision: d.u64()?,
+        deleted: d.u64()?,
+        prev_kvs: decode_kvs(d)?,
+    })
+}
+
+fn encode_txn_response(e: &mut Encoder, t: &TxnResponse) {
+    e.u64(t.revision);
+    e.flags(&[t.succeeded]);
+    e.len(t.responses.len());
+    for r in &t.responses {
+        match r {
+            ResponseOp::Put(p) => {
+                e.u8(RESP_PUT);
+                encode_put_response(e, p);
+            }
+            ResponseOp::Range(r) => {
+                e.u8(RESP_RANGE);
+                encode_range_response(e, r);
+            }
+            ResponseOp::DeleteRange(r) => {
+                e.u8(RESP_DELETE_RANGE);
+                encode_delete_response(e, r);
+            }
+            ResponseOp::Txn(t) => {
+                e.u8(RESP_TXN);
+                encode_txn_response(e, t);
+            }
+        }
+    }
+}
+
+fn decode_txn_response(d: &mut Decoder, depth: u64) -> DResult<TxnResponse> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(d.err(DecodeErrorKind::TooDeep { max: TXN_DEPTH_MAX }));
+    }
+    let revision = d.u64()?;
+    let [succeeded] = d.flags("txn response flags")?;
+    let n = d.count()?;
+    let mut responses = Vec::new();
+    for _ in 0..n {
+        responses.push(match d.tag("txn response op")? {
+            RESP_PUT => ResponseOp::Put(decode_put_response(d)?),
+            RESP_RANGE => ResponseOp::Range(decode_range_response(d)?),
+            RESP_DELETE_RANGE => ResponseOp::DeleteRange(decode_delete_response(d)?),
+            RESP_TXN => ResponseOp::Txn(decode_txn_response(d, depth + 1)?),
+            tag => return Err(d.bad_tag("txn response op", tag)),
+        });
+    }
+    Ok(TxnResponse {
+        revision,
+        succeeded,
+        responses,
+    })
+}
+
+fn encode_error(e: &mut Encoder, err: &KvError) {
+    match err {
+        KvError::EmptyKey => e.u8(1),
+        KvError::KeyTooLarge { len, max } => {
+            e.u8(2);
+            e.u64(*len);
+            e.u64(*max);
+        }
+        KvError::ValueTooLarge { len, max } => {
+            e.u8(3);
+            e.u64(*len);
+            e.u64(*max);
+        }
+        KvError::KeyNotFound { key } => {
+            e.u8(4);
+            e.bytes(key);
+        }
+        KvError::Compacted {
+            requested,
+            compact_revision,
+        } => {
+            e.u8(5);
+            e.u64(*requested);
+            e.u64(*compact_revision);
+        }
+        KvError::FutureRevision { requested, current } => {
+            e.u8(6);
+            e.u64(*requested);
+            e.u64(*current);
+        }
+        KvError::TooManyOps { count, max } => {
+            e.u8(7);
+            e.u64(*count);
+            e.u64(*max);
+        }
+        KvError::TxnTooDeep { max } => {
+            e.u8(8);
+            e.u64(*max);
+        }
+        KvError::DuplicateKeyInTxn { key } => {
+            e.u8(9);
+            e.bytes(key);
+        }
+        KvError::StaleSequence {
+            client_id,
+            seq,
+            last_seq,
+        } => {
+            e.u8(10);
+            e.u64(*client_id);
+            e.u64(*seq);
+            e.u64(*last_seq);
+        }
+        KvError::SessionExpired { client_id } => {
+            e.u8(11);
+            e.u64(*client_id);
+        }
+        KvError::MalformedCommand { detail } => {
+            e.u8(12);
+            e.bytes(detail.as_bytes());
+        }
+    }
+}
+
+fn decode_error(d: &mut Decoder) -> DResult<KvError> {
+    Ok(match d.tag("error")? {
+        1 => KvError::EmptyKey,
+        2 => KvError::KeyTooLarge {
+            len: d.u64()?,
+            max: d.u64()?,
+        },
+        3 => KvError::ValueTooLarge {
+            len: d.u64()?,
+            max: d.u64()?,
+        },
+        4 => KvError::KeyNotFound { key: d.bytes()? },
+        5 => KvError::Compacted {
+            requested: d.u64()?,
+            compact_revision: d.u64()?,
+        },
+        6 => KvError::FutureRevision {
+            requested: d.u64()?,
+            current: d.u64()?,
+        },
+        7 => KvError::TooManyOps {
+            count: d.u64()?,
+            max: d.u64()?,
+        },
+        8 => KvError::TxnTooDeep { max: d.u64()? },
+        9 => KvError::DuplicateKeyInTxn { key: d.bytes()? },
+        10 => KvError::StaleSequence {
+            client_id: d.u64()?,
+            seq: d.u64()?,
+            last_seq: d.u64()?,
+        },
+        11 => KvError::SessionExpired {
+            client_id: d.u64()?,
+        },
+        12 => KvError::MalformedCommand {
+            // Lossy on purpose: the text is only shown to a person.
+            detail: String::from_utf8_lossy(&d.bytes()?).into_owned(),
+        },
+        tag => return Err(d.bad_tag("error", tag)),
+    })
+}

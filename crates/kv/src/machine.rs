@@ -1,0 +1,702 @@
+//! The state machine: applies commands in log order and serves reads.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::codec::DecodeError;
+use crate::mvcc::{KeyRange, KvRef, Mvcc, Record};
+use crate::session::{SessionCheck, Sessions};
+use crate::types::*;
+
+/// Limits and session rules. Part of the replicated state: every replica
+/// must start from the same `Config`, and a snapshot carries it, so a
+/// restored replica keeps the rules the cluster runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// A session untouched for more than this many log entries (by log index
+    /// distance) is dropped.
+    pub session_idle_entries_max: u64,
+    /// Most sessions kept; registering one more evicts the least recently
+    /// used (smallest last log index).
+    pub sessions_max: u64,
+    /// Longest key accepted, in bytes.
+    pub key_bytes_max: u64,
+    /// Longest value accepted (also after an append), in bytes.
+    pub value_bytes_max: u64,
+    /// Most compares, and most operations per branch, in one transaction
+    /// (etcd's `--max-txn-ops`).
+    pub txn_ops_max: u64,
+    /// History entries that background pruning of compacted revisions
+    /// visits per applied command; bounds the extra apply latency a
+    /// compaction causes.
+    pub prune_entries_per_apply: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            session_idle_entries_max: 100_000,
+            sessions_max: 10_000,
+            key_bytes_max: 32 * 1024,
+            value_bytes_max: 1536 * 1024,
+            txn_ops_max: 128,
+            prune_entries_per_apply: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Why the config is unusable, if it is.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.sessions_max == 0 {
+            return Err("sessions_max must be at least 1");
+        }
+        if self.key_bytes_max == 0 {
+            return Err("key_bytes_max must be at least 1");
+        }
+        if self.txn_ops_max == 0 {
+            return Err("txn_ops_max must be at least 1");
+        }
+        if self.prune_entries_per_apply == 0 {
+            return Err("prune_entries_per_apply must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The replicated key-value state. See the crate docs for the contract.
+///
+/// `Clone` is O(1): the maps are persistent and share structure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateMachine {
+    pub(crate) config: Config,
+    pub(crate) applied_index: u64,
+    pub(crate) mvcc: Mvcc,
+    pub(crate) sessions: Sessions,
+}
+
+/// Revision of an empty store, as in etcd (the first write makes 2).
+pub const INITIAL_REVISION: u64 = 1;
+
+impl StateMachine {
+    /// An empty state machine.
+    ///
+    /// # Panics
+    /// If `config` fails [`Config::check`] (a programming error).
+    pub fn new(config: Config) -> Self {
+        if let Err(why) = config.check() {
+            panic!("invalid kv config: {why}");
+        }
+        StateMachine {
+            config,
+            applied_index: 0,
+            mvcc: Mvcc {
+                revision: INITIAL_REVISION,
+                ..Mvcc::default()
+            },
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// Applies the committed log entry at `index` holding an encoded
+    /// [`Command`]. Bytes that do not decode give
+    /// [`KvError::MalformedCommand`] on every replica alike.
+    ///
+    /// # Panics
+    /// If `index` is not above [`applied_index`](Self::applied_index): the
+    /// driver must apply in log order, each entry once.
+    pub fn apply(&mut self, index: u64, entry: &[u8]) -> Response {
+        match Command::decode(entry) {
+            Ok(command) => self.apply_command(index, &command),
+            Err(e) => {
+                self.begin_apply(index);
+                Response::Error(malformed(e))
+            }
+        }
+    }
+
+    /// Applies an already decoded command; same contract as
+    /// [`apply`](Self::apply).
+    pub fn apply_command(&mut self, index: u64, command: &Command) -> Response {
+        self.begin_apply(index);
+        if command.op == Op::RegisterSession {
+            let client_id = self.sessions.register(index, self.config.sessions_max);
+            return Response::SessionRegistered { client_id };
+        }
+        let Some(id) = command.request_id else {
+            return self.execute(&command.op);
+        };
+        match self.sessions.check(id) {
+            SessionCheck::Execute => {
+                let response = self.execute(&command.op);
+                let executed = Some((id.seq, response.clone()));
+                self.sessions.touch(id.client_id, index, executed);
+                response
+            }
+            SessionCheck::Replay(response) => {
+                self.sessions.touch(id.client_id, index, None);
+                Response::clone(&response)
+            }
+            SessionCheck::Reject(e) => Response::Error(e),
+        }
+    }
+
+    fn begin_apply(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "log index {index} applied after {}: entries must be applied once, in order",
+            self.applied_index
+        );
+        self.applied_index = index;
+        // Both steps depend only on the index and the state, so every replica
+        // expires the same sessions and prunes the same history.
+        self.sessions
+            .expire(index, self.config.session_idle_entries_max);
+        self.mvcc.prune_step(self.config.prune_entries_per_apply);
+    }
+
+    /// Log index of the last applied entry (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Current store revision.
+    pub fn revision(&self) -> u64 {
+        self.mvcc.revision
+    }
+
+    /// Oldest readable revision (0 before any compaction).
+    pub fn compact_revision(&self) -> u64 {
+        self.mvcc.compact_revision
+    }
+
+    /// The rules this state machine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of open client sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of stored key versions (live, historical and tombstones); for
+    /// metrics.
+    pub fn history_len(&self) -> usize {
+        self.mvcc.entries.len()
+    }
+
+    /// Range read at the applied state, for reads served outside the log
+    /// (ReadIndex or lease reads): same semantics as [`Op::Range`].
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, KvError> {
+        check_key(&self.config, &request.key)?;
+        let mut response = range(&self.mvcc, request, self.mvcc.revision)?;
+        response.revision = self.mvcc.revision;
+        Ok(response)
+    }
+
+    /// The current key-value of `key`, if it exists.
+    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        self.mvcc
+            .get_at(key, self.mvcc.revision)
+            .map(|kv| kv.to_key_value(true))
+    }
+
+    fn execute(&mut self, op: &Op) -> Response {
+        match self.try_execute(op) {
+            Ok(response) => response,
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    fn try_execute(&mut self, op: &Op) -> Result<Response, KvError> {
+        let cfg = self.config;
+        let m = &mut self.mvcc;
+        match op {
+            Op::Put(r) => {
+                check_put(&cfg, r)?;
+                let mut p = Pending::begin(m);
+                let mut response = put(m, &mut p, r)?;
+                p.commit(m);
+                response.revision = m.revision;
+                Ok(Response::Put(response))
+            }
+            Op::Append { key, suffix } => {
+                check_key(&cfg, key)?;
+                let mut p = Pending::begin(m);
+                let mut response = append(&cfg, m, &mut p, key, suffix)?;
+                p.commit(m);
+                response.revision = m.revision;
+                Ok(Response::Append(response))
+            }
+            Op::Range(r) => {
+                check_key(&cfg, &r.key)?;
+                let mut response = range(m, r, m.revision)?;
+                response.revision = m.revision;
+                Ok(Response::Range(response))
+            }
+            Op::Get { key } => {
+                check_key(&cfg, key)?;
+                Ok(Response::Get(GetResponse {
+                    revision: m.revision,
+                    kv: m.get_at(key, m.revision).map(|kv| kv.to_key_value(true)),
+                }))
+            }
+            Op::DeleteRange(r) => {
+                check_key(&cfg, &r.key)?;
+                let mut p = Pending::begin(m);
+                let mut response = delete_range(m, &mut p, r);
+                p.commit(m);
+                response.revision = m.revision;
+                Ok(Response::DeleteRange(response))
+            }
+            Op::Txn(t) => execute_txn(&cfg, m, t).map(Response::Txn),
+            Op::Compact { revision } => {
+                let revision = *revision;
+                if revision <= m.compact_revision {
+                    return Err(KvError::Compacted {
+                        requested: revision,
+                        compact_revision: m.compact_revision,
+                    });
+                }
+                if revision > m.revision {
+                    return Err(KvError::FutureRevision {
+                        requested: revision,
+                        current: m.revision,
+                    });
+                }
+                m.compact(revision);
+                m.prune_step(cfg.prune_entries_per_apply);
+                Ok(Response::Compact(CompactResponse {
+                    revision: m.revision,
+                }))
+            }
+            Op::RegisterSession => unreachable!("handled by apply_command"),
+        }
+    }
+}
+
+fn malformed(e: DecodeError) -> KvError {
+    KvError::MalformedCommand {
+        detail: e.to_string(),
+    }
+}
+
+/// The revision a write transaction writes at, and whether it wrote yet.
+/// Revisions bump once per transaction, and only if something changed.
+struct Pending {
+    rev: u64,
+    changed: bool,
+}
+
+impl Pending {
+    fn begin(m: &Mvcc) -> Self {
+        Pending {
+            rev: m.revision + 1,
+            changed: false,
+        }
+    }
+
+    /// Revision that reads inside the transaction see: its own writes.
+    fn read_rev(&self) -> u64 {
+        if self.changed {
+            self.rev
+        } else {
+            self.rev - 1
+        }
+    }
+
+    fn commit(self, m: &mut Mvcc) {
+        if self.changed {
+            assert_eq!(self.rev, m.revision + 1);
+            m.revision = self.rev;
+        }
+    }
+}
+
+// ---- validation: static checks done before any change ----
+
+fn check_key(cfg: &Config, key: &[u8]) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::EmptyKey);
+    }
+    if key.len() as u64 > cfg.key_bytes_max {
+        return Err(KvError::KeyTooLarge {
+            len: key.len() as u64,
+            max: cfg.key_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+fn check_value_len(cfg: &Config, len: usize) -> Result<(), KvError> {
+    if len as u64 > cfg.value_bytes_max {
+        return Err(KvError::ValueTooLarge {
+            len: len as u64,
+            max: cfg.value_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+fn check_put(cfg: &Config, r: &PutRequest) -> Result<(), KvError> {
+    check_key(cfg, &r.key)?;
+    check_value_len(cfg, r.value.len())
+}
+
+fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64) -> Result<(), KvError> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(KvError::TxnTooDeep { max: TXN_DEPTH_MAX });
+    }
+    for count in [t.compare.len(), t.success.len(), t.failure.len()] {
+        if count as u64 > cfg.txn_ops_max {
+            return Err(KvError::TooManyOps {
+                count: count as u64,
+                max: cfg.txn_ops_max,
+            });
+        }
+    }
+    for c in &t.compare {
+        check_key(cfg, &c.key)?;
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match op {
+            RequestOp::Put(r) => check_put(cfg, r)?,
+            RequestOp::Range(r) => check_key(cfg, &r.key)?,
+            RequestOp::DeleteRange(r) => check_key(cfg, &r.key)?,
+            RequestOp::Txn(n) => check_txn(cfg, n, depth + 1)?,
+        }
+    }
+    Ok(())
+}
+
+type Interval<'a> = (&'a [u8], &'a [u8]);
+
+/// etcd's rule: within one branch (nested transactions included) a key may
+/// be put at most once and not inside a range the branch deletes. Returns
+/// the keys put and ranges deleted by either branch.
+fn check_txn_keys(t: &TxnRequest) -> Result<(BTreeSet<&[u8]>, Vec<Interval<'_>>), KvError> {
+    let mut all_puts = BTreeSet::new();
+    let mut all_dels = Vec::new();
+    for branch in [&t.success, &t.failure] {
+        let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
+        let mut dels: Vec<Interval<'_>> = Vec::new();
+        for op in branch {
+            let new_puts = match op {
+                RequestOp::Put(r) => BTreeSet::from([&r.key[..]]),
+                RequestOp::DeleteRange(r) => {
+                    dels.push((&r.key, &r.range_end));
+                    continue;
+                }
+                RequestOp::Txn(n) => {
+                    let (p, d) = check_txn_keys(n)?;
+                    dels.extend(d);
+                    p
+                }
+                RequestOp::Range(_) => continue,
+            };
+            for k in new_puts {
+                if !puts.insert(k) {
+                    return Err(KvError::DuplicateKeyInTxn { key: k.to_vec() });
+                }
+            }
+        }
+        for &(start, end) in &dels {
+            let range = KeyRange::new(start, end);
+            if let Some(k) = puts.iter().find(|k| range.contains(k)) {
+                return Err(KvError::DuplicateKeyInTxn { key: k.to_vec() });
+            }
+        }
+        all_puts.extend(puts);
+        all_dels.extend(dels);
+    }
+    Ok((all_puts, all_dels))
+}
+
+// ---- operations ----
+
+/// Reads the revision a range asks for, checking it against compaction.
+fn read_revision(m: &Mvcc, requested: u64, current: u64) -> Result<u64, KvError> {
+    if requested == 0 {
+        return Ok(current);
+    }
+    if requested > current {
+        return Err(KvError::FutureRevision { requested, current });
+    }
+    if requested < m.compact_revision {
+        return Err(KvError::Compacted {
+            requested,
+            compact_revision: m.compact_revision,
+        });
+    }
+    Ok(requested)
+}
+
+/// etcd's range: count every key in the range; filter, sort, then cut to
+/// `limit`. Without filters or sort only the first `limit` key-values are
+/// copied out. `revision` in the result is left for the caller to set.
+fn range(m: &Mvcc, r: &RangeRequest, current: u64) -> Result<RangeResponse, KvError> {
+    let rev = read_revision(m, r.revision, current)?;
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    // As etcd: results come in key order, so sorting by key ascending is a
+    // no-op, and a non-key target without an order sorts ascending.
+    let order = match (r.sort_target, r.sort_order) {
+        (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
+        (SortTarget::Key, order) => order,
+        (_, SortOrder::None) => SortOrder::Ascend,
+        (_, order) => order,
+    };
+    let keep_all = filtered || order != SortOrder::None;
+    let limit = if r.limit == 0 { u64::MAX } else { r.limit };
+    let passes = |kv: &KvRef<'_>| {
+        (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+            && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+            && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+            && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+    };
+    let mut kvs = Vec::new();
+    let mut count = 0u64;
+    m.scan_at(KeyRange::new(&r.key, &r.range_end), rev, |kv| {
+        count += 1;
+        if !r.count_only && (keep_all || (kvs.len() as u64) < limit) && passes(&kv) {
+            kvs.push(kv.to_key_value(!r.keys_only));
+        }
+        true
+    });
+    if order != SortOrder::None {
+        // Stable, so ties stay in key order: deterministic on every replica.
+        kvs.sort_by(|a, b| {
+            let ord = match r.sort_target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if order == SortOrder::Descend {
+                ord.reverse()
+            } else {
+                ord
+            }
+        });
+    }
+    let more = if keep_all {
+        let more = kvs.len() as u64 > limit;
+        kvs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        more
+    } else {
+        !r.count_only && count > limit
+    };
+    Ok(RangeResponse {
+        revision: 0,
+        kvs,
+        more,
+        count,
+    })
+}
+
+/// Owned copy of what a write needs from the previous version of a key.
+struct Prev {
+    key: Arc<[u8]>,
+    value: Arc<[u8]>,
+    create_revision: u64,
+    version: u64,
+    lease: i64,
+    kv: KeyValue,
+}
+
+fn prev_of(m: &Mvcc, key: &[u8], rev: u64, want_kv: bool) -> Option<Prev> {
+    m.get_at(key, rev).map(|kv| Prev {
+        key: kv.key.clone(),
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        version: kv.version,
+        lease: kv.lease,
+        kv: if want_kv {
+            kv.to_key_value(true)
+        } else {
+            KeyValue::default()
+        },
+    })
+}
+
+/// Writes a new version of `key` after `prev`, keeping create revision and
+/// counting the version up, or starting a new generation.
+fn write_put(m: &mut Mvcc, p: &mut Pending, key: &[u8], prev: Option<&Prev>, value: Arc<[u8]>, lease: i64) {
+    let (key, create_revision, version) = match prev {
+        // Reuse the stored key so all versions of a key share one allocation.
+        Some(prev) => (prev.key.clone(), prev.create_revision, prev.version + 1),
+        None => (Arc::from(key), p.rev, 1),
+    };
+    let record = Record::Put {
+        value,
+        create_revision,
+        version,
+        lease,
+    };
+    m.write(key, p.rev, record);
+    p.changed = true;
+}
+
+fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvError> {
+    let prev = prev_of(m, &r.key, p.read_rev(), r.prev_kv);
+    let (value, lease) = match (&prev, r.ignore_value || r.ignore_lease) {
+        (None, true) => return Err(KvError::KeyNotFound { key: r.key.clone() }),
+        (Some(prev), true) => (
+            if r.ignore_value { prev.value.clone() } else { Arc::from(&r.value[..]) },
+            if r.ignore_lease { prev.lease } else { r.lease },
+        ),
+        (_, false) => (Arc::from(&r.value[..]), r.lease),
+    };
+    write_put(m, p, &r.key, prev.as_ref(), value, lease);
+    Ok(PutResponse {
+        revision: 0,
+        prev_kv: prev.filter(|_| r.prev_kv).map(|prev| prev.kv),
+    })
+}
+
+fn append(cfg: &Config, m: &mut Mvcc, p: &mut Pending, key: &[u8], suffix: &[u8]) -> Result<PutResponse, KvError> {
+    let prev = prev_of(m, key, p.read_rev(), false);
+    let old: &[u8] = prev.as_ref().map_or(&[], |prev| &prev.value);
+    check_value_len(cfg, old.len() + suffix.len())?;
+    let value: Arc<[u8]> = [old, suffix].concat().into();
+    let lease = prev.as_ref().map_or(0, |prev| prev.lease);
+    write_put(m, p, key, prev.as_ref(), value, lease);
+    Ok(PutResponse {
+        revision: 0,
+        prev_kv: None,
+    })
+}
+
+fn delete_range(m: &mut Mvcc, p: &mut Pending, r: &DeleteRangeRequest) -> DeleteRangeResponse {
+    let mut doomed = Vec::new();
+    let mut prev_kvs = Vec::new();
+    m.scan_at(KeyRange::new(&r.key, &r.range_end), p.read_rev(), |kv| {
+        doomed.push(kv.key.clone());
+        if r.prev_kv {
+            prev_kvs.push(kv.to_key_value(true));
+        }
+        true
+    });
+    for key in &doomed {
+        m.write(key.clone(), p.rev, Record::Tombstone);
+    }
+    // A delete that finds nothing changes nothing and keeps the revision.
+    p.changed |= !doomed.is_empty();
+    DeleteRangeResponse {
+        revision: 0,
+        deleted: doomed.len() as u64,
+        prev_kvs,
+    }
+}
+
+fn compare_holds(m: &Mvcc, c: &Compare, rev: u64) -> bool {
+    let check = |kv: Option<KvRef<'_>>| {
+        let ord = match &c.target {
+            CompareTarget::Version(v) => kv.map_or(0, |kv| kv.version).cmp(v),
+            CompareTarget::CreateRevision(v) => kv.map_or(0, |kv| kv.create_revision).cmp(v),
+            CompareTarget::ModRevision(v) => kv.map_or(0, |kv| kv.mod_revision).cmp(v),
+            CompareTarget::Lease(v) => kv.map_or(0, |kv| kv.lease).cmp(v),
+            CompareTarget::Value(v) => match kv {
+                // etcd: a value compare on a missing key always fails.
+                None => return false,
+                Some(kv) => kv.value[..].cmp(&v[..]),
+            },
+        };
+        match c.result {
+            CompareResult::Equal => ord.is_eq(),
+            CompareResult::NotEqual => ord.is_ne(),
+            CompareResult::Greater => ord.is_gt(),
+            CompareResult::Less => ord.is_lt(),
+        }
+    };
+    let mut any = false;
+    let mut all = true;
+    m.scan_at(KeyRange::new(&c.key, &c.range_end), rev, |kv| {
+        any = true;
+        all = check(Some(kv));
+        all
+    });
+    if any {
+        all
+    } else {
+        check(None)
+    }
+}
+
+/// Evaluates the compares of `t` and of every nested transaction on the
+/// chosen path, depth first in op order, all against revision `rev` (the
+/// state before the transaction, as etcd does).
+fn txn_path(m: &Mvcc, t: &TxnRequest, rev: u64, path: &mut Vec<bool>) {
+    let ok = t.compare.iter().all(|c| compare_holds(m, c, rev));
+    path.push(ok);
+    for op in if ok { &t.success } else { &t.failure } {
+        if let RequestOp::Txn(nested) = op {
+            txn_path(m, nested, rev, path);
+        }
+    }
+}
+
+fn execute_txn(cfg: &Config, m: &mut Mvcc, t: &TxnRequest) -> Result<TxnResponse, KvError> {
+    check_txn(cfg, t, 1)?;
+    check_txn_keys(t)?;
+    let mut path = Vec::new();
+    txn_path(m, t, m.revision, &mut path);
+    // O(1) thanks to structural sharing; lets a failure half-way (a put with
+    // ignore_value on a missing key, a range at a compacted revision) undo
+    // the earlier writes, so a transaction is all or nothing.
+    let before = m.clone();
+    let mut p = Pending::begin(m);
+    let mut path = path.into_iter();
+    match run_txn(m, &mut p, t, &mut path) {
+        Ok(mut response) => {
+            assert!(path.next().is_none(), "txn path not fully consumed");
+            p.commit(m);
+            set_txn_revision(&mut response, m.revision);
+            Ok(response)
+        }
+        Err(e) => {
+            *m = before;
+            Err(e)
+        }
+    }
+}
+
+fn run_txn(
+    m: &mut Mvcc,
+    p: &mut Pending,
+    t: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse, KvError> {
+    let succeeded = path.next().expect("txn path covers every nested txn");
+    let mut responses = Vec::new();
+    for op in if succeeded { &t.success } else { &t.failure } {
+        responses.push(match op {
+            RequestOp::Put(r) => ResponseOp::Put(put(m, p, r)?),
+            RequestOp::Range(r) => ResponseOp::Range(range(m, r, p.read_rev())?),
+            RequestOp::DeleteRange(r) => ResponseOp::DeleteRange(delete_range(m, p, r)),
+            RequestOp::Txn(nested) => ResponseOp::Txn(run_txn(m, p, nested, path)?),
+        });
+    }
+    Ok(TxnResponse {
+        revision: 0,
+        succeeded,
+        responses,
+    })
+}
+
+/// Every response inside a transaction carries the transaction's revision.
+fn set_txn_revision(t: &mut TxnResponse, revision: u64) {
+    t.revision = revision;
+    for r in &mut t.responses {
+        match r {
+            ResponseOp::Put(r) => r.revision = revision,
+            ResponseOp::Range(r) => r.revision = revision,
+            ResponseOp::DeleteRange(r) => r.revision = revision,
+            ResponseOp::Txn(r) => set_txn_revision(r, revision),
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Requests, responses and errors of the state machine (the etcd v3 data
+//! model, minus leases and watches, plus a course-style `Append`).
+//!
+//! Revisions, versions and indices are `u64` (etcd uses `i64` but never a
+//! negative value); lease ids stay `i64` as in etcd so they map one to one.
+
+use std::fmt;
+
+/// A key with its value and MVCC metadata, as etcd's `mvccpb.KeyValue`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Revision of the write that created the key (since its last delete).
+    pub create_revision: u64,
+    /// Revision of the last write to the key.
+    pub mod_revision: u64,
+    /// Number of writes since the key was created: 1 after the first put,
+    /// reset by a delete.
+    pub version: u64,
+    /// The value; empty when the read asked for `keys_only`.
+    pub value: Vec<u8>,
+    /// Lease id attached by the last put, 0 for none.
+    pub lease: i64,
+}
+
+/// Put a key (etcd `PutRequest`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutRequest {
+    /// The key; must not be empty.
+    pub key: Vec<u8>,
+    /// The new value (ignored when `ignore_value` is set).
+    pub value: Vec<u8>,
+    /// Lease id to attach, 0 for none. Stored only: leases come later.
+    pub lease: i64,
+    /// Return the previous key-value, if any.
+    pub prev_kv: bool,
+    /// Keep the current value; fails with [`KvError::KeyNotFound`] if the key
+    /// does not exist.
+    pub ignore_value: bool,
+    /// Keep the current lease; fails with [`KvError::KeyNotFound`] if the key
+    /// does not exist.
+    pub ignore_lease: bool,
+}
+
+/// Result of a put.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutResponse {
+    /// Store revision after the write.
+    pub revision: u64,
+    /// The key-value before the put, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// Order of the results of a range read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Key order (ascending), no extra sort.
+    #[default]
+    None,
+    /// Ascending by the sort target.
+    Ascend,
+    /// Descending by the sort target.
+    Descend,
+}
+
+/// Field a range read sorts by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
+/// Read a key or a range of keys (etcd `RangeRequest`).
+///
+/// `range_end` follows etcd: empty means the single key `key`; `[0]` means
+/// every key `>= key`; otherwise the half-open range `[key, range_end)` (empty
+/// when `range_end <= key`). A prefix read uses `range_end` = `key` with its
+/// last byte incremented, see [`prefix_end`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeRequest {
+    /// First key; must not be empty (use `[0]` for "from the start").
+    pub key: Vec<u8>,
+    /// End of the range, see the type docs.
+    pub range_end: Vec<u8>,
+    /// Most key-values returned, 0 for no limit; `more` says if some were cut.
+    pub limit: u64,
+    /// Revision to read at, 0 for the current one.
+    pub revision: u64,
+    /// Sort order.
+    pub sort_order: SortOrder,
+    /// Sort target.
+    pub sort_target: SortTarget,
+    /// Leave values empty.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+    /// Keep only keys with `mod_revision >= min_mod_revision` (0 = off).
+    pub min_mod_revision: u64,
+    /// Keep only keys with `mod_revision <= max_mod_revision` (0 = off).
+    pub max_mod_revision: u64,
+    /// Keep only keys with `create_revision >= min_create_revision` (0 = off).
+    pub min_create_revision: u64,
+    /// Keep only keys with `create_revision <= max_create_revision` (0 = off).
+    pub max_create_revision: u64,
+}
+
+impl RangeRequest {
+    /// Read one key at the current revision.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Read every key starting with `prefix` at the current revision.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        let key = prefix.into();
+        RangeRequest {
+            range_end: prefix_end(&key),
+            key,
+            ..Default::default()
+        }
+    }
+
+    /// Read every key at the current revision.
+    pub fn all() -> Self {
+        RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        }
+    }
+}
+
+/// The `range_end` that selects every key starting with `prefix` (etcd's
+/// `clientv3.GetPrefixRangeEnd`): the prefix with its last byte below 0xff
+/// incremented and the rest cut; `[0]` (all keys) if every byte is 0xff.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Result of a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResponse {
+    /// Current store revision (not the revision read at, as in etcd).
+    pub revision: u64,
+    /// The key-values, after filters, sort and limit.
+    pub kvs: Vec<KeyValue>,
+    /// Whether the limit cut some key-values.
+    pub more: bool,
+    /// Number of keys in the range at the read revision, before filters and
+    /// limit.
+    pub count: u64,
+}
+
+/// Delete a key or a range of keys (etcd `DeleteRangeRequest`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteRangeRequest {
+    /// First key; must not be empty.
+    pub key: Vec<u8>,
+    /// End of the range, as in [`RangeRequest`].
+    pub range_end: Vec<u8>,
+    /// Return the deleted key-values.
+    pub prev_kv: bool,
+}
+
+/// Result of a delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteRangeResponse {
+    /// Store revision after the delete (unchanged if nothing was deleted).
+    pub revision: u64,
+    /// Number of keys deleted.
+    pub deleted: u64,
+    /// The deleted key-values, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// How a compare checks the stored field against the given one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareResult {
+    /// stored == given
+    Equal,
+    /// stored > given
+    Greater,
+    /// stored < given
+    Less,
+    /// stored != given
+    NotEqual,
+}
+
+/// The field a compare reads, with the value to compare against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The version (0 for a missing key).
+    Version(u64),
+    /// The create revision (0 for a missing key).
+    CreateRevision(u64),
+    /// The mod revision (0 for a missing key).
+    ModRevision(u64),
+    /// The value, compared bytewise; always false for a missing key.
+    Value(Vec<u8>),
+    /// The lease id (0 for a missing key).
+    Lease(i64),
+}
+
+/// One condition of a transaction (etcd `Compare`). Over a range it holds
+/// when it holds for every key in the range; over an empty range it is
+/// checked against a zero key-value (and is false for a value compare).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// First key; must not be empty.
+    pub key: Vec<u8>,
+    /// End of the range, as in [`RangeRequest`]; empty for one key.
+    pub range_end: Vec<u8>,
+    /// The comparison.
+    pub result: CompareResult,
+    /// The field and the value to compare with.
+    pub target: CompareTarget,
+}
+
+/// One operation of a transaction branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestOp {
+    /// A put.
+    Put(PutRequest),
+    /// A range read; sees the writes made earlier in the same transaction.
+    Range(RangeRequest),
+    /// A delete.
+    DeleteRange(DeleteRangeRequest),
+    /// A nested transaction; its compares are evaluated, with all others,
+    /// against the state before the outer transaction (as etcd does).
+    Txn(TxnRequest),
+}
+
+/// Deepest transaction nesting accepted (a top-level transaction is depth 1).
+/// Bounds the recursion of decoding and applying.
+pub const TXN_DEPTH_MAX: u64 = 8;
+
+/// An atomic compare-then-act transaction (etcd `TxnRequest`). All its
+/// writes share one new revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnRequest {
+    /// Conditions, all of which must hold for `success` to run.
+    pub compare: Vec<Compare>,
+    /// Operations run when every compare holds.
+    pub success: Vec<RequestOp>,
+    /// Operations run otherwise.
+    pub failure: Vec<RequestOp>,
+}
+
+/// Result of one transaction operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseOp {
+    /// Result of a put.
+    Put(PutResponse),
+    /// Result of a range read.
+    Range(RangeResponse),
+    /// Result of a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// Result of a nested transaction.
+    Txn(TxnResponse),
+}
+
+/// Result of a transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnResponse {
+    /// Store revision after the transaction.
+    pub revision: u64,
+    /// Whether the compares held (and `success` ran).
+    pub succeeded: bool,
+    /// One response per operation of the branch that ran.
+    pub responses: Vec<ResponseOp>,
+}
+
+/// Identifies a write for exactly-once execution: the client's session id
+/// (handed out by [`Op::RegisterSession`]) and a sequence number that the
+/// client raises by one per new command and keeps for retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    /// Session id from [`Response::SessionRegistered`].
+    pub client_id: u64,
+    /// Sequence number, starting at 1 for each session.
+    pub seq: u64,
+}
+
+/// What a command does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// etcd Put.
+    Put(PutRequest),
+    /// etcd Range (a read through the log).
+    Range(RangeRequest),
+    /// etcd DeleteRange.
+    DeleteRange(DeleteRangeRequest),
+    /// etcd Txn.
+    Txn(TxnRequest),
+    /// etcd Compact: forget history older than `revision`.
+    Compact {
+        /// Revision to compact to; reads below it fail afterwards.
+        revision: u64,
+    },
+    /// Read one key at the current revision.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Set the value to the old value followed by `suffix` (a put of
+    /// `suffix` if the key is missing). Counts as a put for revisions.
+    Append {
+        /// The key.
+        key: Vec<u8>,
+        /// Bytes to append.
+        suffix: Vec<u8>,
+    },
+    /// Open a client session; the response carries its id, which is the log
+    /// index of this command and so unique for the life of the cluster.
+    RegisterSession,
+}
+
+/// A command as it travels through the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// Exactly-once tag; `None` runs the command every time it is applied.
+    pub request_id: Option<RequestId>,
+    /// The operation.
+    pub op: Op,
+}
+
+impl Command {
+    /// A command without a session.
+    pub fn new(op: Op) -> Self {
+        Command {
+            request_id: None,
+            op,
+        }
+    }
+
+    /// A command that runs at most once for `(client_id, seq)`.
+    pub fn with_session(client_id: u64, seq: u64, op: Op) -> Self {
+        Command {
+            request_id: Some(RequestId { client_id, seq }),
+            op,
+        }
+    }
+}
+
+/// Result of [`Op::Compact`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactResponse {
+    /// Current store revision.
+    pub revision: u64,
+}
+
+/// Result of [`Op::Get`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetResponse {
+    /// Current store revision.
+    pub revision: u64,
+    /// The key-value, if the key exists.
+    pub kv: Option<KeyValue>,
+}
+
+/// What applying a command returned. Operating errors are a variant, so a
+/// response (error included) can be stored in a session and replayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Result of [`Op::Put`].
+    Put(PutResponse),
+    /// Result of [`Op::Range`].
+    Range(RangeResponse),
+    /// Result of [`Op::DeleteRange`].
+    DeleteRange(DeleteRangeResponse),
+    /// Result of [`Op::Txn`].
+    Txn(TxnResponse),
+    /// Result of [`Op::Compact`].
+    Compact(CompactResponse),
+    /// Result of [`Op::Get`].
+    Get(GetResponse),
+    /// Result of [`Op::Append`] (`prev_kv` is always `None`).
+    Append(PutResponse),
+    /// Result of [`Op::RegisterSession`].
+    SessionRegistered {
+        /// The new session's id, to put in every [`RequestId`].
+        client_id: u64,
+    },
+    /// The command failed; it changed nothing.
+    Error(KvError),
+}
+
+impl Response {
+    /// The error, if the command failed.
+    pub fn error(&self) -> Option<&KvError> {
+        match self {
+            Response::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// An operating error: the command was refused and changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvError {
+    /// A key (or range start) was empty.
+    EmptyKey,
+    /// A key was longer than the configured maximum.
+    KeyTooLarge {
+        /// Its length.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// A value (or an appended value) was longer than the configured maximum.
+    ValueTooLarge {
+        /// Its length.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// A put with `ignore_value` or `ignore_lease` named a missing key.
+    KeyNotFound {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The revision asked for was compacted away.
+    Compacted {
+        /// Revision asked for.
+        requested: u64,
+        /// Oldest revision still readable.
+        compact_revision: u64,
+    },
+    /// The revision asked for is newer than the store's.
+    FutureRevision {
+        /// Revision asked for.
+        requested: u64,
+        /// Current revision.
+        current: u64,
+    },
+    /// A transaction branch, or its compares, had too many operations.
+    TooManyOps {
+        /// How many it had.
+        count: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// Transactions were nested too deeply.
+    TxnTooDeep {
+        /// Deepest nesting allowed.
+        max: u64,
+    },
+    /// A transaction branch wrote the same key twice (two puts, or a put
+    /// inside a deleted range), which etcd refuses.
+    DuplicateKeyInTxn {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The request's sequence number is below the session's last one: the
+    /// client has moved on and this is a late duplicate.
+    StaleSequence {
+        /// Session id.
+        client_id: u64,
+        /// Sequence number of the request.
+        seq: u64,
+        /// Last sequence number the session executed.
+        last_seq: u64,
+    },
+    /// The session is unknown: never registered, expired, or evicted.
+    SessionExpired {
+        /// Session id.
+        client_id: u64,
+    },
+    /// The log entry did not decode as a command.
+    MalformedCommand {
+        /// What the decoder found.
+        detail: String,
+    },
+}
+
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvError::EmptyKey => write!(f, "key is empty; give a non-empty key (use \\0 as range start to read from the first key)"),
+            KvError::KeyTooLarge { len, max } => write!(f, "key of {len} bytes exceeds the {max}-byte limit; use a shorter key"),
+            KvError::ValueTooLarge { len, max } => write!(f, "value of {len} bytes exceeds the {max}-byte limit; split the value"),
+            KvError::KeyNotFound { key } => write!(f, "key {} not found, but the put asked to keep its value or lease; put it with a value first", Escaped(key)),
+            KvError::Compacted { requested, compact_revision } => write!(f, "revision {requested} has been compacted (oldest readable is {compact_revision}); read at a newer revision"),
+            KvError::FutureRevision { requested, current } => write!(f, "revision {requested} is in the future (current is {current}); read at or below the current revision"),
+            KvError::TooManyOps { count, max } => write!(f, "transaction has {count} operations in one list, more than the {max} allowed; split it"),
+            KvError::TxnTooDeep { max } => write!(f, "transactions are nested more than {max} deep; flatten the transaction"),
+            KvError::DuplicateKeyInTxn { key } => write!(f, "transaction writes key {} twice in one branch; write each key once", Escaped(key)),
+            KvError::StaleSequence { client_id, seq, last_seq } => write!(f, "session {client_id} already executed sequence {last_seq}, so {seq} is a late duplicate; drop it"),
+            KvError::SessionExpired { client_id } => write!(f, "session {client_id} is unknown or expired; the outcome of its pending command is unknown: register a new session and re-read before retrying"),
+            KvError::MalformedCommand { detail } => write!(f, "log entry is not a valid command ({detail}); fix the client that proposed it"),
+        }
+    }
+}
+
+impl std::error::Error for KvError {}
+
+/// Shows bytes as text with non-printable bytes escaped, for messages.
+pub(crate) struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN_BYTES_MAX: usize = 64;
+        write!(f, "\"")?;
+        for &b in self.0.iter().take(SHOWN_BYTES_MAX) {
+            write!(f, "{}", std::ascii::escape_default(b))?;
+        }
+        if self.0.len() > SHOWN_BYTES_MAX {
+            write!(f, "...")?;
+        }
+        write!(f, "\"")
+    }
+}
