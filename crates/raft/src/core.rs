@@ -489,7 +489,6 @@ impl Raft {
     fn in_leader_lease(&self) -> bool {
         self.cfg.check_quorum
             && self.leader.is_some()
-            && self.role == Role::Follower
             && self.election_elapsed < self.cfg.election_timeout_ticks
     }
 
@@ -510,9 +509,12 @@ impl Raft {
     fn step_common(&mut self, m: &Message) -> bool {
         match m.body {
             MessageBody::PreVote { last_index, last_term } => {
-                // m.term is the term the candidate would campaign in; grant if that is
-                // newer than ours and its log is at least as up to date (§5.4.1).
-                let grant = m.term > self.term && self.log.is_up_to_date(last_index, last_term);
+                // m.term is the term the candidate would campaign in. Grant if we could
+                // vote for it in that term and its log is at least as up to date (§5.4.1).
+                let can_vote = m.term > self.term
+                    || self.vote == m.from
+                    || (self.vote == 0 && self.leader.is_none());
+                let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
                 let term = if grant { m.term } else { self.term };
                 self.msgs.push(Message {
                     from: self.cfg.id,

@@ -1,0 +1,35 @@
+//! # node: the driver of one raftkv member
+//!
+//! `node` joins the pieces that each know one thing — the consensus core (`raft`), the
+//! durable log ([`LogStore`], implemented over the `storage` crate), the replicated state
+//! machine (`kv`) — and adds what only the driver can know: which client request waits
+//! for which log index or read, when to snapshot, and what to answer.
+//!
+//! Like the core, the node is sans-IO apart from its [`LogStore`]: time comes in as
+//! [`Node::tick`], peer messages as [`Node::step`], client requests as [`Node::submit`];
+//! messages to send and replies to clients come out of [`Node::poll`]. The tokio server
+//! and the deterministic simulator drive exactly this code, with a real disk and a
+//! simulated one.
+//!
+//! ## Guarantees
+//! - A write is answered only after its entry has been applied, with the state machine's
+//!   own response. If a different entry (another leader's) is applied at its index, the
+//!   answer is [`RequestError::NotLeader`]: retry, never a wrong result.
+//! - A linearizable read is answered from the state machine only once it has applied the
+//!   read's ReadIndex. A serializable read is answered from the local state at once and may
+//!   be stale.
+//! - Nothing is sent that depends on state not yet durable: `poll` hands out a Ready's
+//!   send-now messages, persists its state with one sync, and only then tells the core,
+//!   which releases the answers that depended on it.
+//! - Restart = load the newest snapshot into the state machine, then replay the committed
+//!   log after it; nothing is applied twice.
+
+mod clerk;
+mod mem;
+mod node;
+
+pub use crate::clerk::Clerk;
+pub use crate::mem::MemStore;
+pub use crate::node::{
+    LogStore, Node, NodeConfig, NodeError, Output, ReadQuery, Request, RequestError, RequestId,
+};

@@ -1,0 +1,440 @@
+//! The member driver: core + store + state machine + pending requests.
+
+use kv::{Command, RangeRequest, Response, StateMachine};
+use raft::{
+    ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError,
+    Restored, Snapshot, SnapshotMeta, Term,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The durable half of a member: what the core hands out to persist.
+pub trait LogStore {
+    /// Makes the persist part of one Ready durable, with a single sync: `hard_state` if
+    /// set, then `snapshot` if set, then `entries` (entries whose index is already stored
+    /// replace the stored log from there on). Returns only once durable.
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), NodeError>;
+
+    /// Makes a snapshot the service took durable; the log up to it may then be dropped.
+    fn persist_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError>;
+}
+
+/// Settings of one member.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The consensus core's settings.
+    pub raft: raft::Config,
+    /// The voters of a new cluster (ignored when the store holds a snapshot).
+    pub voters: BTreeSet<NodeId>,
+    /// State machine limits; must be the same on every member.
+    pub kv: kv::Config,
+    /// Take a snapshot once this many entries were applied since the last one (0: never).
+    pub snapshot_interval_entries: u64,
+    /// A request not answered within this many ticks gets [`RequestError::Timeout`].
+    pub request_timeout_ticks: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for member `id` of a cluster of `voters`.
+    pub fn new(id: NodeId, voters: BTreeSet<NodeId>) -> Self {
+        NodeConfig {
+            raft: raft::Config::new(id),
+            voters,
+            kv: kv::Config::default(),
+            snapshot_interval_entries: 10_000,
+            request_timeout_ticks: 100,
+        }
+    }
+}
+
+/// The driver's id for a client request; unique among this member's open requests.
+pub type RequestId = u64;
+
+/// A read served outside the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadQuery {
+    /// etcd Range.
+    Range(RangeRequest),
+    /// One key's current value.
+    Get(Vec<u8>),
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A command through the log (writes; also reads that must go through the log).
+    Write(Command),
+    /// A read: linearizable (ReadIndex) unless `serializable`, which answers from the
+    /// local state at once and may be stale.
+    Read {
+        /// What to read.
+        query: ReadQuery,
+        /// Serve locally, possibly stale.
+        serializable: bool,
+    },
+}
+
+/// Why a request was not answered with a result. All are for the client to retry (the
+/// clerk does, keeping its session sequence number, so a write executes at most once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// This member cannot serve it; `leader` is where to go, if known.
+    NotLeader {
+        /// The leader this member knows of.
+        leader: Option<NodeId>,
+    },
+    /// No answer in time; the write may or may not have been applied.
+    Timeout,
+    /// The request is larger than a proposal may be.
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        max: u64,
+    },
+    /// The leader has too much uncommitted data; retry shortly.
+    Busy,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NotLeader { leader: Some(l) } => {
+                write!(f, "this member is not the leader; member {l} is")
+            }
+            RequestError::NotLeader { leader: None } => {
+                write!(f, "no leader is known right now; retry shortly")
+            }
+            RequestError::Timeout => {
+                write!(f, "request timed out; it may or may not have taken effect")
+            }
+            RequestError::TooLarge { size, max } => {
+                write!(f, "request of {size} bytes exceeds the limit of {max} bytes")
+            }
+            RequestError::Busy => write!(f, "leader is overloaded; retry shortly"),
+        }
+    }
+}
+impl std::error::Error for RequestError {}
+
+/// A fatal problem of this member: it must stop (its disk failed, or what it recovered
+/// is inconsistent). Never a reason to keep going with possibly lost data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeError(pub String);
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NodeError {}
+
+/// What [`Node::poll`] produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Answers to client requests.
+    pub replies: Vec<(RequestId, Result<Response, RequestError>)>,
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    id: RequestId,
+    term: Term,
+    deadline: u64,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    id: RequestId,
+    query: ReadQuery,
+    deadline: u64,
+}
+
+/// One member: see the crate docs.
+pub struct Node<S: LogStore> {
+    cfg: NodeConfig,
+    raft: Raft,
+    store: S,
+    sm: StateMachine,
+    /// Index of the last entry applied (no-ops included).
+    applied: Index,
+    last_snapshot_index: Index,
+    now: u64,
+    writes: BTreeMap<Index, PendingWrite>,
+    /// Reads waiting for their ReadIndex, by ctx.
+    reads_waiting_index: BTreeMap<u64, PendingRead>,
+    /// Reads with a ReadIndex, waiting for apply: (index, ctx).
+    reads_waiting_apply: BTreeMap<(Index, u64), PendingRead>,
+    next_read_ctx: u64,
+    replies: Vec<(RequestId, Result<Response, RequestError>)>,
+}
+
+impl<S: LogStore> Node<S> {
+    /// Starts a member from what its store recovered.
+    pub fn new(cfg: NodeConfig, store: S, restored: Restored) -> Result<Self, NodeError> {
+        let (sm, applied) = match &restored.snapshot {
+            Some(snap) => (restore_state(snap)?, snap.meta.index),
+            None => (StateMachine::new(cfg.kv), 0),
+        };
+        let raft = Raft::restore(cfg.raft.clone(), &cfg.voters, restored)
+            .map_err(|e| NodeError(format!("cannot start member {}: {e}", cfg.raft.id)))?;
+        Ok(Node {
+            raft,
+            store,
+            sm,
+            applied,
+            last_snapshot_index: applied,
+            now: 0,
+            writes: BTreeMap::new(),
+            reads_waiting_index: BTreeMap::new(),
+            reads_waiting_apply: BTreeMap::new(),
+            next_read_ctx: 1,
+            replies: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// Advances time by one tick: the core's timers and request deadlines.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.raft.tick();
+        self.expire_requests();
+    }
+
+    /// Processes one message from a peer.
+    pub fn step(&mut self, m: Message) {
+        self.raft.step(m);
+    }
+
+    /// Accepts a client request; its answer comes out of a later [`Node::poll`] (or at
+    /// once, for errors and serializable reads).
+    pub fn submit(&mut self, id: RequestId, request: Request) {
+        let deadline = self.now + self.cfg.request_timeout_ticks;
+        match request {
+            Request::Write(cmd) => match self.raft.propose(cmd.encode()) {
+                Ok((index, term)) => {
+                    self.writes.insert(index, PendingWrite { id, term, deadline });
+                }
+                Err(e) => self.replies.push((id, Err(propose_error(e)))),
+            },
+            Request::Read { query, serializable: true } => {
+                let answer = self.answer_read(&query);
+                self.replies.push((id, Ok(answer)));
+            }
+            Request::Read { query, serializable: false } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.raft.read_index(ctx) {
+                    Ok(()) => {
+                        self.reads_waiting_index.insert(ctx, PendingRead { id, query, deadline });
+                    }
+                    Err(ReadError::NoLeader) => {
+                        self.replies.push((id, Err(RequestError::NotLeader { leader: None })))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the core until it has nothing more to do. `send` receives each batch of
+    /// messages as soon as it may leave — a leader's appends before its own disk write,
+    /// answers that depend on durable state only after it.
+    pub fn poll(&mut self, send: &mut impl FnMut(Vec<Message>)) -> Result<Output, NodeError> {
+        while self.raft.has_ready() {
+            let mut rd = self.raft.ready();
+            if !rd.messages.is_empty() {
+                send(std::mem::take(&mut rd.messages));
+            }
+            if !rd.persist_is_empty() {
+                self.store.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
+            }
+            self.raft.on_persisted(rd.number);
+            if let Some(snap) = &rd.snapshot {
+                self.install(snap)?;
+            }
+            for e in rd.committed_entries {
+                self.apply(e);
+            }
+            for rs in rd.read_states {
+                if let Some(r) = self.reads_waiting_index.remove(&rs.ctx) {
+                    self.reads_waiting_apply.insert((rs.index, rs.ctx), r);
+                }
+            }
+            for ctx in rd.failed_reads {
+                if let Some(r) = self.reads_waiting_index.remove(&ctx) {
+                    let leader = self.raft.leader();
+                    self.replies.push((r.id, Err(RequestError::NotLeader { leader })));
+                }
+            }
+            self.serve_reads();
+            self.maybe_snapshot()?;
+        }
+        Ok(Output { replies: std::mem::take(&mut self.replies) })
+    }
+
+    fn apply(&mut self, e: Entry) {
+        assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
+        self.applied = e.index;
+        let response = match e.kind {
+            EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
+            EntryKind::Noop => None,
+        };
+        // Writes proposed at lower indices whose entries were replaced never apply at
+        // their index with their term; they are answered below when their index comes.
+        if let Some(w) = self.writes.remove(&e.index) {
+            let reply = match response {
+                Some(r) if w.term == e.term => Ok(r),
+                _ => Err(RequestError::NotLeader { leader: self.raft.leader() }),
+            };
+            self.replies.push((w.id, reply));
+        }
+    }
+
+    /// A snapshot from the leader replaced our state: restore the state machine from it.
+    fn install(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
+        assert!(snap.meta.index > self.applied, "a snapshot never takes the state back");
+        self.sm = restore_state(snap)?;
+        self.applied = snap.meta.index;
+        self.last_snapshot_index = snap.meta.index;
+        // Writes at covered indices: their outcome is inside the snapshot, unknown here.
+        // The client's retry (same session sequence) gets the recorded answer.
+        let covered: Vec<Index> = self.writes.range(..=snap.meta.index).map(|(i, _)| *i).collect();
+        for i in covered {
+            let w = self.writes.remove(&i).expect("present");
+            self.replies.push((w.id, Err(RequestError::NotLeader { leader: self.raft.leader() })));
+        }
+        Ok(())
+    }
+
+    fn serve_reads(&mut self) {
+        while let Some(entry) = self.reads_waiting_apply.first_entry() {
+            if entry.key().0 > self.applied {
+                break;
+            }
+            let r = entry.remove();
+            let answer = self.answer_read(&r.query);
+            self.replies.push((r.id, Ok(answer)));
+        }
+    }
+
+    fn answer_read(&self, query: &ReadQuery) -> Response {
+        match query {
+            ReadQuery::Range(req) => match self.sm.range(req) {
+                Ok(r) => Response::Range(r),
+                Err(e) => Response::Error(e),
+            },
+            ReadQuery::Get(key) => Response::Get(kv::GetResponse {
+                revision: self.sm.revision(),
+                kv: self.sm.get(key),
+            }),
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
+        let interval = self.cfg.snapshot_interval_entries;
+        if interval == 0 || self.applied < self.last_snapshot_index + interval {
+            return Ok(());
+        }
+        let snapshot = self.snapshot_now();
+        self.store.persist_snapshot(&snapshot)?;
+        self.raft
+            .compact(snapshot)
+            .map_err(|e| NodeError(format!("compacting the log after a snapshot: {e}")))?;
+        self.last_snapshot_index = self.applied;
+        Ok(())
+    }
+
+    /// A snapshot of the state machine at the applied index. Taking the view is O(1); it
+    /// is serialized here, in the driver's thread.
+    pub fn snapshot_now(&self) -> Snapshot {
+        let index = self.applied;
+        let term = self.raft.term_at(index).expect("the applied entry is held");
+        let mut data = Vec::new();
+        self.sm.snapshot_view().write_to(&mut data).expect("writing to memory cannot fail");
+        let conf = ConfState { voters: self.raft.voters().clone() };
+        Snapshot { meta: SnapshotMeta { index, term, conf }, data: data.into() }
+    }
+
+    fn expire_requests(&mut self) {
+        let now = self.now;
+        let expired: Vec<Index> =
+            self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(i, _)| *i).collect();
+        for i in expired {
+            let w = self.writes.remove(&i).expect("present");
+            self.replies.push((w.id, Err(RequestError::Timeout)));
+        }
+        let expired: Vec<u64> = self
+            .reads_waiting_index
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in expired {
+            let r = self.reads_waiting_index.remove(&c).expect("present");
+            self.replies.push((r.id, Err(RequestError::Timeout)));
+        }
+        let expired: Vec<(Index, u64)> = self
+            .reads_waiting_apply
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            let r = self.reads_waiting_apply.remove(&k).expect("present");
+            self.replies.push((r.id, Err(RequestError::Timeout)));
+        }
+    }
+
+    /// True if `poll` has work (messages, persistence, applies or replies).
+    pub fn has_work(&self) -> bool {
+        self.raft.has_ready() || !self.replies.is_empty()
+    }
+
+    /// The consensus core, for status and checks.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state machine, for status and checks.
+    pub fn state(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+
+    /// The store, for tests and status.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably (the simulator crashes its disk through this).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+}
+
+fn restore_state(snap: &Snapshot) -> Result<StateMachine, NodeError> {
+    StateMachine::restore(&snap.data[..]).map_err(|e| {
+        NodeError(format!(
+            "snapshot at index {} (term {}) cannot be restored: {e}; \
+             this member's data is damaged: remove its data directory and let it rejoin",
+            snap.meta.index, snap.meta.term
+        ))
+    })
+}
+
+fn propose_error(e: ProposeError) -> RequestError {
+    match e {
+        ProposeError::NotLeader { leader } => RequestError::NotLeader { leader },
+        ProposeError::TooLarge { size, max } => RequestError::TooLarge { size, max },
+        ProposeError::Busy => RequestError::Busy,
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The one gate: formatting, lints, every test, and a simulator swarm.
+# CI (.ci/run) runs exactly this; so should you before pushing.
+set -euo pipefail
+cd "$(dirname "$0")"
+SEEDS="${RAFTKV_SWARM_SEEDS:-300}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --release -- -D warnings
+echo "== cargo test"
+cargo test --workspace --release
+echo "== simulator swarm: $SEEDS seeds"
+cargo run --release -q -p sim -- --seeds "$SEEDS"
