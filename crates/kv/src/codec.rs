@@ -106,10 +106,7 @@ impl Command {
         d.version()?;
         let request_id = match d.tag("request id flag")? {
             0 => None,
-            1 => Some(RequestId {
-                client_id: d.u64()?,
-                seq: d.u64()?,
-            }),
+            1 => Some(RequestId { client_id: d.u64()?, seq: d.u64()? }),
             tag => return Err(d.bad_tag("request id flag", tag)),
         };
         let op = decode_op(&mut d)?;
@@ -157,10 +154,7 @@ impl Encoder {
     }
     fn flags(&mut self, bits: &[bool]) {
         debug_assert!(bits.len() <= 8);
-        let v = bits
-            .iter()
-            .enumerate()
-            .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i));
+        let v = bits.iter().enumerate().fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i));
         self.u8(v);
     }
     fn len(&mut self, n: usize) {
@@ -187,10 +181,7 @@ impl<'a> Decoder<'a> {
         Decoder { buf, pos: 0 }
     }
     fn err(&self, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError {
-            offset: self.pos as u64,
-            kind,
-        }
+        DecodeError { offset: self.pos as u64, kind }
     }
     fn bad_tag(&self, field: &'static str, tag: u8) -> DecodeError {
         // The tag byte was already consumed; point at it.
@@ -331,10 +322,7 @@ fn decode_op(d: &mut Decoder) -> DResult<Op> {
         OP_TXN => Op::Txn(decode_txn(d, 1)?),
         OP_COMPACT => Op::Compact { revision: d.u64()? },
         OP_GET => Op::Get { key: d.bytes()? },
-        OP_APPEND => Op::Append {
-            key: d.bytes()?,
-            suffix: d.bytes()?,
-        },
+        OP_APPEND => Op::Append { key: d.bytes()?, suffix: d.bytes()? },
         OP_REGISTER_SESSION => Op::RegisterSession,
         tag => return Err(d.bad_tag("op", tag)),
     })
@@ -352,14 +340,7 @@ fn decode_put(d: &mut Decoder) -> DResult<PutRequest> {
     let value = d.bytes()?;
     let lease = d.i64()?;
     let [prev_kv, ignore_value, ignore_lease] = d.flags("put flags")?;
-    Ok(PutRequest {
-        key,
-        value,
-        lease,
-        prev_kv,
-        ignore_value,
-        ignore_lease,
-    })
+    Ok(PutRequest { key, value, lease, prev_kv, ignore_value, ignore_lease })
 }
 
 fn encode_range(e: &mut Encoder, r: &RangeRequest) {
@@ -432,11 +413,7 @@ fn decode_delete(d: &mut Decoder) -> DResult<DeleteRangeRequest> {
     let key = d.bytes()?;
     let range_end = d.bytes()?;
     let [prev_kv] = d.flags("delete flags")?;
-    Ok(DeleteRangeRequest {
-        key,
-        range_end,
-        prev_kv,
-    })
+    Ok(DeleteRangeRequest { key, range_end, prev_kv })
 }
 
 fn encode_txn(e: &mut Encoder, t: &TxnRequest) {
@@ -516,12 +493,7 @@ fn decode_compare(d: &mut Decoder) -> DResult<Compare> {
         4 => CompareTarget::Lease(d.i64()?),
         tag => return Err(d.bad_tag("compare target", tag)),
     };
-    Ok(Compare {
-        key,
-        range_end,
-        result,
-        target,
-    })
+    Ok(Compare { key, range_end, result, target })
 }
 
 fn decode_txn(d: &mut Decoder, depth: u64) -> DResult<TxnRequest> {
@@ -547,11 +519,7 @@ fn decode_txn(d: &mut Decoder, depth: u64) -> DResult<TxnRequest> {
         }
     }
     let [success, failure] = branches;
-    Ok(TxnRequest {
-        compare,
-        success,
-        failure,
-    })
+    Ok(TxnRequest { compare, success, failure })
 }
 
 // ---- responses ----
@@ -615,14 +583,9 @@ fn decode_response(d: &mut Decoder) -> DResult<Response> {
         RESP_DELETE_RANGE => Response::DeleteRange(decode_delete_response(d)?),
         RESP_TXN => Response::Txn(decode_txn_response(d, 1)?),
         RESP_COMPACT => Response::Compact(CompactResponse { revision: d.u64()? }),
-        RESP_GET => Response::Get(GetResponse {
-            revision: d.u64()?,
-            kv: decode_opt_kv(d)?,
-        }),
+        RESP_GET => Response::Get(GetResponse { revision: d.u64()?, kv: decode_opt_kv(d)? }),
         RESP_APPEND => Response::Append(decode_put_response(d)?),
-        RESP_SESSION_REGISTERED => Response::SessionRegistered {
-            client_id: d.u64()?,
-        },
+        RESP_SESSION_REGISTERED => Response::SessionRegistered { client_id: d.u64()? },
         RESP_ERROR => Response::Error(decode_error(d)?),
         tag => return Err(d.bad_tag("response", tag)),
     })
@@ -688,10 +651,7 @@ fn encode_put_response(e: &mut Encoder, p: &PutResponse) {
 }
 
 fn decode_put_response(d: &mut Decoder) -> DResult<PutResponse> {
-    Ok(PutResponse {
-        revision: d.u64()?,
-        prev_kv: decode_opt_kv(d)?,
-    })
+    Ok(PutResponse { revision: d.u64()?, prev_kv: decode_opt_kv(d)? })
 }
 
 fn encode_range_response(e: &mut Encoder, r: &RangeResponse) {
@@ -705,12 +665,7 @@ fn decode_range_response(d: &mut Decoder) -> DResult<RangeResponse> {
     let revision = d.u64()?;
     let kvs = decode_kvs(d)?;
     let [more] = d.flags("range response flags")?;
-    Ok(RangeResponse {
-        revision,
-        kvs,
-        more,
-        count: d.u64()?,
-    })
+    Ok(RangeResponse { revision, kvs, more, count: d.u64()? })
 }
 
 fn encode_delete_response(e: &mut Encoder, r: &DeleteRangeResponse) {
@@ -720,11 +675,7 @@ fn encode_delete_response(e: &mut Encoder, r: &DeleteRangeResponse) {
 }
 
 fn decode_delete_response(d: &mut Decoder) -> DResult<DeleteRangeResponse> {
-    Ok(DeleteRangeResponse {
-        revision: d.u64()?,
-        deleted: d.u64()?,
-        prev_kvs: decode_kvs(d)?,
-    })
+    Ok(DeleteRangeResponse { revision: d.u64()?, deleted: d.u64()?, prev_kvs: decode_kvs(d)? })
 }
 
 fn encode_txn_response(e: &mut Encoder, t: &TxnResponse) {
@@ -770,11 +721,7 @@ fn decode_txn_response(d: &mut Decoder, depth: u64) -> DResult<TxnResponse> {
             tag => return Err(d.bad_tag("txn response op", tag)),
         });
     }
-    Ok(TxnResponse {
-        revision,
-        succeeded,
-        responses,
-    })
+    Ok(TxnResponse { revision, succeeded, responses })
 }
 
 fn encode_error(e: &mut Encoder, err: &KvError) {
@@ -794,10 +741,7 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
             e.u8(4);
             e.bytes(key);
         }
-        KvError::Compacted {
-            requested,
-            compact_revision,
-        } => {
+        KvError::Compacted { requested, compact_revision } => {
             e.u8(5);
             e.u64(*requested);
             e.u64(*compact_revision);
@@ -820,11 +764,7 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
             e.u8(9);
             e.bytes(key);
         }
-        KvError::StaleSequence {
-            client_id,
-            seq,
-            last_seq,
-        } => {
+        KvError::StaleSequence { client_id, seq, last_seq } => {
             e.u8(10);
             e.u64(*client_id);
             e.u64(*seq);
@@ -844,37 +784,16 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
 fn decode_error(d: &mut Decoder) -> DResult<KvError> {
     Ok(match d.tag("error")? {
         1 => KvError::EmptyKey,
-        2 => KvError::KeyTooLarge {
-            len: d.u64()?,
-            max: d.u64()?,
-        },
-        3 => KvError::ValueTooLarge {
-            len: d.u64()?,
-            max: d.u64()?,
-        },
+        2 => KvError::KeyTooLarge { len: d.u64()?, max: d.u64()? },
+        3 => KvError::ValueTooLarge { len: d.u64()?, max: d.u64()? },
         4 => KvError::KeyNotFound { key: d.bytes()? },
-        5 => KvError::Compacted {
-            requested: d.u64()?,
-            compact_revision: d.u64()?,
-        },
-        6 => KvError::FutureRevision {
-            requested: d.u64()?,
-            current: d.u64()?,
-        },
-        7 => KvError::TooManyOps {
-            count: d.u64()?,
-            max: d.u64()?,
-        },
+        5 => KvError::Compacted { requested: d.u64()?, compact_revision: d.u64()? },
+        6 => KvError::FutureRevision { requested: d.u64()?, current: d.u64()? },
+        7 => KvError::TooManyOps { count: d.u64()?, max: d.u64()? },
         8 => KvError::TxnTooDeep { max: d.u64()? },
         9 => KvError::DuplicateKeyInTxn { key: d.bytes()? },
-        10 => KvError::StaleSequence {
-            client_id: d.u64()?,
-            seq: d.u64()?,
-            last_seq: d.u64()?,
-        },
-        11 => KvError::SessionExpired {
-            client_id: d.u64()?,
-        },
+        10 => KvError::StaleSequence { client_id: d.u64()?, seq: d.u64()?, last_seq: d.u64()? },
+        11 => KvError::SessionExpired { client_id: d.u64()? },
         12 => KvError::MalformedCommand {
             // Lossy on purpose: the text is only shown to a person.
             detail: String::from_utf8_lossy(&d.bytes()?).into_owned(),

@@ -90,10 +90,7 @@ impl StateMachine {
         StateMachine {
             config,
             applied_index: 0,
-            mvcc: Mvcc {
-                revision: INITIAL_REVISION,
-                ..Mvcc::default()
-            },
+            mvcc: Mvcc { revision: INITIAL_REVISION, ..Mvcc::default() },
             sessions: Sessions::default(),
         }
     }
@@ -150,8 +147,7 @@ impl StateMachine {
         self.applied_index = index;
         // Both steps depend only on the index and the state, so every replica
         // expires the same sessions and prunes the same history.
-        self.sessions
-            .expire(index, self.config.session_idle_entries_max);
+        self.sessions.expire(index, self.config.session_idle_entries_max);
         self.mvcc.prune_step(self.config.prune_entries_per_apply);
     }
 
@@ -197,9 +193,7 @@ impl StateMachine {
 
     /// The current key-value of `key`, if it exists.
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        self.mvcc
-            .get_at(key, self.mvcc.revision)
-            .map(|kv| kv.to_key_value(true))
+        self.mvcc.get_at(key, self.mvcc.revision).map(|kv| kv.to_key_value(true))
     }
 
     fn execute(&mut self, op: &Op) -> Response {
@@ -267,9 +261,7 @@ impl StateMachine {
                 }
                 m.compact(revision);
                 m.prune_step(cfg.prune_entries_per_apply);
-                Ok(Response::Compact(CompactResponse {
-                    revision: m.revision,
-                }))
+                Ok(Response::Compact(CompactResponse { revision: m.revision }))
             }
             Op::RegisterSession => unreachable!("handled by apply_command"),
         }
@@ -277,9 +269,7 @@ impl StateMachine {
 }
 
 fn malformed(e: DecodeError) -> KvError {
-    KvError::MalformedCommand {
-        detail: e.to_string(),
-    }
+    KvError::MalformedCommand { detail: e.to_string() }
 }
 
 /// The revision a write transaction writes at, and whether it wrote yet.
@@ -291,10 +281,7 @@ struct Pending {
 
 impl Pending {
     fn begin(m: &Mvcc) -> Self {
-        Pending {
-            rev: m.revision + 1,
-            changed: false,
-        }
+        Pending { rev: m.revision + 1, changed: false }
     }
 
     /// Revision that reads inside the transaction see: its own writes.
@@ -321,20 +308,14 @@ fn check_key(cfg: &Config, key: &[u8]) -> Result<(), KvError> {
         return Err(KvError::EmptyKey);
     }
     if key.len() as u64 > cfg.key_bytes_max {
-        return Err(KvError::KeyTooLarge {
-            len: key.len() as u64,
-            max: cfg.key_bytes_max,
-        });
+        return Err(KvError::KeyTooLarge { len: key.len() as u64, max: cfg.key_bytes_max });
     }
     Ok(())
 }
 
 fn check_value_len(cfg: &Config, len: usize) -> Result<(), KvError> {
     if len as u64 > cfg.value_bytes_max {
-        return Err(KvError::ValueTooLarge {
-            len: len as u64,
-            max: cfg.value_bytes_max,
-        });
+        return Err(KvError::ValueTooLarge { len: len as u64, max: cfg.value_bytes_max });
     }
     Ok(())
 }
@@ -350,10 +331,7 @@ fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64) -> Result<(), KvError> {
     }
     for count in [t.compare.len(), t.success.len(), t.failure.len()] {
         if count as u64 > cfg.txn_ops_max {
-            return Err(KvError::TooManyOps {
-                count: count as u64,
-                max: cfg.txn_ops_max,
-            });
+            return Err(KvError::TooManyOps { count: count as u64, max: cfg.txn_ops_max });
         }
     }
     for c in &t.compare {
@@ -424,10 +402,7 @@ fn read_revision(m: &Mvcc, requested: u64, current: u64) -> Result<u64, KvError>
         return Err(KvError::FutureRevision { requested, current });
     }
     if requested < m.compact_revision {
-        return Err(KvError::Compacted {
-            requested,
-            compact_revision: m.compact_revision,
-        });
+        return Err(KvError::Compacted { requested, compact_revision: m.compact_revision });
     }
     Ok(requested)
 }
@@ -490,12 +465,7 @@ fn range(m: &Mvcc, r: &RangeRequest, current: u64) -> Result<RangeResponse, KvEr
     } else {
         !r.count_only && count > limit
     };
-    Ok(RangeResponse {
-        revision: 0,
-        kvs,
-        more,
-        count,
-    })
+    Ok(RangeResponse { revision: 0, kvs, more, count })
 }
 
 /// Owned copy of what a write needs from the previous version of a key.
@@ -515,28 +485,26 @@ fn prev_of(m: &Mvcc, key: &[u8], rev: u64, want_kv: bool) -> Option<Prev> {
         create_revision: kv.create_revision,
         version: kv.version,
         lease: kv.lease,
-        kv: if want_kv {
-            kv.to_key_value(true)
-        } else {
-            KeyValue::default()
-        },
+        kv: if want_kv { kv.to_key_value(true) } else { KeyValue::default() },
     })
 }
 
 /// Writes a new version of `key` after `prev`, keeping create revision and
 /// counting the version up, or starting a new generation.
-fn write_put(m: &mut Mvcc, p: &mut Pending, key: &[u8], prev: Option<&Prev>, value: Arc<[u8]>, lease: i64) {
+fn write_put(
+    m: &mut Mvcc,
+    p: &mut Pending,
+    key: &[u8],
+    prev: Option<&Prev>,
+    value: Arc<[u8]>,
+    lease: i64,
+) {
     let (key, create_revision, version) = match prev {
         // Reuse the stored key so all versions of a key share one allocation.
         Some(prev) => (prev.key.clone(), prev.create_revision, prev.version + 1),
         None => (Arc::from(key), p.rev, 1),
     };
-    let record = Record::Put {
-        value,
-        create_revision,
-        version,
-        lease,
-    };
+    let record = Record::Put { value, create_revision, version, lease };
     m.write(key, p.rev, record);
     p.changed = true;
 }
@@ -552,23 +520,23 @@ fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvE
         (_, false) => (Arc::from(&r.value[..]), r.lease),
     };
     write_put(m, p, &r.key, prev.as_ref(), value, lease);
-    Ok(PutResponse {
-        revision: 0,
-        prev_kv: prev.filter(|_| r.prev_kv).map(|prev| prev.kv),
-    })
+    Ok(PutResponse { revision: 0, prev_kv: prev.filter(|_| r.prev_kv).map(|prev| prev.kv) })
 }
 
-fn append(cfg: &Config, m: &mut Mvcc, p: &mut Pending, key: &[u8], suffix: &[u8]) -> Result<PutResponse, KvError> {
+fn append(
+    cfg: &Config,
+    m: &mut Mvcc,
+    p: &mut Pending,
+    key: &[u8],
+    suffix: &[u8],
+) -> Result<PutResponse, KvError> {
     let prev = prev_of(m, key, p.read_rev(), false);
     let old: &[u8] = prev.as_ref().map_or(&[], |prev| &prev.value);
     check_value_len(cfg, old.len() + suffix.len())?;
     let value: Arc<[u8]> = [old, suffix].concat().into();
     let lease = prev.as_ref().map_or(0, |prev| prev.lease);
     write_put(m, p, key, prev.as_ref(), value, lease);
-    Ok(PutResponse {
-        revision: 0,
-        prev_kv: None,
-    })
+    Ok(PutResponse { revision: 0, prev_kv: None })
 }
 
 fn delete_range(m: &mut Mvcc, p: &mut Pending, r: &DeleteRangeRequest) -> DeleteRangeResponse {
@@ -586,11 +554,7 @@ fn delete_range(m: &mut Mvcc, p: &mut Pending, r: &DeleteRangeRequest) -> Delete
     }
     // A delete that finds nothing changes nothing and keeps the revision.
     p.changed |= !doomed.is_empty();
-    DeleteRangeResponse {
-        revision: 0,
-        deleted: doomed.len() as u64,
-        prev_kvs,
-    }
+    DeleteRangeResponse { revision: 0, deleted: doomed.len() as u64, prev_kvs }
 }
 
 fn compare_holds(m: &Mvcc, c: &Compare, rev: u64) -> bool {
@@ -681,11 +645,7 @@ fn run_txn(
             RequestOp::Txn(nested) => ResponseOp::Txn(run_txn(m, p, nested, path)?),
         });
     }
-    Ok(TxnResponse {
-        revision: 0,
-        succeeded,
-        responses,
-    })
+    Ok(TxnResponse { revision: 0, succeeded, responses })
 }
 
 /// Every response inside a transaction carries the transaction's revision.

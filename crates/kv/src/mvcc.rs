@@ -38,21 +38,14 @@ impl Equivalent<MvccKey> for MvccKeyRef<'_> {
 
 impl Comparable<MvccKey> for MvccKeyRef<'_> {
     fn compare(&self, other: &MvccKey) -> Ordering {
-        self.key
-            .cmp(&other.key)
-            .then_with(|| self.rev.cmp(&other.rev))
+        self.key.cmp(&other.key).then_with(|| self.rev.cmp(&other.rev))
     }
 }
 
 /// What one revision wrote to one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Record {
-    Put {
-        value: Arc<[u8]>,
-        create_revision: u64,
-        version: u64,
-        lease: i64,
-    },
+    Put { value: Arc<[u8]>, create_revision: u64, version: u64, lease: i64 },
     Tombstone,
 }
 
@@ -74,11 +67,7 @@ impl KvRef<'_> {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
-            value: if with_value {
-                self.value.to_vec()
-            } else {
-                Vec::new()
-            },
+            value: if with_value { self.value.to_vec() } else { Vec::new() },
             lease: self.lease,
         }
     }
@@ -87,12 +76,7 @@ impl KvRef<'_> {
 fn live<'a>(k: &'a MvccKey, r: &'a Record) -> Option<KvRef<'a>> {
     match r {
         Record::Tombstone => None,
-        Record::Put {
-            value,
-            create_revision,
-            version,
-            lease,
-        } => Some(KvRef {
+        Record::Put { value, create_revision, version, lease } => Some(KvRef {
             key: &k.key,
             mod_revision: k.rev,
             value,
@@ -109,31 +93,22 @@ pub(crate) enum KeyRange<'a> {
     /// Exactly one key (empty `range_end`).
     Single(&'a [u8]),
     /// `[start, end)`; `end == None` means no upper bound (`range_end == [0]`).
-    Span {
-        start: &'a [u8],
-        end: Option<&'a [u8]>,
-    },
+    Span { start: &'a [u8], end: Option<&'a [u8]> },
 }
 
 impl<'a> KeyRange<'a> {
     pub(crate) fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
         match range_end {
             [] => KeyRange::Single(key),
-            [0] => KeyRange::Span {
-                start: key,
-                end: None,
-            },
-            end => KeyRange::Span {
-                start: key,
-                end: Some(end),
-            },
+            [0] => KeyRange::Span { start: key, end: None },
+            end => KeyRange::Span { start: key, end: Some(end) },
         }
     }
 
     pub(crate) fn contains(&self, k: &[u8]) -> bool {
         match *self {
             KeyRange::Single(key) => k == key,
-            KeyRange::Span { start, end } => k >= start && end.map_or(true, |e| k < e),
+            KeyRange::Span { start, end } => k >= start && !matches!(end, Some(e) if k >= e),
         }
     }
 }
@@ -197,14 +172,8 @@ impl Mvcc {
                     return;
                 }
             }
-            let after_key = MvccKeyRef {
-                key: &k.key,
-                rev: u64::MAX,
-            };
-            next = self
-                .entries
-                .range((Bound::Excluded(after_key), Bound::Unbounded))
-                .next();
+            let after_key = MvccKeyRef { key: &k.key, rev: u64::MAX };
+            next = self.entries.range((Bound::Excluded(after_key), Bound::Unbounded)).next();
         }
     }
 
@@ -236,17 +205,14 @@ impl Mvcc {
         };
         let compact = self.compact_revision;
         let mut dead: Vec<MvccKey> = Vec::new();
-        let mut visited = 0u64;
         let mut current: Option<&Arc<[u8]>> = None;
         // Newest entry at or below `compact` of the current key, and whether
         // it is a tombstone.
         let mut newest_le: Option<(&MvccKey, bool)> = None;
-        let from = MvccKeyRef {
-            key: &cursor,
-            rev: 0,
-        };
+        let from = MvccKeyRef { key: &cursor, rev: 0 };
         let mut resume = None;
-        for (k, r) in self.entries.range((Bound::Included(from), Bound::Unbounded)) {
+        let entries = self.entries.range((Bound::Included(from), Bound::Unbounded));
+        for (visited, (k, r)) in (0u64..).zip(entries) {
             if current != Some(&k.key) {
                 if let Some((nk, true)) = newest_le.take() {
                     dead.push(nk.clone());
@@ -257,7 +223,6 @@ impl Mvcc {
                 }
                 current = Some(&k.key);
             }
-            visited += 1;
             if k.rev <= compact {
                 let is_tombstone = matches!(r, Record::Tombstone);
                 if let Some((older, _)) = newest_le.replace((k, is_tombstone)) {

@@ -61,14 +61,7 @@ impl Sessions {
     /// sessions beyond `sessions_max`.
     pub(crate) fn register(&mut self, index: u64, sessions_max: u64) -> u64 {
         assert!(sessions_max >= 1);
-        self.insert(
-            index,
-            ClientSession {
-                last_seq: 0,
-                last_index: index,
-                response: None,
-            },
-        );
+        self.insert(index, ClientSession { last_seq: 0, last_index: index, response: None });
         while self.by_client.len() as u64 > sessions_max {
             let &(last_index, client_id) = self.by_last_index.get_min().expect("non-empty");
             self.remove(last_index, client_id);
@@ -85,9 +78,7 @@ impl Sessions {
 
     pub(crate) fn check(&self, id: RequestId) -> SessionCheck {
         let Some(session) = self.by_client.get(&id.client_id) else {
-            return SessionCheck::Reject(KvError::SessionExpired {
-                client_id: id.client_id,
-            });
+            return SessionCheck::Reject(KvError::SessionExpired { client_id: id.client_id });
         };
         if id.seq > session.last_seq {
             return SessionCheck::Execute;

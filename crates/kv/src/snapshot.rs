@@ -51,20 +51,15 @@ pub struct SnapshotView {
 impl StateMachine {
     /// Freezes the current state for a snapshot. O(1).
     pub fn snapshot_view(&self) -> SnapshotView {
-        SnapshotView {
-            state: self.clone(),
-        }
+        SnapshotView { state: self.clone() }
     }
 
     /// Rebuilds a state machine from a snapshot written by
     /// [`SnapshotView::write_to`], verifying structure and checksum. The
     /// config comes from the snapshot.
     pub fn restore(reader: impl Read) -> Result<Self, SnapshotError> {
-        let mut r = SnapReader {
-            inner: BufReader::with_capacity(1 << 16, reader),
-            crc: 0,
-            offset: 0,
-        };
+        let mut r =
+            SnapReader { inner: BufReader::with_capacity(1 << 16, reader), crc: 0, offset: 0 };
         let state = read_state(&mut r)?;
         let computed = r.crc;
         let stored = u32::from_le_bytes(r.array()?);
@@ -94,11 +89,8 @@ impl SnapshotView {
     /// Streams the snapshot to `w`, record by record, and returns the bytes
     /// written. Memory use is a small buffer, whatever the state's size.
     pub fn write_to<W: Write>(&self, w: &mut W) -> io::Result<u64> {
-        let mut out = SnapWriter {
-            inner: BufWriter::with_capacity(1 << 16, w),
-            crc: 0,
-            written: 0,
-        };
+        let mut out =
+            SnapWriter { inner: BufWriter::with_capacity(1 << 16, w), crc: 0, written: 0 };
         write_state(&mut out, &self.state)?;
         let crc = out.crc;
         out.inner.write_all(&crc.to_le_bytes())?;
@@ -240,12 +232,7 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
         w.u64(k.rev)?;
         match record {
             Record::Tombstone => w.u8(0)?,
-            Record::Put {
-                value,
-                create_revision,
-                version,
-                lease,
-            } => {
+            Record::Put { value, create_revision, version, lease } => {
                 w.u8(1)?;
                 w.u64(*create_revision)?;
                 w.u64(*version)?;
@@ -279,10 +266,7 @@ type SResult<T> = Result<T, SnapshotError>;
 
 impl<R: Read> SnapReader<R> {
     fn corrupt(&self, what: impl Into<String>) -> SnapshotError {
-        SnapshotError::Corrupt {
-            offset: self.offset,
-            what: what.into(),
-        }
+        SnapshotError::Corrupt { offset: self.offset, what: what.into() }
     }
     fn array<const N: usize>(&mut self) -> SResult<[u8; N]> {
         let mut a = [0u8; N];
@@ -293,9 +277,7 @@ impl<R: Read> SnapReader<R> {
     }
     fn eof(&self, e: io::Error) -> SnapshotError {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            SnapshotError::Truncated {
-                offset: self.offset,
-            }
+            SnapshotError::Truncated { offset: self.offset }
         } else {
             SnapshotError::Io(e)
         }
@@ -322,9 +304,7 @@ impl<R: Read> SnapReader<R> {
         self.crc = crc32c::crc32c_append(self.crc, &buf);
         self.offset += got as u64;
         if (got as u64) < len {
-            return Err(SnapshotError::Truncated {
-                offset: self.offset,
-            });
+            return Err(SnapshotError::Truncated { offset: self.offset });
         }
         Ok(buf)
     }
@@ -342,7 +322,9 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
     let revision = r.u64()?;
     let compact_revision = r.u64()?;
     if compact_revision > revision {
-        return Err(r.corrupt(format!("compact revision {compact_revision} above revision {revision}")));
+        return Err(
+            r.corrupt(format!("compact revision {compact_revision} above revision {revision}"))
+        );
     }
     let config = Config {
         session_idle_entries_max: r.u64()?,
@@ -360,12 +342,7 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
     };
     let entry_count = r.u64()?;
     let session_count = r.u64()?;
-    let mut mvcc = Mvcc {
-        revision,
-        compact_revision,
-        prune_cursor,
-        ..Mvcc::default()
-    };
+    let mut mvcc = Mvcc { revision, compact_revision, prune_cursor, ..Mvcc::default() };
     let mut last: Option<MvccKey> = None;
     for _ in 0..entry_count {
         let (key, record) = read_entry(r, &config, revision, last.as_ref())?;
@@ -383,12 +360,7 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
         let session = read_session(r, applied_index)?;
         sessions.insert(client_id, session);
     }
-    Ok(StateMachine {
-        config,
-        applied_index,
-        mvcc,
-        sessions,
-    })
+    Ok(StateMachine { config, applied_index, mvcc, sessions })
 }
 
 fn read_entry<R: Read>(
@@ -426,12 +398,7 @@ fn read_entry<R: Read>(
                 )));
             }
             let value = r.bytes(config.value_bytes_max, "value")?;
-            Record::Put {
-                value: value.into(),
-                create_revision,
-                version,
-                lease,
-            }
+            Record::Put { value: value.into(), create_revision, version, lease }
         }
         tag => return Err(r.corrupt(format!("entry kind {tag}"))),
     };
@@ -442,20 +409,19 @@ fn read_session<R: Read>(r: &mut SnapReader<R>, applied_index: u64) -> SResult<C
     let last_seq = r.u64()?;
     let last_index = r.u64()?;
     if last_index > applied_index {
-        return Err(r.corrupt(format!("session last index {last_index} above applied index {applied_index}")));
+        return Err(r.corrupt(format!(
+            "session last index {last_index} above applied index {applied_index}"
+        )));
     }
     let response = match r.u8()? {
         0 => None,
         1 => {
             let bytes = r.bytes(u64::from(u32::MAX), "session response")?;
-            let response = Response::decode(&bytes).map_err(|e| r.corrupt(format!("session response: {e}")))?;
+            let response = Response::decode(&bytes)
+                .map_err(|e| r.corrupt(format!("session response: {e}")))?;
             Some(Arc::new(response))
         }
         tag => return Err(r.corrupt(format!("session response flag {tag}"))),
     };
-    Ok(ClientSession {
-        last_seq,
-        last_index,
-        response,
-    })
+    Ok(ClientSession { last_seq, last_index, response })
 }

@@ -117,29 +117,18 @@ pub struct RangeRequest {
 impl RangeRequest {
     /// Read one key at the current revision.
     pub fn key(key: impl Into<Vec<u8>>) -> Self {
-        RangeRequest {
-            key: key.into(),
-            ..Default::default()
-        }
+        RangeRequest { key: key.into(), ..Default::default() }
     }
 
     /// Read every key starting with `prefix` at the current revision.
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
         let key = prefix.into();
-        RangeRequest {
-            range_end: prefix_end(&key),
-            key,
-            ..Default::default()
-        }
+        RangeRequest { range_end: prefix_end(&key), key, ..Default::default() }
     }
 
     /// Read every key at the current revision.
     pub fn all() -> Self {
-        RangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            ..Default::default()
-        }
+        RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }
     }
 }
 
@@ -332,6 +321,7 @@ pub enum Op {
     },
     /// Open a client session; the response carries its id, which is the log
     /// index of this command and so unique for the life of the cluster.
+    /// A [`RequestId`] on this command is ignored.
     RegisterSession,
 }
 
@@ -347,18 +337,12 @@ pub struct Command {
 impl Command {
     /// A command without a session.
     pub fn new(op: Op) -> Self {
-        Command {
-            request_id: None,
-            op,
-        }
+        Command { request_id: None, op }
     }
 
     /// A command that runs at most once for `(client_id, seq)`.
     pub fn with_session(client_id: u64, seq: u64, op: Op) -> Self {
-        Command {
-            request_id: Some(RequestId { client_id, seq }),
-            op,
-        }
+        Command { request_id: Some(RequestId { client_id, seq }), op }
     }
 }
 

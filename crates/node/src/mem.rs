@@ -1,4 +1,5 @@
-//! An in-memory [`LogStore`] for tests: everything persisted is "durable" at once, and
+//! [`LogStore`] implementations: the real one over the `storage` crate, and an in-memory one
+//! for tests. The in-memory one: everything persisted is "durable" at once, and
 //! [`MemStore::recover`] gives back what a restart would find.
 
 use crate::node::{LogStore, NodeError};
@@ -79,5 +80,23 @@ impl LogStore for MemStore {
         self.drop_through(snapshot.meta.index);
         self.snapshot = Some(snapshot.clone());
         Ok(())
+    }
+}
+
+impl<D: storage::Disk> LogStore for storage::Storage<D> {
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), NodeError> {
+        self.save(hard_state, snapshot, entries).map_err(|e| NodeError(e.to_string()))
+    }
+
+    fn persist_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        match self.save_snapshot(snapshot) {
+            Ok(()) | Err(storage::StorageError::SnapshotNotNewer { .. }) => Ok(()),
+            Err(e) => Err(NodeError(e.to_string())),
+        }
     }
 }

@@ -1,0 +1,10 @@
+//! Integration tests of the kv state machine, one binary to keep link time
+//! down: etcd semantics, sessions, codec, snapshots and a model-based
+//! property test.
+
+mod codec;
+mod common;
+mod etcd;
+mod model;
+mod sessions;
+mod snapshot;
