@@ -16,9 +16,11 @@
 //! outcome is placed, so each may take effect at any point after its invoke or
 //! never.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::{History, Model, OpId, Outcome};
@@ -148,14 +150,11 @@ impl fmt::Display for Violation {
                 writeln!(f, "  {op}")?;
             }
         }
+        writeln!(f, "After that prefix, {} holds {}.", self.partition, self.state_after_prefix)?;
         writeln!(
             f,
-            "{} is then {}.",
-            self.partition, self.state_after_prefix
-        )?;
-        writeln!(
-            f,
-            "Next, {} must take effect, or an operation invoked before it returned, but none can:",
+            "Of the operations left, {} returns first, so it or an operation invoked \
+             before it returned must come next; none can:",
             self.deadline.id
         )?;
         for c in &self.candidates {
@@ -173,33 +172,51 @@ impl fmt::Display for Violation {
 /// Decides whether `history` is linearizable with respect to `model`.
 ///
 /// Failed operations are dropped, unknown ones may take effect at any time
-/// after their invoke or never, and each partition is checked on its own. The
-/// partitions are visited in order and the first violation is reported.
+/// after their invoke or never, and each partition is checked on its own.
+/// Partitions take turns, in partition order, with a step slice that doubles
+/// each round; the first violation found is reported. Which one that is
+/// depends only on the history, not on the clock.
 pub fn check<M: Model>(
     model: &M,
     history: &History<M::Input, M::Output>,
     options: &CheckOptions,
 ) -> Verdict {
     let mut budget = Budget::new(options);
-    for (partition, ops) in partitions(model, history) {
-        match search(model, &ops, &mut budget) {
-            SearchResult::Linearizable => {}
-            SearchResult::Stuck { best_prefix } => {
-                let violation = explain(model, history, &partition, &ops, &best_prefix);
-                return Verdict::NotLinearizable(Box::new(violation));
-            }
-            SearchResult::OutOfBudget => {
-                return Verdict::Unknown(format!(
-                    "{} while checking {} ({} operations)",
-                    budget.exhausted_reason(),
-                    model.describe_partition(&partition),
-                    ops.len()
-                ));
+    let mut pending: Vec<(M::Partition, Search<'_, M>)> = partitions(model, history)
+        .into_iter()
+        .map(|(partition, ops)| (partition, Search::new(model, ops)))
+        .collect();
+    // Partitions take turns with doubling slices, so one partition whose search
+    // space is huge cannot hide a violation that another shows at once.
+    let mut slice_steps = FIRST_SLICE_STEPS;
+    while !pending.is_empty() {
+        let mut still_pending = Vec::with_capacity(pending.len());
+        for (partition, mut search) in pending {
+            match search.run(model, &mut budget, slice_steps) {
+                Progress::Linearizable => {}
+                Progress::Paused => still_pending.push((partition, search)),
+                Progress::Stuck => {
+                    let violation = explain(model, history, &partition, &search);
+                    return Verdict::NotLinearizable(Box::new(violation));
+                }
+                Progress::OutOfBudget => {
+                    return Verdict::Unknown(format!(
+                        "{} while checking {} ({} operations)",
+                        budget.exhausted_reason(),
+                        model.describe_partition(&partition),
+                        search.ops.len()
+                    ));
+                }
             }
         }
+        pending = still_pending;
+        slice_steps = slice_steps.saturating_mul(2);
     }
     Verdict::Linearizable
 }
+
+/// Steps each partition gets in the first round.
+const FIRST_SLICE_STEPS: u64 = 1 << 12;
 
 /// An operation as the search sees it.
 struct SearchOp<'h, M: Model> {
@@ -216,7 +233,10 @@ type Partitions<'h, M> = BTreeMap<<M as Model>::Partition, Vec<SearchOp<'h, M>>>
 
 /// Splits the history by partition, dropping what constrains nothing: failed
 /// operations, and reads whose outcome is unknown.
-fn partitions<'h, M: Model>(model: &M, history: &'h History<M::Input, M::Output>) -> Partitions<'h, M> {
+fn partitions<'h, M: Model>(
+    model: &M,
+    history: &'h History<M::Input, M::Output>,
+) -> Partitions<'h, M> {
     let mut parts: Partitions<'h, M> = BTreeMap::new();
     for (index, op) in history.operations().iter().enumerate() {
         let (output, ret) = match op.outcome() {
@@ -225,27 +245,15 @@ fn partitions<'h, M: Model>(model: &M, history: &'h History<M::Input, M::Output>
             Outcome::Unknown => (None, None),
             Outcome::Ok(out) => (Some(out), op.return_position()),
         };
-        parts
-            .entry(model.partition(&op.input))
-            .or_default()
-            .push(SearchOp {
-                id: OpId::from_index(index),
-                input: &op.input,
-                output,
-                invoke: op.invoke_position(),
-                ret,
-            });
+        parts.entry(model.partition(&op.input)).or_default().push(SearchOp {
+            id: OpId::from_index(index),
+            input: &op.input,
+            output,
+            invoke: op.invoke_position(),
+            ret,
+        });
     }
     parts
-}
-
-enum SearchResult {
-    Linearizable,
-    /// No linearization; the longest prefix found, as indices into the ops.
-    Stuck {
-        best_prefix: Vec<u32>,
-    },
-    OutOfBudget,
 }
 
 /// Sentinel "no node" link.
@@ -411,8 +419,10 @@ struct Budget {
     steps: u64,
 }
 
-/// Steps between clock reads; reading the clock every step would dominate.
+/// Steps between clock reads (a power of two); reading the clock every step
+/// would dominate.
 const STEPS_PER_CLOCK_READ: u64 = 1024;
+const _: () = assert!(STEPS_PER_CLOCK_READ.is_power_of_two());
 
 impl Budget {
     fn new(options: &CheckOptions) -> Self {
@@ -430,7 +440,7 @@ impl Budget {
         if self.steps_max.is_some_and(|max| self.steps > max) {
             return false;
         }
-        if self.steps % STEPS_PER_CLOCK_READ == 0 {
+        if self.steps & (STEPS_PER_CLOCK_READ - 1) == 0 {
             if let Some(deadline) = self.deadline {
                 return Instant::now() < deadline;
             }
@@ -447,60 +457,119 @@ impl Budget {
     }
 }
 
-/// Searches one partition for a linearization.
-fn search<M: Model>(model: &M, ops: &[SearchOp<'_, M>], budget: &mut Budget) -> SearchResult {
-    let mut list = EventList::new(ops);
-    let mut state = model.init();
-    let mut linearized = Bitset::new(ops.len());
-    // (operation, state before it) for each operation placed, in order.
-    let mut placed: Vec<(u32, M::State)> = Vec::new();
-    let mut explored: HashSet<(Bitset, M::State), BuildHasherDefault<FastHasher>> =
-        HashSet::default();
-    let mut definite_left = ops.iter().filter(|op| op.ret.is_some()).count();
-    let mut best_prefix: Vec<u32> = Vec::new();
-    let mut node = list.next[HEAD as usize];
-    while definite_left > 0 {
-        if !budget.step() {
-            return SearchResult::OutOfBudget;
+/// Where a partition's search stands after a slice of work.
+enum Progress {
+    Linearizable,
+    /// No linearization exists.
+    Stuck,
+    /// The slice ran out; call [`Search::run`] again.
+    Paused,
+    /// The check's whole budget ran out.
+    OutOfBudget,
+}
+
+/// The search over one partition, resumable so that partitions can take turns.
+struct Search<'h, M: Model> {
+    ops: Vec<SearchOp<'h, M>>,
+    list: EventList,
+    // States are shared between the current position, the undo stack and
+    // the cache: they can be long (an append log), so they are not copied.
+    state: Rc<M::State>,
+    linearized: Bitset,
+    /// (operation, state before it) for each operation placed, in order.
+    placed: Vec<(u32, Rc<M::State>)>,
+    explored: HashSet<(Bitset, Rc<M::State>), BuildHasherDefault<FastHasher>>,
+    /// Operations with a definite outcome not yet placed; done at zero.
+    definite_left: usize,
+    /// Longest prefix placed so far, for the explanation.
+    best_prefix: Vec<u32>,
+    /// Next event to look at.
+    node: u32,
+}
+
+impl<'h, M: Model> Search<'h, M> {
+    fn new(model: &M, ops: Vec<SearchOp<'h, M>>) -> Self {
+        let list = EventList::new(&ops);
+        let node = list.next[HEAD as usize];
+        Self {
+            state: Rc::new(model.init()),
+            linearized: Bitset::new(ops.len()),
+            placed: Vec::new(),
+            explored: HashSet::default(),
+            definite_left: ops.iter().filter(|op| op.ret.is_some()).count(),
+            best_prefix: Vec::new(),
+            node,
+            list,
+            ops,
         }
+    }
+
+    /// Searches for at most `slice_steps` steps.
+    fn run(&mut self, model: &M, budget: &mut Budget, slice_steps: u64) -> Progress {
+        for _ in 0..slice_steps {
+            if self.definite_left == 0 {
+                return Progress::Linearizable;
+            }
+            if !budget.step() {
+                return Progress::OutOfBudget;
+            }
+            if !self.step(model) {
+                return Progress::Stuck;
+            }
+        }
+        if self.definite_left == 0 {
+            Progress::Linearizable
+        } else {
+            Progress::Paused
+        }
+    }
+
+    /// Looks at one event; false when the search space is exhausted.
+    fn step(&mut self, model: &M) -> bool {
+        let node = self.node;
         // While a definite operation is unplaced its return event is in the
         // list, after every call the scan passes, so the scan never runs off.
         assert_ne!(node, NIL, "search ran past the last event");
-        let op_index = list.node_op[node as usize];
-        if !list.node_is_call[node as usize] {
-            // The operation returning here was not placed before its return.
-            let Some((undone, previous)) = placed.pop() else {
-                return SearchResult::Stuck { best_prefix };
+        let index = self.list.node_op[node as usize];
+        if !self.list.node_is_call[node as usize] {
+            // The operation returning here was not placed before its return:
+            // undo the last choice and try the one after it.
+            let Some((undone, previous)) = self.placed.pop() else {
+                return false;
             };
-            linearized.clear(undone);
-            state = previous;
-            list.unlift(undone);
-            if ops[undone as usize].ret.is_some() {
-                definite_left += 1;
+            self.linearized.clear(undone);
+            self.state = previous;
+            self.list.unlift(undone);
+            if self.ops[undone as usize].ret.is_some() {
+                self.definite_left += 1;
             }
-            node = list.next[list.call_node[undone as usize] as usize];
-            continue;
+            self.node = self.list.next[self.list.call_node[undone as usize] as usize];
+            return true;
         }
-        let op = &ops[op_index as usize];
-        if let Some(after) = model.step(&state, op.input, op.output) {
-            linearized.set(op_index);
-            if explored.insert((linearized.clone(), after.clone())) {
-                placed.push((op_index, std::mem::replace(&mut state, after)));
-                list.lift(op_index);
+        let op = &self.ops[index as usize];
+        if let Some(after) = model.step(&self.state, op.input, op.output) {
+            let after = match after {
+                Cow::Borrowed(same) if std::ptr::eq(same, &*self.state) => Rc::clone(&self.state),
+                other => Rc::new(other.into_owned()),
+            };
+            self.linearized.set(index);
+            if self.explored.insert((self.linearized.clone(), Rc::clone(&after))) {
+                self.placed.push((index, std::mem::replace(&mut self.state, after)));
+                self.list.lift(index);
                 if op.ret.is_some() {
-                    definite_left -= 1;
+                    self.definite_left -= 1;
                 }
-                if placed.len() > best_prefix.len() {
-                    best_prefix = placed.iter().map(|(i, _)| *i).collect();
+                if self.placed.len() > self.best_prefix.len() {
+                    self.best_prefix = self.placed.iter().map(|(i, _)| *i).collect();
                 }
-                node = list.next[HEAD as usize];
-                continue;
+                self.node = self.list.next[HEAD as usize];
+                return true;
             }
-            linearized.clear(op_index);
+            self.linearized.clear(index);
         }
-        node = list.next[node as usize];
+        self.node = self.list.next[node as usize];
+        true
     }
-    SearchResult::Linearizable
 }
 
 fn summary<M: Model>(
@@ -523,16 +592,18 @@ fn explain<M: Model>(
     model: &M,
     history: &History<M::Input, M::Output>,
     partition: &M::Partition,
-    ops: &[SearchOp<'_, M>],
-    best_prefix: &[u32],
+    search: &Search<'_, M>,
 ) -> Violation {
+    let (ops, best_prefix) = (&search.ops, &search.best_prefix);
     let mut state = model.init();
     let mut placed = vec![false; ops.len()];
     for &i in best_prefix {
         let op = &ops[i as usize];
-        state = model
+        let next = model
             .step(&state, op.input, op.output)
-            .expect("the search only keeps prefixes the model accepts");
+            .expect("the search only keeps prefixes the model accepts")
+            .into_owned();
+        state = next;
         placed[i as usize] = true;
     }
     let deadline = (0..ops.len())
@@ -542,17 +613,13 @@ fn explain<M: Model>(
         .map(|(_, i)| i)
         .expect("a stuck search leaves a definite operation unplaced");
     let deadline_ret = ops[deadline].ret.expect("deadline returned");
-    let mut candidates: Vec<usize> = (0..ops.len())
-        .filter(|&i| !placed[i] && ops[i].invoke < deadline_ret)
-        .collect();
+    let mut candidates: Vec<usize> =
+        (0..ops.len()).filter(|&i| !placed[i] && ops[i].invoke < deadline_ret).collect();
     candidates.sort_by_key(|&i| ops[i].invoke);
     Violation {
         partition: model.describe_partition(partition),
         operations_checked: ops.len(),
-        prefix: best_prefix
-            .iter()
-            .map(|&i| summary(model, history, &ops[i as usize]))
-            .collect(),
+        prefix: best_prefix.iter().map(|&i| summary(model, history, &ops[i as usize])).collect(),
         state_after_prefix: model.describe_state(&state),
         deadline: summary(model, history, &ops[deadline]),
         candidates: candidates

@@ -117,11 +117,7 @@ impl<I, O> Default for History<I, O> {
 impl<I, O> History<I, O> {
     /// An empty history.
     pub fn new() -> Self {
-        Self {
-            operations: Vec::new(),
-            open_by_process: BTreeMap::new(),
-            next_seq: 0,
-        }
+        Self { operations: Vec::new(), open_by_process: BTreeMap::new(), next_seq: 0 }
     }
 
     /// Records that `process` issued `input` at `time`.
@@ -153,10 +149,8 @@ impl<I, O> History<I, O> {
     /// Panics if `id` is not open or `time` is before its invoke.
     pub fn complete(&mut self, id: OpId, time: u64, outcome: Outcome<O>) {
         let seq = self.take_seq();
-        let op = self
-            .operations
-            .get_mut(id.0)
-            .unwrap_or_else(|| panic!("complete: no operation {id}"));
+        let op =
+            self.operations.get_mut(id.0).unwrap_or_else(|| panic!("complete: no operation {id}"));
         assert!(op.completion.is_none(), "complete: {id} completed twice");
         assert!(
             time >= op.invoke_time,
@@ -170,9 +164,7 @@ impl<I, O> History<I, O> {
 
     /// The operation `id` is open: invoked and not yet completed.
     pub fn is_open(&self, id: OpId) -> bool {
-        self.operations
-            .get(id.0)
-            .is_some_and(|op| op.completion.is_none())
+        self.operations.get(id.0).is_some_and(|op| op.completion.is_none())
     }
 
     /// The open operation of `process`, if any.

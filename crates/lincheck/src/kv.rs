@@ -3,6 +3,8 @@
 //! Keys are independent, so the key is the partition. Keys and values are bytes;
 //! text is shown as quoted strings in explanations.
 
+use std::borrow::Cow;
+
 use crate::Model;
 
 /// A key/value operation. Build with the helpers ([`KvOp::get`], ...).
@@ -51,18 +53,12 @@ impl KvOp {
 
     /// `put key value`.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self::Put {
-            key: key.into(),
-            value: value.into(),
-        }
+        Self::Put { key: key.into(), value: value.into() }
     }
 
     /// `append key value`.
     pub fn append(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self::Append {
-            key: key.into(),
-            value: value.into(),
-        }
+        Self::Append { key: key.into(), value: value.into() }
     }
 
     /// `delete key`.
@@ -76,11 +72,7 @@ impl KvOp {
         expected: Option<impl Into<Vec<u8>>>,
         new: impl Into<Vec<u8>>,
     ) -> Self {
-        Self::Cas {
-            key: key.into(),
-            expected: expected.map(Into::into),
-            new: new.into(),
-        }
+        Self::Cas { key: key.into(), expected: expected.map(Into::into), new: new.into() }
     }
 
     /// The key this operation touches.
@@ -131,16 +123,12 @@ pub struct KvModel {
 impl KvModel {
     /// Absent and empty are different: a get of a missing key returns `None`.
     pub fn strict() -> Self {
-        Self {
-            empty_is_absent: false,
-        }
+        Self { empty_is_absent: false }
     }
 
     /// Absent and empty are the same: a missing key reads as `""`.
     pub fn empty_is_absent() -> Self {
-        Self {
-            empty_is_absent: true,
-        }
+        Self { empty_is_absent: true }
     }
 
     /// The canonical form of a value, so equal states compare equal.
@@ -185,26 +173,28 @@ impl Model for KvModel {
         input.key().to_vec()
     }
 
-    fn step(
+    fn step<'s>(
         &self,
-        state: &Self::State,
+        state: &'s Self::State,
         input: &KvOp,
         output: Option<&KvResult>,
-    ) -> Option<Self::State> {
+    ) -> Option<Cow<'s, Self::State>> {
         match (input, output) {
-            (KvOp::Get { .. }, None) => Some(state.clone()),
+            (KvOp::Get { .. }, None) => Some(Cow::Borrowed(state)),
             (KvOp::Get { .. }, Some(KvResult::Value(seen))) => {
-                (self.canonical(seen.as_deref()) == *state).then(|| state.clone())
+                (self.canonical(seen.as_deref()) == *state).then_some(Cow::Borrowed(state))
             }
             (KvOp::Put { value, .. }, None | Some(KvResult::Done)) => {
-                Some(self.canonical(Some(value)))
+                Some(Cow::Owned(self.canonical(Some(value))))
             }
             (KvOp::Append { value, .. }, None | Some(KvResult::Done)) => {
-                let mut joined = state.clone().unwrap_or_default();
+                let old = state.as_deref().unwrap_or_default();
+                let mut joined = Vec::with_capacity(old.len() + value.len());
+                joined.extend_from_slice(old);
                 joined.extend_from_slice(value);
-                Some(self.canonical(Some(&joined)))
+                Some(Cow::Owned(self.canonical(Some(&joined))))
             }
-            (KvOp::Delete { .. }, None | Some(KvResult::Done)) => Some(None),
+            (KvOp::Delete { .. }, None | Some(KvResult::Done)) => Some(Cow::Owned(None)),
             (KvOp::Cas { expected, new, .. }, output) => {
                 let matches = self.canonical(expected.as_deref()) == *state;
                 let swapped = match output {
@@ -213,9 +203,9 @@ impl Model for KvModel {
                     Some(_) => return None,
                 };
                 Some(if swapped {
-                    self.canonical(Some(new))
+                    Cow::Owned(self.canonical(Some(new)))
                 } else {
-                    state.clone()
+                    Cow::Borrowed(state)
                 })
             }
             // A result of the wrong shape can never be explained.
@@ -265,6 +255,27 @@ impl Model for KvModel {
 mod tests {
     use super::*;
 
+    /// `step` with the new state owned, for comparisons.
+    trait StepOwned {
+        fn step_owned(
+            &self,
+            state: &Option<Vec<u8>>,
+            input: &KvOp,
+            output: Option<&KvResult>,
+        ) -> Option<Option<Vec<u8>>>;
+    }
+
+    impl StepOwned for KvModel {
+        fn step_owned(
+            &self,
+            state: &Option<Vec<u8>>,
+            input: &KvOp,
+            output: Option<&KvResult>,
+        ) -> Option<Option<Vec<u8>>> {
+            self.step(state, input, output).map(Cow::into_owned)
+        }
+    }
+
     fn val(s: &str) -> Option<Vec<u8>> {
         Some(s.as_bytes().to_vec())
     }
@@ -274,31 +285,31 @@ mod tests {
         let get_empty = KvResult::value("");
         let get_absent = KvResult::Value(None);
         let strict = KvModel::strict();
-        assert_eq!(strict.step(&None, &KvOp::get("k"), Some(&get_absent)), Some(None));
-        assert_eq!(strict.step(&None, &KvOp::get("k"), Some(&get_empty)), None);
+        assert_eq!(strict.step_owned(&None, &KvOp::get("k"), Some(&get_absent)), Some(None));
+        assert_eq!(strict.step_owned(&None, &KvOp::get("k"), Some(&get_empty)), None);
         let loose = KvModel::empty_is_absent();
-        assert_eq!(loose.step(&None, &KvOp::get("k"), Some(&get_empty)), Some(None));
-        assert_eq!(loose.step(&None, &KvOp::put("k", ""), Some(&KvResult::Done)), Some(None));
+        assert_eq!(loose.step_owned(&None, &KvOp::get("k"), Some(&get_empty)), Some(None));
+        assert_eq!(loose.step_owned(&None, &KvOp::put("k", ""), Some(&KvResult::Done)), Some(None));
     }
 
     #[test]
     fn append_delete_and_cas_follow_the_map() {
         let m = KvModel::strict();
         let done = Some(&KvResult::Done);
-        let s = m.step(&None, &KvOp::append("k", "ab"), done).unwrap();
-        let s = m.step(&s, &KvOp::append("k", "c"), done).unwrap();
+        let s = m.step_owned(&None, &KvOp::append("k", "ab"), done).unwrap();
+        let s = m.step_owned(&s, &KvOp::append("k", "c"), done).unwrap();
         assert_eq!(s, val("abc"));
         let swapped = KvResult::Cas { swapped: true };
         let no_match = KvResult::Cas { swapped: false };
         let cas = KvOp::cas("k", Some("abc"), "z");
-        assert_eq!(m.step(&s, &cas, Some(&swapped)), Some(val("z")));
-        assert_eq!(m.step(&s, &cas, Some(&no_match)), None);
-        assert_eq!(m.step(&val("q"), &cas, Some(&no_match)), Some(val("q")));
-        assert_eq!(m.step(&s, &KvOp::delete("k"), done), Some(None));
+        assert_eq!(m.step_owned(&s, &cas, Some(&swapped)), Some(val("z")));
+        assert_eq!(m.step_owned(&s, &cas, Some(&no_match)), None);
+        assert_eq!(m.step_owned(&val("q"), &cas, Some(&no_match)), Some(val("q")));
+        assert_eq!(m.step_owned(&s, &KvOp::delete("k"), done), Some(None));
         let cas_absent = KvOp::cas("k", None::<&str>, "new");
-        assert_eq!(m.step(&None, &cas_absent, Some(&swapped)), Some(val("new")));
-        assert_eq!(m.step(&None, &cas_absent, None), Some(val("new")));
-        assert_eq!(m.step(&val("x"), &cas_absent, None), Some(val("x")));
+        assert_eq!(m.step_owned(&None, &cas_absent, Some(&swapped)), Some(val("new")));
+        assert_eq!(m.step_owned(&None, &cas_absent, None), Some(val("new")));
+        assert_eq!(m.step_owned(&val("x"), &cas_absent, None), Some(val("x")));
     }
 
     #[test]

@@ -22,8 +22,8 @@
 //! - **Never a guess**: when the [`CheckOptions`] budget (time or steps) runs
 //!   out, the verdict is [`Verdict::Unknown`] with the reason.
 //! - **Deterministic**: the same history gives the same verdict and the same
-//!   explanation (partitions are visited in key order), unless a wall-clock
-//!   timeout is what ends the search.
+//!   explanation (partitions take turns in key order, with step-counted
+//!   slices), unless a wall-clock timeout is what ends the search.
 //!
 //! # Contract with callers
 //!

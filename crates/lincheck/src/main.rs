@@ -3,14 +3,15 @@
 //! The last line printed is exactly `linearizable`, `not linearizable` or
 //! `unknown`; the exit code is 0, 1 or 2 respectively, and 2 for bad input.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use lincheck::{
-    check, parse_jepsen_register_history, parse_kv_history, CheckOptions, History, KvModel,
-    Model, RegisterModel, Verdict,
+    check, parse_jepsen_register_history, parse_kv_history, CheckOptions, History, KvModel, Model,
+    RegisterModel, Verdict,
 };
 
 /// Which file format, and with it which model.
@@ -42,54 +43,57 @@ fn main() -> ExitCode {
         Ok(text) => text,
         Err(e) => return fail(&format!("cannot read {}: {e}", args.file.display())),
     };
-    let options = CheckOptions {
-        timeout: Some(Duration::from_secs(args.timeout_secs)),
-        max_steps: None,
-    };
+    let options =
+        CheckOptions { timeout: Some(Duration::from_secs(args.timeout_secs)), max_steps: None };
     let name = args.file.display().to_string();
-    let result = match args.format {
-        Format::Kv => parse_kv_history(&text)
-            .map(|h| run(&KvModel::empty_is_absent(), &h, &options, &name)),
-        Format::Jepsen => parse_jepsen_register_history(&text)
-            .map(|h| run(&RegisterModel, &h, &options, &name)),
+    let result =
+        match args.format {
+            Format::Kv => parse_kv_history(&text)
+                .map(|h| run(&KvModel::empty_is_absent(), &h, &options, &name)),
+            Format::Jepsen => parse_jepsen_register_history(&text)
+                .map(|h| run(&RegisterModel, &h, &options, &name)),
+        };
+    let (mut report, verdict) = match result {
+        Ok(checked) => checked,
+        Err(e) => return fail(&format!("{name}: {e}")),
     };
-    match result {
-        Err(e) => fail(&format!("{name}: {e}")),
-        Ok(Verdict::Linearizable) => {
-            println!("linearizable");
-            ExitCode::from(0)
+    let code = match &verdict {
+        Verdict::Linearizable => 0,
+        Verdict::NotLinearizable(violation) => {
+            report.push_str(&violation.to_string());
+            1
         }
-        Ok(Verdict::NotLinearizable(violation)) => {
-            print!("{violation}");
-            println!("not linearizable");
-            ExitCode::from(1)
+        Verdict::Unknown(reason) => {
+            report.push_str(&format!("no verdict: {reason}\n"));
+            2
         }
-        Ok(Verdict::Unknown(reason)) => {
-            println!("no verdict: {reason}");
-            println!("unknown");
-            ExitCode::from(2)
-        }
-    }
+    };
+    report.push_str(verdict.label());
+    report.push('\n');
+    // A closed pipe (`| head`) is no reason to fail: the exit code still
+    // carries the verdict.
+    let _ = std::io::stdout().lock().write_all(report.as_bytes());
+    ExitCode::from(code)
 }
 
-/// Checks and reports what was checked and how long it took.
+/// Checks; returns the report so far and the verdict.
 fn run<M: Model>(
     model: &M,
     history: &History<M::Input, M::Output>,
     options: &CheckOptions,
     name: &str,
-) -> Verdict {
+) -> (String, Verdict) {
     let started = Instant::now();
     let verdict = check(model, history, options);
-    println!(
-        "{name}: {} operations checked in {:.3} s (times below are line numbers)",
+    let summary = format!(
+        "{name}: {} operations checked in {:.3} s (times below are line numbers)\n",
         history.len(),
         started.elapsed().as_secs_f64()
     );
-    verdict
+    (summary, verdict)
 }
 
 fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
+    let _ = writeln!(std::io::stderr(), "error: {message}");
     ExitCode::from(2)
 }

@@ -1,5 +1,6 @@
 //! The sequential specification a history is checked against.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -35,12 +36,15 @@ pub trait Model {
     /// if the operation can return `output` in `state`, and `None` if not. With
     /// `None` (the outcome is unknown), returns the state the operation would
     /// leave, whatever it returned; `None` then means it cannot take effect here.
-    fn step(
+    ///
+    /// Return `Cow::Borrowed(state)` when the state is unchanged (reads, a cas
+    /// that did not match): the checker then shares it instead of copying.
+    fn step<'s>(
         &self,
-        state: &Self::State,
+        state: &'s Self::State,
         input: &Self::Input,
         output: Option<&Self::Output>,
-    ) -> Option<Self::State>;
+    ) -> Option<Cow<'s, Self::State>>;
 
     /// The operation never changes the state. Such operations whose outcome is
     /// unknown constrain nothing, and the checker drops them.

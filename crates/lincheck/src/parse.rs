@@ -183,10 +183,7 @@ impl<'a> EdnReader<'a> {
 }
 
 fn err(line: u64, message: impl Into<String>) -> ParseError {
-    ParseError {
-        line,
-        message: message.into(),
-    }
+    ParseError { line, message: message.into() }
 }
 
 /// The kind of an event line.
@@ -204,9 +201,9 @@ fn event_type(word: &str) -> Result<EventType, String> {
         "ok" => Ok(EventType::Ok),
         "fail" => Ok(EventType::Fail),
         "info" => Ok(EventType::Info),
-        other => Err(format!(
-            "unknown event type :{other} (expected :invoke, :ok, :fail or :info)"
-        )),
+        other => {
+            Err(format!("unknown event type :{other} (expected :invoke, :ok, :fail or :info)"))
+        }
     }
 }
 
@@ -220,10 +217,7 @@ struct Recorder<I, O> {
 
 impl<I, O> Recorder<I, O> {
     fn new() -> Self {
-        Self {
-            history: History::new(),
-            invoked: Vec::new(),
-        }
+        Self { history: History::new(), invoked: Vec::new() }
     }
 
     fn invoke(&mut self, line: u64, process: u64, f: &str, input: I) -> Result<(), ParseError> {
@@ -287,8 +281,12 @@ struct KvLine {
 
 fn parse_kv_line(text: &str) -> Result<KvLine, String> {
     let mut reader = EdnReader::new(text);
+    let not_a_map = || "expected a map {:process ..., :type ..., :f ..., :key ..., :value ...}";
+    if reader.peek() != Some('{') {
+        return Err(not_a_map().to_string());
+    }
     let Edn::Map(map) = reader.value()? else {
-        return Err("expected a map {:process ..., :type ..., :f ..., :key ..., :value ...}".into());
+        return Err(not_a_map().to_string());
     };
     if !reader.at_end() {
         return Err(format!("unexpected text after the map: {:?}", reader.rest()));
@@ -311,13 +309,7 @@ fn parse_kv_line(text: &str) -> Result<KvLine, String> {
         other => return Err(format!(":key must be a string, found {other}")),
     };
     let value = field("value")?.clone();
-    Ok(KvLine {
-        process,
-        event,
-        f,
-        key,
-        value,
-    })
+    Ok(KvLine { process, event, f, key, value })
 }
 
 /// Reads a `kv/` history (Get / Put / Append on string keys). Check it with
@@ -448,7 +440,10 @@ pub fn parse_jepsen_register_history(
         } else {
             let v = reader.value().map_err(|m| err(line, m))?;
             if !reader.at_end() {
-                return Err(err(line, format!("unexpected text after the value: {:?}", reader.rest())));
+                return Err(err(
+                    line,
+                    format!("unexpected text after the value: {:?}", reader.rest()),
+                ));
             }
             v
         };
@@ -488,9 +483,7 @@ mod tests {
     #[test]
     fn edn_values() {
         let mut r = EdnReader::new(r#"{:a 1, :b "x \"q\" y", :c nil, :d [4 0] :e :timed-out}"#);
-        let Edn::Map(m) = r.value().unwrap() else {
-            panic!("not a map")
-        };
+        let Edn::Map(m) = r.value().unwrap() else { panic!("not a map") };
         assert_eq!(map_get(&m, "a"), Some(&Edn::Int(1)));
         assert_eq!(map_get(&m, "b"), Some(&Edn::Str("x \"q\" y".into())));
         assert_eq!(map_get(&m, "c"), Some(&Edn::Nil));
@@ -585,10 +578,11 @@ INFO  jepsen.util - 6\t:invoke\t:cas\t[1 2]
         assert!(e.message.contains("[FROM TO]"), "{e}");
         let e = parse_jepsen_register_history("INFO  jepsen.util - 1\t:ok\t:read\t3").unwrap_err();
         assert!(e.message.contains("no operation open"), "{e}");
-        let e = parse_jepsen_register_history("INFO  jepsen.util - 1\t:begin\t:read\tnil")
-            .unwrap_err();
+        let e =
+            parse_jepsen_register_history("INFO  jepsen.util - 1\t:begin\t:read\tnil").unwrap_err();
         assert!(e.message.contains(":begin"), "{e}");
-        let mismatch = "INFO  jepsen.util - 1\t:invoke\t:read\tnil\nINFO  jepsen.util - 1\t:ok\t:write\t3";
+        let mismatch =
+            "INFO  jepsen.util - 1\t:invoke\t:read\tnil\nINFO  jepsen.util - 1\t:ok\t:write\t3";
         let e = parse_jepsen_register_history(mismatch).unwrap_err();
         assert!(e.message.contains("open operation is :read"), "{e}");
     }

@@ -1,5 +1,7 @@
 //! A single integer register, initially nil: the object of Jepsen's etcd tests.
 
+use std::borrow::Cow;
+
 use crate::Model;
 
 /// A register operation.
@@ -48,23 +50,25 @@ impl Model for RegisterModel {
 
     fn partition(&self, _input: &RegisterOp) {}
 
-    fn step(
+    fn step<'s>(
         &self,
-        state: &Option<i64>,
+        state: &'s Option<i64>,
         input: &RegisterOp,
         output: Option<&RegisterResult>,
-    ) -> Option<Option<i64>> {
+    ) -> Option<Cow<'s, Option<i64>>> {
         match (input, output) {
-            (RegisterOp::Read, None) => Some(*state),
+            (RegisterOp::Read, None) => Some(Cow::Borrowed(state)),
             (RegisterOp::Read, Some(RegisterResult::Read(seen))) => {
-                (seen == state).then_some(*state)
+                (seen == state).then_some(Cow::Borrowed(state))
             }
-            (RegisterOp::Write(v), None | Some(RegisterResult::Done)) => Some(Some(*v)),
-            (RegisterOp::Cas { from, to }, None) => {
-                Some(if *state == Some(*from) { Some(*to) } else { *state })
-            }
+            (RegisterOp::Write(v), None | Some(RegisterResult::Done)) => Some(Cow::Owned(Some(*v))),
+            (RegisterOp::Cas { from, to }, None) => Some(if *state == Some(*from) {
+                Cow::Owned(Some(*to))
+            } else {
+                Cow::Borrowed(state)
+            }),
             (RegisterOp::Cas { from, to }, Some(RegisterResult::Done)) => {
-                (*state == Some(*from)).then_some(Some(*to))
+                (*state == Some(*from)).then_some(Cow::Owned(Some(*to)))
             }
             // A result of the wrong shape can never be explained.
             (RegisterOp::Read, Some(RegisterResult::Done))
@@ -104,25 +108,32 @@ impl Model for RegisterModel {
 mod tests {
     use super::*;
 
+    /// `step` with the new state owned, for comparisons.
+    fn step(
+        state: Option<i64>,
+        input: &RegisterOp,
+        output: Option<&RegisterResult>,
+    ) -> Option<Option<i64>> {
+        RegisterModel.step(&state, input, output).map(Cow::into_owned)
+    }
+
     #[test]
     fn cas_swaps_only_on_match() {
-        let m = RegisterModel;
         let cas = RegisterOp::Cas { from: 1, to: 2 };
         let done = RegisterResult::Done;
-        assert_eq!(m.step(&Some(1), &cas, Some(&done)), Some(Some(2)));
-        assert_eq!(m.step(&Some(3), &cas, Some(&done)), None);
-        assert_eq!(m.step(&None, &cas, Some(&done)), None);
+        assert_eq!(step(Some(1), &cas, Some(&done)), Some(Some(2)));
+        assert_eq!(step(Some(3), &cas, Some(&done)), None);
+        assert_eq!(step(None, &cas, Some(&done)), None);
         // Unknown outcome: takes effect if it matches, else leaves the value.
-        assert_eq!(m.step(&Some(1), &cas, None), Some(Some(2)));
-        assert_eq!(m.step(&Some(3), &cas, None), Some(Some(3)));
+        assert_eq!(step(Some(1), &cas, None), Some(Some(2)));
+        assert_eq!(step(Some(3), &cas, None), Some(Some(3)));
     }
 
     #[test]
     fn read_must_see_the_value() {
-        let m = RegisterModel;
         let read = RegisterOp::Read;
-        assert_eq!(m.step(&None, &read, Some(&RegisterResult::Read(None))), Some(None));
-        assert_eq!(m.step(&Some(4), &read, Some(&RegisterResult::Read(Some(4)))), Some(Some(4)));
-        assert_eq!(m.step(&Some(4), &read, Some(&RegisterResult::Read(None))), None);
+        assert_eq!(step(None, &read, Some(&RegisterResult::Read(None))), Some(None));
+        assert_eq!(step(Some(4), &read, Some(&RegisterResult::Read(Some(4)))), Some(Some(4)));
+        assert_eq!(step(Some(4), &read, Some(&RegisterResult::Read(None))), None);
     }
 }
