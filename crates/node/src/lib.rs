@@ -31,5 +31,6 @@ mod node;
 pub use crate::clerk::Clerk;
 pub use crate::mem::MemStore;
 pub use crate::node::{
-    LogStore, Node, NodeConfig, NodeError, Output, ReadQuery, Request, RequestError, RequestId,
+    LogStore, Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery, Request, RequestError,
+    RequestId,
 };

@@ -11,7 +11,7 @@ pub struct MemStore {
     hard_state: HardState,
     snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
-    /// Number of `persist` calls (each would be one fsync).
+    /// Number of `sync` calls (each would be one fsync).
     pub syncs: u64,
 }
 
@@ -41,13 +41,17 @@ impl MemStore {
 }
 
 impl LogStore for MemStore {
-    fn persist(
+    fn sync(&mut self) -> Result<(), NodeError> {
+        self.syncs += 1;
+        Ok(())
+    }
+
+    fn append(
         &mut self,
         hard_state: Option<&HardState>,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
     ) -> Result<(), NodeError> {
-        self.syncs += 1;
         if let Some(hs) = hard_state {
             self.hard_state = *hs;
         }
@@ -84,13 +88,18 @@ impl LogStore for MemStore {
 }
 
 impl<D: storage::Disk> LogStore for storage::Storage<D> {
-    fn persist(
+    fn append(
         &mut self,
         hard_state: Option<&HardState>,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
     ) -> Result<(), NodeError> {
-        self.save(hard_state, snapshot, entries).map_err(|e| NodeError(e.to_string()))
+        storage::Storage::append(self, hard_state, snapshot, entries)
+            .map_err(|e| NodeError(e.to_string()))
+    }
+
+    fn sync(&mut self) -> Result<(), NodeError> {
+        storage::Storage::sync(self).map_err(|e| NodeError(e.to_string()))
     }
 
     fn persist_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {

@@ -9,18 +9,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The durable half of a member: what the core hands out to persist.
+///
+/// Writes and syncs are separate so that several Readies share one sync (group commit),
+/// and so the simulator can crash a member between a write and its sync.
 pub trait LogStore {
-    /// Makes the persist part of one Ready durable, with a single sync: `hard_state` if
-    /// set, then `snapshot` if set, then `entries` (entries whose index is already stored
-    /// replace the stored log from there on). Returns only once durable.
-    fn persist(
+    /// Writes the persist part of one Ready, not yet durable: `hard_state` if set, then
+    /// `snapshot` if set (one installed from the leader: it replaces the whole log), then
+    /// `entries` (entries whose index is already stored replace the stored log from there).
+    fn append(
         &mut self,
         hard_state: Option<&HardState>,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
     ) -> Result<(), NodeError>;
 
-    /// Makes a snapshot the service took durable; the log up to it may then be dropped.
+    /// Makes everything written so far durable (one fsync).
+    fn sync(&mut self) -> Result<(), NodeError>;
+
+    /// Makes a snapshot the service took durable (everything written before it too); the
+    /// log up to it may then be dropped.
     fn persist_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError>;
 }
 
@@ -37,6 +44,9 @@ pub struct NodeConfig {
     pub snapshot_interval_entries: u64,
     /// A request not answered within this many ticks gets [`RequestError::Timeout`].
     pub request_timeout_ticks: u64,
+    /// Report appended and applied entries in [`Output::events`] (for the simulator's
+    /// checkers).
+    pub record_events: bool,
 }
 
 impl NodeConfig {
@@ -48,6 +58,7 @@ impl NodeConfig {
             kv: kv::Config::default(),
             snapshot_interval_entries: 10_000,
             request_timeout_ticks: 100,
+            record_events: false,
         }
     }
 }
@@ -134,11 +145,26 @@ impl fmt::Display for NodeError {
 }
 impl std::error::Error for NodeError {}
 
+/// What happened inside a member, for checkers (see [`NodeConfig::record_events`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// Entries handed to the store (they may replace a stored suffix).
+    Appended(Vec<Entry>),
+    /// A committed entry was applied.
+    Applied(Entry),
+    /// The state machine was replaced by a snapshot from the leader.
+    Installed(SnapshotMeta),
+    /// Everything appended so far became durable.
+    Synced,
+}
+
 /// What [`Node::poll`] produced.
 #[derive(Debug, Default)]
 pub struct Output {
     /// Answers to client requests.
     pub replies: Vec<(RequestId, Result<Response, RequestError>)>,
+    /// Internal events, when [`NodeConfig::record_events`] is set.
+    pub events: Vec<NodeEvent>,
 }
 
 #[derive(Debug)]
@@ -172,6 +198,9 @@ pub struct Node<S: LogStore> {
     reads_waiting_apply: BTreeMap<(Index, u64), PendingRead>,
     next_read_ctx: u64,
     replies: Vec<(RequestId, Result<Response, RequestError>)>,
+    events: Vec<NodeEvent>,
+    /// Number of the last Ready written but not yet synced.
+    unsynced: Option<u64>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -195,6 +224,8 @@ impl<S: LogStore> Node<S> {
             reads_waiting_apply: BTreeMap::new(),
             next_read_ctx: 1,
             replies: Vec::new(),
+            events: Vec::new(),
+            unsynced: None,
             cfg,
         })
     }
@@ -241,19 +272,27 @@ impl<S: LogStore> Node<S> {
         }
     }
 
-    /// Runs the core until it has nothing more to do. `send` receives each batch of
-    /// messages as soon as it may leave — a leader's appends before its own disk write,
-    /// answers that depend on durable state only after it.
+    /// Runs the core until it has nothing more to do, writing what it hands out to the
+    /// store without syncing. `send` receives each batch of messages as soon as it may
+    /// leave — a leader's appends before its own disk write. Answers that depend on
+    /// durable state leave only after [`Node::sync`] and the next `poll`.
     pub fn poll(&mut self, send: &mut impl FnMut(Vec<Message>)) -> Result<Output, NodeError> {
         while self.raft.has_ready() {
             let mut rd = self.raft.ready();
             if !rd.messages.is_empty() {
                 send(std::mem::take(&mut rd.messages));
             }
-            if !rd.persist_is_empty() {
-                self.store.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
+            if rd.persist_is_empty() && self.unsynced.is_none() {
+                self.raft.on_persisted(rd.number);
+            } else {
+                if !rd.persist_is_empty() {
+                    self.store.append(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
+                    if self.cfg.record_events && !rd.entries.is_empty() {
+                        self.events.push(NodeEvent::Appended(rd.entries.clone()));
+                    }
+                }
+                self.unsynced = Some(rd.number);
             }
-            self.raft.on_persisted(rd.number);
             if let Some(snap) = &rd.snapshot {
                 self.install(snap)?;
             }
@@ -274,12 +313,47 @@ impl<S: LogStore> Node<S> {
             self.serve_reads();
             self.maybe_snapshot()?;
         }
-        Ok(Output { replies: std::mem::take(&mut self.replies) })
+        let replies = std::mem::take(&mut self.replies);
+        Ok(Output { replies, events: std::mem::take(&mut self.events) })
+    }
+
+    /// True if writes are waiting for [`Node::sync`].
+    pub fn needs_sync(&self) -> bool {
+        self.unsynced.is_some()
+    }
+
+    /// Makes everything written durable (one fsync for all Readies since the last sync)
+    /// and tells the core. Call [`Node::poll`] afterwards: it releases the answers.
+    pub fn sync(&mut self) -> Result<(), NodeError> {
+        if let Some(number) = self.unsynced.take() {
+            self.store.sync()?;
+            self.raft.on_persisted(number);
+            if self.cfg.record_events {
+                self.events.push(NodeEvent::Synced);
+            }
+        }
+        Ok(())
+    }
+
+    /// `poll`, then `sync` and `poll` again until nothing is left: the whole cycle, for
+    /// drivers that sync inline (the server's node thread, tests).
+    pub fn run_once(&mut self, send: &mut impl FnMut(Vec<Message>)) -> Result<Output, NodeError> {
+        let mut out = self.poll(send)?;
+        while self.needs_sync() {
+            self.sync()?;
+            let more = self.poll(send)?;
+            out.replies.extend(more.replies);
+            out.events.extend(more.events);
+        }
+        Ok(out)
     }
 
     fn apply(&mut self, e: Entry) {
         assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
         self.applied = e.index;
+        if self.cfg.record_events {
+            self.events.push(NodeEvent::Applied(e.clone()));
+        }
         let response = match e.kind {
             EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
             EntryKind::Noop => None,
@@ -300,6 +374,9 @@ impl<S: LogStore> Node<S> {
         assert!(snap.meta.index > self.applied, "a snapshot never takes the state back");
         self.sm = restore_state(snap)?;
         self.applied = snap.meta.index;
+        if self.cfg.record_events {
+            self.events.push(NodeEvent::Installed(snap.meta.clone()));
+        }
         self.last_snapshot_index = snap.meta.index;
         // Writes at covered indices: their outcome is inside the snapshot, unknown here.
         // The client's retry (same session sequence) gets the recorded answer.

@@ -41,7 +41,8 @@ impl Cluster {
                     continue;
                 }
                 let q = &mut self.queue;
-                let out = self.nodes.get_mut(&id).unwrap().poll(&mut |ms| q.extend(ms)).unwrap();
+                let out =
+                    self.nodes.get_mut(&id).unwrap().run_once(&mut |ms| q.extend(ms)).unwrap();
                 self.replies.extend(out.replies);
             }
             let Some(m) = self.queue.pop_front() else { return };
