@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "v3lockpb/v3lock.proto",
     "v3electionpb/v3election.proto",
     "raftkv/peer.proto",
+    "raftkv/session.proto",
 ];
 const PROTO_ROOT: &str = "proto";
 

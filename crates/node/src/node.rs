@@ -190,6 +190,7 @@ pub struct Node<S: LogStore> {
     /// Index of the last entry applied (no-ops included).
     applied: Index,
     last_snapshot_index: Index,
+    last_snapshot_bytes: u64,
     now: u64,
     writes: BTreeMap<Index, PendingWrite>,
     /// Reads waiting for their ReadIndex, by ctx.
@@ -206,6 +207,7 @@ pub struct Node<S: LogStore> {
 impl<S: LogStore> Node<S> {
     /// Starts a member from what its store recovered.
     pub fn new(cfg: NodeConfig, store: S, restored: Restored) -> Result<Self, NodeError> {
+        let restored_bytes = restored.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         let (sm, applied) = match &restored.snapshot {
             Some(snap) => (restore_state(snap)?, snap.meta.index),
             None => (StateMachine::new(cfg.kv), 0),
@@ -218,6 +220,7 @@ impl<S: LogStore> Node<S> {
             sm,
             applied,
             last_snapshot_index: applied,
+            last_snapshot_bytes: restored_bytes,
             now: 0,
             writes: BTreeMap::new(),
             reads_waiting_index: BTreeMap::new(),
@@ -418,6 +421,7 @@ impl<S: LogStore> Node<S> {
             return Ok(());
         }
         let snapshot = self.snapshot_now();
+        self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.store.persist_snapshot(&snapshot)?;
         self.raft
             .compact(snapshot)
@@ -480,6 +484,11 @@ impl<S: LogStore> Node<S> {
     /// The state machine, for status and checks.
     pub fn state(&self) -> &StateMachine {
         &self.sm
+    }
+
+    /// Size in bytes of the last snapshot taken or installed (0: none yet).
+    pub fn last_snapshot_bytes(&self) -> u64 {
+        self.last_snapshot_bytes
     }
 
     /// Index of the last applied entry.

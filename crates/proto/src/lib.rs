@@ -76,6 +76,13 @@ generated_module!(
     "raftkv.peer.rs"
 );
 
+generated_module!(
+    /// raftkv's session service, package `raftkv.session`: exactly-once writes for our
+    /// own client ([`session::session_server::SessionServer`]).
+    session,
+    "raftkv.session.rs"
+);
+
 pub mod peer_convert;
 
 pub use peer_convert::ConvertError;

@@ -1,0 +1,327 @@
+//! # client: talk to a raftkv cluster
+//!
+//! A small client over etcd's v3 API (so the same code also talks to etcd) with the
+//! clerk's behaviour: it remembers which member answered last and goes there first,
+//! moves on to the next member when one is unreachable or has no leader, retries until a
+//! deadline, and — against raftkv — tags writes with a session and sequence number so a
+//! write retried after a timeout or a leader change executes exactly once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), client::ClientError> {
+//! let mut c = client::Client::connect(&["http://127.0.0.1:2379".into()], Default::default())?;
+//! c.put(b"greeting", b"hello").await?;
+//! let v = c.get(b"greeting", false).await?;
+//! assert_eq!(v.map(|kv| kv.value.to_vec()), Some(b"hello".to_vec()));
+//! # Ok(()) }
+//! ```
+
+use bytes::Bytes;
+use node::{Clerk, RequestError};
+use proto::etcdserverpb as pb;
+use proto::etcdserverpb::kv_client::KvClient;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use proto::session::session_client::SessionClient;
+use std::fmt;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+pub use proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse, StatusResponse};
+pub use proto::mvccpb::KeyValue;
+
+/// How the client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Give up on a request after this long.
+    pub deadline: Duration,
+    /// Tag writes with a raftkv session so retries execute once (needs a raftkv server;
+    /// turn off to talk to etcd).
+    pub exactly_once: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { deadline: Duration::from_secs(10), exactly_once: true }
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// An endpoint is not a valid URL.
+    BadEndpoint(String),
+    /// The server refused the request (bad input, compacted revision, ...): do not retry.
+    Refused {
+        /// gRPC code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// No member answered successfully before the deadline.
+    Unavailable {
+        /// The last error seen.
+        last: String,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::BadEndpoint(e) => write!(f, "bad endpoint: {e}"),
+            ClientError::Refused { code, message } => write!(f, "{message} ({code})"),
+            ClientError::Unavailable { last } => {
+                write!(f, "no member answered in time; last error: {last}")
+            }
+        }
+    }
+}
+impl std::error::Error for ClientError {}
+
+/// A connection to a cluster. Requests take `&mut self`: one at a time per client (a
+/// session has one write in flight); open several clients for concurrency.
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    clerk: Clerk,
+    opts: ClientOptions,
+}
+
+/// What went wrong on one attempt.
+enum Attempt {
+    /// Retry elsewhere or later.
+    Retry(RequestError, String),
+    /// Do not retry.
+    Fatal(ClientError),
+}
+
+fn classify(s: tonic::Status) -> Attempt {
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Aborted => {
+            Attempt::Retry(RequestError::NotLeader { leader: None }, s.message().to_string())
+        }
+        Code::Cancelled => Attempt::Retry(RequestError::Timeout, s.message().to_string()),
+        code => Attempt::Fatal(ClientError::Refused {
+            code: format!("{code:?}"),
+            message: s.message().to_string(),
+        }),
+    }
+}
+
+impl Client {
+    /// A client for the cluster at `endpoints` (`http://host:port`); connects lazily.
+    pub fn connect(endpoints: &[String], opts: ClientOptions) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint("no endpoints given".into()));
+        }
+        let mut channels = Vec::new();
+        for e in endpoints {
+            let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+            let ep = Endpoint::from_shared(url.clone())
+                .map_err(|_| ClientError::BadEndpoint(format!("{e:?} is not a URL")))?
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true);
+            channels.push(ep.connect_lazy());
+        }
+        let ids = (1..=endpoints.len() as u64).collect();
+        Ok(Client { endpoints: endpoints.to_vec(), channels, clerk: Clerk::new(ids, 0), opts })
+    }
+
+    /// The endpoint that answered last.
+    pub fn current_endpoint(&self) -> &str {
+        &self.endpoints[(self.clerk.target() - 1) as usize]
+    }
+
+    /// Runs `call` against members until one succeeds or the deadline passes.
+    async fn with_retries<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.opts.deadline;
+        let mut backoff = Duration::from_millis(20);
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            let target = self.clerk.target();
+            let channel = self.channels[(target - 1) as usize].clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, call(channel)).await {
+                Ok(Ok(v)) => {
+                    self.clerk.on_success(target);
+                    return Ok(v);
+                }
+                Ok(Err(status)) => match classify(status) {
+                    Attempt::Fatal(e) => return Err(e),
+                    Attempt::Retry(err, msg) => {
+                        last = format!("{}: {msg}", self.endpoints[(target - 1) as usize]);
+                        self.clerk.on_error(target, &err);
+                    }
+                },
+                Err(_) => {
+                    last = "deadline passed".into();
+                    self.clerk.on_no_answer();
+                }
+            }
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+        Err(ClientError::Unavailable { last })
+    }
+
+    /// Metadata for a write: the session and a new sequence number, if exactly-once.
+    async fn session_tag(&mut self) -> Result<Option<(u64, u64)>, ClientError> {
+        if !self.opts.exactly_once {
+            return Ok(None);
+        }
+        if self.clerk.session().is_none() {
+            let id = self
+                .with_retries(|ch| async move {
+                    let r =
+                        SessionClient::new(ch).register(proto::session::RegisterRequest {}).await?;
+                    Ok(r.into_inner().client_id)
+                })
+                .await?;
+            self.clerk.on_registered(id);
+        }
+        let cmd = self.clerk.new_command(kv_placeholder());
+        Ok(cmd.request_id.map(|r| (r.client_id, r.seq)))
+    }
+
+    async fn write<T, M, F, Fut>(&mut self, msg: M, call: F) -> Result<T, ClientError>
+    where
+        M: Clone,
+        F: Fn(KvClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let tag = self.session_tag().await?;
+        let r = self
+            .with_retries(|ch| {
+                let mut req = tonic::Request::new(msg.clone());
+                if let Some((client_id, seq)) = tag {
+                    let md = req.metadata_mut();
+                    md.insert("raftkv-client-id", client_id.to_string().parse().expect("digits"));
+                    md.insert("raftkv-seq", seq.to_string().parse().expect("digits"));
+                }
+                call(KvClient::new(ch), req)
+            })
+            .await;
+        if let Err(ClientError::Refused { message, .. }) = &r {
+            if message.contains("session") {
+                // Our session expired: open a new one next time.
+                self.clerk.reset_session();
+            }
+        }
+        r.map(|resp| resp.into_inner())
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<PutResponse, ClientError> {
+        let req = pb::PutRequest {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            ..Default::default()
+        };
+        self.write(req, |mut c, r| async move { c.put(r).await }).await
+    }
+
+    /// Reads one key (linearizable unless `serializable`).
+    pub async fn get(
+        &mut self,
+        key: &[u8],
+        serializable: bool,
+    ) -> Result<Option<KeyValue>, ClientError> {
+        let req = pb::RangeRequest {
+            key: Bytes::copy_from_slice(key),
+            serializable,
+            ..Default::default()
+        };
+        Ok(self.range(req).await?.kvs.into_iter().next())
+    }
+
+    /// Any Range request.
+    pub async fn range(&mut self, req: pb::RangeRequest) -> Result<RangeResponse, ClientError> {
+        self.with_retries(|ch| {
+            let req = req.clone();
+            async move { Ok(KvClient::new(ch).range(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Deletes `key` (or, with `prefix`, every key starting with it).
+    pub async fn delete(
+        &mut self,
+        key: &[u8],
+        prefix: bool,
+    ) -> Result<DeleteRangeResponse, ClientError> {
+        let range_end = if prefix { prefix_end(key) } else { Vec::new() };
+        let req = pb::DeleteRangeRequest {
+            key: Bytes::copy_from_slice(key),
+            range_end: range_end.into(),
+            ..Default::default()
+        };
+        self.write(req, |mut c, r| async move { c.delete_range(r).await }).await
+    }
+
+    /// Appends `suffix` to the value of `key` atomically (a compare-and-swap loop on the
+    /// key's mod revision, so it works against etcd too). Returns the new value.
+    pub async fn append(&mut self, key: &[u8], suffix: &[u8]) -> Result<Vec<u8>, ClientError> {
+        loop {
+            let cur = self.get(key, false).await?;
+            let (old, mod_rev) =
+                cur.map_or((Vec::new(), 0), |kv| (kv.value.to_vec(), kv.mod_revision));
+            let mut new = old.clone();
+            new.extend_from_slice(suffix);
+            use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+            let txn = pb::TxnRequest {
+                compare: vec![pb::Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: Bytes::copy_from_slice(key),
+                    range_end: Bytes::new(),
+                    target_union: Some(TargetUnion::ModRevision(mod_rev)),
+                }],
+                success: vec![pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                        key: Bytes::copy_from_slice(key),
+                        value: new.clone().into(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![],
+            };
+            let r = self.write(txn, |mut c, r| async move { c.txn(r).await }).await?;
+            if r.succeeded {
+                return Ok(new);
+            }
+        }
+    }
+
+    /// The status of the member at `endpoint` (an index into the endpoints given).
+    pub async fn status(&self, endpoint: usize) -> Result<StatusResponse, ClientError> {
+        let ch = self.channels[endpoint].clone();
+        MaintenanceClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::Unavailable {
+                last: format!("{}: {}", self.endpoints[endpoint], s.message()),
+            })
+    }
+}
+
+/// The clerk numbers commands; the op itself travels in the gRPC request.
+fn kv_placeholder() -> kv::Op {
+    kv::Op::Get { key: Vec::new() }
+}
+
+/// The first key after every key starting with `prefix` (etcd's prefix range end).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

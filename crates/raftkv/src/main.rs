@@ -1,0 +1,368 @@
+//! `raftkv`: run a member, a local playground cluster, talk to a cluster, or benchmark
+//! one (raftkv or etcd: both speak etcd's v3 API).
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+use client::{Client, ClientOptions};
+use server::config::{parse_initial_cluster, parse_url, ClusterState, ServerConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Default client endpoints: the playground's three members.
+const DEFAULT_ENDPOINTS: &str =
+    "http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379";
+
+#[derive(Parser)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated, linearizable key/value store with etcd's v3 API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct Endpoints {
+    /// Comma-separated client URLs of the cluster's members.
+    #[arg(long, default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one member (etcd's flag names).
+    Server(ServerArgs),
+    /// Start a local 3-member cluster in one command; Ctrl-C stops it.
+    Playground {
+        /// Where the members keep their data (one subdirectory each).
+        #[arg(long, default_value = "raftkv-playground")]
+        data_dir: PathBuf,
+        /// Wipe the data directory first.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Set a key.
+    Put {
+        #[command(flatten)]
+        ep: Endpoints,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read a key (or a prefix).
+    Get {
+        #[command(flatten)]
+        ep: Endpoints,
+        /// The key (or prefix, with --prefix).
+        key: String,
+        /// Read every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Serve from the contacted member's state, possibly stale, without a leader check.
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Delete a key (or a prefix).
+    Del {
+        #[command(flatten)]
+        ep: Endpoints,
+        /// The key (or prefix, with --prefix).
+        key: String,
+        /// Delete every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// Append to a key's value atomically.
+    Append {
+        #[command(flatten)]
+        ep: Endpoints,
+        /// The key.
+        key: String,
+        /// What to append.
+        suffix: String,
+    },
+    /// Show each member's Raft status.
+    Status {
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Load-test a cluster over etcd's v3 API (raftkv or etcd).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// This member's name (must appear in --initial-cluster).
+    #[arg(long)]
+    name: String,
+    /// Where this member keeps its WAL and snapshots.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// URL to listen on for peers.
+    #[arg(long)]
+    listen_peer_urls: String,
+    /// URL to listen on for clients (etcd v3 gRPC API).
+    #[arg(long)]
+    listen_client_urls: String,
+    /// URL to serve /health and /metrics on.
+    #[arg(long)]
+    listen_metrics_urls: Option<String>,
+    /// All members: name=peerURL,...
+    #[arg(long)]
+    initial_cluster: String,
+    /// `new` to bootstrap, `existing` to rejoin with this member's data.
+    #[arg(long, default_value = "new")]
+    initial_cluster_state: String,
+    /// Accepted for etcd compatibility; peers are reached at their --initial-cluster URL.
+    #[arg(long)]
+    initial_advertise_peer_urls: Option<String>,
+    /// Accepted for etcd compatibility.
+    #[arg(long)]
+    advertise_client_urls: Option<String>,
+    /// Accepted for etcd compatibility (cluster ids derive from the member list).
+    #[arg(long)]
+    initial_cluster_token: Option<String>,
+    /// Length of a Raft tick in milliseconds (heartbeats every 5 ticks, elections after 20-40).
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+    /// Snapshot the state every this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
+    /// Log level: error, warn, info, debug.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
+    let (members, cluster_id) = parse_initial_cluster(&a.initial_cluster).map_err(|e| e.0)?;
+    if !members.iter().any(|m| m.name == a.name) {
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        return Err(format!(
+            "--name {:?} is not in --initial-cluster (members: {}); add it there or fix the name",
+            a.name,
+            names.join(", ")
+        ));
+    }
+    let state = match a.initial_cluster_state.as_str() {
+        "new" => ClusterState::New,
+        "existing" => ClusterState::Existing,
+        other => return Err(format!("--initial-cluster-state {other:?}: use `new` or `existing`")),
+    };
+    if a.tick_ms == 0 {
+        return Err("--tick-ms must be at least 1".into());
+    }
+    Ok(ServerConfig {
+        name: a.name.clone(),
+        data_dir: a.data_dir.clone(),
+        listen_peer: parse_url("--listen-peer-urls", &a.listen_peer_urls).map_err(|e| e.0)?,
+        listen_client: parse_url("--listen-client-urls", &a.listen_client_urls).map_err(|e| e.0)?,
+        listen_metrics: match &a.listen_metrics_urls {
+            Some(u) => Some(parse_url("--listen-metrics-urls", u).map_err(|e| e.0)?),
+            None => None,
+        },
+        members,
+        state,
+        cluster_id,
+        tick_ms: a.tick_ms,
+        snapshot_count: a.snapshot_count,
+    })
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let level: tracing::Level = level
+        .parse()
+        .map_err(|_| format!("--log-level {level:?}: use error, warn, info or debug"))?;
+    tracing_subscriber::fmt().with_max_level(level).with_target(false).with_ansi(false).init();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(ep: &Endpoints) -> Result<Client, String> {
+    let opts = ClientOptions { deadline: Duration::from_secs(ep.timeout_secs), exactly_once: true };
+    Client::connect(&ep.endpoints, opts).map_err(|e| e.to_string())
+}
+
+fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Server(a) => {
+            init_logging(&a.log_level)?;
+            let cfg = server_config(&a)?;
+            server::serve(cfg).await.map_err(|e| e.to_string())
+        }
+        Cmd::Playground { data_dir, fresh } => playground(data_dir, fresh).await,
+        Cmd::Put { ep, key, value } => {
+            let r = client(&ep)?
+                .put(key.as_bytes(), value.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("OK (revision {})", r.header.map_or(0, |h| h.revision));
+            Ok(())
+        }
+        Cmd::Get { ep, key, prefix, serializable } => {
+            let mut c = client(&ep)?;
+            let mut req = proto::etcdserverpb::RangeRequest {
+                key: key.clone().into_bytes().into(),
+                serializable,
+                ..Default::default()
+            };
+            if prefix {
+                req.range_end = client::prefix_end(key.as_bytes()).into();
+            }
+            let r = c.range(req).await.map_err(|e| e.to_string())?;
+            for kv in r.kvs {
+                println!("{}\n{}", show(&kv.key), show(&kv.value));
+            }
+            Ok(())
+        }
+        Cmd::Del { ep, key, prefix } => {
+            let r = client(&ep)?.delete(key.as_bytes(), prefix).await.map_err(|e| e.to_string())?;
+            println!("{}", r.deleted);
+            Ok(())
+        }
+        Cmd::Append { ep, key, suffix } => {
+            let v = client(&ep)?
+                .append(key.as_bytes(), suffix.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", show(&v));
+            Ok(())
+        }
+        Cmd::Status { ep } => status(&ep).await,
+        Cmd::Bench(a) => bench::run(a).await,
+    }
+}
+
+async fn status(ep: &Endpoints) -> Result<(), String> {
+    let c = client(ep)?;
+    let header = ["ENDPOINT", "ID", "LEADER", "TERM", "COMMIT", "APPLIED", "VERSION"];
+    println!(
+        "{:<28} {:>16} {:>16} {:>6} {:>10} {:>10}  {}",
+        header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+    );
+    let mut failures = 0;
+    for (i, e) in ep.endpoints.iter().enumerate() {
+        match c.status(i).await {
+            Ok(s) => {
+                let id = s.header.as_ref().map_or(0, |h| h.member_id);
+                println!(
+                    "{:<28} {:>16x} {:>16x} {:>6} {:>10} {:>10}  {}",
+                    e, id, s.leader, s.raft_term, s.raft_index, s.raft_applied_index, s.version
+                );
+            }
+            Err(err) => {
+                failures += 1;
+                println!("{e:<28} unreachable: {err}");
+            }
+        }
+    }
+    if failures == ep.endpoints.len() {
+        return Err("no member answered".into());
+    }
+    Ok(())
+}
+
+/// The playground's members: (name, client port, peer port, metrics port).
+const PLAYGROUND: [(&str, u16, u16, u16); 3] =
+    [("n1", 2379, 2380, 2381), ("n2", 22379, 22380, 22381), ("n3", 32379, 32380, 32381)];
+
+async fn playground(data_dir: PathBuf, fresh: bool) -> Result<(), String> {
+    if fresh && data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .map_err(|e| format!("removing {}: {e}", data_dir.display()))?;
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("finding the raftkv binary: {e}"))?;
+    let cluster: Vec<String> =
+        PLAYGROUND.iter().map(|(n, _, p, _)| format!("{n}=http://127.0.0.1:{p}")).collect();
+    let cluster = cluster.join(",");
+    let mut children = Vec::new();
+    for (name, client_port, peer_port, metrics_port) in PLAYGROUND {
+        let dir = data_dir.join(name);
+        let log_path = data_dir.join(format!("{name}.log"));
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
+        let child = std::process::Command::new(&exe)
+            .arg("server")
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client_port}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{metrics_port}")])
+            .args(["--initial-cluster", &cluster])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting member {name}: {e}"))?;
+        children.push((name, child));
+    }
+    // Wait for a leader so the printed commands work right away.
+    let ep = Endpoints {
+        endpoints: DEFAULT_ENDPOINTS.split(',').map(String::from).collect(),
+        timeout_secs: 10,
+    };
+    let mut c = client(&ep)?;
+    let ready = c.get(b"playground-ready-check", false).await;
+    for (name, child) in children.iter_mut() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = data_dir.join(format!("{name}.log"));
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("member {name} exited ({status}):\n{tail}"));
+        }
+    }
+    if let Err(e) = ready {
+        eprintln!("warning: the cluster did not answer yet: {e}");
+    }
+    println!("raftkv playground: 3 members running, data in {}", data_dir.display());
+    for (name, client_port, peer_port, metrics_port) in PLAYGROUND {
+        println!(
+            "  {name}: client http://127.0.0.1:{client_port}  peer :{peer_port}  metrics http://127.0.0.1:{metrics_port}/metrics  log {}",
+            data_dir.join(format!("{name}.log")).display()
+        );
+    }
+    println!("\nTry (in another terminal):");
+    println!("  cargo run --release -p raftkv -- put greeting hello");
+    println!("  cargo run --release -p raftkv -- get greeting");
+    println!("  cargo run --release -p raftkv -- status");
+    println!("  ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:2379 get greeting   # etcd's own CLI works too");
+    println!("\nCtrl-C stops the cluster.");
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    for (_, child) in children.iter_mut() {
+        // SIGTERM-like stop; members exit cleanly and keep their data.
+        let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    }
+    for (_, child) in children.iter_mut() {
+        let _ = child.wait();
+    }
+    println!("stopped; data kept in {} (use --fresh to start over)", data_dir.display());
+    Ok(())
+}

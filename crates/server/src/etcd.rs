@@ -1,0 +1,548 @@
+//! etcd's v3 client API over the node: the `KV`, `Maintenance` and `Cluster` services,
+//! and the translation between etcd's protobuf messages and the `kv` crate's types.
+//!
+//! Writes go through the Raft log; a follower forwards them to the leader over the peer
+//! transport. Linearizable reads use ReadIndex on whichever member the client talks to;
+//! `serializable` reads are served from the member's local state. Our own client can tag
+//! writes with a session (gRPC metadata `raftkv-client-id` and `raftkv-seq`) so a retried
+//! write executes exactly once; requests without it behave as in etcd.
+
+use crate::metrics::Metrics;
+use crate::peer::Transport;
+use crate::runtime::{NodeHandle, Reply};
+use bytes::Bytes;
+use kv::{Command, KvError, Op};
+use node::{ReadQuery, Request, RequestError};
+use proto::etcdserverpb as pb;
+use proto::mvccpb;
+use raft::NodeId;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tonic::{Response, Status};
+
+/// etcd's default limit on one request (`--max-request-bytes`, 1.5 MiB).
+pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
+/// The version string `Maintenance.Status` reports: the etcd API level, then ours.
+pub const VERSION: &str = concat!("3.4.0+raftkv.", env!("CARGO_PKG_VERSION"));
+
+/// Metadata key carrying our client's session id.
+pub const CLIENT_ID_HEADER: &str = "raftkv-client-id";
+/// Metadata key carrying the write's sequence number in its session.
+pub const SEQ_HEADER: &str = "raftkv-seq";
+
+/// What the client-facing services share.
+#[derive(Clone)]
+pub struct Api {
+    /// The node thread.
+    pub node: NodeHandle,
+    /// For forwarding writes to the leader.
+    pub transport: Transport,
+    /// For response headers.
+    pub metrics: Arc<Metrics>,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: NodeId,
+    /// All members: (id, name, peer URL, client URL if known).
+    pub members: Vec<(NodeId, String, String, String)>,
+}
+
+impl Api {
+    fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: revision as i64,
+            raft_term: self.metrics.term.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Runs a write: here if we lead, else forwarded to the leader.
+    async fn write(&self, cmd: Command) -> Result<kv::Response, Status> {
+        let mut reply: Reply = self.node.request(Request::Write(cmd.clone())).await;
+        for _ in 0..3 {
+            match reply {
+                Err(RequestError::NotLeader { leader: Some(l) }) if l != self.member_id => {
+                    reply = self.transport.forward(l, &cmd).await;
+                }
+                _ => break,
+            }
+        }
+        into_result(reply)
+    }
+
+    async fn read(&self, query: ReadQuery, serializable: bool) -> Result<kv::Response, Status> {
+        into_result(self.node.request(Request::Read { query, serializable }).await)
+    }
+}
+
+fn into_result(reply: Reply) -> Result<kv::Response, Status> {
+    match reply {
+        Ok(kv::Response::Error(e)) => Err(kv_error(&e)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(request_error(&e)),
+    }
+}
+
+/// etcd's gRPC code and message for a state machine error.
+pub fn kv_error(e: &KvError) -> Status {
+    match e {
+        KvError::EmptyKey => Status::invalid_argument("etcdserver: key is not provided"),
+        KvError::KeyTooLarge { .. } | KvError::ValueTooLarge { .. } => {
+            Status::invalid_argument("etcdserver: request is too large")
+        }
+        KvError::KeyNotFound { .. } => Status::invalid_argument("etcdserver: key not found"),
+        KvError::Compacted { .. } => {
+            Status::out_of_range("etcdserver: mvcc: required revision has been compacted")
+        }
+        KvError::FutureRevision { .. } => {
+            Status::out_of_range("etcdserver: mvcc: required revision is a future revision")
+        }
+        KvError::TooManyOps { .. } => {
+            Status::invalid_argument("etcdserver: too many operations in txn request")
+        }
+        KvError::DuplicateKeyInTxn { .. } => {
+            Status::invalid_argument("etcdserver: duplicate key given in txn request")
+        }
+        other => Status::invalid_argument(format!("etcdserver: {other}")),
+    }
+}
+
+/// etcd's gRPC code and message for a request the node could not serve.
+pub fn request_error(e: &RequestError) -> Status {
+    match e {
+        RequestError::NotLeader { leader: None } => Status::unavailable("etcdserver: no leader"),
+        RequestError::NotLeader { leader: Some(_) } => {
+            Status::unavailable("etcdserver: leader changed")
+        }
+        RequestError::Timeout => Status::unavailable("etcdserver: request timed out"),
+        RequestError::TooLarge { .. } => {
+            Status::invalid_argument("etcdserver: request is too large")
+        }
+        RequestError::Busy => Status::unavailable("etcdserver: too many requests"),
+    }
+}
+
+fn non_negative(field: &str, v: i64) -> Result<u64, Status> {
+    u64::try_from(v).map_err(|_| {
+        Status::invalid_argument(format!("etcdserver: {field} must not be negative (got {v})"))
+    })
+}
+
+/// etcd request → kv request.
+pub fn range_request(r: &pb::RangeRequest) -> Result<kv::RangeRequest, Status> {
+    use pb::range_request::{SortOrder as O, SortTarget as T};
+    let sort_order = match O::try_from(r.sort_order) {
+        Ok(O::None) => kv::SortOrder::None,
+        Ok(O::Ascend) => kv::SortOrder::Ascend,
+        Ok(O::Descend) => kv::SortOrder::Descend,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid sort order")),
+    };
+    let sort_target = match T::try_from(r.sort_target) {
+        Ok(T::Key) => kv::SortTarget::Key,
+        Ok(T::Version) => kv::SortTarget::Version,
+        Ok(T::Create) => kv::SortTarget::Create,
+        Ok(T::Mod) => kv::SortTarget::Mod,
+        Ok(T::Value) => kv::SortTarget::Value,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid sort target")),
+    };
+    Ok(kv::RangeRequest {
+        key: r.key.to_vec(),
+        range_end: r.range_end.to_vec(),
+        limit: non_negative("limit", r.limit)?,
+        revision: non_negative("revision", r.revision)?,
+        sort_order,
+        sort_target,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: non_negative("min_mod_revision", r.min_mod_revision)?,
+        max_mod_revision: non_negative("max_mod_revision", r.max_mod_revision)?,
+        min_create_revision: non_negative("min_create_revision", r.min_create_revision)?,
+        max_create_revision: non_negative("max_create_revision", r.max_create_revision)?,
+    })
+}
+
+fn put_request(r: &pb::PutRequest) -> kv::PutRequest {
+    kv::PutRequest {
+        key: r.key.to_vec(),
+        value: r.value.to_vec(),
+        lease: r.lease,
+        prev_kv: r.prev_kv,
+        ignore_value: r.ignore_value,
+        ignore_lease: r.ignore_lease,
+    }
+}
+
+fn delete_request(r: &pb::DeleteRangeRequest) -> kv::DeleteRangeRequest {
+    kv::DeleteRangeRequest {
+        key: r.key.to_vec(),
+        range_end: r.range_end.to_vec(),
+        prev_kv: r.prev_kv,
+    }
+}
+
+fn compare(c: &pb::Compare) -> Result<kv::Compare, Status> {
+    use pb::compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let result = match R::try_from(c.result) {
+        Ok(R::Equal) => kv::CompareResult::Equal,
+        Ok(R::Greater) => kv::CompareResult::Greater,
+        Ok(R::Less) => kv::CompareResult::Less,
+        Ok(R::NotEqual) => kv::CompareResult::NotEqual,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid compare result")),
+    };
+    // etcd reads the target from `target`, and the value from the union.
+    let u = c.target_union.clone();
+    let target = match (T::try_from(c.target), u) {
+        (Ok(T::Version), Some(U::Version(v))) => {
+            kv::CompareTarget::Version(non_negative("version", v)?)
+        }
+        (Ok(T::Version), None) => kv::CompareTarget::Version(0),
+        (Ok(T::Create), Some(U::CreateRevision(v))) => {
+            kv::CompareTarget::CreateRevision(non_negative("create_revision", v)?)
+        }
+        (Ok(T::Create), None) => kv::CompareTarget::CreateRevision(0),
+        (Ok(T::Mod), Some(U::ModRevision(v))) => {
+            kv::CompareTarget::ModRevision(non_negative("mod_revision", v)?)
+        }
+        (Ok(T::Mod), None) => kv::CompareTarget::ModRevision(0),
+        (Ok(T::Value), Some(U::Value(v))) => kv::CompareTarget::Value(v.to_vec()),
+        (Ok(T::Value), None) => kv::CompareTarget::Value(Vec::new()),
+        (Ok(T::Lease), Some(U::Lease(v))) => kv::CompareTarget::Lease(v),
+        (Ok(T::Lease), None) => kv::CompareTarget::Lease(0),
+        _ => return Err(Status::invalid_argument("etcdserver: compare target and value disagree")),
+    };
+    Ok(kv::Compare { key: c.key.to_vec(), range_end: c.range_end.to_vec(), result, target })
+}
+
+/// etcd Txn → kv Txn (recursively).
+pub fn txn_request(t: &pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
+    let ops = |ops: &[pb::RequestOp]| -> Result<Vec<kv::RequestOp>, Status> {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(pb::request_op::Request::RequestRange(r)) => {
+                    Ok(kv::RequestOp::Range(range_request(r)?))
+                }
+                Some(pb::request_op::Request::RequestPut(p)) => {
+                    Ok(kv::RequestOp::Put(put_request(p)))
+                }
+                Some(pb::request_op::Request::RequestDeleteRange(d)) => {
+                    Ok(kv::RequestOp::DeleteRange(delete_request(d)))
+                }
+                Some(pb::request_op::Request::RequestTxn(t)) => {
+                    Ok(kv::RequestOp::Txn(txn_request(t)?))
+                }
+                None => Err(Status::invalid_argument("etcdserver: empty request op in txn")),
+            })
+            .collect()
+    };
+    Ok(kv::TxnRequest {
+        compare: t.compare.iter().map(compare).collect::<Result<_, _>>()?,
+        success: ops(&t.success)?,
+        failure: ops(&t.failure)?,
+    })
+}
+
+/// kv record → etcd record.
+pub fn key_value(kv: &kv::KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: Bytes::copy_from_slice(&kv.key),
+        create_revision: kv.create_revision as i64,
+        mod_revision: kv.mod_revision as i64,
+        version: kv.version as i64,
+        value: Bytes::copy_from_slice(&kv.value),
+        lease: kv.lease,
+    }
+}
+
+impl Api {
+    fn range_response(&self, r: &kv::RangeResponse) -> pb::RangeResponse {
+        pb::RangeResponse {
+            header: self.header(r.revision),
+            kvs: r.kvs.iter().map(key_value).collect(),
+            more: r.more,
+            count: r.count as i64,
+        }
+    }
+
+    fn put_response(&self, r: &kv::PutResponse) -> pb::PutResponse {
+        pb::PutResponse {
+            header: self.header(r.revision),
+            prev_kv: r.prev_kv.as_ref().map(key_value),
+        }
+    }
+
+    fn delete_response(&self, r: &kv::DeleteRangeResponse) -> pb::DeleteRangeResponse {
+        pb::DeleteRangeResponse {
+            header: self.header(r.revision),
+            deleted: r.deleted as i64,
+            prev_kvs: r.prev_kvs.iter().map(key_value).collect(),
+        }
+    }
+
+    fn txn_response(&self, r: &kv::TxnResponse) -> pb::TxnResponse {
+        use pb::response_op::Response as R;
+        let responses = r
+            .responses
+            .iter()
+            .map(|op| pb::ResponseOp {
+                response: Some(match op {
+                    kv::ResponseOp::Put(p) => R::ResponsePut(self.put_response(p)),
+                    kv::ResponseOp::Range(g) => R::ResponseRange(self.range_response(g)),
+                    kv::ResponseOp::DeleteRange(d) => {
+                        R::ResponseDeleteRange(self.delete_response(d))
+                    }
+                    kv::ResponseOp::Txn(t) => R::ResponseTxn(self.txn_response(t)),
+                }),
+            })
+            .collect();
+        pb::TxnResponse { header: self.header(r.revision), succeeded: r.succeeded, responses }
+    }
+}
+
+/// The session a request's metadata names, if any.
+fn session<T>(req: &tonic::Request<T>) -> Result<Option<(u64, u64)>, Status> {
+    let get = |k: &str| -> Result<Option<u64>, Status> {
+        match req.metadata().get(k) {
+            None => Ok(None),
+            Some(v) => {
+                v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
+                    Status::invalid_argument(format!("metadata {k} must be a number"))
+                })
+            }
+        }
+    };
+    match (get(CLIENT_ID_HEADER)?, get(SEQ_HEADER)?) {
+        (Some(c), Some(s)) => Ok(Some((c, s))),
+        (None, None) => Ok(None),
+        _ => Err(Status::invalid_argument(format!(
+            "metadata {CLIENT_ID_HEADER} and {SEQ_HEADER} go together"
+        ))),
+    }
+}
+
+fn command<T>(req: &tonic::Request<T>, op: Op) -> Result<Command, Status> {
+    Ok(match session(req)? {
+        Some((client_id, seq)) => Command::with_session(client_id, seq, op),
+        None => Command::new(op),
+    })
+}
+
+fn check_size<T: prost::Message>(req: &T) -> Result<(), Status> {
+    if req.encoded_len() > REQUEST_BYTES_MAX {
+        return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
+    Ok(())
+}
+
+fn unexpected(r: kv::Response) -> Status {
+    Status::internal(format!("unexpected state machine response {r:?}"))
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Api {
+    async fn range(
+        &self,
+        request: tonic::Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = request.get_ref();
+        let req = range_request(r)?;
+        match self.read(ReadQuery::Range(req), r.serializable).await? {
+            kv::Response::Range(resp) => Ok(Response::new(self.range_response(&resp))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn put(
+        &self,
+        request: tonic::Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        check_size(request.get_ref())?;
+        let cmd = command(&request, Op::Put(put_request(request.get_ref())))?;
+        match self.write(cmd).await? {
+            kv::Response::Put(p) => Ok(Response::new(self.put_response(&p))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: tonic::Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        check_size(request.get_ref())?;
+        let cmd = command(&request, Op::DeleteRange(delete_request(request.get_ref())))?;
+        match self.write(cmd).await? {
+            kv::Response::DeleteRange(d) => Ok(Response::new(self.delete_response(&d))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: tonic::Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        check_size(request.get_ref())?;
+        let txn = txn_request(request.get_ref())?;
+        let cmd = command(&request, Op::Txn(txn))?;
+        match self.write(cmd).await? {
+            kv::Response::Txn(t) => Ok(Response::new(self.txn_response(&t))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: tonic::Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let revision = non_negative("revision", request.get_ref().revision)?;
+        let cmd = command(&request, Op::Compact { revision })?;
+        match self.write(cmd).await? {
+            kv::Response::Compact(c) => {
+                Ok(Response::new(pb::CompactionResponse { header: self.header(c.revision) }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Api {
+    async fn alarm(
+        &self,
+        _request: tonic::Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let revision = self.node.status().await.map_or(0, |s| s.revision);
+        Ok(Response::new(pb::AlarmResponse { header: self.header(revision), alarms: Vec::new() }))
+    }
+
+    async fn status(
+        &self,
+        _request: tonic::Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.node.status().await.ok_or_else(|| Status::unavailable("member stopping"))?;
+        let mut errors = Vec::new();
+        if s.leader.is_none() {
+            errors.push("etcdserver: no leader".to_string());
+        }
+        Ok(Response::new(pb::StatusResponse {
+            header: self.header(s.revision),
+            version: VERSION.to_string(),
+            db_size: s.db_size_bytes as i64,
+            leader: s.leader.unwrap_or(0),
+            raft_index: s.commit_index,
+            raft_term: s.term,
+            raft_applied_index: s.applied_index,
+            errors,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: tonic::Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let revision = self.node.status().await.map_or(0, |s| s.revision);
+        Ok(Response::new(pb::DefragmentResponse { header: self.header(revision) }))
+    }
+
+    async fn hash(
+        &self,
+        _request: tonic::Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not implemented yet"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: tonic::Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(Status::unimplemented("HashKV is not implemented yet"))
+    }
+
+    type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _request: tonic::Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("Snapshot is not implemented yet"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: tonic::Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: tonic::Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not supported"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Api {
+    async fn member_add(
+        &self,
+        _request: tonic::Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(Status::unimplemented("membership changes are not implemented yet"))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: tonic::Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(Status::unimplemented("membership changes are not implemented yet"))
+    }
+
+    async fn member_update(
+        &self,
+        _request: tonic::Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented("membership changes are not implemented yet"))
+    }
+
+    async fn member_list(
+        &self,
+        _request: tonic::Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, name, peer, client)| pb::Member {
+                id: *id,
+                name: name.clone(),
+                peer_ur_ls: vec![peer.clone()],
+                client_ur_ls: if client.is_empty() { vec![] } else { vec![client.clone()] },
+                is_learner: false,
+            })
+            .collect();
+        let revision = self.node.status().await.map_or(0, |s| s.revision);
+        Ok(Response::new(pb::MemberListResponse { header: self.header(revision), members }))
+    }
+
+    async fn member_promote(
+        &self,
+        _request: tonic::Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(Status::unimplemented("membership changes are not implemented yet"))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::session::session_server::Session for Api {
+    async fn register(
+        &self,
+        _request: tonic::Request<proto::session::RegisterRequest>,
+    ) -> Result<Response<proto::session::RegisterResponse>, Status> {
+        match self.write(Command::new(Op::RegisterSession)).await? {
+            kv::Response::SessionRegistered { client_id } => {
+                Ok(Response::new(proto::session::RegisterResponse { client_id }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `GET /health` and `GET /metrics` on a plain HTTP/1.1 listener. Two fixed routes do not
+//! justify an HTTP framework; this answers one request per connection and closes it.
+
+use crate::metrics::Metrics;
+use crate::runtime::NodeHandle;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Serves health and metrics until the listener fails.
+pub async fn serve(listener: TcpListener, node: NodeHandle, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let node = node.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match sock.read(&mut buf).await {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let (code, body) = match path {
+                "/metrics" => ("200 OK", metrics.render()),
+                "/health" => match node.status().await {
+                    Some(s) if s.leader.is_some() => ("200 OK", "{\"health\":\"true\"}\n".into()),
+                    Some(_) => (
+                        "503 Service Unavailable",
+                        "{\"health\":\"false\",\"reason\":\"no leader\"}\n".into(),
+                    ),
+                    None => (
+                        "503 Service Unavailable",
+                        "{\"health\":\"false\",\"reason\":\"stopping\"}\n".into(),
+                    ),
+                },
+                _ => ("404 Not Found", "try /health or /metrics\n".into()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {code}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

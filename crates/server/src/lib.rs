@@ -1,0 +1,171 @@
+//! # server: one raftkv member as a process
+//!
+//! The thin, IO-heavy shell around the [`node`] driver: a dedicated node thread (see
+//! [`runtime`]) that batches inputs and syncs the WAL once per batch; a gRPC peer transport
+//! ([`peer`]); etcd's v3 API for clients ([`etcd`]); `GET /health` and `GET /metrics`
+//! ([`http`]). Everything that decides anything lives in `raft`, `kv`, `node` and `storage`,
+//! which the simulator runs too; this crate only moves bytes and schedules work.
+
+pub mod config;
+pub mod etcd;
+pub mod http;
+pub mod metrics;
+pub mod peer;
+pub mod runtime;
+
+use crate::config::{check_data_dir, ServerConfig};
+use crate::metrics::Metrics;
+use crate::peer::{Identity, PeerService, Transport, PEER_MESSAGE_BYTES_MAX};
+use node::{Node, NodeConfig};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Why the server stopped or could not start.
+#[derive(Debug)]
+pub struct ServerError(pub String);
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ServerError {}
+
+async fn bind(flag: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another process uses this port: stop it or choose another port)"
+        } else {
+            ""
+        };
+        ServerError(format!("{flag}: cannot listen on {addr}: {e}{hint}"))
+    })
+}
+
+/// Runs a member until Ctrl-C (or SIGTERM), or until it hits a fatal error.
+pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    let had_data = check_data_dir(&cfg).map_err(|e| ServerError(e.0))?;
+    let me = cfg.me().clone();
+    // Bind first: a port in use is the commonest start-up mistake, report it before work.
+    let peer_listener = bind("--listen-peer-urls", cfg.listen_peer).await?;
+    let client_listener = bind("--listen-client-urls", cfg.listen_client).await?;
+    let metrics_listener = match cfg.listen_metrics {
+        Some(a) => Some(bind("--listen-metrics-urls", a).await?),
+        None => None,
+    };
+
+    let disk = storage::RealDisk::open(cfg.data_dir.join("member"))
+        .map_err(|e| ServerError(format!("--data-dir {}: {e}", cfg.data_dir.display())))?;
+    let (store, restored, report) = storage::Storage::open(disk, storage::Options::default())
+        .map_err(|e| ServerError(e.to_string()))?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        name = %me.name,
+        id = format_args!("{:x}", me.id),
+        cluster = format_args!("{:x}", cfg.cluster_id),
+        restarted = had_data,
+        last_index = store.last_index(),
+        "starting member"
+    );
+
+    let voters = cfg.members.iter().map(|m| m.id).collect();
+    let mut node_cfg = NodeConfig::new(me.id, voters);
+    node_cfg.raft.rng_seed = me.id ^ std::process::id() as u64;
+    node_cfg.snapshot_interval_entries = cfg.snapshot_count;
+    node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
+    let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let identity = Identity { cluster_id: cfg.cluster_id, member_id: me.id, name: me.name.clone() };
+    let peers: Vec<_> =
+        cfg.members.iter().filter(|m| m.id != me.id).map(|m| (m.id, m.peer_url.clone())).collect();
+    let transport = Transport::start(identity.clone(), peers, metrics.clone());
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (handle, join) = runtime::spawn(
+        node,
+        Duration::from_millis(cfg.tick_ms),
+        transport.clone(),
+        metrics.clone(),
+        move |e| {
+            let _ = fatal_tx.send(e);
+        },
+    );
+
+    let peer_service = PeerService {
+        me: identity,
+        members: cfg.members.iter().map(|m| m.id).collect(),
+        node: handle.clone(),
+    };
+    let client_url = format!("http://{}", cfg.listen_client);
+    let api = etcd::Api {
+        node: handle.clone(),
+        transport,
+        metrics: metrics.clone(),
+        cluster_id: cfg.cluster_id,
+        member_id: me.id,
+        members: cfg
+            .members
+            .iter()
+            .map(|m| {
+                let client = if m.id == me.id { client_url.clone() } else { String::new() };
+                (m.id, m.name.clone(), m.peer_url.clone(), client)
+            })
+            .collect(),
+    };
+
+    use proto::etcdserverpb::maintenance_server::MaintenanceServer;
+    use proto::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer};
+    use proto::peer::peer_server::PeerServer;
+    let peer_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            PeerServer::new(peer_service)
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peer_listener));
+    let request_max = etcd::REQUEST_BYTES_MAX + 64 * 1024;
+    let client_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(KvServer::new(api.clone()).max_decoding_message_size(request_max))
+        .add_service(MaintenanceServer::new(api.clone()))
+        .add_service(ClusterServer::new(api.clone()))
+        .add_service(proto::session::session_server::SessionServer::new(api))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(client_listener));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(http::serve(l, handle.clone(), metrics.clone()));
+    }
+    let peer_task = tokio::spawn(peer_server);
+    let client_task = tokio::spawn(client_server);
+
+    let result = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("stopping on signal");
+            Ok(())
+        }
+        Some(e) = fatal_rx.recv() => Err(ServerError(format!("member stopped: {e}"))),
+        r = peer_task => Err(ServerError(format!("peer server ended: {r:?}"))),
+        r = client_task => Err(ServerError(format!("client server ended: {r:?}"))),
+    };
+    handle.stop();
+    let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    result
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,296 @@
+//! Member-to-member traffic over gRPC: a long-lived stream of Raft message batches to
+//! each peer (pipelined, reconnecting with backoff), the receiving side of those streams,
+//! and write forwarding from followers to the leader.
+//!
+//! The transport never blocks the node thread: each peer has a bounded queue, and a
+//! batch that does not fit, or that arrives while the peer is unreachable, is dropped.
+//! Raft tolerates lost messages; a blocked node thread would stall the whole member.
+
+use crate::metrics::Metrics;
+use crate::runtime::{NodeHandle, Outbox, Reply};
+use kv::{Command, Response};
+use node::{Request, RequestError};
+use proto::peer::peer_client::PeerClient;
+use proto::peer::peer_server::Peer;
+use proto::peer::{
+    ForwardError, ForwardRequest, ForwardResponse, HelloRequest, HelloResponse, MessageBatch,
+    StreamAck,
+};
+use raft::{Message, NodeId};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
+
+/// Batches queued per peer before new ones are dropped.
+const PEER_QUEUE_BATCHES: usize = 4096;
+/// Largest gRPC message between peers (snapshot chunks and append batches stay below).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// Who this member is, as peers see it.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: NodeId,
+    /// This member's name.
+    pub name: String,
+}
+
+/// The sending side: one queue and one connection task per peer.
+#[derive(Clone)]
+pub struct Transport {
+    queues: Arc<HashMap<NodeId, mpsc::Sender<Vec<Message>>>>,
+    clients: Arc<HashMap<NodeId, Channel>>,
+    metrics: Arc<Metrics>,
+    cluster_id: u64,
+}
+
+impl Transport {
+    /// Starts a connection task for each peer `(id, url)`.
+    pub fn start(me: Identity, peers: Vec<(NodeId, String)>, metrics: Arc<Metrics>) -> Transport {
+        let mut queues = HashMap::new();
+        let mut clients = HashMap::new();
+        for (id, url) in peers {
+            let channel = Endpoint::from_shared(url.clone())
+                .expect("peer URLs are validated at start-up")
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
+            queues.insert(id, tx);
+            clients.insert(id, channel.clone());
+            tokio::spawn(peer_loop(me.clone(), id, url, channel, rx, metrics.clone()));
+        }
+        Transport {
+            queues: Arc::new(queues),
+            clients: Arc::new(clients),
+            metrics,
+            cluster_id: me.cluster_id,
+        }
+    }
+
+    /// Hands a client's write to the leader `leader` and returns its answer.
+    pub async fn forward(&self, leader: NodeId, cmd: &Command) -> Reply {
+        let Some(channel) = self.clients.get(&leader) else {
+            return Err(RequestError::NotLeader { leader: None });
+        };
+        let mut client = PeerClient::new(channel.clone())
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let req = ForwardRequest { cluster_id: self.cluster_id, command: cmd.encode().into() };
+        let resp = match client.forward(req).await {
+            Ok(r) => r.into_inner(),
+            Err(_) => return Err(RequestError::NotLeader { leader: None }),
+        };
+        match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
+            ForwardError::None => Response::decode(&resp.response)
+                .map_err(|_| RequestError::NotLeader { leader: None }),
+            ForwardError::NotLeader => {
+                Err(RequestError::NotLeader { leader: (resp.leader != 0).then_some(resp.leader) })
+            }
+            ForwardError::Timeout => Err(RequestError::Timeout),
+            ForwardError::TooLarge => {
+                Err(RequestError::TooLarge { size: resp.size, max: resp.max })
+            }
+            ForwardError::Busy | ForwardError::Malformed => Err(RequestError::Busy),
+        }
+    }
+}
+
+impl Outbox for Transport {
+    fn send(&self, msgs: Vec<Message>) {
+        let mut by_peer: HashMap<NodeId, Vec<Message>> = HashMap::new();
+        for m in msgs {
+            by_peer.entry(m.to).or_default().push(m);
+        }
+        for (to, batch) in by_peer {
+            let n = batch.len() as u64;
+            let sent = self.queues.get(&to).is_some_and(|q| q.try_send(batch).is_ok());
+            if !sent {
+                self.metrics.peer_messages_dropped.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Keeps one stream open to peer `id`, reconnecting with exponential backoff.
+async fn peer_loop(
+    me: Identity,
+    id: NodeId,
+    url: String,
+    channel: Channel,
+    mut rx: mpsc::Receiver<Vec<Message>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        match stream_to_peer(&me, id, channel.clone(), &mut rx, &metrics).await {
+            Ok(()) => return, // the node stopped: queue closed
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(peer = %url, error = %e, "peer unreachable; retrying with backoff");
+                    warned = true;
+                }
+            }
+        }
+        // Messages queued while the peer is down are stale by the time it is back.
+        let deadline = Instant::now() + backoff;
+        while let Ok(Some(batch)) =
+            tokio::time::timeout_at(deadline.into(), rx.recv()).await.map_err(|_| ())
+        {
+            metrics.peer_messages_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        if rx.is_closed() && rx.is_empty() {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        if backoff == Duration::from_secs(2) {
+            warned = false; // remind now and then
+        }
+    }
+}
+
+async fn stream_to_peer(
+    me: &Identity,
+    id: NodeId,
+    channel: Channel,
+    rx: &mut mpsc::Receiver<Vec<Message>>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let mut client = PeerClient::new(channel)
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let started = Instant::now();
+    let hello = HelloRequest {
+        cluster_id: me.cluster_id,
+        member_id: me.member_id,
+        member_name: me.name.clone(),
+        target_member_id: id,
+        protocol_version: proto::PEER_PROTOCOL_VERSION,
+    };
+    client.hello(hello).await.map_err(|s| s.message().to_string())?;
+    metrics.peer_rtt_seconds.observe(started.elapsed().as_secs_f64());
+    let (tx, stream_rx) = mpsc::channel::<MessageBatch>(64);
+    let mut call = tokio::spawn(async move {
+        client.stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await
+    });
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { return Ok(()) };
+                let pb = MessageBatch::from_raft(me.cluster_id, &batch);
+                if tx.send(pb).await.is_err() {
+                    return Err("stream closed".into());
+                }
+            }
+            ended = &mut call => {
+                return Err(match ended {
+                    Ok(Ok(_)) => "peer closed the stream".to_string(),
+                    Ok(Err(s)) => s.message().to_string(),
+                    Err(e) => e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// The receiving side: the `raftkv.peer.Peer` service.
+pub struct PeerService {
+    /// Who we are.
+    pub me: Identity,
+    /// Ids of the members we accept.
+    pub members: Vec<NodeId>,
+    /// The node thread.
+    pub node: NodeHandle,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn hello(
+        &self,
+        request: tonic::Request<HelloRequest>,
+    ) -> Result<tonic::Response<HelloResponse>, Status> {
+        let h = request.into_inner();
+        if h.cluster_id != self.me.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "member {:?} belongs to cluster {:x}, this member ({}) to cluster {:x}: check \
+                 --initial-cluster on both",
+                h.member_name, h.cluster_id, self.me.name, self.me.cluster_id
+            )));
+        }
+        if !self.members.contains(&h.member_id)
+            || (h.target_member_id != 0 && h.target_member_id != self.me.member_id)
+        {
+            return Err(Status::failed_precondition(format!(
+                "unknown member {:?} (id {:x}) or wrong target: check --initial-cluster",
+                h.member_name, h.member_id
+            )));
+        }
+        Ok(tonic::Response::new(HelloResponse {
+            cluster_id: self.me.cluster_id,
+            member_id: self.me.member_id,
+            member_name: self.me.name.clone(),
+            protocol_version: proto::PEER_PROTOCOL_VERSION,
+        }))
+    }
+
+    async fn stream(
+        &self,
+        request: tonic::Request<Streaming<MessageBatch>>,
+    ) -> Result<tonic::Response<StreamAck>, Status> {
+        let mut stream = request.into_inner();
+        let mut ack = StreamAck::default();
+        while let Some(batch) = stream.message().await? {
+            if batch.cluster_id != self.me.cluster_id {
+                return Err(Status::failed_precondition("batch from another cluster"));
+            }
+            let msgs = batch
+                .into_raft()
+                .map_err(|e| Status::invalid_argument(format!("malformed peer message: {e}")))?;
+            ack.batches_received += 1;
+            ack.messages_received += msgs.len() as u64;
+            for m in msgs {
+                if m.to != self.me.member_id || !self.members.contains(&m.from) {
+                    return Err(Status::invalid_argument("message for another member"));
+                }
+                self.node.peer_message(m);
+            }
+        }
+        Ok(tonic::Response::new(ack))
+    }
+
+    async fn forward(
+        &self,
+        request: tonic::Request<ForwardRequest>,
+    ) -> Result<tonic::Response<ForwardResponse>, Status> {
+        let req = request.into_inner();
+        if req.cluster_id != self.me.cluster_id {
+            return Err(Status::failed_precondition("forward from another cluster"));
+        }
+        let mut out = ForwardResponse::default();
+        match Command::decode(&req.command) {
+            Err(_) => out.error = ForwardError::Malformed as i32,
+            Ok(cmd) => match self.node.request(Request::Write(cmd)).await {
+                Ok(resp) => out.response = resp.encode().into(),
+                Err(RequestError::NotLeader { leader }) => {
+                    out.error = ForwardError::NotLeader as i32;
+                    out.leader = leader.unwrap_or(0);
+                }
+                Err(RequestError::Timeout) => out.error = ForwardError::Timeout as i32,
+                Err(RequestError::TooLarge { size, max }) => {
+                    out.error = ForwardError::TooLarge as i32;
+                    out.size = size;
+                    out.max = max;
+                }
+                Err(RequestError::Busy) => out.error = ForwardError::Busy as i32,
+            },
+        }
+        Ok(tonic::Response::new(out))
+    }
+}

@@ -1,0 +1,209 @@
+//! The node thread: owns the [`Node`], drains its input channel in batches, ticks it,
+//! and polls it. One batch of inputs → one `poll` → one WAL sync, so concurrent client
+//! writes arriving while the previous sync runs share the next one (group commit).
+//!
+//! The thread is a plain OS thread, not a tokio task: `poll` blocks on fsync, and a
+//! blocked tokio worker would stall unrelated network work.
+
+use crate::metrics::Metrics;
+use kv::Response;
+use node::{LogStore, Node, Request, RequestError};
+use raft::{Message, NodeId, Role};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The answer to a client request.
+pub type Reply = Result<Response, RequestError>;
+
+/// A snapshot of the member's Raft status.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// This member's id.
+    pub id: NodeId,
+    /// Current term.
+    pub term: u64,
+    /// Known leader, if any.
+    pub leader: Option<NodeId>,
+    /// True if this member leads.
+    pub is_leader: bool,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Store revision.
+    pub revision: u64,
+    /// Compacted revision.
+    pub compact_revision: u64,
+    /// Index of the last snapshot.
+    pub snapshot_index: u64,
+    /// Size of the last snapshot in bytes: the closest thing to etcd's db size.
+    pub db_size_bytes: u64,
+}
+
+/// What the node thread accepts.
+pub enum Input {
+    /// A message from a peer.
+    Peer(Message),
+    /// A client request and where to send its answer.
+    Client(Request, oneshot::Sender<Reply>),
+    /// A status query.
+    Status(oneshot::Sender<Status>),
+    /// Stop the thread.
+    Stop,
+}
+
+/// Where the node thread hands messages for peers. Must never block.
+pub trait Outbox: Send + 'static {
+    /// Queues `msgs` for delivery; may drop them (Raft tolerates loss).
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// A cheap, cloneable way to talk to the node thread.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: Sender<Input>,
+}
+
+impl NodeHandle {
+    /// Hands a peer message to the node.
+    pub fn peer_message(&self, m: Message) {
+        let _ = self.tx.send(Input::Peer(m));
+    }
+
+    /// Submits a client request and waits for its answer (or `Timeout` if the node
+    /// stopped).
+    pub async fn request(&self, req: Request) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Input::Client(req, tx)).is_err() {
+            return Err(RequestError::Timeout);
+        }
+        rx.await.unwrap_or(Err(RequestError::Timeout))
+    }
+
+    /// The member's current status.
+    pub async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::Status(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks the node thread to stop.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Input::Stop);
+    }
+}
+
+/// Starts the node thread. `on_fatal` runs if the node hits an unrecoverable error
+/// (its disk failed); the thread then stops.
+pub fn spawn<S: LogStore + Send + 'static>(
+    node: Node<S>,
+    tick: Duration,
+    outbox: impl Outbox,
+    metrics: Arc<Metrics>,
+    on_fatal: impl FnOnce(String) + Send + 'static,
+) -> (NodeHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = NodeHandle { tx };
+    let join = std::thread::Builder::new()
+        .name("raftkv-node".into())
+        .spawn(move || {
+            if let Err(e) = run(node, rx, tick, outbox, metrics) {
+                on_fatal(e);
+            }
+        })
+        .expect("spawning the node thread");
+    (handle, join)
+}
+
+fn run<S: LogStore>(
+    mut node: Node<S>,
+    rx: Receiver<Input>,
+    tick: Duration,
+    outbox: impl Outbox,
+    metrics: Arc<Metrics>,
+) -> Result<(), String> {
+    let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+    let mut next_id: u64 = 1;
+    let mut next_tick = Instant::now() + tick;
+    let mut last_leader = None;
+    loop {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(timeout) {
+            Ok(input) => Some(input),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // Take everything that is already queued: one batch, one poll, one sync.
+        let batch = first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        for input in batch {
+            match input {
+                Input::Peer(m) => node.step(m),
+                Input::Client(req, reply) => {
+                    let id = next_id;
+                    next_id += 1;
+                    waiting.insert(id, reply);
+                    node.submit(id, req);
+                }
+                Input::Status(reply) => {
+                    let _ = reply.send(status(&node));
+                }
+                Input::Stop => return Ok(()),
+            }
+        }
+        if Instant::now() >= next_tick {
+            node.tick();
+            next_tick += tick;
+            if next_tick < Instant::now() {
+                // We fell behind (a long sync): do not fire a burst of ticks.
+                next_tick = Instant::now() + tick;
+            }
+        }
+        let started = Instant::now();
+        let out = node.run_once(&mut |msgs| outbox.send(msgs)).map_err(|e| e.to_string())?;
+        if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
+            metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        for (id, reply) in out.replies {
+            let counter = if reply.is_ok() {
+                &metrics.proposals_committed
+            } else {
+                &metrics.proposals_failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(tx) = waiting.remove(&id) {
+                let _ = tx.send(reply);
+            }
+        }
+        let raft = node.raft();
+        if raft.leader() != last_leader {
+            last_leader = raft.leader();
+            metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(term = raft.term(), leader = %last_leader.map_or("none".to_string(), |l| format!("{l:x}")), "leader changed");
+        }
+        metrics.term.store(raft.term(), Ordering::Relaxed);
+        metrics.leader.store(raft.leader().unwrap_or(0), Ordering::Relaxed);
+        metrics.is_leader.store((raft.role() == Role::Leader) as u64, Ordering::Relaxed);
+        metrics.commit_index.store(raft.commit_index(), Ordering::Relaxed);
+        metrics.applied_index.store(node.applied_index(), Ordering::Relaxed);
+    }
+}
+
+fn status<S: LogStore>(node: &Node<S>) -> Status {
+    let raft = node.raft();
+    Status {
+        id: raft.id(),
+        term: raft.term(),
+        leader: raft.leader(),
+        is_leader: raft.role() == Role::Leader,
+        commit_index: raft.commit_index(),
+        applied_index: node.applied_index(),
+        revision: node.state().revision(),
+        compact_revision: node.state().compact_revision(),
+        snapshot_index: raft.snapshot_meta().index,
+        db_size_bytes: node.last_snapshot_bytes(),
+    }
+}
