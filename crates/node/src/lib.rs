@@ -32,5 +32,5 @@ pub use crate::clerk::Clerk;
 pub use crate::mem::MemStore;
 pub use crate::node::{
     LogStore, Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery, Request, RequestError,
-    RequestId,
+    RequestId, SnapshotJob,
 };

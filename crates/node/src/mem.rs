@@ -3,7 +3,7 @@
 //! [`MemStore::recover`] gives back what a restart would find.
 
 use crate::node::{LogStore, NodeError};
-use raft::{Entry, HardState, Restored, Snapshot};
+use raft::{Entry, HardState, Restored, Snapshot, SnapshotMeta};
 
 /// A [`LogStore`] that keeps everything in memory.
 #[derive(Clone, Debug, Default)]
@@ -85,6 +85,13 @@ impl LogStore for MemStore {
         self.snapshot = Some(snapshot.clone());
         Ok(())
     }
+
+    fn adopt_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), NodeError> {
+        Err(NodeError(format!(
+            "MemStore cannot adopt snapshot {} written elsewhere; use inline snapshots",
+            meta.index
+        )))
+    }
 }
 
 impl<D: storage::Disk> LogStore for storage::Storage<D> {
@@ -104,6 +111,13 @@ impl<D: storage::Disk> LogStore for storage::Storage<D> {
 
     fn persist_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
         match self.save_snapshot(snapshot) {
+            Ok(()) | Err(storage::StorageError::SnapshotNotNewer { .. }) => Ok(()),
+            Err(e) => Err(NodeError(e.to_string())),
+        }
+    }
+
+    fn adopt_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), NodeError> {
+        match self.adopt_snapshot_file(meta) {
             Ok(()) | Err(storage::StorageError::SnapshotNotNewer { .. }) => Ok(()),
             Err(e) => Err(NodeError(e.to_string())),
         }

@@ -29,6 +29,28 @@ pub trait LogStore {
     /// Makes a snapshot the service took durable (everything written before it too); the
     /// log up to it may then be dropped.
     fn persist_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError>;
+
+    /// Adopts a snapshot whose file a [`SnapshotJob`] already wrote durably elsewhere.
+    fn adopt_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), NodeError>;
+}
+
+/// A snapshot to serialize and write off the node's thread (see
+/// [`NodeConfig::background_snapshots`]): the state machine view is frozen in O(1), so
+/// apply goes on while the job runs. Hand the result to [`Node::finish_snapshot`].
+pub struct SnapshotJob {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The frozen state.
+    pub view: kv::SnapshotView,
+}
+
+impl SnapshotJob {
+    /// Serializes the view into a snapshot (the slow part).
+    pub fn build(&self) -> Snapshot {
+        let mut data = Vec::new();
+        self.view.write_to(&mut data).expect("writing to memory cannot fail");
+        Snapshot { meta: self.meta.clone(), data: data.into() }
+    }
 }
 
 /// Settings of one member.
@@ -47,6 +69,10 @@ pub struct NodeConfig {
     /// Report appended and applied entries in [`Output::events`] (for the simulator's
     /// checkers).
     pub record_events: bool,
+    /// Hand snapshots out as [`Output::snapshot_job`] to build and write on another
+    /// thread, instead of serializing them inline (which stalls apply for the time it
+    /// takes to write the whole state).
+    pub background_snapshots: bool,
 }
 
 impl NodeConfig {
@@ -59,6 +85,7 @@ impl NodeConfig {
             snapshot_interval_entries: 10_000,
             request_timeout_ticks: 100,
             record_events: false,
+            background_snapshots: false,
         }
     }
 }
@@ -159,12 +186,20 @@ pub enum NodeEvent {
 }
 
 /// What [`Node::poll`] produced.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Output {
     /// Answers to client requests.
     pub replies: Vec<(RequestId, Result<Response, RequestError>)>,
     /// Internal events, when [`NodeConfig::record_events`] is set.
     pub events: Vec<NodeEvent>,
+    /// A snapshot to build in the background, when [`NodeConfig::background_snapshots`].
+    pub snapshot_job: Option<SnapshotJob>,
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SnapshotJob({:?})", self.meta)
+    }
 }
 
 #[derive(Debug)]
@@ -202,6 +237,8 @@ pub struct Node<S: LogStore> {
     events: Vec<NodeEvent>,
     /// Number of the last Ready written but not yet synced.
     unsynced: Option<u64>,
+    snapshot_job: Option<SnapshotJob>,
+    snapshot_in_progress: bool,
 }
 
 impl<S: LogStore> Node<S> {
@@ -229,6 +266,8 @@ impl<S: LogStore> Node<S> {
             replies: Vec::new(),
             events: Vec::new(),
             unsynced: None,
+            snapshot_job: None,
+            snapshot_in_progress: false,
             cfg,
         })
     }
@@ -317,7 +356,8 @@ impl<S: LogStore> Node<S> {
             self.maybe_snapshot()?;
         }
         let replies = std::mem::take(&mut self.replies);
-        Ok(Output { replies, events: std::mem::take(&mut self.events) })
+        let events = std::mem::take(&mut self.events);
+        Ok(Output { replies, events, snapshot_job: self.snapshot_job.take() })
     }
 
     /// True if writes are waiting for [`Node::sync`].
@@ -347,6 +387,7 @@ impl<S: LogStore> Node<S> {
             let more = self.poll(send)?;
             out.replies.extend(more.replies);
             out.events.extend(more.events);
+            out.snapshot_job = out.snapshot_job.or(more.snapshot_job);
         }
         Ok(out)
     }
@@ -417,28 +458,58 @@ impl<S: LogStore> Node<S> {
 
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let interval = self.cfg.snapshot_interval_entries;
-        if interval == 0 || self.applied < self.last_snapshot_index + interval {
+        if interval == 0
+            || self.snapshot_in_progress
+            || self.applied < self.last_snapshot_index + interval
+        {
+            return Ok(());
+        }
+        if self.cfg.background_snapshots {
+            let meta = self.snapshot_meta();
+            self.snapshot_in_progress = true;
+            self.snapshot_job = Some(SnapshotJob { meta, view: self.sm.snapshot_view() });
             return Ok(());
         }
         let snapshot = self.snapshot_now();
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.store.persist_snapshot(&snapshot)?;
-        self.raft
-            .compact(snapshot)
-            .map_err(|e| NodeError(format!("compacting the log after a snapshot: {e}")))?;
-        self.last_snapshot_index = self.applied;
+        self.compact_to(snapshot)
+    }
+
+    fn compact_to(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
+        let index = snapshot.meta.index;
+        match self.raft.compact(snapshot) {
+            Ok(()) | Err(raft::CompactError::Stale { .. }) => {}
+            Err(e) => return Err(NodeError(format!("compacting the log after a snapshot: {e}"))),
+        }
+        self.last_snapshot_index = self.last_snapshot_index.max(index);
         Ok(())
+    }
+
+    /// A [`SnapshotJob`] finished: its file is durable (written with
+    /// `storage::write_snapshot_file`). Adopts it and compacts the log. `None` reports a
+    /// job that failed; the next interval tries again.
+    pub fn finish_snapshot(&mut self, snapshot: Option<Snapshot>) -> Result<(), NodeError> {
+        self.snapshot_in_progress = false;
+        let Some(snapshot) = snapshot else { return Ok(()) };
+        if snapshot.meta.index <= self.raft.snapshot_meta().index {
+            return Ok(()); // a newer snapshot from the leader was installed meanwhile
+        }
+        self.last_snapshot_bytes = snapshot.data.len() as u64;
+        self.store.adopt_snapshot(&snapshot.meta)?;
+        self.compact_to(snapshot)
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        let index = self.applied;
+        let term = self.raft.term_at(index).expect("the applied entry is held");
+        SnapshotMeta { index, term, conf: ConfState { voters: self.raft.voters().clone() } }
     }
 
     /// A snapshot of the state machine at the applied index. Taking the view is O(1); it
     /// is serialized here, in the driver's thread.
     pub fn snapshot_now(&self) -> Snapshot {
-        let index = self.applied;
-        let term = self.raft.term_at(index).expect("the applied entry is held");
-        let mut data = Vec::new();
-        self.sm.snapshot_view().write_to(&mut data).expect("writing to memory cannot fail");
-        let conf = ConfState { voters: self.raft.voters().clone() };
-        Snapshot { meta: SnapshotMeta { index, term, conf }, data: data.into() }
+        SnapshotJob { meta: self.snapshot_meta(), view: self.sm.snapshot_view() }.build()
     }
 
     fn expire_requests(&mut self) {

@@ -56,7 +56,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         None => None,
     };
 
-    let disk = storage::RealDisk::open(cfg.data_dir.join("member"))
+    let member_dir = cfg.data_dir.join("member");
+    let disk = storage::RealDisk::open(&member_dir)
         .map_err(|e| ServerError(format!("--data-dir {}: {e}", cfg.data_dir.display())))?;
     let (store, restored, report) = storage::Storage::open(disk, storage::Options::default())
         .map_err(|e| ServerError(e.to_string()))?;
@@ -77,6 +78,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     node_cfg.raft.rng_seed = me.id ^ std::process::id() as u64;
     node_cfg.snapshot_interval_entries = cfg.snapshot_count;
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
+    node_cfg.background_snapshots = true;
     let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
@@ -90,6 +92,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         Duration::from_millis(cfg.tick_ms),
         transport.clone(),
         metrics.clone(),
+        member_dir,
         move |e| {
             let _ = fatal_tx.send(e);
         },
@@ -127,7 +130,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peer_listener));
+        .serve_with_incoming(incoming(peer_listener));
     let request_max = etcd::REQUEST_BYTES_MAX + 64 * 1024;
     let client_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -135,7 +138,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         .add_service(MaintenanceServer::new(api.clone()))
         .add_service(ClusterServer::new(api.clone()))
         .add_service(proto::session::session_server::SessionServer::new(api))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(client_listener));
+        .serve_with_incoming(incoming(client_listener));
     if let Some(l) = metrics_listener {
         tokio::spawn(http::serve(l, handle.clone(), metrics.clone()));
     }
@@ -154,6 +157,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     handle.stop();
     let _ = tokio::task::spawn_blocking(move || join.join()).await;
     result
+}
+
+/// Accepted connections with Nagle off: Raft and client round trips are many small
+/// messages, and Nagle plus delayed ACKs would add tens of milliseconds to each.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn shutdown_signal() {

@@ -7,9 +7,10 @@
 
 use crate::metrics::Metrics;
 use kv::Response;
-use node::{LogStore, Node, Request, RequestError};
+use node::{LogStore, Node, Request, RequestError, SnapshotJob};
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub enum Input {
     Client(Request, oneshot::Sender<Reply>),
     /// A status query.
     Status(oneshot::Sender<Status>),
+    /// A background snapshot finished (`None`: it failed).
+    SnapshotDone(Option<raft::Snapshot>),
     /// Stop the thread.
     Stop,
 }
@@ -104,19 +107,60 @@ pub fn spawn<S: LogStore + Send + 'static>(
     tick: Duration,
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
+    snapshot_dir: PathBuf,
     on_fatal: impl FnOnce(String) + Send + 'static,
 ) -> (NodeHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let handle = NodeHandle { tx };
+    let handle = NodeHandle { tx: tx.clone() };
     let join = std::thread::Builder::new()
         .name("raftkv-node".into())
         .spawn(move || {
-            if let Err(e) = run(node, rx, tick, outbox, metrics) {
+            let snapshots = SnapshotWriter { dir: snapshot_dir, tx };
+            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots) {
                 on_fatal(e);
             }
         })
         .expect("spawning the node thread");
     (handle, join)
+}
+
+/// Builds and writes snapshots on their own thread, then reports back to the node.
+struct SnapshotWriter {
+    dir: PathBuf,
+    tx: Sender<Input>,
+}
+
+impl SnapshotWriter {
+    fn start(&self, job: SnapshotJob) {
+        let (dir, tx) = (self.dir.clone(), self.tx.clone());
+        std::thread::Builder::new()
+            .name("raftkv-snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let snapshot = job.build();
+                let written = storage::RealDisk::open(&dir)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut d| {
+                        storage::write_snapshot_file(&mut d, &snapshot).map_err(|e| e.to_string())
+                    });
+                match written {
+                    Ok(()) => {
+                        tracing::info!(
+                            index = snapshot.meta.index,
+                            bytes = snapshot.data.len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "snapshot written"
+                        );
+                        let _ = tx.send(Input::SnapshotDone(Some(snapshot)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot failed; will retry at the next interval");
+                        let _ = tx.send(Input::SnapshotDone(None));
+                    }
+                }
+            })
+            .expect("spawning the snapshot thread");
+    }
 }
 
 fn run<S: LogStore>(
@@ -125,6 +169,7 @@ fn run<S: LogStore>(
     tick: Duration,
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
+    snapshots: SnapshotWriter,
 ) -> Result<(), String> {
     let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_id: u64 = 1;
@@ -151,6 +196,7 @@ fn run<S: LogStore>(
                 Input::Status(reply) => {
                     let _ = reply.send(status(&node));
                 }
+                Input::SnapshotDone(s) => node.finish_snapshot(s).map_err(|e| e.to_string())?,
                 Input::Stop => return Ok(()),
             }
         }
@@ -163,7 +209,10 @@ fn run<S: LogStore>(
             }
         }
         let started = Instant::now();
-        let out = node.run_once(&mut |msgs| outbox.send(msgs)).map_err(|e| e.to_string())?;
+        let mut out = node.run_once(&mut |msgs| outbox.send(msgs)).map_err(|e| e.to_string())?;
+        if let Some(job) = out.snapshot_job.take() {
+            snapshots.start(job);
+        }
         if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
             metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         }

@@ -140,7 +140,7 @@ mod storage;
 pub use crate::disk::{Disk, RealDisk};
 pub use crate::error::{RecoveryReport, StorageError, TornTail};
 pub use crate::sim::SimDisk;
-pub use crate::storage::{Options, Storage};
+pub use crate::storage::{write_snapshot_file, Options, Storage};
 
 #[cfg(test)]
 mod tests;

@@ -210,6 +210,34 @@ impl<D: Disk> Storage<D> {
         self.sync()
     }
 
+    /// Adopts a snapshot file that [`write_snapshot_file`] already made durable (from
+    /// another thread, through its own [`Disk`] on the same directory): records it in the
+    /// WAL and deletes what it covers, as [`Storage::save_snapshot`] does. Checks first
+    /// that the file is there, so the WAL never names a missing snapshot.
+    pub fn adopt_snapshot_file(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.check_usable()?;
+        if meta.index <= self.snapshot.index {
+            let (index, current) = (meta.index, self.snapshot.index);
+            return Err(StorageError::SnapshotNotNewer { index, current });
+        }
+        let name = snapshot_name(meta.index, meta.term);
+        if !self.io("list", "", |d| d.list())?.contains(&name) {
+            return Err(StorageError::Corrupt {
+                file: name,
+                offset: None,
+                found: "the snapshot file to adopt is missing; take the snapshot again".into(),
+            });
+        }
+        let mut buf = Vec::new();
+        encode_snapshot_marker(meta.index, meta.term, false, &mut buf);
+        encode_commit(1, &mut buf);
+        self.write_batch(&buf)?;
+        self.snapshot = meta.clone();
+        self.last_index = self.last_index.max(meta.index);
+        self.compaction_due = true;
+        self.sync()
+    }
+
     /// The last hard state written (durable once the write's sync returned).
     pub fn hard_state(&self) -> HardState {
         self.hard_state
@@ -427,4 +455,18 @@ fn err_summary(err: &StorageError) -> String {
         StorageError::Io { op, file, source } => format!("{op} {file:?}: {source}"),
         other => other.to_string(),
     }
+}
+
+/// Writes `snapshot`'s file durably (temp name, sync, rename, directory sync) through
+/// `disk` without touching the WAL, so a background thread with its own [`Disk`] on the
+/// same directory can do the slow part; then [`Storage::adopt_snapshot_file`] records it.
+pub fn write_snapshot_file<D: Disk>(disk: &mut D, snapshot: &Snapshot) -> Result<(), StorageError> {
+    let name = snapshot_name(snapshot.meta.index, snapshot.meta.term);
+    let tmp = format!("{name}{TMP_SUFFIX}");
+    let bytes = encode_snapshot(snapshot);
+    disk.append(&tmp, &bytes).map_err(io_error("append", &tmp))?;
+    disk.sync(&tmp).map_err(io_error("sync", &tmp))?;
+    disk.rename(&tmp, &name).map_err(io_error("rename", &tmp))?;
+    disk.sync_dir().map_err(io_error("sync_dir", ""))?;
+    Ok(())
 }
