@@ -133,8 +133,8 @@ struct ServerArgs {
     /// Length of a Raft tick in milliseconds (heartbeats every 5 ticks, elections after 20-40).
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
-    /// Snapshot the state every this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    /// Snapshot the state every this many applied entries (etcd's default too).
+    #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
