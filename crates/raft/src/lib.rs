@@ -15,8 +15,10 @@
 //! 2. When [`Raft::has_ready`], take [`Raft::ready`] (numbered 1, 2, 3, …) and:
 //!    - send [`Ready::messages`] now (a leader's appends go out *while* it writes its own
 //!      log: Raft thesis §10.2.1);
-//!    - make [`Ready::hard_state`], [`Ready::snapshot`] and [`Ready::entries`] durable (in
-//!      that order; entries whose index is already stored replace the stored suffix from
+//!    - make [`Ready::snapshot`], [`Ready::entries`] and [`Ready::hard_state`] durable (in
+//!      that order, or all at once: the hard state's commit index vouches for entries,
+//!      so it must never survive a crash without the entries written with it; entries
+//!      whose index is already stored replace the stored suffix from
 //!      there on), then call [`Raft::on_persisted`] with the Ready's number. Persists must
 //!      complete in Ready order;
 //!    - if [`Ready::snapshot`] is set, restore the state machine from it, then apply

@@ -59,9 +59,11 @@ impl Entry {
 }
 
 /// The state that must be durable before the node answers anything that depends on it
-/// (Raft Figure 2, "Persistent state on all servers"), plus the commit index, which is
-/// stored to spare a restarted node some re-application checks but is not required for
-/// safety.
+/// (Raft Figure 2, "Persistent state on all servers"), plus the commit index, so a
+/// restarted node can apply what it knows committed without waiting for a leader. The
+/// commit index vouches for the entries it covers, so it must be durable only together
+/// with or after them (the simulator found a torn write that kept a hard state without the
+/// entries written with it: the restarted node applied stale entries).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HardState {
     /// Latest term this server has seen.

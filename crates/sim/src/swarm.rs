@@ -1,0 +1,626 @@
+//! Swarm testing: each seed picks its own cluster size, fault mix and intensities (so a
+//! few hundred seeds cover very different runs), drives the cluster through a safety phase
+//! with faults and client load, then a liveness phase: heal everything and require a
+//! leader, and every proposal made in that phase applied on every node, within bounds.
+
+use crate::checker::{command_hash, Violation};
+use crate::cluster::{stream_seed, Cluster, ClusterConfig};
+use crate::disk::DiskConfig;
+use crate::network::NetConfig;
+use raft::{Index, NodeId, ProposeError, Rng, Term};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// After the heal, a leader must be elected within this.
+pub const LIVENESS_LEADER_BOUND_US: u64 = 10_000_000;
+/// After the heal, every liveness-phase proposal must be applied on every node within this.
+pub const LIVENESS_COMMIT_BOUND_US: u64 = 30_000_000;
+/// Proposals made in the liveness phase.
+pub const LIVENESS_PROPOSALS: u64 = 20;
+/// A liveness-phase proposal not committed after this is proposed again.
+const LIVENESS_RETRY_US: u64 = 2_000_000;
+
+/// The kinds of network fault a seed may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PartitionKind {
+    /// Cut the current leader off from everyone.
+    IsolateLeader,
+    /// A random minority against the majority.
+    MinorityMajority,
+    /// Every node in one of two or three random groups.
+    RandomGroups,
+    /// Some one-way links cut (asymmetric reachability).
+    OneWay,
+    /// Two sides that only a bridge node sees both of (A–B–C).
+    Bridge,
+    /// Each link cut independently at random.
+    RandomLinks,
+}
+
+const ALL_KINDS: [PartitionKind; 6] = [
+    PartitionKind::IsolateLeader,
+    PartitionKind::MinorityMajority,
+    PartitionKind::RandomGroups,
+    PartitionKind::OneWay,
+    PartitionKind::Bridge,
+    PartitionKind::RandomLinks,
+];
+
+/// Everything a seed decides about its run.
+#[derive(Clone, Debug)]
+pub struct SwarmParams {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster shape, network, disk, clock and compaction.
+    pub cluster: ClusterConfig,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Mean time between one client's proposals.
+    pub propose_interval_us: u64,
+    /// Mean time between network faults (`None`: the network stays whole).
+    pub partition_interval_us: Option<u64>,
+    /// Mean time a network fault lasts.
+    pub partition_duration_us: u64,
+    /// Which network faults this seed uses.
+    pub partition_kinds: Vec<PartitionKind>,
+    /// Mean time between crash events (`None`: nothing crashes).
+    pub crash_interval_us: Option<u64>,
+    /// Most nodes one crash event takes down.
+    pub crash_max_at_once: usize,
+    /// Chance that a crash event takes every node down.
+    pub all_crash: f64,
+    /// Mean time a crashed node stays down.
+    pub restart_delay_us: u64,
+    /// Length of the safety phase.
+    pub safety_duration_us: u64,
+}
+
+fn permille(rng: &mut Rng, max: u64) -> f64 {
+    rng.range(0, max + 1) as f64 / 1000.0
+}
+
+impl SwarmParams {
+    /// Draws a seed's parameters.
+    pub fn from_seed(seed: u64) -> SwarmParams {
+        let mut r = Rng::new(stream_seed(seed, 0x0053_5741_524d));
+        let nodes = r.range(3, 8) as usize;
+        let mut cluster = ClusterConfig::new(nodes, seed);
+        cluster.net = draw_net(&mut r);
+        cluster.disk = draw_disk(&mut r);
+        cluster.clock_drift = permille(&mut r, 50);
+        cluster.compact_threshold_entries = match r.range(0, 4) {
+            0 => None,
+            1 => Some(r.range(10, 100)),
+            2 => Some(r.range(100, 500)),
+            _ => Some(r.range(500, 2_000)),
+        };
+        cluster.snapshot_padding_bytes = r.range(0, 2_000);
+        cluster.snapshot_chunk_bytes = [64, 512, 1 << 20][r.range(0, 3) as usize];
+        cluster.crash_during_write = if r.chance(0.5) { 0.0 } else { permille(&mut r, 3) };
+        cluster.crash_restart_us = r.range(10_000, 2_000_000);
+        let clients = r.range(1, 5) as usize;
+        let proposals_per_second = r.range(9, 41);
+        let mut kinds: Vec<PartitionKind> =
+            ALL_KINDS.iter().copied().filter(|_| r.chance(0.6)).collect();
+        if kinds.is_empty() {
+            kinds.push(ALL_KINDS[r.range(0, ALL_KINDS.len() as u64) as usize]);
+        }
+        SwarmParams {
+            seed,
+            cluster,
+            clients,
+            propose_interval_us: clients as u64 * 1_000_000 / proposals_per_second,
+            partition_interval_us: (!r.chance(0.15)).then(|| r.range(500_000, 20_000_000)),
+            partition_duration_us: r.range(300_000, 15_000_000),
+            partition_kinds: kinds,
+            crash_interval_us: (!r.chance(0.15)).then(|| r.range(1_000_000, 30_000_000)),
+            crash_max_at_once: r.range(1, nodes as u64 + 1) as usize,
+            all_crash: permille(&mut r, 200),
+            restart_delay_us: r.range(100_000, 10_000_000),
+            safety_duration_us: r.range(120_000_000, 180_000_001),
+        }
+    }
+}
+
+fn draw_net(r: &mut Rng) -> NetConfig {
+    let delay_min_us = r.range(100, 2_000);
+    NetConfig {
+        loss: if r.chance(0.25) { 0.0 } else { permille(r, 200) },
+        duplicate: if r.chance(0.5) { 0.0 } else { permille(r, 50) },
+        delay_min_us,
+        delay_max_us: delay_min_us + r.range(500, 30_000),
+        long_delay: if r.chance(0.5) { 0.0 } else { permille(r, 50) },
+        long_delay_max_us: r.range(50_000, 500_000),
+    }
+}
+
+fn draw_disk(r: &mut Rng) -> DiskConfig {
+    // Most seeds get an SSD; some a slow disk, whose long sync windows make crashes hit
+    // servers with writes in flight more often.
+    let slow_disk = r.chance(0.3);
+    let sync_min_us = if slow_disk { r.range(2_000, 10_000) } else { r.range(20, 500) };
+    let spread_max_us = if slow_disk { 40_000 } else { 5_000 };
+    DiskConfig {
+        sync_min_us,
+        sync_max_us: sync_min_us + r.range(0, spread_max_us),
+        slow_sync: permille(r, 20),
+        slow_sync_max_us: r.range(5_000, 50_000),
+        torn_write: permille(r, 1000),
+        ack_before_sync: false,
+    }
+}
+
+impl fmt::Display for SwarmParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.cluster;
+        let ms = |us: u64| us / 1000;
+        writeln!(
+            f,
+            "seed {}: {} nodes, {} clients every ~{} ms, safety phase {} s",
+            self.seed,
+            c.nodes,
+            self.clients,
+            ms(self.propose_interval_us),
+            self.safety_duration_us / 1_000_000
+        )?;
+        let n = &c.net;
+        writeln!(
+            f,
+            "  net: loss {:.3} dup {:.3} delay {}..{} us, long {:.3} up to {} ms",
+            n.loss,
+            n.duplicate,
+            n.delay_min_us,
+            n.delay_max_us,
+            n.long_delay,
+            ms(n.long_delay_max_us)
+        )?;
+        let d = &c.disk;
+        writeln!(
+            f,
+            "  disk: sync {}..{} us, slow {:.3} up to {} ms, torn {:.3}, crash during write {:.4} (down {} ms); drift {:.3}; compact {:?}, snapshot +{} B in {} B chunks",
+            d.sync_min_us, d.sync_max_us, d.slow_sync, ms(d.slow_sync_max_us), d.torn_write,
+            c.crash_during_write, ms(c.crash_restart_us), c.clock_drift,
+            c.compact_threshold_entries, c.snapshot_padding_bytes, c.snapshot_chunk_bytes
+        )?;
+        write!(
+            f,
+            "  faults: partitions every {:?} ms for ~{} ms {:?}; crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
+            self.partition_interval_us.map(ms),
+            ms(self.partition_duration_us),
+            self.partition_kinds,
+            self.crash_interval_us.map(ms),
+            self.crash_max_at_once,
+            self.all_crash,
+            ms(self.restart_delay_us)
+        )
+    }
+}
+
+/// A failed seed: the violation and the events leading to it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// What broke.
+    pub violation: Violation,
+    /// Simulated time of the failure.
+    pub time_us: u64,
+    /// The last event lines, oldest first.
+    pub recent_events: Vec<String>,
+}
+
+/// What one seed's run did.
+#[derive(Clone, Debug)]
+pub struct SeedOutcome {
+    /// The parameters the seed drew.
+    pub params: SwarmParams,
+    /// Simulated time covered.
+    pub sim_time_us: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Client proposals made (each with a fresh payload, retries not counted).
+    pub proposals: u64,
+    /// Proposals a leader accepted.
+    pub proposals_accepted: u64,
+    /// Distinct commands committed.
+    pub commands_committed: u64,
+    /// Crash events and nodes crashed.
+    pub crashes: u64,
+    /// Network faults.
+    pub partitions: u64,
+    /// FNV-1a 64 of the whole trace.
+    pub trace_hash: u64,
+    /// The failure, if the seed failed.
+    pub failure: Option<Failure>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Propose(usize),
+    NetFault,
+    NetHeal,
+    Crash,
+    Restart(NodeId),
+}
+
+/// A liveness-phase proposal, followed until it is applied everywhere.
+struct Tracked {
+    data: Vec<u8>,
+    hash: u64,
+    accepted: Option<(Index, Term, u64)>,
+    committed_at: Option<Index>,
+}
+
+struct Swarm {
+    p: SwarmParams,
+    cluster: Cluster,
+    rng: Rng,
+    /// Each client's idea of the leader.
+    targets: Vec<NodeId>,
+    agenda: BTreeMap<(u64, u64), Action>,
+    agenda_seq: u64,
+    proposals: u64,
+    accepted: u64,
+    crashes: u64,
+    partitions: u64,
+}
+
+/// Runs one seed: safety phase, then liveness phase. `verbose` prints every event.
+pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
+    let mut p = SwarmParams::from_seed(seed);
+    p.cluster.verbose = verbose;
+    if verbose {
+        println!("{p}");
+    }
+    let mut cluster = Cluster::with_config(p.cluster.clone());
+    cluster.panic_on_violation = false;
+    let mut rng = Rng::new(stream_seed(seed, 4));
+    let targets = (0..p.clients).map(|_| rng.range(1, p.cluster.nodes as u64 + 1)).collect();
+    let mut s = Swarm {
+        p,
+        cluster,
+        rng,
+        targets,
+        agenda: BTreeMap::new(),
+        agenda_seq: 0,
+        proposals: 0,
+        accepted: 0,
+        crashes: 0,
+        partitions: 0,
+    };
+    let result = s.safety_phase().and_then(|()| s.liveness_phase());
+    s.outcome(result.err())
+}
+
+impl Swarm {
+    fn schedule(&mut self, at_us: u64, action: Action) {
+        self.agenda.insert((at_us, self.agenda_seq), action);
+        self.agenda_seq += 1;
+    }
+
+    /// A random delay with mean `mean_us`, never 0.
+    fn around(&mut self, mean_us: u64) -> u64 {
+        self.rng.range(1, 2 * mean_us.max(1) + 1)
+    }
+
+    fn check(&self) -> Result<(), Violation> {
+        match self.cluster.violation() {
+            Some((v, _)) => Err(v.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn safety_phase(&mut self) -> Result<(), Violation> {
+        let now = self.cluster.now_us();
+        for c in 0..self.p.clients {
+            let at = now + self.around(self.p.propose_interval_us);
+            self.schedule(at, Action::Propose(c));
+        }
+        if let Some(mean) = self.p.partition_interval_us {
+            let at = self.around(mean);
+            self.schedule(at, Action::NetFault);
+        }
+        if let Some(mean) = self.p.crash_interval_us {
+            let at = self.around(mean);
+            self.schedule(at, Action::Crash);
+        }
+        let end = self.p.safety_duration_us;
+        while let Some(entry) = self.agenda.first_entry() {
+            let (at, _) = *entry.key();
+            if at > end {
+                break;
+            }
+            let action = entry.remove();
+            self.cluster.run_until_us(at);
+            self.check()?;
+            self.perform(action);
+            self.check()?;
+        }
+        self.cluster.run_until_us(end);
+        self.check()
+    }
+
+    fn perform(&mut self, action: Action) {
+        let now = self.cluster.now_us();
+        match action {
+            Action::Propose(c) => {
+                self.propose_fresh(c);
+                let at = now + self.around(self.p.propose_interval_us);
+                self.schedule(at, Action::Propose(c));
+            }
+            Action::NetFault => {
+                self.net_fault();
+                let at = now + self.around(self.p.partition_duration_us);
+                self.schedule(at, Action::NetHeal);
+            }
+            Action::NetHeal => {
+                self.cluster.heal();
+                let mean = self.p.partition_interval_us.expect("partitions on");
+                let at = now + self.around(mean);
+                self.schedule(at, Action::NetFault);
+            }
+            Action::Crash => {
+                self.crash_some();
+                let mean = self.p.crash_interval_us.expect("crashes on");
+                let at = now + self.around(mean);
+                self.schedule(at, Action::Crash);
+            }
+            Action::Restart(id) => {
+                if !self.cluster.is_up(id) {
+                    self.cluster.restart(id);
+                }
+            }
+        }
+    }
+
+    fn payload(&mut self, client: usize) -> Vec<u8> {
+        let mut data = format!("s{}c{client}p{}", self.p.seed, self.proposals).into_bytes();
+        let extra = self.rng.range(0, 64) as usize;
+        data.extend((0..extra).map(|k| (k as u8).wrapping_mul(13)));
+        self.proposals += 1;
+        data
+    }
+
+    fn propose_fresh(&mut self, client: usize) {
+        let data = self.payload(client);
+        self.propose(client, data);
+    }
+
+    /// A client proposes to the node it believes leads, following up to two redirects.
+    fn propose(&mut self, client: usize, data: Vec<u8>) -> Option<(Index, Term)> {
+        for _ in 0..3 {
+            let target = self.targets[client];
+            match self.cluster.propose_to(target, data.clone()) {
+                Ok(placed) => {
+                    self.accepted += 1;
+                    return Some(placed);
+                }
+                Err(ProposeError::NotLeader { leader: Some(l) }) if l != target => {
+                    self.targets[client] = l
+                }
+                Err(_) => {
+                    self.targets[client] = self.rng.range(1, self.p.cluster.nodes as u64 + 1);
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn crash_some(&mut self) {
+        let n = self.p.cluster.nodes as u64;
+        let up: Vec<NodeId> = (1..=n).filter(|&id| self.cluster.is_up(id)).collect();
+        let count = if self.rng.chance(self.p.all_crash) {
+            up.len()
+        } else {
+            (self.rng.range(1, self.p.crash_max_at_once as u64 + 1) as usize).min(up.len())
+        };
+        for id in self.pick(&up, count) {
+            self.cluster.crash(id);
+            self.crashes += 1;
+            let at = self.cluster.now_us() + self.around(self.p.restart_delay_us);
+            self.schedule(at, Action::Restart(id));
+        }
+    }
+
+    /// `count` distinct random members of `from` (partial Fisher–Yates).
+    fn pick(&mut self, from: &[NodeId], count: usize) -> Vec<NodeId> {
+        let mut v = from.to_vec();
+        for i in 0..count.min(v.len()) {
+            let j = self.rng.range(i as u64, v.len() as u64) as usize;
+            v.swap(i, j);
+        }
+        v.truncate(count);
+        v
+    }
+
+    fn net_fault(&mut self) {
+        self.partitions += 1;
+        let kinds = self.p.partition_kinds.clone();
+        let kind = kinds[self.rng.range(0, kinds.len() as u64) as usize];
+        let n = self.p.cluster.nodes;
+        let all: Vec<NodeId> = (1..=n as NodeId).collect();
+        let shuffled = self.pick(&all, n);
+        match kind {
+            PartitionKind::IsolateLeader => {
+                let leader = self.cluster.stable_leader().unwrap_or(shuffled[0]);
+                let rest: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+                self.cluster.partition(&[&[leader], &rest]);
+            }
+            PartitionKind::MinorityMajority => {
+                let minority = self.rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
+                self.cluster.partition(&[&shuffled[..minority], &shuffled[minority..]]);
+            }
+            PartitionKind::RandomGroups => {
+                let groups = self.rng.range(2, 4) as usize;
+                let mut members: Vec<Vec<NodeId>> = vec![Vec::new(); groups];
+                for &id in &all {
+                    members[self.rng.range(0, groups as u64) as usize].push(id);
+                }
+                let refs: Vec<&[NodeId]> = members.iter().map(|g| g.as_slice()).collect();
+                self.cluster.partition(&refs);
+            }
+            PartitionKind::OneWay => {
+                self.cluster.heal();
+                let cuts = self.rng.range(1, n as u64 + 1);
+                for _ in 0..cuts {
+                    let pair = self.pick(&all, 2);
+                    self.cluster.cut_link(pair[0], pair[1]);
+                }
+            }
+            PartitionKind::Bridge => self.bridge(&shuffled),
+            PartitionKind::RandomLinks => {
+                self.cluster.heal();
+                let p = self.rng.range(10, 51) as f64 / 100.0;
+                for &from in &all {
+                    for &to in &all {
+                        if from != to && self.rng.chance(p) {
+                            self.cluster.cut_link(from, to);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sides X and Y cannot reach each other; the bridge node `shuffled[0]` sees both.
+    fn bridge(&mut self, shuffled: &[NodeId]) {
+        let rest = &shuffled[1..];
+        let split = self.rng.range(1, rest.len() as u64) as usize;
+        let (x, y) = rest.split_at(split);
+        self.cluster.heal();
+        for &a in x {
+            for &c in y {
+                self.cluster.cut_link(a, c);
+                self.cluster.cut_link(c, a);
+            }
+        }
+    }
+
+    /// Heal everything, then demand progress within fixed bounds.
+    fn liveness_phase(&mut self) -> Result<(), Violation> {
+        self.agenda.clear();
+        let start = self.cluster.now_us();
+        let mut net = self.p.cluster.net.clone();
+        (net.loss, net.duplicate) = (0.0, 0.0);
+        self.cluster.set_net(net);
+        self.cluster.set_crash_during_write(0.0);
+        self.cluster.heal();
+        for id in 1..=self.p.cluster.nodes as NodeId {
+            if !self.cluster.is_up(id) {
+                self.cluster.restart(id);
+            }
+        }
+        self.check()?;
+        let mut tracked: Vec<Tracked> = Vec::new();
+        let mut leader_seen = false;
+        loop {
+            let now = self.cluster.now_us() + 10_000;
+            self.cluster.run_until_us(now);
+            self.check()?;
+            let elapsed = now - start;
+            leader_seen = leader_seen || self.cluster.stable_leader().is_some();
+            if !leader_seen && elapsed > LIVENESS_LEADER_BOUND_US {
+                let details = format!(
+                    "no leader within {} s of healing everything\n{}",
+                    LIVENESS_LEADER_BOUND_US / 1_000_000,
+                    self.cluster.describe_nodes()
+                );
+                return Err(Violation::new("Liveness (election)", details));
+            }
+            if (tracked.len() as u64) < LIVENESS_PROPOSALS
+                && elapsed >= tracked.len() as u64 * 100_000
+            {
+                let client = tracked.len() % self.p.clients;
+                let data = self.payload(client);
+                tracked.push(Tracked {
+                    hash: command_hash(&data),
+                    data,
+                    accepted: None,
+                    committed_at: None,
+                });
+            }
+            self.drive_tracked(&mut tracked, now);
+            if tracked.len() as u64 == LIVENESS_PROPOSALS && self.all_applied_everywhere(&tracked) {
+                return Ok(());
+            }
+            if elapsed > LIVENESS_COMMIT_BOUND_US {
+                return Err(self.commit_stall(&tracked));
+            }
+        }
+    }
+
+    /// Proposes each tracked command that is not committed and not (recently) in a leader's
+    /// log; one whose index another entry took, or that waited too long, is proposed again.
+    fn drive_tracked(&mut self, tracked: &mut [Tracked], now: u64) {
+        for (k, t) in tracked.iter_mut().enumerate() {
+            if t.committed_at.is_some() {
+                continue;
+            }
+            if let Some(index) = self.cluster.checker.command_index(t.hash) {
+                t.committed_at = Some(index);
+                continue;
+            }
+            let lost = match t.accepted {
+                None => true,
+                Some((index, _, at)) => {
+                    let taken = self
+                        .cluster
+                        .checker
+                        .applied_at(index)
+                        .is_some_and(|r| r.entry_hash != t.hash);
+                    taken || now.saturating_sub(at) > LIVENESS_RETRY_US
+                }
+            };
+            if lost {
+                let client = k % self.p.clients;
+                t.accepted = self.propose(client, t.data.clone()).map(|(i, term)| (i, term, now));
+            }
+        }
+    }
+
+    fn all_applied_everywhere(&self, tracked: &[Tracked]) -> bool {
+        let Some(max) = tracked.iter().map(|t| t.committed_at).collect::<Option<Vec<_>>>() else {
+            return false;
+        };
+        let need = max.into_iter().max().unwrap_or(0);
+        let n = self.p.cluster.nodes as NodeId;
+        (1..=n).all(|id| self.cluster.state_machine(id).applied_index >= need)
+    }
+
+    fn commit_stall(&self, tracked: &[Tracked]) -> Violation {
+        let uncommitted: Vec<usize> = tracked
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.committed_at.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        let details = format!(
+            "liveness-phase proposals not all applied on every node within {} s of healing; {} of {} never committed {:?}\n{}",
+            LIVENESS_COMMIT_BOUND_US / 1_000_000,
+            uncommitted.len(),
+            tracked.len(),
+            uncommitted,
+            self.cluster.describe_nodes()
+        );
+        Violation::new("Liveness (commit)", details)
+    }
+
+    fn outcome(self, violation: Option<Violation>) -> SeedOutcome {
+        let failure = violation.map(|v| Failure {
+            time_us: self.cluster.violation().map_or(self.cluster.now_us(), |(_, t)| *t),
+            violation: v,
+            recent_events: self.cluster.recent_events(),
+        });
+        SeedOutcome {
+            sim_time_us: self.cluster.now_us(),
+            events: self.cluster.events(),
+            proposals: self.proposals,
+            proposals_accepted: self.accepted,
+            commands_committed: self.cluster.commands_committed(),
+            crashes: self.crashes,
+            partitions: self.partitions,
+            trace_hash: self.cluster.trace_hash(),
+            failure,
+            params: self.p,
+        }
+    }
+}
