@@ -126,7 +126,11 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
     for k in 0..a.connections {
         let url = &targets[k % targets.len()];
         let ep = Endpoint::from_shared(url.clone()).map_err(|_| format!("{url:?} is not a URL"))?;
-        let ch = ep.tcp_nodelay(true).connect().await.map_err(|e| format!("connecting to {url}: {e}"))?;
+        let ch = ep
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
         channels.push(ch);
     }
     let value = Bytes::from(vec![b'v'; a.value_size]);
@@ -137,7 +141,12 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
     report(&a, &targets, &results)
 }
 
-async fn preload(channels: &[Channel], keys: u64, value: &Bytes, clients: usize) -> Result<(), String> {
+async fn preload(
+    channels: &[Channel],
+    keys: u64,
+    value: &Bytes,
+    clients: usize,
+) -> Result<(), String> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -150,7 +159,8 @@ async fn preload(channels: &[Channel], keys: u64, value: &Bytes, clients: usize)
                 if i >= keys {
                     return Ok::<(), String>(());
                 }
-                let req = pb::PutRequest { key: key_of(i), value: value.clone(), ..Default::default() };
+                let req =
+                    pb::PutRequest { key: key_of(i), value: value.clone(), ..Default::default() };
                 kv.put(req).await.map_err(|e| format!("preload: {}", e.message()))?;
             }
         }));
@@ -170,7 +180,8 @@ async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
     let mut tasks = Vec::new();
     for c in 0..a.clients {
         let mut kv = KvClient::new(channels[c % channels.len()].clone());
-        let (stop, done, errors, value) = (stop.clone(), done.clone(), errors.clone(), value.clone());
+        let (stop, done, errors, value) =
+            (stop.clone(), done.clone(), errors.clone(), value.clone());
         let (workload, keys, count) = (a.workload, a.keys, a.count);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -232,14 +243,20 @@ async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
         eprintln!();
     }
     latencies_us.sort_unstable();
-    Results { ops: latencies_us.len() as u64, errors: errors.load(Ordering::Relaxed), elapsed, latencies_us }
+    Results {
+        ops: latencies_us.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+        latencies_us,
+    }
 }
 
 fn report(a: &BenchArgs, targets: &[String], r: &Results) -> Result<(), String> {
     let ops_s = r.ops as f64 / r.elapsed.as_secs_f64();
     let ms = |us: u32| us as f64 / 1000.0;
     let l = &r.latencies_us;
-    let (p50, p90, p99, p999) = (percentile(l, 50.0), percentile(l, 90.0), percentile(l, 99.0), percentile(l, 99.9));
+    let (p50, p90, p99, p999) =
+        (percentile(l, 50.0), percentile(l, 90.0), percentile(l, 99.0), percentile(l, 99.9));
     println!(
         "{:?} clients={} conns={} keys={} value={}B: {} ops in {:.1}s = {:.0} ops/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}; errors {}",
         a.workload,
@@ -290,11 +307,20 @@ fn svg(sorted_us: &[u32], title: &str) -> String {
         w + 20.0,
         h + bottom + 20.0
     );
-    let _ = write!(s, "<text x=\"{left}\" y=\"14\" font-size=\"13\">latency histogram: {title} (n={})</text>", sorted_us.len());
+    let _ = write!(
+        s,
+        "<text x=\"{left}\" y=\"14\" font-size=\"13\">latency histogram: {title} (n={})</text>",
+        sorted_us.len()
+    );
     for (i, c) in buckets.iter().enumerate() {
         let bh = (*c as f64 / max) * (h - 30.0);
         let x = left + i as f64 * bw;
-        let _ = write!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#4a7ab8\"/>", h - bh, bw - 1.0);
+        let _ = write!(
+            s,
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#4a7ab8\"/>",
+            h - bh,
+            bw - 1.0
+        );
     }
     for (d, label) in ["1µs", "10µs", "100µs", "1ms", "10ms", "100ms", "1s"].iter().enumerate() {
         let x = left + (d * 10) as f64 * bw;

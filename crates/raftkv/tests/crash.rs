@@ -63,7 +63,10 @@ impl TestCluster {
             .open(m.dir.with_extension("log"))
             .or_else(|_| {
                 std::fs::create_dir_all(m.dir.parent().unwrap())?;
-                std::fs::OpenOptions::new().create(true).append(true).open(m.dir.with_extension("log"))
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(m.dir.with_extension("log"))
             })
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
@@ -143,7 +146,11 @@ impl TestCluster {
             for (k, v) in acked {
                 let got = one.get(k.as_bytes(), true).await.unwrap();
                 let got = got.map(|kv| String::from_utf8(kv.value.to_vec()).unwrap());
-                assert_eq!(got.as_deref(), Some(v.as_str()), "member {i} lost acknowledged write {k}");
+                assert_eq!(
+                    got.as_deref(),
+                    Some(v.as_str()),
+                    "member {i} lost acknowledged write {k}"
+                );
             }
         }
     }
@@ -207,7 +214,11 @@ async fn crash_cycles(tag: &str, cycles: usize) {
             tokio::time::sleep(Duration::from_millis(200 + (rng >> 40) % 400)).await;
             cluster.spawn(victim);
         }
-        eprintln!("cycle {cycle}: killed {}; {} writes acknowledged", if victim == usize::MAX { "all".to_string() } else { format!("m{}", victim + 1) }, acked.lock().unwrap().len());
+        eprintln!(
+            "cycle {cycle}: killed {}; {} writes acknowledged",
+            if victim == usize::MAX { "all".to_string() } else { format!("m{}", victim + 1) },
+            acked.lock().unwrap().len()
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -229,6 +240,7 @@ async fn acknowledged_writes_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn acknowledged_writes_survive_many_kill_9_cycles() {
-    let cycles = std::env::var("RAFTKV_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let cycles =
+        std::env::var("RAFTKV_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     crash_cycles("crash-long", cycles).await;
 }
