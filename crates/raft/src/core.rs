@@ -352,14 +352,13 @@ impl Raft {
                 )));
             }
         }
-        let hs = restored.hard_state;
+        let mut hs = restored.hard_state;
         let log = RaftLog::restore(snapshot, restored.entries, hs.commit);
         if log.last_term() > hs.term {
-            return Err(ConfigError(format!(
-                "recovered log has term {} beyond the recovered current term {}",
-                log.last_term(),
-                hs.term
-            )));
+            // A torn write kept entries of a newer term but not the hard state written
+            // after them. Nothing that depended on that hard state was sent (answers wait
+            // for the sync), so adopting the entries' term with no vote is safe.
+            hs = HardState { term: log.last_term(), vote: 0, commit: hs.commit };
         }
         let mut r = Raft {
             rng: Rng::new(cfg.rng_seed),
@@ -388,7 +387,7 @@ impl Raft {
             reads_forwarded: BTreeSet::new(),
             read_states: Vec::new(),
             failed_reads: Vec::new(),
-            handed_hard_state: HardState { term: hs.term, vote: hs.vote, commit: hs.commit },
+            handed_hard_state: hs,
             ready_number: 0,
             persisted_number: 0,
             persist_marks: VecDeque::new(),

@@ -530,3 +530,20 @@ fn proposals_between_readies_are_batched() {
         .count();
     assert_eq!(appends, 2, "one batched append per follower");
 }
+
+/// Regression (simulator seed 2451): with the persist order snapshot → entries → hard
+/// state, a torn write can keep entries of a newer term without the hard state written
+/// after them. The member restarts in the entries' term with no vote, rather than
+/// refusing to start.
+#[test]
+fn restart_after_torn_write_adopts_the_term_of_surviving_entries() {
+    let restored = Restored {
+        hard_state: HardState { term: 2, vote: 1, commit: 1 },
+        snapshot: None,
+        entries: entries(&[(1, 1), (3, 2)]),
+    };
+    let r = Raft::restore(config(1), &voters(3), restored).unwrap();
+    assert_eq!(r.term(), 3);
+    assert_eq!(r.hard_state().vote, 0, "no vote is known in the adopted term");
+    assert_eq!(r.last_index(), 2);
+}
