@@ -540,7 +540,7 @@ fn restart_after_torn_write_adopts_the_term_of_surviving_entries() {
     let restored = Restored {
         hard_state: HardState { term: 2, vote: 1, commit: 1 },
         snapshot: None,
-        entries: entries(&[(1, 1), (3, 2)]),
+        entries: entries(&[(1, 1), (3, 1)]),
     };
     let r = Raft::restore(config(1), &voters(3), restored).unwrap();
     assert_eq!(r.term(), 3);
