@@ -278,6 +278,10 @@ const OP_COMPACT: u8 = 5;
 const OP_GET: u8 = 6;
 const OP_APPEND: u8 = 7;
 const OP_REGISTER_SESSION: u8 = 8;
+const OP_LEASE_GRANT: u8 = 9;
+const OP_LEASE_REVOKE: u8 = 10;
+const OP_LEASE_KEEP_ALIVE: u8 = 11;
+const OP_LEASE_TIME_TO_LIVE: u8 = 12;
 
 fn encode_op(e: &mut Encoder, op: &Op) {
     match op {
@@ -311,6 +315,24 @@ fn encode_op(e: &mut Encoder, op: &Op) {
             e.bytes(suffix);
         }
         Op::RegisterSession => e.u8(OP_REGISTER_SESSION),
+        Op::LeaseGrant { id, ttl_secs } => {
+            e.u8(OP_LEASE_GRANT);
+            e.i64(*id);
+            e.i64(*ttl_secs);
+        }
+        Op::LeaseRevoke { id } => {
+            e.u8(OP_LEASE_REVOKE);
+            e.i64(*id);
+        }
+        Op::LeaseKeepAlive { id } => {
+            e.u8(OP_LEASE_KEEP_ALIVE);
+            e.i64(*id);
+        }
+        Op::LeaseTimeToLive { id, keys } => {
+            e.u8(OP_LEASE_TIME_TO_LIVE);
+            e.i64(*id);
+            e.flags(&[*keys]);
+        }
     }
 }
 
@@ -324,6 +346,14 @@ fn decode_op(d: &mut Decoder) -> DResult<Op> {
         OP_GET => Op::Get { key: d.bytes()? },
         OP_APPEND => Op::Append { key: d.bytes()?, suffix: d.bytes()? },
         OP_REGISTER_SESSION => Op::RegisterSession,
+        OP_LEASE_GRANT => Op::LeaseGrant { id: d.i64()?, ttl_secs: d.i64()? },
+        OP_LEASE_REVOKE => Op::LeaseRevoke { id: d.i64()? },
+        OP_LEASE_KEEP_ALIVE => Op::LeaseKeepAlive { id: d.i64()? },
+        OP_LEASE_TIME_TO_LIVE => {
+            let id = d.i64()?;
+            let [keys] = d.flags("lease time-to-live flags")?;
+            Op::LeaseTimeToLive { id, keys }
+        }
         tag => return Err(d.bad_tag("op", tag)),
     })
 }
@@ -533,6 +563,9 @@ const RESP_GET: u8 = 6;
 const RESP_APPEND: u8 = 7;
 const RESP_SESSION_REGISTERED: u8 = 8;
 const RESP_ERROR: u8 = 9;
+const RESP_LEASE_GRANTED: u8 = 10;
+const RESP_LEASE_REVOKED: u8 = 11;
+const RESP_LEASE_TTL: u8 = 12;
 
 fn encode_response(e: &mut Encoder, r: &Response) {
     match r {
@@ -573,6 +606,29 @@ fn encode_response(e: &mut Encoder, r: &Response) {
             e.u8(RESP_ERROR);
             encode_error(e, err);
         }
+        Response::LeaseGranted(g) => {
+            e.u8(RESP_LEASE_GRANTED);
+            e.u64(g.revision);
+            e.i64(g.id);
+            e.i64(g.ttl_secs);
+        }
+        Response::LeaseRevoked(r) => {
+            e.u8(RESP_LEASE_REVOKED);
+            e.u64(r.revision);
+            e.i64(r.id);
+            e.u64(r.deleted);
+        }
+        Response::LeaseTtl(t) => {
+            e.u8(RESP_LEASE_TTL);
+            e.u64(t.revision);
+            e.i64(t.id);
+            e.i64(t.ttl_secs);
+            e.i64(t.granted_ttl_secs);
+            e.len(t.keys.len());
+            for k in &t.keys {
+                e.bytes(k);
+            }
+        }
     }
 }
 
@@ -587,6 +643,28 @@ fn decode_response(d: &mut Decoder) -> DResult<Response> {
         RESP_APPEND => Response::Append(decode_put_response(d)?),
         RESP_SESSION_REGISTERED => Response::SessionRegistered { client_id: d.u64()? },
         RESP_ERROR => Response::Error(decode_error(d)?),
+        RESP_LEASE_GRANTED => Response::LeaseGranted(LeaseGrantResponse {
+            revision: d.u64()?,
+            id: d.i64()?,
+            ttl_secs: d.i64()?,
+        }),
+        RESP_LEASE_REVOKED => Response::LeaseRevoked(LeaseRevokeResponse {
+            revision: d.u64()?,
+            id: d.i64()?,
+            deleted: d.u64()?,
+        }),
+        RESP_LEASE_TTL => {
+            let revision = d.u64()?;
+            let id = d.i64()?;
+            let ttl_secs = d.i64()?;
+            let granted_ttl_secs = d.i64()?;
+            let n = d.count()?;
+            let mut keys = Vec::new();
+            for _ in 0..n {
+                keys.push(d.bytes()?);
+            }
+            Response::LeaseTtl(LeaseTtlResponse { revision, id, ttl_secs, granted_ttl_secs, keys })
+        }
         tag => return Err(d.bad_tag("response", tag)),
     })
 }
@@ -778,6 +856,18 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
             e.u8(12);
             e.bytes(detail.as_bytes());
         }
+        KvError::LeaseNotFound { id } => {
+            e.u8(13);
+            e.i64(*id);
+        }
+        KvError::LeaseExists { id } => {
+            e.u8(14);
+            e.i64(*id);
+        }
+        KvError::LeaseTtlTooLarge { ttl_secs } => {
+            e.u8(15);
+            e.i64(*ttl_secs);
+        }
     }
 }
 
@@ -798,6 +888,9 @@ fn decode_error(d: &mut Decoder) -> DResult<KvError> {
             // Lossy on purpose: the text is only shown to a person.
             detail: String::from_utf8_lossy(&d.bytes()?).into_owned(),
         },
+        13 => KvError::LeaseNotFound { id: d.i64()? },
+        14 => KvError::LeaseExists { id: d.i64()? },
+        15 => KvError::LeaseTtlTooLarge { ttl_secs: d.i64()? },
         tag => return Err(d.bad_tag("error", tag)),
     })
 }

@@ -93,10 +93,24 @@
 //! malformed entry is a [`DecodeError`], never a panic. The etcd gRPC layer
 //! will translate its protobuf messages to these types at the edge.
 //!
+//! # Leases
+//!
+//! [`Op::LeaseGrant`] records a lease and its granted TTL; a put naming a
+//! lease requires it to exist; [`Op::LeaseRevoke`] deletes the lease and every
+//! key attached to it at one revision. There is no clock here: the leader's
+//! node tracks deadlines and proposes the revoke of an expired lease through
+//! the log, so every replica deletes the same keys at the same revision.
+//!
+//! # Watches
+//!
+//! [`StateMachine::events`] lists the puts and deletes of a key range over a
+//! span of revisions from the history, through an index by revision; a watch
+//! is served by calling it as the revision moves, so resuming after a
+//! reconnect or on another member is the same call.
+//!
 //! # Not yet here
 //!
-//! Leases are stored (the id on each key) but not enforced; watches, auth
-//! and the etcd "physical" compaction wait flag are left out.
+//! Auth and the etcd "physical" compaction wait flag are left out.
 
 pub mod codec;
 mod machine;

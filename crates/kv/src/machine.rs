@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::codec::DecodeError;
-use crate::mvcc::{KeyRange, KvRef, Mvcc, Record};
+use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
 use crate::session::{SessionCheck, Sessions};
 use crate::types::*;
 
@@ -196,6 +196,71 @@ impl StateMachine {
         self.mvcc.get_at(key, self.mvcc.revision).map(|kv| kv.to_key_value(true))
     }
 
+    /// Every live lease as `(id, granted TTL in seconds)`, by id.
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.mvcc.leases.iter().map(|(id, l)| (*id, l.ttl_secs)).collect()
+    }
+
+    /// Number of live leases.
+    pub fn lease_count(&self) -> usize {
+        self.mvcc.leases.len()
+    }
+
+    /// The granted TTL of lease `id`, if it exists.
+    pub fn lease_ttl(&self, id: i64) -> Option<i64> {
+        self.mvcc.leases.get(&id).map(|l| l.ttl_secs)
+    }
+
+    /// Lease `id` as [`Op::LeaseTimeToLive`] answers it: the granted TTL as
+    /// both TTLs (no clock here), and the attached keys if asked for.
+    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTtlResponse, KvError> {
+        let lease = self.mvcc.leases.get(&id).ok_or(KvError::LeaseNotFound { id })?;
+        Ok(LeaseTtlResponse {
+            revision: self.mvcc.revision,
+            id,
+            ttl_secs: lease.ttl_secs,
+            granted_ttl_secs: lease.ttl_secs,
+            keys: if keys { lease.keys.iter().map(|k| k.to_vec()).collect() } else { Vec::new() },
+        })
+    }
+
+    /// The events (puts and deletes) of the keys in `key`..`range_end` (etcd's
+    /// range conventions) at revisions `from..=to`, for watches. Visits about
+    /// `budget` changes at most, never splitting a revision; the batch says
+    /// where to continue. `to` is capped at the current revision.
+    ///
+    /// `from` at or below the compact revision gives [`KvError::Compacted`]:
+    /// compaction drops tombstones at the compact revision itself, so only
+    /// revisions above it have complete events.
+    pub fn events(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: u64,
+        to: u64,
+        prev_kv: bool,
+        budget: u64,
+    ) -> Result<EventBatch, KvError> {
+        let m = &self.mvcc;
+        if from <= m.compact_revision {
+            return Err(KvError::Compacted {
+                requested: from,
+                compact_revision: m.compact_revision,
+            });
+        }
+        let to = to.min(m.revision);
+        if from > to {
+            return Ok(EventBatch {
+                events: Vec::new(),
+                next_revision: from,
+                revision: m.revision,
+            });
+        }
+        let range = KeyRange::new(key, range_end);
+        let (events, next_revision) = m.events(range, from, to, prev_kv, budget.max(1));
+        Ok(EventBatch { events, next_revision, revision: m.revision })
+    }
+
     fn execute(&mut self, op: &Op) -> Response {
         match self.try_execute(op) {
             Ok(response) => response,
@@ -262,6 +327,52 @@ impl StateMachine {
                 m.compact(revision);
                 m.prune_step(cfg.prune_entries_per_apply);
                 Ok(Response::Compact(CompactResponse { revision: m.revision }))
+            }
+            Op::LeaseGrant { id, ttl_secs } => {
+                if *ttl_secs > LEASE_TTL_MAX_SECS {
+                    return Err(KvError::LeaseTtlTooLarge { ttl_secs: *ttl_secs });
+                }
+                let id = match *id {
+                    // The log index is unique and the same on every replica;
+                    // step over ids a client chose.
+                    0 => {
+                        let mut id = i64::try_from(self.applied_index).unwrap_or(1).max(1);
+                        while m.leases.contains_key(&id) {
+                            id += 1;
+                        }
+                        id
+                    }
+                    id if m.leases.contains_key(&id) => return Err(KvError::LeaseExists { id }),
+                    id => id,
+                };
+                let ttl_secs = (*ttl_secs).max(1);
+                m.leases.insert(id, Lease { ttl_secs, keys: Default::default() });
+                Ok(Response::LeaseGranted(LeaseGrantResponse {
+                    revision: m.revision,
+                    id,
+                    ttl_secs,
+                }))
+            }
+            Op::LeaseRevoke { id } => {
+                let lease = m.leases.remove(id).ok_or(KvError::LeaseNotFound { id: *id })?;
+                // One revision for all the keys, as a DeleteRange over them.
+                let mut p = Pending::begin(m);
+                for key in lease.keys.iter() {
+                    m.write(key.clone(), p.rev, Record::Tombstone);
+                }
+                p.changed |= !lease.keys.is_empty();
+                p.commit(m);
+                Ok(Response::LeaseRevoked(LeaseRevokeResponse {
+                    revision: m.revision,
+                    id: *id,
+                    deleted: lease.keys.len() as u64,
+                }))
+            }
+            Op::LeaseKeepAlive { id } => {
+                self.lease_time_to_live(*id, false).map(Response::LeaseTtl)
+            }
+            Op::LeaseTimeToLive { id, keys } => {
+                self.lease_time_to_live(*id, *keys).map(Response::LeaseTtl)
             }
             Op::RegisterSession => unreachable!("handled by apply_command"),
         }
@@ -510,6 +621,9 @@ fn write_put(
 }
 
 fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvError> {
+    if r.lease != 0 && !r.ignore_lease && !m.leases.contains_key(&r.lease) {
+        return Err(KvError::LeaseNotFound { id: r.lease });
+    }
     let prev = prev_of(m, &r.key, p.read_rev(), r.prev_kv);
     let (value, lease) = match (&prev, r.ignore_value || r.ignore_lease) {
         (None, true) => return Err(KvError::KeyNotFound { key: r.key.clone() }),

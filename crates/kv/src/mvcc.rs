@@ -6,15 +6,24 @@
 //! Keys and values are `Arc<[u8]>`, so when a snapshot view shares the map's
 //! nodes, the copy-on-write of a node on the next write copies pointers, not
 //! bytes.
+//!
+//! Two indices derived from the history live beside it, in persistent maps
+//! too, so snapshot views and transaction rollback copy them in O(1):
+//! `changes`, every `(revision, key)` pair of `entries` in revision order (what
+//! a watch reads to list the events of a span of revisions without scanning
+//! every key), and `leases`, each lease's granted TTL and the keys whose
+//! current version is attached to it. Both are kept in step by [`Mvcc::write`]
+//! and [`Mvcc::prune_step`], and rebuilt from the history on restore, so they
+//! never disagree with it.
 
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use equivalent::{Comparable, Equivalent};
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 
-use crate::types::KeyValue;
+use crate::types::{Event, EventKind, KeyValue};
 
 /// Map key: a user key and the revision that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,10 +122,24 @@ impl<'a> KeyRange<'a> {
     }
 }
 
+/// A lease as the state machine knows it: no deadline (that is the leader's
+/// clock), only what was granted and what is attached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Lease {
+    /// Granted TTL in seconds.
+    pub(crate) ttl_secs: i64,
+    /// Keys whose current version carries this lease.
+    pub(crate) keys: OrdSet<Arc<[u8]>>,
+}
+
 /// The key space with its revision counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Mvcc {
     pub(crate) entries: OrdMap<MvccKey, Record>,
+    /// `(revision, key)` of every entry: the watch index.
+    pub(crate) changes: OrdSet<(u64, Arc<[u8]>)>,
+    /// Live leases by id.
+    pub(crate) leases: OrdMap<i64, Lease>,
     /// Revision of the last write transaction that changed something.
     pub(crate) revision: u64,
     /// Reads below this revision fail with `Compacted`.
@@ -181,7 +204,122 @@ impl Mvcc {
     /// the current write transaction).
     pub(crate) fn write(&mut self, key: Arc<[u8]>, rev: u64, record: Record) {
         assert!(rev > self.revision, "write at revision {rev} not above current {}", self.revision);
+        // Move the key's lease attachment from its newest version to this one.
+        let old_lease = match self.entry_at(&key, u64::MAX) {
+            Some((_, Record::Put { lease, .. })) => *lease,
+            _ => 0,
+        };
+        let new_lease = match &record {
+            Record::Put { lease, .. } => *lease,
+            Record::Tombstone => 0,
+        };
+        if old_lease != 0 {
+            if let Some(l) = self.leases.get_mut(&old_lease) {
+                l.keys.remove(&key);
+            }
+        }
+        if new_lease != 0 {
+            if let Some(l) = self.leases.get_mut(&new_lease) {
+                l.keys.insert(key.clone());
+            }
+        }
+        self.changes.insert((rev, key.clone()));
         self.entries.insert(MvccKey { key, rev }, record);
+    }
+
+    /// The event that the entry `(k, r)` records.
+    fn event(&self, k: &MvccKey, r: &Record, prev_kv: bool) -> Event {
+        let (kind, kv) = match live(k, r) {
+            Some(kv) => (EventKind::Put, kv.to_key_value(true)),
+            // etcd's delete event: the key and the revision of the delete.
+            None => (
+                EventKind::Delete,
+                KeyValue { key: k.key.to_vec(), mod_revision: k.rev, ..KeyValue::default() },
+            ),
+        };
+        let prev_kv = if prev_kv {
+            self.get_at(&k.key, k.rev - 1).map(|p| p.to_key_value(true))
+        } else {
+            None
+        };
+        Event { kind, kv, prev_kv }
+    }
+
+    /// The events of one key at revisions `from..=to`: a walk of its own
+    /// history, however busy the other keys are.
+    fn key_events(&self, key: &[u8], from: u64, to: u64, prev_kv: bool) -> Vec<Event> {
+        let lo = MvccKeyRef { key, rev: from };
+        let hi = MvccKeyRef { key, rev: to };
+        let mut events = Vec::new();
+        if from > to {
+            return events;
+        }
+        for (k, r) in self.entries.range((Bound::Included(lo), Bound::Included(hi))) {
+            events.push(self.event(k, r, prev_kv));
+        }
+        events
+    }
+
+    /// Rebuilds `changes` and the lease attachments from `entries` (after a
+    /// restore); `leases` must hold the leases with empty key sets.
+    pub(crate) fn rebuild_indices(&mut self) {
+        let mut changes = OrdSet::new();
+        let mut newest: Option<(&MvccKey, &Record)> = None;
+        let attach = |newest: Option<(&MvccKey, &Record)>, leases: &mut OrdMap<i64, Lease>| {
+            if let Some((k, Record::Put { lease, .. })) = newest {
+                if let Some(l) = leases.get_mut(lease) {
+                    l.keys.insert(k.key.clone());
+                }
+            }
+        };
+        for (k, r) in self.entries.iter() {
+            changes.insert((k.rev, k.key.clone()));
+            if newest.is_some_and(|(n, _)| n.key != k.key) {
+                attach(newest, &mut self.leases);
+            }
+            newest = Some((k, r));
+        }
+        attach(newest, &mut self.leases);
+        self.changes = changes;
+    }
+
+    /// The events of `range` at revisions `from..=to`, in revision order (key
+    /// order within a revision), visiting at most about `budget` changes of
+    /// any key. Returns the events and the first revision not visited.
+    /// The caller checks `from` against compaction: every entry above the
+    /// compact revision is still here.
+    pub(crate) fn events(
+        &self,
+        range: KeyRange<'_>,
+        from: u64,
+        to: u64,
+        prev_kv: bool,
+        budget: u64,
+    ) -> (Vec<Event>, u64) {
+        if let KeyRange::Single(key) = range {
+            return (self.key_events(key, from, to, prev_kv), to + 1);
+        }
+        let mut events = Vec::new();
+        let start = (from, Arc::<[u8]>::from(&[][..]));
+        let mut last_rev = from.saturating_sub(1);
+        for (visited, (rev, key)) in (0u64..).zip(self.changes.range(start..)) {
+            let rev = *rev;
+            if rev > to {
+                break;
+            }
+            // Stop only between revisions: a revision is never split.
+            if rev != last_rev && visited >= budget {
+                return (events, rev);
+            }
+            last_rev = rev;
+            if !range.contains(key) {
+                continue;
+            }
+            let mkey = MvccKey { key: key.clone(), rev };
+            let record = self.entries.get(&mkey).expect("the change index mirrors the entries");
+            events.push(self.event(&mkey, record, prev_kv));
+        }
+        (events, to + 1)
     }
 
     /// Starts pruning history below the new `compact_revision`.
@@ -237,6 +375,7 @@ impl Mvcc {
         }
         for k in &dead {
             self.entries.remove(k);
+            self.changes.remove(&(k.rev, k.key.clone()));
         }
         self.prune_cursor = resume;
     }

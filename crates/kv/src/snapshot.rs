@@ -1,7 +1,7 @@
 //! Snapshots: a frozen O(1) view of the state, streamed to bytes on any
 //! thread, and the verified rebuild from those bytes.
 //!
-//! # Format (version 1, all integers little-endian)
+//! # Format (version 2, all integers little-endian)
 //!
 //! | field | size | notes |
 //! | --- | --- | --- |
@@ -13,7 +13,13 @@
 //! | entry count, session count | 2 × 8 | |
 //! | entries | | each: key length u32, key, revision u64, kind u8 (0 tombstone, 1 put); a put adds create revision u64, version u64, lease i64, value length u32, value. Sorted by (key, revision), strictly. |
 //! | sessions | | each: client id u64, last seq u64, last index u64, response flag u8 (+ length u32 + encoded [`Response`]). Sorted by client id, strictly. |
+//! | lease count | 8 | version 2 on; absent in version 1 (no leases) |
+//! | leases | | each: id i64 (non-zero), granted TTL i64 (≥ 1). Sorted by id, strictly. |
 //! | CRC32C | 4 | Castagnoli CRC of every byte before it |
+//!
+//! The watch index and each lease's attached keys are not stored: restore
+//! rebuilds them from the entries (a key belongs to the lease of its newest
+//! version). Version 1 snapshots (before leases) are still read.
 //!
 //! What is retained: every stored version — the full MVCC history not yet
 //! pruned by compaction, tombstones included — so a restored replica serves
@@ -30,14 +36,16 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::Arc;
 
 use crate::machine::{Config, StateMachine};
-use crate::mvcc::{Mvcc, MvccKey, Record};
+use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
 use crate::session::{ClientSession, Sessions};
 use crate::types::Response;
 
 /// Magic bytes that open a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"raftkvSN";
 /// Version byte after the magic.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The oldest format version this build still reads.
+const SNAPSHOT_FORMAT_VERSION_MIN: u8 = 1;
 
 /// A frozen, `Send` view of the state at one applied index. Taking it is
 /// O(1) (it shares the persistent maps); the live state keeps applying, and
@@ -145,7 +153,7 @@ impl fmt::Display for SnapshotError {
             SnapshotError::BadMagic => write!(f, "not a kv snapshot (bad magic bytes); {ADVICE}"),
             SnapshotError::UnsupportedVersion { version } => write!(
                 f,
-                "snapshot format version {version}, this build reads only {SNAPSHOT_FORMAT_VERSION}; upgrade the node"
+                "snapshot format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION}; upgrade the node"
             ),
             SnapshotError::Truncated { offset } => {
                 write!(f, "snapshot truncated after {offset} bytes; {ADVICE}")
@@ -253,6 +261,11 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
             }
         }
     }
+    w.u64(s.mvcc.leases.len() as u64)?;
+    for (id, lease) in s.mvcc.leases.iter() {
+        w.i64(*id)?;
+        w.i64(lease.ttl_secs)?;
+    }
     Ok(())
 }
 
@@ -315,7 +328,7 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
         return Err(SnapshotError::BadMagic);
     }
     let version = r.u8()?;
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnsupportedVersion { version });
     }
     let applied_index = r.u64()?;
@@ -360,7 +373,29 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
         let session = read_session(r, applied_index)?;
         sessions.insert(client_id, session);
     }
+    if version >= 2 {
+        read_leases(r, &mut mvcc)?;
+    }
+    mvcc.rebuild_indices();
     Ok(StateMachine { config, applied_index, mvcc, sessions })
+}
+
+fn read_leases<R: Read>(r: &mut SnapReader<R>, mvcc: &mut Mvcc) -> SResult<()> {
+    let count = r.u64()?;
+    let mut last = None;
+    for _ in 0..count {
+        let id = r.i64()?;
+        let ttl_secs = r.i64()?;
+        if id == 0 || last.is_some_and(|last| id <= last) {
+            return Err(r.corrupt(format!("lease {id} is zero or out of order")));
+        }
+        if !(1..=crate::LEASE_TTL_MAX_SECS).contains(&ttl_secs) {
+            return Err(r.corrupt(format!("lease {id} has TTL {ttl_secs}")));
+        }
+        last = Some(id);
+        mvcc.leases.insert(id, Lease { ttl_secs, keys: Default::default() });
+    }
+    Ok(())
 }
 
 fn read_entry<R: Read>(

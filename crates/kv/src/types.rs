@@ -1,5 +1,5 @@
 //! Requests, responses and errors of the state machine (the etcd v3 data
-//! model, minus leases and watches, plus a course-style `Append`).
+//! model with leases and watch events, plus a course-style `Append`).
 //!
 //! Revisions, versions and indices are `u64` (etcd uses `i64` but never a
 //! negative value); lease ids stay `i64` as in etcd so they map one to one.
@@ -31,7 +31,8 @@ pub struct PutRequest {
     pub key: Vec<u8>,
     /// The new value (ignored when `ignore_value` is set).
     pub value: Vec<u8>,
-    /// Lease id to attach, 0 for none. Stored only: leases come later.
+    /// Lease id to attach, 0 for none; the lease must exist
+    /// ([`KvError::LeaseNotFound`] otherwise), and revoking it deletes the key.
     pub lease: i64,
     /// Return the previous key-value, if any.
     pub prev_kv: bool,
@@ -323,6 +324,113 @@ pub enum Op {
     /// index of this command and so unique for the life of the cluster.
     /// A [`RequestId`] on this command is ignored.
     RegisterSession,
+    /// etcd LeaseGrant: create a lease of `ttl_secs` seconds. The state
+    /// machine keeps no clock: it records the granted TTL, and the leader
+    /// decides expiry and proposes [`Op::LeaseRevoke`].
+    LeaseGrant {
+        /// The lease id; 0 lets the state machine choose one (the log index of
+        /// this command, or the next free id above it).
+        id: i64,
+        /// Granted time to live in seconds (at least 1 is kept; at most
+        /// [`LEASE_TTL_MAX_SECS`]).
+        ttl_secs: i64,
+    },
+    /// etcd LeaseRevoke (and lease expiry): delete the lease and every key
+    /// attached to it, all at one new revision.
+    LeaseRevoke {
+        /// The lease id.
+        id: i64,
+    },
+    /// etcd LeaseKeepAlive. Changes nothing in the state machine (a leader
+    /// answers it from its own clock without the log); applied through the
+    /// log it answers like [`Op::LeaseTimeToLive`] without keys.
+    LeaseKeepAlive {
+        /// The lease id.
+        id: i64,
+    },
+    /// etcd LeaseTimeToLive: the lease's granted TTL and, if asked, its keys.
+    /// Read-only; the remaining TTL is the leader's to fill in.
+    LeaseTimeToLive {
+        /// The lease id.
+        id: i64,
+        /// List the attached keys.
+        keys: bool,
+    },
+}
+
+/// Longest lease TTL accepted, in seconds (etcd's `MaxLeaseTTL`).
+pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
+
+/// Result of [`Op::LeaseGrant`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseGrantResponse {
+    /// Current store revision.
+    pub revision: u64,
+    /// The lease id (chosen by the state machine when the request said 0).
+    pub id: i64,
+    /// Granted TTL in seconds.
+    pub ttl_secs: i64,
+}
+
+/// Result of [`Op::LeaseRevoke`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseRevokeResponse {
+    /// Store revision after the revoke (unchanged if the lease had no keys).
+    pub revision: u64,
+    /// The revoked lease.
+    pub id: i64,
+    /// Number of keys deleted with it.
+    pub deleted: u64,
+}
+
+/// Result of [`Op::LeaseTimeToLive`] and [`Op::LeaseKeepAlive`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseTtlResponse {
+    /// Current store revision.
+    pub revision: u64,
+    /// The lease id.
+    pub id: i64,
+    /// Remaining TTL in seconds. The state machine has no clock and reports
+    /// the granted TTL; the leader's node replaces it with what is left.
+    pub ttl_secs: i64,
+    /// Granted TTL in seconds.
+    pub granted_ttl_secs: i64,
+    /// Attached keys in key order, when asked for.
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// What an event did to its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key was created or updated.
+    Put,
+    /// The key was deleted (by a delete, or with its lease).
+    Delete,
+}
+
+/// One change of one key at one revision, as etcd's `mvccpb.Event`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key-value after the change; for a delete only `key` and
+    /// `mod_revision` (the revision of the delete) are set, as in etcd.
+    pub kv: KeyValue,
+    /// The key-value before the change, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// The events of a key range over a span of revisions
+/// ([`StateMachine::events`](crate::StateMachine::events)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventBatch {
+    /// Events in revision order, keys in key order within a revision.
+    pub events: Vec<Event>,
+    /// First revision not covered: the next call starts there. Every event
+    /// below it (from the requested start on) is in `events`.
+    pub next_revision: u64,
+    /// Current store revision when the batch was read.
+    pub revision: u64,
 }
 
 /// A command as it travels through the Raft log.
@@ -385,6 +493,12 @@ pub enum Response {
         /// The new session's id, to put in every [`RequestId`].
         client_id: u64,
     },
+    /// Result of [`Op::LeaseGrant`].
+    LeaseGranted(LeaseGrantResponse),
+    /// Result of [`Op::LeaseRevoke`].
+    LeaseRevoked(LeaseRevokeResponse),
+    /// Result of [`Op::LeaseTimeToLive`] and [`Op::LeaseKeepAlive`].
+    LeaseTtl(LeaseTtlResponse),
     /// The command failed; it changed nothing.
     Error(KvError),
 }
@@ -475,6 +589,21 @@ pub enum KvError {
         /// What the decoder found.
         detail: String,
     },
+    /// The lease does not exist (never granted, revoked or expired).
+    LeaseNotFound {
+        /// The lease id.
+        id: i64,
+    },
+    /// A grant asked for an id that is already a lease.
+    LeaseExists {
+        /// The lease id.
+        id: i64,
+    },
+    /// A grant asked for a TTL above [`LEASE_TTL_MAX_SECS`].
+    LeaseTtlTooLarge {
+        /// The TTL asked for.
+        ttl_secs: i64,
+    },
 }
 
 impl fmt::Display for KvError {
@@ -492,6 +621,9 @@ impl fmt::Display for KvError {
             KvError::StaleSequence { client_id, seq, last_seq } => write!(f, "session {client_id} already executed sequence {last_seq}, so {seq} is a late duplicate; drop it"),
             KvError::SessionExpired { client_id } => write!(f, "session {client_id} is unknown or expired; the outcome of its pending command is unknown: register a new session and re-read before retrying"),
             KvError::MalformedCommand { detail } => write!(f, "log entry is not a valid command ({detail}); fix the client that proposed it"),
+            KvError::LeaseNotFound { id } => write!(f, "lease {id} not found (never granted, revoked or expired); grant a new lease"),
+            KvError::LeaseExists { id } => write!(f, "lease {id} already exists; choose another id or let the server choose (id 0)"),
+            KvError::LeaseTtlTooLarge { ttl_secs } => write!(f, "lease TTL of {ttl_secs} s exceeds the {LEASE_TTL_MAX_SECS} s limit; ask for a shorter TTL"),
         }
     }
 }

@@ -31,6 +31,6 @@ mod node;
 pub use crate::clerk::Clerk;
 pub use crate::mem::MemStore;
 pub use crate::node::{
-    LogStore, Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery, Request, RequestError,
-    RequestId, SnapshotJob,
+    LeaseClock, LogStore, Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery, Request,
+    RequestError, RequestId, SnapshotJob,
 };

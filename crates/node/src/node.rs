@@ -1,9 +1,9 @@
 //! The member driver: core + store + state machine + pending requests.
 
-use kv::{Command, RangeRequest, Response, StateMachine};
+use kv::{Command, KvError, LeaseTtlResponse, Op, RangeRequest, Response, StateMachine};
 use raft::{
     ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError,
-    Restored, Snapshot, SnapshotMeta, Term,
+    Restored, Role, Snapshot, SnapshotMeta, Term,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -212,8 +212,131 @@ struct PendingWrite {
 #[derive(Debug)]
 struct PendingRead {
     id: RequestId,
-    query: ReadQuery,
+    query: PendingQuery,
     deadline: u64,
+}
+
+/// What a read waiting for its ReadIndex will answer.
+#[derive(Debug)]
+enum PendingQuery {
+    /// A client read of the state machine.
+    Read(ReadQuery),
+    /// A lease keep-alive or time-to-live, answered by the leader from the state
+    /// machine and its [`LeaseClock`].
+    Lease(Op),
+}
+
+/// How long the leader waits for a revoke it proposed to apply before proposing
+/// it again (the first may have been lost with a leader change).
+const LEASE_REVOKE_RETRY_MS: u64 = 3_000;
+
+/// The leader's lease deadlines: which lease expires when, in milliseconds of a
+/// monotonic clock the driver passes in ([`Node::advance_lease_clock`]). Sans-IO, so
+/// the server drives it with real time and a simulator with simulated time.
+///
+/// Only a leader keeps deadlines, and it starts every lease afresh (now + granted
+/// TTL) when it takes over: a lease is extended across a leader change, never
+/// expired early, since the new leader cannot know when the old one last saw a
+/// keep-alive. Expiry is decided here and carried out through the log
+/// ([`Op::LeaseRevoke`]), so every member deletes the same keys at the same revision.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseClock {
+    /// The term this member leads and keeps deadlines for; `None` when not leading.
+    term: Option<Term>,
+    /// Last time passed in.
+    now_ms: u64,
+    /// Lease id → deadline.
+    deadlines: BTreeMap<i64, u64>,
+    /// Leases whose revoke was proposed → when to propose it again.
+    revoking: BTreeMap<i64, u64>,
+}
+
+impl LeaseClock {
+    /// Starts leading in `term` at `now_ms`: every lease gets a full TTL.
+    fn start(&mut self, term: Term, now_ms: u64, leases: Vec<(i64, i64)>) {
+        self.term = Some(term);
+        self.now_ms = now_ms;
+        self.revoking.clear();
+        self.deadlines =
+            leases.into_iter().map(|(id, ttl)| (id, now_ms.saturating_add(ttl_ms(ttl)))).collect();
+    }
+
+    /// Stops keeping deadlines (not the leader any more).
+    fn stop(&mut self) {
+        self.term = None;
+        self.deadlines.clear();
+        self.revoking.clear();
+    }
+
+    /// A lease was granted: its deadline starts now.
+    fn granted(&mut self, id: i64, ttl_secs: i64) {
+        if self.term.is_some() {
+            self.deadlines.entry(id).or_insert(self.now_ms.saturating_add(ttl_ms(ttl_secs)));
+        }
+    }
+
+    /// A lease was revoked (by a client or by expiry).
+    fn revoked(&mut self, id: i64) {
+        self.deadlines.remove(&id);
+        self.revoking.remove(&id);
+    }
+
+    /// A keep-alive: the lease lives `ttl_secs` from now. False if it already
+    /// expired (its revoke is on its way) or is unknown to the clock.
+    fn refresh(&mut self, id: i64, ttl_secs: i64) -> bool {
+        if self.revoking.contains_key(&id) {
+            return false;
+        }
+        match self.deadlines.get_mut(&id) {
+            Some(d) => {
+                *d = self.now_ms.saturating_add(ttl_ms(ttl_secs));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Seconds left before lease `id` expires (rounded up), if the clock runs.
+    pub fn remaining_secs(&self, id: i64) -> Option<i64> {
+        self.term?;
+        if self.revoking.contains_key(&id) {
+            return Some(0);
+        }
+        let deadline = *self.deadlines.get(&id)?;
+        let left_ms = deadline.saturating_sub(self.now_ms);
+        Some(i64::try_from(left_ms.div_ceil(1000)).unwrap_or(i64::MAX))
+    }
+
+    /// True while this member leads and keeps deadlines.
+    pub fn is_running(&self) -> bool {
+        self.term.is_some()
+    }
+
+    /// Number of leases with a deadline.
+    pub fn len(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// True if no lease has a deadline.
+    pub fn is_empty(&self) -> bool {
+        self.deadlines.is_empty()
+    }
+
+    /// Leases past their deadline whose revoke is due to be proposed (again).
+    fn due(&self) -> Vec<i64> {
+        let now = self.now_ms;
+        self.deadlines
+            .iter()
+            .filter(|&(id, &deadline)| {
+                deadline <= now && self.revoking.get(id).is_none_or(|&retry| retry <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+fn ttl_ms(ttl_secs: i64) -> u64 {
+    u64::try_from(ttl_secs).unwrap_or(0).saturating_mul(1000)
 }
 
 /// One member: see the crate docs.
@@ -239,6 +362,7 @@ pub struct Node<S: LogStore> {
     unsynced: Option<u64>,
     snapshot_job: Option<SnapshotJob>,
     snapshot_in_progress: bool,
+    leases: LeaseClock,
 }
 
 impl<S: LogStore> Node<S> {
@@ -268,6 +392,7 @@ impl<S: LogStore> Node<S> {
             unsynced: None,
             snapshot_job: None,
             snapshot_in_progress: false,
+            leases: LeaseClock::default(),
             cfg,
         })
     }
@@ -289,6 +414,10 @@ impl<S: LogStore> Node<S> {
     pub fn submit(&mut self, id: RequestId, request: Request) {
         let deadline = self.now + self.cfg.request_timeout_ticks;
         match request {
+            Request::Write(Command {
+                op: op @ (Op::LeaseKeepAlive { .. } | Op::LeaseTimeToLive { .. }),
+                ..
+            }) => self.submit_lease_query(id, op, deadline),
             Request::Write(cmd) => match self.raft.propose(cmd.encode()) {
                 Ok((index, term)) => {
                     self.writes.insert(index, PendingWrite { id, term, deadline });
@@ -304,6 +433,7 @@ impl<S: LogStore> Node<S> {
                 self.next_read_ctx += 1;
                 match self.raft.read_index(ctx) {
                     Ok(()) => {
+                        let query = PendingQuery::Read(query);
                         self.reads_waiting_index.insert(ctx, PendingRead { id, query, deadline });
                     }
                     Err(ReadError::NoLeader) => {
@@ -312,6 +442,65 @@ impl<S: LogStore> Node<S> {
                 }
             }
         }
+    }
+
+    /// A lease keep-alive or time-to-live: only the leader keeps lease deadlines, so
+    /// only the leader answers, after a ReadIndex round (which confirms it still
+    /// leads, and that it has applied every grant and revoke committed before).
+    /// Anywhere else: [`RequestError::NotLeader`], for the caller to forward it.
+    fn submit_lease_query(&mut self, id: RequestId, op: Op, deadline: u64) {
+        if self.raft.role() != Role::Leader {
+            let leader = self.raft.leader();
+            self.replies.push((id, Err(RequestError::NotLeader { leader })));
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                let query = PendingQuery::Lease(op);
+                self.reads_waiting_index.insert(ctx, PendingRead { id, query, deadline });
+            }
+            Err(ReadError::NoLeader) => {
+                self.replies.push((id, Err(RequestError::NotLeader { leader: None })))
+            }
+        }
+    }
+
+    /// Passes time to the leader's [`LeaseClock`] (`now_ms`: a monotonic clock in
+    /// milliseconds; only differences matter). On the leader, proposes the revoke of
+    /// every lease past its deadline; the proposals go out with the next `poll`. A
+    /// member that has just become leader first gives every lease a full TTL from now.
+    /// Drivers that never call this never expire leases.
+    pub fn advance_lease_clock(&mut self, now_ms: u64) {
+        self.leases.now_ms = self.leases.now_ms.max(now_ms);
+        if self.raft.role() != Role::Leader {
+            self.leases.stop();
+            return;
+        }
+        let term = self.raft.term();
+        if self.leases.term != Some(term) {
+            let now = self.leases.now_ms;
+            self.leases.start(term, now, self.sm.leases());
+            return;
+        }
+        for id in self.leases.due() {
+            if self.sm.lease_ttl(id).is_none() {
+                self.leases.revoked(id); // revoked meanwhile (its revoke applied)
+                continue;
+            }
+            let cmd = Command::new(Op::LeaseRevoke { id });
+            // Busy or a lost leadership: the next call tries again.
+            if self.raft.propose(cmd.encode()).is_ok() {
+                let retry = self.leases.now_ms.saturating_add(LEASE_REVOKE_RETRY_MS);
+                self.leases.revoking.insert(id, retry);
+            }
+        }
+    }
+
+    /// The leader's lease deadlines (empty and stopped on other members).
+    pub fn lease_clock(&self) -> &LeaseClock {
+        &self.leases
     }
 
     /// Runs the core until it has nothing more to do, writing what it hands out to the
@@ -402,6 +591,11 @@ impl<S: LogStore> Node<S> {
             EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
             EntryKind::Noop => None,
         };
+        match &response {
+            Some(Response::LeaseGranted(g)) => self.leases.granted(g.id, g.ttl_secs),
+            Some(Response::LeaseRevoked(r)) => self.leases.revoked(r.id),
+            _ => {}
+        }
         // Writes proposed at lower indices whose entries were replaced never apply at
         // their index with their term; they are answered below when their index comes.
         if let Some(w) = self.writes.remove(&e.index) {
@@ -418,6 +612,9 @@ impl<S: LogStore> Node<S> {
         assert!(snap.meta.index > self.applied, "a snapshot never takes the state back");
         self.sm = restore_state(snap)?;
         self.applied = snap.meta.index;
+        // Leases may have come and gone: rebuild the deadlines (a leader never
+        // installs a snapshot, but the clock must never track a stale set).
+        self.leases.stop();
         if self.cfg.record_events {
             self.events.push(NodeEvent::Installed(snap.meta.clone()));
         }
@@ -438,8 +635,39 @@ impl<S: LogStore> Node<S> {
                 break;
             }
             let r = entry.remove();
-            let answer = self.answer_read(&r.query);
-            self.replies.push((r.id, Ok(answer)));
+            let answer = match &r.query {
+                PendingQuery::Read(query) => Ok(self.answer_read(query)),
+                PendingQuery::Lease(op) => self.answer_lease(op),
+            };
+            self.replies.push((r.id, answer));
+        }
+    }
+
+    /// A keep-alive or time-to-live on the leader, with the remaining TTL from the
+    /// lease clock. A lease past its deadline counts as gone.
+    fn answer_lease(&mut self, op: &Op) -> Result<Response, RequestError> {
+        if self.raft.role() != Role::Leader || !self.leases.is_running() {
+            return Err(RequestError::NotLeader { leader: self.raft.leader() });
+        }
+        let (id, keys, keep_alive) = match *op {
+            Op::LeaseKeepAlive { id } => (id, false, true),
+            Op::LeaseTimeToLive { id, keys } => (id, keys, false),
+            _ => unreachable!("only lease queries wait here"),
+        };
+        let not_found = Ok(Response::Error(KvError::LeaseNotFound { id }));
+        let Ok(mut ttl) = self.sm.lease_time_to_live(id, keys) else { return not_found };
+        if keep_alive {
+            if !self.leases.refresh(id, ttl.granted_ttl_secs) {
+                return not_found;
+            }
+            return Ok(Response::LeaseTtl(LeaseTtlResponse { keys: Vec::new(), ..ttl }));
+        }
+        match self.leases.remaining_secs(id) {
+            Some(0) | None => not_found,
+            Some(left) => {
+                ttl.ttl_secs = left;
+                Ok(Response::LeaseTtl(ttl))
+            }
         }
     }
 
@@ -576,6 +804,12 @@ impl<S: LogStore> Node<S> {
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
     }
+
+    /// Stops the member and gives its store back, with whatever it wrote (synced or
+    /// not): the simulator takes the disk out of it to cut the power and reopen it.
+    pub fn into_store(self) -> S {
+        self.store
+    }
 }
 
 fn restore_state(snap: &Snapshot) -> Result<StateMachine, NodeError> {
@@ -593,5 +827,96 @@ fn propose_error(e: ProposeError) -> RequestError {
         ProposeError::NotLeader { leader } => RequestError::NotLeader { leader },
         ProposeError::TooLarge { size, max } => RequestError::TooLarge { size, max },
         ProposeError::Busy => RequestError::Busy,
+    }
+}
+
+#[cfg(test)]
+mod lease_clock_tests {
+    use super::*;
+    use crate::MemStore;
+    use kv::PutRequest;
+
+    /// A one-member cluster: it leads itself, so the lease clock runs.
+    fn leader() -> Node<MemStore> {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let mut n = Node::new(NodeConfig::new(1, [1].into()), store, restored).unwrap();
+        for _ in 0..100 {
+            n.tick();
+            n.run_once(&mut |_| {}).unwrap();
+            if n.raft().role() == Role::Leader {
+                return n;
+            }
+        }
+        panic!("a one-member cluster elects itself");
+    }
+
+    fn call(n: &mut Node<MemStore>, id: RequestId, op: Op) -> Result<Response, RequestError> {
+        n.submit(id, Request::Write(Command::new(op)));
+        let out = n.run_once(&mut |_| {}).unwrap();
+        out.replies.into_iter().find(|(r, _)| *r == id).expect("answered").1
+    }
+
+    fn put_leased(n: &mut Node<MemStore>, id: RequestId, lease: i64) {
+        let put =
+            PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), lease, ..Default::default() };
+        assert!(matches!(call(n, id, Op::Put(put)), Ok(Response::Put(_))));
+    }
+
+    /// Expiry is the leader's decision, carried out through the log; a keep-alive
+    /// pushes the deadline back by a full TTL.
+    #[test]
+    fn an_expired_lease_is_revoked_through_the_log_and_keep_alive_defers_it() {
+        let mut n = leader();
+        n.advance_lease_clock(0);
+        let Ok(Response::LeaseGranted(g)) = call(&mut n, 1, Op::LeaseGrant { id: 0, ttl_secs: 2 })
+        else {
+            panic!("grant")
+        };
+        put_leased(&mut n, 2, g.id);
+        n.advance_lease_clock(1_500);
+        assert_eq!(n.lease_clock().remaining_secs(g.id), Some(1));
+        let ka = call(&mut n, 3, Op::LeaseKeepAlive { id: g.id });
+        assert!(matches!(ka, Ok(Response::LeaseTtl(ref t)) if t.granted_ttl_secs == 2), "{ka:?}");
+        n.advance_lease_clock(3_000); // past the first deadline, not the refreshed one
+        n.run_once(&mut |_| {}).unwrap();
+        assert!(n.state().get(b"k").is_some(), "the keep-alive extended the lease");
+        n.advance_lease_clock(3_600);
+        n.run_once(&mut |_| {}).unwrap();
+        assert!(n.state().get(b"k").is_none(), "expired: revoked through the log");
+        assert_eq!(n.state().lease_ttl(g.id), None);
+        assert!(n.lease_clock().is_empty());
+        let ka = call(&mut n, 4, Op::LeaseKeepAlive { id: g.id });
+        assert_eq!(ka, Ok(Response::Error(KvError::LeaseNotFound { id: g.id })));
+    }
+
+    /// A member that takes over as leader cannot know when its predecessor last saw a
+    /// keep-alive: it gives every lease a full TTL from the takeover.
+    #[test]
+    fn a_new_leader_starts_every_lease_afresh() {
+        let mut n = leader();
+        n.advance_lease_clock(0);
+        let Ok(Response::LeaseGranted(g)) = call(&mut n, 1, Op::LeaseGrant { id: 5, ttl_secs: 3 })
+        else {
+            panic!("grant")
+        };
+        // Pretend leadership was lost and won again (a new term) much later.
+        n.leases.stop();
+        n.advance_lease_clock(100_000);
+        assert_eq!(n.lease_clock().remaining_secs(g.id), Some(3));
+        n.advance_lease_clock(102_000);
+        n.run_once(&mut |_| {}).unwrap();
+        assert!(n.state().lease_ttl(g.id).is_some());
+    }
+
+    #[test]
+    fn lease_queries_on_a_follower_say_who_leads() {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let mut n = Node::new(NodeConfig::new(1, [1, 2, 3].into()), store, restored).unwrap();
+        let r = call(&mut n, 1, Op::LeaseTimeToLive { id: 1, keys: false });
+        assert_eq!(r, Err(RequestError::NotLeader { leader: None }));
+        n.advance_lease_clock(10);
+        assert!(!n.lease_clock().is_running());
     }
 }

@@ -1,5 +1,6 @@
 //! etcd's v3 client API over the node: the `KV`, `Maintenance` and `Cluster` services,
-//! and the translation between etcd's protobuf messages and the `kv` crate's types.
+//! and the translation between etcd's protobuf messages and the `kv` crate's types
+//! (`Watch` and `Lease` are in [`crate::watch`] and [`crate::lease`]).
 //!
 //! Writes go through the Raft log; a follower forwards them to the leader over the peer
 //! transport. Linearizable reads use ReadIndex on whichever member the client talks to;
@@ -45,10 +46,13 @@ pub struct Api {
     pub member_id: NodeId,
     /// All members: (id, name, peer URL, client URL if known).
     pub members: Vec<(NodeId, String, String, String)>,
+    /// Shortest lease TTL granted, in seconds; shorter requests get this (etcd's
+    /// minimum: 1.5 election timeouts, rounded up).
+    pub lease_ttl_min_secs: i64,
 }
 
 impl Api {
-    fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
+    pub(crate) fn header(&self, revision: u64) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -59,6 +63,11 @@ impl Api {
 
     /// Runs a write: here if we lead, else forwarded to the leader.
     async fn write(&self, cmd: Command) -> Result<kv::Response, Status> {
+        into_result(self.write_reply(cmd).await)
+    }
+
+    /// Runs a command on the leader: here if we lead, else forwarded to it.
+    pub(crate) async fn write_reply(&self, cmd: Command) -> Reply {
         let mut reply: Reply = self.node.request(Request::Write(cmd.clone())).await;
         for _ in 0..3 {
             match reply {
@@ -68,7 +77,7 @@ impl Api {
                 _ => break,
             }
         }
-        into_result(reply)
+        reply
     }
 
     async fn read(&self, query: ReadQuery, serializable: bool) -> Result<kv::Response, Status> {
@@ -76,7 +85,7 @@ impl Api {
     }
 }
 
-fn into_result(reply: Reply) -> Result<kv::Response, Status> {
+pub(crate) fn into_result(reply: Reply) -> Result<kv::Response, Status> {
     match reply {
         Ok(kv::Response::Error(e)) => Err(kv_error(&e)),
         Ok(r) => Ok(r),
@@ -104,6 +113,11 @@ pub fn kv_error(e: &KvError) -> Status {
         KvError::DuplicateKeyInTxn { .. } => {
             Status::invalid_argument("etcdserver: duplicate key given in txn request")
         }
+        KvError::LeaseNotFound { .. } => Status::not_found("etcdserver: requested lease not found"),
+        KvError::LeaseExists { .. } => {
+            Status::failed_precondition("etcdserver: lease already exists")
+        }
+        KvError::LeaseTtlTooLarge { .. } => Status::out_of_range("etcdserver: too large lease TTL"),
         other => Status::invalid_argument(format!("etcdserver: {other}")),
     }
 }
@@ -162,15 +176,22 @@ pub fn range_request(r: &pb::RangeRequest) -> Result<kv::RangeRequest, Status> {
     })
 }
 
-fn put_request(r: &pb::PutRequest) -> kv::PutRequest {
-    kv::PutRequest {
+fn put_request(r: &pb::PutRequest) -> Result<kv::PutRequest, Status> {
+    // etcd refuses a value or lease that an ignore flag would drop.
+    if r.ignore_value && !r.value.is_empty() {
+        return Err(Status::invalid_argument("etcdserver: value is provided"));
+    }
+    if r.ignore_lease && r.lease != 0 {
+        return Err(Status::invalid_argument("etcdserver: lease is provided"));
+    }
+    Ok(kv::PutRequest {
         key: r.key.to_vec(),
         value: r.value.to_vec(),
         lease: r.lease,
         prev_kv: r.prev_kv,
         ignore_value: r.ignore_value,
         ignore_lease: r.ignore_lease,
-    }
+    })
 }
 
 fn delete_request(r: &pb::DeleteRangeRequest) -> kv::DeleteRangeRequest {
@@ -223,7 +244,7 @@ pub fn txn_request(t: &pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
                     Ok(kv::RequestOp::Range(range_request(r)?))
                 }
                 Some(pb::request_op::Request::RequestPut(p)) => {
-                    Ok(kv::RequestOp::Put(put_request(p)))
+                    Ok(kv::RequestOp::Put(put_request(p)?))
                 }
                 Some(pb::request_op::Request::RequestDeleteRange(d)) => {
                     Ok(kv::RequestOp::DeleteRange(delete_request(d)))
@@ -357,7 +378,7 @@ impl pb::kv_server::Kv for Api {
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         check_size(request.get_ref())?;
-        let cmd = command(&request, Op::Put(put_request(request.get_ref())))?;
+        let cmd = command(&request, Op::Put(put_request(request.get_ref())?))?;
         match self.write(cmd).await? {
             kv::Response::Put(p) => Ok(Response::new(self.put_response(&p))),
             other => Err(unexpected(other)),

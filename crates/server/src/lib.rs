@@ -9,9 +9,11 @@
 pub mod config;
 pub mod etcd;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod peer;
 pub mod runtime;
+pub mod watch;
 
 use crate::config::{check_data_dir, ServerConfig};
 use crate::metrics::Metrics;
@@ -79,6 +81,9 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     node_cfg.snapshot_interval_entries = cfg.snapshot_count;
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
     node_cfg.background_snapshots = true;
+    // etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds rounded up.
+    let election_ms = u64::from(node_cfg.raft.election_timeout_ticks) * cfg.tick_ms;
+    let lease_ttl_min_secs = (election_ms * 3 / 2).div_ceil(1000).max(1) as i64;
     let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
@@ -118,10 +123,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
                 (m.id, m.name.clone(), m.peer_url.clone(), client)
             })
             .collect(),
+        lease_ttl_min_secs,
     };
 
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;
     use proto::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer};
+    use proto::etcdserverpb::{lease_server::LeaseServer, watch_server::WatchServer};
     use proto::peer::peer_server::PeerServer;
     let peer_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -137,6 +144,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(request_max))
         .add_service(MaintenanceServer::new(api.clone()))
         .add_service(ClusterServer::new(api.clone()))
+        .add_service(WatchServer::new(api.clone()))
+        .add_service(LeaseServer::new(api.clone()))
         .add_service(proto::session::session_server::SessionServer::new(api))
         .serve_with_incoming(incoming(client_listener));
     if let Some(l) = metrics_listener {

@@ -6,7 +6,7 @@
 //! blocked tokio worker would stall unrelated network work.
 
 use crate::metrics::Metrics;
-use kv::Response;
+use kv::{EventBatch, KvError, Response};
 use node::{LogStore, Node, Request, RequestError, SnapshotJob};
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
@@ -15,7 +15,11 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+/// Most changes (of any key) one [`Input::Events`] visits: bounds the time a watcher's
+/// catch-up holds the node thread (etcd sends at most 1000 revisions per batch).
+pub const EVENTS_BUDGET_PER_QUERY: u64 = 1000;
 
 /// The answer to a client request.
 pub type Reply = Result<Response, RequestError>;
@@ -55,6 +59,23 @@ pub enum Input {
     Status(oneshot::Sender<Status>),
     /// A background snapshot finished (`None`: it failed).
     SnapshotDone(Option<raft::Snapshot>),
+    /// A watcher's events: the changes of `key`..`range_end` from revision `from` on,
+    /// from this member's applied state (at most [`EVENTS_BUDGET_PER_QUERY`] changes).
+    Events {
+        /// First key.
+        key: Vec<u8>,
+        /// End of the range, etcd's conventions.
+        range_end: Vec<u8>,
+        /// First revision wanted.
+        from: u64,
+        /// Include each event's previous key-value.
+        prev_kv: bool,
+        /// Where the batch goes.
+        reply: oneshot::Sender<Result<EventBatch, KvError>>,
+    },
+    /// The live leases `(id, granted TTL)` and the current revision, from this member's
+    /// applied state.
+    Leases(oneshot::Sender<(u64, Vec<(i64, i64)>)>),
     /// Stop the thread.
     Stop,
 }
@@ -69,6 +90,7 @@ pub trait Outbox: Send + 'static {
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: Sender<Input>,
+    revision: watch::Receiver<u64>,
 }
 
 impl NodeHandle {
@@ -94,6 +116,33 @@ impl NodeHandle {
         rx.await.ok()
     }
 
+    /// Follows the member's applied store revision: updated after each batch the node
+    /// thread processes (watchers wait on it for new events).
+    pub fn revision(&self) -> watch::Receiver<u64> {
+        self.revision.clone()
+    }
+
+    /// Events of a key range from revision `from` on (see [`Input::Events`]); `None` if
+    /// the node stopped.
+    pub async fn events(
+        &self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        from: u64,
+        prev_kv: bool,
+    ) -> Option<Result<EventBatch, KvError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Events { key, range_end, from, prev_kv, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    /// The live leases and the revision, from this member's state.
+    pub async fn leases(&self) -> Option<(u64, Vec<(i64, i64)>)> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::Leases(tx)).ok()?;
+        rx.await.ok()
+    }
+
     /// Asks the node thread to stop.
     pub fn stop(&self) {
         let _ = self.tx.send(Input::Stop);
@@ -111,12 +160,13 @@ pub fn spawn<S: LogStore + Send + 'static>(
     on_fatal: impl FnOnce(String) + Send + 'static,
 ) -> (NodeHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let handle = NodeHandle { tx: tx.clone() };
+    let (revision_tx, revision) = watch::channel(node.state().revision());
+    let handle = NodeHandle { tx: tx.clone(), revision };
     let join = std::thread::Builder::new()
         .name("raftkv-node".into())
         .spawn(move || {
             let snapshots = SnapshotWriter { dir: snapshot_dir, tx };
-            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots) {
+            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots, revision_tx) {
                 on_fatal(e);
             }
         })
@@ -170,9 +220,11 @@ fn run<S: LogStore>(
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
     snapshots: SnapshotWriter,
+    revision_tx: watch::Sender<u64>,
 ) -> Result<(), String> {
     let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_id: u64 = 1;
+    let started_at = Instant::now();
     let mut next_tick = Instant::now() + tick;
     let mut last_leader = None;
     loop {
@@ -197,11 +249,28 @@ fn run<S: LogStore>(
                     let _ = reply.send(status(&node));
                 }
                 Input::SnapshotDone(s) => node.finish_snapshot(s).map_err(|e| e.to_string())?,
+                Input::Events { key, range_end, from, prev_kv, reply } => {
+                    let batch = node.state().events(
+                        &key,
+                        &range_end,
+                        from,
+                        u64::MAX,
+                        prev_kv,
+                        EVENTS_BUDGET_PER_QUERY,
+                    );
+                    let _ = reply.send(batch);
+                }
+                Input::Leases(reply) => {
+                    let _ = reply.send((node.state().revision(), node.state().leases()));
+                }
                 Input::Stop => return Ok(()),
             }
         }
         if Instant::now() >= next_tick {
             node.tick();
+            // Real elapsed time, not ticks: a tick loop that falls behind must not
+            // stretch lease TTLs.
+            node.advance_lease_clock(started_at.elapsed().as_millis() as u64);
             next_tick += tick;
             if next_tick < Instant::now() {
                 // We fell behind (a long sync): do not fire a burst of ticks.
@@ -238,6 +307,8 @@ fn run<S: LogStore>(
         metrics.is_leader.store((raft.role() == Role::Leader) as u64, Ordering::Relaxed);
         metrics.commit_index.store(raft.commit_index(), Ordering::Relaxed);
         metrics.applied_index.store(node.applied_index(), Ordering::Relaxed);
+        let revision = node.state().revision();
+        revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
     }
 }
 

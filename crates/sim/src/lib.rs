@@ -35,6 +35,12 @@
 //! - [`Cluster`]'s scripted API ([`script`]): named scenario tests in `tests/`.
 //! - The `sim` binary: many seeds on all cores, one seed with its trace, a benchmark.
 //!
+//! ## The kv workload
+//! [`kv`] runs the real member code instead — `node::Node` over `storage::Storage` on a
+//! crash-simulating `storage::SimDisk`, with the `kv` state machine — under the same
+//! network and fault mixes, with clients going through `node::Clerk` and a history
+//! checked by `lincheck` (`--workload kv`; scenarios in `tests/kv_scenarios.rs`).
+//!
 //! Every run ends with a trace hash (FNV-1a 64 over the canonical text of every event):
 //! the same seed gives the same hash on every run and machine.
 
@@ -42,6 +48,8 @@ pub mod bench;
 pub mod checker;
 pub mod cluster;
 pub mod disk;
+mod faults;
+pub mod kv;
 pub mod network;
 pub mod node;
 mod queue;

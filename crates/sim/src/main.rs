@@ -4,11 +4,14 @@
 //! ```text
 //! cargo run --release -p sim -- --seeds 300 [--from 1000] [--jobs 2] [--keep-going]
 //! cargo run --release -p sim -- --seed 42 [-v]
+//! cargo run --release -p sim -- --workload kv --seeds 200 | --seed 42 [-v]
 //! cargo run --release -p sim -- --bench [--bench-seconds 10]
 //! ```
 
 use clap::{Parser, ValueEnum};
 use sim::bench::run_bench;
+use sim::kv::swarm::{describe_outcome, LinVerdict};
+use sim::kv::{run_kv_seed, KvOutcome, KvStats};
 use sim::swarm::{run_seed, SeedOutcome};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,17 +57,23 @@ struct Args {
 enum Workload {
     /// Opaque commands and a digest state machine: checks the Raft core itself.
     Raft,
-    /// The key/value store with linearizability checking (not available yet).
+    /// The real member code (node, storage, kv) with clients whose history is checked
+    /// for linearizability.
     Kv,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.workload == Workload::Kv {
-        eprintln!(
-            "error: --workload kv is not available yet (it arrives with the kv crate); use --workload raft, the default"
-        );
-        return ExitCode::from(2);
+        if args.bench {
+            eprintln!("error: --bench measures the raft core; it has no kv workload");
+            return ExitCode::from(2);
+        }
+        if let Some(seed) = args.seed {
+            return kv_one_seed(seed, args.verbose);
+        }
+        let count = args.seeds.unwrap_or(100);
+        return kv_many_seeds(args.from, count, args.jobs.max(1), args.keep_going);
     }
     if args.bench {
         return bench(args.bench_seconds);
@@ -128,27 +137,31 @@ struct Totals {
     committed: u64,
 }
 
-/// Runs seeds `from..from + count` on `jobs` threads. Output does not depend on thread
-/// timing: totals are sums, and on failure the lowest failing seed is reported (workers
-/// finish every lower seed before stopping; with `keep_going` they run every seed).
-fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode {
+/// Runs `run(seed)` for seeds `from..from + count` on `jobs` threads and hands each result
+/// to `on_result` with its position `k` (in completion order). Unless `keep_going`, workers
+/// stop after the lowest failing seed: every lower seed still runs, so the failure reported
+/// does not depend on thread timing.
+fn run_parallel<T: Send>(
+    (from, count, jobs, keep_going): (u64, u64, usize, bool),
+    run: impl Fn(u64) -> T + Sync,
+    failed: impl Fn(&T) -> bool + Sync,
+    mut on_result: impl FnMut(u64, T),
+) {
     let wall = Instant::now();
     let next = AtomicU64::new(0);
     let first_failure = AtomicU64::new(u64::MAX);
-    let (tx, rx) = mpsc::channel::<(u64, SeedOutcome)>();
-    let mut totals = Totals::default();
-    let mut failed: Option<(u64, SeedOutcome)> = None;
-    let mut failing: Vec<(u64, String)> = Vec::new();
+    let (tx, rx) = mpsc::channel::<(u64, T)>();
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            let (tx, next, first_failure) = (tx.clone(), &next, &first_failure);
+            let (tx, next, first_failure, run, failed) =
+                (tx.clone(), &next, &first_failure, &run, &failed);
             s.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 if k >= count || k > first_failure.load(Ordering::SeqCst) {
                     break;
                 }
-                let out = run_seed(from + k, false);
-                if out.failure.is_some() && !keep_going {
+                let out = run(from + k);
+                if failed(&out) && !keep_going {
                     first_failure.fetch_min(k, Ordering::SeqCst);
                 }
                 if tx.send((k, out)).is_err() {
@@ -158,7 +171,32 @@ fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode 
         }
         drop(tx);
         let mut last_progress = Instant::now();
+        let mut done = 0;
         for (k, out) in rx {
+            done += 1;
+            on_result(k, out);
+            if last_progress.elapsed() >= Duration::from_secs(2) {
+                last_progress = Instant::now();
+                eprintln!("progress: {done}/{count} seeds, {:.1} s", wall.elapsed().as_secs_f64());
+            }
+        }
+    });
+}
+
+/// Runs seeds `from..from + count` on `jobs` threads. Output does not depend on thread
+/// timing: totals are sums, and on failure the lowest failing seed is reported (workers
+/// finish every lower seed before stopping; with `keep_going` they run every seed).
+fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode {
+    let wall = Instant::now();
+    let mut totals = Totals::default();
+    let mut failed: Option<(u64, SeedOutcome)> = None;
+    let mut failing: Vec<(u64, String)> = Vec::new();
+    let has_failed = |out: &SeedOutcome| out.failure.is_some();
+    run_parallel(
+        (from, count, jobs, keep_going),
+        |seed| run_seed(seed, false),
+        has_failed,
+        |k, out| {
             totals.seeds += 1;
             totals.sim_time_us += out.sim_time_us;
             totals.events += out.events;
@@ -170,25 +208,13 @@ fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode 
             if out.failure.is_some() && failed.as_ref().is_none_or(|(j, _)| k < *j) {
                 failed = Some((k, out));
             }
-            if last_progress.elapsed() >= Duration::from_secs(2) {
-                last_progress = Instant::now();
-                eprintln!(
-                    "progress: {}/{count} seeds, {:.1} s",
-                    totals.seeds,
-                    wall.elapsed().as_secs_f64()
-                );
-            }
-        }
-    });
+        },
+    );
     let secs = wall.elapsed().as_secs_f64();
     if let Some((_, out)) = &failed {
         print_failure(out);
         if keep_going {
-            failing.sort();
-            println!("{} of {count} seeds failed:", failing.len());
-            for (seed, invariant) in &failing {
-                println!("  seed {seed}: {invariant}");
-            }
+            print_failing(&mut failing, count);
         }
     }
     let verdict = if failed.is_some() { "FAILED" } else { "passed" };
@@ -201,11 +227,159 @@ fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode 
         totals.proposals,
         totals.committed
     );
+    print_wall(secs, jobs, totals.seeds);
+    if failed.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_failing(failing: &mut [(u64, String)], count: u64) {
+    failing.sort();
+    println!("{} of {count} seeds failed:", failing.len());
+    for (seed, invariant) in failing.iter() {
+        println!("  seed {seed}: {invariant}");
+    }
+}
+
+fn print_wall(secs: f64, jobs: usize, seeds: u64) {
     println!(
         "  wall {secs:.1} s on {jobs} workers: {:.2} seeds/s, {:.3} s per seed per worker",
-        totals.seeds as f64 / secs,
-        secs * jobs as f64 / totals.seeds.max(1) as f64
+        seeds as f64 / secs,
+        secs * jobs as f64 / seeds.max(1) as f64
     );
+}
+
+fn kv_replay_command(seed: u64) -> String {
+    format!("cargo run --release -p sim -- --seed {seed} --workload kv -v")
+}
+
+fn print_kv_failure(out: &KvOutcome) {
+    let Some(f) = &out.failure else { return };
+    let seed = out.params.seed;
+    println!("FAILED seed {seed} (kv) at {:.3} s simulated", f.time_us as f64 / 1e6);
+    println!("violated: {}", f.violation);
+    println!("{}", out.params);
+    println!("last {} events:", f.recent_events.len());
+    for line in &f.recent_events {
+        println!("  {line}");
+    }
+    println!("replay: {}", kv_replay_command(seed));
+}
+
+fn kv_one_seed(seed: u64, verbose: bool) -> ExitCode {
+    let wall = Instant::now();
+    let out = run_kv_seed(seed, verbose);
+    if !verbose {
+        println!("{}", out.params);
+    }
+    println!(
+        "seed {seed} (kv): {} after {:.1} s simulated, {} events, {:.3} s wall",
+        if out.failure.is_some() { "FAILED" } else { "ok" },
+        out.sim_time_us as f64 / 1e6,
+        out.events,
+        wall.elapsed().as_secs_f64()
+    );
+    println!("  {}", describe_outcome(&out));
+    print_kv_failure(&out);
+    println!("trace-hash: {:016x}", out.trace_hash);
+    if out.failure.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[derive(Default)]
+struct KvTotals {
+    seeds: u64,
+    sim_time_us: u64,
+    events: u64,
+    stats: KvStats,
+    partitions: u64,
+    linearizable: u64,
+    unknown: Vec<u64>,
+}
+
+impl KvTotals {
+    fn add(&mut self, seed: u64, out: &KvOutcome) {
+        self.seeds += 1;
+        self.sim_time_us += out.sim_time_us;
+        self.events += out.events;
+        self.partitions += out.partitions;
+        let (t, s) = (&mut self.stats, &out.stats);
+        t.ops += s.ops;
+        t.ok += s.ok;
+        t.failed += s.failed;
+        t.unknown += s.unknown;
+        t.resends += s.resends;
+        t.registrations += s.registrations;
+        t.sessions_expired += s.sessions_expired;
+        t.snapshots_taken += s.snapshots_taken;
+        t.snapshots_installed += s.snapshots_installed;
+        t.crashes += s.crashes;
+        t.entries_applied += s.entries_applied;
+        match out.verdict {
+            LinVerdict::Linearizable => self.linearizable += 1,
+            LinVerdict::Unknown(_) => self.unknown.push(seed),
+            LinVerdict::NotLinearizable | LinVerdict::NotChecked => {}
+        }
+    }
+}
+
+/// The kv workload over many seeds; see [`many_seeds`].
+fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode {
+    let wall = Instant::now();
+    let mut totals = KvTotals::default();
+    let mut failed: Option<(u64, KvOutcome)> = None;
+    let mut failing: Vec<(u64, String)> = Vec::new();
+    let has_failed = |out: &KvOutcome| out.failure.is_some();
+    let run = |seed| run_kv_seed(seed, false);
+    run_parallel((from, count, jobs, keep_going), run, has_failed, |k, out| {
+        totals.add(from + k, &out);
+        if let Some(f) = &out.failure {
+            failing.push((from + k, f.violation.invariant.to_string()));
+            if failed.as_ref().is_none_or(|(j, _)| k < *j) {
+                failed = Some((k, out));
+            }
+        }
+    });
+    let secs = wall.elapsed().as_secs_f64();
+    if let Some((_, out)) = &failed {
+        print_kv_failure(out);
+        if keep_going {
+            print_failing(&mut failing, count);
+        }
+    }
+    let verdict = if failed.is_some() { "FAILED" } else { "passed" };
+    let t = &totals;
+    println!("sim (kv): {} of {count} seeds ({from}..{}) run: {verdict}", t.seeds, from + count);
+    println!(
+        "  simulated {:.2} h ({:.0} s per seed), {} events",
+        t.sim_time_us as f64 / 3.6e9,
+        t.sim_time_us as f64 / 1e6 / t.seeds.max(1) as f64,
+        t.events
+    );
+    let s = &t.stats;
+    println!(
+        "  {} ops: {} ok, {} failed, {} unknown; {} resends, {} sessions ({} expired)",
+        s.ops, s.ok, s.failed, s.unknown, s.resends, s.registrations, s.sessions_expired
+    );
+    println!(
+        "  {} snapshots taken, {} installed; {} crashes; {} network faults; {} entries applied",
+        s.snapshots_taken, s.snapshots_installed, s.crashes, t.partitions, s.entries_applied
+    );
+    let mut unknown = t.unknown.clone();
+    unknown.sort();
+    println!(
+        "  linearizability: {} linearizable, {} unknown (step budget){}{}",
+        t.linearizable,
+        unknown.len(),
+        if unknown.is_empty() { "" } else { ": seeds " },
+        unknown.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    print_wall(secs, jobs, t.seeds);
     if failed.is_some() {
         ExitCode::FAILURE
     } else {

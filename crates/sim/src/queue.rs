@@ -45,42 +45,48 @@ pub(crate) enum Event {
     },
 }
 
-struct Queued {
+struct Queued<E> {
     time_us: u64,
     seq: u64,
-    event: Event,
+    event: E,
 }
 
-impl PartialEq for Queued {
+impl<E> PartialEq for Queued<E> {
     fn eq(&self, other: &Self) -> bool {
         (self.time_us, self.seq) == (other.time_us, other.seq)
     }
 }
 
-impl Eq for Queued {}
+impl<E> Eq for Queued<E> {}
 
-impl PartialOrd for Queued {
+impl<E> PartialOrd for Queued<E> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Queued {
+impl<E> Ord for Queued<E> {
     // Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.time_us, other.seq).cmp(&(self.time_us, self.seq))
     }
 }
 
-/// A min-queue of events by (time, insertion order).
-#[derive(Default)]
-pub(crate) struct EventQueue {
-    heap: BinaryHeap<Queued>,
+/// A min-queue of events by (time, insertion order). Generic over the event type so the
+/// raft workload ([`Event`]) and the kv workload share it.
+pub(crate) struct EventQueue<E = Event> {
+    heap: BinaryHeap<Queued<E>>,
     next_seq: u64,
 }
 
-impl EventQueue {
-    pub(crate) fn push(&mut self, time_us: u64, event: Event) {
+impl<E> Default for EventQueue<E> {
+    fn default() -> Self {
+        EventQueue { heap: BinaryHeap::new(), next_seq: 0 }
+    }
+}
+
+impl<E> EventQueue<E> {
+    pub(crate) fn push(&mut self, time_us: u64, event: E) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Queued { time_us, seq, event });
@@ -92,7 +98,7 @@ impl EventQueue {
     }
 
     /// Removes the next event.
-    pub(crate) fn pop(&mut self) -> Option<(u64, Event)> {
+    pub(crate) fn pop(&mut self) -> Option<(u64, E)> {
         self.heap.pop().map(|q| (q.time_us, q.event))
     }
 }
@@ -103,7 +109,7 @@ mod tests {
 
     #[test]
     fn events_due_together_come_out_in_scheduling_order() {
-        let mut q = EventQueue::default();
+        let mut q: EventQueue = EventQueue::default();
         for node in [3, 1, 2] {
             q.push(10, Event::Tick { node, incarnation: 0 });
         }

@@ -341,3 +341,15 @@ impl Cluster {
         out
     }
 }
+
+impl crate::faults::NetFaultTarget for Cluster {
+    fn heal(&mut self) {
+        Cluster::heal(self);
+    }
+    fn partition(&mut self, groups: &[&[NodeId]]) {
+        Cluster::partition(self, groups);
+    }
+    fn cut_link(&mut self, from: NodeId, to: NodeId) {
+        Cluster::cut_link(self, from, to);
+    }
+}

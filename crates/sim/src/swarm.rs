@@ -6,6 +6,7 @@
 use crate::checker::{command_hash, Violation};
 use crate::cluster::{stream_seed, Cluster, ClusterConfig};
 use crate::disk::DiskConfig;
+use crate::faults;
 use crate::network::NetConfig;
 use raft::{Index, NodeId, ProposeError, Rng, Term};
 use std::collections::BTreeMap;
@@ -37,7 +38,7 @@ pub enum PartitionKind {
     RandomLinks,
 }
 
-const ALL_KINDS: [PartitionKind; 6] = [
+pub(crate) const ALL_KINDS: [PartitionKind; 6] = [
     PartitionKind::IsolateLeader,
     PartitionKind::MinorityMajority,
     PartitionKind::RandomGroups,
@@ -75,7 +76,7 @@ pub struct SwarmParams {
     pub safety_duration_us: u64,
 }
 
-fn permille(rng: &mut Rng, max: u64) -> f64 {
+pub(crate) fn permille(rng: &mut Rng, max: u64) -> f64 {
     rng.range(0, max + 1) as f64 / 1000.0
 }
 
@@ -122,7 +123,7 @@ impl SwarmParams {
     }
 }
 
-fn draw_net(r: &mut Rng) -> NetConfig {
+pub(crate) fn draw_net(r: &mut Rng) -> NetConfig {
     let delay_min_us = r.range(100, 2_000);
     NetConfig {
         loss: if r.chance(0.25) { 0.0 } else { permille(r, 200) },
@@ -134,7 +135,7 @@ fn draw_net(r: &mut Rng) -> NetConfig {
     }
 }
 
-fn draw_disk(r: &mut Rng) -> DiskConfig {
+pub(crate) fn draw_disk(r: &mut Rng) -> DiskConfig {
     // Most seeds get an SSD; some a slow disk, whose long sync windows make crashes hit
     // servers with writes in flight more often.
     let slow_disk = r.chance(0.3);
@@ -421,78 +422,23 @@ impl Swarm {
         }
     }
 
-    /// `count` distinct random members of `from` (partial Fisher–Yates).
+    /// `count` distinct random members of `from`.
     fn pick(&mut self, from: &[NodeId], count: usize) -> Vec<NodeId> {
-        let mut v = from.to_vec();
-        for i in 0..count.min(v.len()) {
-            let j = self.rng.range(i as u64, v.len() as u64) as usize;
-            v.swap(i, j);
-        }
-        v.truncate(count);
-        v
+        faults::pick(&mut self.rng, from, count)
     }
 
     fn net_fault(&mut self) {
         self.partitions += 1;
-        let kinds = self.p.partition_kinds.clone();
+        let kinds = &self.p.partition_kinds;
         let kind = kinds[self.rng.range(0, kinds.len() as u64) as usize];
-        let n = self.p.cluster.nodes;
-        let all: Vec<NodeId> = (1..=n as NodeId).collect();
-        let shuffled = self.pick(&all, n);
-        match kind {
-            PartitionKind::IsolateLeader => {
-                let leader = self.cluster.stable_leader().unwrap_or(shuffled[0]);
-                let rest: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
-                self.cluster.partition(&[&[leader], &rest]);
-            }
-            PartitionKind::MinorityMajority => {
-                let minority = self.rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
-                self.cluster.partition(&[&shuffled[..minority], &shuffled[minority..]]);
-            }
-            PartitionKind::RandomGroups => {
-                let groups = self.rng.range(2, 4) as usize;
-                let mut members: Vec<Vec<NodeId>> = vec![Vec::new(); groups];
-                for &id in &all {
-                    members[self.rng.range(0, groups as u64) as usize].push(id);
-                }
-                let refs: Vec<&[NodeId]> = members.iter().map(|g| g.as_slice()).collect();
-                self.cluster.partition(&refs);
-            }
-            PartitionKind::OneWay => {
-                self.cluster.heal();
-                let cuts = self.rng.range(1, n as u64 + 1);
-                for _ in 0..cuts {
-                    let pair = self.pick(&all, 2);
-                    self.cluster.cut_link(pair[0], pair[1]);
-                }
-            }
-            PartitionKind::Bridge => self.bridge(&shuffled),
-            PartitionKind::RandomLinks => {
-                self.cluster.heal();
-                let p = self.rng.range(10, 51) as f64 / 100.0;
-                for &from in &all {
-                    for &to in &all {
-                        if from != to && self.rng.chance(p) {
-                            self.cluster.cut_link(from, to);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sides X and Y cannot reach each other; the bridge node `shuffled[0]` sees both.
-    fn bridge(&mut self, shuffled: &[NodeId]) {
-        let rest = &shuffled[1..];
-        let split = self.rng.range(1, rest.len() as u64) as usize;
-        let (x, y) = rest.split_at(split);
-        self.cluster.heal();
-        for &a in x {
-            for &c in y {
-                self.cluster.cut_link(a, c);
-                self.cluster.cut_link(c, a);
-            }
-        }
+        let leader = self.cluster.stable_leader();
+        faults::apply_net_fault(
+            kind,
+            self.p.cluster.nodes,
+            leader,
+            &mut self.rng,
+            &mut self.cluster,
+        );
     }
 
     /// Heal everything, then demand progress within fixed bounds.

@@ -76,6 +76,10 @@ fn version_counts_puts_and_resets_after_delete_with_a_new_create_revision() {
 #[test]
 fn put_prev_kv_and_ignore_value_and_ignore_lease() {
     let mut n = Node::new();
+    // Leases are enforced: a put may name only a granted one.
+    for id in [7, 9] {
+        assert!(matches!(n.op(Op::LeaseGrant { id, ttl_secs: 60 }), Response::LeaseGranted(_)));
+    }
     n.op(Op::Put(PutRequest {
         key: "k".into(),
         value: "v1".into(),

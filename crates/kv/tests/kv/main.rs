@@ -5,6 +5,7 @@
 mod codec;
 mod common;
 mod etcd;
+mod lease_watch;
 mod model;
 mod sessions;
 mod snapshot;

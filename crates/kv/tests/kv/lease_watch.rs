@@ -1,0 +1,382 @@
+//! Leases (grant, attach, revoke deletes at one revision, snapshots) and the event
+//! listing that watches are served from.
+
+use crate::common::*;
+use kv::*;
+
+fn grant(n: &mut Node, id: i64, ttl_secs: i64) -> Result<LeaseGrantResponse, KvError> {
+    match n.op(Op::LeaseGrant { id, ttl_secs }) {
+        Response::LeaseGranted(g) => Ok(g),
+        Response::Error(e) => Err(e),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn revoke(n: &mut Node, id: i64) -> Result<LeaseRevokeResponse, KvError> {
+    match n.op(Op::LeaseRevoke { id }) {
+        Response::LeaseRevoked(r) => Ok(r),
+        Response::Error(e) => Err(e),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn put_leased(n: &mut Node, key: &str, value: &str, lease: i64) -> Response {
+    n.op(Op::Put(PutRequest { lease, ..put_req(key, value) }))
+}
+
+fn lease_keys(n: &Node, id: i64) -> Vec<String> {
+    let t = n.sm.lease_time_to_live(id, true).unwrap();
+    t.keys.into_iter().map(|k| String::from_utf8(k).unwrap()).collect()
+}
+
+fn all_events(n: &Node, from: u64, prev_kv: bool) -> Result<EventBatch, KvError> {
+    n.sm.events(&[0], &[0], from, u64::MAX, prev_kv, u64::MAX)
+}
+
+fn describe(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let key = String::from_utf8(e.kv.key.clone()).unwrap();
+            match e.kind {
+                EventKind::Put => format!(
+                    "{}:put {key}={}",
+                    e.kv.mod_revision,
+                    String::from_utf8(e.kv.value.clone()).unwrap()
+                ),
+                EventKind::Delete => format!("{}:del {key}", e.kv.mod_revision),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn grant_assigns_unique_ids_and_refuses_a_taken_one() {
+    let mut n = Node::new();
+    let a = grant(&mut n, 0, 10).unwrap();
+    assert_eq!(a.id, 1, "an assigned id is the log index of the grant");
+    assert_eq!(a.ttl_secs, 10);
+    // A client takes the id the next auto grant would get: the machine steps over it.
+    assert_eq!(grant(&mut n, 3, 5).unwrap().id, 3);
+    assert_eq!(grant(&mut n, 0, 5).unwrap().id, 4);
+    assert_eq!(grant(&mut n, 3, 5), Err(KvError::LeaseExists { id: 3 }));
+    assert_eq!(
+        grant(&mut n, 9, LEASE_TTL_MAX_SECS + 1),
+        Err(KvError::LeaseTtlTooLarge { ttl_secs: LEASE_TTL_MAX_SECS + 1 })
+    );
+    assert_eq!(grant(&mut n, 0, 0).unwrap().ttl_secs, 1, "a TTL is at least one second");
+    assert_eq!(n.sm.revision(), INITIAL_REVISION, "grants do not bump the revision");
+    let ids: Vec<i64> = n.sm.leases().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![1, 3, 4, 6]);
+}
+
+#[test]
+fn a_put_naming_a_missing_lease_fails_and_changes_nothing() {
+    let mut n = Node::new();
+    n.put("k", "v");
+    let before = n.sm.clone();
+    assert_eq!(
+        put_leased(&mut n, "k", "w", 42),
+        Response::Error(KvError::LeaseNotFound { id: 42 })
+    );
+    // Also inside a transaction, after an earlier write of the same branch.
+    let txn = TxnRequest {
+        success: vec![
+            RequestOp::Put(put_req("a", "1")),
+            RequestOp::Put(PutRequest { lease: 42, ..put_req("b", "2") }),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(n.txn(txn), Err(KvError::LeaseNotFound { id: 42 }));
+    let mut after = n.sm.clone();
+    assert_eq!(after.revision(), before.revision());
+    assert_eq!(after.get(b"a"), None);
+    // Only the applied index moved.
+    let probe = Command::new(Op::Get { key: b"k".to_vec() });
+    let mut before = before;
+    before.apply_command(100, &probe);
+    after.apply_command(100, &probe);
+    assert_eq!(before, after);
+}
+
+#[test]
+fn revoke_deletes_every_attached_key_at_one_revision() {
+    let mut n = Node::new();
+    let lease = grant(&mut n, 0, 30).unwrap().id;
+    for key in ["a", "b", "d"] {
+        assert!(matches!(put_leased(&mut n, key, "v", lease), Response::Put(_)));
+    }
+    n.put("c", "unleased");
+    // Overwriting without the lease detaches; ignore_lease keeps it.
+    n.put("d", "detached");
+    let keep = PutRequest { ignore_lease: true, ..put_req("b", "kept") };
+    assert!(matches!(n.op(Op::Put(keep)), Response::Put(_)));
+    assert_eq!(lease_keys(&n, lease), vec!["a", "b"]);
+    let before = n.sm.revision();
+    let r = revoke(&mut n, lease).unwrap();
+    assert_eq!((r.revision, r.deleted, r.id), (before + 1, 2, lease));
+    assert_eq!(n.value("a"), None);
+    assert_eq!(n.value("b"), None);
+    assert_eq!(n.value("c").as_deref(), Some("unleased"));
+    assert_eq!(n.value("d").as_deref(), Some("detached"));
+    let events = all_events(&n, r.revision, true).unwrap();
+    assert_eq!(
+        describe(&events.events),
+        vec![format!("{0}:del a", r.revision), format!("{0}:del b", r.revision)]
+    );
+    assert_eq!(events.events[1].prev_kv.as_ref().unwrap().value, b"kept");
+    assert_eq!(revoke(&mut n, lease), Err(KvError::LeaseNotFound { id: lease }));
+    assert!(n.sm.leases().is_empty());
+}
+
+#[test]
+fn revoking_a_lease_without_keys_keeps_the_revision() {
+    let mut n = Node::new();
+    let lease = grant(&mut n, 7, 30).unwrap().id;
+    assert!(matches!(put_leased(&mut n, "k", "v", lease), Response::Put(_)));
+    n.delete("k", &[]);
+    assert!(lease_keys(&n, lease).is_empty(), "a delete detaches the key");
+    let before = n.sm.revision();
+    assert_eq!(revoke(&mut n, lease).unwrap().revision, before);
+}
+
+#[test]
+fn a_failed_txn_leaves_the_lease_attachments_alone() {
+    let mut n = Node::new();
+    let lease = grant(&mut n, 5, 30).unwrap().id;
+    assert!(matches!(put_leased(&mut n, "k", "v", lease), Response::Put(_)));
+    let txn = TxnRequest {
+        success: vec![
+            RequestOp::Put(put_req("k", "unleased")),
+            RequestOp::Put(PutRequest { ignore_value: true, ..put_req("missing", "") }),
+        ],
+        ..Default::default()
+    };
+    assert!(matches!(n.txn(txn), Err(KvError::KeyNotFound { .. })));
+    assert_eq!(lease_keys(&n, lease), vec!["k"]);
+}
+
+#[test]
+fn time_to_live_and_keep_alive_through_the_log_report_the_granted_ttl() {
+    let mut n = Node::new();
+    let lease = grant(&mut n, 0, 12).unwrap().id;
+    assert!(matches!(put_leased(&mut n, "x", "1", lease), Response::Put(_)));
+    match n.op(Op::LeaseTimeToLive { id: lease, keys: true }) {
+        Response::LeaseTtl(t) => {
+            assert_eq!((t.id, t.ttl_secs, t.granted_ttl_secs), (lease, 12, 12));
+            assert_eq!(t.keys, vec![b"x".to_vec()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match n.op(Op::LeaseKeepAlive { id: lease }) {
+        Response::LeaseTtl(t) => assert!(t.keys.is_empty() && t.granted_ttl_secs == 12),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        n.op(Op::LeaseKeepAlive { id: 999 }),
+        Response::Error(KvError::LeaseNotFound { id: 999 })
+    );
+}
+
+#[test]
+fn events_list_puts_and_deletes_in_revision_order_with_prev_kv() {
+    let mut n = Node::new();
+    n.put("a", "1"); // 2
+    n.put("b", "1"); // 3
+    n.put("a", "2"); // 4
+    n.delete("a", &[]); // 5
+    n.put("zz", "1"); // 6
+    let all = all_events(&n, 2, true).unwrap();
+    assert_eq!(
+        describe(&all.events),
+        vec!["2:put a=1", "3:put b=1", "4:put a=2", "5:del a", "6:put zz=1"]
+    );
+    assert_eq!((all.next_revision, all.revision), (7, 6));
+    assert_eq!(all.events[0].prev_kv, None);
+    assert_eq!(all.events[2].prev_kv.as_ref().unwrap().value, b"1");
+    assert_eq!(all.events[3].prev_kv.as_ref().unwrap().value, b"2");
+    let del = &all.events[3].kv;
+    assert_eq!((del.create_revision, del.version, del.value.len()), (0, 0, 0));
+    assert!(all_events(&n, 2, false).unwrap().events.iter().all(|e| e.prev_kv.is_none()));
+
+    // One key, a prefix, a half-open range; and a window of revisions.
+    let one = n.sm.events(b"a", &[], 2, u64::MAX, false, 1000).unwrap();
+    assert_eq!(describe(&one.events), vec!["2:put a=1", "4:put a=2", "5:del a"]);
+    let prefix = n.sm.events(b"z", &prefix_end(b"z"), 2, u64::MAX, false, 1000).unwrap();
+    assert_eq!(describe(&prefix.events), vec!["6:put zz=1"]);
+    let span = n.sm.events(b"a", b"b", 3, 4, false, 1000).unwrap();
+    assert_eq!((describe(&span.events), span.next_revision), (vec!["4:put a=2".into()], 5));
+
+    // Nothing yet at a future revision: an empty batch that waits there.
+    let future = all_events(&n, 9, false).unwrap();
+    assert!(future.events.is_empty());
+    assert_eq!(future.next_revision, 9);
+}
+
+#[test]
+fn a_budget_stops_between_revisions_never_inside_one() {
+    let mut n = Node::new();
+    let txn = TxnRequest {
+        success: (0..5).map(|i| RequestOp::Put(put_req(&format!("k{i}"), "v"))).collect(),
+        ..Default::default()
+    };
+    n.txn(txn).unwrap(); // 5 changes at revision 2
+    n.put("k0", "w"); // 3
+    let first = n.sm.events(&[0], &[0], 2, u64::MAX, false, 2).unwrap();
+    assert_eq!(first.events.len(), 5, "the whole of revision 2, though over budget");
+    assert_eq!(first.next_revision, 3);
+    let rest = n.sm.events(&[0], &[0], first.next_revision, u64::MAX, false, 2).unwrap();
+    assert_eq!(describe(&rest.events), vec!["3:put k0=w"]);
+    assert_eq!(rest.next_revision, 4);
+}
+
+#[test]
+fn events_at_or_below_the_compact_revision_are_compacted() {
+    let mut n = Node::new();
+    for i in 0..6 {
+        n.put("k", &i.to_string()); // revisions 2..=7
+    }
+    n.delete("k", &[]); // 8
+    n.put("k", "again"); // 9
+    assert!(matches!(n.op(Op::Compact { revision: 8 }), Response::Compact(_)));
+    for from in [2, 7, 8] {
+        assert_eq!(
+            all_events(&n, from, true),
+            Err(KvError::Compacted { requested: from, compact_revision: 8 })
+        );
+    }
+    let after = all_events(&n, 9, true).unwrap();
+    assert_eq!(describe(&after.events), vec!["9:put k=again"]);
+    assert_eq!(after.events[0].prev_kv, None, "the key was deleted at 8");
+}
+
+/// The event index against a reference built from range reads alone: the events at
+/// revision r are the keys whose state differs between r - 1 and r.
+#[test]
+fn events_agree_with_the_difference_of_consecutive_revisions() {
+    let mut rng = Rng::new(7);
+    let mut n = Node::new();
+    let lease = grant(&mut n, 0, 60).unwrap().id;
+    for step in 0..300 {
+        let key = format!("k{}", rng.below(16));
+        match rng.below(6) {
+            0 => {
+                n.delete(&key, if rng.chance(30) { &b"k9"[..] } else { &[] });
+            }
+            1 => {
+                put_leased(&mut n, &key, &step.to_string(), lease);
+            }
+            2 if rng.chance(10) => {
+                revoke(&mut n, lease).ok();
+                grant(&mut n, lease, 60).unwrap();
+            }
+            _ => {
+                n.put(&key, &step.to_string());
+            }
+        }
+    }
+    let mut expected = Vec::new();
+    let at = |rev: u64| {
+        let r = n.sm.range(&RangeRequest { revision: rev, ..RangeRequest::all() }).unwrap();
+        r.kvs
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    for rev in 2..=n.sm.revision() {
+        let (before, now) = (at(rev - 1), at(rev));
+        let keys: std::collections::BTreeSet<_> = before.keys().chain(now.keys()).collect();
+        for key in keys {
+            match (before.get(key), now.get(key)) {
+                (_, Some(kv)) if kv.mod_revision == rev => expected.push(Event {
+                    kind: EventKind::Put,
+                    kv: kv.clone(),
+                    prev_kv: before.get(key).cloned(),
+                }),
+                (Some(prev), None) => expected.push(Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue { key: key.clone(), mod_revision: rev, ..Default::default() },
+                    prev_kv: Some(prev.clone()),
+                }),
+                _ => {}
+            }
+        }
+    }
+    let mut got = Vec::new();
+    let mut from = 2;
+    while from <= n.sm.revision() {
+        let batch = n.sm.events(&[0], &[0], from, u64::MAX, true, 7).unwrap();
+        assert!(batch.next_revision > from);
+        from = batch.next_revision;
+        got.extend(batch.events);
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn leases_survive_a_snapshot_and_revoke_the_same_keys_after_it() {
+    let mut n = Node::new();
+    let a = grant(&mut n, 0, 30).unwrap().id;
+    let b = grant(&mut n, 77, 5).unwrap().id;
+    put_leased(&mut n, "a1", "v", a);
+    put_leased(&mut n, "a2", "v", a);
+    put_leased(&mut n, "b1", "v", b);
+    put_leased(&mut n, "a2", "moved", b);
+    n.put("free", "v");
+    let bytes = snapshot_bytes(&n.sm);
+    let restored = StateMachine::restore(&bytes[..]).unwrap();
+    assert_eq!(restored, n.sm, "leases, attachments and the event index rebuilt identically");
+    assert_eq!(snapshot_bytes(&restored), bytes);
+    assert_eq!(restored.leases(), vec![(a, 30), (b, 5)]);
+    let mut copy = Node { sm: restored, index: n.index };
+    assert_eq!(lease_keys(&copy, b), vec!["a2", "b1"]);
+    assert_eq!(revoke(&mut copy, b), revoke(&mut n, b));
+    assert_eq!(copy.sm, n.sm);
+    assert_eq!(all_events(&copy, 2, true), all_events(&n, 2, true));
+}
+
+#[test]
+fn a_version_1_snapshot_without_leases_is_still_read() {
+    let mut n = Node::new();
+    n.put("k", "v");
+    let v2 = snapshot_bytes(&n.sm);
+    // Version 1 = version 2 without the lease count (zero leases here), re-sealed.
+    let body_end = v2.len() - 4 - 8;
+    assert_eq!(&v2[body_end..v2.len() - 4], &0u64.to_le_bytes());
+    let mut v1 = v2[..body_end].to_vec();
+    v1[8] = 1;
+    let crc = crc32c::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let restored = StateMachine::restore(&v1[..]).unwrap();
+    assert_eq!(restored, n.sm);
+    assert_eq!(snapshot_bytes(&restored), v2, "re-written in the current format");
+}
+
+#[test]
+fn lease_commands_responses_and_errors_round_trip_through_the_codec() {
+    for op in [
+        Op::LeaseGrant { id: -3, ttl_secs: 60 },
+        Op::LeaseRevoke { id: 9 },
+        Op::LeaseKeepAlive { id: i64::MAX },
+        Op::LeaseTimeToLive { id: 1, keys: true },
+    ] {
+        let c = Command::with_session(4, 5, op);
+        assert_eq!(Command::decode(&c.encode()), Ok(c));
+    }
+    for r in [
+        Response::LeaseGranted(LeaseGrantResponse { revision: 3, id: 7, ttl_secs: 10 }),
+        Response::LeaseRevoked(LeaseRevokeResponse { revision: 4, id: 7, deleted: 2 }),
+        Response::LeaseTtl(LeaseTtlResponse {
+            revision: 5,
+            id: 7,
+            ttl_secs: 3,
+            granted_ttl_secs: 10,
+            keys: vec![b"a".to_vec(), Vec::new()],
+        }),
+        Response::Error(KvError::LeaseNotFound { id: 7 }),
+        Response::Error(KvError::LeaseExists { id: -7 }),
+        Response::Error(KvError::LeaseTtlTooLarge { ttl_secs: i64::MAX }),
+    ] {
+        assert_eq!(Response::decode(&r.encode()), Ok(r));
+    }
+}

@@ -1,0 +1,1027 @@
+//! The kv simulation engine: members (real `node::Node`s over simulated disks), the
+//! network between them and their clients, the event queue and the per-event checks.
+
+use super::client::{Client, OpMix};
+use crate::checker::{entry_hash, Violation};
+use crate::cluster::stream_seed;
+use crate::disk::DiskConfig;
+use crate::faults::NetFaultTarget;
+use crate::network::{NetConfig, Network};
+use crate::queue::EventQueue;
+use crate::trace::{MsgFmt, Trace};
+use kv::Response;
+use lincheck::{History, KvOp, KvResult};
+use node::{Node, NodeConfig, NodeEvent, Request, RequestError, RequestId};
+use raft::{Index, Message, NodeId, Rng, Role, Term};
+use std::collections::btree_map::Entry as MapEntry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::time::Duration;
+use storage::{Disk, Options, SimDisk, Storage};
+
+/// A member as the simulator runs it: the server's driver over a simulated disk.
+pub type KvNode = Node<Storage<SimDisk>>;
+
+/// Everything that shapes a kv run besides the swarm or script that drives it.
+#[derive(Clone, Debug)]
+pub struct KvConfig {
+    /// Members, ids `1..=members`.
+    pub members: usize,
+    /// The one seed every random choice derives from.
+    pub seed: u64,
+    /// Network behaviour (between members, and between clients and members).
+    pub net: NetConfig,
+    /// Sync latencies (the crash behaviour itself is [`SimDisk`]'s).
+    pub disk: DiskConfig,
+    /// Nominal tick period.
+    pub tick_interval_us: u64,
+    /// Each member's tick period is off by a fraction drawn from `[-drift, +drift]`.
+    pub clock_drift: f64,
+    /// Raft's minimum election timeout.
+    pub election_timeout_ticks: u32,
+    /// Raft's heartbeat period.
+    pub heartbeat_interval_ticks: u32,
+    /// Raft's InstallSnapshot chunk size.
+    pub snapshot_chunk_bytes: u64,
+    /// A member snapshots its state machine every this many applied entries.
+    pub snapshot_interval_entries: u64,
+    /// WAL segment size.
+    pub segment_bytes_max: u64,
+    /// A member answers a request it could not finish within this many ticks with a
+    /// timeout.
+    pub request_timeout_ticks: u64,
+    /// The state machine drops sessions idle for this many log entries.
+    pub session_idle_entries_max: u64,
+    /// Chance, per sync issued, that the member loses power before it completes.
+    pub crash_during_write: f64,
+    /// How long a member that lost power during a write stays down.
+    pub crash_restart_us: u64,
+    /// Clients.
+    pub clients: usize,
+    /// Keys the clients use (`k0`, `k1`, ...).
+    pub keys: usize,
+    /// Mean pause between one client's operations.
+    pub think_us: u64,
+    /// A client resends to the next member when no answer came within this.
+    pub client_timeout_us: u64,
+    /// A client gives up on an operation after this.
+    pub op_deadline_us: u64,
+    /// Relative frequencies of the operations.
+    pub mix: OpMix,
+    /// Clients draw random operations; when false they run only what
+    /// [`KvCluster::client_invoke`] gives them.
+    pub random_ops: bool,
+    /// Chance that a partition confines a client to one side.
+    pub client_confined: f64,
+    /// A deliberately broken client that asks for serializable (local, possibly stale)
+    /// reads while recording them as linearizable ones. Never set outside tests of the
+    /// checker itself: it exists to show that stale reads are caught.
+    pub stale_reads: bool,
+    /// Format and hash every event.
+    pub trace: bool,
+    /// Print every event line.
+    pub verbose: bool,
+    /// Event lines kept for failure reports.
+    pub recent_events_max: usize,
+}
+
+impl KvConfig {
+    /// A reliable cluster of `members` with `clients` random clients on 5 keys, SSD-like
+    /// disks, 10 ms ticks, snapshots every 50 entries and 4 KiB WAL segments.
+    pub fn new(members: usize, clients: usize, seed: u64) -> KvConfig {
+        KvConfig {
+            members,
+            seed,
+            net: NetConfig::reliable(),
+            disk: DiskConfig::ssd(),
+            tick_interval_us: 10_000,
+            clock_drift: 0.01,
+            election_timeout_ticks: 20,
+            heartbeat_interval_ticks: 5,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_interval_entries: 50,
+            segment_bytes_max: 4 << 10,
+            request_timeout_ticks: 100,
+            session_idle_entries_max: 100_000,
+            crash_during_write: 0.0,
+            crash_restart_us: 200_000,
+            clients,
+            keys: 5,
+            think_us: 20_000,
+            client_timeout_us: 500_000,
+            op_deadline_us: 5_000_000,
+            mix: OpMix::default(),
+            random_ops: true,
+            client_confined: 0.3,
+            stale_reads: false,
+            trace: true,
+            verbose: false,
+            recent_events_max: 40,
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStats {
+    /// Operations recorded in the history (sessions and compactions not counted).
+    pub ops: u64,
+    /// Operations that completed with a result.
+    pub ok: u64,
+    /// Reads given up on (they had no effect).
+    pub failed: u64,
+    /// Writes given up on, or whose session expired: their effect is unknown.
+    pub unknown: u64,
+    /// Requests sent again (same command) after a timeout, a redirect or a busy leader.
+    pub resends: u64,
+    /// Sessions registered by clients.
+    pub registrations: u64,
+    /// Writes refused because their session had expired.
+    pub sessions_expired: u64,
+    /// Compactions of the MVCC history requested by clients.
+    pub compactions: u64,
+    /// Snapshots members took of their own state machine.
+    pub snapshots_taken: u64,
+    /// Snapshots members installed from a leader.
+    pub snapshots_installed: u64,
+    /// Members crashed (power cut).
+    pub crashes: u64,
+    /// Distinct log indices applied.
+    pub entries_applied: u64,
+    /// Payload bytes of those entries.
+    pub entry_bytes_applied: u64,
+    /// Messages between members.
+    pub peer_messages: u64,
+    /// Requests and replies between clients and members.
+    pub client_messages: u64,
+}
+
+/// Something that happens at a simulated instant.
+pub(crate) enum KvEvent {
+    Tick {
+        member: usize,
+        incarnation: u64,
+    },
+    Peer {
+        msg: Message,
+        incarnation: u64,
+    },
+    Request {
+        member: usize,
+        incarnation: u64,
+        client: usize,
+        op_no: u64,
+        attempt: u64,
+        request: Request,
+    },
+    Reply {
+        client: usize,
+        from: NodeId,
+        op_no: u64,
+        attempt: u64,
+        result: Result<Response, RequestError>,
+    },
+    SyncDone {
+        member: usize,
+        incarnation: u64,
+    },
+    PowerLoss {
+        member: usize,
+        incarnation: u64,
+    },
+    Restart {
+        member: usize,
+        incarnation: u64,
+    },
+    ClientTimer {
+        client: usize,
+        token: u64,
+    },
+}
+
+/// Which client operation a member's request id answers.
+#[derive(Clone, Copy)]
+struct Asker {
+    client: usize,
+    op_no: u64,
+    attempt: u64,
+}
+
+/// One member slot: a running node, or the disk of a crashed one.
+pub(crate) struct Member {
+    id: NodeId,
+    tick_period_us: u64,
+    incarnation: u64,
+    node: Option<KvNode>,
+    disk: Option<SimDisk>,
+    sync_scheduled: bool,
+    /// Last index this incarnation applied (or jumped to by snapshot).
+    applied: Index,
+    snapshot_index: Index,
+    requests: BTreeMap<RequestId, Asker>,
+    next_request: RequestId,
+}
+
+/// A simulated raftkv cluster with clients. See the module docs of [`crate::kv`].
+pub struct KvCluster {
+    pub(crate) cfg: KvConfig,
+    pub(crate) now_us: u64,
+    queue: EventQueue<KvEvent>,
+    members: Vec<Member>,
+    pub(crate) clients: Vec<Client>,
+    net: Network,
+    /// `client_cut[client * members + member]`: the client cannot reach the member.
+    client_cut: Vec<bool>,
+    rng_net: Rng,
+    rng_disk: Rng,
+    rng_clock: Rng,
+    pub(crate) rng_ops: Rng,
+    rng_faults: Rng,
+    pub(crate) history: History<KvOp, KvResult>,
+    pub(crate) trace: Trace,
+    /// Every applied index: the entry's term and content hash.
+    applied: BTreeMap<Index, (Term, u64)>,
+    /// How many distinct indices carry each entry content.
+    pub(crate) content_count: BTreeMap<u64, u32>,
+    leaders: BTreeMap<Term, NodeId>,
+    pub(crate) stats: KvStats,
+    pub(crate) violation: Option<(Violation, u64)>,
+    pub(crate) clients_active: bool,
+    events: u64,
+}
+
+macro_rules! kv_trace {
+    ($self:ident, $($arg:tt)*) => {
+        if let Some(line) = $self.trace.line($self.now_us) {
+            let _ = write!(line, $($arg)*);
+            $self.trace.end();
+        }
+    };
+}
+pub(crate) use kv_trace;
+
+impl KvCluster {
+    /// Boots a cluster: every member starts on an empty disk with its first tick at a
+    /// random offset; every client registers a session first.
+    pub fn new(cfg: KvConfig) -> KvCluster {
+        assert!((1..=crate::cluster::MAX_NODES).contains(&cfg.members), "members out of range");
+        assert!(cfg.keys >= 1, "clients need at least one key");
+        let mut rng_clock = Rng::new(stream_seed(cfg.seed, 0x4b56_0001));
+        let members = (1..=cfg.members as NodeId)
+            .map(|id| {
+                let drift = (rng_clock.next_u64() as f64 / u64::MAX as f64) * 2.0 - 1.0;
+                let period = cfg.tick_interval_us as f64 * (1.0 + drift * cfg.clock_drift);
+                Member {
+                    id,
+                    tick_period_us: (period.round() as u64).max(1),
+                    incarnation: 0,
+                    node: None,
+                    disk: Some(SimDisk::new(stream_seed(cfg.seed, 0x4b56_1000 + id))),
+                    sync_scheduled: false,
+                    applied: 0,
+                    snapshot_index: 0,
+                    requests: BTreeMap::new(),
+                    next_request: 1,
+                }
+            })
+            .collect();
+        let servers: Vec<NodeId> = (1..=cfg.members as NodeId).collect();
+        let mut rng_ops = Rng::new(stream_seed(cfg.seed, 0x4b56_0004));
+        let clients = (0..cfg.clients)
+            .map(|c| Client::new(c, servers.clone(), rng_ops.range(0, cfg.members as u64)))
+            .collect();
+        let mut c = KvCluster {
+            now_us: 0,
+            queue: EventQueue::default(),
+            members,
+            clients,
+            net: Network::new(cfg.members, cfg.net.clone()),
+            client_cut: vec![false; cfg.clients * cfg.members],
+            rng_net: Rng::new(stream_seed(cfg.seed, 0x4b56_0002)),
+            rng_disk: Rng::new(stream_seed(cfg.seed, 0x4b56_0003)),
+            rng_clock,
+            rng_ops,
+            rng_faults: Rng::new(stream_seed(cfg.seed, 0x4b56_0005)),
+            history: History::new(),
+            trace: Trace::new(cfg.trace, cfg.verbose, cfg.recent_events_max),
+            applied: BTreeMap::new(),
+            content_count: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            stats: KvStats::default(),
+            violation: None,
+            clients_active: true,
+            events: 0,
+            cfg,
+        };
+        kv_trace!(
+            c,
+            "boot {} members {} clients seed {}",
+            c.cfg.members,
+            c.cfg.clients,
+            c.cfg.seed
+        );
+        for idx in 0..c.members.len() {
+            c.boot(idx);
+        }
+        for client in 0..c.clients.len() {
+            let at = c.rng_ops.range(0, c.cfg.think_us + 1);
+            c.arm_client_timer(client, at);
+        }
+        c
+    }
+
+    /// Runs events until simulated time `until_us` (or a violation). True if no invariant
+    /// has been violated.
+    pub fn run_until_us(&mut self, until_us: u64) -> bool {
+        while self.violation.is_none() {
+            match self.queue.peek_time() {
+                Some(t) if t <= until_us => {
+                    let (t, event) = self.queue.pop().expect("peeked");
+                    self.now_us = t;
+                    self.events += 1;
+                    self.dispatch(event);
+                }
+                _ => break,
+            }
+        }
+        if self.violation.is_none() {
+            self.now_us = self.now_us.max(until_us);
+        }
+        self.violation.is_none()
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) -> bool {
+        self.run_until_us(self.now_us + d.as_micros() as u64)
+    }
+
+    /// Current simulated time.
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    /// Events processed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &KvStats {
+        &self.stats
+    }
+
+    /// What the clients saw so far.
+    pub fn history(&self) -> &History<KvOp, KvResult> {
+        &self.history
+    }
+
+    /// The FNV-1a 64 hash of the trace so far.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.hash()
+    }
+
+    /// The most recent event lines, oldest first.
+    pub fn recent_events(&self) -> Vec<String> {
+        self.trace.recent()
+    }
+
+    /// Starts or stops printing each event.
+    pub fn set_verbose(&mut self, verbose: bool) {
+        self.trace.set_verbose(verbose);
+    }
+
+    /// The first violation, if any, with the simulated time it was found at.
+    pub fn violation(&self) -> Option<&(Violation, u64)> {
+        self.violation.as_ref()
+    }
+
+    /// A full report of the violation, with seed and the last events.
+    pub fn violation_report(&self) -> Option<String> {
+        let (v, at) = self.violation.as_ref()?;
+        let mut out = format!(
+            "invariant violated at {}.{:03} ms (seed {}): {v}\nlast events:\n",
+            at / 1000,
+            at % 1000,
+            self.cfg.seed
+        );
+        for line in self.trace.recent() {
+            let _ = writeln!(out, "  {line}");
+        }
+        Some(out)
+    }
+
+    pub(crate) fn record(&mut self, v: Violation) {
+        if self.violation.is_some() {
+            return;
+        }
+        kv_trace!(self, "VIOLATION {v}");
+        self.violation = Some((v, self.now_us));
+    }
+
+    /// The running node of member `id`, if it is up.
+    pub fn node(&self, id: NodeId) -> Option<&KvNode> {
+        self.members.get((id as usize).wrapping_sub(1)).and_then(|m| m.node.as_ref())
+    }
+
+    /// True unless member `id` is crashed.
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.node(id).is_some()
+    }
+
+    /// The member ids.
+    pub fn ids(&self) -> Vec<NodeId> {
+        (1..=self.cfg.members as NodeId).collect()
+    }
+
+    /// A member that leads in the highest term among up members, if there is one.
+    pub fn leader(&self) -> Option<NodeId> {
+        let up = self.members.iter().filter_map(|m| m.node.as_ref().map(|n| (m.id, n.raft())));
+        let max_term = up.clone().map(|(_, r)| r.term()).max()?;
+        up.filter(|(_, r)| r.role() == Role::Leader && r.term() == max_term)
+            .map(|(id, _)| id)
+            .next()
+    }
+
+    /// Bytes on member `id`'s disk: WAL segments and snapshot files (live images).
+    pub fn disk_bytes(&self, id: NodeId) -> u64 {
+        let m = &self.members[id as usize - 1];
+        let disk = match (&m.node, &m.disk) {
+            (Some(n), _) => n.store().disk(),
+            (None, Some(d)) => d,
+            (None, None) => return 0,
+        };
+        let names = disk.list().expect("a simulated disk lists its files");
+        names.iter().map(|n| disk.read(n).map_or(0, |b| b.len() as u64)).sum()
+    }
+
+    /// Times an entry with exactly this payload was applied at distinct indices.
+    pub fn entries_with_payload(&self, payload: &[u8]) -> u32 {
+        let hash = entry_hash(&raft::Entry {
+            index: 0,
+            term: 0,
+            kind: raft::EntryKind::Normal,
+            data: payload.to_vec().into(),
+        });
+        self.content_count.get(&hash).copied().unwrap_or(0)
+    }
+
+    fn node_config(&self, id: NodeId, incarnation: u64) -> NodeConfig {
+        let mut c = NodeConfig::new(id, self.ids().into_iter().collect::<BTreeSet<_>>());
+        c.raft.election_timeout_ticks = self.cfg.election_timeout_ticks;
+        c.raft.heartbeat_interval_ticks = self.cfg.heartbeat_interval_ticks;
+        c.raft.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        c.raft.rng_seed = stream_seed(self.cfg.seed, 0x4b56_2000 + id * 1_000 + incarnation);
+        c.kv.session_idle_entries_max = self.cfg.session_idle_entries_max;
+        c.snapshot_interval_entries = self.cfg.snapshot_interval_entries;
+        c.request_timeout_ticks = self.cfg.request_timeout_ticks;
+        c.record_events = true;
+        c.background_snapshots = false;
+        c
+    }
+
+    /// Starts member `idx` from what its disk holds.
+    fn boot(&mut self, idx: usize) {
+        let id = self.members[idx].id;
+        let Some(disk) = self.members[idx].disk.take() else { return };
+        let opts = Options { segment_bytes_max: self.cfg.segment_bytes_max };
+        let (storage, restored, report) = match Storage::open(disk, opts) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let details = format!("n{id} cannot recover its disk after a crash: {e}");
+                return self.record(Violation::new("Recovery", details));
+            }
+        };
+        let incarnation = self.members[idx].incarnation + 1;
+        let cfg = self.node_config(id, incarnation);
+        let node = match Node::new(cfg, storage, restored) {
+            Ok(n) => n,
+            Err(e) => return self.record(Violation::new("Recovery", format!("n{id}: {e}"))),
+        };
+        let m = &mut self.members[idx];
+        m.incarnation = incarnation;
+        m.applied = node.applied_index();
+        m.snapshot_index = node.raft().snapshot_meta().index;
+        m.sync_scheduled = false;
+        m.requests.clear();
+        let (applied, term, last) = (m.applied, node.raft().term(), node.raft().last_index());
+        m.node = Some(node);
+        let first_tick = self.rng_clock.range(1, m.tick_period_us + 1);
+        self.queue.push(self.now_us + first_tick, KvEvent::Tick { member: idx, incarnation });
+        kv_trace!(
+            self,
+            "n{id} starts (incarnation {incarnation}): term {term}, applied {applied}, last {last}, {} torn tail{}",
+            report.warnings.len(),
+            if report.warnings.len() == 1 { "" } else { "s" }
+        );
+        self.drive(idx);
+    }
+
+    /// Power cut on member `idx`: the disk keeps what was synced and maybe part of the rest.
+    fn crash_member(&mut self, idx: usize) {
+        let m = &mut self.members[idx];
+        let Some(node) = m.node.take() else { return };
+        m.incarnation += 1;
+        m.sync_scheduled = false;
+        m.requests.clear();
+        let mut disk = node.into_store().into_disk();
+        disk.crash();
+        m.disk = Some(disk);
+        self.stats.crashes += 1;
+        kv_trace!(self, "n{} crashes", m.id);
+    }
+
+    /// Power loss on `id`: it stops; what its disk had not synced is lost or torn;
+    /// messages in flight to it are dropped.
+    pub fn crash(&mut self, id: NodeId) {
+        self.crash_member(id as usize - 1);
+    }
+
+    /// Starts `id` again from its disk (cutting its power first if it is up).
+    pub fn restart(&mut self, id: NodeId) {
+        self.crash_member(id as usize - 1);
+        self.boot(id as usize - 1);
+    }
+
+    fn dispatch(&mut self, event: KvEvent) {
+        match event {
+            KvEvent::Tick { member, incarnation } => self.on_tick(member, incarnation),
+            KvEvent::Peer { msg, incarnation } => self.on_peer(msg, incarnation),
+            KvEvent::Request { member, incarnation, client, op_no, attempt, request } => {
+                let asker = Asker { client, op_no, attempt };
+                self.on_request(member, incarnation, asker, request)
+            }
+            KvEvent::Reply { client, from, op_no, attempt, result } => {
+                self.on_client_reply(client, from, op_no, attempt, result)
+            }
+            KvEvent::SyncDone { member, incarnation } => self.on_sync_done(member, incarnation),
+            KvEvent::PowerLoss { member, incarnation } => self.on_power_loss(member, incarnation),
+            KvEvent::Restart { member, incarnation } => {
+                let m = &self.members[member];
+                if m.incarnation == incarnation && m.node.is_none() {
+                    self.boot(member);
+                }
+            }
+            KvEvent::ClientTimer { client, token } => self.on_client_timer(client, token),
+        }
+    }
+
+    fn live(&self, idx: usize, incarnation: u64) -> bool {
+        let m = &self.members[idx];
+        m.incarnation == incarnation && m.node.is_some()
+    }
+
+    fn on_tick(&mut self, idx: usize, incarnation: u64) {
+        if !self.live(idx, incarnation) {
+            return;
+        }
+        let m = &mut self.members[idx];
+        m.node.as_mut().expect("live").tick();
+        let (id, period) = (m.id, m.tick_period_us);
+        self.queue.push(self.now_us + period, KvEvent::Tick { member: idx, incarnation });
+        kv_trace!(self, "n{id} tick");
+        self.drive(idx);
+    }
+
+    fn on_peer(&mut self, msg: Message, incarnation: u64) {
+        let idx = msg.to as usize - 1;
+        let fate = if !self.net.link_up(msg.from, msg.to) {
+            "dropped: link cut"
+        } else if !self.live(idx, incarnation) {
+            "dropped: receiver down"
+        } else {
+            ""
+        };
+        kv_trace!(self, "n{} <- n{} {} {fate}", msg.to, msg.from, MsgFmt(&msg));
+        if !fate.is_empty() {
+            return;
+        }
+        self.members[idx].node.as_mut().expect("live").step(msg);
+        self.drive(idx);
+    }
+
+    fn on_request(&mut self, idx: usize, incarnation: u64, asker: Asker, request: Request) {
+        let id = self.members[idx].id;
+        let reachable = self.client_link_up(asker.client, id);
+        let fate = if !reachable {
+            "dropped: link cut"
+        } else if !self.live(idx, incarnation) {
+            "dropped: member down"
+        } else {
+            ""
+        };
+        kv_trace!(self, "n{id} <- c{} op{}.{} {fate}", asker.client, asker.op_no, asker.attempt);
+        if !fate.is_empty() {
+            return;
+        }
+        let m = &mut self.members[idx];
+        let rid = m.next_request;
+        m.next_request += 1;
+        m.requests.insert(rid, asker);
+        m.node.as_mut().expect("live").submit(rid, request);
+        self.drive(idx);
+    }
+
+    fn on_sync_done(&mut self, idx: usize, incarnation: u64) {
+        if !self.live(idx, incarnation) {
+            return;
+        }
+        let m = &mut self.members[idx];
+        m.sync_scheduled = false;
+        let id = m.id;
+        if let Err(e) = m.node.as_mut().expect("live").sync() {
+            return self.record(Violation::new("Member error", format!("n{id} sync: {e}")));
+        }
+        kv_trace!(self, "n{id} synced");
+        self.drive(idx);
+    }
+
+    fn on_power_loss(&mut self, idx: usize, incarnation: u64) {
+        if !self.live(idx, incarnation) || self.cfg.crash_during_write <= 0.0 {
+            return;
+        }
+        kv_trace!(self, "n{} loses power with a sync in flight", self.members[idx].id);
+        self.crash_member(idx);
+        let incarnation = self.members[idx].incarnation;
+        self.queue.push(
+            self.now_us + self.cfg.crash_restart_us,
+            KvEvent::Restart { member: idx, incarnation },
+        );
+    }
+
+    /// Polls member `idx` after an input: sends what may leave, checks what it applied,
+    /// answers clients, and schedules the sync its writes need.
+    fn drive(&mut self, idx: usize) {
+        if self.violation.is_some() {
+            return;
+        }
+        let id = self.members[idx].id;
+        let Some(node) = self.members[idx].node.as_mut() else { return };
+        let mut outbox: Vec<Message> = Vec::new();
+        let out = match node.poll(&mut |ms| outbox.extend(ms)) {
+            Ok(out) => out,
+            Err(e) => return self.record(Violation::new("Member error", format!("n{id}: {e}"))),
+        };
+        for m in outbox {
+            self.send_peer(m);
+        }
+        if let Err(v) = self.observe(idx, out.events) {
+            return self.record(v);
+        }
+        for (rid, result) in out.replies {
+            self.reply(idx, rid, result);
+        }
+        self.schedule_sync(idx);
+        if let Err(v) = self.check_leader(idx) {
+            self.record(v);
+        }
+    }
+
+    /// Apply consistency: each member applies densely from where it started, or jumps
+    /// forward by a snapshot; every member applies the same entry at each index.
+    fn observe(&mut self, idx: usize, events: Vec<NodeEvent>) -> Result<(), Violation> {
+        let m = &mut self.members[idx];
+        let id = m.id;
+        let node = m.node.as_ref().expect("live");
+        let commit = node.raft().commit_index();
+        for ev in events {
+            match ev {
+                NodeEvent::Applied(e) => {
+                    if e.index != m.applied + 1 || e.index > commit {
+                        let details = format!(
+                            "n{id} applies index {} after {} (commit {commit}): applying must be dense and committed",
+                            e.index, m.applied
+                        );
+                        return Err(Violation::new("State Machine Safety", details));
+                    }
+                    let h = entry_hash(&e);
+                    match self.applied.entry(e.index) {
+                        MapEntry::Occupied(o) if *o.get() != (e.term, h) => {
+                            let details = format!(
+                                "n{id} applies (index {}, term {}, content {h:016x}) but another member applied (term {}, content {:016x}) there",
+                                e.index, e.term, o.get().0, o.get().1
+                            );
+                            return Err(Violation::new("State Machine Safety", details));
+                        }
+                        MapEntry::Occupied(_) => {}
+                        MapEntry::Vacant(v) => {
+                            v.insert((e.term, h));
+                            *self.content_count.entry(h).or_default() += 1;
+                            self.stats.entries_applied += 1;
+                            self.stats.entry_bytes_applied += e.data.len() as u64;
+                        }
+                    }
+                    m.applied = e.index;
+                }
+                NodeEvent::Installed(meta) => {
+                    let known = self.applied.get(&meta.index).map(|(t, _)| *t);
+                    if meta.index <= m.applied || known.is_some_and(|t| t != meta.term) {
+                        let details = format!(
+                            "n{id} installs a snapshot at (index {}, term {}) after applying {}; applied term there: {known:?}",
+                            meta.index, meta.term, m.applied
+                        );
+                        return Err(Violation::new("State Machine Safety", details));
+                    }
+                    m.applied = meta.index;
+                    m.snapshot_index = meta.index;
+                    self.stats.snapshots_installed += 1;
+                    kv_trace!(self, "n{id} installed snapshot ({}, t{})", meta.index, meta.term);
+                }
+                NodeEvent::Appended(_) | NodeEvent::Synced => {}
+            }
+        }
+        let m = &mut self.members[idx];
+        let snap = m.node.as_ref().expect("live").raft().snapshot_meta().index;
+        if snap > m.snapshot_index {
+            m.snapshot_index = snap;
+            self.stats.snapshots_taken += 1;
+            kv_trace!(self, "n{id} took snapshot at {snap}");
+        }
+        Ok(())
+    }
+
+    /// Election Safety: at most one leader per term.
+    fn check_leader(&mut self, idx: usize) -> Result<(), Violation> {
+        let m = &self.members[idx];
+        let Some(node) = m.node.as_ref() else { return Ok(()) };
+        let raft = node.raft();
+        if raft.role() != Role::Leader {
+            return Ok(());
+        }
+        let (id, term) = (m.id, raft.term());
+        match self.leaders.insert(term, id) {
+            Some(other) if other != id => Err(Violation::new(
+                "Election Safety",
+                format!("n{id} and n{other} both lead term {term}"),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                kv_trace!(self, "n{id} becomes leader of term {term}");
+                Ok(())
+            }
+        }
+    }
+
+    fn schedule_sync(&mut self, idx: usize) {
+        let m = &mut self.members[idx];
+        let Some(node) = m.node.as_ref() else { return };
+        if m.sync_scheduled || !node.needs_sync() {
+            return;
+        }
+        m.sync_scheduled = true;
+        let incarnation = m.incarnation;
+        let latency = self.cfg.disk.sample_latency_us(&mut self.rng_disk);
+        self.queue.push(self.now_us + latency, KvEvent::SyncDone { member: idx, incarnation });
+        let p = self.cfg.crash_during_write;
+        if p > 0.0 && self.rng_disk.chance(p) {
+            let at = self.now_us + self.rng_disk.range(0, latency + 1);
+            self.queue.push(at, KvEvent::PowerLoss { member: idx, incarnation });
+        }
+    }
+
+    /// The network's verdict on one message: how many copies arrive, after which delays.
+    fn fate(&mut self, link_up: bool) -> (&'static str, usize, [u64; 2]) {
+        let cfg = &self.net.cfg;
+        let (fate, copies) = if !link_up {
+            ("cut", 0)
+        } else if cfg.loss > 0.0 && self.rng_net.chance(cfg.loss) {
+            ("lost", 0)
+        } else if cfg.duplicate > 0.0 && self.rng_net.chance(cfg.duplicate) {
+            ("dup", 2)
+        } else {
+            ("", 1)
+        };
+        let mut delays = [0u64; 2];
+        for d in delays.iter_mut().take(copies) {
+            *d = self.net.cfg.sample_delay_us(&mut self.rng_net);
+        }
+        (fate, copies, delays)
+    }
+
+    fn send_peer(&mut self, m: Message) {
+        let (from, to) = (m.from, m.to);
+        assert!(to >= 1 && to as usize <= self.members.len() && to != from, "bad peer {to}");
+        self.stats.peer_messages += 1;
+        let (fate, copies, delays) = self.fate(self.net.link_up(from, to));
+        kv_trace!(self, "n{from} -> n{to} {} {fate} +{}us", MsgFmt(&m), delays[0]);
+        let incarnation = self.members[to as usize - 1].incarnation;
+        if copies == 2 {
+            let msg = m.clone();
+            self.queue.push(self.now_us + delays[1], KvEvent::Peer { msg, incarnation });
+        }
+        if copies >= 1 {
+            self.queue.push(self.now_us + delays[0], KvEvent::Peer { msg: m, incarnation });
+        }
+    }
+
+    pub(crate) fn client_link_up(&self, client: usize, member: NodeId) -> bool {
+        self.net.is_connected(member)
+            && !self.client_cut[client * self.cfg.members + member as usize - 1]
+    }
+
+    /// A client sends one attempt of its operation to `to`.
+    pub(crate) fn send_request(
+        &mut self,
+        client: usize,
+        to: NodeId,
+        (op_no, attempt): (u64, u64),
+        request: Request,
+    ) {
+        self.stats.client_messages += 1;
+        let (fate, copies, delays) = self.fate(self.client_link_up(client, to));
+        kv_trace!(self, "c{client} -> n{to} op{op_no}.{attempt} {fate} +{}us", delays[0]);
+        let member = to as usize - 1;
+        let incarnation = self.members[member].incarnation;
+        for &delay in delays.iter().take(copies) {
+            let request = request.clone();
+            let ev = KvEvent::Request { member, incarnation, client, op_no, attempt, request };
+            self.queue.push(self.now_us + delay, ev);
+        }
+    }
+
+    fn reply(&mut self, idx: usize, rid: RequestId, result: Result<Response, RequestError>) {
+        let m = &mut self.members[idx];
+        let from = m.id;
+        let Some(Asker { client, op_no, attempt }) = m.requests.remove(&rid) else { return };
+        self.stats.client_messages += 1;
+        let (fate, copies, delays) = self.fate(self.client_link_up(client, from));
+        kv_trace!(
+            self,
+            "n{from} -> c{client} op{op_no}.{attempt} {} {fate} +{}us",
+            if result.is_ok() { "ok" } else { "err" },
+            delays[0]
+        );
+        for &delay in delays.iter().take(copies) {
+            let result = result.clone();
+            let ev = KvEvent::Reply { client, from, op_no, attempt, result };
+            self.queue.push(self.now_us + delay, ev);
+        }
+    }
+
+    pub(crate) fn arm_client_timer(&mut self, client: usize, after_us: u64) {
+        let c = &mut self.clients[client];
+        c.timer_token += 1;
+        let token = c.timer_token;
+        self.queue.push(self.now_us + after_us, KvEvent::ClientTimer { client, token });
+    }
+
+    fn trace_net(&mut self, what: &str) {
+        let links = self.net.describe();
+        kv_trace!(self, "net {what}:{links}");
+    }
+
+    /// Cuts every link to and from member `id`, its clients' included.
+    pub fn disconnect(&mut self, id: NodeId) {
+        self.net.set_connected(id, false);
+        self.trace_net(&format!("disconnect n{id}"));
+    }
+
+    /// Undoes [`KvCluster::disconnect`] (links cut otherwise stay cut).
+    pub fn connect(&mut self, id: NodeId) {
+        self.net.set_connected(id, true);
+        self.trace_net(&format!("connect n{id}"));
+    }
+
+    /// Replaces the network's behaviour (loss, duplication, delays).
+    pub fn set_net(&mut self, cfg: NetConfig) {
+        kv_trace!(self, "net config {cfg:?}");
+        self.net.cfg = cfg;
+    }
+
+    /// Sets the chance, per sync, of a power loss before it completes.
+    pub fn set_crash_during_write(&mut self, chance: f64) {
+        kv_trace!(self, "crash during write chance {chance}");
+        self.cfg.crash_during_write = chance;
+    }
+
+    /// Every link up, every member connected, no client confined.
+    pub fn heal(&mut self) {
+        self.net.heal();
+        self.client_cut.fill(false);
+        self.trace_net("heal");
+    }
+
+    /// A partition into `groups` (members in no group are isolated); each client is, with
+    /// the configured chance, confined to one random group.
+    pub fn partition(&mut self, groups: &[&[NodeId]]) {
+        self.net.heal();
+        self.client_cut.fill(false);
+        let group_of = |id: NodeId| groups.iter().position(|g| g.contains(&id));
+        for from in self.ids() {
+            for to in self.ids() {
+                let same = group_of(from).is_some() && group_of(from) == group_of(to);
+                self.net.set_link(from, to, same || from == to);
+            }
+        }
+        let n = self.cfg.members;
+        for client in 0..self.clients.len() {
+            if groups.is_empty() || !self.rng_faults.chance(self.cfg.client_confined) {
+                continue;
+            }
+            let g = groups[self.rng_faults.range(0, groups.len() as u64) as usize];
+            for id in 1..=n as NodeId {
+                self.client_cut[client * n + id as usize - 1] = !g.contains(&id);
+            }
+        }
+        self.trace_net(&format!("partition {groups:?}"));
+    }
+
+    /// Cuts the one-way link `from → to` between two members.
+    pub fn cut_link(&mut self, from: NodeId, to: NodeId) {
+        self.net.set_link(from, to, false);
+        self.trace_net(&format!("cut n{from}>n{to}"));
+    }
+
+    /// True when every member is up, a leader has everything committed, and every member
+    /// has applied exactly the leader's log: the cluster is quiet.
+    pub fn quiescent(&self) -> bool {
+        let Some(leader) = self.leader().and_then(|id| self.node(id)) else { return false };
+        let (commit, last) = (leader.raft().commit_index(), leader.raft().last_index());
+        commit == last
+            && self
+                .members
+                .iter()
+                .all(|m| m.node.as_ref().is_some_and(|n| n.applied_index() == commit))
+    }
+
+    /// Checks that every member's state machine serializes to the same bytes (call when
+    /// [`KvCluster::quiescent`]).
+    pub fn check_states_identical(&mut self) -> Result<(), Violation> {
+        let mut first: Option<(NodeId, Vec<u8>)> = None;
+        for m in &self.members {
+            let Some(node) = m.node.as_ref() else { continue };
+            let mut bytes = Vec::new();
+            node.state().snapshot_view().write_to(&mut bytes).expect("in memory");
+            match &first {
+                None => first = Some((m.id, bytes)),
+                Some((id, b)) if *b != bytes => {
+                    let details = format!(
+                        "n{} and n{id} applied up to {} but their states differ ({} vs {} bytes)",
+                        m.id,
+                        node.applied_index(),
+                        bytes.len(),
+                        b.len()
+                    );
+                    let v = Violation::new("State Machine Safety (replica states)", details);
+                    self.record(v.clone());
+                    return Err(v);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KvCluster {
+    /// The end of a scripted run: heals the network, restarts crashed members, stops the
+    /// clients, and waits (at most `bound_us` of simulated time) until every client is
+    /// idle and every member has applied the whole log; then checks that the members'
+    /// states are byte-identical. Any violation so far is returned too.
+    pub fn drain(&mut self, bound_us: u64) -> Result<(), Violation> {
+        self.heal();
+        for id in self.ids() {
+            if !self.is_up(id) {
+                self.restart(id);
+            }
+        }
+        self.set_clients_active(false);
+        let start = self.now_us;
+        while !(self.clients_idle() && self.quiescent()) {
+            if let Some((v, _)) = &self.violation {
+                return Err(v.clone());
+            }
+            if self.now_us - start > bound_us {
+                let details = format!(
+                    "not quiet {} ms after draining (clients idle: {}, leader: {:?})",
+                    bound_us / 1000,
+                    self.clients_idle(),
+                    self.leader()
+                );
+                return Err(Violation::new("Liveness (drain)", details));
+            }
+            self.run_until_us(self.now_us + 10_000);
+        }
+        if let Some((v, _)) = &self.violation {
+            return Err(v.clone());
+        }
+        self.check_states_identical()
+    }
+
+    /// Checks the history so far for linearizability within `max_steps` search steps.
+    pub fn check_history(&self, max_steps: u64) -> lincheck::Verdict {
+        let options = lincheck::CheckOptions { timeout: None, max_steps: Some(max_steps) };
+        lincheck::check(&lincheck::KvModel::strict(), &self.history, &options)
+    }
+}
+
+impl NetFaultTarget for KvCluster {
+    fn heal(&mut self) {
+        KvCluster::heal(self);
+    }
+    fn partition(&mut self, groups: &[&[NodeId]]) {
+        KvCluster::partition(self, groups);
+    }
+    fn cut_link(&mut self, from: NodeId, to: NodeId) {
+        KvCluster::cut_link(self, from, to);
+    }
+}

@@ -1,0 +1,45 @@
+//! # The kv workload: the real member code under the simulator's faults
+//!
+//! The raft workload ([`crate::cluster`]) checks the consensus core with a stand-in
+//! driver, disk and state machine. This workload runs what a raftkv server runs:
+//! [`node::Node`] over [`storage::Storage`]`<`[`storage::SimDisk`]`>` with the `kv` state
+//! machine, driven through the same `tick` / `step` / `submit` / `poll` / `sync` calls, and
+//! clients that talk to it through [`node::Clerk`] exactly as the client library does.
+//! What the clients saw is recorded in a [`lincheck::History`] and checked for
+//! linearizability at the end of the run.
+//!
+//! ## The model
+//! - **Members** tick on drifting clocks, step peer messages, accept client requests and
+//!   `poll`. `poll` writes to the store without syncing; a "sync completes" event follows
+//!   after a random disk latency, then `sync` and `poll` again (which releases the answers
+//!   that waited for durability). Snapshots are taken every few dozen entries and WAL
+//!   segments are a few KiB, so compaction, segment deletion and InstallSnapshot happen
+//!   all the time.
+//! - **A crash** takes the store out of the node, the disk out of the store, and cuts its
+//!   power ([`storage::SimDisk::crash`]: unsynced bytes lost or torn, unsynced directory
+//!   changes kept or lost). A restart is `Storage::open` + `Node::new` from what survived.
+//! - **The network** is the raft workload's ([`crate::network`]): per-message delays,
+//!   loss, duplication and partitions with one-way links. Clients are endpoints too: their
+//!   requests and the replies are delayed, lost and duplicated, and a partition may
+//!   confine a client to one side.
+//! - **Clients** run one operation at a time over a few keys: get (a ReadIndex read),
+//!   put, append, delete and compare-and-set (a `Txn`), each value unique. They register a
+//!   session first, follow leader hints, resend the *same* command on a timeout, and give
+//!   up after a deadline: a write that was given up on is recorded as unknown, a read as
+//!   failed (it had no effect).
+//!
+//! ## What is checked
+//! After every event: no two members apply different entries at one index, each member
+//! applies densely or jumps forward by a snapshot whose term matches, at most one leader
+//! per term, no member error (storage or recovery failures are bugs here: the simulated
+//! disk injects no I/O errors). At the end ([`swarm`]): a liveness phase that heals
+//! everything and requires a leader, operations completing for every client and all
+//! members converging to byte-identical state; then [`lincheck::check`] on the history.
+
+mod client;
+mod cluster;
+pub mod swarm;
+
+pub use client::OpMix;
+pub use cluster::{KvCluster, KvConfig, KvStats};
+pub use swarm::{run_kv_seed, KvOutcome, KvParams};

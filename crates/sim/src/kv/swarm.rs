@@ -1,0 +1,436 @@
+//! Swarm testing of the kv workload: each seed draws its own cluster, client load and
+//! fault mix; a safety phase with faults, a liveness phase that heals everything and
+//! requires progress and convergence, then the linearizability check of the history.
+
+use super::client::OpMix;
+use super::cluster::{kv_trace, KvCluster, KvConfig, KvStats};
+use crate::checker::Violation;
+use crate::cluster::stream_seed;
+use crate::faults;
+use crate::swarm::{draw_disk, draw_net, permille, Failure, PartitionKind, ALL_KINDS};
+use lincheck::{check, CheckOptions, KvModel, Verdict};
+use raft::{NodeId, Rng};
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
+
+/// After the heal, a leader must be elected within this.
+pub const KV_LIVENESS_LEADER_BOUND_US: u64 = 10_000_000;
+/// After the heal, every client must complete an operation invoked after it within this.
+pub const KV_LIVENESS_PROGRESS_BOUND_US: u64 = 30_000_000;
+/// Once clients stop, every member must apply everything within this.
+pub const KV_CONVERGENCE_BOUND_US: u64 = 20_000_000;
+/// Search steps the linearizability check may take per seed (deterministic budget).
+pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
+
+/// Everything a seed decides about its kv run.
+#[derive(Clone, Debug)]
+pub struct KvParams {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster, clients, network, disk, snapshots.
+    pub cluster: KvConfig,
+    /// Mean time between network faults (`None`: the network stays whole).
+    pub partition_interval_us: Option<u64>,
+    /// Mean time a network fault lasts.
+    pub partition_duration_us: u64,
+    /// Which network faults this seed uses.
+    pub partition_kinds: Vec<PartitionKind>,
+    /// Mean time between crash events (`None`: nothing crashes).
+    pub crash_interval_us: Option<u64>,
+    /// Most members one crash event takes down.
+    pub crash_max_at_once: usize,
+    /// Chance that a crash event takes every member down.
+    pub all_crash: f64,
+    /// Mean time a crashed member stays down.
+    pub restart_delay_us: u64,
+    /// Length of the safety phase.
+    pub safety_duration_us: u64,
+}
+
+impl KvParams {
+    /// Draws a seed's parameters.
+    pub fn from_seed(seed: u64) -> KvParams {
+        let mut r = Rng::new(stream_seed(seed, 0x4b56_5357));
+        let members = r.range(3, 8) as usize;
+        let clients = match r.range(0, 4) {
+            0 => r.range(1, 4),
+            1 | 2 => r.range(3, 13),
+            _ => r.range(12, 41),
+        } as usize;
+        let mut c = KvConfig::new(members, clients, seed);
+        c.net = draw_net(&mut r);
+        c.disk = draw_disk(&mut r);
+        c.clock_drift = permille(&mut r, 50);
+        c.keys = r.range(3, 11) as usize;
+        c.snapshot_interval_entries = r.range(10, 201);
+        c.segment_bytes_max = r.range(1 << 10, 16 << 10);
+        c.snapshot_chunk_bytes = [256, 4096, 1 << 20][r.range(0, 3) as usize];
+        c.session_idle_entries_max = if r.chance(0.25) { r.range(150, 1_500) } else { 100_000 };
+        c.crash_during_write = if r.chance(0.5) { 0.0 } else { permille(&mut r, 3) };
+        c.crash_restart_us = r.range(10_000, 1_000_000);
+        let ops_per_second = r.range(100, 1_501);
+        c.think_us = clients as u64 * 1_000_000 / ops_per_second;
+        c.client_timeout_us = r.range(200_000, 1_500_000);
+        c.op_deadline_us = r.range(2_000_000, 8_000_000);
+        c.client_confined = permille(&mut r, 600);
+        c.mix = OpMix {
+            get: r.range(10, 50) as u32,
+            put: r.range(5, 30) as u32,
+            append: r.range(0, 30) as u32,
+            delete: r.range(0, 15) as u32,
+            cas: r.range(5, 30) as u32,
+            compact: r.range(0, 4) as u32,
+        };
+        let mut kinds: Vec<PartitionKind> =
+            ALL_KINDS.iter().copied().filter(|_| r.chance(0.6)).collect();
+        if kinds.is_empty() {
+            kinds.push(ALL_KINDS[r.range(0, ALL_KINDS.len() as u64) as usize]);
+        }
+        KvParams {
+            seed,
+            cluster: c,
+            partition_interval_us: (!r.chance(0.15)).then(|| r.range(300_000, 5_000_000)),
+            partition_duration_us: r.range(200_000, 4_000_000),
+            partition_kinds: kinds,
+            crash_interval_us: (!r.chance(0.15)).then(|| r.range(500_000, 6_000_000)),
+            crash_max_at_once: r.range(1, members as u64 + 1) as usize,
+            all_crash: permille(&mut r, 200),
+            restart_delay_us: r.range(50_000, 3_000_000),
+            safety_duration_us: r.range(15_000_000, 30_000_001),
+        }
+    }
+}
+
+impl fmt::Display for KvParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.cluster;
+        let ms = |us: u64| us / 1000;
+        writeln!(
+            f,
+            "seed {} (kv): {} members, {} clients on {} keys every ~{} ms (timeout {} ms, deadline {} ms), safety phase {} s",
+            self.seed,
+            c.members,
+            c.clients,
+            c.keys,
+            ms(c.think_us),
+            ms(c.client_timeout_us),
+            ms(c.op_deadline_us),
+            self.safety_duration_us / 1_000_000
+        )?;
+        let (n, d) = (&c.net, &c.disk);
+        writeln!(
+            f,
+            "  net: loss {:.3} dup {:.3} delay {}..{} us, long {:.3} up to {} ms; disk: sync {}..{} us, slow {:.3} up to {} ms, crash during sync {:.4}",
+            n.loss, n.duplicate, n.delay_min_us, n.delay_max_us, n.long_delay, ms(n.long_delay_max_us),
+            d.sync_min_us, d.sync_max_us, d.slow_sync, ms(d.slow_sync_max_us), c.crash_during_write
+        )?;
+        writeln!(
+            f,
+            "  snapshot every {} entries in {} B chunks, {} B segments, sessions idle max {}, drift {:.3}, mix {:?}",
+            c.snapshot_interval_entries,
+            c.snapshot_chunk_bytes,
+            c.segment_bytes_max,
+            c.session_idle_entries_max,
+            c.clock_drift,
+            c.mix
+        )?;
+        write!(
+            f,
+            "  faults: partitions every {:?} ms for ~{} ms {:?} (clients confined {:.2}); crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
+            self.partition_interval_us.map(ms),
+            ms(self.partition_duration_us),
+            self.partition_kinds,
+            c.client_confined,
+            self.crash_interval_us.map(ms),
+            self.crash_max_at_once,
+            self.all_crash,
+            ms(self.restart_delay_us)
+        )
+    }
+}
+
+/// The linearizability verdict of a run, in brief.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinVerdict {
+    /// The history has a linearization.
+    Linearizable,
+    /// The step budget ran out first (not a failure; counted).
+    Unknown(String),
+    /// No linearization: a failure (the explanation is in the [`Failure`]).
+    NotLinearizable,
+    /// Not checked: the run failed before the end.
+    NotChecked,
+}
+
+/// What one kv seed's run did.
+#[derive(Clone, Debug)]
+pub struct KvOutcome {
+    /// The parameters the seed drew.
+    pub params: KvParams,
+    /// Simulated time covered.
+    pub sim_time_us: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Counters.
+    pub stats: KvStats,
+    /// Network faults cut.
+    pub partitions: u64,
+    /// The linearizability verdict.
+    pub verdict: LinVerdict,
+    /// FNV-1a 64 of the whole trace.
+    pub trace_hash: u64,
+    /// The failure, if the seed failed.
+    pub failure: Option<Failure>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    NetFault,
+    NetHeal,
+    Crash,
+    Restart(NodeId),
+}
+
+struct KvSwarm {
+    p: KvParams,
+    c: KvCluster,
+    rng: Rng,
+    agenda: BTreeMap<(u64, u64), Action>,
+    agenda_seq: u64,
+    partitions: u64,
+}
+
+/// Runs one kv seed: safety phase, liveness phase, linearizability. `verbose` prints
+/// every event.
+pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
+    let mut p = KvParams::from_seed(seed);
+    p.cluster.verbose = verbose;
+    if verbose {
+        println!("{p}");
+    }
+    let c = KvCluster::new(p.cluster.clone());
+    let rng = Rng::new(stream_seed(seed, 0x4b56_0006));
+    let mut s = KvSwarm { p, c, rng, agenda: BTreeMap::new(), agenda_seq: 0, partitions: 0 };
+    let result = s.safety_phase().and_then(|()| s.liveness_phase());
+    let (verdict, violation) = match result {
+        Ok(()) => s.linearizability(),
+        Err(v) => (LinVerdict::NotChecked, Some(v)),
+    };
+    s.outcome(verdict, violation)
+}
+
+impl KvSwarm {
+    fn schedule(&mut self, at_us: u64, action: Action) {
+        self.agenda.insert((at_us, self.agenda_seq), action);
+        self.agenda_seq += 1;
+    }
+
+    /// A random delay with mean `mean_us`, never 0.
+    fn around(&mut self, mean_us: u64) -> u64 {
+        self.rng.range(1, 2 * mean_us.max(1) + 1)
+    }
+
+    fn check(&self) -> Result<(), Violation> {
+        match self.c.violation() {
+            Some((v, _)) => Err(v.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn safety_phase(&mut self) -> Result<(), Violation> {
+        if let Some(mean) = self.p.partition_interval_us {
+            let at = self.around(mean);
+            self.schedule(at, Action::NetFault);
+        }
+        if let Some(mean) = self.p.crash_interval_us {
+            let at = self.around(mean);
+            self.schedule(at, Action::Crash);
+        }
+        let end = self.p.safety_duration_us;
+        while let Some(entry) = self.agenda.first_entry() {
+            let (at, _) = *entry.key();
+            if at > end {
+                break;
+            }
+            let action = entry.remove();
+            self.c.run_until_us(at);
+            self.check()?;
+            self.perform(action);
+            self.check()?;
+        }
+        self.c.run_until_us(end);
+        self.check()
+    }
+
+    fn perform(&mut self, action: Action) {
+        let now = self.c.now_us();
+        match action {
+            Action::NetFault => {
+                self.partitions += 1;
+                let kinds = &self.p.partition_kinds;
+                let kind = kinds[self.rng.range(0, kinds.len() as u64) as usize];
+                let (n, leader) = (self.p.cluster.members, self.c.leader());
+                faults::apply_net_fault(kind, n, leader, &mut self.rng, &mut self.c);
+                let at = now + self.around(self.p.partition_duration_us);
+                self.schedule(at, Action::NetHeal);
+            }
+            Action::NetHeal => {
+                self.c.heal();
+                let mean = self.p.partition_interval_us.expect("partitions on");
+                let at = now + self.around(mean);
+                self.schedule(at, Action::NetFault);
+            }
+            Action::Crash => {
+                self.crash_some();
+                let mean = self.p.crash_interval_us.expect("crashes on");
+                let at = now + self.around(mean);
+                self.schedule(at, Action::Crash);
+            }
+            Action::Restart(id) => {
+                if !self.c.is_up(id) {
+                    self.c.restart(id);
+                }
+            }
+        }
+    }
+
+    fn crash_some(&mut self) {
+        let up: Vec<NodeId> = self.c.ids().into_iter().filter(|&id| self.c.is_up(id)).collect();
+        let count = if self.rng.chance(self.p.all_crash) {
+            up.len()
+        } else {
+            (self.rng.range(1, self.p.crash_max_at_once as u64 + 1) as usize).min(up.len())
+        };
+        for id in faults::pick(&mut self.rng, &up, count) {
+            self.c.crash(id);
+            let at = self.c.now_us() + self.around(self.p.restart_delay_us);
+            self.schedule(at, Action::Restart(id));
+        }
+    }
+
+    /// Heal everything; require a leader, an operation completed by every client, and
+    /// once clients stop, every member applying everything into identical states.
+    fn liveness_phase(&mut self) -> Result<(), Violation> {
+        self.agenda.clear();
+        let start = self.c.now_us();
+        let mut net = self.p.cluster.net.clone();
+        (net.loss, net.duplicate) = (0.0, 0.0);
+        self.c.set_net(net);
+        self.c.set_crash_during_write(0.0);
+        self.c.heal();
+        for id in self.c.ids() {
+            if !self.c.is_up(id) {
+                self.c.restart(id);
+            }
+        }
+        self.check()?;
+        let mut leader_seen = false;
+        loop {
+            self.step()?;
+            let elapsed = self.c.now_us() - start;
+            leader_seen = leader_seen || self.c.leader().is_some();
+            if !leader_seen && elapsed > KV_LIVENESS_LEADER_BOUND_US {
+                let details = format!(
+                    "no leader within {} s of healing everything",
+                    KV_LIVENESS_LEADER_BOUND_US / 1_000_000
+                );
+                return Err(Violation::new("Liveness (election)", details));
+            }
+            let stuck = self.c.clients_without_progress_since(start);
+            if stuck.is_empty() {
+                break;
+            }
+            if elapsed > KV_LIVENESS_PROGRESS_BOUND_US {
+                let details = format!(
+                    "clients {stuck:?} completed no operation within {} s of healing everything",
+                    KV_LIVENESS_PROGRESS_BOUND_US / 1_000_000
+                );
+                return Err(Violation::new("Liveness (client progress)", details));
+            }
+        }
+        self.c.set_clients_active(false);
+        let stop = self.c.now_us();
+        while !(self.c.clients_idle() && self.c.quiescent()) {
+            self.step()?;
+            if self.c.now_us() - stop > KV_CONVERGENCE_BOUND_US {
+                let details = format!(
+                    "members did not all apply the same log within {} s of the clients stopping (clients idle: {})",
+                    KV_CONVERGENCE_BOUND_US / 1_000_000,
+                    self.c.clients_idle()
+                );
+                return Err(Violation::new("Liveness (convergence)", details));
+            }
+        }
+        self.c.check_states_identical()
+    }
+
+    fn step(&mut self) -> Result<(), Violation> {
+        let now = self.c.now_us() + 10_000;
+        self.c.run_until_us(now);
+        self.check()
+    }
+
+    fn linearizability(&mut self) -> (LinVerdict, Option<Violation>) {
+        let options = CheckOptions { timeout: None, max_steps: Some(KV_LINCHECK_STEPS) };
+        let verdict = check(&KvModel::strict(), self.c.history(), &options);
+        let c = &mut self.c;
+        let ops = c.history().len();
+        kv_trace!(c, "lincheck: {} ({ops} operations)", verdict.label());
+        match verdict {
+            Verdict::Linearizable => (LinVerdict::Linearizable, None),
+            Verdict::Unknown(reason) => (LinVerdict::Unknown(reason), None),
+            Verdict::NotLinearizable(v) => {
+                let v = Violation::new("Linearizability", v.to_string());
+                c.record(v.clone());
+                (LinVerdict::NotLinearizable, Some(v))
+            }
+        }
+    }
+
+    fn outcome(self, verdict: LinVerdict, violation: Option<Violation>) -> KvOutcome {
+        let failure = violation.map(|v| Failure {
+            time_us: self.c.violation().map_or(self.c.now_us(), |(_, t)| *t),
+            violation: v,
+            recent_events: self.c.recent_events(),
+        });
+        KvOutcome {
+            sim_time_us: self.c.now_us(),
+            events: self.c.events(),
+            stats: self.c.stats().clone(),
+            partitions: self.partitions,
+            verdict,
+            trace_hash: self.c.trace_hash(),
+            failure,
+            params: self.p,
+        }
+    }
+}
+
+/// One line per outcome, for the CLI.
+pub fn describe_outcome(out: &KvOutcome) -> String {
+    let s = &out.stats;
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "{} ops ({} ok, {} failed, {} unknown), {} resends, {} sessions ({} expired), {} snapshots taken, {} installed, {} crashes, {} network faults, {} entries applied; lincheck: {}",
+        s.ops,
+        s.ok,
+        s.failed,
+        s.unknown,
+        s.resends,
+        s.registrations,
+        s.sessions_expired,
+        s.snapshots_taken,
+        s.snapshots_installed,
+        s.crashes,
+        out.partitions,
+        s.entries_applied,
+        match &out.verdict {
+            LinVerdict::Linearizable => "linearizable".to_string(),
+            LinVerdict::Unknown(r) => format!("unknown ({r})"),
+            LinVerdict::NotLinearizable => "NOT linearizable".to_string(),
+            LinVerdict::NotChecked => "not checked".to_string(),
+        }
+    );
+    line
+}
