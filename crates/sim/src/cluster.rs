@@ -55,6 +55,11 @@ pub struct ClusterConfig {
     pub election_timeout_ticks: u32,
     /// Raft's heartbeat period.
     pub heartbeat_interval_ticks: u32,
+    /// Run the core with pre-vote (its default); the swarm turns it off for some seeds so
+    /// the plain vote rules are exercised too.
+    pub pre_vote: bool,
+    /// Run the core with check-quorum (its default); off for some swarm seeds.
+    pub check_quorum: bool,
     /// Format and hash every event (off only for benchmarks: then no trace hash).
     pub trace: bool,
     /// Print every event line.
@@ -80,6 +85,8 @@ impl ClusterConfig {
             snapshot_chunk_bytes: 1 << 20,
             election_timeout_ticks: 20,
             heartbeat_interval_ticks: 5,
+            pre_vote: true,
+            check_quorum: true,
             trace: true,
             verbose: false,
             recent_events_max: 40,
@@ -274,6 +281,8 @@ impl Cluster {
         c.election_timeout_ticks = self.cfg.election_timeout_ticks;
         c.heartbeat_interval_ticks = self.cfg.heartbeat_interval_ticks;
         c.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        c.pre_vote = self.cfg.pre_vote;
+        c.check_quorum = self.cfg.check_quorum;
         c.rng_seed = stream_seed(self.cfg.seed, 1_000 + id * 1_000 + incarnation);
         c
     }
@@ -725,7 +734,7 @@ impl Cluster {
         if self.violation.is_some() {
             return;
         }
-        if let Err(v) = self.check_node_inner(idx) {
+        if let Err(v) = self.check_node_inner(idx).and_then(|()| self.check_match_indices(idx)) {
             self.record(v);
         }
     }
@@ -770,6 +779,17 @@ impl Cluster {
             self.checker.on_leader(id, term)?;
             self.checker.check_leader_complete(id, raft)?;
         }
+        if raft.role() == Role::Leader && commit_advanced && raft.term_at(commit) != Some(term) {
+            // Raft §5.4.2 / Figure 8: a leader commits only by counting replicas of an
+            // entry of its own term; earlier entries commit with it, never on their own.
+            return bad(
+                "Figure 8 (leader commits only current-term entries)",
+                format!(
+                    "leads term {term} and advanced its commit index to {commit}, an entry of term {:?}",
+                    raft.term_at(commit)
+                ),
+            );
+        }
         let new_high = commit_advanced
             && raft.term_at(commit).is_some_and(|t| self.checker.on_commit(commit, t));
         if new_high {
@@ -780,6 +800,47 @@ impl Cluster {
                     }
                     _ => {}
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// A leader's record of what a follower acknowledged must hold while both are in the
+    /// same term: the follower acknowledged only durable entries matching the leader's, and
+    /// must never drop them (Raft §5.3: truncate only on a conflict). Checked for node
+    /// `idx` against every leader (if it follows) or every follower (if it leads).
+    fn check_match_indices(&self, idx: usize) -> Result<(), Violation> {
+        let Some(me) = self.nodes[idx].raft.as_ref() else { return Ok(()) };
+        for other in &self.nodes {
+            let Some(them) = other.raft.as_ref() else { continue };
+            if them.id() == me.id() || them.term() != me.term() {
+                continue;
+            }
+            let (leader, follower) = match (me.role(), them.role()) {
+                (Role::Leader, _) => (me, them),
+                (_, Role::Leader) => (them, me),
+                _ => continue,
+            };
+            let Some(pr) = leader.progress(follower.id()) else { continue };
+            let m = pr.match_index;
+            if m <= follower.snapshot_meta().index {
+                continue;
+            }
+            let (lt, ft) = (leader.term_at(m), follower.term_at(m));
+            if lt.is_some() && lt != ft {
+                return Err(Violation::new(
+                    "Acknowledged entries kept (truncate only on conflict)",
+                    format!(
+                        "n{} (leader, term {}) records n{} as holding index {m} (term {lt:?}), but n{} holds {ft:?} there (last index {})",
+                        leader.id(),
+                        leader.term(),
+                        follower.id(),
+                        follower.id(),
+                        follower.last_index()
+                    ),
+                ));
             }
         }
         Ok(())

@@ -106,6 +106,10 @@ impl SwarmParams {
         if kinds.is_empty() {
             kinds.push(ALL_KINDS[r.range(0, ALL_KINDS.len() as u64) as usize]);
         }
+        // Drawn from their own stream, so the other parameters of a seed stay as they were.
+        let mut protocol = Rng::new(stream_seed(seed, 0x0050_5245_564f));
+        cluster.pre_vote = !protocol.chance(0.25);
+        cluster.check_quorum = !protocol.chance(0.25);
         SwarmParams {
             seed,
             cluster,
@@ -164,6 +168,7 @@ impl fmt::Display for SwarmParams {
             ms(self.propose_interval_us),
             self.safety_duration_us / 1_000_000
         )?;
+        writeln!(f, "  protocol: pre-vote {}, check-quorum {}", c.pre_vote, c.check_quorum)?;
         let n = &c.net;
         writeln!(
             f,
