@@ -34,6 +34,29 @@ struct TestCluster {
     initial_cluster: String,
 }
 
+/// The tests here each run a 3-member cluster and assert on exact behaviour (no leader
+/// change mid-test); run them one at a time so they do not starve each other of CPU on a
+/// small machine and cause spurious elections.
+/// Retries a call while the cluster answers `Unavailable` (an election under way, or a
+/// forward racing a leader change on a loaded machine), as any etcd client does; other
+/// answers, errors included, are returned for the test to check.
+macro_rules! retry {
+    ($call:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $call.await {
+                Err(s) if s.code() == Code::Unavailable && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -79,7 +102,7 @@ impl TestCluster {
             .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client_port)])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer_port)])
             .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--tick-ms", "20", "--snapshot-count", "50"])
+            .args(["--tick-ms", "50", "--snapshot-count", "50"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -258,6 +281,7 @@ async fn history(endpoint: &str, prefix: &'static str, last_revision: i64) -> Ve
 /// each once, in revision order, none missing — as the surviving history has them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_sees_every_event_exactly_once_across_a_leader_kill() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     const PER_PHASE: usize = 25;
     let mut cluster = TestCluster::start("watch-kill");
     let leader = cluster.leader().await;
@@ -337,6 +361,7 @@ async fn local_get(endpoint: &str, key: &str) -> (Option<pb::RangeResponse>, boo
 /// every member at one revision; keep-alives through a follower keep a lease alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = TestCluster::start("lease");
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
@@ -344,35 +369,36 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
     let mut lease = lease_client(&ep_follower).await;
 
     // etcd's errors.
-    let e = put_leased(&ep_follower, "nolease", 12345).await.unwrap_err();
+    let e = retry!(put_leased(&ep_follower, "nolease", 12345)).unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::NotFound, "etcdserver: requested lease not found"));
-    let g = lease.lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 777 }).await.unwrap();
+    let g = retry!(lease.lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 777 })).unwrap();
     assert_eq!((g.get_ref().id, g.get_ref().ttl), (777, 60));
-    let e = lease.lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 777 }).await.unwrap_err();
+    let e = retry!(lease.lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 777 })).unwrap_err();
     assert_eq!(
         (e.code(), e.message()),
         (Code::FailedPrecondition, "etcdserver: lease already exists")
     );
-    let e = lease.lease_revoke(pb::LeaseRevokeRequest { id: 4242 }).await.unwrap_err();
+    let e = retry!(lease.lease_revoke(pb::LeaseRevokeRequest { id: 4242 })).unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::NotFound, "etcdserver: requested lease not found"));
-    let ttl = lease.lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 4242, keys: false });
-    assert_eq!(ttl.await.unwrap().get_ref().ttl, -1, "unknown lease: TTL -1, as etcd");
-    lease.lease_revoke(pb::LeaseRevokeRequest { id: 777 }).await.unwrap();
+    let ttl =
+        retry!(lease.lease_time_to_live(pb::LeaseTimeToLiveRequest { id: 4242, keys: false }));
+    assert_eq!(ttl.unwrap().get_ref().ttl, -1, "unknown lease: TTL -1, as etcd");
+    retry!(lease.lease_revoke(pb::LeaseRevokeRequest { id: 777 })).unwrap();
 
     // (b) Expiry: three keys on a 2 s lease, one key without; nobody keeps it alive.
     let granted_at = Instant::now();
-    let doomed = lease.lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 }).await.unwrap();
+    let doomed = retry!(lease.lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })).unwrap();
     let doomed = doomed.into_inner().id;
     assert_ne!(doomed, 0);
     let mut last_put = 0;
     for key in ["exp/a", "exp/b", "exp/c"] {
-        last_put = put_leased(&ep_follower, key, doomed).await.unwrap();
+        last_put = retry!(put_leased(&ep_follower, key, doomed)).unwrap();
     }
-    put_leased(&ep_leader, "exp/keep", 0).await.unwrap();
+    retry!(put_leased(&ep_leader, "exp/keep", 0)).unwrap();
     // (c) A kept-alive lease of the same TTL, renewed through a follower.
-    let kept = lease.lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 }).await.unwrap();
+    let kept = retry!(lease.lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })).unwrap();
     let kept = kept.into_inner().id;
-    put_leased(&ep_leader, "alive/k", kept).await.unwrap();
+    retry!(put_leased(&ep_leader, "alive/k", kept)).unwrap();
     let (ka_tx, ka_rx) = tokio::sync::mpsc::channel(4);
     let mut keep_alive = lease_client(&ep_follower)
         .await
@@ -450,7 +476,7 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
     // A watch on a compacted revision is refused as etcd does: created, then canceled
     // with `compact_revision` set.
     let mut kv = KvClient::new(channel(&ep_follower).await);
-    let rev = put_leased(&ep_follower, "exp/last", 0).await.unwrap();
+    let rev = retry!(put_leased(&ep_follower, "exp/last", 0)).unwrap();
     kv.compact(pb::CompactionRequest { revision: rev, physical: false }).await.unwrap();
     let mut watch = WatchClient::new(channel(&ep_follower).await);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -478,6 +504,7 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
 /// when etcdctl is not installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_watch_and_lease_commands_work() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let etcdctl = std::env::var("ETCDCTL").unwrap_or_else(|_| "etcdctl".into());
     if Command::new(&etcdctl).arg("version").output().is_err() {
         eprintln!(
