@@ -1192,9 +1192,17 @@ impl Raft {
             self.maybe_commit();
             self.send_append(from, false);
         } else {
-            pr.state = ProgressState::Snapshot { index, offset: next_offset };
-            pr.chunk_sent = false;
-            self.send_snapshot_chunk(from);
+            let ProgressState::Snapshot { offset, .. } = pr.state else { return };
+            // Only an answer that moves the transfer forward sends the next chunk (or one
+            // saying the follower lost its partial copy: start over). Duplicated or late
+            // answers change nothing; if each of them sent a chunk, every duplicate would
+            // start another endless chunk/answer ping-pong (simulator, kv seed 8971).
+            let restart = next_offset == 0 && offset > 0;
+            if next_offset > offset || restart {
+                pr.state = ProgressState::Snapshot { index, offset: next_offset };
+                pr.chunk_sent = false;
+                self.send_snapshot_chunk(from);
+            }
         }
     }
 

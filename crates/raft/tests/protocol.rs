@@ -14,6 +14,8 @@ struct Net {
     applied: BTreeMap<NodeId, Vec<Entry>>,
     reads: BTreeMap<NodeId, Vec<ReadState>>,
     failed_reads: BTreeMap<NodeId, Vec<u64>>,
+    /// Deliver every message twice (a duplicating network).
+    duplicate: bool,
 }
 
 fn config(id: NodeId) -> Config {
@@ -69,6 +71,7 @@ impl Net {
             applied: BTreeMap::new(),
             reads: BTreeMap::new(),
             failed_reads: BTreeMap::new(),
+            duplicate: false,
         }
     }
 
@@ -105,7 +108,11 @@ impl Net {
                 continue;
             }
             self.delivered.push(m.clone());
+            assert!(self.delivered.len() < 200_000, "message storm: the exchange never settles");
             let to = m.to;
+            if self.duplicate {
+                self.node(to).step(m.clone());
+            }
             self.node(to).step(m);
         }
     }
@@ -546,4 +553,42 @@ fn restart_after_torn_write_adopts_the_term_of_surviving_entries() {
     assert_eq!(r.term(), 3);
     assert_eq!(r.hard_state().vote, 0, "no vote is known in the adopted term");
     assert_eq!(r.last_index(), 2);
+}
+
+/// Regression (simulator, kv seed 8971): on a network that duplicates messages, every
+/// duplicated InstallSnapshot answer used to send another chunk, each starting another
+/// endless chunk/answer exchange — a message storm. Only an answer that moves the transfer
+/// forward may send the next chunk.
+#[test]
+fn duplicated_snapshot_answers_do_not_multiply_chunks() {
+    let mut net = Net::new(3);
+    for id in 1..=3 {
+        let mut c = config(id);
+        c.snapshot_chunk_bytes = 10;
+        *net.node(id) = Raft::new(c, &voters(3)).unwrap();
+    }
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..20u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    let applied = net.node(1).applied_index();
+    let meta = SnapshotMeta {
+        index: applied,
+        term: net.node(1).term_at(applied).unwrap(),
+        conf: ConfState { voters: voters(3) },
+    };
+    net.node(1).compact(Snapshot { meta, data: vec![7u8; 95].into() }).unwrap();
+    net.heal();
+    net.duplicate = true;
+    net.delivered.clear();
+    net.tick_all(20);
+    let chunks = net
+        .delivered
+        .iter()
+        .filter(|m| m.to == 3 && matches!(m.body, MessageBody::Snapshot { .. }))
+        .count();
+    assert!(chunks <= 12, "10 chunks needed, {chunks} sent");
+    assert_eq!(net.node(3).snapshot_meta().index, applied);
 }

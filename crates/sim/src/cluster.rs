@@ -177,6 +177,14 @@ impl Cluster {
                     self.now_us = t;
                     self.events += 1;
                     self.dispatch(event);
+                    if self.queue.len() > crate::queue::STORM_EVENTS_MAX {
+                        // A healthy cluster keeps a few thousand events in flight; a
+                        // queue this long is a message storm (e.g. duplicated answers
+                        // each starting a new exchange), which a real cluster would die
+                        // of. A storm is a failure, not a slow pass.
+                        let details = format!("{} events queued", self.queue.len());
+                        self.record(Violation::new("Message storm", details));
+                    }
                 }
                 _ => break,
             }

@@ -74,6 +74,9 @@ impl<E> Ord for Queued<E> {
 
 /// A min-queue of events by (time, insertion order). Generic over the event type so the
 /// raft workload ([`Event`]) and the kv workload share it.
+/// More queued events than this is a message storm (see `run_until_us`).
+pub(crate) const STORM_EVENTS_MAX: usize = 1_000_000;
+
 pub(crate) struct EventQueue<E = Event> {
     heap: BinaryHeap<Queued<E>>,
     next_seq: u64,
@@ -90,6 +93,11 @@ impl<E> EventQueue<E> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Queued { time_us, seq, event });
+    }
+
+    /// Number of events waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// When the next event is due.
