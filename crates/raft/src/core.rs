@@ -1228,7 +1228,11 @@ impl Raft {
             let committed = self.log.committed;
             return reply(self, total_bytes, true, committed);
         }
-        if offset == 0 {
+        // A first chunk starts a transfer, unless it is a late duplicate of the one under
+        // way: throwing that progress away would leave the leader (which only moves
+        // forward) resending a chunk we can no longer take (simulator seed 1041).
+        let same_transfer = matches!(&self.incoming_snapshot, Some((m, _)) if *m == meta);
+        if offset == 0 && !same_transfer {
             self.incoming_snapshot = Some((meta.clone(), Vec::with_capacity(total_bytes as usize)));
         }
         let Some((held_meta, buf)) = self.incoming_snapshot.as_mut() else {

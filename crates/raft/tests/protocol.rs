@@ -592,3 +592,46 @@ fn duplicated_snapshot_answers_do_not_multiply_chunks() {
     assert!(chunks <= 12, "10 chunks needed, {chunks} sent");
     assert_eq!(net.node(3).snapshot_meta().index, applied);
 }
+
+/// Regression (simulator seed 1041): a late duplicate of a snapshot's first chunk used to
+/// restart the follower's copy, after which it could never accept the chunk the leader
+/// was resending (the leader only moves forward) — the follower never caught up.
+#[test]
+fn late_duplicate_first_chunk_keeps_snapshot_progress() {
+    let mut f = Raft::new(config(3), &voters(3)).unwrap();
+    let meta = SnapshotMeta { index: 50, term: 1, conf: ConfState { voters: voters(3) } };
+    let chunk = |offset: u64, done: bool| Message {
+        from: 1,
+        to: 3,
+        term: 1,
+        body: MessageBody::Snapshot {
+            meta: meta.clone(),
+            offset,
+            total_bytes: 30,
+            chunk: vec![offset as u8; 10].into(),
+            done,
+        },
+    };
+    let answer = |f: &mut Raft| -> (u64, bool) {
+        let mut out = None;
+        for _ in 0..2 {
+            let rd = f.ready();
+            f.on_persisted(rd.number);
+            for m in rd.messages {
+                if let MessageBody::SnapshotResp { next_offset, done, .. } = m.body {
+                    out = Some((next_offset, done));
+                }
+            }
+        }
+        out.expect("an answer")
+    };
+    f.step(chunk(0, false));
+    assert_eq!(answer(&mut f), (10, false));
+    f.step(chunk(10, false));
+    assert_eq!(answer(&mut f), (20, false));
+    f.step(chunk(0, false));
+    assert_eq!(answer(&mut f), (20, false), "a late first chunk keeps the progress");
+    f.step(chunk(20, true));
+    assert_eq!(answer(&mut f), (30, true));
+    assert_eq!(f.snapshot_meta().index, 50);
+}
