@@ -62,7 +62,7 @@ impl Api {
     }
 
     /// Runs a write: here if we lead, else forwarded to the leader.
-    async fn write(&self, cmd: Command) -> Result<kv::Response, Status> {
+    pub(crate) async fn write(&self, cmd: Command) -> Result<kv::Response, Status> {
         into_result(self.write_reply(cmd).await)
     }
 
@@ -80,7 +80,11 @@ impl Api {
         reply
     }
 
-    async fn read(&self, query: ReadQuery, serializable: bool) -> Result<kv::Response, Status> {
+    pub(crate) async fn read(
+        &self,
+        query: ReadQuery,
+        serializable: bool,
+    ) -> Result<kv::Response, Status> {
         into_result(self.node.request(Request::Read { query, serializable }).await)
     }
 }
@@ -301,23 +305,47 @@ impl Api {
     }
 
     fn txn_response(&self, r: &kv::TxnResponse) -> pb::TxnResponse {
-        use pb::response_op::Response as R;
-        let responses = r
-            .responses
-            .iter()
-            .map(|op| pb::ResponseOp {
-                response: Some(match op {
-                    kv::ResponseOp::Put(p) => R::ResponsePut(self.put_response(p)),
-                    kv::ResponseOp::Range(g) => R::ResponseRange(self.range_response(g)),
-                    kv::ResponseOp::DeleteRange(d) => {
-                        R::ResponseDeleteRange(self.delete_response(d))
-                    }
-                    kv::ResponseOp::Txn(t) => R::ResponseTxn(self.txn_response(t)),
-                }),
-            })
-            .collect();
-        pb::TxnResponse { header: self.header(r.revision), succeeded: r.succeeded, responses }
+        pb::TxnResponse {
+            header: self.header(r.revision),
+            succeeded: r.succeeded,
+            responses: txn_responses(&r.responses),
+        }
     }
+}
+
+/// The responses of a transaction's branch. etcd fills only the revision in their
+/// headers (the member and term are in the transaction's own header), so do we.
+fn txn_responses(ops: &[kv::ResponseOp]) -> Vec<pb::ResponseOp> {
+    use pb::response_op::Response as R;
+    let header = |revision: u64| {
+        Some(pb::ResponseHeader { revision: revision as i64, ..Default::default() })
+    };
+    ops.iter()
+        .map(|op| pb::ResponseOp {
+            response: Some(match op {
+                kv::ResponseOp::Put(p) => R::ResponsePut(pb::PutResponse {
+                    header: header(p.revision),
+                    prev_kv: p.prev_kv.as_ref().map(key_value),
+                }),
+                kv::ResponseOp::Range(g) => R::ResponseRange(pb::RangeResponse {
+                    header: header(g.revision),
+                    kvs: g.kvs.iter().map(key_value).collect(),
+                    more: g.more,
+                    count: g.count as i64,
+                }),
+                kv::ResponseOp::DeleteRange(d) => R::ResponseDeleteRange(pb::DeleteRangeResponse {
+                    header: header(d.revision),
+                    deleted: d.deleted as i64,
+                    prev_kvs: d.prev_kvs.iter().map(key_value).collect(),
+                }),
+                kv::ResponseOp::Txn(t) => R::ResponseTxn(pb::TxnResponse {
+                    header: header(t.revision),
+                    succeeded: t.succeeded,
+                    responses: txn_responses(&t.responses),
+                }),
+            }),
+        })
+        .collect()
 }
 
 /// The session a request's metadata names, if any.
@@ -425,6 +453,22 @@ impl pb::kv_server::Kv for Api {
     }
 }
 
+impl Api {
+    /// The member's current and compact revisions and its
+    /// [`hash_kv`](crate::hash::hash_kv) at `at` (0: current), computed off the node
+    /// thread.
+    async fn hash_at(&self, at: u64) -> Result<(u64, u64, u32), Status> {
+        let state =
+            self.node.state().await.ok_or_else(|| Status::unavailable("member stopping"))?;
+        let (revision, compact_revision) = (state.revision(), state.compact_revision());
+        let hash = tokio::task::spawn_blocking(move || crate::hash::hash_kv(&state, at))
+            .await
+            .map_err(|e| Status::internal(format!("hashing failed: {e}")))?
+            .map_err(|e| kv_error(&e))?;
+        Ok((revision, compact_revision, hash))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Api {
     async fn alarm(
@@ -453,6 +497,7 @@ impl pb::maintenance_server::Maintenance for Api {
             raft_term: s.term,
             raft_applied_index: s.applied_index,
             errors,
+            db_size_in_use: s.db_size_bytes as i64,
             ..Default::default()
         }))
     }
@@ -469,14 +514,22 @@ impl pb::maintenance_server::Maintenance for Api {
         &self,
         _request: tonic::Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(Status::unimplemented("Hash is not implemented yet"))
+        let (revision, _, hash) = self.hash_at(0).await?;
+        Ok(Response::new(pb::HashResponse { header: self.header(revision), hash }))
     }
 
     async fn hash_kv(
         &self,
-        _request: tonic::Request<pb::HashKvRequest>,
+        request: tonic::Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(Status::unimplemented("HashKV is not implemented yet"))
+        let at = non_negative("revision", request.get_ref().revision)?;
+        let (revision, compact_revision, hash) = self.hash_at(at).await?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.header(revision),
+            hash,
+            compact_revision: compact_revision as i64,
+            hash_revision: if at == 0 { revision as i64 } else { at as i64 },
+        }))
     }
 
     type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
@@ -530,9 +583,11 @@ impl pb::cluster_server::Cluster for Api {
         &self,
         _request: tonic::Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let members = self
-            .members
-            .iter()
+        // etcd lists members by id.
+        let mut members: Vec<_> = self.members.iter().collect();
+        members.sort_by_key(|m| m.0);
+        let members = members
+            .into_iter()
             .map(|(id, name, peer, client)| pb::Member {
                 id: *id,
                 name: name.clone(),

@@ -6,8 +6,10 @@
 //! ([`http`]). Everything that decides anything lives in `raft`, `kv`, `node` and `storage`,
 //! which the simulator runs too; this crate only moves bytes and schedules work.
 
+pub mod concurrency;
 pub mod config;
 pub mod etcd;
+pub mod hash;
 pub mod http;
 pub mod lease;
 pub mod metrics;
@@ -146,6 +148,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         .add_service(ClusterServer::new(api.clone()))
         .add_service(WatchServer::new(api.clone()))
         .add_service(LeaseServer::new(api.clone()))
+        .add_service(proto::v3lockpb::lock_server::LockServer::new(api.clone()))
+        .add_service(proto::v3electionpb::election_server::ElectionServer::new(api.clone()))
         .add_service(proto::session::session_server::SessionServer::new(api))
         .serve_with_incoming(incoming(client_listener));
     if let Some(l) = metrics_listener {

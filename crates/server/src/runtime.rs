@@ -76,6 +76,9 @@ pub enum Input {
     /// The live leases `(id, granted TTL)` and the current revision, from this member's
     /// applied state.
     Leases(oneshot::Sender<(u64, Vec<(i64, i64)>)>),
+    /// A copy of the applied state machine (O(1): its maps are persistent), for work
+    /// too long for the node thread, such as hashing every key.
+    State(oneshot::Sender<kv::StateMachine>),
     /// Stop the thread.
     Stop,
 }
@@ -140,6 +143,13 @@ impl NodeHandle {
     pub async fn leases(&self) -> Option<(u64, Vec<(i64, i64)>)> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Input::Leases(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// A copy of this member's applied state machine; `None` if the node stopped.
+    pub async fn state(&self) -> Option<kv::StateMachine> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::State(tx)).ok()?;
         rx.await.ok()
     }
 
@@ -262,6 +272,9 @@ fn run<S: LogStore>(
                 }
                 Input::Leases(reply) => {
                     let _ = reply.send((node.state().revision(), node.state().leases()));
+                }
+                Input::State(reply) => {
+                    let _ = reply.send(node.state().clone());
                 }
                 Input::Stop => return Ok(()),
             }
