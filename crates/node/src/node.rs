@@ -360,6 +360,9 @@ pub struct Node<S: LogStore> {
     events: Vec<NodeEvent>,
     /// Number of the last Ready written but not yet synced.
     unsynced: Option<u64>,
+    /// Term and vote of the last hard state handed to the store (whose durability the
+    /// next sync covers).
+    synced_vote: (raft::Term, NodeId),
     snapshot_job: Option<SnapshotJob>,
     snapshot_in_progress: bool,
     leases: LeaseClock,
@@ -369,6 +372,7 @@ impl<S: LogStore> Node<S> {
     /// Starts a member from what its store recovered.
     pub fn new(cfg: NodeConfig, store: S, restored: Restored) -> Result<Self, NodeError> {
         let restored_bytes = restored.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let restored_term_vote = (restored.hard_state.term, restored.hard_state.vote);
         let (sm, applied) = match &restored.snapshot {
             Some(snap) => (restore_state(snap)?, snap.meta.index),
             None => (StateMachine::new(cfg.kv), 0),
@@ -390,6 +394,7 @@ impl<S: LogStore> Node<S> {
             replies: Vec::new(),
             events: Vec::new(),
             unsynced: None,
+            synced_vote: (restored_term_vote.0, restored_term_vote.1),
             snapshot_job: None,
             snapshot_in_progress: false,
             leases: LeaseClock::default(),
@@ -513,15 +518,28 @@ impl<S: LogStore> Node<S> {
             if !rd.messages.is_empty() {
                 send(std::mem::take(&mut rd.messages));
             }
-            if rd.persist_is_empty() && self.unsynced.is_none() {
+            // Only term, vote, entries and snapshots must be durable before anything that
+            // depends on them leaves (Raft Figure 2). A Ready that only moves the commit
+            // index is written but needs no sync of its own: what its commit index vouches
+            // for is already durable, and waiting for an fsync there would delay every
+            // client answer by one (as etcd raft's MustSync also skips it).
+            let must_sync = rd.snapshot.is_some()
+                || !rd.entries.is_empty()
+                || rd.hard_state.is_some_and(|hs| {
+                    (hs.term, hs.vote) != (self.synced_vote.0, self.synced_vote.1)
+                });
+            if !rd.persist_is_empty() {
+                self.store.append(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
+                if self.cfg.record_events && !rd.entries.is_empty() {
+                    self.events.push(NodeEvent::Appended(rd.entries.clone()));
+                }
+            }
+            if let Some(hs) = rd.hard_state {
+                self.synced_vote = (hs.term, hs.vote);
+            }
+            if !must_sync && self.unsynced.is_none() {
                 self.raft.on_persisted(rd.number);
             } else {
-                if !rd.persist_is_empty() {
-                    self.store.append(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
-                    if self.cfg.record_events && !rd.entries.is_empty() {
-                        self.events.push(NodeEvent::Appended(rd.entries.clone()));
-                    }
-                }
                 self.unsynced = Some(rd.number);
             }
             if let Some(snap) = &rd.snapshot {
