@@ -183,8 +183,7 @@ impl Client {
                 .await?;
             self.clerk.on_registered(id);
         }
-        let cmd = self.clerk.new_command(kv_placeholder());
-        Ok(cmd.request_id.map(|r| (r.client_id, r.seq)))
+        Ok(self.clerk.next_request_id().map(|r| (r.client_id, r.seq)))
     }
 
     async fn write<T, M, F, Fut>(&mut self, msg: M, call: F) -> Result<T, ClientError>
@@ -307,11 +306,6 @@ impl Client {
                 last: format!("{}: {}", self.endpoints[endpoint], s.message()),
             })
     }
-}
-
-/// The clerk numbers commands; the op itself travels in the gRPC request.
-fn kv_placeholder() -> kv::Op {
-    kv::Op::Get { key: Vec::new() }
 }
 
 /// The first key after every key starting with `prefix` (etcd's prefix range end).

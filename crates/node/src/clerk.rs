@@ -8,7 +8,7 @@
 //! machine executes a retried write once and returns its original answer.
 
 use crate::node::RequestError;
-use kv::{Command, Op};
+use kv::{Command, Op, RequestId};
 use raft::NodeId;
 
 /// Client-side request routing and session numbering. See the module docs.
@@ -58,16 +58,18 @@ impl Clerk {
         self.seq = 0;
     }
 
+    /// The session tag of a new command: the session id and the next sequence number
+    /// (`None` without a session). Reuse it for retries of that command.
+    pub fn next_request_id(&mut self) -> Option<RequestId> {
+        let client_id = self.client_id?;
+        self.seq += 1;
+        Some(RequestId { client_id, seq: self.seq })
+    }
+
     /// Wraps a new operation as a command with the next sequence number. Keep the
     /// returned command for retries: it must be resent unchanged.
     pub fn new_command(&mut self, op: Op) -> Command {
-        match self.client_id {
-            Some(client_id) => {
-                self.seq += 1;
-                Command::with_session(client_id, self.seq, op)
-            }
-            None => Command::new(op),
-        }
+        Command { request_id: self.next_request_id(), op }
     }
 
     /// `from` answered: it is the member to try first next time.
