@@ -106,7 +106,11 @@
 //! [`StateMachine::events`] lists the puts and deletes of a key range over a
 //! span of revisions from the history, through an index by revision; a watch
 //! is served by calling it as the revision moves, so resuming after a
-//! reconnect or on another member is the same call.
+//! reconnect or on another member is the same call. As in etcd, each change of
+//! a revision has a sub-revision, its position in the transaction that made
+//! it, and events come in that order: a transaction's in the order of its
+//! operations. A watch may start at the compact revision itself, and sees the
+//! puts that compaction keeps of it.
 //!
 //! # Not yet here
 //!

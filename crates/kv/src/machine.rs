@@ -229,9 +229,12 @@ impl StateMachine {
     /// `budget` changes at most, never splitting a revision; the batch says
     /// where to continue. `to` is capped at the current revision.
     ///
-    /// `from` at or below the compact revision gives [`KvError::Compacted`]:
-    /// compaction drops tombstones at the compact revision itself, so only
-    /// revisions above it have complete events.
+    /// Events of one revision come in the order the transaction made them.
+    ///
+    /// `from` below the compact revision gives [`KvError::Compacted`]. From
+    /// the compact revision itself the watch sees what etcd's compaction keeps
+    /// of it: the puts (deletes at that revision are compacted away), without
+    /// previous key-values (the revision before is compacted).
     pub fn events(
         &self,
         key: &[u8],
@@ -242,7 +245,7 @@ impl StateMachine {
         budget: u64,
     ) -> Result<EventBatch, KvError> {
         let m = &self.mvcc;
-        if from <= m.compact_revision {
+        if from < m.compact_revision {
             return Err(KvError::Compacted {
                 requested: from,
                 compact_revision: m.compact_revision,
@@ -356,11 +359,11 @@ impl StateMachine {
             Op::LeaseRevoke { id } => {
                 let lease = m.leases.remove(id).ok_or(KvError::LeaseNotFound { id: *id })?;
                 // One revision for all the keys, as a DeleteRange over them.
+                // In key order, as etcd sorts them, so sub-revisions agree.
                 let mut p = Pending::begin(m);
                 for key in lease.keys.iter() {
-                    m.write(key.clone(), p.rev, Record::Tombstone);
+                    p.write(m, key.clone(), Record::Tombstone);
                 }
-                p.changed |= !lease.keys.is_empty();
                 p.commit(m);
                 Ok(Response::LeaseRevoked(LeaseRevokeResponse {
                     revision: m.revision,
@@ -383,21 +386,34 @@ fn malformed(e: DecodeError) -> KvError {
     KvError::MalformedCommand { detail: e.to_string() }
 }
 
-/// The revision a write transaction writes at, and whether it wrote yet.
-/// Revisions bump once per transaction, and only if something changed.
+/// The revision a write transaction writes at, and how many changes it made
+/// so far. Revisions bump once per transaction, and only if something changed.
 struct Pending {
     rev: u64,
-    changed: bool,
+    /// The next change's sub-revision, which is also the number of changes
+    /// made: changes are numbered in the order the transaction makes them, as
+    /// etcd numbers them.
+    sub: u64,
 }
 
 impl Pending {
     fn begin(m: &Mvcc) -> Self {
-        Pending { rev: m.revision + 1, changed: false }
+        Pending { rev: m.revision + 1, sub: 0 }
+    }
+
+    /// Writes the transaction's next change.
+    fn write(&mut self, m: &mut Mvcc, key: Arc<[u8]>, record: Record) {
+        m.write(key, self.rev, self.sub, record);
+        self.sub += 1;
+    }
+
+    fn changed(&self) -> bool {
+        self.sub > 0
     }
 
     /// Revision that reads inside the transaction see: its own writes.
     fn read_rev(&self) -> u64 {
-        if self.changed {
+        if self.changed() {
             self.rev
         } else {
             self.rev - 1
@@ -405,7 +421,7 @@ impl Pending {
     }
 
     fn commit(self, m: &mut Mvcc) {
-        if self.changed {
+        if self.changed() {
             assert_eq!(self.rev, m.revision + 1);
             m.revision = self.rev;
         }
@@ -616,8 +632,7 @@ fn write_put(
         None => (Arc::from(key), p.rev, 1),
     };
     let record = Record::Put { value, create_revision, version, lease };
-    m.write(key, p.rev, record);
-    p.changed = true;
+    p.write(m, key, record);
 }
 
 fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvError> {
@@ -663,11 +678,11 @@ fn delete_range(m: &mut Mvcc, p: &mut Pending, r: &DeleteRangeRequest) -> Delete
         }
         true
     });
+    // In key order, each its own sub-revision, as etcd deletes a range. A
+    // delete that finds nothing changes nothing and keeps the revision.
     for key in &doomed {
-        m.write(key.clone(), p.rev, Record::Tombstone);
+        p.write(m, key.clone(), Record::Tombstone);
     }
-    // A delete that finds nothing changes nothing and keeps the revision.
-    p.changed |= !doomed.is_empty();
     DeleteRangeResponse { revision: 0, deleted: doomed.len() as u64, prev_kvs }
 }
 

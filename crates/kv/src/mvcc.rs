@@ -1,15 +1,23 @@
 //! The multi-version key space: one persistent ordered map from
-//! `(key, revision)` to what that revision wrote to the key.
+//! `(key, revision, sub-revision)` to what that change wrote to the key.
+//!
+//! As in etcd, a revision is a pair `(main, sub)`: `main` is the store revision
+//! a write transaction makes, `sub` the position of a change within it (0, 1, …
+//! in the order the transaction's operations made them; a delete of a range
+//! counts its keys in key order). Events are delivered in `(main, sub)` order,
+//! so a watcher sees a transaction's changes in the order of its operations.
+//! Sub-revisions are internal: every public revision is a `main`.
 //!
 //! A put writes a [`Record::Put`], a delete a [`Record::Tombstone`]; the state
-//! of a key at revision `r` is its entry with the greatest revision `<= r`.
+//! of a key at revision `r` is its entry with the greatest `(main, sub)` whose
+//! `main <= r`.
 //! Keys and values are `Arc<[u8]>`, so when a snapshot view shares the map's
 //! nodes, the copy-on-write of a node on the next write copies pointers, not
 //! bytes.
 //!
 //! Two indices derived from the history live beside it, in persistent maps
 //! too, so snapshot views and transaction rollback copy them in O(1):
-//! `changes`, every `(revision, key)` pair of `entries` in revision order (what
+//! `changes`, every `(main, sub, key)` of `entries` in revision order (what
 //! a watch reads to list the events of a span of revisions without scanning
 //! every key), and `leases`, each lease's granted TTL and the keys whose
 //! current version is attached to it. Both are kept in step by [`Mvcc::write`]
@@ -25,11 +33,14 @@ use imbl::{OrdMap, OrdSet};
 
 use crate::types::{Event, EventKind, KeyValue};
 
-/// Map key: a user key and the revision that wrote it.
+/// Map key: a user key and the revision `(rev, sub)` of the change that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct MvccKey {
     pub(crate) key: Arc<[u8]>,
+    /// The main revision: the store revision of the write.
     pub(crate) rev: u64,
+    /// The change's position within its main revision.
+    pub(crate) sub: u64,
 }
 
 /// Borrowed form of [`MvccKey`] for lookups without allocating.
@@ -37,17 +48,33 @@ pub(crate) struct MvccKey {
 pub(crate) struct MvccKeyRef<'a> {
     pub(crate) key: &'a [u8],
     pub(crate) rev: u64,
+    pub(crate) sub: u64,
+}
+
+impl<'a> MvccKeyRef<'a> {
+    /// Before every change of `key` at main revision `rev`.
+    fn first_at(key: &'a [u8], rev: u64) -> Self {
+        MvccKeyRef { key, rev, sub: 0 }
+    }
+
+    /// After every change of `key` at main revision `rev`.
+    fn last_at(key: &'a [u8], rev: u64) -> Self {
+        MvccKeyRef { key, rev, sub: u64::MAX }
+    }
 }
 
 impl Equivalent<MvccKey> for MvccKeyRef<'_> {
     fn equivalent(&self, other: &MvccKey) -> bool {
-        self.rev == other.rev && self.key == &*other.key
+        self.rev == other.rev && self.sub == other.sub && self.key == &*other.key
     }
 }
 
 impl Comparable<MvccKey> for MvccKeyRef<'_> {
     fn compare(&self, other: &MvccKey) -> Ordering {
-        self.key.cmp(&other.key).then_with(|| self.rev.cmp(&other.rev))
+        self.key
+            .cmp(&other.key)
+            .then_with(|| self.rev.cmp(&other.rev))
+            .then_with(|| self.sub.cmp(&other.sub))
     }
 }
 
@@ -136,8 +163,8 @@ pub(crate) struct Lease {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Mvcc {
     pub(crate) entries: OrdMap<MvccKey, Record>,
-    /// `(revision, key)` of every entry: the watch index.
-    pub(crate) changes: OrdSet<(u64, Arc<[u8]>)>,
+    /// `(rev, sub, key)` of every entry: the watch index, in revision order.
+    pub(crate) changes: OrdSet<(u64, u64, Arc<[u8]>)>,
     /// Live leases by id.
     pub(crate) leases: OrdMap<i64, Lease>,
     /// Revision of the last write transaction that changed something.
@@ -150,9 +177,10 @@ pub(crate) struct Mvcc {
 }
 
 impl Mvcc {
-    /// The entry in force for `key` at `rev` (tombstone included).
+    /// The entry in force for `key` at `rev` (tombstone included): its last
+    /// change at a main revision `<= rev`.
     fn entry_at(&self, key: &[u8], rev: u64) -> Option<(&MvccKey, &Record)> {
-        let (k, r) = self.entries.get_prev(&MvccKeyRef { key, rev })?;
+        let (k, r) = self.entries.get_prev(&MvccKeyRef::last_at(key, rev))?;
         (&*k.key == key).then_some((k, r))
     }
 
@@ -184,7 +212,7 @@ impl Mvcc {
         }
         let mut next = self
             .entries
-            .range((Bound::Included(MvccKeyRef { key: start, rev: 0 }), Bound::Unbounded))
+            .range((Bound::Included(MvccKeyRef::first_at(start, 0)), Bound::Unbounded))
             .next();
         while let Some((k, _)) = next {
             if end.is_some_and(|e| &*k.key >= e) {
@@ -195,14 +223,14 @@ impl Mvcc {
                     return;
                 }
             }
-            let after_key = MvccKeyRef { key: &k.key, rev: u64::MAX };
+            let after_key = MvccKeyRef::last_at(&k.key, u64::MAX);
             next = self.entries.range((Bound::Excluded(after_key), Bound::Unbounded)).next();
         }
     }
 
-    /// Writes `record` for `key` at revision `rev` (the pending revision of
-    /// the current write transaction).
-    pub(crate) fn write(&mut self, key: Arc<[u8]>, rev: u64, record: Record) {
+    /// Writes `record` for `key` at revision `(rev, sub)`: the pending revision
+    /// of the current write transaction and the change's position in it.
+    pub(crate) fn write(&mut self, key: Arc<[u8]>, rev: u64, sub: u64, record: Record) {
         assert!(rev > self.revision, "write at revision {rev} not above current {}", self.revision);
         // Move the key's lease attachment from its newest version to this one.
         let old_lease = match self.entry_at(&key, u64::MAX) {
@@ -223,11 +251,28 @@ impl Mvcc {
                 l.keys.insert(key.clone());
             }
         }
-        self.changes.insert((rev, key.clone()));
-        self.entries.insert(MvccKey { key, rev }, record);
+        self.changes.insert((rev, sub, key.clone()));
+        let replaced = self.entries.insert(MvccKey { key, rev, sub }, record);
+        assert!(replaced.is_none(), "revision ({rev}, {sub}) written twice");
     }
 
-    /// The event that the entry `(k, r)` records.
+    /// Whether the change `(k, r)` is still an event a watch can see. Compaction
+    /// at revision `c` keeps, for each key, only its last change at or below
+    /// `c`, and not even that if it is a delete (as etcd does); so of the
+    /// changes at `c` itself, a watch from `c` sees the puts that are their
+    /// key's last change. Pruning removes the others in steps; this hides them
+    /// at once, so what a watch sees never depends on how far pruning got.
+    fn survives_compaction(&self, k: &MvccKey, r: &Record) -> bool {
+        if k.rev > self.compact_revision {
+            return true;
+        }
+        matches!(r, Record::Put { .. })
+            && self.entry_at(&k.key, k.rev).is_some_and(|(newest, _)| newest == k)
+    }
+
+    /// The event that the entry `(k, r)` records. Its previous key-value is
+    /// the key at the revision before (the state before the transaction, as
+    /// etcd reads it), and none when that revision is compacted.
     fn event(&self, k: &MvccKey, r: &Record, prev_kv: bool) -> Event {
         let (kind, kv) = match live(k, r) {
             Some(kv) => (EventKind::Put, kv.to_key_value(true)),
@@ -237,7 +282,7 @@ impl Mvcc {
                 KeyValue { key: k.key.to_vec(), mod_revision: k.rev, ..KeyValue::default() },
             ),
         };
-        let prev_kv = if prev_kv {
+        let prev_kv = if prev_kv && k.rev > self.compact_revision {
             self.get_at(&k.key, k.rev - 1).map(|p| p.to_key_value(true))
         } else {
             None
@@ -248,14 +293,16 @@ impl Mvcc {
     /// The events of one key at revisions `from..=to`: a walk of its own
     /// history, however busy the other keys are.
     fn key_events(&self, key: &[u8], from: u64, to: u64, prev_kv: bool) -> Vec<Event> {
-        let lo = MvccKeyRef { key, rev: from };
-        let hi = MvccKeyRef { key, rev: to };
+        let lo = MvccKeyRef::first_at(key, from);
+        let hi = MvccKeyRef::last_at(key, to);
         let mut events = Vec::new();
         if from > to {
             return events;
         }
         for (k, r) in self.entries.range((Bound::Included(lo), Bound::Included(hi))) {
-            events.push(self.event(k, r, prev_kv));
+            if self.survives_compaction(k, r) {
+                events.push(self.event(k, r, prev_kv));
+            }
         }
         events
     }
@@ -273,7 +320,7 @@ impl Mvcc {
             }
         };
         for (k, r) in self.entries.iter() {
-            changes.insert((k.rev, k.key.clone()));
+            changes.insert((k.rev, k.sub, k.key.clone()));
             if newest.is_some_and(|(n, _)| n.key != k.key) {
                 attach(newest, &mut self.leases);
             }
@@ -283,11 +330,12 @@ impl Mvcc {
         self.changes = changes;
     }
 
-    /// The events of `range` at revisions `from..=to`, in revision order (key
-    /// order within a revision), visiting at most about `budget` changes of
-    /// any key. Returns the events and the first revision not visited.
-    /// The caller checks `from` against compaction: every entry above the
-    /// compact revision is still here.
+    /// The events of `range` at revisions `from..=to`, in `(main, sub)` order
+    /// (a transaction's in the order of its operations), visiting at most
+    /// about `budget` changes of any key. Returns the events and the first
+    /// revision not visited. The caller checks `from` against compaction
+    /// (`from >= compact_revision`): every entry above the compact revision is
+    /// still here, and of those at it, the ones a watch may see.
     pub(crate) fn events(
         &self,
         range: KeyRange<'_>,
@@ -300,9 +348,9 @@ impl Mvcc {
             return (self.key_events(key, from, to, prev_kv), to + 1);
         }
         let mut events = Vec::new();
-        let start = (from, Arc::<[u8]>::from(&[][..]));
+        let start = (from, 0, Arc::<[u8]>::from(&[][..]));
         let mut last_rev = from.saturating_sub(1);
-        for (visited, (rev, key)) in (0u64..).zip(self.changes.range(start..)) {
+        for (visited, (rev, sub, key)) in (0u64..).zip(self.changes.range(start..)) {
             let rev = *rev;
             if rev > to {
                 break;
@@ -315,11 +363,26 @@ impl Mvcc {
             if !range.contains(key) {
                 continue;
             }
-            let mkey = MvccKey { key: key.clone(), rev };
+            let mkey = MvccKey { key: key.clone(), rev, sub: *sub };
             let record = self.entries.get(&mkey).expect("the change index mirrors the entries");
-            events.push(self.event(&mkey, record, prev_kv));
+            if self.survives_compaction(&mkey, record) {
+                events.push(self.event(&mkey, record, prev_kv));
+            }
         }
         (events, to + 1)
+    }
+
+    /// A revision `(rev, sub)` that two entries share, if any: impossible in a
+    /// state built by writes, so a restored snapshot holding one is corrupt.
+    pub(crate) fn duplicate_revision(&self) -> Option<(u64, u64)> {
+        let mut last = None;
+        for (rev, sub, _) in self.changes.iter() {
+            if last == Some((*rev, *sub)) {
+                return last;
+            }
+            last = Some((*rev, *sub));
+        }
+        None
     }
 
     /// Starts pruning history below the new `compact_revision`.
@@ -347,7 +410,7 @@ impl Mvcc {
         // Newest entry at or below `compact` of the current key, and whether
         // it is a tombstone.
         let mut newest_le: Option<(&MvccKey, bool)> = None;
-        let from = MvccKeyRef { key: &cursor, rev: 0 };
+        let from = MvccKeyRef::first_at(&cursor, 0);
         let mut resume = None;
         let entries = self.entries.range((Bound::Included(from), Bound::Unbounded));
         for (visited, (k, r)) in (0u64..).zip(entries) {
@@ -375,7 +438,7 @@ impl Mvcc {
         }
         for k in &dead {
             self.entries.remove(k);
-            self.changes.remove(&(k.rev, k.key.clone()));
+            self.changes.remove(&(k.rev, k.sub, k.key.clone()));
         }
         self.prune_cursor = resume;
     }

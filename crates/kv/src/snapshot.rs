@@ -1,7 +1,7 @@
 //! Snapshots: a frozen O(1) view of the state, streamed to bytes on any
 //! thread, and the verified rebuild from those bytes.
 //!
-//! # Format (version 2, all integers little-endian)
+//! # Format (version 3, all integers little-endian)
 //!
 //! | field | size | notes |
 //! | --- | --- | --- |
@@ -11,7 +11,7 @@
 //! | config | 6 × 8 | [`Config`] fields in declaration order |
 //! | prune cursor | 1 (+ 4 + n) | flag, then length-prefixed key |
 //! | entry count, session count | 2 × 8 | |
-//! | entries | | each: key length u32, key, revision u64, kind u8 (0 tombstone, 1 put); a put adds create revision u64, version u64, lease i64, value length u32, value. Sorted by (key, revision), strictly. |
+//! | entries | | each: key length u32, key, revision u64, sub-revision u64 (version 3 on), kind u8 (0 tombstone, 1 put); a put adds create revision u64, version u64, lease i64, value length u32, value. Sorted by (key, revision, sub-revision), strictly; no two entries share (revision, sub-revision). |
 //! | sessions | | each: client id u64, last seq u64, last index u64, response flag u8 (+ length u32 + encoded [`Response`]). Sorted by client id, strictly. |
 //! | lease count | 8 | version 2 on; absent in version 1 (no leases) |
 //! | leases | | each: id i64 (non-zero), granted TTL i64 (≥ 1). Sorted by id, strictly. |
@@ -19,7 +19,16 @@
 //!
 //! The watch index and each lease's attached keys are not stored: restore
 //! rebuilds them from the entries (a key belongs to the lease of its newest
-//! version). Version 1 snapshots (before leases) are still read.
+//! version).
+//!
+//! Older versions are still read. Version 2 (before sub-revisions) numbers the
+//! changes of each revision in key order: that is the order those releases
+//! delivered a revision's events in, and the order of a delete range's or a
+//! lease revoke's keys now. So a member that restores an old snapshot may order
+//! the events of an old multi-key transaction differently from one that applied
+//! it from the log; what the events are, every read and the Hash/HashKV
+//! checksums (which do not cover sub-revisions) stay the same on every member.
+//! Version 1 (before leases) reads as version 2 with no leases.
 //!
 //! What is retained: every stored version — the full MVCC history not yet
 //! pruned by compaction, tombstones included — so a restored replica serves
@@ -31,6 +40,7 @@
 //! a damaged snapshot never installs partially. Lengths are not trusted for
 //! allocation: bytes are read incrementally.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::Arc;
@@ -43,7 +53,7 @@ use crate::types::Response;
 /// Magic bytes that open a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"raftkvSN";
 /// Version byte after the magic.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 /// The oldest format version this build still reads.
 const SNAPSHOT_FORMAT_VERSION_MIN: u8 = 1;
 
@@ -238,6 +248,7 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
     for (k, record) in s.mvcc.entries.iter() {
         w.bytes(&k.key)?;
         w.u64(k.rev)?;
+        w.u64(k.sub)?;
         match record {
             Record::Tombstone => w.u8(0)?,
             Record::Put { value, create_revision, version, lease } => {
@@ -357,11 +368,16 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
     let session_count = r.u64()?;
     let mut mvcc = Mvcc { revision, compact_revision, prune_cursor, ..Mvcc::default() };
     let mut last: Option<MvccKey> = None;
+    // Before version 3: the next sub-revision of each revision. Entries come
+    // sorted by key, so numbering them as they come follows key order.
+    let mut next_sub: BTreeMap<u64, u64> = BTreeMap::new();
     for _ in 0..entry_count {
-        let (key, record) = read_entry(r, &config, revision, last.as_ref())?;
+        let (key, record) =
+            read_entry(r, &config, revision, last.as_ref(), version, &mut next_sub)?;
         mvcc.entries.insert(key.clone(), record);
         last = Some(key);
     }
+    drop(next_sub);
     let mut sessions = Sessions::default();
     let mut last_client = None;
     for _ in 0..session_count {
@@ -377,6 +393,9 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
         read_leases(r, &mut mvcc)?;
     }
     mvcc.rebuild_indices();
+    if let Some((rev, sub)) = mvcc.duplicate_revision() {
+        return Err(r.corrupt(format!("two entries at revision ({rev}, {sub})")));
+    }
     Ok(StateMachine { config, applied_index, mvcc, sessions })
 }
 
@@ -403,6 +422,8 @@ fn read_entry<R: Read>(
     config: &Config,
     revision: u64,
     last: Option<&MvccKey>,
+    version: u8,
+    next_sub: &mut BTreeMap<u64, u64>,
 ) -> SResult<(MvccKey, Record)> {
     let key = r.bytes(config.key_bytes_max, "key")?;
     if key.is_empty() {
@@ -412,12 +433,19 @@ fn read_entry<R: Read>(
     if rev == 0 || rev > revision {
         return Err(r.corrupt(format!("entry revision {rev} outside 1..={revision}")));
     }
+    let sub = if version >= 3 {
+        r.u64()?
+    } else {
+        let next = next_sub.entry(rev).or_insert(0);
+        *next += 1;
+        *next - 1
+    };
     // Versions of one key share the key allocation, as in the live state.
     let key: Arc<[u8]> = match last {
         Some(last) if *last.key == key[..] => last.key.clone(),
         _ => key.into(),
     };
-    let mvcc_key = MvccKey { key, rev };
+    let mvcc_key = MvccKey { key, rev, sub };
     if last.is_some_and(|last| *last >= mvcc_key) {
         return Err(r.corrupt("entries out of order"));
     }

@@ -34,16 +34,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
          exchange their client URLs",
     ),
     ("snapshot", "Maintenance.Snapshot is not implemented (Unimplemented)"),
-    (
-        "txn-event-order",
-        "the events of one revision are delivered in key order; etcd delivers a \
-         transaction's events in the order of its operations",
-    ),
-    (
-        "watch-at-compact-revision",
-        "a watch starting exactly at the compact revision is refused as compacted; etcd \
-         replays the puts of that revision",
-    ),
 ];
 
 /// One step of the script. In arguments, `{e1}` `{e2}` `{e3}` `{all}` stand for
@@ -199,9 +189,6 @@ const SCRIPT: &[Step] = &[
 fn step_exception(step: &Step) -> Option<&'static str> {
     match step {
         Except(name, _) => Some(name),
-        // The history replayed holds a transaction that puts t2, then deletes t1.
-        Stop("replay") => Some("txn-event-order"),
-        Spawn("at-compact", _) | Stop("at-compact") => Some("watch-at-compact-revision"),
         _ => None,
     }
 }

@@ -7,14 +7,17 @@
 //! it asks the node thread for the events of its key range from that revision on
 //! ([`Input::Events`](crate::runtime::Input::Events)), sends them, and moves on. So:
 //!
-//! - events come in revision order, each exactly once, with no gaps: a watcher
+//! - events come in revision order (a transaction's in the order of its
+//!   operations, as etcd sends them), each exactly once, with no gaps: a watcher
 //!   advances only past revisions it has sent, and a revision is never split across
 //!   responses (except by `fragment`, which the client reassembles);
 //! - a watch that starts in the past, resumes after a reconnect (the client passes
 //!   its last revision + 1), or moves to another member after a leader change is the
 //!   same catch-up; every member applies the same log, so it has the same history;
-//! - a watcher that needs history already compacted is told so, as etcd does: a
-//!   response with `compact_revision` set and `canceled`.
+//! - a watcher that needs history already compacted (a start below the compact
+//!   revision) is told so, as etcd does: a response with `compact_revision` set
+//!   and `canceled`. From the compact revision itself it gets what compaction
+//!   keeps of that revision, its puts.
 //!
 //! One task per stream handles its requests and its watchers in turn, so a watcher's
 //! `created` response always precedes its events, and a progress response follows
