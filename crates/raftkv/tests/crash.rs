@@ -5,161 +5,34 @@
 //! loop — hundreds of kill/restart cycles with a concurrent writer — is
 //! `RAFTKV_CRASH_CYCLES=100 cargo test --release -p raftkv --test crash -- --ignored --nocapture`.
 
+mod common;
+
 use client::{Client, ClientOptions};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use common::TestCluster;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Member {
-    name: String,
-    client_port: u16,
-    peer_port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
+/// Short ticks (elections after 400-800 ms) and frequent snapshots, so that the kills
+/// land in elections, snapshots and log compaction alike.
+const SERVER_FLAGS: &[&str] = &["--tick-ms", "20", "--snapshot-count", "200"];
 
-struct TestCluster {
-    members: Vec<Member>,
-    initial_cluster: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl TestCluster {
-    fn start(tag: &str) -> TestCluster {
-        let root = std::env::temp_dir().join(format!("raftkv-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let members: Vec<Member> = (1..=3)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                dir: root.join(format!("m{i}")),
-                child: None,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = TestCluster { members, initial_cluster };
-        for i in 0..3 {
-            c.spawn(i);
-        }
-        c
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let m = &mut self.members[i];
-        assert!(m.child.is_none(), "member {} already running", m.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(m.dir.with_extension("log"))
-            .or_else(|_| {
-                std::fs::create_dir_all(m.dir.parent().unwrap())?;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(m.dir.with_extension("log"))
-            })
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
-            .arg("server")
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&m.dir)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client_port)])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer_port)])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--tick-ms", "20", "--snapshot-count", "200"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting raftkv server");
-        m.child = Some(child);
-    }
-
-    /// `kill -9`: no chance to flush or sync anything.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
+/// Every acknowledged write, read back from every member's own state.
+async fn check_all(cluster: &TestCluster, acked: &[(String, String)]) {
+    let c = cluster.client();
+    let mut max_commit = 0;
+    for i in 0..3 {
+        if let Ok(s) = c.status(i).await {
+            max_commit = max_commit.max(s.raft_index);
         }
     }
-
-    fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect()
-    }
-
-    fn client(&self) -> Client {
-        let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: true };
-        Client::connect(&self.endpoints(), opts).unwrap()
-    }
-
-    /// The member that leads, per the members' own status.
-    async fn leader(&self) -> Option<usize> {
-        let c = self.client();
-        for i in 0..3 {
-            if let Ok(s) = c.status(i).await {
-                if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
-                    return Some(i);
-                }
-            }
-        }
-        None
-    }
-
-    /// Waits until every member applied at least `index`.
-    async fn wait_applied(&self, index: u64) {
-        let c = self.client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        'members: for i in 0..3 {
-            while Instant::now() < deadline {
-                if c.status(i).await.is_ok_and(|s| s.raft_applied_index >= index) {
-                    continue 'members;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("member {i} did not apply index {index} within 30 s");
-        }
-    }
-
-    /// Every acknowledged write, read back from every member's own state.
-    async fn check_all(&self, acked: &[(String, String)]) {
-        let c = self.client();
-        let mut max_commit = 0;
-        for i in 0..3 {
-            if let Ok(s) = c.status(i).await {
-                max_commit = max_commit.max(s.raft_index);
-            }
-        }
-        self.wait_applied(max_commit).await;
-        for (i, ep) in self.endpoints().into_iter().enumerate() {
-            let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: false };
-            let mut one = Client::connect(&[ep], opts).unwrap();
-            for (k, v) in acked {
-                let got = one.get(k.as_bytes(), true).await.unwrap();
-                let got = got.map(|kv| String::from_utf8(kv.value.to_vec()).unwrap());
-                assert_eq!(
-                    got.as_deref(),
-                    Some(v.as_str()),
-                    "member {i} lost acknowledged write {k}"
-                );
-            }
-        }
-    }
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
+    cluster.wait_applied(max_commit).await;
+    for (i, ep) in cluster.endpoints().into_iter().enumerate() {
+        let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: false };
+        let mut one = Client::connect(&[ep], opts).unwrap();
+        for (k, v) in acked {
+            let got = one.get(k.as_bytes(), true).await.unwrap();
+            let got = got.map(|kv| String::from_utf8(kv.value.to_vec()).unwrap());
+            assert_eq!(got.as_deref(), Some(v.as_str()), "member {i} lost acknowledged write {k}");
         }
     }
 }
@@ -188,7 +61,7 @@ fn start_writer(
 }
 
 async fn crash_cycles(tag: &str, cycles: usize) {
-    let mut cluster = TestCluster::start(tag);
+    let mut cluster = TestCluster::start(tag, SERVER_FLAGS);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = start_writer(&cluster, "w", acked.clone(), stop.clone());
@@ -198,8 +71,8 @@ async fn crash_cycles(tag: &str, cycles: usize) {
         tokio::time::sleep(Duration::from_millis(300 + (rng >> 33) % 500)).await;
         let victim = match cycle % 4 {
             // Followers, the leader, and every so often all members at once.
-            0 | 2 => cluster.leader().await.map(|l| (l + 1) % 3).unwrap_or(0),
-            1 => cluster.leader().await.unwrap_or(1),
+            0 | 2 => cluster.leader_now().await.map(|l| (l + 1) % 3).unwrap_or(0),
+            1 => cluster.leader_now().await.unwrap_or(1),
             _ => usize::MAX,
         };
         if victim == usize::MAX {
@@ -225,7 +98,7 @@ async fn crash_cycles(tag: &str, cycles: usize) {
     let failures = writer.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= cycles, "the writer made progress: {} acknowledged", acked.len());
-    cluster.check_all(&acked).await;
+    check_all(&cluster, &acked).await;
     eprintln!("{} cycles: {} acknowledged writes all present on every member ({failures} writes failed and were not acknowledged)", cycles, acked.len());
 }
 

@@ -17,13 +17,16 @@
 //! `cargo test --release -p raftkv --test etcd_compat -- --nocapture` shows both
 //! transcripts side by side where they differ.
 
+mod common;
+
+use common::{ClusterSpec, Server, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::{v3electionpb as epb, v3lockpb as lpb};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Documented differences: (name, why). The README's compatibility table says the same.
@@ -37,7 +40,8 @@ const EXCEPTIONS: &[(&str, &str)] = &[
 ];
 
 /// One step of the script. In arguments, `{e1}` `{e2}` `{e3}` `{all}` stand for
-/// endpoints and `{lease1}`, `{lease2}`... for the leases granted so far (in hex).
+/// endpoints, `{lease1}`, `{lease2}`... for the leases granted so far (in hex), and
+/// `{next-rev}` for the revision the next write will have.
 #[derive(Clone, Copy)]
 enum Step {
     /// Run `etcdctl ARGS` against member 1 (unless ARGS name `--endpoints`).
@@ -48,12 +52,31 @@ enum Step {
     Spawn(&'static str, &'static str),
     /// Interrupt (SIGINT) a background command unless it ended, and record its output.
     Stop(&'static str),
-    /// Wait.
-    Sleep(u64),
+    /// Wait until this is seen (not part of the transcript).
+    Until(Sign),
     /// Like `Run`, for a step whose output differs by a documented exception.
     Except(&'static str, &'static str),
 }
 use Step::*;
+
+/// What an [`Until`] step waits for, up to [`UNTIL_TIMEOUT`]. The reference (etcd) must
+/// show each; on raftkv a sign not seen is left to show as a transcript difference.
+#[derive(Clone, Copy, Debug)]
+enum Sign {
+    /// The background command printed at least this many lines, or ended.
+    Lines(&'static str, usize),
+    /// The background command printed this line, or ended.
+    Line(&'static str, &'static str),
+    /// The background command ended by itself.
+    Ended(&'static str),
+    /// At least this many keys exist under this prefix (lock and election waiters
+    /// queue by creating a key).
+    Keys(&'static str, usize),
+}
+use Sign::*;
+
+/// How long an [`Until`] step waits.
+const UNTIL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const TXN_SUCCESS: &str =
     "value(\"t1\") = \"a\"\nmod(\"t1\") > \"0\"\n\nput t2 yes\nget t1\n\nput t2 no\n\n";
@@ -123,18 +146,22 @@ const SCRIPT: &[Step] = &[
     Stdin("txn -w fields", TXN_FIELDS),
     Stdin("txn", TXN_NOT_EQUAL),
     Stdin("txn", TXN_BAD),
-    // watch: history, then live events
+    // watch: history, then live events. The live watches start at the next revision,
+    // so the events they print do not depend on when etcdctl gets its watch created;
+    // once the first event is printed, the watches are caught up and the rest come live.
     Spawn("replay", "watch t --prefix --rev 1 --prev-kv"),
-    Sleep(800),
+    Until(Lines("replay", 16)),
     Stop("replay"),
-    Spawn("live", "watch w --prefix --prev-kv"),
-    Spawn("live-key", "watch w1 -w json"),
-    Sleep(800),
+    Spawn("live", "watch w --prefix --prev-kv --rev {next-rev}"),
+    Spawn("live-key", "watch w1 -w json --rev {next-rev}"),
     Run("put w1 a"),
+    Until(Lines("live", 3)),
+    Until(Lines("live-key", 1)),
     Run("put w2 b"),
     Run("put w1 c"),
     Run("del w --prefix"),
-    Sleep(800),
+    Until(Lines("live", 21)),
+    Until(Lines("live-key", 3)),
     Stop("live"),
     Stop("live-key"),
     // compaction
@@ -145,10 +172,13 @@ const SCRIPT: &[Step] = &[
     Run("compaction 1000"),
     Run("compaction --physical 21"),
     Spawn("compacted", "watch t2 --rev 19"),
-    Sleep(800),
+    Until(Ended("compacted")),
     Stop("compacted"),
+    // A later write shows that whatever the watch at the compact revision replays (or
+    // that it was refused) has been printed.
     Spawn("at-compact", "watch w1 --rev 21"),
-    Sleep(800),
+    Run("put w1 probe"),
+    Until(Line("at-compact", "probe")),
     Stop("at-compact"),
     // cluster and maintenance
     Except("member-client-urls", "member list"),
@@ -164,24 +194,24 @@ const SCRIPT: &[Step] = &[
     // lock: uncontended, then contended
     Run("lock L echo locked"),
     Spawn("holder", "lock L"),
-    Sleep(800),
+    Until(Lines("holder", 1)),
     Spawn("waiter", "lock L echo second"),
-    Sleep(800),
+    Until(Keys("L/", 2)),
     Stop("holder"),
-    Sleep(800),
+    Until(Ended("waiter")),
     Stop("waiter"),
     Run("get L --prefix"),
     // elect: a leader, an observer, a second candidate taking over
     Spawn("first", "elect E p1"),
-    Sleep(800),
+    Until(Lines("first", 2)),
     Spawn("observer", "elect -l E"),
-    Sleep(800),
+    Until(Lines("observer", 2)),
     Spawn("second", "elect E p2"),
-    Sleep(800),
+    Until(Keys("E/", 2)),
     Stop("first"),
-    Sleep(800),
+    Until(Lines("second", 2)),
+    Until(Lines("observer", 4)),
     Stop("second"),
-    Sleep(300),
     Stop("observer"),
 ];
 
@@ -193,66 +223,36 @@ fn step_exception(step: &Step) -> Option<&'static str> {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn have(binary: &str, version_arg: &str) -> bool {
     Command::new(binary).arg(version_arg).output().is_ok_and(|o| o.status.success())
 }
 
-/// A running 3-member cluster of either kind.
+/// A running 3-member cluster of either kind (members `e1`..`e3`, default settings).
 struct Cluster {
     kind: &'static str,
-    dir: PathBuf,
-    client_ports: Vec<u16>,
-    peer_ports: Vec<u16>,
-    children: Vec<Child>,
+    members: TestCluster,
 }
 
 impl Cluster {
     fn start(kind: &'static str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("raftkv-compat-{kind}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let initial = (0..3)
-            .map(|i| format!("e{}=http://127.0.0.1:{}", i + 1, peer_ports[i]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut children = Vec::new();
-        for i in 0..3 {
-            let name = format!("e{}", i + 1);
-            let client = format!("http://127.0.0.1:{}", client_ports[i]);
-            let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
-            let data = dir.join(&name);
-            let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-            let mut cmd = if kind == "etcd" {
-                let mut c = Command::new("etcd");
-                c.args(["--name", &name]).arg("--data-dir").arg(&data);
-                c.args(["--listen-client-urls", &client, "--advertise-client-urls", &client]);
-                c.args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer]);
-                c.args(["--initial-cluster", &initial, "--initial-cluster-state", "new"]);
-                c.args(["--initial-cluster-token", "compat", "--log-level", "error"]);
-                c
-            } else {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_raftkv"));
-                c.args(["server", "--name", &name]).arg("--data-dir").arg(&data);
-                c.args(["--listen-client-urls", &client, "--listen-peer-urls", &peer]);
-                c.args(["--initial-cluster", &initial]);
-                c
-            };
-            let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("starting a member");
-            children.push(child);
-        }
-        let c = Cluster { kind, dir, client_ports, peer_ports, children };
+        let (server, flags) = match kind {
+            "etcd" => (Server::Etcd, vec!["--log-level".to_string(), "error".to_string()]),
+            _ => (Server::Raftkv, Vec::new()),
+        };
+        let tag = format!("compat-{kind}");
+        let spec = ClusterSpec { tag, server, name_prefix: "e", flags };
+        let c = Cluster { kind, members: TestCluster::start_spec(spec) };
         c.wait_ready();
         c
     }
 
+    /// The directory holding the members' data and logs (and the script's files).
+    fn dir(&self) -> &Path {
+        self.members.root()
+    }
+
     fn endpoint(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.client_ports[i])
+        self.members.address(i)
     }
 
     fn all_endpoints(&self) -> String {
@@ -286,18 +286,6 @@ impl Cluster {
         }
         assert_eq!(members.len(), 3, "{}: member list {text}", self.kind);
         (members, cluster)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -343,20 +331,126 @@ fn record(command: &str, out: &std::process::Output) -> Vec<String> {
 /// One step's transcript lines.
 type Transcript = Vec<(usize, Vec<String>)>;
 
-/// Runs the script against one cluster.
-fn run_script(cluster: &Cluster) -> Transcript {
+/// A command started by [`Spawn`], with what it printed so far.
+struct Background {
+    shown: String,
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(shown: String, argv: &[&str]) -> Background {
+        let mut child = etcdctl_command(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting etcdctl");
+        let (stdout, stderr) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Background { shown, child, stdout, stderr, readers }
+    }
+
+    /// The complete lines printed on stdout so far.
+    fn lines(&self) -> Vec<String> {
+        let out = self.stdout.lock().unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.split('\n').filter(|_| !complete.is_empty()).map(str::to_string).collect()
+    }
+
+    fn ended(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Interrupts it (SIGINT) unless it ended; kills it if it does not end within 10 s.
+    fn stop(mut self) -> std::process::Output {
+        if !self.ended() {
+            let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ended() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().unwrap();
+        for r in self.readers {
+            r.join().unwrap();
+        }
+        let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
+        std::process::Output { status, stdout: take(&self.stdout), stderr: take(&self.stderr) }
+    }
+}
+
+/// Copies `from` into `into` until it closes.
+fn collect(
+    mut from: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+/// The revision the cluster's next write will have (read by a `get` not recorded).
+fn next_revision(cluster: &Cluster) -> u64 {
+    let out = etcdctl(&["--endpoints", &cluster.endpoint(0), "get", "x", "-w", "json"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    number_after(&text, "\"revision\":").expect("a revision in the header") + 1
+}
+
+/// Whether `sign` shows now.
+fn shows(sign: Sign, cluster: &Cluster, background: &mut BTreeMap<&str, Background>) -> bool {
+    match sign {
+        Lines(name, _) | Line(name, _) | Ended(name) => {
+            let command = background.get_mut(name).expect("a started command");
+            let lines = command.lines();
+            let printed = match sign {
+                Lines(_, n) => lines.len() >= n,
+                Line(_, line) => lines.iter().any(|l| l == line),
+                _ => false,
+            };
+            printed || command.ended()
+        }
+        Keys(prefix, n) => {
+            let ep = cluster.endpoint(0);
+            let out =
+                etcdctl(&["--endpoints", &ep, "get", prefix, "--prefix", "--keys-only"], None);
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count() >= n
+        }
+    }
+}
+
+/// Runs the script against one cluster; returns the transcript and the [`Until`] signs
+/// that did not show within [`UNTIL_TIMEOUT`].
+fn run_script(cluster: &Cluster) -> (Transcript, Vec<String>) {
     let mut leases: Vec<String> = Vec::new();
-    let mut background: BTreeMap<&str, (String, Child)> = BTreeMap::new();
+    let mut background: BTreeMap<&str, Background> = BTreeMap::new();
     let mut transcript = Vec::new();
+    let mut unseen = Vec::new();
     for (n, step) in SCRIPT.iter().enumerate() {
         let expand = |args: &str, leases: &[String]| -> (String, Vec<String>) {
-            let mut a = args.replace("{dir}", &cluster.dir.display().to_string());
+            let mut a = args.replace("{dir}", &cluster.dir().display().to_string());
             a = a.replace("{all}", &cluster.all_endpoints());
             for i in 0..3 {
                 a = a.replace(&format!("{{e{}}}", i + 1), &cluster.endpoint(i));
             }
             for (i, l) in leases.iter().enumerate() {
                 a = a.replace(&format!("{{lease{}}}", i + 1), l);
+            }
+            if a.contains("{next-rev}") {
+                a = a.replace("{next-rev}", &next_revision(cluster).to_string());
             }
             let mut argv: Vec<String> = a.split_whitespace().map(str::to_string).collect();
             if !a.contains("--endpoints") {
@@ -373,32 +467,26 @@ fn run_script(cluster: &Cluster) -> Transcript {
             }
             Spawn(name, args) => {
                 let (shown, argv) = expand(args, &leases);
-                let child = etcdctl_command(&argv.iter().map(String::as_str).collect::<Vec<_>>())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("starting etcdctl");
-                background.insert(name, (shown.clone(), child));
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                background.insert(name, Background::start(shown.clone(), &argv));
                 vec![format!("$ {shown} &   ({name})")]
             }
             Stop(name) => {
-                let (shown, mut child) = background.remove(name).expect("a started command");
-                if child.try_wait().unwrap().is_none() {
-                    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-                }
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let mut r =
-                    record(&format!("({name}) {shown}"), &child.wait_with_output().unwrap());
+                let command = background.remove(name).expect("a started command");
+                let shown = command.shown.clone();
+                let mut r = record(&format!("({name}) {shown}"), &command.stop());
                 r[0] = format!("$ stop {}", &r[0][2..]);
                 r
             }
-            Sleep(ms) => {
-                std::thread::sleep(Duration::from_millis(ms));
+            Until(sign) => {
+                let deadline = Instant::now() + UNTIL_TIMEOUT;
+                while !shows(sign, cluster, &mut background) {
+                    if Instant::now() >= deadline {
+                        unseen.push(format!("{}: step {n}: {sign:?} not seen", cluster.kind));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 continue;
             }
         };
@@ -412,11 +500,10 @@ fn run_script(cluster: &Cluster) -> Transcript {
         }
         transcript.push((n, lines));
     }
-    for (_, (_, mut child)) in background {
-        let _ = child.kill();
-        let _ = child.wait();
+    for (_, command) in background {
+        command.stop();
     }
-    transcript
+    (transcript, unseen)
 }
 
 /// What must differ between the two clusters, mapped to the same placeholders.
@@ -442,10 +529,11 @@ impl Normaliser {
             tokens.insert(form, "<cluster>".to_string());
         }
         for i in 0..3 {
-            tokens.insert(cluster.client_ports[i].to_string(), format!("<e{}:client>", i + 1));
-            tokens.insert(cluster.peer_ports[i].to_string(), format!("<e{}:peer>", i + 1));
+            let m = &cluster.members.members()[i];
+            tokens.insert(m.client_port.to_string(), format!("<e{}:client>", i + 1));
+            tokens.insert(m.peer_port.to_string(), format!("<e{}:peer>", i + 1));
         }
-        tokens.insert(cluster.dir.display().to_string(), "<dir>".to_string());
+        tokens.insert(cluster.dir().display().to_string(), "<dir>".to_string());
         Normaliser { tokens, lease_decimal: BTreeMap::new() }
     }
 
@@ -648,8 +736,10 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
     println!("clusters up in {:?}", started.elapsed());
 
     let mut transcripts = Vec::new();
+    let mut unseen = Vec::new();
     for cluster in [&etcd, &raftkv] {
-        let t = run_script(cluster);
+        let (t, not_seen) = run_script(cluster);
+        unseen.extend(not_seen);
         let mut n = Normaliser::new(cluster);
         let t: Transcript =
             t.into_iter().map(|(i, lines)| (i, normalise(&SCRIPT[i], &lines, &mut n))).collect();
@@ -669,6 +759,8 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
     let r = grpc.block_on(within(lock_and_election(&raftkv)));
     let mut failures = compare(&transcripts[0], &transcripts[1]);
     failures.extend(compare_grpc(&e, &r));
+    // A sign etcd does not show is a script that waits for the wrong thing.
+    failures.extend(unseen.into_iter().map(|u| format!("  WAITED IN VAIN {u}")));
     println!("compared in {:?}", started.elapsed());
     assert!(
         failures.is_empty(),
@@ -711,6 +803,7 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
     let mut lease = pb::lease_client::LeaseClient::new(channel.clone());
     let mut lock = lpb::lock_client::LockClient::new(channel.clone());
     let mut election = epb::election_client::ElectionClient::new(channel.clone());
+    let mut kv = pb::kv_client::KvClient::new(channel.clone());
     let mut out = Log(cluster.kind, Vec::new());
     let grant = |ttl| pb::LeaseGrantRequest { ttl, id: 0 };
     let a = lease.lease_grant(grant(60)).await.unwrap().into_inner().id;
@@ -730,7 +823,8 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
         tokio::spawn(
             async move { lock2.lock(lpb::LockRequest { name: "gl".into(), lease: b }).await },
         );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It waits once its key is queued behind A's (and a later read has been answered).
+    wait_for_keys(&mut kv, "gl/", 2).await;
     out.push(format!("second lock waits: {}", !waiter.is_finished()));
     let u = lock.unlock(lpb::UnlockRequest { key: l1.key.clone() }).await.unwrap().into_inner();
     out.push(format!("unlock: rev {}", rev(&u.header)));
@@ -766,8 +860,10 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
     // Observe from here: the leader now (v2), then its successor. (A server-streaming
     // call answers only with its first message, so it runs on its own task.)
     let mut observer = election.clone();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let observed = tokio::spawn(async move {
         let mut seen = Vec::new();
+        let mut first_tx = Some(first_tx);
         let stream = observer.observe(epb::LeaderRequest { name: "ge".into() });
         let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), stream).await else {
             return seen;
@@ -778,17 +874,22 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
                 Ok(Ok(Some(m))) => seen.push(m),
                 _ => break,
             }
+            if let Some(tx) = first_tx.take() {
+                let _ = tx.send(());
+            }
         }
         seen
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The observer is watching once it reported the current leader (or gave up: then
+    // the transcript shows what it saw).
+    let _ = tokio::time::timeout(Duration::from_secs(10), first_rx).await;
     let mut second = election.clone();
     let candidate = tokio::spawn(async move {
         second
             .campaign(epb::CampaignRequest { name: "ge".into(), lease: b, value: "w".into() })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_keys(&mut kv, "ge/", 2).await;
     out.push(format!("second candidate waits: {}", !candidate.is_finished()));
     let l = election.leader(epb::LeaderRequest { name: "ge".into() }).await.unwrap().into_inner();
     let kv = l.kv.unwrap();
@@ -823,6 +924,26 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
         out.push(format!("observed: rev {} {} = {value}", rev(&m.header), key(&kv.key)));
     }
     out.1
+}
+
+/// Waits (up to 10 s, polling) until at least `n` keys exist under `prefix`, by
+/// linearizable reads: a lock or election waiter queues by creating such a key.
+async fn wait_for_keys(
+    kv: &mut pb::kv_client::KvClient<tonic::transport::Channel>,
+    prefix: &str,
+    n: i64,
+) {
+    let range = pb::RangeRequest {
+        key: prefix.as_bytes().to_vec().into(),
+        range_end: client::prefix_end(prefix.as_bytes()).into(),
+        count_only: true,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kv.range(range.clone()).await.unwrap().into_inner().count < n {
+        assert!(Instant::now() < deadline, "no {n} keys under {prefix} within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Transcript lines, shown as they come (a hang shows where it is).

@@ -7,36 +7,19 @@
 //! - etcdctl's watch and lease commands work against raftkv (skipped, with a message,
 //!   when etcdctl is not installed).
 
-use client::{Client, ClientOptions};
+mod common;
+
+use common::TestCluster;
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::lease_client::LeaseClient;
 use proto::etcdserverpb::watch_client::WatchClient;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Code;
 
-struct Member {
-    name: String,
-    client_port: u16,
-    peer_port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-struct TestCluster {
-    root: PathBuf,
-    members: Vec<Member>,
-    initial_cluster: String,
-}
-
-/// The tests here each run a 3-member cluster and assert on exact behaviour (no leader
-/// change mid-test); run them one at a time so they do not starve each other of CPU on a
-/// small machine and cause spurious elections.
 /// Retries a call while the cluster answers `Unavailable` (an election under way, or a
 /// forward racing a leader change on a loaded machine), as any etcd client does; other
 /// answers, errors included, are returned for the test to check.
@@ -55,114 +38,13 @@ macro_rules! retry {
     }};
 }
 
+/// The tests here each run a 3-member cluster and assert on exact behaviour (no leader
+/// change mid-test); run them one at a time so they do not starve each other of CPU on a
+/// small machine and cause spurious elections.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl TestCluster {
-    fn start(tag: &str) -> TestCluster {
-        let root = std::env::temp_dir().join(format!("raftkv-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let members: Vec<Member> = (1..=3)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                dir: root.join(format!("m{i}")),
-                child: None,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = TestCluster { root, members, initial_cluster };
-        for i in 0..3 {
-            c.spawn(i);
-        }
-        c
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let m = &mut self.members[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(m.dir.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
-            .arg("server")
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&m.dir)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client_port)])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer_port)])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--tick-ms", "50", "--snapshot-count", "50"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting raftkv server");
-        m.child = Some(child);
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
-    }
-
-    fn client(&self) -> Client {
-        let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: true };
-        Client::connect(&self.endpoints(), opts).unwrap()
-    }
-
-    /// Waits for a leader that every live member agrees on; returns its index.
-    async fn leader(&self) -> usize {
-        let c = self.client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            for i in 0..3 {
-                if self.members[i].child.is_none() {
-                    continue;
-                }
-                if let Ok(s) = c.status(i).await {
-                    if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
-                        return i;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader within 30 s");
-    }
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-        // Keep the data and logs of a failed test for a look.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
-    }
-}
+/// Elections after 1-2 s (and so a lease TTL of at least 2 s), frequent snapshots.
+const SERVER_FLAGS: &[&str] = &["--tick-ms", "50", "--snapshot-count", "50"];
 
 async fn channel(endpoint: &str) -> Channel {
     tonic::transport::Endpoint::from_shared(endpoint.to_string())
@@ -185,6 +67,8 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 /// Watches `prefix` from `start` (0: now) on `endpoint` until `until` returns true for
 /// the events so far or the stream fails; returns the events and whether it finished.
+/// `on_created`, if still there, is told once the server created the watch (every write
+/// after that is seen).
 async fn watch_once(
     endpoint: &str,
     prefix: &str,
@@ -192,6 +76,7 @@ async fn watch_once(
     seen_so_far: &mut Vec<Seen>,
     next_revision: &mut i64,
     until: &(dyn Fn(&[Seen]) -> bool + Sync),
+    on_created: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> bool {
     let mut client = WatchClient::new(channel(endpoint).await);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -216,6 +101,9 @@ async fn watch_once(
             assert!(!created, "one created response");
             assert!(!r.canceled, "watch refused: {}", r.cancel_reason);
             created = true;
+            if let Some(tx) = on_created.take() {
+                let _ = tx.send(());
+            }
             if *next_revision == 0 {
                 *next_revision =
                     if start > 0 { start } else { r.header.as_ref().unwrap().revision + 1 };
@@ -241,13 +129,16 @@ async fn watch_once(
 }
 
 /// A watcher that survives member failures: on a stream error it resumes on the next
-/// member from its last revision + 1, as etcd clients do.
+/// member from its last revision + 1, as etcd clients do. `created` is told when its
+/// first watch is created.
 async fn resilient_watch(
     endpoints: Vec<String>,
     first: usize,
     prefix: &'static str,
     until: impl Fn(&[Seen]) -> bool + Sync,
+    created: tokio::sync::oneshot::Sender<()>,
 ) -> Vec<Seen> {
+    let mut created = Some(created);
     let mut seen = Vec::new();
     let mut next_revision = 0i64;
     let mut i = first;
@@ -255,7 +146,9 @@ async fn resilient_watch(
     let mut reconnects = 0;
     while Instant::now() < deadline {
         let start = next_revision;
-        if watch_once(&endpoints[i], prefix, start, &mut seen, &mut next_revision, &until).await {
+        let ep = &endpoints[i];
+        if watch_once(ep, prefix, start, &mut seen, &mut next_revision, &until, &mut created).await
+        {
             eprintln!("watcher done after {reconnects} reconnects");
             return seen;
         }
@@ -271,7 +164,7 @@ async fn history(endpoint: &str, prefix: &'static str, last_revision: i64) -> Ve
     let mut seen = Vec::new();
     let mut next = 0;
     let until = move |s: &[Seen]| s.last().is_some_and(|e| e.1 >= last_revision);
-    assert!(watch_once(endpoint, prefix, 1, &mut seen, &mut next, &until).await);
+    assert!(watch_once(endpoint, prefix, 1, &mut seen, &mut next, &until, &mut None).await);
     seen
 }
 
@@ -283,7 +176,7 @@ async fn history(endpoint: &str, prefix: &'static str, last_revision: i64) -> Ve
 async fn a_watch_sees_every_event_exactly_once_across_a_leader_kill() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     const PER_PHASE: usize = 25;
-    let mut cluster = TestCluster::start("watch-kill");
+    let mut cluster = TestCluster::start("watch-kill", SERVER_FLAGS);
     let leader = cluster.leader().await;
     let endpoints = cluster.endpoints();
     let mut writer = cluster.client();
@@ -292,11 +185,13 @@ async fn a_watch_sees_every_event_exactly_once_across_a_leader_kill() {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let total = 3 * PER_PHASE;
     let watcher = tokio::spawn(async move {
-        let _ = ready_tx.send(());
-        resilient_watch(endpoints, leader, "w/", move |s| s.len() >= total).await
+        resilient_watch(endpoints, leader, "w/", move |s| s.len() >= total, ready_tx).await
     });
-    ready_rx.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the watch be created
+    // Writes start once the watch exists (its start revision is then before them).
+    tokio::time::timeout(Duration::from_secs(20), ready_rx)
+        .await
+        .expect("the watch is created within 20 s")
+        .expect("the watcher reports its watch created");
 
     let mut acked = Vec::new();
     let put = |n: usize| format!("w/{n:03}");
@@ -362,7 +257,7 @@ async fn local_get(endpoint: &str, key: &str) -> (Option<pb::RangeResponse>, boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let cluster = TestCluster::start("lease");
+    let cluster = TestCluster::start("lease", SERVER_FLAGS);
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let (ep_leader, ep_follower) = (cluster.endpoint(leader), cluster.endpoint(follower));
@@ -441,7 +336,8 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
         let mut events = Vec::new();
         let mut next = 0;
         let until = |s: &[Seen]| s.iter().filter(|e| e.2).count() >= 3;
-        assert!(watch_once(&ep, "exp/", last_put + 1, &mut events, &mut next, &until).await);
+        let from = last_put + 1;
+        assert!(watch_once(&ep, "exp/", from, &mut events, &mut next, &until, &mut None).await);
         let deletes: Vec<&Seen> = events.iter().filter(|e| e.2).collect();
         let keys: Vec<&str> = deletes.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(keys, ["exp/a", "exp/b", "exp/c"]);
@@ -513,7 +409,7 @@ async fn etcdctl_watch_and_lease_commands_work() {
         );
         return;
     }
-    let cluster = TestCluster::start("etcdctl-watch");
+    let cluster = TestCluster::start("etcdctl-watch", SERVER_FLAGS);
     cluster.leader().await;
     let endpoints = cluster.endpoints().join(",");
     let ctl = |args: &[&str]| -> String {
@@ -558,11 +454,35 @@ async fn etcdctl_watch_and_lease_commands_work() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Three events of three lines each are expected: wait for them, then stop etcdctl
+    // and take whatever else it printed too.
+    let stdout = watch.stdout.take().unwrap();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = line_tx.send(line.unwrap());
+        }
+    });
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < 9 {
+        match tokio::time::timeout_at(deadline, line_rx.recv()).await {
+            Ok(Some(line)) => out.push(line),
+            _ => break,
+        }
+    }
     watch.kill().unwrap();
-    let out = watch.wait_with_output().unwrap();
-    let out = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(out, "PUT\nctl/w\n1\nPUT\nctl/w\n2\nDELETE\nctl/w\n\n", "etcdctl watch output");
+    watch.wait().unwrap();
+    reader.join().unwrap();
+    while let Ok(line) = line_rx.try_recv() {
+        out.push(line);
+    }
+    assert_eq!(
+        out,
+        ["PUT", "ctl/w", "1", "PUT", "ctl/w", "2", "DELETE", "ctl/w", ""],
+        "etcdctl watch output"
+    );
 
     // Revoking deletes the leased key.
     let revoked = ctl(&["lease", "revoke", &id]);

@@ -1,0 +1,267 @@
+//! A 3-member cluster of real server processes for the integration tests: free ports,
+//! a data dir and a log file per member under one temporary root, `kill -9`, restart
+//! with the same data, and waiting for a leader or for every member to apply an index.
+//!
+//! The servers are `raftkv server` processes (the binary under test) or, for the etcd
+//! compatibility suite, real `etcd` processes started the same way. A member's log is
+//! `<root>/<name>.log`, appended to across restarts. The root is removed when the
+//! cluster is dropped, unless a test is failing: then data and logs stay for a look.
+//!
+//! Each test binary uses a different part of this module (`mod common;`), so unused
+//! items are not dead code here.
+#![allow(dead_code)]
+
+use client::{Client, ClientOptions};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which server program the members run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Server {
+    /// `raftkv server`, the binary of this crate.
+    Raftkv,
+    /// A real `etcd` on PATH (the compatibility suite's reference).
+    Etcd,
+}
+
+/// How to start a cluster.
+pub struct ClusterSpec {
+    /// Names the temporary root: `<tmp>/raftkv-<tag>-<pid>`.
+    pub tag: String,
+    /// The program the members run.
+    pub server: Server,
+    /// Member names are this prefix followed by 1, 2, 3.
+    pub name_prefix: &'static str,
+    /// Extra flags for every member, after the cluster flags.
+    pub flags: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// A raftkv cluster with members `m1`..`m3` and these extra flags.
+    pub fn raftkv(tag: &str, flags: &[&str]) -> ClusterSpec {
+        ClusterSpec {
+            tag: tag.to_string(),
+            server: Server::Raftkv,
+            name_prefix: "m",
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+}
+
+/// One member: its name, ports, data dir and process (if running).
+pub struct Member {
+    /// The member's name in `--initial-cluster`.
+    pub name: String,
+    /// Port of the client (etcd API) listener.
+    pub client_port: u16,
+    /// Port of the peer (Raft) listener.
+    pub peer_port: u16,
+    /// The member's data dir.
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running 3-member cluster; dropping it kills every member.
+pub struct TestCluster {
+    root: PathBuf,
+    server: Server,
+    flags: Vec<String>,
+    members: Vec<Member>,
+    initial_cluster: String,
+}
+
+/// A port free now (the OS picks it; it is released for the member to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestCluster {
+    /// A raftkv cluster (`m1`..`m3`) with these extra server flags, all members started.
+    pub fn start(tag: &str, flags: &[&str]) -> TestCluster {
+        TestCluster::start_spec(ClusterSpec::raftkv(tag, flags))
+    }
+
+    /// Starts every member of the cluster `spec` describes (a fresh root dir).
+    pub fn start_spec(spec: ClusterSpec) -> TestCluster {
+        let root = std::env::temp_dir().join(format!("raftkv-{}-{}", spec.tag, std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let members: Vec<Member> = (1..=3)
+            .map(|i| {
+                let name = format!("{}{i}", spec.name_prefix);
+                Member {
+                    dir: root.join(&name),
+                    name,
+                    client_port: free_port(),
+                    peer_port: free_port(),
+                    child: None,
+                }
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c =
+            TestCluster { root, server: spec.server, flags: spec.flags, members, initial_cluster };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Starts member `i` (again) on its data dir.
+    pub fn spawn(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        assert!(m.child.is_none(), "member {} already running", m.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.with_extension("log"))
+            .unwrap();
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let mut cmd = match self.server {
+            Server::Raftkv => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_raftkv"));
+                c.arg("server");
+                c
+            }
+            Server::Etcd => Command::new("etcd"),
+        };
+        cmd.args(["--name", &m.name]).arg("--data-dir").arg(&m.dir);
+        cmd.args(["--listen-client-urls", &client, "--listen-peer-urls", &peer]);
+        cmd.args(["--initial-cluster", &self.initial_cluster]);
+        if self.server == Server::Etcd {
+            cmd.args(["--advertise-client-urls", &client, "--initial-advertise-peer-urls", &peer]);
+            cmd.args(["--initial-cluster-state", "new", "--initial-cluster-token", "compat"]);
+        }
+        cmd.args(&self.flags);
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("starting a member");
+        m.child = Some(child);
+    }
+
+    /// `kill -9`: no chance to flush or sync anything. A no-op if it is not running.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Whether member `i`'s process was started and not killed.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// The members, in order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The directory holding every member's data dir and log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Member `i`'s client address without a scheme (`127.0.0.1:PORT`), as etcdctl takes it.
+    pub fn address(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://{}", self.address(i))
+    }
+
+    /// Every member's client URL, in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// A client of every member, writing exactly once (sessions), with a 20 s deadline.
+    pub fn client(&self) -> Client {
+        let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: true };
+        Client::connect(&self.endpoints(), opts).unwrap()
+    }
+
+    /// The running member that leads by its own status, if one does right now.
+    pub async fn leader_now(&self) -> Option<usize> {
+        let c = self.client();
+        for i in 0..self.members.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            if let Ok(s) = c.status(i).await {
+                if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits (up to 30 s) for a running member that leads; returns its index.
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(i) = self.leader_now().await {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within 30 s");
+    }
+
+    /// Waits (up to 30 s in all) until every member applied at least `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        let c = self.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'members: for i in 0..self.members.len() {
+            while Instant::now() < deadline {
+                if c.status(i).await.is_ok_and(|s| s.raft_applied_index >= index) {
+                    continue 'members;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("member {i} did not apply index {index} within 30 s");
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        // Keep the data and logs of a failed test for a look.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Polls `check` every `interval` until it returns `Some`, or panics naming `what`
+/// once `timeout` has passed.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(interval).await;
+    }
+}
