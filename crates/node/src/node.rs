@@ -472,6 +472,13 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// Whether this member is the leader and its [`LeaseClock`] is not yet running for
+    /// its term: a driver then calls [`Node::advance_lease_clock`] at once rather than
+    /// at its next tick, so lease queries right after an election are answered.
+    pub fn lease_clock_pending(&self) -> bool {
+        self.raft.role() == Role::Leader && self.leases.term != Some(self.raft.term())
+    }
+
     /// Passes time to the leader's [`LeaseClock`] (`now_ms`: a monotonic clock in
     /// milliseconds; only differences matter). On the leader, proposes the revoke of
     /// every lease past its deadline; the proposals go out with the next `poll`. A
@@ -925,6 +932,21 @@ mod lease_clock_tests {
         n.advance_lease_clock(102_000);
         n.run_once(&mut |_| {}).unwrap();
         assert!(n.state().lease_ttl(g.id).is_some());
+    }
+
+    /// A new leader's clock is pending until the driver starts it, and a lease query
+    /// answered before then is refused as "leader changed": drivers start it as soon as
+    /// `lease_clock_pending` says so (the server does, every loop).
+    #[test]
+    fn a_new_leaders_lease_clock_is_pending_until_started() {
+        let mut n = leader();
+        assert!(n.lease_clock_pending());
+        let r = call(&mut n, 1, Op::LeaseTimeToLive { id: 1, keys: false });
+        assert!(matches!(r, Err(RequestError::NotLeader { .. })), "{r:?}");
+        n.advance_lease_clock(0);
+        assert!(!n.lease_clock_pending());
+        let r = call(&mut n, 2, Op::LeaseTimeToLive { id: 1, keys: false });
+        assert_eq!(r, Ok(Response::Error(KvError::LeaseNotFound { id: 1 })));
     }
 
     #[test]

@@ -343,13 +343,13 @@ async fn an_expired_lease_deletes_its_keys_on_every_member_at_one_revision() {
         c.put(key, "leased", Some(leased.clone())).await.unwrap();
     }
     c.put("l/keep", "no lease", None).await.unwrap();
-    // A leader starts answering keep-alives only once its lease clock runs, a moment
-    // after its election ("leader changed" until then, which etcd clients retry).
-    let (mut keeper, mut answers) = retry!(c.lease_keep_alive(lease)).unwrap();
+    // Right after the election, as etcd: the leader answers keep-alives at once (no
+    // "leader changed" while its lease clock starts), so no retry here.
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
     keeper.keep_alive().await.unwrap();
     let answer = answers.message().await.unwrap().expect("a keep-alive answer");
     assert_eq!((answer.id(), answer.ttl()), (lease, lease_ttl_min_secs()));
-    let ttl = retry!(c.lease_time_to_live(lease, None)).unwrap();
+    let ttl = c.lease_time_to_live(lease, None).await.unwrap();
     assert!(ttl.ttl() > 0, "alive: {ttl:?}");
     // Stop keeping it alive.
     let stopped_at = Instant::now();

@@ -290,6 +290,11 @@ fn run<S: LogStore>(
                 next_tick = Instant::now() + tick;
             }
         }
+        if node.lease_clock_pending() {
+            // Just elected: start the lease clock now, so keep-alives and time-to-live
+            // queries that complete before the next tick are answered, not refused.
+            node.advance_lease_clock(started_at.elapsed().as_millis() as u64);
+        }
         let started = Instant::now();
         let mut out = node.run_once(&mut |msgs| outbox.send(msgs)).map_err(|e| e.to_string())?;
         if let Some(job) = out.snapshot_job.take() {
