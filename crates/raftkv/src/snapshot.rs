@@ -172,7 +172,7 @@ fn restore(
     }
     let backup = read_backup(file).map_err(|e| e.to_string())?;
     let r =
-        restore_data_dir(&backup, data_dir, me, &members, cluster_id).map_err(|e| e.to_string())?;
+        restore_data_dir(backup, data_dir, me, &members, cluster_id).map_err(|e| e.to_string())?;
     println!(
         "restored {} into {}: member {name} (id {:x}) of new cluster {cluster_id:x}, revision \
          {}, {} keys",

@@ -13,6 +13,7 @@ use proto::etcdserverpb as pb;
 use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::lease_client::LeaseClient;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -200,6 +201,30 @@ fn check_bad_files(good: &Path, dir: &Path, initial_cluster: &str) {
     assert!(!ok && err.contains("missing.db"), "{err}");
 }
 
+/// The raw stream, as etcd frames it: chunks whose `remaining_bytes` count down to 0,
+/// then the 32-byte sha256 (also with 0); every header names the member, the cluster and
+/// the snapshot's revision.
+async fn check_stream(endpoint: &str, file: &[u8], at: &pb::ResponseHeader) {
+    let mut m = MaintenanceClient::new(channel(endpoint).await);
+    let mut stream = m.snapshot(pb::SnapshotRequest {}).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    let mut remaining = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        let h = chunk.header.expect("a header");
+        assert_eq!(
+            (h.cluster_id, h.member_id, h.revision),
+            (at.cluster_id, at.member_id, at.revision)
+        );
+        got.extend_from_slice(&chunk.blob);
+        remaining.push(chunk.remaining_bytes);
+    }
+    assert_eq!(got, file, "the stream is the file");
+    let content = (file.len() - 32) as u64;
+    assert_eq!(remaining.last(), Some(&0), "the hash comes with 0 remaining");
+    assert_eq!(remaining[remaining.len() - 2], 0, "the last content chunk leaves 0");
+    assert!(remaining.windows(2).all(|w| w[0] >= w[1]) && remaining[0] < content);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_snapshot_restores_into_a_new_cluster_with_all_its_data() {
     let root = std::env::temp_dir().join(format!("raftkv-snapshot-test-{}", std::process::id()));
@@ -246,6 +271,7 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_with_all_its_data() {
     } else {
         println!("*** etcdctl not installed: `etcdctl snapshot save` not checked ***");
     }
+    check_stream(&old.endpoint(1), &bytes, &old_header).await;
     drop(running);
 
     let (ok, out, err) = raftkv(&["snapshot", "status", restore_from.to_str().unwrap()]);

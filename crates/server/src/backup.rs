@@ -272,7 +272,7 @@ pub struct Restored {
 /// members as voters), so the new cluster's log continues after it and every member
 /// starts from identical state: keys, values, revisions, leases and compaction as saved.
 pub fn restore_data_dir(
-    backup: &Backup,
+    backup: Backup,
     data_dir: &Path,
     me: &Member,
     members: &[Member],
@@ -291,23 +291,42 @@ pub fn restore_data_dir(
     }
     let member_dir = data_dir.join("member");
     std::fs::create_dir_all(&member_dir).map_err(|e| dir_err(format!("cannot create: {e}")))?;
-    let disk = storage::RealDisk::open(&member_dir).map_err(|e| dir_err(e.to_string()))?;
-    let (mut store, _, _) = storage::Storage::open(disk, storage::Options::default())
-        .map_err(|e| dir_err(e.to_string()))?;
+    let written = write_member_dir(backup, data_dir, &member_dir, me, members, cluster_id);
+    if written.is_err() {
+        // Leave no half-written data dir that a server could start on.
+        let _ = std::fs::remove_dir_all(&member_dir);
+        let _ = std::fs::remove_file(data_dir.join(crate::config::IDENTITY_FILE));
+    }
+    written.map_err(dir_err)
+}
+
+fn write_member_dir(
+    backup: Backup,
+    data_dir: &Path,
+    member_dir: &Path,
+    me: &Member,
+    members: &[Member],
+    cluster_id: u64,
+) -> Result<Restored, String> {
+    let disk = storage::RealDisk::open(member_dir).map_err(|e| e.to_string())?;
+    let (mut store, _, _) =
+        storage::Storage::open(disk, storage::Options::default()).map_err(|e| e.to_string())?;
     // Index 0 means "no snapshot" to the log: a backup of a store that never applied a
     // command still starts the new log after index 1.
     let index = backup.state.applied_index().max(1);
     let term = 1;
     let voters = members.iter().map(|m| m.id).collect();
+    let restored = Restored { revision: backup.state.revision(), index, keys: backup.key_count() };
     let snapshot = raft::Snapshot {
         meta: raft::SnapshotMeta { index, term, conf: raft::ConfState { voters } },
-        data: backup.payload.clone().into(),
+        data: backup.payload.into(),
     };
-    store.save_snapshot(&snapshot).map_err(|e| dir_err(e.to_string()))?;
+    store.save_snapshot(&snapshot).map_err(|e| e.to_string())?;
     let hard_state = raft::HardState { term, vote: 0, commit: index };
-    store.save(Some(&hard_state), None, &[]).map_err(|e| dir_err(e.to_string()))?;
-    write_new_identity(data_dir, me, cluster_id).map_err(|e| BackupError(e.0))?;
-    Ok(Restored { revision: backup.state.revision(), index, keys: backup.key_count() })
+    store.save(Some(&hard_state), None, &[]).map_err(|e| e.to_string())?;
+    // The identity goes last: with it, the data dir is one a server will start on.
+    write_new_identity(data_dir, me, cluster_id).map_err(|e| e.0)?;
+    Ok(restored)
 }
 
 #[cfg(test)]

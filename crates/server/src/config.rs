@@ -125,7 +125,7 @@ impl ServerConfig {
 }
 
 /// Name of the identity file in the data dir.
-const IDENTITY_FILE: &str = "raftkv-member";
+pub const IDENTITY_FILE: &str = "raftkv-member";
 
 /// Checks (or, for a new member, writes) the data dir's identity, so a member never
 /// starts on another member's or another cluster's data. Returns true if data existed.

@@ -566,12 +566,8 @@ impl pb::maintenance_server::Maintenance for Api {
             let mut bytes = 0u64;
             let result = crate::backup::stream_backup(&view, &mut |blob, remaining_bytes| {
                 bytes += blob.len() as u64;
-                let chunk = pb::SnapshotResponse {
-                    header: header.clone(),
-                    remaining_bytes,
-                    blob,
-                    version: String::new(),
-                };
+                let chunk =
+                    pb::SnapshotResponse { header, remaining_bytes, blob, version: String::new() };
                 tx.blocking_send(Ok(chunk)).map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
                 })
