@@ -125,7 +125,12 @@ async fn save_from(endpoint: &str, part: &Path, timeout: Duration) -> Result<(),
         .map_err(|s| s.message().to_string())?
         .into_inner();
     let io = |e: std::io::Error| format!("writing {}: {e}", part.display());
-    let mut out = std::fs::File::create(part).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // The file holds every key: readable by its owner only, as etcdctl writes it.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(part).map_err(io)?;
     loop {
         // A stalled member is given up on; a slow but moving stream is not.
         let next = tokio::time::timeout(timeout, stream.message())
