@@ -20,6 +20,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// Retries a call while the cluster answers `Unavailable` (an election, or a new leader
+/// whose lease clock has not started yet), as etcd's clients do; other answers are
+/// returned for the test to check.
+macro_rules! retry {
+    ($call:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $call.await {
+                Err(s) if s.code() == tonic::Code::Unavailable && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -62,7 +80,7 @@ impl Plan {
                 .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", self.peer_ports[i])])
                 .args(["--listen-client-urls", &self.endpoint(i)])
                 .args(["--initial-cluster", &self.initial_cluster])
-                .stdout(Stdio::null())
+                .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
                 .expect("starting raftkv server");
@@ -116,7 +134,7 @@ async fn everything(
         revision,
         ..Default::default()
     };
-    let r = kv.range(all).await.expect("range").into_inner();
+    let r = retry!(kv.range(all.clone())).expect("range").into_inner();
     (r.kvs, r.header.unwrap())
 }
 
@@ -144,23 +162,23 @@ async fn write_history(endpoint: &str) -> (i64, i64) {
         ..Default::default()
     };
     for i in 0..200 {
-        kv.put(put(format!("key/{i:03}"), format!("value {i}"), 0)).await.unwrap();
+        retry!(kv.put(put(format!("key/{i:03}"), format!("value {i}"), 0))).unwrap();
     }
     for i in (0..200).step_by(3) {
-        kv.put(put(format!("key/{i:03}"), format!("second value {i}"), 0)).await.unwrap();
+        retry!(kv.put(put(format!("key/{i:03}"), format!("second value {i}"), 0))).unwrap();
     }
-    let compact_at = kv.put(put("marker".into(), "m".into(), 0)).await.unwrap();
+    let compact_at = retry!(kv.put(put("marker".into(), "m".into(), 0))).unwrap();
     let compact_at = compact_at.into_inner().header.unwrap().revision;
     for i in (0..200).step_by(7) {
         let del =
             pb::DeleteRangeRequest { key: format!("key/{i:03}").into(), ..Default::default() };
-        kv.delete_range(del).await.unwrap();
+        retry!(kv.delete_range(del.clone())).unwrap();
     }
-    let granted = lease.lease_grant(pb::LeaseGrantRequest { ttl: 3600, id: 0 }).await.unwrap();
+    let granted = retry!(lease.lease_grant(pb::LeaseGrantRequest { ttl: 3600, id: 0 })).unwrap();
     let lease_id = granted.into_inner().id;
-    kv.put(put("leased".into(), "l".into(), lease_id)).await.unwrap();
-    kv.compact(pb::CompactionRequest { revision: compact_at, physical: true }).await.unwrap();
-    kv.put(put("key/000".into(), "after the compaction".into(), 0)).await.unwrap();
+    retry!(kv.put(put("leased".into(), "l".into(), lease_id))).unwrap();
+    retry!(kv.compact(pb::CompactionRequest { revision: compact_at, physical: true })).unwrap();
+    retry!(kv.put(put("key/000".into(), "after the compaction".into(), 0))).unwrap();
     (lease_id, compact_at)
 }
 
@@ -330,16 +348,16 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_with_all_its_data() {
     let mut kv = KvClient::new(channel(&new.endpoint(2)).await);
     let below =
         pb::RangeRequest { key: "marker".into(), revision: compact_at - 1, ..Default::default() };
-    let e = kv.range(below).await.unwrap_err();
+    let e = retry!(kv.range(below.clone())).unwrap_err();
     assert!(e.message().contains("compacted"), "the compaction is kept: {e:?}");
     let mut lease = LeaseClient::new(channel(&new.endpoint(0)).await);
     let ttl = pb::LeaseTimeToLiveRequest { id: lease_id, keys: true };
-    let ttl = lease.lease_time_to_live(ttl).await.unwrap().into_inner();
+    let ttl = retry!(lease.lease_time_to_live(ttl.clone())).unwrap().into_inner();
     assert_eq!((ttl.granted_ttl, ttl.keys), (3600, vec![bytes::Bytes::from("leased")]));
 
     // New writes continue the revision sequence.
     let put = pb::PutRequest { key: "new".into(), value: "write".into(), ..Default::default() };
-    let r = kv.put(put).await.unwrap().into_inner();
+    let r = retry!(kv.put(put.clone())).unwrap().into_inner();
     let header = r.header.unwrap();
     assert_eq!(header.revision, revision + 1);
 
