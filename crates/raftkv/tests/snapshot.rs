@@ -16,7 +16,7 @@ use proto::etcdserverpb::lease_client::LeaseClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -352,7 +352,7 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_with_all_its_data() {
     assert!(e.message().contains("compacted"), "the compaction is kept: {e:?}");
     let mut lease = LeaseClient::new(channel(&new.endpoint(0)).await);
     let ttl = pb::LeaseTimeToLiveRequest { id: lease_id, keys: true };
-    let ttl = retry!(lease.lease_time_to_live(ttl.clone())).unwrap().into_inner();
+    let ttl = retry!(lease.lease_time_to_live(ttl)).unwrap().into_inner();
     assert_eq!((ttl.granted_ttl, ttl.keys), (3600, vec![bytes::Bytes::from("leased")]));
 
     // New writes continue the revision sequence.
