@@ -2,6 +2,7 @@
 //! one (raftkv or etcd: both speak etcd's v3 API).
 
 mod bench;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientOptions};
@@ -96,6 +97,12 @@ enum Cmd {
     },
     /// Load-test a cluster over etcd's v3 API (raftkv or etcd).
     Bench(bench::BenchArgs),
+    /// Save a member's state to a file, restore a new cluster from one, or check one
+    /// (etcdctl's snapshot commands).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
+    },
 }
 
 #[derive(clap::Args)]
@@ -124,7 +131,8 @@ struct ServerArgs {
     /// Accepted for etcd compatibility; peers are reached at their --initial-cluster URL.
     #[arg(long)]
     initial_advertise_peer_urls: Option<String>,
-    /// Accepted for etcd compatibility.
+    /// Client URLs this member advertises in member lists (default: its
+    /// --listen-client-urls).
     #[arg(long)]
     advertise_client_urls: Option<String>,
     /// Accepted for etcd compatibility (cluster ids derive from the member list).
@@ -168,6 +176,13 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
             Some(u) => Some(parse_url("--listen-metrics-urls", u).map_err(|e| e.0)?),
             None => None,
         },
+        advertise_client: a
+            .advertise_client_urls
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
         members,
         state,
         cluster_id,
@@ -254,6 +269,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Status { ep } => status(&ep).await,
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Snapshot { cmd } => snapshot::run(cmd).await,
     }
 }
 

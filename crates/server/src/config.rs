@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub listen_peer: SocketAddr,
     /// Address for client traffic (etcd v3 gRPC API).
     pub listen_client: SocketAddr,
+    /// Client URLs to advertise to other members and clients (`MemberList`); empty:
+    /// `http://` and the client listen address.
+    pub advertise_client: Vec<String>,
     /// Address for `GET /health` and `GET /metrics` (none: not served).
     pub listen_metrics: Option<SocketAddr>,
     /// All members of the cluster.
@@ -122,7 +125,7 @@ impl ServerConfig {
 }
 
 /// Name of the identity file in the data dir.
-const IDENTITY_FILE: &str = "raftkv-member";
+pub const IDENTITY_FILE: &str = "raftkv-member";
 
 /// Checks (or, for a new member, writes) the data dir's identity, so a member never
 /// starts on another member's or another cluster's data. Returns true if data existed.
@@ -132,8 +135,7 @@ pub fn check_data_dir(cfg: &ServerConfig) -> Result<bool, ConfigError> {
         .map_err(|e| ConfigError(format!("--data-dir {}: cannot create: {e}", dir.display())))?;
     let path = dir.join(IDENTITY_FILE);
     let me = cfg.me();
-    let expected =
-        format!("name={}\nmember_id={:x}\ncluster_id={:x}\n", me.name, me.id, cfg.cluster_id);
+    let expected = identity_text(me, cfg.cluster_id);
     match std::fs::read_to_string(&path) {
         Ok(found) if found == expected => Ok(true),
         Ok(found) => Err(ConfigError(format!(
@@ -160,6 +162,17 @@ pub fn check_data_dir(cfg: &ServerConfig) -> Result<bool, ConfigError> {
         }
         Err(e) => Err(ConfigError(format!("reading {}: {e}", path.display()))),
     }
+}
+
+fn identity_text(me: &Member, cluster_id: u64) -> String {
+    format!("name={}\nmember_id={:x}\ncluster_id={:x}\n", me.name, me.id, cluster_id)
+}
+
+/// Marks `dir` as the data dir of member `me` of cluster `cluster_id` (what
+/// [`check_data_dir`] then accepts), for a data dir written by other means than a first
+/// start: a snapshot restore.
+pub fn write_new_identity(dir: &Path, me: &Member, cluster_id: u64) -> Result<(), ConfigError> {
+    write_identity(dir, &dir.join(IDENTITY_FILE), &identity_text(me, cluster_id))
 }
 
 fn write_identity(dir: &Path, path: &Path, content: &str) -> Result<(), ConfigError> {

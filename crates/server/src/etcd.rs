@@ -8,8 +8,9 @@
 //! writes with a session (gRPC metadata `raftkv-client-id` and `raftkv-seq`) so a retried
 //! write executes exactly once; requests without it behave as in etcd.
 
+use crate::config::Member;
 use crate::metrics::Metrics;
-use crate::peer::Transport;
+use crate::peer::{ClientUrls, Transport};
 use crate::runtime::{NodeHandle, Reply};
 use bytes::Bytes;
 use kv::{Command, KvError, Op};
@@ -19,7 +20,17 @@ use proto::mvccpb;
 use raft::NodeId;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
+
+/// The message of every refused membership change (MemberAdd, MemberRemove,
+/// MemberUpdate, MemberPromote).
+pub const MEMBERSHIP_UNSUPPORTED: &str =
+    "etcdserver: membership changes are not supported by raftkv yet (member add, remove, \
+     update and promote are not implemented; the members are the ones in --initial-cluster)";
+
+/// Snapshot chunks (32 KiB each) queued for a client before the serialiser waits.
+const SNAPSHOT_CHUNKS_QUEUED: usize = 16;
 
 /// etcd's default limit on one request (`--max-request-bytes`, 1.5 MiB).
 pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
@@ -44,8 +55,10 @@ pub struct Api {
     pub cluster_id: u64,
     /// This member's id.
     pub member_id: NodeId,
-    /// All members: (id, name, peer URL, client URL if known).
-    pub members: Vec<(NodeId, String, String, String)>,
+    /// All members, as `--initial-cluster` names them.
+    pub members: Vec<Member>,
+    /// Their client URLs, as far as known (see [`ClientUrls`]).
+    pub client_urls: ClientUrls,
     /// Shortest lease TTL granted, in seconds; shorter requests get this (etcd's
     /// minimum: 1.5 election timeouts, rounded up).
     pub lease_ttl_min_secs: i64,
@@ -532,27 +545,71 @@ impl pb::maintenance_server::Maintenance for Api {
         }))
     }
 
-    type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+    type SnapshotStream = ReceiverStream<Result<pb::SnapshotResponse, Status>>;
 
+    /// The member's applied state, streamed in etcd's framing (see [`crate::backup`]):
+    /// the view is taken on the node thread in O(1), serialised on a blocking thread,
+    /// and sent with backpressure (a slow client holds a few chunks, not the snapshot).
     async fn snapshot(
         &self,
         _request: tonic::Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("Snapshot is not implemented yet"))
+        let state =
+            self.node.state().await.ok_or_else(|| Status::unavailable("member stopping"))?;
+        // etcd sends no header on these messages; ours carry the snapshot's revision.
+        let header = self.header(state.revision());
+        let view = state.snapshot_view();
+        drop(state);
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut bytes = 0u64;
+            let result = crate::backup::stream_backup(&view, &mut |blob, remaining_bytes| {
+                bytes += blob.len() as u64;
+                let chunk =
+                    pb::SnapshotResponse { header, remaining_bytes, blob, version: String::new() };
+                tx.blocking_send(Ok(chunk)).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+                })
+            });
+            match result {
+                Ok(()) => tracing::info!(
+                    revision = view.revision(),
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot sent to a client"
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    tracing::info!("snapshot stream abandoned by the client after {bytes} bytes");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot stream failed");
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "streaming the snapshot failed: {e}"
+                    ))));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn move_leader(
         &self,
         _request: tonic::Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+        Err(Status::unimplemented(
+            "etcdserver: moving the leader is not supported by raftkv yet (MoveLeader is not \
+             implemented)",
+        ))
     }
 
     async fn downgrade(
         &self,
         _request: tonic::Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
-        Err(Status::unimplemented("Downgrade is not supported"))
+        Err(Status::unimplemented(
+            "etcdserver: downgrade is not supported by raftkv (Downgrade is not implemented)",
+        ))
     }
 }
 
@@ -562,21 +619,21 @@ impl pb::cluster_server::Cluster for Api {
         &self,
         _request: tonic::Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented("membership changes are not implemented yet"))
+        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
     }
 
     async fn member_remove(
         &self,
         _request: tonic::Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented("membership changes are not implemented yet"))
+        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
     }
 
     async fn member_update(
         &self,
         _request: tonic::Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented("membership changes are not implemented yet"))
+        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
     }
 
     async fn member_list(
@@ -585,14 +642,14 @@ impl pb::cluster_server::Cluster for Api {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         // etcd lists members by id.
         let mut members: Vec<_> = self.members.iter().collect();
-        members.sort_by_key(|m| m.0);
+        members.sort_by_key(|m| m.id);
         let members = members
             .into_iter()
-            .map(|(id, name, peer, client)| pb::Member {
-                id: *id,
-                name: name.clone(),
-                peer_ur_ls: vec![peer.clone()],
-                client_ur_ls: if client.is_empty() { vec![] } else { vec![client.clone()] },
+            .map(|m| pb::Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: vec![m.peer_url.clone()],
+                client_ur_ls: self.client_urls.get(m.id),
                 is_learner: false,
             })
             .collect();
@@ -604,7 +661,7 @@ impl pb::cluster_server::Cluster for Api {
         &self,
         _request: tonic::Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented("membership changes are not implemented yet"))
+        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
     }
 }
 

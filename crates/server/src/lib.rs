@@ -6,6 +6,8 @@
 //! ([`http`]). Everything that decides anything lives in `raft`, `kv`, `node` and `storage`,
 //! which the simulator runs too; this crate only moves bytes and schedules work.
 
+pub mod auth;
+pub mod backup;
 pub mod concurrency;
 pub mod config;
 pub mod etcd;
@@ -19,7 +21,7 @@ pub mod watch;
 
 use crate::config::{check_data_dir, ServerConfig};
 use crate::metrics::Metrics;
-use crate::peer::{Identity, PeerService, Transport, PEER_MESSAGE_BYTES_MAX};
+use crate::peer::{ClientUrls, Identity, PeerService, Transport, PEER_MESSAGE_BYTES_MAX};
 use node::{Node, NodeConfig};
 use std::fmt;
 use std::sync::Arc;
@@ -89,10 +91,22 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
-    let identity = Identity { cluster_id: cfg.cluster_id, member_id: me.id, name: me.name.clone() };
+    let own_client_urls = if cfg.advertise_client.is_empty() {
+        vec![format!("http://{}", cfg.listen_client)]
+    } else {
+        cfg.advertise_client.clone()
+    };
+    let client_urls = ClientUrls::default();
+    client_urls.set(me.id, &own_client_urls);
+    let identity = Identity {
+        cluster_id: cfg.cluster_id,
+        member_id: me.id,
+        name: me.name.clone(),
+        client_urls: own_client_urls,
+    };
     let peers: Vec<_> =
         cfg.members.iter().filter(|m| m.id != me.id).map(|m| (m.id, m.peer_url.clone())).collect();
-    let transport = Transport::start(identity.clone(), peers, metrics.clone());
+    let transport = Transport::start(identity.clone(), peers, metrics.clone(), client_urls.clone());
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (handle, join) = runtime::spawn(
         node,
@@ -109,22 +123,16 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         me: identity,
         members: cfg.members.iter().map(|m| m.id).collect(),
         node: handle.clone(),
+        client_urls: client_urls.clone(),
     };
-    let client_url = format!("http://{}", cfg.listen_client);
     let api = etcd::Api {
         node: handle.clone(),
         transport,
         metrics: metrics.clone(),
         cluster_id: cfg.cluster_id,
         member_id: me.id,
-        members: cfg
-            .members
-            .iter()
-            .map(|m| {
-                let client = if m.id == me.id { client_url.clone() } else { String::new() };
-                (m.id, m.name.clone(), m.peer_url.clone(), client)
-            })
-            .collect(),
+        members: cfg.members.clone(),
+        client_urls,
         lease_ttl_min_secs,
     };
 
@@ -148,6 +156,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         .add_service(ClusterServer::new(api.clone()))
         .add_service(WatchServer::new(api.clone()))
         .add_service(LeaseServer::new(api.clone()))
+        .add_service(proto::etcdserverpb::auth_server::AuthServer::new(api.clone()))
         .add_service(proto::v3lockpb::lock_server::LockServer::new(api.clone()))
         .add_service(proto::v3electionpb::election_server::ElectionServer::new(api.clone()))
         .add_service(proto::session::session_server::SessionServer::new(api))

@@ -17,9 +17,9 @@ use proto::peer::{
     StreamAck,
 };
 use raft::{Message, NodeId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -29,6 +29,35 @@ use tonic::{Status, Streaming};
 const PEER_QUEUE_BATCHES: usize = 4096;
 /// Largest gRPC message between peers (snapshot chunks and append batches stay below).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// Most client URLs kept per member, and the longest one: a peer's hello is input too.
+const CLIENT_URLS_MAX: usize = 16;
+const CLIENT_URL_BYTES_MAX: usize = 512;
+
+/// Every member's advertised client URLs, as far as this member has heard: its own from
+/// the start, each peer's from the Hello handshake in either direction (the caller sends
+/// its URLs, the answer carries the callee's). `MemberList` reads it, so every member
+/// lists every member's client URLs as etcd does; a peer not heard from since this
+/// member started has none yet.
+#[derive(Clone, Default)]
+pub struct ClientUrls(Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>);
+
+impl ClientUrls {
+    /// Records `member`'s client URLs (too many or too long ones are dropped).
+    pub fn set(&self, member: NodeId, urls: &[String]) {
+        let urls: Vec<String> = urls
+            .iter()
+            .filter(|u| !u.is_empty() && u.len() <= CLIENT_URL_BYTES_MAX)
+            .take(CLIENT_URLS_MAX)
+            .cloned()
+            .collect();
+        self.0.lock().expect("client URL map lock").insert(member, urls);
+    }
+
+    /// `member`'s client URLs (empty if not heard of).
+    pub fn get(&self, member: NodeId) -> Vec<String> {
+        self.0.lock().expect("client URL map lock").get(&member).cloned().unwrap_or_default()
+    }
+}
 
 /// Who this member is, as peers see it.
 #[derive(Clone, Debug)]
@@ -39,6 +68,8 @@ pub struct Identity {
     pub member_id: NodeId,
     /// This member's name.
     pub name: String,
+    /// This member's advertised client URLs.
+    pub client_urls: Vec<String>,
 }
 
 /// The sending side: one queue and one connection task per peer.
@@ -51,8 +82,14 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Starts a connection task for each peer `(id, url)`.
-    pub fn start(me: Identity, peers: Vec<(NodeId, String)>, metrics: Arc<Metrics>) -> Transport {
+    /// Starts a connection task for each peer `(id, url)`; peers' client URLs learnt in
+    /// the handshakes go into `client_urls`.
+    pub fn start(
+        me: Identity,
+        peers: Vec<(NodeId, String)>,
+        metrics: Arc<Metrics>,
+        client_urls: ClientUrls,
+    ) -> Transport {
         let mut queues = HashMap::new();
         let mut clients = HashMap::new();
         for (id, url) in peers {
@@ -64,7 +101,9 @@ impl Transport {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
             queues.insert(id, tx);
             clients.insert(id, channel.clone());
-            tokio::spawn(peer_loop(me.clone(), id, url, channel, rx, metrics.clone()));
+            let task =
+                peer_loop(me.clone(), id, url, channel, rx, metrics.clone(), client_urls.clone());
+            tokio::spawn(task);
         }
         Transport {
             queues: Arc::new(queues),
@@ -126,11 +165,12 @@ async fn peer_loop(
     channel: Channel,
     mut rx: mpsc::Receiver<Vec<Message>>,
     metrics: Arc<Metrics>,
+    client_urls: ClientUrls,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut warned = false;
     loop {
-        match stream_to_peer(&me, id, channel.clone(), &mut rx, &metrics).await {
+        match stream_to_peer(&me, id, channel.clone(), &mut rx, &metrics, &client_urls).await {
             Ok(()) => return, // the node stopped: queue closed
             Err(e) => {
                 if !warned {
@@ -162,6 +202,7 @@ async fn stream_to_peer(
     channel: Channel,
     rx: &mut mpsc::Receiver<Vec<Message>>,
     metrics: &Metrics,
+    client_urls: &ClientUrls,
 ) -> Result<(), String> {
     let mut client = PeerClient::new(channel)
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -173,8 +214,12 @@ async fn stream_to_peer(
         member_name: me.name.clone(),
         target_member_id: id,
         protocol_version: proto::PEER_PROTOCOL_VERSION,
+        client_urls: me.client_urls.clone(),
     };
-    client.hello(hello).await.map_err(|s| s.message().to_string())?;
+    let answer = client.hello(hello).await.map_err(|s| s.message().to_string())?.into_inner();
+    if answer.member_id == id {
+        client_urls.set(id, &answer.client_urls);
+    }
     metrics.peer_rtt_seconds.observe(started.elapsed().as_secs_f64());
     let (tx, stream_rx) = mpsc::channel::<MessageBatch>(64);
     let mut call = tokio::spawn(async move {
@@ -208,6 +253,8 @@ pub struct PeerService {
     pub members: Vec<NodeId>,
     /// The node thread.
     pub node: NodeHandle,
+    /// Where callers' client URLs go.
+    pub client_urls: ClientUrls,
 }
 
 #[tonic::async_trait]
@@ -232,11 +279,13 @@ impl Peer for PeerService {
                 h.member_name, h.member_id
             )));
         }
+        self.client_urls.set(h.member_id, &h.client_urls);
         Ok(tonic::Response::new(HelloResponse {
             cluster_id: self.me.cluster_id,
             member_id: self.me.member_id,
             member_name: self.me.name.clone(),
             protocol_version: proto::PEER_PROTOCOL_VERSION,
+            client_urls: self.me.client_urls.clone(),
         }))
     }
 

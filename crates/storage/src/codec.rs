@@ -2,7 +2,7 @@
 //! The byte layouts are documented in the crate docs; this file is their only
 //! implementation, so the two must change together.
 
-use crate::crc::crc32c;
+use crc32c::crc32c;
 use raft::{ConfState, Entry, EntryKind, HardState, Index, Snapshot, SnapshotMeta, Term};
 use std::fmt;
 use std::sync::Arc;

@@ -130,7 +130,6 @@
 //! 5. Load and verify the snapshot the WAL names; remove other snapshot files.
 
 mod codec;
-mod crc;
 mod disk;
 mod error;
 mod recovery;

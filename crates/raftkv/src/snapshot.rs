@@ -1,0 +1,242 @@
+//! `raftkv snapshot save | restore | status`: etcdctl's snapshot commands for raftkv.
+//!
+//! `save` streams a member's state (`Maintenance.Snapshot`) into a file, as `etcdctl
+//! snapshot save` does (and that command works against raftkv too: the file is the
+//! same); `restore` checks the file and writes the data dir of one member of a new
+//! cluster holding its data; `status` checks the file and shows what it holds. The file
+//! format is in `server::backup`.
+
+use crate::Endpoints;
+use clap::Subcommand;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use proto::etcdserverpb::SnapshotRequest;
+use server::backup::{read_backup, restore_data_dir, Backup};
+use server::config::parse_initial_cluster;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `raftkv snapshot ...`.
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Save a member's current state to FILE (as `etcdctl snapshot save`): the first of
+    /// --endpoints that answers streams it.
+    Save {
+        /// Where to write the snapshot (written to FILE.part, then renamed).
+        file: PathBuf,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Write a new member's data dir from a snapshot file (as `etcdctl snapshot
+    /// restore`): run it once per member of the new cluster, with the same
+    /// --initial-cluster, then start each member with `raftkv server` on its data dir.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The new member's name (must appear in --initial-cluster).
+        #[arg(long)]
+        name: String,
+        /// All members of the new cluster: name=peerURL,...
+        #[arg(long)]
+        initial_cluster: String,
+        /// This member's peer URL; must match its entry in --initial-cluster.
+        #[arg(long)]
+        initial_advertise_peer_urls: Option<String>,
+        /// Where to write the member's data (must be new or empty); default NAME.etcd.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Accepted for etcd compatibility (cluster ids derive from the member list).
+        #[arg(long)]
+        initial_cluster_token: Option<String>,
+    },
+    /// Check a snapshot file and show its hash, revision, key count and size (as
+    /// `etcdctl snapshot status`).
+    Status {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Output format: simple or json.
+        #[arg(long, short = 'w', default_value = "simple")]
+        write_out: String,
+    },
+}
+
+/// Runs a snapshot command.
+pub async fn run(cmd: SnapshotCmd) -> Result<(), String> {
+    match cmd {
+        SnapshotCmd::Save { file, ep } => save(&file, &ep).await,
+        SnapshotCmd::Restore {
+            file,
+            name,
+            initial_cluster,
+            initial_advertise_peer_urls,
+            data_dir,
+            initial_cluster_token: _,
+        } => {
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
+            let peer_url = initial_advertise_peer_urls.as_deref();
+            restore(&file, &name, &initial_cluster, peer_url, &data_dir)
+        }
+        SnapshotCmd::Status { file, write_out } => status(&file, &write_out),
+    }
+}
+
+async fn save(file: &Path, ep: &Endpoints) -> Result<(), String> {
+    let part = PathBuf::from(format!("{}.part", file.display()));
+    let mut errors = Vec::new();
+    for endpoint in &ep.endpoints {
+        match save_from(endpoint, &part, Duration::from_secs(ep.timeout_secs)).await {
+            Ok(()) => {
+                let checked = read_backup(&part).map_err(|e| e.to_string());
+                let renamed = checked.and_then(|_| {
+                    std::fs::rename(&part, file).map_err(|e| {
+                        format!("renaming {} to {}: {e}", part.display(), file.display())
+                    })
+                });
+                if let Err(e) = renamed {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+                sync_parent_dir(file);
+                println!("Snapshot saved at {}", file.display());
+                return Ok(());
+            }
+            Err(e) => errors.push(format!("{endpoint}: {e}")),
+        }
+    }
+    let _ = std::fs::remove_file(&part);
+    Err(format!("no member sent a snapshot: {}", errors.join("; ")))
+}
+
+/// Streams one member's snapshot into `part` and fsyncs it.
+async fn save_from(endpoint: &str, part: &Path, timeout: Duration) -> Result<(), String> {
+    let url =
+        if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| format!("bad endpoint: {e}"))?
+        .connect_timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut client = MaintenanceClient::new(channel);
+    let call = tokio::time::timeout(timeout, client.snapshot(SnapshotRequest {}));
+    let mut stream = call
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let io = |e: std::io::Error| format!("writing {}: {e}", part.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // The file holds every key: readable by its owner only, as etcdctl writes it.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(part).map_err(io)?;
+    loop {
+        // A stalled member is given up on; a slow but moving stream is not.
+        let next = tokio::time::timeout(timeout, stream.message())
+            .await
+            .map_err(|_| format!("the stream stalled for {} s", timeout.as_secs()))?;
+        match next.map_err(|s| s.message().to_string())? {
+            Some(chunk) => out.write_all(&chunk.blob).map_err(io)?,
+            None => break,
+        }
+    }
+    out.sync_all().map_err(io)
+}
+
+fn sync_parent_dir(file: &Path) {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn restore(
+    file: &Path,
+    name: &str,
+    initial_cluster: &str,
+    peer_url: Option<&str>,
+    data_dir: &Path,
+) -> Result<(), String> {
+    let (members, cluster_id) = parse_initial_cluster(initial_cluster).map_err(|e| e.0)?;
+    let Some(me) = members.iter().find(|m| m.name == name) else {
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        return Err(format!(
+            "--name {name:?} is not in --initial-cluster (members: {})",
+            names.join(", ")
+        ));
+    };
+    if let Some(url) = peer_url {
+        if url.trim_end_matches('/') != me.peer_url.trim_end_matches('/') {
+            return Err(format!(
+                "--initial-advertise-peer-urls {url} does not match {name}'s URL in \
+                 --initial-cluster ({}); give the same URL in both",
+                me.peer_url
+            ));
+        }
+    }
+    let backup = read_backup(file).map_err(|e| e.to_string())?;
+    let r =
+        restore_data_dir(backup, data_dir, me, &members, cluster_id).map_err(|e| e.to_string())?;
+    println!(
+        "restored {} into {}: member {name} (id {:x}) of new cluster {cluster_id:x}, revision \
+         {}, {} keys",
+        file.display(),
+        data_dir.display(),
+        me.id,
+        r.revision,
+        r.keys
+    );
+    Ok(())
+}
+
+fn status(file: &Path, format: &str) -> Result<(), String> {
+    if format != "simple" && format != "json" {
+        return Err(format!("--write-out {format:?}: use simple or json"));
+    }
+    let backup: Backup = read_backup(file).map_err(|e| e.to_string())?;
+    let revision = backup.state.revision();
+    let hash = server::hash::hash_kv(&backup.state, revision)
+        .map_err(|e| format!("hashing {}: {e}", file.display()))?;
+    let keys = backup.key_count();
+    if format == "json" {
+        println!(
+            "{{\"hash\":{hash},\"revision\":{revision},\"totalKey\":{keys},\"totalSize\":{}}}",
+            backup.file_bytes
+        );
+    } else {
+        println!("{hash:x}, {revision}, {keys}, {}", human_bytes(backup.file_bytes));
+    }
+    Ok(())
+}
+
+/// Sizes as etcdctl prints them (SI units: "20 kB", "2.1 MB").
+fn human_bytes(n: u64) -> String {
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let units = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < units.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", units[unit])
+    } else {
+        format!("{v:.0} {}", units[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_print_as_etcdctl_prints_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(20_480), "20 kB");
+        assert_eq!(human_bytes(2_100_000), "2.1 MB");
+    }
+}
