@@ -38,8 +38,12 @@
 
 mod client;
 mod cluster;
+pub mod lease;
+mod reference;
 pub mod swarm;
+pub mod watch;
 
 pub use client::OpMix;
 pub use cluster::{KvCluster, KvConfig, KvStats};
 pub use swarm::{run_kv_seed, KvOutcome, KvParams};
+pub use watch::WatchSpec;

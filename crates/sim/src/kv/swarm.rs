@@ -19,6 +19,10 @@ pub const KV_LIVENESS_LEADER_BOUND_US: u64 = 10_000_000;
 pub const KV_LIVENESS_PROGRESS_BOUND_US: u64 = 30_000_000;
 /// Once clients stop, every member must apply everything within this.
 pub const KV_CONVERGENCE_BOUND_US: u64 = 20_000_000;
+/// Share of seeds with watchers.
+pub const WATCH_SEEDS: f64 = 0.4;
+/// Share of seeds whose clients use leases.
+pub const LEASE_SEEDS: f64 = 0.4;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 
@@ -80,11 +84,26 @@ impl KvParams {
             delete: r.range(0, 15) as u32,
             cas: r.range(5, 30) as u32,
             compact: r.range(0, 4) as u32,
+            lease: 0,
         };
         let mut kinds: Vec<PartitionKind> =
             ALL_KINDS.iter().copied().filter(|_| r.chance(0.6)).collect();
         if kinds.is_empty() {
             kinds.push(ALL_KINDS[r.range(0, ALL_KINDS.len() as u64) as usize]);
+        }
+        // The watch and lease workloads draw from a stream of their own, so a seed that
+        // uses neither runs exactly as before they existed.
+        let mut w = Rng::new(stream_seed(seed, 0x4b56_574c));
+        if w.chance(WATCH_SEEDS) {
+            c.watchers = w.range(1, 7) as usize;
+            c.watch_start_window_us = w.range(0, 10_000_001);
+            c.watch_batch_changes = [1, 5, 50, 1000][w.range(0, 4) as usize];
+            c.watch_move_mean_us = (!w.chance(0.2)).then(|| w.range(500_000, 5_000_001));
+        }
+        if w.chance(LEASE_SEEDS) {
+            c.mix.lease = w.range(5, 40) as u32;
+            c.lease_keys = w.range(1, 7) as usize;
+            c.lease_ttl_secs_max = w.range(1, 6) as i64;
         }
         KvParams {
             seed,
@@ -134,6 +153,23 @@ impl fmt::Display for KvParams {
             c.clock_drift,
             c.mix
         )?;
+        if c.watchers > 0 {
+            writeln!(
+                f,
+                "  watch: {} watchers starting within {} ms, {} changes per batch, moving every {:?} ms",
+                c.watchers,
+                ms(c.watch_start_window_us),
+                c.watch_batch_changes,
+                c.watch_move_mean_us.map(ms)
+            )?;
+        }
+        if c.mix.lease > 0 {
+            writeln!(
+                f,
+                "  leases: {} leased keys, TTLs 1..={} s",
+                c.lease_keys, c.lease_ttl_secs_max
+            )?;
+        }
         write!(
             f,
             "  faults: partitions every {:?} ms for ~{} ms {:?} (clients confined {:.2}); crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
@@ -361,6 +397,11 @@ impl KvSwarm {
                 return Err(Violation::new("Liveness (convergence)", details));
             }
         }
+        let stop = self.c.now_us();
+        while let Some(v) = self.c.settled(stop) {
+            v?;
+            self.step()?;
+        }
         self.c.check_states_identical()
     }
 
@@ -412,7 +453,7 @@ pub fn describe_outcome(out: &KvOutcome) -> String {
     let mut line = String::new();
     let _ = write!(
         line,
-        "{} ops ({} ok, {} failed, {} unknown), {} resends, {} sessions ({} expired), {} snapshots taken, {} installed, {} crashes, {} network faults, {} entries applied; lincheck: {}",
+        "{} ops ({} ok, {} failed, {} unknown), {} resends, {} sessions ({} expired), {} snapshots taken, {} installed, {} crashes, {} network faults, {} entries applied{}; lincheck: {}",
         s.ops,
         s.ok,
         s.failed,
@@ -425,6 +466,7 @@ pub fn describe_outcome(out: &KvOutcome) -> String {
         s.crashes,
         out.partitions,
         s.entries_applied,
+        workload_counts(s),
         match &out.verdict {
             LinVerdict::Linearizable => "linearizable".to_string(),
             LinVerdict::Unknown(r) => format!("unknown ({r})"),
@@ -433,4 +475,24 @@ pub fn describe_outcome(out: &KvOutcome) -> String {
         }
     );
     line
+}
+
+/// The watch and lease counters, when the seed used them.
+pub fn workload_counts(s: &KvStats) -> String {
+    let mut out = String::new();
+    if s.watch_messages > 0 || s.watch_reconnects > 0 {
+        let _ = write!(
+            out,
+            ", {} watch events checked ({} reconnects, {} compacted)",
+            s.watch_events, s.watch_reconnects, s.watch_compacted
+        );
+    }
+    if s.leases_granted > 0 {
+        let _ = write!(
+            out,
+            ", {} leases granted ({} keep-alives acked, {} expired, {} revoked)",
+            s.leases_granted, s.keep_alives_acked, s.leases_expired, s.leases_revoked
+        );
+    }
+    out
 }
