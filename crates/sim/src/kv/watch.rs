@@ -107,7 +107,7 @@ impl Watcher {
 }
 
 fn show(k: &[u8]) -> String {
-    String::from_utf8_lossy(k).into_owned()
+    String::from_utf8_lossy(k).escape_debug().to_string()
 }
 
 fn describe_event(e: &Event, prev_kv: bool) -> String {
@@ -270,7 +270,7 @@ impl KvCluster {
         let (conn, start_revision) = (wt.conn, wt.next_revision);
         let up = self.watch_link_up(w, member);
         let incarnation = self.members[member].incarnation;
-        let delay = self.cfg.net.sample_delay_us(&mut self.rng_watch);
+        let delay = self.net.cfg.sample_delay_us(&mut self.rng_watch);
         kv_trace!(
             self,
             "w{w} -> n{} watch from rev {start_revision} (conn {conn}){}",
@@ -385,7 +385,7 @@ impl KvCluster {
             return false;
         }
         self.stats.watch_messages += 1;
-        let delay = self.cfg.net.sample_delay_us(&mut self.rng_watch);
+        let delay = self.net.cfg.sample_delay_us(&mut self.rng_watch);
         let stream = self.members[idx].watch_streams.get_mut(&w).expect("serving");
         let at = (self.now_us + delay).max(stream.last_arrival_us);
         stream.last_arrival_us = at;
