@@ -8,7 +8,7 @@ use super::watch::{WatchMsg, WatchStream, Watcher};
 use crate::checker::{entry_hash, Violation};
 use crate::cluster::stream_seed;
 use crate::disk::DiskConfig;
-use crate::faults::NetFaultTarget;
+use crate::faults::{FaultTarget, NetFaultTarget};
 use crate::network::{NetConfig, Network};
 use crate::queue::EventQueue;
 use crate::trace::{MsgFmt, Trace};
@@ -433,22 +433,12 @@ impl KvCluster {
     /// has been violated.
     pub fn run_until_us(&mut self, until_us: u64) -> bool {
         while self.violation.is_none() {
-            match self.queue.peek_time() {
-                Some(t) if t <= until_us => {
-                    let (t, event) = self.queue.pop().expect("peeked");
-                    self.now_us = t;
-                    self.events += 1;
-                    self.dispatch(event);
-                    if self.queue.len() > crate::queue::STORM_EVENTS_MAX {
-                        // A healthy cluster keeps a few thousand events in flight; a
-                        // queue this long is a message storm (e.g. duplicated answers
-                        // each starting a new exchange), which a real cluster would die
-                        // of. A storm is a failure, not a slow pass.
-                        let details = format!("{} events queued", self.queue.len());
-                        self.record(Violation::new("Message storm", details));
-                    }
-                }
-                _ => break,
+            let Some((t, event)) = self.queue.pop_due(until_us) else { break };
+            self.now_us = t;
+            self.events += 1;
+            self.dispatch(event);
+            if let Some(v) = self.queue.storm() {
+                self.record(v);
             }
         }
         if self.violation.is_none() {
@@ -1197,5 +1187,29 @@ impl NetFaultTarget for KvCluster {
     }
     fn cut_link(&mut self, from: NodeId, to: NodeId) {
         KvCluster::cut_link(self, from, to);
+    }
+}
+
+impl FaultTarget for KvCluster {
+    fn now_us(&self) -> u64 {
+        KvCluster::now_us(self)
+    }
+    fn is_up(&self, id: NodeId) -> bool {
+        KvCluster::is_up(self, id)
+    }
+    fn crash(&mut self, id: NodeId) {
+        KvCluster::crash(self, id);
+    }
+    fn restart(&mut self, id: NodeId) {
+        KvCluster::restart(self, id);
+    }
+    fn fault_leader(&self) -> Option<NodeId> {
+        self.leader()
+    }
+    fn set_net(&mut self, cfg: NetConfig) {
+        KvCluster::set_net(self, cfg);
+    }
+    fn set_crash_during_write(&mut self, chance: f64) {
+        KvCluster::set_crash_during_write(self, chance);
     }
 }

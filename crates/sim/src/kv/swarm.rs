@@ -6,11 +6,10 @@ use super::client::OpMix;
 use super::cluster::{kv_trace, KvCluster, KvConfig, KvStats};
 use crate::checker::Violation;
 use crate::cluster::stream_seed;
-use crate::faults;
+use crate::faults::{self, Agenda, FaultAction, FaultPlan};
 use crate::swarm::{draw_disk, draw_net, permille, Failure, PartitionKind, ALL_KINDS};
 use lincheck::{check, CheckOptions, KvModel, Verdict};
-use raft::{NodeId, Rng};
-use std::collections::BTreeMap;
+use raft::Rng;
 use std::fmt::{self, Write};
 
 /// After the heal, a leader must be elected within this.
@@ -52,6 +51,19 @@ pub struct KvParams {
 }
 
 impl KvParams {
+    fn fault_plan(&self) -> FaultPlan<'_> {
+        FaultPlan {
+            members: self.cluster.members,
+            partition_interval_us: self.partition_interval_us,
+            partition_duration_us: self.partition_duration_us,
+            partition_kinds: &self.partition_kinds,
+            crash_interval_us: self.crash_interval_us,
+            crash_max_at_once: self.crash_max_at_once,
+            all_crash: self.all_crash,
+            restart_delay_us: self.restart_delay_us,
+        }
+    }
+
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> KvParams {
         let mut r = Rng::new(stream_seed(seed, 0x4b56_5357));
@@ -219,20 +231,11 @@ pub struct KvOutcome {
     pub failure: Option<Failure>,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Action {
-    NetFault,
-    NetHeal,
-    Crash,
-    Restart(NodeId),
-}
-
 struct KvSwarm {
     p: KvParams,
     c: KvCluster,
     rng: Rng,
-    agenda: BTreeMap<(u64, u64), Action>,
-    agenda_seq: u64,
+    agenda: Agenda<FaultAction>,
     partitions: u64,
 }
 
@@ -246,7 +249,7 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
     }
     let c = KvCluster::new(p.cluster.clone());
     let rng = Rng::new(stream_seed(seed, 0x4b56_0006));
-    let mut s = KvSwarm { p, c, rng, agenda: BTreeMap::new(), agenda_seq: 0, partitions: 0 };
+    let mut s = KvSwarm { p, c, rng, agenda: Agenda::new(), partitions: 0 };
     let result = s.safety_phase().and_then(|()| s.liveness_phase());
     let (verdict, violation) = match result {
         Ok(()) => s.linearizability(),
@@ -256,16 +259,6 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
 }
 
 impl KvSwarm {
-    fn schedule(&mut self, at_us: u64, action: Action) {
-        self.agenda.insert((at_us, self.agenda_seq), action);
-        self.agenda_seq += 1;
-    }
-
-    /// A random delay with mean `mean_us`, never 0.
-    fn around(&mut self, mean_us: u64) -> u64 {
-        self.rng.range(1, 2 * mean_us.max(1) + 1)
-    }
-
     fn check(&self) -> Result<(), Violation> {
         match self.c.violation() {
             Some((v, _)) => Err(v.clone()),
@@ -274,74 +267,18 @@ impl KvSwarm {
     }
 
     fn safety_phase(&mut self) -> Result<(), Violation> {
-        if let Some(mean) = self.p.partition_interval_us {
-            let at = self.around(mean);
-            self.schedule(at, Action::NetFault);
-        }
-        if let Some(mean) = self.p.crash_interval_us {
-            let at = self.around(mean);
-            self.schedule(at, Action::Crash);
-        }
+        self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
         let end = self.p.safety_duration_us;
-        while let Some(entry) = self.agenda.first_entry() {
-            let (at, _) = *entry.key();
-            if at > end {
-                break;
-            }
-            let action = entry.remove();
+        while let Some((at, fault)) = self.agenda.next_due(end) {
             self.c.run_until_us(at);
             self.check()?;
-            self.perform(action);
+            let plan = self.p.fault_plan();
+            let effect = plan.perform(fault, &mut self.rng, &mut self.agenda, &mut self.c);
+            self.partitions += effect.partitions;
             self.check()?;
         }
         self.c.run_until_us(end);
         self.check()
-    }
-
-    fn perform(&mut self, action: Action) {
-        let now = self.c.now_us();
-        match action {
-            Action::NetFault => {
-                self.partitions += 1;
-                let kinds = &self.p.partition_kinds;
-                let kind = kinds[self.rng.range(0, kinds.len() as u64) as usize];
-                let (n, leader) = (self.p.cluster.members, self.c.leader());
-                faults::apply_net_fault(kind, n, leader, &mut self.rng, &mut self.c);
-                let at = now + self.around(self.p.partition_duration_us);
-                self.schedule(at, Action::NetHeal);
-            }
-            Action::NetHeal => {
-                self.c.heal();
-                let mean = self.p.partition_interval_us.expect("partitions on");
-                let at = now + self.around(mean);
-                self.schedule(at, Action::NetFault);
-            }
-            Action::Crash => {
-                self.crash_some();
-                let mean = self.p.crash_interval_us.expect("crashes on");
-                let at = now + self.around(mean);
-                self.schedule(at, Action::Crash);
-            }
-            Action::Restart(id) => {
-                if !self.c.is_up(id) {
-                    self.c.restart(id);
-                }
-            }
-        }
-    }
-
-    fn crash_some(&mut self) {
-        let up: Vec<NodeId> = self.c.ids().into_iter().filter(|&id| self.c.is_up(id)).collect();
-        let count = if self.rng.chance(self.p.all_crash) {
-            up.len()
-        } else {
-            (self.rng.range(1, self.p.crash_max_at_once as u64 + 1) as usize).min(up.len())
-        };
-        for id in faults::pick(&mut self.rng, &up, count) {
-            self.c.crash(id);
-            let at = self.c.now_us() + self.around(self.p.restart_delay_us);
-            self.schedule(at, Action::Restart(id));
-        }
     }
 
     /// Heal everything; require a leader, an operation completed by every client, and
@@ -349,16 +286,7 @@ impl KvSwarm {
     fn liveness_phase(&mut self) -> Result<(), Violation> {
         self.agenda.clear();
         let start = self.c.now_us();
-        let mut net = self.p.cluster.net.clone();
-        (net.loss, net.duplicate) = (0.0, 0.0);
-        self.c.set_net(net);
-        self.c.set_crash_during_write(0.0);
-        self.c.heal();
-        for id in self.c.ids() {
-            if !self.c.is_up(id) {
-                self.c.restart(id);
-            }
-        }
+        faults::calm(&mut self.c, self.p.cluster.members, &self.p.cluster.net);
         self.check()?;
         let mut leader_seen = false;
         loop {
