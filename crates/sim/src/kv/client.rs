@@ -303,7 +303,7 @@ impl KvCluster {
             match op {
                 Drawn::Lease(op) => {
                     let request = self.lease_request(c, &op);
-                    kv_trace!(self, "c{c} invokes {op:?}");
+                    kv_trace!(self, "c{c} invokes {op}");
                     (Purpose::Lease(op), request)
                 }
                 Drawn::Kv(op) => {

@@ -55,6 +55,22 @@ pub(crate) enum LeaseOp {
     KeepAlive { lease: i64 },
 }
 
+impl std::fmt::Display for LeaseOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self {
+            LeaseOp::Grant { ttl_secs, keep } => {
+                write!(f, "lease grant {ttl_secs} s{}", if *keep { " (to keep alive)" } else { "" })
+            }
+            LeaseOp::Put { lease, key, value } => {
+                write!(f, "put {} {} with lease {lease}", s(key), s(value))
+            }
+            LeaseOp::Revoke { lease } => write!(f, "lease revoke {lease}"),
+            LeaseOp::KeepAlive { lease } => write!(f, "lease keep-alive {lease}"),
+        }
+    }
+}
+
 /// A lease a client holds.
 #[derive(Clone, Debug)]
 pub(crate) struct HeldLease {
