@@ -14,7 +14,7 @@
 //! ## What is checked
 //! - **Same lease state at each index** — after every `poll`, a member that has applied
 //!   up to index *i* must hold the reference's revision, compact revision and live
-//!   leases after *i* (so a revoke applied a entry late, or an expiry carried out
+//!   leases after *i* (so a revoke applied an entry late, or an expiry carried out
 //!   without a revoke entry, differs at once).
 //! - **Keys go with their lease, at the revoke's revision, on every member** — the
 //!   reference checks that a revoke deletes exactly the keys the lease held at one new
