@@ -171,22 +171,12 @@ impl Cluster {
     /// has been violated.
     pub fn run_until_us(&mut self, until_us: u64) -> bool {
         while self.violation.is_none() {
-            match self.queue.peek_time() {
-                Some(t) if t <= until_us => {
-                    let (t, event) = self.queue.pop().expect("peeked");
-                    self.now_us = t;
-                    self.events += 1;
-                    self.dispatch(event);
-                    if self.queue.len() > crate::queue::STORM_EVENTS_MAX {
-                        // A healthy cluster keeps a few thousand events in flight; a
-                        // queue this long is a message storm (e.g. duplicated answers
-                        // each starting a new exchange), which a real cluster would die
-                        // of. A storm is a failure, not a slow pass.
-                        let details = format!("{} events queued", self.queue.len());
-                        self.record(Violation::new("Message storm", details));
-                    }
-                }
-                _ => break,
+            let Some((t, event)) = self.queue.pop_due(until_us) else { break };
+            self.now_us = t;
+            self.events += 1;
+            self.dispatch(event);
+            if let Some(v) = self.queue.storm() {
+                self.record(v);
             }
         }
         if self.violation.is_none() {

@@ -1,8 +1,12 @@
-//! Network faults shared by the raft and kv workloads: which partition a seed cuts, drawn
-//! from the seed's generator, applied to any simulated cluster through [`NetFaultTarget`].
+//! Faults shared by the raft and kv workloads: which partition a seed cuts, drawn from the
+//! seed's generator, applied to any simulated cluster through [`NetFaultTarget`]; and the
+//! safety phase's schedule of network faults, heals, crashes and restarts ([`FaultPlan`]
+//! on an [`Agenda`]), applied through [`FaultTarget`].
 
+use crate::network::NetConfig;
 use crate::swarm::PartitionKind;
 use raft::{NodeId, Rng};
+use std::collections::BTreeMap;
 
 /// A cluster whose member-to-member links can be cut (ids `1..=n`).
 pub(crate) trait NetFaultTarget {
@@ -12,6 +16,186 @@ pub(crate) trait NetFaultTarget {
     fn partition(&mut self, groups: &[&[NodeId]]);
     /// Cuts the one-way link `from → to`.
     fn cut_link(&mut self, from: NodeId, to: NodeId);
+}
+
+/// What a swarm's fault schedule needs of a cluster besides cutting links.
+pub(crate) trait FaultTarget: NetFaultTarget {
+    /// Current simulated time.
+    fn now_us(&self) -> u64;
+    /// True unless member `id` is crashed.
+    fn is_up(&self, id: NodeId) -> bool;
+    /// Power loss on member `id`.
+    fn crash(&mut self, id: NodeId);
+    /// Member `id` starts again from its disk.
+    fn restart(&mut self, id: NodeId);
+    /// The member an `IsolateLeader` fault cuts off, if one leads.
+    fn fault_leader(&self) -> Option<NodeId>;
+    /// Replaces the network's behaviour.
+    fn set_net(&mut self, cfg: NetConfig);
+    /// Sets the chance, per sync, of a power loss before it completes.
+    fn set_crash_during_write(&mut self, chance: f64);
+}
+
+/// The liveness phase's start: no more loss, duplication or power cuts (delays stay),
+/// every link up and every member running.
+pub(crate) fn calm(target: &mut impl FaultTarget, members: usize, net: &NetConfig) {
+    let mut net = net.clone();
+    (net.loss, net.duplicate) = (0.0, 0.0);
+    target.set_net(net);
+    target.set_crash_during_write(0.0);
+    target.heal();
+    for id in 1..=members as NodeId {
+        if !target.is_up(id) {
+            target.restart(id);
+        }
+    }
+}
+
+/// The timed actions of a swarm's safety phase, run in (time, scheduling) order so that
+/// ties never depend on anything but the seed.
+pub(crate) struct Agenda<A> {
+    entries: BTreeMap<(u64, u64), A>,
+    seq: u64,
+}
+
+impl<A> Agenda<A> {
+    pub(crate) fn new() -> Agenda<A> {
+        Agenda { entries: BTreeMap::new(), seq: 0 }
+    }
+
+    /// Adds `action` at `at_us`, after anything already scheduled for that instant.
+    pub(crate) fn schedule(&mut self, at_us: u64, action: A) {
+        self.entries.insert((at_us, self.seq), action);
+        self.seq += 1;
+    }
+
+    /// Takes the earliest action if it is due at or before `end_us`.
+    pub(crate) fn next_due(&mut self, end_us: u64) -> Option<(u64, A)> {
+        let entry = self.entries.first_entry()?;
+        let (at, _) = *entry.key();
+        (at <= end_us).then(|| (at, entry.remove()))
+    }
+
+    /// Drops everything scheduled.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// A random delay with mean `mean_us`, never 0.
+pub(crate) fn around(rng: &mut Rng, mean_us: u64) -> u64 {
+    rng.range(1, 2 * mean_us.max(1) + 1)
+}
+
+/// A fault action of the safety phase.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FaultAction {
+    /// Cut a network fault of one of the seed's kinds.
+    CutNetwork,
+    /// Heal the network.
+    HealNetwork,
+    /// Crash some members.
+    Crash,
+    /// Restart a crashed member.
+    Restart(NodeId),
+}
+
+/// What one fault action did, for the counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FaultEffect {
+    /// Network faults cut.
+    pub(crate) partitions: u64,
+    /// Members crashed.
+    pub(crate) crashes: u64,
+}
+
+/// A seed's fault schedule: network faults and crash events at random intervals, each
+/// network fault healed and each crashed member restarted after a random while.
+pub(crate) struct FaultPlan<'a> {
+    pub(crate) members: usize,
+    pub(crate) partition_interval_us: Option<u64>,
+    pub(crate) partition_duration_us: u64,
+    pub(crate) partition_kinds: &'a [PartitionKind],
+    pub(crate) crash_interval_us: Option<u64>,
+    pub(crate) crash_max_at_once: usize,
+    pub(crate) all_crash: f64,
+    pub(crate) restart_delay_us: u64,
+}
+
+impl FaultPlan<'_> {
+    /// Schedules the first network fault and the first crash event.
+    pub(crate) fn start<A: From<FaultAction>>(&self, rng: &mut Rng, agenda: &mut Agenda<A>) {
+        if let Some(mean) = self.partition_interval_us {
+            agenda.schedule(around(rng, mean), FaultAction::CutNetwork.into());
+        }
+        if let Some(mean) = self.crash_interval_us {
+            agenda.schedule(around(rng, mean), FaultAction::Crash.into());
+        }
+    }
+
+    /// Carries out `fault` on `target` and schedules what follows it.
+    pub(crate) fn perform<A: From<FaultAction>>(
+        &self,
+        fault: FaultAction,
+        rng: &mut Rng,
+        agenda: &mut Agenda<A>,
+        target: &mut impl FaultTarget,
+    ) -> FaultEffect {
+        let now = target.now_us();
+        let mut effect = FaultEffect::default();
+        match fault {
+            FaultAction::CutNetwork => {
+                effect.partitions = 1;
+                let kind =
+                    self.partition_kinds[rng.range(0, self.partition_kinds.len() as u64) as usize];
+                let leader = target.fault_leader();
+                apply_net_fault(kind, self.members, leader, rng, target);
+                agenda.schedule(
+                    now + around(rng, self.partition_duration_us),
+                    FaultAction::HealNetwork.into(),
+                );
+            }
+            FaultAction::HealNetwork => {
+                target.heal();
+                let mean = self.partition_interval_us.expect("partitions on");
+                agenda.schedule(now + around(rng, mean), FaultAction::CutNetwork.into());
+            }
+            FaultAction::Crash => {
+                effect.crashes = self.crash_some(rng, agenda, target);
+                let mean = self.crash_interval_us.expect("crashes on");
+                agenda.schedule(now + around(rng, mean), FaultAction::Crash.into());
+            }
+            FaultAction::Restart(id) => {
+                if !target.is_up(id) {
+                    target.restart(id);
+                }
+            }
+        }
+        effect
+    }
+
+    /// Crashes one to `crash_max_at_once` members (sometimes all), each restarted after
+    /// a random while; returns how many.
+    fn crash_some<A: From<FaultAction>>(
+        &self,
+        rng: &mut Rng,
+        agenda: &mut Agenda<A>,
+        target: &mut impl FaultTarget,
+    ) -> u64 {
+        let up: Vec<NodeId> = (1..=self.members as NodeId).filter(|&id| target.is_up(id)).collect();
+        let count = if rng.chance(self.all_crash) {
+            up.len()
+        } else {
+            (rng.range(1, self.crash_max_at_once as u64 + 1) as usize).min(up.len())
+        };
+        let down = pick(rng, &up, count);
+        for &id in &down {
+            target.crash(id);
+            let at = target.now_us() + around(rng, self.restart_delay_us);
+            agenda.schedule(at, FaultAction::Restart(id).into());
+        }
+        down.len() as u64
+    }
 }
 
 /// `count` distinct random members of `from` (partial Fisher–Yates).

@@ -39,7 +39,12 @@
 //! [`kv`] runs the real member code instead — `node::Node` over `storage::Storage` on a
 //! crash-simulating `storage::SimDisk`, with the `kv` state machine — under the same
 //! network and fault mixes, with clients going through `node::Clerk` and a history
-//! checked by `lincheck` (`--workload kv`; scenarios in `tests/kv_scenarios.rs`).
+//! checked by `lincheck` (`--workload kv`; scenarios in `tests/kv_scenarios.rs`). Some
+//! seeds add watchers, served from members' MVCC history as the server serves them and
+//! checked event by event against the committed history, and leases, expired by the
+//! leader's lease clock on simulated time and checked to leave every member with the same
+//! leases and keys at every index ([`kv::watch`], [`kv::lease`]; scenarios in
+//! `tests/kv_watch_lease.rs`).
 //!
 //! Every run ends with a trace hash (FNV-1a 64 over the canonical text of every event):
 //! the same seed gives the same hash on every run and machine.

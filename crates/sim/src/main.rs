@@ -300,6 +300,8 @@ struct KvTotals {
     partitions: u64,
     linearizable: u64,
     unknown: Vec<u64>,
+    watch_seeds: u64,
+    lease_seeds: u64,
 }
 
 impl KvTotals {
@@ -320,6 +322,16 @@ impl KvTotals {
         t.snapshots_installed += s.snapshots_installed;
         t.crashes += s.crashes;
         t.entries_applied += s.entries_applied;
+        t.watch_events += s.watch_events;
+        t.watch_messages += s.watch_messages;
+        t.watch_reconnects += s.watch_reconnects;
+        t.watch_compacted += s.watch_compacted;
+        t.leases_granted += s.leases_granted;
+        t.keep_alives_acked += s.keep_alives_acked;
+        t.leases_expired += s.leases_expired;
+        t.leases_revoked += s.leases_revoked;
+        self.watch_seeds += u64::from(out.params.cluster.watchers > 0);
+        self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
         match out.verdict {
             LinVerdict::Linearizable => self.linearizable += 1,
             LinVerdict::Unknown(_) => self.unknown.push(seed),
@@ -369,6 +381,18 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
     println!(
         "  {} snapshots taken, {} installed; {} crashes; {} network faults; {} entries applied",
         s.snapshots_taken, s.snapshots_installed, s.crashes, t.partitions, s.entries_applied
+    );
+    println!(
+        "  watch ({} seeds): {} events checked, {} reconnects, {} compacted; leases ({} seeds): {} granted, {} keep-alives acked, {} expired, {} revoked",
+        t.watch_seeds,
+        s.watch_events,
+        s.watch_reconnects,
+        s.watch_compacted,
+        t.lease_seeds,
+        s.leases_granted,
+        s.keep_alives_acked,
+        s.leases_expired,
+        s.leases_revoked
     );
     let mut unknown = t.unknown.clone();
     unknown.sort();

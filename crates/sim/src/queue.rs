@@ -2,6 +2,7 @@
 //! same microsecond run in the order they were scheduled, so ties never depend on the heap's
 //! internals and a seed replays exactly.
 
+use crate::checker::Violation;
 use raft::Message;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -74,7 +75,7 @@ impl<E> Ord for Queued<E> {
 
 /// A min-queue of events by (time, insertion order). Generic over the event type so the
 /// raft workload ([`Event`]) and the kv workload share it.
-/// More queued events than this is a message storm (see `run_until_us`).
+/// More queued events than this is a message storm (see [`EventQueue::storm`]).
 pub(crate) const STORM_EVENTS_MAX: usize = 1_000_000;
 
 pub(crate) struct EventQueue<E = Event> {
@@ -108,6 +109,24 @@ impl<E> EventQueue<E> {
     /// Removes the next event.
     pub(crate) fn pop(&mut self) -> Option<(u64, E)> {
         self.heap.pop().map(|q| (q.time_us, q.event))
+    }
+
+    /// Removes the next event if it is due at or before `until_us`.
+    pub(crate) fn pop_due(&mut self, until_us: u64) -> Option<(u64, E)> {
+        match self.peek_time() {
+            Some(t) if t <= until_us => self.pop(),
+            _ => None,
+        }
+    }
+
+    /// A healthy cluster keeps a few thousand events in flight; a queue longer than
+    /// [`STORM_EVENTS_MAX`] is a message storm (e.g. duplicated answers each starting a
+    /// new exchange), which a real cluster would die of. A storm is a failure, not a
+    /// slow pass.
+    pub(crate) fn storm(&self) -> Option<Violation> {
+        let len = self.len();
+        (len > STORM_EVENTS_MAX)
+            .then(|| Violation::new("Message storm", format!("{len} events queued")))
     }
 }
 

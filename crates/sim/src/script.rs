@@ -353,3 +353,27 @@ impl crate::faults::NetFaultTarget for Cluster {
         Cluster::cut_link(self, from, to);
     }
 }
+
+impl crate::faults::FaultTarget for Cluster {
+    fn now_us(&self) -> u64 {
+        Cluster::now_us(self)
+    }
+    fn is_up(&self, id: NodeId) -> bool {
+        Cluster::is_up(self, id)
+    }
+    fn crash(&mut self, id: NodeId) {
+        Cluster::crash(self, id);
+    }
+    fn restart(&mut self, id: NodeId) {
+        Cluster::restart(self, id);
+    }
+    fn fault_leader(&self) -> Option<NodeId> {
+        self.stable_leader()
+    }
+    fn set_net(&mut self, cfg: NetConfig) {
+        Cluster::set_net(self, cfg);
+    }
+    fn set_crash_during_write(&mut self, chance: f64) {
+        Cluster::set_crash_during_write(self, chance);
+    }
+}

@@ -6,10 +6,9 @@
 use crate::checker::{command_hash, Violation};
 use crate::cluster::{stream_seed, Cluster, ClusterConfig};
 use crate::disk::DiskConfig;
-use crate::faults;
+use crate::faults::{self, Agenda, FaultAction, FaultPlan};
 use crate::network::NetConfig;
 use raft::{Index, NodeId, ProposeError, Rng, Term};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// After the heal, a leader must be elected within this.
@@ -81,6 +80,19 @@ pub(crate) fn permille(rng: &mut Rng, max: u64) -> f64 {
 }
 
 impl SwarmParams {
+    pub(crate) fn fault_plan(&self) -> FaultPlan<'_> {
+        FaultPlan {
+            members: self.cluster.nodes,
+            partition_interval_us: self.partition_interval_us,
+            partition_duration_us: self.partition_duration_us,
+            partition_kinds: &self.partition_kinds,
+            crash_interval_us: self.crash_interval_us,
+            crash_max_at_once: self.crash_max_at_once,
+            all_crash: self.all_crash,
+            restart_delay_us: self.restart_delay_us,
+        }
+    }
+
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> SwarmParams {
         let mut r = Rng::new(stream_seed(seed, 0x0053_5741_524d));
@@ -241,10 +253,13 @@ pub struct SeedOutcome {
 #[derive(Clone, Copy, Debug)]
 enum Action {
     Propose(usize),
-    NetFault,
-    NetHeal,
-    Crash,
-    Restart(NodeId),
+    Fault(FaultAction),
+}
+
+impl From<FaultAction> for Action {
+    fn from(f: FaultAction) -> Action {
+        Action::Fault(f)
+    }
 }
 
 /// A liveness-phase proposal, followed until it is applied everywhere.
@@ -261,8 +276,7 @@ struct Swarm {
     rng: Rng,
     /// Each client's idea of the leader.
     targets: Vec<NodeId>,
-    agenda: BTreeMap<(u64, u64), Action>,
-    agenda_seq: u64,
+    agenda: Agenda<Action>,
     proposals: u64,
     accepted: u64,
     crashes: u64,
@@ -285,8 +299,7 @@ pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
         cluster,
         rng,
         targets,
-        agenda: BTreeMap::new(),
-        agenda_seq: 0,
+        agenda: Agenda::new(),
         proposals: 0,
         accepted: 0,
         crashes: 0,
@@ -298,13 +311,12 @@ pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
 
 impl Swarm {
     fn schedule(&mut self, at_us: u64, action: Action) {
-        self.agenda.insert((at_us, self.agenda_seq), action);
-        self.agenda_seq += 1;
+        self.agenda.schedule(at_us, action);
     }
 
     /// A random delay with mean `mean_us`, never 0.
     fn around(&mut self, mean_us: u64) -> u64 {
-        self.rng.range(1, 2 * mean_us.max(1) + 1)
+        faults::around(&mut self.rng, mean_us)
     }
 
     fn check(&self) -> Result<(), Violation> {
@@ -320,21 +332,9 @@ impl Swarm {
             let at = now + self.around(self.p.propose_interval_us);
             self.schedule(at, Action::Propose(c));
         }
-        if let Some(mean) = self.p.partition_interval_us {
-            let at = self.around(mean);
-            self.schedule(at, Action::NetFault);
-        }
-        if let Some(mean) = self.p.crash_interval_us {
-            let at = self.around(mean);
-            self.schedule(at, Action::Crash);
-        }
+        self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
         let end = self.p.safety_duration_us;
-        while let Some(entry) = self.agenda.first_entry() {
-            let (at, _) = *entry.key();
-            if at > end {
-                break;
-            }
-            let action = entry.remove();
+        while let Some((at, action)) = self.agenda.next_due(end) {
             self.cluster.run_until_us(at);
             self.check()?;
             self.perform(action);
@@ -352,27 +352,12 @@ impl Swarm {
                 let at = now + self.around(self.p.propose_interval_us);
                 self.schedule(at, Action::Propose(c));
             }
-            Action::NetFault => {
-                self.net_fault();
-                let at = now + self.around(self.p.partition_duration_us);
-                self.schedule(at, Action::NetHeal);
-            }
-            Action::NetHeal => {
-                self.cluster.heal();
-                let mean = self.p.partition_interval_us.expect("partitions on");
-                let at = now + self.around(mean);
-                self.schedule(at, Action::NetFault);
-            }
-            Action::Crash => {
-                self.crash_some();
-                let mean = self.p.crash_interval_us.expect("crashes on");
-                let at = now + self.around(mean);
-                self.schedule(at, Action::Crash);
-            }
-            Action::Restart(id) => {
-                if !self.cluster.is_up(id) {
-                    self.cluster.restart(id);
-                }
+            Action::Fault(fault) => {
+                let plan = self.p.fault_plan();
+                let effect =
+                    plan.perform(fault, &mut self.rng, &mut self.agenda, &mut self.cluster);
+                self.partitions += effect.partitions;
+                self.crashes += effect.crashes;
             }
         }
     }
@@ -411,55 +396,11 @@ impl Swarm {
         None
     }
 
-    fn crash_some(&mut self) {
-        let n = self.p.cluster.nodes as u64;
-        let up: Vec<NodeId> = (1..=n).filter(|&id| self.cluster.is_up(id)).collect();
-        let count = if self.rng.chance(self.p.all_crash) {
-            up.len()
-        } else {
-            (self.rng.range(1, self.p.crash_max_at_once as u64 + 1) as usize).min(up.len())
-        };
-        for id in self.pick(&up, count) {
-            self.cluster.crash(id);
-            self.crashes += 1;
-            let at = self.cluster.now_us() + self.around(self.p.restart_delay_us);
-            self.schedule(at, Action::Restart(id));
-        }
-    }
-
-    /// `count` distinct random members of `from`.
-    fn pick(&mut self, from: &[NodeId], count: usize) -> Vec<NodeId> {
-        faults::pick(&mut self.rng, from, count)
-    }
-
-    fn net_fault(&mut self) {
-        self.partitions += 1;
-        let kinds = &self.p.partition_kinds;
-        let kind = kinds[self.rng.range(0, kinds.len() as u64) as usize];
-        let leader = self.cluster.stable_leader();
-        faults::apply_net_fault(
-            kind,
-            self.p.cluster.nodes,
-            leader,
-            &mut self.rng,
-            &mut self.cluster,
-        );
-    }
-
     /// Heal everything, then demand progress within fixed bounds.
     fn liveness_phase(&mut self) -> Result<(), Violation> {
         self.agenda.clear();
         let start = self.cluster.now_us();
-        let mut net = self.p.cluster.net.clone();
-        (net.loss, net.duplicate) = (0.0, 0.0);
-        self.cluster.set_net(net);
-        self.cluster.set_crash_during_write(0.0);
-        self.cluster.heal();
-        for id in 1..=self.p.cluster.nodes as NodeId {
-            if !self.cluster.is_up(id) {
-                self.cluster.restart(id);
-            }
-        }
+        faults::calm(&mut self.cluster, self.p.cluster.nodes, &self.p.cluster.net);
         self.check()?;
         let mut tracked: Vec<Tracked> = Vec::new();
         let mut leader_seen = false;

@@ -281,7 +281,7 @@ fn the_checker_catches_stale_reads() {
     cfg.stale_reads = true;
     cfg.client_confined = 1.0;
     // Writes on the cut-off side are given up on quickly, so its clients go on reading.
-    cfg.mix = OpMix { get: 60, put: 20, append: 10, delete: 0, cas: 10, compact: 0 };
+    cfg.mix = OpMix { get: 60, put: 20, append: 10, delete: 0, cas: 10, compact: 0, lease: 0 };
     cfg.client_timeout_us = 200_000;
     cfg.op_deadline_us = 400_000;
     let mut c = KvCluster::new(cfg);

@@ -11,6 +11,7 @@
 //! attempt may have executed before the session went); the client registers again.
 
 use super::cluster::{kv_trace, KvCluster};
+use super::lease::{HeldLease, LeaseOp};
 use crate::checker::Violation;
 use kv::{
     Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KvError, Op, PutRequest,
@@ -38,17 +39,22 @@ pub struct OpMix {
     /// Compactions of the MVCC history to the last revision the client saw (not
     /// recorded: they change no key).
     pub compact: u32,
+    /// Lease operations (grant, put a leased key, revoke; keep-alives come on top, when
+    /// due). Not recorded: leased keys are apart from the checked ones.
+    pub lease: u32,
 }
 
 impl Default for OpMix {
     fn default() -> Self {
-        OpMix { get: 30, put: 20, append: 20, delete: 8, cas: 20, compact: 2 }
+        OpMix { get: 30, put: 20, append: 20, delete: 8, cas: 20, compact: 2, lease: 0 }
     }
 }
 
 impl OpMix {
     fn total(&self) -> u64 {
-        u64::from(self.get + self.put + self.append + self.delete + self.cas + self.compact)
+        u64::from(
+            self.get + self.put + self.append + self.delete + self.cas + self.compact + self.lease,
+        )
     }
 }
 
@@ -57,6 +63,14 @@ enum Purpose {
     Register,
     Compact,
     Kv { id: OpId, op: KvOp },
+    Lease(LeaseOp),
+}
+
+/// What a client draws next.
+enum Drawn {
+    Kv(KvOp),
+    Compact,
+    Lease(LeaseOp),
 }
 
 struct InFlight {
@@ -71,7 +85,7 @@ struct InFlight {
 
 /// One simulated client.
 pub(crate) struct Client {
-    clerk: Clerk,
+    pub(crate) clerk: Clerk,
     op_no: u64,
     current: Option<InFlight>,
     pub(crate) timer_token: u64,
@@ -82,6 +96,8 @@ pub(crate) struct Client {
     scripted: VecDeque<KvOp>,
     /// Invoke time of the latest operation that completed with a result.
     pub(crate) last_ok_invoke_us: Option<u64>,
+    /// Leases it holds.
+    pub(crate) leases: Vec<HeldLease>,
 }
 
 impl Client {
@@ -96,6 +112,7 @@ impl Client {
             last_revision: 0,
             scripted: VecDeque::new(),
             last_ok_invoke_us: None,
+            leases: Vec::new(),
         }
     }
 }
@@ -230,25 +247,28 @@ impl KvCluster {
         self.rng_ops.range(1, 2 * self.cfg.think_us.max(1) + 1)
     }
 
-    /// Draws a random operation for client `c`.
-    fn draw_op(&mut self, c: usize) -> Option<KvOp> {
+    /// Draws a random operation for client `c` (a due keep-alive first).
+    fn draw_op(&mut self, c: usize) -> Drawn {
+        if let Some(keep_alive) = self.due_keep_alive(c) {
+            return Drawn::Lease(keep_alive);
+        }
         let mix = &self.cfg.mix;
         let total = mix.total();
         if total == 0 {
-            return None;
+            return Drawn::Compact;
         }
         let mut r = self.rng_ops.range(0, total);
         let key = format!("k{}", self.rng_ops.range(0, self.cfg.keys as u64)).into_bytes();
         let client = &mut self.clients[c];
         client.values_made += 1;
         let value = format!("{c}.{}", client.values_made).into_bytes();
-        let weights = [mix.get, mix.put, mix.append, mix.delete, mix.cas, mix.compact];
+        let weights = [mix.get, mix.put, mix.append, mix.delete, mix.cas, mix.compact, mix.lease];
         let mut kind = 0;
         while r >= u64::from(weights[kind]) {
             r -= u64::from(weights[kind]);
             kind += 1;
         }
-        Some(match kind {
+        Drawn::Kv(match kind {
             0 => KvOp::get(key),
             1 => KvOp::put(key, value),
             2 => KvOp::append(key, [value.as_slice(), b";"].concat()),
@@ -258,7 +278,8 @@ impl KvCluster {
                 let expected = if self.rng_ops.chance(0.75) { known } else { None };
                 KvOp::Cas { key, expected, new: value }
             }
-            _ => return None, // compaction: see client_start_next
+            5 => return Drawn::Compact,
+            _ => return Drawn::Lease(self.draw_lease_op(c, value)),
         })
     }
 
@@ -275,12 +296,17 @@ impl KvCluster {
                 self.draw_op(c)
             } else {
                 match self.clients[c].scripted.pop_front() {
-                    Some(op) => Some(op),
+                    Some(op) => Drawn::Kv(op),
                     None => return,
                 }
             };
             match op {
-                Some(op) => {
+                Drawn::Lease(op) => {
+                    let request = self.lease_request(c, &op);
+                    kv_trace!(self, "c{c} invokes {op}");
+                    (Purpose::Lease(op), request)
+                }
+                Drawn::Kv(op) => {
                     let mut request = to_request(&mut self.clients[c].clerk, &op);
                     if let Request::Read { serializable, .. } = &mut request {
                         *serializable = self.cfg.stale_reads;
@@ -290,7 +316,7 @@ impl KvCluster {
                     kv_trace!(self, "c{c} invokes {}: {}", id, describe(&op));
                     (Purpose::Kv { id, op }, request)
                 }
-                None => {
+                Drawn::Compact => {
                     let revision = self.clients[c].last_revision.max(1);
                     let cmd: Command = self.clients[c].clerk.new_command(Op::Compact { revision });
                     (Purpose::Compact, Request::Write(cmd))
@@ -328,8 +354,7 @@ impl KvCluster {
         &mut self,
         c: usize,
         from: NodeId,
-        op_no: u64,
-        attempt: u64,
+        (op_no, attempt, received_us): (u64, u64, u64),
         result: Result<Response, RequestError>,
     ) {
         let cut = !self.client_link_up(c, from);
@@ -355,7 +380,7 @@ impl KvCluster {
         }
         let f = self.clients[c].current.as_ref().expect("in flight");
         let err = match result {
-            Ok(response) => return self.client_answered(c, from, response),
+            Ok(response) => return self.client_answered(c, from, response, received_us),
             Err(e) => e,
         };
         // Refusals of an earlier attempt were overtaken by the resend.
@@ -381,11 +406,17 @@ impl KvCluster {
         }
     }
 
-    fn client_answered(&mut self, c: usize, from: NodeId, response: Response) {
+    fn client_answered(&mut self, c: usize, from: NodeId, response: Response, received_us: u64) {
         let client = &mut self.clients[c];
         client.clerk.on_success(from);
         let f = client.current.take().expect("in flight");
         match f.purpose {
+            Purpose::Lease(op) => {
+                if let Err(what) = self.lease_answered(c, op, response, (f.invoked_us, received_us))
+                {
+                    return self.bad_reply(c, what);
+                }
+            }
             Purpose::Register => match response {
                 Response::SessionRegistered { client_id } => {
                     client.clerk.on_registered(client_id);

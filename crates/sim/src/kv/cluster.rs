@@ -2,10 +2,13 @@
 //! network between them and their clients, the event queue and the per-event checks.
 
 use super::client::{Client, OpMix};
+use super::lease::LEASE_EXPIRY_BOUND_US;
+use super::reference::Reference;
+use super::watch::{WatchMsg, WatchStream, Watcher};
 use crate::checker::{entry_hash, Violation};
 use crate::cluster::stream_seed;
 use crate::disk::DiskConfig;
-use crate::faults::NetFaultTarget;
+use crate::faults::{FaultTarget, NetFaultTarget};
 use crate::network::{NetConfig, Network};
 use crate::queue::EventQueue;
 use crate::trace::{MsgFmt, Trace};
@@ -77,6 +80,28 @@ pub struct KvConfig {
     /// reads while recording them as linearizable ones. Never set outside tests of the
     /// checker itself: it exists to show that stale reads are caught.
     pub stale_reads: bool,
+    /// Random watchers, started at random times within `watch_start_window_us`
+    /// (see [`crate::kv::watch`]).
+    pub watchers: usize,
+    /// Watchers start within this much time from boot.
+    pub watch_start_window_us: u64,
+    /// Changes one batch of a watch stream visits at most (the server's budget is 1000).
+    pub watch_batch_changes: u64,
+    /// Mean time after which a watcher moves to another member of its own accord
+    /// (`None`: only when its stream breaks).
+    pub watch_move_mean_us: Option<u64>,
+    /// Keys leased clients use (`l0`, `l1`, ...), apart from the linearizability keys.
+    pub lease_keys: usize,
+    /// Clients grant leases of 1 to this many seconds.
+    pub lease_ttl_secs_max: i64,
+    /// A deliberately broken watcher that resumes one revision too late after a
+    /// reconnect. Never set outside tests of the checker: it shows that a skipped event
+    /// is caught.
+    pub broken_watch_resume: bool,
+    /// How fast the lease clock handed to members runs against their tick clock (1.0:
+    /// as the server does). Tests of the checker set it above 1 + drift to show that a
+    /// lease expiring before its TTL is caught.
+    pub lease_clock_rate: f64,
     /// Format and hash every event.
     pub trace: bool,
     /// Print every event line.
@@ -114,6 +139,14 @@ impl KvConfig {
             random_ops: true,
             client_confined: 0.3,
             stale_reads: false,
+            watchers: 0,
+            watch_start_window_us: 5_000_000,
+            watch_batch_changes: 50,
+            watch_move_mean_us: Some(3_000_000),
+            lease_keys: 4,
+            lease_ttl_secs_max: 4,
+            broken_watch_resume: false,
+            lease_clock_rate: 1.0,
             trace: true,
             verbose: false,
             recent_events_max: 40,
@@ -154,6 +187,22 @@ pub struct KvStats {
     pub peer_messages: u64,
     /// Requests and replies between clients and members.
     pub client_messages: u64,
+    /// Watch events received and checked against the committed history.
+    pub watch_events: u64,
+    /// Messages on watch streams.
+    pub watch_messages: u64,
+    /// Watch streams reopened after they broke or went unanswered.
+    pub watch_reconnects: u64,
+    /// Watchers told their start revision was compacted.
+    pub watch_compacted: u64,
+    /// Leases granted to clients.
+    pub leases_granted: u64,
+    /// Keep-alives acknowledged.
+    pub keep_alives_acked: u64,
+    /// Leases revoked by their expiry (a revoke the leader proposed).
+    pub leases_expired: u64,
+    /// Leases revoked by clients.
+    pub leases_revoked: u64,
 }
 
 /// Something that happens at a simulated instant.
@@ -179,6 +228,8 @@ pub(crate) enum KvEvent {
         from: NodeId,
         op_no: u64,
         attempt: u64,
+        /// When the member received the request it answers.
+        received_us: u64,
         result: Result<Response, RequestError>,
     },
     SyncDone {
@@ -197,6 +248,22 @@ pub(crate) enum KvEvent {
         client: usize,
         token: u64,
     },
+    WatchCreate {
+        member: usize,
+        incarnation: u64,
+        watcher: usize,
+        conn: u64,
+        start_revision: u64,
+    },
+    WatchDeliver {
+        watcher: usize,
+        conn: u64,
+        msg: WatchMsg,
+    },
+    WatchTimer {
+        watcher: usize,
+        token: u64,
+    },
 }
 
 /// Which client operation a member's request id answers.
@@ -205,14 +272,15 @@ struct Asker {
     client: usize,
     op_no: u64,
     attempt: u64,
+    received_us: u64,
 }
 
 /// One member slot: a running node, or the disk of a crashed one.
 pub(crate) struct Member {
-    id: NodeId,
+    pub(crate) id: NodeId,
     tick_period_us: u64,
-    incarnation: u64,
-    node: Option<KvNode>,
+    pub(crate) incarnation: u64,
+    pub(crate) node: Option<KvNode>,
     disk: Option<SimDisk>,
     sync_scheduled: bool,
     /// Last index this incarnation applied (or jumped to by snapshot).
@@ -220,16 +288,21 @@ pub(crate) struct Member {
     snapshot_index: Index,
     requests: BTreeMap<RequestId, Asker>,
     next_request: RequestId,
+    /// Ticks of this incarnation: its lease clock reads ticks × the nominal period.
+    ticks: u64,
+    /// Watch streams it serves, by watcher.
+    pub(crate) watch_streams: BTreeMap<usize, WatchStream>,
 }
 
 /// A simulated raftkv cluster with clients. See the module docs of [`crate::kv`].
 pub struct KvCluster {
     pub(crate) cfg: KvConfig,
     pub(crate) now_us: u64,
-    queue: EventQueue<KvEvent>,
-    members: Vec<Member>,
+    pub(crate) queue: EventQueue<KvEvent>,
+    pub(crate) members: Vec<Member>,
     pub(crate) clients: Vec<Client>,
-    net: Network,
+    pub(crate) watchers: Vec<Watcher>,
+    pub(crate) net: Network,
     /// `client_cut[client * members + member]`: the client cannot reach the member.
     client_cut: Vec<bool>,
     rng_net: Rng,
@@ -237,6 +310,11 @@ pub struct KvCluster {
     rng_clock: Rng,
     pub(crate) rng_ops: Rng,
     rng_faults: Rng,
+    pub(crate) rng_watch: Rng,
+    /// The committed history replayed: the watch and lease checkers' oracle.
+    pub(crate) reference: Reference,
+    /// Lease id → simulated time before which it must not expire.
+    pub(crate) lease_protected_until: BTreeMap<i64, u64>,
     pub(crate) history: History<KvOp, KvResult>,
     pub(crate) trace: Trace,
     /// Every applied index: the entry's term and content hash.
@@ -248,6 +326,11 @@ pub struct KvCluster {
     pub(crate) violation: Option<(Violation, u64)>,
     pub(crate) clients_active: bool,
     events: u64,
+}
+
+/// The state machine configuration of every member (and of the reference).
+fn kv_config(cfg: &KvConfig) -> kv::Config {
+    kv::Config { session_idle_entries_max: cfg.session_idle_entries_max, ..Default::default() }
 }
 
 macro_rules! kv_trace {
@@ -282,19 +365,28 @@ impl KvCluster {
                     snapshot_index: 0,
                     requests: BTreeMap::new(),
                     next_request: 1,
+                    ticks: 0,
+                    watch_streams: BTreeMap::new(),
                 }
             })
             .collect();
         let servers: Vec<NodeId> = (1..=cfg.members as NodeId).collect();
+        let kv_config = kv_config(&cfg);
         let mut rng_ops = Rng::new(stream_seed(cfg.seed, 0x4b56_0004));
         let clients = (0..cfg.clients)
             .map(|c| Client::new(c, servers.clone(), rng_ops.range(0, cfg.members as u64)))
+            .collect();
+        let mut rng_watch = Rng::new(stream_seed(cfg.seed, 0x4b56_0007));
+        let slot = |w: usize| (cfg.clients > 0).then(|| w % cfg.clients);
+        let watchers = (0..cfg.watchers)
+            .map(|w| Watcher::new(None, slot(w), rng_watch.range(0, cfg.members as u64) as usize))
             .collect();
         let mut c = KvCluster {
             now_us: 0,
             queue: EventQueue::default(),
             members,
             clients,
+            watchers,
             net: Network::new(cfg.members, cfg.net.clone()),
             client_cut: vec![false; cfg.clients * cfg.members],
             rng_net: Rng::new(stream_seed(cfg.seed, 0x4b56_0002)),
@@ -302,6 +394,9 @@ impl KvCluster {
             rng_clock,
             rng_ops,
             rng_faults: Rng::new(stream_seed(cfg.seed, 0x4b56_0005)),
+            rng_watch,
+            reference: Reference::new(kv_config),
+            lease_protected_until: BTreeMap::new(),
             history: History::new(),
             trace: Trace::new(cfg.trace, cfg.verbose, cfg.recent_events_max),
             applied: BTreeMap::new(),
@@ -327,6 +422,10 @@ impl KvCluster {
             let at = c.rng_ops.range(0, c.cfg.think_us + 1);
             c.arm_client_timer(client, at);
         }
+        for watcher in 0..c.watchers.len() {
+            let at = c.rng_watch.range(0, c.cfg.watch_start_window_us + 1);
+            c.queue.push(at, KvEvent::WatchTimer { watcher, token: 0 });
+        }
         c
     }
 
@@ -334,22 +433,12 @@ impl KvCluster {
     /// has been violated.
     pub fn run_until_us(&mut self, until_us: u64) -> bool {
         while self.violation.is_none() {
-            match self.queue.peek_time() {
-                Some(t) if t <= until_us => {
-                    let (t, event) = self.queue.pop().expect("peeked");
-                    self.now_us = t;
-                    self.events += 1;
-                    self.dispatch(event);
-                    if self.queue.len() > crate::queue::STORM_EVENTS_MAX {
-                        // A healthy cluster keeps a few thousand events in flight; a
-                        // queue this long is a message storm (e.g. duplicated answers
-                        // each starting a new exchange), which a real cluster would die
-                        // of. A storm is a failure, not a slow pass.
-                        let details = format!("{} events queued", self.queue.len());
-                        self.record(Violation::new("Message storm", details));
-                    }
-                }
-                _ => break,
+            let Some((t, event)) = self.queue.pop_due(until_us) else { break };
+            self.now_us = t;
+            self.events += 1;
+            self.dispatch(event);
+            if let Some(v) = self.queue.storm() {
+                self.record(v);
             }
         }
         if self.violation.is_none() {
@@ -479,7 +568,7 @@ impl KvCluster {
         c.raft.heartbeat_interval_ticks = self.cfg.heartbeat_interval_ticks;
         c.raft.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
         c.raft.rng_seed = stream_seed(self.cfg.seed, 0x4b56_2000 + id * 1_000 + incarnation);
-        c.kv.session_idle_entries_max = self.cfg.session_idle_entries_max;
+        c.kv = kv_config(&self.cfg);
         c.snapshot_interval_entries = self.cfg.snapshot_interval_entries;
         c.request_timeout_ticks = self.cfg.request_timeout_ticks;
         c.record_events = true;
@@ -511,6 +600,7 @@ impl KvCluster {
         m.snapshot_index = node.raft().snapshot_meta().index;
         m.sync_scheduled = false;
         m.requests.clear();
+        m.ticks = 0;
         let (applied, term, last) = (m.applied, node.raft().term(), node.raft().last_index());
         m.node = Some(node);
         let first_tick = self.rng_clock.range(1, m.tick_period_us + 1);
@@ -521,6 +611,9 @@ impl KvCluster {
             report.warnings.len(),
             if report.warnings.len() == 1 { "" } else { "s" }
         );
+        if let Err(v) = self.check_member_leases(idx, applied) {
+            return self.record(v);
+        }
         self.drive(idx);
     }
 
@@ -536,6 +629,7 @@ impl KvCluster {
         m.disk = Some(disk);
         self.stats.crashes += 1;
         kv_trace!(self, "n{} crashes", m.id);
+        self.break_watch_streams(idx);
     }
 
     /// Power loss on `id`: it stops; what its disk had not synced is lost or torn;
@@ -555,11 +649,11 @@ impl KvCluster {
             KvEvent::Tick { member, incarnation } => self.on_tick(member, incarnation),
             KvEvent::Peer { msg, incarnation } => self.on_peer(msg, incarnation),
             KvEvent::Request { member, incarnation, client, op_no, attempt, request } => {
-                let asker = Asker { client, op_no, attempt };
+                let asker = Asker { client, op_no, attempt, received_us: self.now_us };
                 self.on_request(member, incarnation, asker, request)
             }
-            KvEvent::Reply { client, from, op_no, attempt, result } => {
-                self.on_client_reply(client, from, op_no, attempt, result)
+            KvEvent::Reply { client, from, op_no, attempt, received_us, result } => {
+                self.on_client_reply(client, from, (op_no, attempt, received_us), result)
             }
             KvEvent::SyncDone { member, incarnation } => self.on_sync_done(member, incarnation),
             KvEvent::PowerLoss { member, incarnation } => self.on_power_loss(member, incarnation),
@@ -570,6 +664,13 @@ impl KvCluster {
                 }
             }
             KvEvent::ClientTimer { client, token } => self.on_client_timer(client, token),
+            KvEvent::WatchCreate { member, incarnation, watcher, conn, start_revision } => {
+                self.on_watch_create((member, incarnation), watcher, conn, start_revision)
+            }
+            KvEvent::WatchDeliver { watcher, conn, msg } => {
+                self.on_watch_deliver(watcher, conn, msg)
+            }
+            KvEvent::WatchTimer { watcher, token } => self.on_watch_timer(watcher, token),
         }
     }
 
@@ -583,7 +684,14 @@ impl KvCluster {
             return;
         }
         let m = &mut self.members[idx];
-        m.node.as_mut().expect("live").tick();
+        m.ticks += 1;
+        let lease_clock_us =
+            (m.ticks * self.cfg.tick_interval_us) as f64 * self.cfg.lease_clock_rate;
+        let lease_clock_ms = lease_clock_us as u64 / 1000;
+        let node = m.node.as_mut().expect("live");
+        node.tick();
+        // The server passes real elapsed time; here the member's own (drifting) clock.
+        node.advance_lease_clock(lease_clock_ms);
         let (id, period) = (m.id, m.tick_period_us);
         self.queue.push(self.now_us + period, KvEvent::Tick { member: idx, incarnation });
         kv_trace!(self, "n{id} tick");
@@ -680,24 +788,27 @@ impl KvCluster {
         }
         self.schedule_sync(idx);
         if let Err(v) = self.check_leader(idx) {
-            self.record(v);
+            return self.record(v);
+        }
+        if !self.members[idx].watch_streams.is_empty() {
+            self.serve_watches(idx);
         }
     }
 
     /// Apply consistency: each member applies densely from where it started, or jumps
     /// forward by a snapshot; every member applies the same entry at each index.
     fn observe(&mut self, idx: usize, events: Vec<NodeEvent>) -> Result<(), Violation> {
-        let m = &mut self.members[idx];
-        let id = m.id;
-        let node = m.node.as_ref().expect("live");
-        let commit = node.raft().commit_index();
+        let m = &self.members[idx];
+        let (id, applied_before) = (m.id, m.applied);
+        let commit = m.node.as_ref().expect("live").raft().commit_index();
         for ev in events {
             match ev {
                 NodeEvent::Applied(e) => {
-                    if e.index != m.applied + 1 || e.index > commit {
+                    let applied = self.members[idx].applied;
+                    if e.index != applied + 1 || e.index > commit {
                         let details = format!(
-                            "n{id} applies index {} after {} (commit {commit}): applying must be dense and committed",
-                            e.index, m.applied
+                            "n{id} applies index {} after {applied} (commit {commit}): applying must be dense and committed",
+                            e.index
                         );
                         return Err(Violation::new("State Machine Safety", details));
                     }
@@ -716,19 +827,29 @@ impl KvCluster {
                             *self.content_count.entry(h).or_default() += 1;
                             self.stats.entries_applied += 1;
                             self.stats.entry_bytes_applied += e.data.len() as u64;
+                            match self.reference.apply(&e) {
+                                Ok(None) => {}
+                                Ok(Some(revoke)) => self.on_reference_revoke(e.index, &revoke)?,
+                                Err(details) => {
+                                    return Err(Violation::new("Reference history", details));
+                                }
+                            }
                         }
                     }
+                    let m = &mut self.members[idx];
                     m.applied = e.index;
                 }
                 NodeEvent::Installed(meta) => {
                     let known = self.applied.get(&meta.index).map(|(t, _)| *t);
-                    if meta.index <= m.applied || known.is_some_and(|t| t != meta.term) {
+                    let applied = self.members[idx].applied;
+                    if meta.index <= applied || known.is_some_and(|t| t != meta.term) {
                         let details = format!(
-                            "n{id} installs a snapshot at (index {}, term {}) after applying {}; applied term there: {known:?}",
-                            meta.index, meta.term, m.applied
+                            "n{id} installs a snapshot at (index {}, term {}) after applying {applied}; applied term there: {known:?}",
+                            meta.index, meta.term
                         );
                         return Err(Violation::new("State Machine Safety", details));
                     }
+                    let m = &mut self.members[idx];
                     m.applied = meta.index;
                     m.snapshot_index = meta.index;
                     self.stats.snapshots_installed += 1;
@@ -743,6 +864,9 @@ impl KvCluster {
             m.snapshot_index = snap;
             self.stats.snapshots_taken += 1;
             kv_trace!(self, "n{id} took snapshot at {snap}");
+        }
+        if self.members[idx].applied != applied_before {
+            self.check_member_leases(idx, applied_before)?;
         }
         Ok(())
     }
@@ -849,7 +973,9 @@ impl KvCluster {
     fn reply(&mut self, idx: usize, rid: RequestId, result: Result<Response, RequestError>) {
         let m = &mut self.members[idx];
         let from = m.id;
-        let Some(Asker { client, op_no, attempt }) = m.requests.remove(&rid) else { return };
+        let Some(Asker { client, op_no, attempt, received_us }) = m.requests.remove(&rid) else {
+            return;
+        };
         self.stats.client_messages += 1;
         let (fate, copies, delays) = self.fate(self.client_link_up(client, from));
         kv_trace!(
@@ -860,7 +986,7 @@ impl KvCluster {
         );
         for &delay in delays.iter().take(copies) {
             let result = result.clone();
-            let ev = KvEvent::Reply { client, from, op_no, attempt, result };
+            let ev = KvEvent::Reply { client, from, op_no, attempt, received_us, result };
             self.queue.push(self.now_us + delay, ev);
         }
     }
@@ -1009,10 +1135,40 @@ impl KvCluster {
             }
             self.run_until_us(self.now_us + 10_000);
         }
+        let stop = self.now_us;
+        while let Some(step) = self.settled(stop) {
+            step?;
+            self.run_until_us(self.now_us + 10_000);
+            if let Some((v, _)) = &self.violation {
+                return Err(v.clone());
+            }
+        }
         if let Some((v, _)) = &self.violation {
             return Err(v.clone());
         }
         self.check_states_identical()
+    }
+
+    /// After the clients stopped and the members converged (at `since_us`): `None` once
+    /// every lease has expired, the members have applied its revoke, and every watcher
+    /// has every event of its range; `Some(Ok)` while that may still come;
+    /// `Some(Err)` past [`LEASE_EXPIRY_BOUND_US`].
+    pub(crate) fn settled(&self, since_us: u64) -> Option<Result<(), Violation>> {
+        let leases = self.lease_count();
+        let quiet = self.clients_idle() && self.quiescent();
+        let watchers_done = self.watchers_caught_up();
+        if leases == 0 && quiet && watchers_done {
+            return None;
+        }
+        if self.now_us - since_us <= LEASE_EXPIRY_BOUND_US {
+            return Some(Ok(()));
+        }
+        let details = format!(
+            "{} s after the clients stopped: {leases} leases not expired, members quiet: {quiet}, watchers caught up: {watchers_done} ({})",
+            LEASE_EXPIRY_BOUND_US / 1_000_000,
+            self.watch_lag_report()
+        );
+        Some(Err(Violation::new("Liveness (lease expiry and watch delivery)", details)))
     }
 
     /// Checks the history so far for linearizability within `max_steps` search steps.
@@ -1031,5 +1187,29 @@ impl NetFaultTarget for KvCluster {
     }
     fn cut_link(&mut self, from: NodeId, to: NodeId) {
         KvCluster::cut_link(self, from, to);
+    }
+}
+
+impl FaultTarget for KvCluster {
+    fn now_us(&self) -> u64 {
+        KvCluster::now_us(self)
+    }
+    fn is_up(&self, id: NodeId) -> bool {
+        KvCluster::is_up(self, id)
+    }
+    fn crash(&mut self, id: NodeId) {
+        KvCluster::crash(self, id);
+    }
+    fn restart(&mut self, id: NodeId) {
+        KvCluster::restart(self, id);
+    }
+    fn fault_leader(&self) -> Option<NodeId> {
+        self.leader()
+    }
+    fn set_net(&mut self, cfg: NetConfig) {
+        KvCluster::set_net(self, cfg);
+    }
+    fn set_crash_during_write(&mut self, chance: f64) {
+        KvCluster::set_crash_during_write(self, chance);
     }
 }

@@ -28,6 +28,13 @@
 //!   up after a deadline: a write that was given up on is recorded as unknown, a read as
 //!   failed (it had no effect).
 //!
+//! - **Watchers** ([`watch`], in a share of swarm seeds) open watches on members with a
+//!   start revision, are served from the member's MVCC history as the server serves
+//!   them, and resume elsewhere from their last revision + 1 when a stream breaks.
+//! - **Leases** ([`lease`], in a share of swarm seeds): clients grant leases, attach
+//!   keys, keep some alive and let others lapse; each member's lease clock runs on its
+//!   own simulated clock, so the leader expires lapsed leases through the log.
+//!
 //! ## What is checked
 //! After every event: no two members apply different entries at one index, each member
 //! applies densely or jumps forward by a snapshot whose term matches, at most one leader
@@ -35,11 +42,23 @@
 //! disk injects no I/O errors). At the end ([`swarm`]): a liveness phase that heals
 //! everything and requires a leader, operations completing for every client and all
 //! members converging to byte-identical state; then [`lincheck::check`] on the history.
+//!
+//! Against a reference — the committed log replayed once in index order into a state
+//! machine of its own (`reference.rs`) — after every event: each member's revision,
+//! compact revision and live leases at the index it has applied; each watch event
+//! received (exactly the next committed event of the watcher's range); each lease revoke
+//! (its keys deleted at its revision on every member; an expiry never before the TTL
+//! since the last acknowledged keep-alive). At the end, every lease expired once the
+//! clients stop and every watcher holding its range's whole history.
 
 mod client;
 mod cluster;
+pub mod lease;
+mod reference;
 pub mod swarm;
+pub mod watch;
 
 pub use client::OpMix;
 pub use cluster::{KvCluster, KvConfig, KvStats};
 pub use swarm::{run_kv_seed, KvOutcome, KvParams};
+pub use watch::WatchSpec;

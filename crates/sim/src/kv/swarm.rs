@@ -6,11 +6,10 @@ use super::client::OpMix;
 use super::cluster::{kv_trace, KvCluster, KvConfig, KvStats};
 use crate::checker::Violation;
 use crate::cluster::stream_seed;
-use crate::faults;
+use crate::faults::{self, Agenda, FaultAction, FaultPlan};
 use crate::swarm::{draw_disk, draw_net, permille, Failure, PartitionKind, ALL_KINDS};
 use lincheck::{check, CheckOptions, KvModel, Verdict};
-use raft::{NodeId, Rng};
-use std::collections::BTreeMap;
+use raft::Rng;
 use std::fmt::{self, Write};
 
 /// After the heal, a leader must be elected within this.
@@ -19,6 +18,10 @@ pub const KV_LIVENESS_LEADER_BOUND_US: u64 = 10_000_000;
 pub const KV_LIVENESS_PROGRESS_BOUND_US: u64 = 30_000_000;
 /// Once clients stop, every member must apply everything within this.
 pub const KV_CONVERGENCE_BOUND_US: u64 = 20_000_000;
+/// Share of seeds with watchers.
+pub const WATCH_SEEDS: f64 = 0.4;
+/// Share of seeds whose clients use leases.
+pub const LEASE_SEEDS: f64 = 0.4;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 
@@ -48,6 +51,19 @@ pub struct KvParams {
 }
 
 impl KvParams {
+    fn fault_plan(&self) -> FaultPlan<'_> {
+        FaultPlan {
+            members: self.cluster.members,
+            partition_interval_us: self.partition_interval_us,
+            partition_duration_us: self.partition_duration_us,
+            partition_kinds: &self.partition_kinds,
+            crash_interval_us: self.crash_interval_us,
+            crash_max_at_once: self.crash_max_at_once,
+            all_crash: self.all_crash,
+            restart_delay_us: self.restart_delay_us,
+        }
+    }
+
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> KvParams {
         let mut r = Rng::new(stream_seed(seed, 0x4b56_5357));
@@ -80,11 +96,26 @@ impl KvParams {
             delete: r.range(0, 15) as u32,
             cas: r.range(5, 30) as u32,
             compact: r.range(0, 4) as u32,
+            lease: 0,
         };
         let mut kinds: Vec<PartitionKind> =
             ALL_KINDS.iter().copied().filter(|_| r.chance(0.6)).collect();
         if kinds.is_empty() {
             kinds.push(ALL_KINDS[r.range(0, ALL_KINDS.len() as u64) as usize]);
+        }
+        // The watch and lease workloads draw from a stream of their own, so a seed that
+        // uses neither runs exactly as before they existed.
+        let mut w = Rng::new(stream_seed(seed, 0x4b56_574c));
+        if w.chance(WATCH_SEEDS) {
+            c.watchers = w.range(1, 7) as usize;
+            c.watch_start_window_us = w.range(0, 10_000_001);
+            c.watch_batch_changes = [1, 5, 50, 1000][w.range(0, 4) as usize];
+            c.watch_move_mean_us = (!w.chance(0.2)).then(|| w.range(500_000, 5_000_001));
+        }
+        if w.chance(LEASE_SEEDS) {
+            c.mix.lease = w.range(5, 40) as u32;
+            c.lease_keys = w.range(1, 7) as usize;
+            c.lease_ttl_secs_max = w.range(1, 6) as i64;
         }
         KvParams {
             seed,
@@ -134,6 +165,23 @@ impl fmt::Display for KvParams {
             c.clock_drift,
             c.mix
         )?;
+        if c.watchers > 0 {
+            writeln!(
+                f,
+                "  watch: {} watchers starting within {} ms, {} changes per batch, moving every {:?} ms",
+                c.watchers,
+                ms(c.watch_start_window_us),
+                c.watch_batch_changes,
+                c.watch_move_mean_us.map(ms)
+            )?;
+        }
+        if c.mix.lease > 0 {
+            writeln!(
+                f,
+                "  leases: {} leased keys, TTLs 1..={} s",
+                c.lease_keys, c.lease_ttl_secs_max
+            )?;
+        }
         write!(
             f,
             "  faults: partitions every {:?} ms for ~{} ms {:?} (clients confined {:.2}); crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
@@ -183,20 +231,11 @@ pub struct KvOutcome {
     pub failure: Option<Failure>,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Action {
-    NetFault,
-    NetHeal,
-    Crash,
-    Restart(NodeId),
-}
-
 struct KvSwarm {
     p: KvParams,
     c: KvCluster,
     rng: Rng,
-    agenda: BTreeMap<(u64, u64), Action>,
-    agenda_seq: u64,
+    agenda: Agenda<FaultAction>,
     partitions: u64,
 }
 
@@ -210,7 +249,7 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
     }
     let c = KvCluster::new(p.cluster.clone());
     let rng = Rng::new(stream_seed(seed, 0x4b56_0006));
-    let mut s = KvSwarm { p, c, rng, agenda: BTreeMap::new(), agenda_seq: 0, partitions: 0 };
+    let mut s = KvSwarm { p, c, rng, agenda: Agenda::new(), partitions: 0 };
     let result = s.safety_phase().and_then(|()| s.liveness_phase());
     let (verdict, violation) = match result {
         Ok(()) => s.linearizability(),
@@ -220,16 +259,6 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
 }
 
 impl KvSwarm {
-    fn schedule(&mut self, at_us: u64, action: Action) {
-        self.agenda.insert((at_us, self.agenda_seq), action);
-        self.agenda_seq += 1;
-    }
-
-    /// A random delay with mean `mean_us`, never 0.
-    fn around(&mut self, mean_us: u64) -> u64 {
-        self.rng.range(1, 2 * mean_us.max(1) + 1)
-    }
-
     fn check(&self) -> Result<(), Violation> {
         match self.c.violation() {
             Some((v, _)) => Err(v.clone()),
@@ -238,74 +267,18 @@ impl KvSwarm {
     }
 
     fn safety_phase(&mut self) -> Result<(), Violation> {
-        if let Some(mean) = self.p.partition_interval_us {
-            let at = self.around(mean);
-            self.schedule(at, Action::NetFault);
-        }
-        if let Some(mean) = self.p.crash_interval_us {
-            let at = self.around(mean);
-            self.schedule(at, Action::Crash);
-        }
+        self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
         let end = self.p.safety_duration_us;
-        while let Some(entry) = self.agenda.first_entry() {
-            let (at, _) = *entry.key();
-            if at > end {
-                break;
-            }
-            let action = entry.remove();
+        while let Some((at, fault)) = self.agenda.next_due(end) {
             self.c.run_until_us(at);
             self.check()?;
-            self.perform(action);
+            let plan = self.p.fault_plan();
+            let effect = plan.perform(fault, &mut self.rng, &mut self.agenda, &mut self.c);
+            self.partitions += effect.partitions;
             self.check()?;
         }
         self.c.run_until_us(end);
         self.check()
-    }
-
-    fn perform(&mut self, action: Action) {
-        let now = self.c.now_us();
-        match action {
-            Action::NetFault => {
-                self.partitions += 1;
-                let kinds = &self.p.partition_kinds;
-                let kind = kinds[self.rng.range(0, kinds.len() as u64) as usize];
-                let (n, leader) = (self.p.cluster.members, self.c.leader());
-                faults::apply_net_fault(kind, n, leader, &mut self.rng, &mut self.c);
-                let at = now + self.around(self.p.partition_duration_us);
-                self.schedule(at, Action::NetHeal);
-            }
-            Action::NetHeal => {
-                self.c.heal();
-                let mean = self.p.partition_interval_us.expect("partitions on");
-                let at = now + self.around(mean);
-                self.schedule(at, Action::NetFault);
-            }
-            Action::Crash => {
-                self.crash_some();
-                let mean = self.p.crash_interval_us.expect("crashes on");
-                let at = now + self.around(mean);
-                self.schedule(at, Action::Crash);
-            }
-            Action::Restart(id) => {
-                if !self.c.is_up(id) {
-                    self.c.restart(id);
-                }
-            }
-        }
-    }
-
-    fn crash_some(&mut self) {
-        let up: Vec<NodeId> = self.c.ids().into_iter().filter(|&id| self.c.is_up(id)).collect();
-        let count = if self.rng.chance(self.p.all_crash) {
-            up.len()
-        } else {
-            (self.rng.range(1, self.p.crash_max_at_once as u64 + 1) as usize).min(up.len())
-        };
-        for id in faults::pick(&mut self.rng, &up, count) {
-            self.c.crash(id);
-            let at = self.c.now_us() + self.around(self.p.restart_delay_us);
-            self.schedule(at, Action::Restart(id));
-        }
     }
 
     /// Heal everything; require a leader, an operation completed by every client, and
@@ -313,16 +286,7 @@ impl KvSwarm {
     fn liveness_phase(&mut self) -> Result<(), Violation> {
         self.agenda.clear();
         let start = self.c.now_us();
-        let mut net = self.p.cluster.net.clone();
-        (net.loss, net.duplicate) = (0.0, 0.0);
-        self.c.set_net(net);
-        self.c.set_crash_during_write(0.0);
-        self.c.heal();
-        for id in self.c.ids() {
-            if !self.c.is_up(id) {
-                self.c.restart(id);
-            }
-        }
+        faults::calm(&mut self.c, self.p.cluster.members, &self.p.cluster.net);
         self.check()?;
         let mut leader_seen = false;
         loop {
@@ -360,6 +324,11 @@ impl KvSwarm {
                 );
                 return Err(Violation::new("Liveness (convergence)", details));
             }
+        }
+        let stop = self.c.now_us();
+        while let Some(v) = self.c.settled(stop) {
+            v?;
+            self.step()?;
         }
         self.c.check_states_identical()
     }
@@ -412,7 +381,7 @@ pub fn describe_outcome(out: &KvOutcome) -> String {
     let mut line = String::new();
     let _ = write!(
         line,
-        "{} ops ({} ok, {} failed, {} unknown), {} resends, {} sessions ({} expired), {} snapshots taken, {} installed, {} crashes, {} network faults, {} entries applied; lincheck: {}",
+        "{} ops ({} ok, {} failed, {} unknown), {} resends, {} sessions ({} expired), {} snapshots taken, {} installed, {} crashes, {} network faults, {} entries applied{}; lincheck: {}",
         s.ops,
         s.ok,
         s.failed,
@@ -425,6 +394,7 @@ pub fn describe_outcome(out: &KvOutcome) -> String {
         s.crashes,
         out.partitions,
         s.entries_applied,
+        workload_counts(s),
         match &out.verdict {
             LinVerdict::Linearizable => "linearizable".to_string(),
             LinVerdict::Unknown(r) => format!("unknown ({r})"),
@@ -433,4 +403,24 @@ pub fn describe_outcome(out: &KvOutcome) -> String {
         }
     );
     line
+}
+
+/// The watch and lease counters, when the seed used them.
+pub fn workload_counts(s: &KvStats) -> String {
+    let mut out = String::new();
+    if s.watch_messages > 0 || s.watch_reconnects > 0 {
+        let _ = write!(
+            out,
+            ", {} watch events checked ({} reconnects, {} compacted)",
+            s.watch_events, s.watch_reconnects, s.watch_compacted
+        );
+    }
+    if s.leases_granted > 0 {
+        let _ = write!(
+            out,
+            ", {} leases granted ({} keep-alives acked, {} expired, {} revoked)",
+            s.leases_granted, s.keep_alives_acked, s.leases_expired, s.leases_revoked
+        );
+    }
+    out
 }
