@@ -49,8 +49,9 @@ pub struct WatchSpec {
 pub(crate) enum WatchMsg {
     /// The watch exists and starts at this revision.
     Created { start_revision: u64 },
-    /// Events of whole revisions, in order.
-    Events { events: Vec<Event> },
+    /// Events of whole revisions, in order, and the serving member's compact
+    /// revision when it read them (events at or below it are limited as etcd's).
+    Events { events: Vec<Event>, compact_revision: u64 },
     /// The history from the requested revision on is compacted; the stream ends.
     Compacted { compact_revision: u64 },
     /// The connection broke (the watcher notices a while after the cause).
@@ -131,11 +132,32 @@ fn describe_event(e: &Event, prev_kv: bool) -> String {
     s
 }
 
-/// The same event as the watcher asked for it (prev_kv only if requested).
-fn same_event(expected: &Event, got: &Event, prev_kv: bool) -> bool {
-    expected.kind == got.kind
-        && expected.kv == got.kv
-        && (!prev_kv || expected.prev_kv == got.prev_kv)
+/// The same event as the watcher asked for it (prev_kv only if requested). An event
+/// at or below the serving member's compact revision `compact` has no previous
+/// key-value: that revision's predecessor is compacted (etcd's behaviour).
+fn same_event(expected: &Event, got: &Event, prev_kv: bool, compact: u64) -> bool {
+    let prev_ok = if got.kv.mod_revision <= compact {
+        got.prev_kv.is_none()
+    } else {
+        expected.prev_kv == got.prev_kv
+    };
+    expected.kind == got.kind && expected.kv == got.kv && (!prev_kv || prev_ok)
+}
+
+/// Whether the committed event `events[i]` is still visible to a watch once history
+/// is compacted at `compact`: events above it are; of those at or below it, only a
+/// put that is its key's last change in its revision (compaction keeps each key's last
+/// version at or below the compact revision, and no deletes; as etcd's).
+fn survives_compaction(events: &[Event], i: usize, compact: u64) -> bool {
+    let e = &events[i];
+    if e.kv.mod_revision > compact {
+        return true;
+    }
+    e.kind == EventKind::Put
+        && !events[i + 1..]
+            .iter()
+            .take_while(|later| later.kv.mod_revision == e.kv.mod_revision)
+            .any(|later| later.kv.key == e.kv.key)
 }
 
 impl KvCluster {
@@ -188,10 +210,15 @@ impl KvCluster {
             return Some(Err("no watch created yet"));
         }
         let events = &self.reference.events;
-        let owed = |e: &&Event| {
-            e.kv.mod_revision >= wt.floor && in_range(&spec.key, &spec.range_end, &e.kv.key)
-        };
-        events[wt.cursor.min(events.len())..].iter().find(owed).map(Ok)
+        let compact = self.reference.state().compact_revision();
+        (wt.cursor.min(events.len())..events.len())
+            .find(|&i| {
+                let e = &events[i];
+                e.kv.mod_revision >= wt.floor
+                    && in_range(&spec.key, &spec.range_end, &e.kv.key)
+                    && survives_compaction(events, i, compact)
+            })
+            .map(|i| Ok(&events[i]))
     }
 
     /// A random watcher starts: it draws its range, start and options.
@@ -334,6 +361,7 @@ impl KvCluster {
                 return;
             };
             let state = node.state();
+            let compact_revision = state.compact_revision();
             let from = stream.next_revision;
             if from > state.revision() {
                 return;
@@ -365,7 +393,11 @@ impl KvCluster {
             let stream = self.members[idx].watch_streams.get_mut(&w).expect("serving");
             stream.next_revision = batch.next_revision;
             if !batch.events.is_empty()
-                && !self.watch_send(idx, w, WatchMsg::Events { events: batch.events })
+                && !self.watch_send(
+                    idx,
+                    w,
+                    WatchMsg::Events { events: batch.events, compact_revision },
+                )
             {
                 return;
             }
@@ -443,7 +475,9 @@ impl KvCluster {
         }
         match msg {
             WatchMsg::Created { start_revision } => self.on_watch_created(w, start_revision),
-            WatchMsg::Events { events } => self.on_watch_events(w, events),
+            WatchMsg::Events { events, compact_revision } => {
+                self.on_watch_events(w, events, compact_revision)
+            }
             WatchMsg::Compacted { compact_revision } => {
                 self.on_watch_compacted(w, compact_revision)
             }
@@ -474,26 +508,31 @@ impl KvCluster {
     }
 
     /// Each event must be the next one the reference owes this watcher.
-    fn on_watch_events(&mut self, w: usize, events: Vec<Event>) {
+    fn on_watch_events(&mut self, w: usize, events: Vec<Event>, compact: u64) {
         let member = self.watchers[w].member;
         let (first, last) = (events[0].kv.mod_revision, events[events.len() - 1].kv.mod_revision);
         kv_trace!(self, "w{w} <- n{} {} events revs {first}..{last}", member + 1, events.len());
         for got in &events {
-            if let Err(details) = self.watch_check_event(w, got) {
+            if let Err(details) = self.watch_check_event(w, got, compact) {
                 return self.record(Violation::new("Watch (committed history)", details));
             }
             self.stats.watch_events += 1;
         }
     }
 
-    fn watch_check_event(&mut self, w: usize, got: &Event) -> Result<(), String> {
+    /// `compact`: the serving member's compact revision (events at it that compaction
+    /// does not keep are skipped, as etcd's watch skips them).
+    fn watch_check_event(&mut self, w: usize, got: &Event, compact: u64) -> Result<(), String> {
         let wt = &self.watchers[w];
         let spec = wt.spec.as_ref().expect("watching");
         let events = &self.reference.events;
         let mut cursor = wt.cursor;
         while cursor < events.len() {
             let e = &events[cursor];
-            if e.kv.mod_revision >= wt.floor && in_range(&spec.key, &spec.range_end, &e.kv.key) {
+            if e.kv.mod_revision >= wt.floor
+                && in_range(&spec.key, &spec.range_end, &e.kv.key)
+                && survives_compaction(events, cursor, compact)
+            {
                 break;
             }
             cursor += 1;
@@ -506,7 +545,7 @@ impl KvCluster {
                 self.reference.state().revision()
             ));
         };
-        if !same_event(expected, got, spec.prev_kv) {
+        if !same_event(expected, got, spec.prev_kv, compact) {
             let what = match got.kv.mod_revision.cmp(&expected.kv.mod_revision) {
                 std::cmp::Ordering::Greater => "a gap: it skipped",
                 std::cmp::Ordering::Less => "a duplicate or reordered event instead of",
