@@ -452,14 +452,17 @@ fn check_put(cfg: &Config, r: &PutRequest) -> Result<(), KvError> {
     check_value_len(cfg, r.value.len())
 }
 
-fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64) -> Result<(), KvError> {
+/// etcd's static checks of a transaction: its operation count is the largest of its
+/// compares, success and failure operations, at most `ops_max`; a nested transaction
+/// gets only what its parent leaves (`ops_max` minus the parent's count).
+fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64, ops_max: u64) -> Result<(), KvError> {
     if depth > TXN_DEPTH_MAX {
         return Err(KvError::TxnTooDeep { max: TXN_DEPTH_MAX });
     }
-    for count in [t.compare.len(), t.success.len(), t.failure.len()] {
-        if count as u64 > cfg.txn_ops_max {
-            return Err(KvError::TooManyOps { count: count as u64, max: cfg.txn_ops_max });
-        }
+    let count =
+        [t.compare.len(), t.success.len(), t.failure.len()].into_iter().max().unwrap_or(0) as u64;
+    if count > ops_max {
+        return Err(KvError::TooManyOps { count, max: ops_max });
     }
     for c in &t.compare {
         check_key(cfg, &c.key)?;
@@ -469,7 +472,7 @@ fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64) -> Result<(), KvError> {
             RequestOp::Put(r) => check_put(cfg, r)?,
             RequestOp::Range(r) => check_key(cfg, &r.key)?,
             RequestOp::DeleteRange(r) => check_key(cfg, &r.key)?,
-            RequestOp::Txn(n) => check_txn(cfg, n, depth + 1)?,
+            RequestOp::Txn(n) => check_txn(cfg, n, depth + 1, ops_max - count)?,
         }
     }
     Ok(())
@@ -477,45 +480,56 @@ fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64) -> Result<(), KvError> {
 
 type Interval<'a> = (&'a [u8], &'a [u8]);
 
-/// etcd's rule: within one branch (nested transactions included) a key may
-/// be put at most once and not inside a range the branch deletes. Returns
-/// the keys put and ranges deleted by either branch.
-fn check_txn_keys(t: &TxnRequest) -> Result<(BTreeSet<&[u8]>, Vec<Interval<'_>>), KvError> {
-    let mut all_puts = BTreeSet::new();
-    let mut all_dels = Vec::new();
-    for branch in [&t.success, &t.failure] {
-        let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
-        let mut dels: Vec<Interval<'_>> = Vec::new();
-        for op in branch {
-            let new_puts = match op {
-                RequestOp::Put(r) => BTreeSet::from([&r.key[..]]),
-                RequestOp::DeleteRange(r) => {
-                    dels.push((&r.key, &r.range_end));
-                    continue;
-                }
-                RequestOp::Txn(n) => {
-                    let (p, d) = check_txn_keys(n)?;
-                    dels.extend(d);
-                    p
-                }
-                RequestOp::Range(_) => continue,
-            };
-            for k in new_puts {
-                if !puts.insert(k) {
-                    return Err(KvError::DuplicateKeyInTxn { key: k.to_vec() });
-                }
+fn in_any(dels: &[Interval<'_>], key: &[u8]) -> bool {
+    dels.iter().any(|&(start, end)| KeyRange::new(start, end).contains(key))
+}
+
+/// etcd's rule for the operations of one branch (`ops`), nested transactions
+/// included: a key may be put at most once, and not inside a range deleted at
+/// its level or by a nested transaction before it. The two branches of one
+/// nested transaction may put the same key (only one of them runs). Returns the
+/// keys put and the ranges deleted, for the level above.
+fn check_branch_keys<'a>(
+    ops: &'a [RequestOp],
+) -> Result<(BTreeSet<&'a [u8]>, Vec<Interval<'a>>), KvError> {
+    let duplicate = |k: &[u8]| Err(KvError::DuplicateKeyInTxn { key: k.to_vec() });
+    // This level's deletes come first: a nested put inside one is refused.
+    let mut dels: Vec<Interval<'a>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            RequestOp::DeleteRange(r) => Some((&r.key[..], &r.range_end[..])),
+            _ => None,
+        })
+        .collect();
+    let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
+    for op in ops {
+        let RequestOp::Txn(n) = op else { continue };
+        let (puts_then, dels_then) = check_branch_keys(&n.success)?;
+        let (puts_else, dels_else) = check_branch_keys(&n.failure)?;
+        for &k in &puts_then {
+            if puts.contains(k) || in_any(&dels, k) {
+                return duplicate(k);
             }
+            puts.insert(k);
         }
-        for &(start, end) in &dels {
-            let range = KeyRange::new(start, end);
-            if let Some(k) = puts.iter().find(|k| range.contains(k)) {
-                return Err(KvError::DuplicateKeyInTxn { key: k.to_vec() });
+        for &k in &puts_else {
+            if (puts.contains(k) && !puts_then.contains(k)) || in_any(&dels, k) {
+                return duplicate(k);
             }
+            puts.insert(k);
         }
-        all_puts.extend(puts);
-        all_dels.extend(dels);
+        // Only now: a nested delete does not conflict with an earlier sibling's put.
+        dels.extend(dels_then);
+        dels.extend(dels_else);
     }
-    Ok((all_puts, all_dels))
+    for op in ops {
+        let RequestOp::Put(r) = op else { continue };
+        if puts.contains(&r.key[..]) || in_any(&dels, &r.key) {
+            return duplicate(&r.key);
+        }
+        puts.insert(&r.key);
+    }
+    Ok((puts, dels))
 }
 
 // ---- operations ----
@@ -734,8 +748,9 @@ fn txn_path(m: &Mvcc, t: &TxnRequest, rev: u64, path: &mut Vec<bool>) {
 }
 
 fn execute_txn(cfg: &Config, m: &mut Mvcc, t: &TxnRequest) -> Result<TxnResponse, KvError> {
-    check_txn(cfg, t, 1)?;
-    check_txn_keys(t)?;
+    check_txn(cfg, t, 1, cfg.txn_ops_max)?;
+    check_branch_keys(&t.success)?;
+    check_branch_keys(&t.failure)?;
     let mut path = Vec::new();
     txn_path(m, t, m.revision, &mut path);
     // O(1) thanks to structural sharing; lets a failure half-way (a put with

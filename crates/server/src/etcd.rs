@@ -85,7 +85,15 @@ impl Api {
         for _ in 0..3 {
             match reply {
                 Err(RequestError::NotLeader { leader: Some(l) }) if l != self.member_id => {
-                    reply = self.transport.forward(l, &cmd).await;
+                    let (answer, leader_applied) = self.transport.forward(l, &cmd).await;
+                    if answer.is_ok() {
+                        // As etcd's: answer once this member has applied the write too,
+                        // so a serializable read here sees it. Past the deadline the
+                        // write is still done: answer anyway.
+                        let deadline = tokio::time::Instant::now() + FORWARDED_APPLY_WAIT;
+                        self.node.wait_applied(leader_applied, deadline).await;
+                    }
+                    reply = answer;
                 }
                 _ => break,
             }
@@ -101,6 +109,10 @@ impl Api {
         into_result(self.node.request(Request::Read { query, serializable }).await)
     }
 }
+
+/// How long a member waits to apply a write the leader applied for it before answering
+/// anyway (it is partitioned or far behind; the write is done either way).
+const FORWARDED_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn into_result(reply: Reply) -> Result<kv::Response, Status> {
     match reply {

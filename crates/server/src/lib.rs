@@ -148,18 +148,33 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming(incoming(peer_listener));
-    let request_max = etcd::REQUEST_BYTES_MAX + 64 * 1024;
+    // etcd's receive limit on every client service: its request limit plus 512 KiB of
+    // gRPC overhead (a request between the two gets etcd's "request is too large").
+    let recv_max = etcd::REQUEST_BYTES_MAX + 512 * 1024;
     let client_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(KvServer::new(api.clone()).max_decoding_message_size(request_max))
-        .add_service(MaintenanceServer::new(api.clone()))
-        .add_service(ClusterServer::new(api.clone()))
-        .add_service(WatchServer::new(api.clone()))
-        .add_service(LeaseServer::new(api.clone()))
-        .add_service(proto::etcdserverpb::auth_server::AuthServer::new(api.clone()))
-        .add_service(proto::v3lockpb::lock_server::LockServer::new(api.clone()))
-        .add_service(proto::v3electionpb::election_server::ElectionServer::new(api.clone()))
-        .add_service(proto::session::session_server::SessionServer::new(api))
+        .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
+        .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
+        .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(recv_max))
+        .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(recv_max))
+        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(recv_max))
+        .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(recv_max))
+        .add_service(
+            proto::etcdserverpb::auth_server::AuthServer::new(api.clone())
+                .max_decoding_message_size(recv_max),
+        )
+        .add_service(
+            proto::v3lockpb::lock_server::LockServer::new(api.clone())
+                .max_decoding_message_size(recv_max),
+        )
+        .add_service(
+            proto::v3electionpb::election_server::ElectionServer::new(api.clone())
+                .max_decoding_message_size(recv_max),
+        )
+        .add_service(
+            proto::session::session_server::SessionServer::new(api)
+                .max_decoding_message_size(recv_max),
+        )
         .serve_with_incoming(incoming(client_listener));
     if let Some(l) = metrics_listener {
         tokio::spawn(http::serve(l, handle.clone(), metrics.clone()));
@@ -179,6 +194,32 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     handle.stop();
     let _ = tokio::task::spawn_blocking(move || join.join()).await;
     result
+}
+
+/// etcd (grpc-go) refuses a request over its receive limit with `ResourceExhausted` and
+/// "grpc: received message larger than max (SIZE vs. LIMIT)"; tonic with `OutOfRange` and
+/// words of its own. Rewrites tonic's answer (a trailers-only response, so the status is
+/// in the headers) into etcd's, so clients that match on etcd's error see it.
+fn etcd_receive_limit_error<B>(mut response: ::http::Response<B>) -> ::http::Response<B> {
+    const TONIC_PREFIX: &str = "Error, decoded message length too large: found ";
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() != tonic::Code::OutOfRange {
+        return response;
+    }
+    let Some(rest) = status.message().strip_prefix(TONIC_PREFIX) else { return response };
+    let mut numbers = rest.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty());
+    let (Some(size), Some(limit)) = (numbers.next(), numbers.next()) else { return response };
+    let etcd = tonic::Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({size} vs. {limit})"
+    ));
+    let headers = response.headers_mut();
+    headers.remove("grpc-message");
+    if etcd.add_header(headers).is_err() {
+        tracing::warn!("could not rewrite a too-large request's status");
+    }
+    response
 }
 
 /// Accepted connections with Nagle off: Raft and client round trips are many small

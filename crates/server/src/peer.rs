@@ -114,9 +114,10 @@ impl Transport {
     }
 
     /// Hands a client's write to the leader `leader` and returns its answer.
-    pub async fn forward(&self, leader: NodeId, cmd: &Command) -> Reply {
+    /// Returns the leader's answer and, when it is one, the leader's applied index then.
+    pub async fn forward(&self, leader: NodeId, cmd: &Command) -> (Reply, u64) {
         let Some(channel) = self.clients.get(&leader) else {
-            return Err(RequestError::NotLeader { leader: None });
+            return (Err(RequestError::NotLeader { leader: None }), 0);
         };
         let mut client = PeerClient::new(channel.clone())
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -124,9 +125,9 @@ impl Transport {
         let req = ForwardRequest { cluster_id: self.cluster_id, command: cmd.encode().into() };
         let resp = match client.forward(req).await {
             Ok(r) => r.into_inner(),
-            Err(_) => return Err(RequestError::NotLeader { leader: None }),
+            Err(_) => return (Err(RequestError::NotLeader { leader: None }), 0),
         };
-        match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
+        let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
             ForwardError::None => Response::decode(&resp.response)
                 .map_err(|_| RequestError::NotLeader { leader: None }),
             ForwardError::NotLeader => {
@@ -137,7 +138,8 @@ impl Transport {
                 Err(RequestError::TooLarge { size: resp.size, max: resp.max })
             }
             ForwardError::Busy | ForwardError::Malformed => Err(RequestError::Busy),
-        }
+        };
+        (reply, resp.applied_index)
     }
 }
 
@@ -326,7 +328,10 @@ impl Peer for PeerService {
         match Command::decode(&req.command) {
             Err(_) => out.error = ForwardError::Malformed as i32,
             Ok(cmd) => match self.node.request(Request::Write(cmd)).await {
-                Ok(resp) => out.response = resp.encode().into(),
+                Ok(resp) => {
+                    out.response = resp.encode().into();
+                    out.applied_index = self.node.applied_index();
+                }
                 Err(RequestError::NotLeader { leader }) => {
                     out.error = ForwardError::NotLeader as i32;
                     out.leader = leader.unwrap_or(0);

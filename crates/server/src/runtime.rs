@@ -94,6 +94,7 @@ pub trait Outbox: Send + 'static {
 pub struct NodeHandle {
     tx: Sender<Input>,
     revision: watch::Receiver<u64>,
+    applied: watch::Receiver<u64>,
 }
 
 impl NodeHandle {
@@ -117,6 +118,21 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Input::Status(tx)).ok()?;
         rx.await.ok()
+    }
+
+    /// The member's applied log index now. Updated before the answers of a batch are
+    /// sent, so after a write's answer it is at least the write's index.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the member has applied `index`, or until `deadline`; true if it has.
+    /// A write forwarded to the leader waits for this before it is answered, so a
+    /// serializable read on this member sees the member's own writes (as etcd's).
+    pub async fn wait_applied(&self, index: u64, deadline: tokio::time::Instant) -> bool {
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout_at(deadline, applied.wait_for(|&a| a >= index)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// Follows the member's applied store revision: updated after each batch the node
@@ -171,12 +187,14 @@ pub fn spawn<S: LogStore + Send + 'static>(
 ) -> (NodeHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let (revision_tx, revision) = watch::channel(node.state().revision());
-    let handle = NodeHandle { tx: tx.clone(), revision };
+    let (applied_tx, applied) = watch::channel(node.applied_index());
+    let handle = NodeHandle { tx: tx.clone(), revision, applied };
     let join = std::thread::Builder::new()
         .name("raftkv-node".into())
         .spawn(move || {
             let snapshots = SnapshotWriter { dir: snapshot_dir, tx };
-            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots, revision_tx) {
+            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots, revision_tx, applied_tx)
+            {
                 on_fatal(e);
             }
         })
@@ -231,6 +249,7 @@ fn run<S: LogStore>(
     metrics: Arc<Metrics>,
     snapshots: SnapshotWriter,
     revision_tx: watch::Sender<u64>,
+    applied_tx: watch::Sender<u64>,
 ) -> Result<(), String> {
     let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_id: u64 = 1;
@@ -303,6 +322,8 @@ fn run<S: LogStore>(
         if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
             metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         }
+        let applied = node.applied_index();
+        applied_tx.send_if_modified(|a| std::mem::replace(a, applied) != applied);
         for (id, reply) in out.replies {
             let counter = if reply.is_ok() {
                 &metrics.proposals_committed

@@ -377,6 +377,23 @@ fn txn_refuses_a_key_written_twice_in_one_branch() {
         ..Default::default()
     };
     assert!(n.txn(put_in_deleted_range).is_err());
+    // etcd's order rule for sibling nested transactions: a delete in a later one does
+    // not conflict with a put in an earlier one; the other way round it does.
+    let nested_op =
+        |op: RequestOp| RequestOp::Txn(TxnRequest { success: vec![op], ..Default::default() });
+    let del_x =
+        || RequestOp::DeleteRange(DeleteRangeRequest { key: "x".into(), ..Default::default() });
+    let put_then_delete = TxnRequest {
+        success: vec![nested_op(RequestOp::Put(put_req("x", "1"))), nested_op(del_x())],
+        ..Default::default()
+    };
+    assert!(n.txn(put_then_delete).unwrap().succeeded);
+    assert!(n.sm.get(b"x").is_none(), "the later delete ran last");
+    let delete_then_put = TxnRequest {
+        success: vec![nested_op(del_x()), nested_op(RequestOp::Put(put_req("x", "1")))],
+        ..Default::default()
+    };
+    assert_eq!(n.txn(delete_then_put), Err(KvError::DuplicateKeyInTxn { key: b"x".to_vec() }));
     // The same key in different branches is fine.
     let ok = TxnRequest {
         success: vec![RequestOp::Put(put_req("a", "1"))],
@@ -417,6 +434,22 @@ fn txn_limits_are_enforced() {
         ..Default::default()
     };
     assert_eq!(n.txn(t), Err(KvError::TooManyOps { count: 3, max: 2 }));
+    // A nested transaction gets only what its parent leaves, as in etcd.
+    let nested = |ops: usize| TxnRequest {
+        success: vec![
+            RequestOp::Put(put_req("a", "1")),
+            RequestOp::Txn(TxnRequest {
+                success: vec![RequestOp::Range(RangeRequest::key("b")); ops],
+                ..Default::default()
+            }),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(n.txn(nested(1)), Err(KvError::TooManyOps { count: 1, max: 0 }));
+    let mut n = Node::with_config(Config { txn_ops_max: 4, ..Config::default() });
+    assert_eq!(n.txn(nested(3)), Err(KvError::TooManyOps { count: 3, max: 2 }));
+    assert!(n.txn(nested(2)).is_ok(), "4 - 2 operations are left to the nested txn");
+    let mut n = Node::new(); // 128 operations
     let mut deep = TxnRequest::default();
     for _ in 0..TXN_DEPTH_MAX {
         deep = TxnRequest { success: vec![RequestOp::Txn(deep)], ..Default::default() };
