@@ -8,7 +8,10 @@
 //! Every other difference fails the test: there are no documented exceptions left
 //! (README, "etcd compatibility"). The lock and election gRPC services, which `etcdctl` does not use (its
 //! `lock` and `elect` run etcd's client-side recipe over KV, Lease and Watch), are
-//! compared the same way through gRPC calls at the end.
+//! compared the same way through gRPC calls at the end, and so are etcd's errors
+//! (gRPC code and message of requests too large, txns with too many operations or a
+//! duplicate key, empty keys, compacted and future revisions, unknown leases, too
+//! large TTLs: `etcd_errors/mod.rs`).
 //!
 //! Needs `etcd` and `etcdctl` (Debian: `etcd-server`, `etcd-client`); without them the
 //! test prints SKIPPED and passes.
@@ -17,6 +20,7 @@
 //! transcripts side by side where they differ.
 
 mod common;
+mod etcd_errors;
 
 use common::{ClusterSpec, Server, TestCluster};
 use proto::etcdserverpb as pb;
@@ -697,15 +701,17 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
     check_hashes_agree(&etcd);
 
     let grpc = tokio::runtime::Runtime::new().unwrap();
-    let within = |f| async {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("lock and election within 30 s")
+    let within = |what: &str, f| {
+        let timed = grpc.block_on(async { tokio::time::timeout(Duration::from_secs(30), f).await });
+        timed.unwrap_or_else(|_| panic!("{what} within 30 s"))
     };
-    let e = grpc.block_on(within(lock_and_election(&etcd)));
-    let r = grpc.block_on(within(lock_and_election(&raftkv)));
+    let e = within("lock and election", Box::pin(lock_and_election(&etcd)) as GrpcPart);
+    let r = within("lock and election", Box::pin(lock_and_election(&raftkv)));
+    let e_errors = within("error cases", Box::pin(etcd_errors::error_cases(&etcd)));
+    let r_errors = within("error cases", Box::pin(etcd_errors::error_cases(&raftkv)));
     let mut failures = compare(&transcripts[0], &transcripts[1]);
     failures.extend(compare_grpc(&e, &r));
+    failures.extend(compare_grpc(&e_errors, &r_errors));
     // A sign etcd does not show is a script that waits for the wrong thing.
     failures.extend(unseen.into_iter().map(|u| format!("  WAITED IN VAIN {u}")));
     println!("compared in {:?}", started.elapsed());
@@ -716,6 +722,9 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
         failures.join("\n")
     );
 }
+
+/// A gRPC part of the suite: its transcript lines.
+type GrpcPart<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + 'a>>;
 
 /// `endpoint hashkv` gives one hash on every member (values differ from etcd's, by
 /// design: only member-vs-member equality means something).
