@@ -22,7 +22,7 @@
 mod common;
 mod etcd_errors;
 
-use common::{ClusterSpec, Server, TestCluster};
+use common::{ClusterSpec, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::{v3electionpb as epb, v3lockpb as lpb};
 use std::collections::BTreeMap;
@@ -206,10 +206,6 @@ const SCRIPT: &[Step] = &[
     Stop("observer"),
 ];
 
-fn have(binary: &str, version_arg: &str) -> bool {
-    Command::new(binary).arg(version_arg).output().is_ok_and(|o| o.status.success())
-}
-
 /// A running 3-member cluster of either kind (members `e1`..`e3`, default settings).
 struct Cluster {
     kind: &'static str,
@@ -217,15 +213,16 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(kind: &'static str) -> Cluster {
-        let (server, flags) = match kind {
-            "etcd" => (Server::Etcd, vec!["--log-level".to_string(), "error".to_string()]),
-            _ => (Server::Raftkv, Vec::new()),
-        };
+    /// Starts the cluster and waits (on `rt`) until every member answers a
+    /// linearizable read.
+    fn start(kind: &'static str, rt: &tokio::runtime::Runtime) -> Cluster {
         let tag = format!("compat-{kind}");
-        let spec = ClusterSpec { tag, server, name_prefix: "e", flags };
-        let c = Cluster { kind, members: TestCluster::start_spec(spec) };
-        c.wait_ready();
+        let spec = match kind {
+            "etcd" => ClusterSpec::etcd(&tag, &["--log-level", "error"]),
+            _ => ClusterSpec::raftkv(&tag, &[]),
+        };
+        let c = Cluster { kind, members: TestCluster::start_spec(spec.named("e")) };
+        rt.block_on(c.members.wait_ready());
         c
     }
 
@@ -240,19 +237,6 @@ impl Cluster {
 
     fn all_endpoints(&self) -> String {
         (0..3).map(|i| self.endpoint(i)).collect::<Vec<_>>().join(",")
-    }
-
-    /// Every member answers a linearizable read.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = etcdctl(&["--endpoints", &self.all_endpoints(), "endpoint", "health"], None);
-            if out.status.success() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} cluster not healthy within 20 s", self.kind);
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     /// Member ids by name, and the cluster id, from the members themselves.
@@ -279,8 +263,8 @@ fn number_after(text: &str, prefix: &str) -> Option<u64> {
 }
 
 fn etcdctl_command(args: &[&str]) -> Command {
-    let mut c = Command::new("etcdctl");
-    c.env("ETCDCTL_API", "3").args(["--dial-timeout=3s", "--command-timeout=5s"]).args(args);
+    let mut c = common::etcdctl();
+    c.args(["--dial-timeout=3s", "--command-timeout=5s"]).args(args);
     c
 }
 
@@ -677,13 +661,14 @@ fn compare(etcd: &[(usize, Vec<String>)], raftkv: &[(usize, Vec<String>)]) -> Ve
 
 #[test]
 fn etcdctl_sees_raftkv_as_it_sees_etcd() {
-    if !have("etcdctl", "version") || !have("etcd", "--version") {
+    if !common::have("etcdctl", "version") || !common::have("etcd", "--version") {
         println!("\n*** SKIPPED etcd_compat: needs `etcd` and `etcdctl` 3.4 (Debian etcd-server, etcd-client) ***\n");
         return;
     }
     let started = Instant::now();
-    let etcd = Cluster::start("etcd");
-    let raftkv = Cluster::start("raftkv");
+    let grpc = tokio::runtime::Runtime::new().unwrap();
+    let etcd = Cluster::start("etcd", &grpc);
+    let raftkv = Cluster::start("raftkv", &grpc);
     println!("clusters up in {:?}", started.elapsed());
 
     let mut transcripts = Vec::new();
@@ -700,7 +685,6 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
     check_hashes_agree(&raftkv);
     check_hashes_agree(&etcd);
 
-    let grpc = tokio::runtime::Runtime::new().unwrap();
     let within = |what: &str, f| {
         let timed = grpc.block_on(async { tokio::time::timeout(Duration::from_secs(30), f).await });
         timed.unwrap_or_else(|_| panic!("{what} within 30 s"))

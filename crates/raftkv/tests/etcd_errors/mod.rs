@@ -14,6 +14,7 @@ use proto::etcdserverpb::request_op::Request;
 use proto::etcdserverpb::watch_request::RequestUnion;
 use std::time::Duration;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 const REQUEST_BYTES_MAX: usize = 1536 * 1024;
@@ -24,13 +25,13 @@ const GRPC_MESSAGE_BYTES_MAX: usize = REQUEST_BYTES_MAX + 512 * 1024;
 /// etcd's limit on the operations of one txn level (`--max-txn-ops`).
 const TXN_OPS_MAX: usize = 128;
 
-/// `ok` and `show` of the response, or the error's gRPC code and message.
+/// `ok` and what `show` says of the response, or the error's gRPC code and message.
 fn outcome<T>(
     r: Result<tonic::Response<T>, tonic::Status>,
     show: impl FnOnce(T) -> String,
 ) -> String {
     match r {
-        Ok(r) => format!("ok {}", show(r.into_inner())),
+        Ok(r) => format!("ok {}", show(r.into_inner())).trim_end().to_string(),
         Err(s) => format!("error {:?} {:?}", s.code(), s.message()),
     }
 }
@@ -78,30 +79,43 @@ fn range(key: &str, revision: i64) -> pb::RangeRequest {
     pb::RangeRequest { key: key.as_bytes().to_vec().into(), revision, ..Default::default() }
 }
 
+fn show_put(_: pb::PutResponse) -> String {
+    String::new()
+}
+
 fn show_txn(t: pb::TxnResponse) -> String {
     format!("succeeded {} responses {}", t.succeeded, t.responses.len())
 }
 
+type Kv = pb::kv_client::KvClient<Channel>;
+
 /// Runs every case against the cluster's third member; returns the transcript.
 pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
     let endpoint = format!("http://{}", cluster.endpoint(2));
-    let channel =
-        tonic::transport::Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
     let mut kv = pb::kv_client::KvClient::new(channel.clone());
-    let mut lease = pb::lease_client::LeaseClient::new(channel.clone());
-    let mut watch = pb::watch_client::WatchClient::new(channel);
     let mut out = Log(cluster.kind, Vec::new());
-    let ok_rev = |r: pb::PutResponse| format!("put (header {})", r.header.is_some());
+    request_size(&mut kv, &mut out).await;
+    txn_operations(&mut kv, &mut out).await;
+    duplicate_keys(&mut kv, &mut out).await;
+    empty_keys(&mut kv, &mut out).await;
+    revisions(&mut kv, &mut out).await;
+    leases(&mut kv, pb::lease_client::LeaseClient::new(channel.clone()), &mut out).await;
+    let watch = pb::watch_client::WatchClient::new(channel);
+    out.push(format!("watch an empty key: {}", watch_empty_key(watch).await));
+    out.1
+}
 
-    // Request size.
+/// etcd's 1.5 MiB request limit, and gRPC's message limit 512 KiB above it.
+async fn request_size(kv: &mut Kv, out: &mut Log) {
     let r = kv.put(put("big", vec![b'v'; 2 << 20])).await;
-    out.push(format!("put a 2 MiB value: {}", outcome(r, ok_rev)));
+    out.push(format!("put a 2 MiB value: {}", outcome(r, show_put)));
     let r = kv.put(put("big", vec![b'v'; GRPC_MESSAGE_BYTES_MAX - 4096])).await;
-    out.push(format!("put a value 4 KiB under 2 MiB: {}", outcome(r, ok_rev)));
+    out.push(format!("put a value 4 KiB under 2 MiB: {}", outcome(r, show_put)));
     let r = kv.put(put("big", vec![b'v'; REQUEST_BYTES_MAX + 1024])).await;
-    out.push(format!("put a value 1 KiB over 1.5 MiB: {}", outcome(r, ok_rev)));
+    out.push(format!("put a value 1 KiB over 1.5 MiB: {}", outcome(r, show_put)));
     let r = kv.put(put("big", vec![b'v'; REQUEST_BYTES_MAX - 4096])).await;
-    out.push(format!("put a value 4 KiB under 1.5 MiB: {}", outcome(r, ok_rev)));
+    out.push(format!("put a value 4 KiB under 1.5 MiB: {}", outcome(r, show_put)));
     let half = |key: &str| pb::RequestOp {
         request: Some(Request::RequestPut(put(key, vec![b'v'; REQUEST_BYTES_MAX / 2]))),
     };
@@ -110,8 +124,11 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
     let r =
         kv.delete_range(pb::DeleteRangeRequest { key: "big".into(), ..Default::default() }).await;
     out.push(format!("delete it: {}", outcome(r, |d| format!("deleted {}", d.deleted))));
+}
 
-    // Operations per txn.
+/// At most 128 operations (or compares) per txn level; a nested txn may have what its
+/// parent level leaves.
+async fn txn_operations(kv: &mut Kv, out: &mut Log) {
     let r = kv.txn(txn(puts("many/", TXN_OPS_MAX + 1))).await;
     out.push(format!("txn with 129 puts: {}", outcome(r, show_txn)));
     let r = kv.txn(txn(puts("many/", TXN_OPS_MAX))).await;
@@ -137,8 +154,11 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
         let r = kv.txn(txn(ops.clone())).await;
         out.push(format!("txn with 100 puts and a nested txn of {n}: {}", outcome(r, show_txn)));
     }
+}
 
-    // Duplicate keys.
+/// No key put twice, or put and deleted, in one txn; etcd 3.4 checks nested txns in
+/// order, so a nested delete after a sibling's nested put of the same key passes.
+async fn duplicate_keys(kv: &mut Kv, out: &mut Log) {
     let dup_cases: Vec<(&str, Vec<pb::RequestOp>)> = vec![
         ("two puts of x", vec![put_op("x"), put_op("x")]),
         ("a put and a delete of x", vec![put_op("x"), del_op("x", "")]),
@@ -173,10 +193,12 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
         let x: Vec<_> = x.iter().map(|kv| (kv.mod_revision - before, kv.version)).collect();
         out.push(format!("  then x (mod revision - the one before, version): {x:?}"));
     }
+}
 
-    // Empty keys.
+/// A request naming no key.
+async fn empty_keys(kv: &mut Kv, out: &mut Log) {
     let r = kv.put(put("", b"v".to_vec())).await;
-    out.push(format!("put an empty key: {}", outcome(r, ok_rev)));
+    out.push(format!("put an empty key: {}", outcome(r, show_put)));
     let r = kv.range(range("", 0)).await;
     out.push(format!("range an empty key: {}", outcome(r, |r| format!("count {}", r.count))));
     let r = kv.delete_range(pb::DeleteRangeRequest::default()).await;
@@ -185,8 +207,11 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
     out.push(format!("txn putting an empty key: {}", outcome(r, show_txn)));
     let r = kv.txn(txn(vec![range_op(range("", 0))])).await;
     out.push(format!("txn ranging an empty key: {}", outcome(r, show_txn)));
+}
 
-    // Revisions (the script compacted up to 21).
+/// Reading or compacting at a future or compacted revision (the script compacted up
+/// to 21).
+async fn revisions(kv: &mut Kv, out: &mut Log) {
     let now = kv.range(range("x", 0)).await.unwrap().into_inner().header.unwrap().revision;
     let r = kv.range(range("x", now + 1000)).await;
     out.push(format!(
@@ -206,8 +231,11 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
     out.push(format!("compact a future revision: {}", outcome(r, |_| String::new())));
     let r = kv.compact(pb::CompactionRequest { revision: 1, physical: false }).await;
     out.push(format!("compact a compacted revision: {}", outcome(r, |_| String::new())));
+}
 
-    // Leases.
+/// Unknown leases, TTLs over etcd's maximum, a lease id in use, and the put flags that
+/// contradict a lease or a value.
+async fn leases(kv: &mut Kv, mut lease: pb::lease_client::LeaseClient<Channel>, out: &mut Log) {
     let unknown = 0x7777_7777;
     let r = lease.lease_revoke(pb::LeaseRevokeRequest { id: unknown }).await;
     out.push(format!("revoke an unknown lease: {}", outcome(r, |_| String::new())));
@@ -225,17 +253,19 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
     let r = lease.lease_revoke(pb::LeaseRevokeRequest { id: 0x5555 }).await;
     out.push(format!("revoke it: {}", outcome(r, |_| String::new())));
     let r = kv.put(pb::PutRequest { lease: unknown, ..put("leased", b"v".to_vec()) }).await;
-    out.push(format!("put with an unknown lease: {}", outcome(r, ok_rev)));
+    out.push(format!("put with an unknown lease: {}", outcome(r, show_put)));
     let leased = pb::PutRequest { lease: unknown, ..put("leased", b"v".to_vec()) };
     let r = kv.txn(txn(vec![pb::RequestOp { request: Some(Request::RequestPut(leased)) }])).await;
     out.push(format!("txn putting with an unknown lease: {}", outcome(r, show_txn)));
     let r =
         kv.put(pb::PutRequest { lease: unknown, ignore_lease: true, ..put("x", Vec::new()) }).await;
-    out.push(format!("put with a lease and ignore_lease: {}", outcome(r, ok_rev)));
+    out.push(format!("put with a lease and ignore_lease: {}", outcome(r, show_put)));
     let r = kv.put(pb::PutRequest { ignore_value: true, ..put("x", b"v".to_vec()) }).await;
-    out.push(format!("put with a value and ignore_value: {}", outcome(r, ok_rev)));
+    out.push(format!("put with a value and ignore_value: {}", outcome(r, show_put)));
+}
 
-    // Watch an empty key: the first answer on the stream.
+/// A watch created on an empty key: the first answer on the stream.
+async fn watch_empty_key(mut watch: pb::watch_client::WatchClient<Channel>) -> String {
     let create = pb::WatchCreateRequest::default();
     let request = pb::WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -257,7 +287,6 @@ pub async fn error_cases(cluster: &Cluster) -> Vec<String> {
         },
         Err(s) => format!("error {:?} {:?}", s.code(), s.message()),
     };
-    out.push(format!("watch an empty key: {first}"));
     drop(tx);
-    out.1
+    first
 }
