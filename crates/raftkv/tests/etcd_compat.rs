@@ -696,6 +696,9 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
     let mut failures = compare(&transcripts[0], &transcripts[1]);
     failures.extend(compare_grpc(&e, &r));
     failures.extend(compare_grpc(&e_errors, &r_errors));
+    let e_local = within("local reads", Box::pin(writes_seen_where_answered(&etcd)));
+    let r_local = within("local reads", Box::pin(writes_seen_where_answered(&raftkv)));
+    failures.extend(compare_grpc(&e_local, &r_local));
     // A sign etcd does not show is a script that waits for the wrong thing.
     failures.extend(unseen.into_iter().map(|u| format!("  WAITED IN VAIN {u}")));
     println!("compared in {:?}", started.elapsed());
@@ -864,6 +867,73 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
         out.push(format!("observed: rev {} {} = {value}", rev(&m.header), key(&kv.key)));
     }
     out.1
+}
+
+/// A member answers a write once it applied it itself (etcd waits for its own apply,
+/// also when a follower forwards the proposal): a serializable read, or a watch, on
+/// that member right after the answer sees the write or the compaction. Each member is
+/// asked.
+async fn writes_seen_where_answered(cluster: &Cluster) -> Vec<String> {
+    let mut out = Log(cluster.kind, Vec::new());
+    for i in 0..3 {
+        let mut kv = pb::kv_client::KvClient::new(cluster.members.channel(i));
+        let mut seen = 0;
+        for round in 0..5 {
+            let value = format!("{i}.{round}");
+            let put = pb::PutRequest {
+                key: "local".into(),
+                value: value.clone().into(),
+                ..Default::default()
+            };
+            kv.put(put).await.unwrap();
+            let get =
+                pb::RangeRequest { key: "local".into(), serializable: true, ..Default::default() };
+            let r = kv.range(get).await.unwrap().into_inner();
+            seen += usize::from(r.kvs.first().is_some_and(|kv| kv.value == value.as_bytes()));
+        }
+        out.push(format!("member {i}: a serializable read after its own put sees it {seen}/5"));
+        let now = kv.range(pb::RangeRequest { key: "local".into(), ..Default::default() });
+        let now = now.await.unwrap().into_inner().header.unwrap().revision;
+        kv.compact(pb::CompactionRequest { revision: now, physical: false }).await.unwrap();
+        let seen = watch_from(cluster.members.channel(i), 1).await;
+        let seen: Vec<String> = seen
+            .iter()
+            .map(|w| {
+                let at_compaction = w.compact_revision == now;
+                format!(
+                    "created {} canceled {} at the compaction {at_compaction}",
+                    w.created, w.canceled
+                )
+            })
+            .collect();
+        out.push(format!("member {i}: a watch from 1 right after its compaction: {seen:?}"));
+    }
+    out.1
+}
+
+/// The first two answers (within 2 s each) to a watch of `local` from `revision`.
+async fn watch_from(channel: tonic::transport::Channel, revision: i64) -> Vec<pb::WatchResponse> {
+    let mut watch = pb::watch_client::WatchClient::new(channel);
+    let create = pb::WatchCreateRequest {
+        key: "local".into(),
+        start_revision: revision,
+        ..Default::default()
+    };
+    let request = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request).await.unwrap();
+    let rx = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut stream = watch.watch(rx).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+            Ok(Ok(Some(w))) => seen.push(w),
+            _ => break,
+        }
+    }
+    seen
 }
 
 /// Waits (up to 10 s, polling) until at least `n` keys exist under `prefix`, by

@@ -132,7 +132,7 @@ async fn check_stream(channel: Channel, file: &[u8], at: &pb::ResponseHeader) {
     let mut stream = m.snapshot(pb::SnapshotRequest {}).await.unwrap().into_inner();
     let mut got = Vec::new();
     let mut remaining = Vec::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
+    while let Some(chunk) = common::next_message("snapshot stream", &mut stream).await {
         let h = chunk.header.expect("a header");
         assert_eq!(
             (h.cluster_id, h.member_id, h.revision),

@@ -21,6 +21,7 @@ use proto::etcdserverpb as pb;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Which server program the members run.
@@ -97,9 +98,30 @@ pub struct TestCluster {
     initial_cluster: String,
 }
 
-/// A port free now (the OS picks it; it is released for the member to bind).
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768-60999),
+/// from which outgoing connections and `bind(0)` take their ports.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A port free now, released for a member to bind later; each call in a process gets
+/// another one.
+///
+/// Not from the ephemeral range: between this check and the member's bind, an outgoing
+/// connection (members dialing each other) could take such a port, and the member then
+/// failed to start with "address already in use" (seen in the snapshot test). The start
+/// is spread by the process id so that test processes running at once rarely meet; a
+/// port another process holds fails the bind check and is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        assert!(call < span, "no free port left in {TEST_PORTS:?}");
+        let port = TEST_PORTS.start + ((start + call) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestCluster {
@@ -314,6 +336,15 @@ impl Drop for TestCluster {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.root);
         }
+    }
+}
+
+/// The next message on a gRPC stream (`None` once it ended), waited for up to 10 s: a
+/// stream that goes quiet fails the test, naming `what`, instead of hanging it.
+pub async fn next_message<T>(what: &str, stream: &mut tonic::Streaming<T>) -> Option<T> {
+    match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+        Ok(m) => m.unwrap_or_else(|e| panic!("{what}: {e:?}")),
+        Err(_) => panic!("{what}: no message within 10 s"),
     }
 }
 
