@@ -1,18 +1,15 @@
 //! Bad input at start-up gets a clear error naming what is wrong and what to do, never a
 //! panic: unknown member, malformed flags, a data dir of another member, a port in use.
 
+mod common;
+
+use common::{ClusterSpec, TestCluster};
 use std::net::TcpListener;
-use std::process::Command;
 
+/// Runs `raftkv`; returns whether it succeeded and its stderr.
 fn raftkv(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!text.contains("panicked"), "no panic: {text}");
-    (out.status.success(), text)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let (ok, _, stderr) = common::raftkv(args);
+    (ok, stderr)
 }
 
 fn server_args<'a>(
@@ -52,75 +49,61 @@ fn name_missing_from_initial_cluster_is_explained() {
 
 #[test]
 fn malformed_urls_and_cluster_state_are_explained() {
-    let (ok, err) = raftkv(&server_args(
-        "n1",
-        "/tmp/raftkv-cli-x",
-        "nonsense",
-        "http://127.0.0.1:2",
-        "n1=http://127.0.0.1:1",
-    ));
-    assert!(!ok);
-    assert!(err.contains("--listen-peer-urls") && err.contains("http://IP:PORT"), "{err}");
-    let (ok, err) = raftkv(&server_args(
-        "n1",
-        "/tmp/raftkv-cli-x",
-        "http://127.0.0.1:1",
-        "http://127.0.0.1:2",
-        "n1",
-    ));
-    assert!(!ok);
-    assert!(err.contains("NAME=URL"), "{err}");
-    let mut args = server_args(
-        "n1",
-        "/tmp/raftkv-cli-x",
-        "http://127.0.0.1:1",
-        "http://127.0.0.1:2",
-        "n1=http://127.0.0.1:1",
-    );
-    args.extend(["--initial-cluster-state", "old"]);
-    let (ok, err) = raftkv(&args);
-    assert!(!ok);
-    assert!(err.contains("use `new` or `existing`"), "{err}");
+    let (peer, cluster) = ("http://127.0.0.1:1", "n1=http://127.0.0.1:1");
+    // (--listen-peer-urls, --initial-cluster, more flags, what the error says)
+    let cases: [(&str, &str, &[&str], &[&str]); 3] = [
+        ("nonsense", cluster, &[], &["--listen-peer-urls", "http://IP:PORT"]),
+        (peer, "n1", &[], &["NAME=URL"]),
+        (peer, cluster, &["--initial-cluster-state", "old"], &["use `new` or `existing`"]),
+    ];
+    for (peer, cluster, extra, says) in cases {
+        let mut args = server_args("n1", "/tmp/raftkv-cli-x", peer, "http://127.0.0.1:2", cluster);
+        args.extend(extra);
+        let (ok, err) = raftkv(&args);
+        assert!(!ok, "{args:?} is refused");
+        assert!(says.iter().all(|s| err.contains(s)), "{args:?}: {err}");
+    }
+}
+
+/// A one-member cluster (`n1`), planned for a test and not started.
+fn one_member(tag: &str) -> TestCluster {
+    TestCluster::plan(ClusterSpec::raftkv(tag, &[]).named("n").members(1))
+}
+
+/// Runs `raftkv server` as the member `c` plans, with `extra` flags.
+fn serve(c: &TestCluster, extra: &[&str]) -> (bool, String) {
+    let (m, peer, client) = (&c.members()[0], c.peer_url(0), c.endpoint(0));
+    let mut args =
+        server_args(&m.name, m.dir.to_str().unwrap(), &peer, &client, c.initial_cluster());
+    args.extend(extra);
+    raftkv(&args)
 }
 
 #[test]
 fn data_dir_of_another_member_is_refused() {
-    let dir = std::env::temp_dir().join(format!("raftkv-cli-owner-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let c = one_member("cli-owner");
+    let dir = &c.members()[0].dir;
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("raftkv-member"), "name=other\nmember_id=1\ncluster_id=2\n").unwrap();
-    let (peer, client) =
-        (format!("http://127.0.0.1:{}", free_port()), format!("http://127.0.0.1:{}", free_port()));
-    let cluster = format!("n1={peer}");
-    let (ok, err) = raftkv(&server_args("n1", dir.to_str().unwrap(), &peer, &client, &cluster));
+    let (ok, err) = serve(&c, &[]);
     assert!(!ok);
     assert!(err.contains("belongs to another member or cluster"), "{err}");
 }
 
 #[test]
 fn existing_cluster_state_without_data_is_explained() {
-    let dir = std::env::temp_dir().join(format!("raftkv-cli-existing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (peer, client) =
-        (format!("http://127.0.0.1:{}", free_port()), format!("http://127.0.0.1:{}", free_port()));
-    let cluster = format!("n1={peer}");
-    let mut args = server_args("n1", dir.to_str().unwrap(), &peer, &client, &cluster);
-    args.extend(["--initial-cluster-state", "existing"]);
-    let (ok, err) = raftkv(&args);
+    let c = one_member("cli-existing");
+    let (ok, err) = serve(&c, &["--initial-cluster-state", "existing"]);
     assert!(!ok);
     assert!(err.contains("holds no data of member"), "{err}");
 }
 
 #[test]
 fn port_in_use_is_explained() {
-    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = busy.local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("raftkv-cli-port-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let peer = format!("http://127.0.0.1:{port}");
-    let client = format!("http://127.0.0.1:{}", free_port());
-    let cluster = format!("n1={peer}");
-    let (ok, err) = raftkv(&server_args("n1", dir.to_str().unwrap(), &peer, &client, &cluster));
+    let c = one_member("cli-port");
+    // Another process takes the member's peer port.
+    let _busy = TcpListener::bind(("127.0.0.1", c.members()[0].peer_port)).unwrap();
+    let (ok, err) = serve(&c, &[]);
     assert!(!ok);
     assert!(
         err.contains("cannot listen on") && err.contains("another process uses this port"),

@@ -347,7 +347,11 @@ async fn an_expired_lease_deletes_its_keys_on_every_member_at_one_revision() {
     // "leader changed" while its lease clock starts), so no retry here.
     let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
     keeper.keep_alive().await.unwrap();
-    let answer = answers.message().await.unwrap().expect("a keep-alive answer");
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("a keep-alive answer within 10 s")
+        .unwrap()
+        .expect("a keep-alive answer");
     assert_eq!((answer.id(), answer.ttl()), (lease, lease_ttl_min_secs()));
     let ttl = c.lease_time_to_live(lease, None).await.unwrap();
     assert!(ttl.ttl() > 0, "alive: {ttl:?}");

@@ -8,7 +8,10 @@
 //! Every other difference fails the test: there are no documented exceptions left
 //! (README, "etcd compatibility"). The lock and election gRPC services, which `etcdctl` does not use (its
 //! `lock` and `elect` run etcd's client-side recipe over KV, Lease and Watch), are
-//! compared the same way through gRPC calls at the end.
+//! compared the same way through gRPC calls at the end, and so are etcd's errors
+//! (gRPC code and message of requests too large, txns with too many operations or a
+//! duplicate key, empty keys, compacted and future revisions, unknown leases, too
+//! large TTLs: `etcd_errors/mod.rs`).
 //!
 //! Needs `etcd` and `etcdctl` (Debian: `etcd-server`, `etcd-client`); without them the
 //! test prints SKIPPED and passes.
@@ -17,8 +20,9 @@
 //! transcripts side by side where they differ.
 
 mod common;
+mod etcd_errors;
 
-use common::{ClusterSpec, Server, TestCluster};
+use common::{ClusterSpec, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::{v3electionpb as epb, v3lockpb as lpb};
 use std::collections::BTreeMap;
@@ -202,10 +206,6 @@ const SCRIPT: &[Step] = &[
     Stop("observer"),
 ];
 
-fn have(binary: &str, version_arg: &str) -> bool {
-    Command::new(binary).arg(version_arg).output().is_ok_and(|o| o.status.success())
-}
-
 /// A running 3-member cluster of either kind (members `e1`..`e3`, default settings).
 struct Cluster {
     kind: &'static str,
@@ -213,15 +213,16 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(kind: &'static str) -> Cluster {
-        let (server, flags) = match kind {
-            "etcd" => (Server::Etcd, vec!["--log-level".to_string(), "error".to_string()]),
-            _ => (Server::Raftkv, Vec::new()),
-        };
+    /// Starts the cluster and waits (on `rt`) until every member answers a
+    /// linearizable read.
+    fn start(kind: &'static str, rt: &tokio::runtime::Runtime) -> Cluster {
         let tag = format!("compat-{kind}");
-        let spec = ClusterSpec { tag, server, name_prefix: "e", flags };
-        let c = Cluster { kind, members: TestCluster::start_spec(spec) };
-        c.wait_ready();
+        let spec = match kind {
+            "etcd" => ClusterSpec::etcd(&tag, &["--log-level", "error"]),
+            _ => ClusterSpec::raftkv(&tag, &[]),
+        };
+        let c = Cluster { kind, members: TestCluster::start_spec(spec.named("e")) };
+        rt.block_on(c.members.wait_ready());
         c
     }
 
@@ -236,19 +237,6 @@ impl Cluster {
 
     fn all_endpoints(&self) -> String {
         (0..3).map(|i| self.endpoint(i)).collect::<Vec<_>>().join(",")
-    }
-
-    /// Every member answers a linearizable read.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = etcdctl(&["--endpoints", &self.all_endpoints(), "endpoint", "health"], None);
-            if out.status.success() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} cluster not healthy within 20 s", self.kind);
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     /// Member ids by name, and the cluster id, from the members themselves.
@@ -275,8 +263,8 @@ fn number_after(text: &str, prefix: &str) -> Option<u64> {
 }
 
 fn etcdctl_command(args: &[&str]) -> Command {
-    let mut c = Command::new("etcdctl");
-    c.env("ETCDCTL_API", "3").args(["--dial-timeout=3s", "--command-timeout=5s"]).args(args);
+    let mut c = common::etcdctl();
+    c.args(["--dial-timeout=3s", "--command-timeout=5s"]).args(args);
     c
 }
 
@@ -673,13 +661,14 @@ fn compare(etcd: &[(usize, Vec<String>)], raftkv: &[(usize, Vec<String>)]) -> Ve
 
 #[test]
 fn etcdctl_sees_raftkv_as_it_sees_etcd() {
-    if !have("etcdctl", "version") || !have("etcd", "--version") {
+    if !common::have("etcdctl", "version") || !common::have("etcd", "--version") {
         println!("\n*** SKIPPED etcd_compat: needs `etcd` and `etcdctl` 3.4 (Debian etcd-server, etcd-client) ***\n");
         return;
     }
     let started = Instant::now();
-    let etcd = Cluster::start("etcd");
-    let raftkv = Cluster::start("raftkv");
+    let grpc = tokio::runtime::Runtime::new().unwrap();
+    let etcd = Cluster::start("etcd", &grpc);
+    let raftkv = Cluster::start("raftkv", &grpc);
     println!("clusters up in {:?}", started.elapsed());
 
     let mut transcripts = Vec::new();
@@ -696,16 +685,20 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
     check_hashes_agree(&raftkv);
     check_hashes_agree(&etcd);
 
-    let grpc = tokio::runtime::Runtime::new().unwrap();
-    let within = |f| async {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("lock and election within 30 s")
+    let within = |what: &str, f| {
+        let timed = grpc.block_on(async { tokio::time::timeout(Duration::from_secs(30), f).await });
+        timed.unwrap_or_else(|_| panic!("{what} within 30 s"))
     };
-    let e = grpc.block_on(within(lock_and_election(&etcd)));
-    let r = grpc.block_on(within(lock_and_election(&raftkv)));
+    let e = within("lock and election", Box::pin(lock_and_election(&etcd)) as GrpcPart);
+    let r = within("lock and election", Box::pin(lock_and_election(&raftkv)));
+    let e_errors = within("error cases", Box::pin(etcd_errors::error_cases(&etcd)));
+    let r_errors = within("error cases", Box::pin(etcd_errors::error_cases(&raftkv)));
     let mut failures = compare(&transcripts[0], &transcripts[1]);
     failures.extend(compare_grpc(&e, &r));
+    failures.extend(compare_grpc(&e_errors, &r_errors));
+    let e_local = within("local reads", Box::pin(writes_seen_where_answered(&etcd)));
+    let r_local = within("local reads", Box::pin(writes_seen_where_answered(&raftkv)));
+    failures.extend(compare_grpc(&e_local, &r_local));
     // A sign etcd does not show is a script that waits for the wrong thing.
     failures.extend(unseen.into_iter().map(|u| format!("  WAITED IN VAIN {u}")));
     println!("compared in {:?}", started.elapsed());
@@ -716,6 +709,9 @@ fn etcdctl_sees_raftkv_as_it_sees_etcd() {
         failures.join("\n")
     );
 }
+
+/// A gRPC part of the suite: its transcript lines.
+type GrpcPart<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + 'a>>;
 
 /// `endpoint hashkv` gives one hash on every member (values differ from etcd's, by
 /// design: only member-vs-member equality means something).
@@ -871,6 +867,73 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
         out.push(format!("observed: rev {} {} = {value}", rev(&m.header), key(&kv.key)));
     }
     out.1
+}
+
+/// A member answers a write once it applied it itself (etcd waits for its own apply,
+/// also when a follower forwards the proposal): a serializable read, or a watch, on
+/// that member right after the answer sees the write or the compaction. Each member is
+/// asked.
+async fn writes_seen_where_answered(cluster: &Cluster) -> Vec<String> {
+    let mut out = Log(cluster.kind, Vec::new());
+    for i in 0..3 {
+        let mut kv = pb::kv_client::KvClient::new(cluster.members.channel(i));
+        let mut seen = 0;
+        for round in 0..5 {
+            let value = format!("{i}.{round}");
+            let put = pb::PutRequest {
+                key: "local".into(),
+                value: value.clone().into(),
+                ..Default::default()
+            };
+            kv.put(put).await.unwrap();
+            let get =
+                pb::RangeRequest { key: "local".into(), serializable: true, ..Default::default() };
+            let r = kv.range(get).await.unwrap().into_inner();
+            seen += usize::from(r.kvs.first().is_some_and(|kv| kv.value == value.as_bytes()));
+        }
+        out.push(format!("member {i}: a serializable read after its own put sees it {seen}/5"));
+        let now = kv.range(pb::RangeRequest { key: "local".into(), ..Default::default() });
+        let now = now.await.unwrap().into_inner().header.unwrap().revision;
+        kv.compact(pb::CompactionRequest { revision: now, physical: false }).await.unwrap();
+        let seen = watch_from(cluster.members.channel(i), 1).await;
+        let seen: Vec<String> = seen
+            .iter()
+            .map(|w| {
+                let at_compaction = w.compact_revision == now;
+                format!(
+                    "created {} canceled {} at the compaction {at_compaction}",
+                    w.created, w.canceled
+                )
+            })
+            .collect();
+        out.push(format!("member {i}: a watch from 1 right after its compaction: {seen:?}"));
+    }
+    out.1
+}
+
+/// The first two answers (within 2 s each) to a watch of `local` from `revision`.
+async fn watch_from(channel: tonic::transport::Channel, revision: i64) -> Vec<pb::WatchResponse> {
+    let mut watch = pb::watch_client::WatchClient::new(channel);
+    let create = pb::WatchCreateRequest {
+        key: "local".into(),
+        start_revision: revision,
+        ..Default::default()
+    };
+    let request = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request).await.unwrap();
+    let rx = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut stream = watch.watch(rx).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+            Ok(Ok(Some(w))) => seen.push(w),
+            _ => break,
+        }
+    }
+    seen
 }
 
 /// Waits (up to 10 s, polling) until at least `n` keys exist under `prefix`, by

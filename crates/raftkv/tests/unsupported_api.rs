@@ -4,50 +4,14 @@
 //! disabled: AuthStatus says so and AuthDisable succeeds). Checked through gRPC and, when
 //! it is installed, through `etcdctl` (`member add`, `auth enable`, `user list`).
 
+mod common;
+
+use common::{ClusterSpec, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::auth_client::AuthClient;
 use proto::etcdserverpb::cluster_client::ClusterClient;
-use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::Code;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A one-member cluster, killed on drop.
-struct Single(Child, std::path::PathBuf);
-
-impl Drop for Single {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn start() -> (Single, String) {
-    let dir = std::env::temp_dir().join(format!("raftkv-unsupported-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (peer, client) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(["server", "--name", "s1"])
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--initial-cluster", &format!("s1=http://127.0.0.1:{peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting raftkv server");
-    (Single(child, dir), endpoint)
-}
 
 fn unimplemented_saying<T: std::fmt::Debug>(
     what: &str,
@@ -61,14 +25,9 @@ fn unimplemented_saying<T: std::fmt::Debug>(
 
 #[tokio::test]
 async fn unimplemented_methods_answer_unimplemented_with_a_clear_message() {
-    let (_member, endpoint) = start();
-    let channel = Channel::from_shared(endpoint.clone()).unwrap().connect_lazy();
-    let mut kv = KvClient::new(channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while kv.range(pb::RangeRequest { key: "k".into(), ..Default::default() }).await.is_err() {
-        assert!(Instant::now() < deadline, "member not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let member = TestCluster::start_spec(ClusterSpec::raftkv("unsupported", &[]).members(1));
+    member.wait_ready().await;
+    let (channel, endpoint) = (member.channel(0), member.endpoint(0));
 
     let membership = "membership changes are not supported by raftkv";
     let mut cluster = ClusterClient::new(channel.clone());
@@ -103,7 +62,7 @@ async fn unimplemented_methods_answer_unimplemented_with_a_clear_message() {
     let role = pb::AuthRoleAddRequest { name: "r".into() };
     unimplemented_saying("RoleAdd", auth.role_add(role).await, auth_msg);
 
-    if !Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success()) {
+    if !common::have("etcdctl", "version") {
         println!("*** etcdctl not installed: its member and auth commands not checked ***");
         return;
     }
@@ -114,8 +73,7 @@ async fn unimplemented_methods_answer_unimplemented_with_a_clear_message() {
         (&["role", "add", "r"], auth_msg),
     ];
     for (args, says) in cases {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let out = common::etcdctl()
             .args(["--endpoints", &endpoint, "--command-timeout=5s"])
             .args(args)
             .output()
@@ -128,10 +86,7 @@ async fn unimplemented_methods_answer_unimplemented_with_a_clear_message() {
             "etcdctl {args:?} prints a clear error: {stderr}"
         );
     }
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &endpoint, "auth", "disable"])
-        .output()
-        .unwrap();
+    let out =
+        common::etcdctl().args(["--endpoints", &endpoint, "auth", "disable"]).output().unwrap();
     assert!(out.status.success(), "etcdctl auth disable: {out:?}");
 }

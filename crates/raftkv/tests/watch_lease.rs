@@ -311,7 +311,7 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
     let mut gone_at = None;
     while granted_at.elapsed() < Duration::from_secs(6) {
         ka_tx.send(pb::LeaseKeepAliveRequest { id: kept }).await.unwrap();
-        let r = keep_alive.message().await.unwrap().unwrap();
+        let r = common::next_message("keep-alive", &mut keep_alive).await.unwrap();
         assert_eq!((r.id, r.ttl), (kept, 2), "keep-alive answers the granted TTL");
         if gone_at.is_none() && !local_get(&ep_leader, "exp/a").await.1 {
             gone_at = Some(granted_at.elapsed());
@@ -367,7 +367,8 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ka_tx.send(pb::LeaseKeepAliveRequest { id: kept }).await.unwrap();
-    assert_eq!(keep_alive.message().await.unwrap().unwrap().ttl, 0);
+    let expired = common::next_message("keep-alive", &mut keep_alive).await.unwrap();
+    assert_eq!(expired.ttl, 0);
 
     // A watch on a compacted revision is refused as etcd does: created, then canceled
     // with `compact_revision` set.
@@ -388,9 +389,9 @@ async fn leases_expire_everywhere_at_one_revision_unless_kept_alive() {
     .await
     .unwrap();
     let mut stream = watch.watch(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    let created = stream.message().await.unwrap().unwrap();
+    let created = common::next_message("watch created", &mut stream).await.unwrap();
     assert!(created.created && !created.canceled);
-    let canceled = stream.message().await.unwrap().unwrap();
+    let canceled = common::next_message("watch canceled", &mut stream).await.unwrap();
     assert!(canceled.canceled, "{canceled:?}");
     assert_eq!((canceled.watch_id, canceled.compact_revision), (created.watch_id, rev));
 }

@@ -1,20 +1,27 @@
-//! A 3-member cluster of real server processes for the integration tests: free ports,
-//! a data dir and a log file per member under one temporary root, `kill -9`, restart
-//! with the same data, and waiting for a leader or for every member to apply an index.
+//! A cluster of real server processes for the integration tests (3 members, or as many
+//! as asked): free ports, a data dir and a log file per member under one temporary
+//! root, `kill -9`, restart with the same data, and waiting for a leader, for every
+//! member to answer a linearizable read, or for every member to apply an index. A
+//! cluster can be planned (names, ports, data dirs) before any member starts, so that
+//! `raftkv snapshot restore` can write the data dirs it starts on.
 //!
 //! The servers are `raftkv server` processes (the binary under test) or, for the etcd
 //! compatibility suite, real `etcd` processes started the same way. A member's log is
 //! `<root>/<name>.log`, appended to across restarts. The root is removed when the
 //! cluster is dropped, unless a test is failing: then data and logs stay for a look.
 //!
+//! It also runs the `raftkv` command line and `etcdctl` for the tests.
+//!
 //! Each test binary uses a different part of this module (`mod common;`), so unused
 //! items are not dead code here.
 #![allow(dead_code)]
 
 use client::{Client, ClientOptions};
+use proto::etcdserverpb as pb;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Which server program the members run.
@@ -32,8 +39,10 @@ pub struct ClusterSpec {
     pub tag: String,
     /// The program the members run.
     pub server: Server,
-    /// Member names are this prefix followed by 1, 2, 3.
+    /// Member names are this prefix followed by 1, 2, 3...
     pub name_prefix: &'static str,
+    /// How many members.
+    pub size: usize,
     /// Extra flags for every member, after the cluster flags.
     pub flags: Vec<String>,
 }
@@ -45,8 +54,25 @@ impl ClusterSpec {
             tag: tag.to_string(),
             server: Server::Raftkv,
             name_prefix: "m",
+            size: 3,
             flags: flags.iter().map(|f| f.to_string()).collect(),
         }
+    }
+
+    /// A cluster of real `etcd` processes with these extra flags.
+    pub fn etcd(tag: &str, flags: &[&str]) -> ClusterSpec {
+        ClusterSpec { server: Server::Etcd, ..ClusterSpec::raftkv(tag, flags) }
+    }
+
+    /// The same, with members named `prefix`1, `prefix`2...
+    pub fn named(self, prefix: &'static str) -> ClusterSpec {
+        ClusterSpec { name_prefix: prefix, ..self }
+    }
+
+    /// The same, with `size` members.
+    pub fn members(self, size: usize) -> ClusterSpec {
+        assert!(size >= 1, "a cluster has members");
+        ClusterSpec { size, ..self }
     }
 }
 
@@ -63,7 +89,7 @@ pub struct Member {
     child: Option<Child>,
 }
 
-/// A running 3-member cluster; dropping it kills every member.
+/// A cluster of member processes; dropping it kills every member.
 pub struct TestCluster {
     root: PathBuf,
     server: Server,
@@ -72,9 +98,30 @@ pub struct TestCluster {
     initial_cluster: String,
 }
 
-/// A port free now (the OS picks it; it is released for the member to bind).
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768-60999),
+/// from which outgoing connections and `bind(0)` take their ports.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A port free now, released for a member to bind later; each call in a process gets
+/// another one.
+///
+/// Not from the ephemeral range: between this check and the member's bind, an outgoing
+/// connection (members dialing each other) could take such a port, and the member then
+/// failed to start with "address already in use" (seen in the snapshot test). The start
+/// is spread by the process id so that test processes running at once rarely meet; a
+/// port another process holds fails the bind check and is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        assert!(call < span, "no free port left in {TEST_PORTS:?}");
+        let port = TEST_PORTS.start + ((start + call) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestCluster {
@@ -85,10 +132,18 @@ impl TestCluster {
 
     /// Starts every member of the cluster `spec` describes (a fresh root dir).
     pub fn start_spec(spec: ClusterSpec) -> TestCluster {
+        let mut c = TestCluster::plan(spec);
+        c.spawn_all();
+        c
+    }
+
+    /// The cluster `spec` describes, with names, ports and data dir paths fixed (a
+    /// fresh root dir, no data dir created) and no member started.
+    pub fn plan(spec: ClusterSpec) -> TestCluster {
         let root = std::env::temp_dir().join(format!("raftkv-{}-{}", spec.tag, std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let members: Vec<Member> = (1..=3)
+        let members: Vec<Member> = (1..=spec.size)
             .map(|i| {
                 let name = format!("{}{i}", spec.name_prefix);
                 Member {
@@ -105,12 +160,16 @@ impl TestCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c =
-            TestCluster { root, server: spec.server, flags: spec.flags, members, initial_cluster };
-        for i in 0..3 {
-            c.spawn(i);
+        TestCluster { root, server: spec.server, flags: spec.flags, members, initial_cluster }
+    }
+
+    /// Starts every member that is not running.
+    pub fn spawn_all(&mut self) {
+        for i in 0..self.members.len() {
+            if !self.is_running(i) {
+                self.spawn(i);
+            }
         }
-        c
     }
 
     /// Starts member `i` (again) on its data dir.
@@ -152,6 +211,13 @@ impl TestCluster {
         }
     }
 
+    /// Kills every member (`kill -9`); the data dirs and logs stay until the drop.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
     /// Whether member `i`'s process was started and not killed.
     pub fn is_running(&self, i: usize) -> bool {
         self.members[i].child.is_some()
@@ -167,6 +233,16 @@ impl TestCluster {
         &self.root
     }
 
+    /// The `--initial-cluster` flag's value: every member's name and peer URL.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    /// Member `i`'s peer URL.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].peer_port)
+    }
+
     /// Member `i`'s client address without a scheme (`127.0.0.1:PORT`), as etcdctl takes it.
     pub fn address(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.members[i].client_port)
@@ -180,6 +256,25 @@ impl TestCluster {
     /// Every member's client URL, in order.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// A gRPC channel to member `i`, connecting at its first call.
+    pub fn channel(&self, i: usize) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.endpoint(i)).unwrap().connect_lazy()
+    }
+
+    /// Waits (up to 30 s in all) until every running member answers a linearizable
+    /// read: there is a leader and each member has caught up with it.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in (0..self.members.len()).filter(|&i| self.is_running(i)) {
+            let mut kv = pb::kv_client::KvClient::new(self.channel(i));
+            let probe = pb::RangeRequest { key: "ready".into(), ..Default::default() };
+            while kv.range(probe.clone()).await.is_err() {
+                assert!(Instant::now() < deadline, "member {i} not ready within 30 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// A client of every member, writing exactly once (sessions), with a 20 s deadline.
@@ -244,6 +339,15 @@ impl Drop for TestCluster {
     }
 }
 
+/// The next message on a gRPC stream (`None` once it ended), waited for up to 10 s: a
+/// stream that goes quiet fails the test, naming `what`, instead of hanging it.
+pub async fn next_message<T>(what: &str, stream: &mut tonic::Streaming<T>) -> Option<T> {
+    match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+        Ok(m) => m.unwrap_or_else(|e| panic!("{what}: {e:?}")),
+        Err(_) => panic!("{what}: no message within 10 s"),
+    }
+}
+
 /// Polls `check` every `interval` until it returns `Some`, or panics naming `what`
 /// once `timeout` has passed.
 pub async fn wait_for<T, F, Fut>(
@@ -264,4 +368,25 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
         tokio::time::sleep(interval).await;
     }
+}
+
+/// Runs the `raftkv` command line; returns whether it succeeded, its stdout and its
+/// stderr. It must not panic, whatever the arguments.
+pub fn raftkv(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "raftkv {args:?} does not panic: {stderr}");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// Whether `program` is installed: `program version_arg` runs and succeeds.
+pub fn have(program: &str, version_arg: &str) -> bool {
+    Command::new(program).arg(version_arg).output().is_ok_and(|o| o.status.success())
+}
+
+/// `etcdctl` with the v3 API (etcd 3.4's default, set for clarity), no arguments yet.
+pub fn etcdctl() -> Command {
+    let mut c = Command::new("etcdctl");
+    c.env("ETCDCTL_API", "3");
+    c
 }
