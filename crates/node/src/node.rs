@@ -121,7 +121,9 @@ pub enum Request {
 /// clerk does, keeping its session sequence number, so a write executes at most once).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestError {
-    /// This member cannot serve it; `leader` is where to go, if known.
+    /// This member cannot serve it; `leader` is where to go, if known. A write refused
+    /// so was not applied (it was never proposed, or its entry was replaced), so
+    /// sending it again cannot apply it twice.
     NotLeader {
         /// The leader this member knows of.
         leader: Option<NodeId>,
@@ -644,12 +646,13 @@ impl<S: LogStore> Node<S> {
             self.events.push(NodeEvent::Installed(snap.meta.clone()));
         }
         self.last_snapshot_index = snap.meta.index;
-        // Writes at covered indices: their outcome is inside the snapshot, unknown here.
-        // The client's retry (same session sequence) gets the recorded answer.
+        // Writes at covered indices: their outcome is inside the snapshot, unknown here
+        // (so not `NotLeader`, which says "not applied"). The client's retry (same
+        // session sequence) gets the recorded answer.
         let covered: Vec<Index> = self.writes.range(..=snap.meta.index).map(|(i, _)| *i).collect();
         for i in covered {
             let w = self.writes.remove(&i).expect("present");
-            self.replies.push((w.id, Err(RequestError::NotLeader { leader: self.raft.leader() })));
+            self.replies.push((w.id, Err(RequestError::Timeout)));
         }
         Ok(())
     }

@@ -82,6 +82,16 @@ impl Api {
     /// Runs a command on the leader: here if we lead, else forwarded to it.
     pub(crate) async fn write_reply(&self, cmd: Command) -> Reply {
         let mut reply: Reply = self.node.request(Request::Write(cmd.clone())).await;
+        // No leader (an election, or no quorum): wait for one, as etcd's writes do, up to
+        // the request timeout. `NotLeader` means the write was not applied: safe to resend.
+        let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
+        while let Err(RequestError::NotLeader { leader: None }) = reply {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RequestError::Timeout);
+            }
+            tokio::time::sleep(NO_LEADER_RETRY).await;
+            reply = self.node.request(Request::Write(cmd.clone())).await;
+        }
         for _ in 0..3 {
             match reply {
                 Err(RequestError::NotLeader { leader: Some(l) }) if l != self.member_id => {
@@ -101,14 +111,36 @@ impl Api {
         reply
     }
 
+    /// A read; a linearizable one waits out an election (no leader) for up to etcd's
+    /// request timeout, then fails as etcd's does ("request timed out").
     pub(crate) async fn read(
         &self,
         query: ReadQuery,
         serializable: bool,
     ) -> Result<kv::Response, Status> {
-        into_result(self.node.request(Request::Read { query, serializable }).await)
+        let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
+        loop {
+            let reply =
+                self.node.request(Request::Read { query: query.clone(), serializable }).await;
+            match reply {
+                Err(RequestError::NotLeader { leader: None }) if !serializable => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(request_error(&RequestError::Timeout));
+                    }
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                }
+                reply => return into_result(reply),
+            }
+        }
     }
 }
+
+/// How long a linearizable read or a write waits for a leader: etcd's request timeout
+/// (5 s plus two election timeouts of its defaults), which is also ours for writes.
+const NO_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// How often a linearizable read without a leader asks again.
+const NO_LEADER_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long a member waits to apply a write the leader applied for it before answering
 /// anyway (it is partitioned or far behind; the write is done either way).

@@ -193,13 +193,26 @@ pub fn spawn<S: LogStore + Send + 'static>(
         .name("raftkv-node".into())
         .spawn(move || {
             let snapshots = SnapshotWriter { dir: snapshot_dir, tx };
-            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots, revision_tx, applied_tx)
-            {
+            if let Err(e) = run(
+                node,
+                rx,
+                tick,
+                outbox,
+                metrics,
+                snapshots,
+                Published { revision_tx, applied_tx },
+            ) {
                 on_fatal(e);
             }
         })
         .expect("spawning the node thread");
     (handle, join)
+}
+
+/// What the node thread publishes for async tasks to follow (see [`NodeHandle`]).
+struct Published {
+    revision_tx: watch::Sender<u64>,
+    applied_tx: watch::Sender<u64>,
 }
 
 /// Builds and writes snapshots on their own thread, then reports back to the node.
@@ -248,9 +261,9 @@ fn run<S: LogStore>(
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
     snapshots: SnapshotWriter,
-    revision_tx: watch::Sender<u64>,
-    applied_tx: watch::Sender<u64>,
+    published: Published,
 ) -> Result<(), String> {
+    let Published { revision_tx, applied_tx } = published;
     let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_id: u64 = 1;
     let started_at = Instant::now();
