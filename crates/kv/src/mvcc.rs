@@ -267,7 +267,7 @@ impl Mvcc {
             return true;
         }
         matches!(r, Record::Put { .. })
-            && self.entry_at(&k.key, k.rev).is_some_and(|(newest, _)| newest == k)
+            && self.entry_at(&k.key, self.compact_revision).is_some_and(|(newest, _)| newest == k)
     }
 
     /// The event that the entry `(k, r)` records. Its previous key-value is

@@ -37,13 +37,17 @@ fn lease_ttl_min_secs() -> i64 {
 /// Retries a call while the cluster answers `Unavailable` (an election under way, or a
 /// forward racing a leader change on a loaded machine), as etcd's own clients do and
 /// etcd-client leaves to its user; other answers, errors included, are returned.
+/// Not after "request timed out": the write may have been applied, so resending it
+/// could apply it twice.
 macro_rules! retry {
     ($call:expr) => {{
         let mut tries = 0;
         loop {
             match $call.await {
                 Err(etcd_client::Error::GRpcStatus(s))
-                    if s.code() == tonic::Code::Unavailable && tries < 50 =>
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message() != "etcdserver: request timed out"
+                        && tries < 50 =>
                 {
                     eprintln!("retrying after: {}", s.message());
                     tries += 1;

@@ -880,10 +880,6 @@ async fn lock_and_election(cluster: &Cluster) -> Vec<String> {
     out.1
 }
 
-/// A member answers a write once it applied it itself (etcd waits for its own apply,
-/// also when a follower forwards the proposal): a serializable read, or a watch, on
-/// that member right after the answer sees the write or the compaction. Each member is
-/// asked.
 /// The one member left of three, once it knows it has no leader: serializable reads
 /// still answer from its state; linearizable reads wait for a leader for the request
 /// timeout (7 s), then fail with "request timed out"; writes wait as long, then fail.
@@ -929,6 +925,10 @@ async fn quorum_lost(cluster: &Cluster) -> Vec<String> {
     out.1
 }
 
+/// A member answers a write once it applied it itself (etcd waits for its own apply,
+/// also when a follower forwards the proposal): a serializable read, or a watch, on
+/// that member right after the answer sees the write or the compaction. Each member is
+/// asked.
 async fn writes_seen_where_answered(cluster: &Cluster) -> Vec<String> {
     let mut out = Log(cluster.kind, Vec::new());
     for i in 0..3 {

@@ -62,6 +62,9 @@ pub struct Api {
     /// Shortest lease TTL granted, in seconds; shorter requests get this (etcd's
     /// minimum: 1.5 election timeouts, rounded up).
     pub lease_ttl_min_secs: i64,
+    /// How long a write or a linearizable read may take in all, waits for a leader
+    /// included (the node's request timeout; etcd's is 7 s with its defaults).
+    pub request_timeout: std::time::Duration,
 }
 
 impl Api {
@@ -79,36 +82,42 @@ impl Api {
         into_result(self.write_reply(cmd).await)
     }
 
-    /// Runs a command on the leader: here if we lead, else forwarded to it.
+    /// Runs a command on the leader: here if we lead, else forwarded to it. Everything
+    /// (waiting for a leader, forwarding, waiting to apply it here) fits in one request
+    /// timeout, as etcd's. `NotLeader` from the node or the leader means the write was
+    /// not applied, so it is sent again; an unknown outcome is `Timeout`, never resent.
     pub(crate) async fn write_reply(&self, cmd: Command) -> Reply {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut reply: Reply = self.node.request(Request::Write(cmd.clone())).await;
-        // No leader (an election, or no quorum): wait for one, as etcd's writes do, up to
-        // the request timeout. `NotLeader` means the write was not applied: safe to resend.
-        let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
-        while let Err(RequestError::NotLeader { leader: None }) = reply {
+        loop {
+            let leader = match reply {
+                Err(RequestError::NotLeader { leader }) => leader,
+                done => return done,
+            };
             if tokio::time::Instant::now() >= deadline {
                 return Err(RequestError::Timeout);
             }
-            tokio::time::sleep(NO_LEADER_RETRY).await;
-            reply = self.node.request(Request::Write(cmd.clone())).await;
-        }
-        for _ in 0..3 {
-            match reply {
-                Err(RequestError::NotLeader { leader: Some(l) }) if l != self.member_id => {
+            match leader {
+                Some(l) if l != self.member_id => {
                     let (answer, leader_applied) = self.transport.forward(l, &cmd).await;
                     if answer.is_ok() {
                         // As etcd's: answer once this member has applied the write too,
                         // so a serializable read here sees it. Past the deadline the
                         // write is still done: answer anyway.
-                        let deadline = tokio::time::Instant::now() + FORWARDED_APPLY_WAIT;
                         self.node.wait_applied(leader_applied, deadline).await;
+                    }
+                    if let Err(RequestError::NotLeader { leader: None }) = answer {
+                        tokio::time::sleep(NO_LEADER_RETRY).await;
                     }
                     reply = answer;
                 }
-                _ => break,
+                // No leader (an election, no quorum), or leadership came back here.
+                _ => {
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                    reply = self.node.request(Request::Write(cmd.clone())).await;
+                }
             }
         }
-        reply
     }
 
     /// A read; a linearizable one waits out an election (no leader) for up to etcd's
@@ -118,7 +127,7 @@ impl Api {
         query: ReadQuery,
         serializable: bool,
     ) -> Result<kv::Response, Status> {
-        let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let reply =
                 self.node.request(Request::Read { query: query.clone(), serializable }).await;
@@ -135,16 +144,8 @@ impl Api {
     }
 }
 
-/// How long a linearizable read or a write waits for a leader: etcd's request timeout
-/// (5 s plus two election timeouts of its defaults), which is also ours for writes.
-const NO_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(7);
-
-/// How often a linearizable read without a leader asks again.
+/// How often a write or linearizable read without a leader asks again.
 const NO_LEADER_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// How long a member waits to apply a write the leader applied for it before answering
-/// anyway (it is partitioned or far behind; the write is done either way).
-const FORWARDED_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn into_result(reply: Reply) -> Result<kv::Response, Status> {
     match reply {

@@ -88,6 +88,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     // etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds rounded up.
     let election_ms = u64::from(node_cfg.raft.election_timeout_ticks) * cfg.tick_ms;
     let lease_ttl_min_secs = (election_ms * 3 / 2).div_ceil(1000).max(1) as i64;
+    let request_timeout = Duration::from_millis(node_cfg.request_timeout_ticks * cfg.tick_ms);
     let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
@@ -134,6 +135,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         members: cfg.members.clone(),
         client_urls,
         lease_ttl_min_secs,
+        request_timeout,
     };
 
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;

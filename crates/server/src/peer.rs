@@ -115,6 +115,7 @@ impl Transport {
 
     /// Hands a client's write to the leader `leader` and returns its answer.
     /// Returns the leader's answer and, when it is one, the leader's applied index then.
+    /// `NotLeader` only when the leader said so (the write was not applied there).
     pub async fn forward(&self, leader: NodeId, cmd: &Command) -> (Reply, u64) {
         let Some(channel) = self.clients.get(&leader) else {
             return (Err(RequestError::NotLeader { leader: None }), 0);
@@ -123,13 +124,16 @@ impl Transport {
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let req = ForwardRequest { cluster_id: self.cluster_id, command: cmd.encode().into() };
+        // A failed call may have reached the leader and been applied: its outcome is
+        // unknown (`Timeout`), never "not applied" (`NotLeader`), which would be resent.
         let resp = match client.forward(req).await {
             Ok(r) => r.into_inner(),
-            Err(_) => return (Err(RequestError::NotLeader { leader: None }), 0),
+            Err(_) => return (Err(RequestError::Timeout), 0),
         };
         let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
-            ForwardError::None => Response::decode(&resp.response)
-                .map_err(|_| RequestError::NotLeader { leader: None }),
+            ForwardError::None => {
+                Response::decode(&resp.response).map_err(|_| RequestError::Timeout)
+            }
             ForwardError::NotLeader => {
                 Err(RequestError::NotLeader { leader: (resp.leader != 0).then_some(resp.leader) })
             }

@@ -348,9 +348,10 @@ fn the_events_of_a_revision_come_in_the_order_its_operations_made_them() {
     assert_eq!(describe(&all_events(&copy, 7, false).unwrap().events), order);
 }
 
-/// etcd refuses a txn that changes one key twice (a put twice, or a put and a delete
-/// of it, in either order) as "duplicate key"; so every change of a revision is to
-/// a different key, and the order of its events is the order of its operations.
+/// etcd refuses a txn that changes one key twice at one level (a put twice, or a put
+/// and a delete of it, in either order) as "duplicate key". (Sibling nested txns may:
+/// a put in one and a delete in a later one is allowed, as in etcd; both changes are
+/// events of the revision, in operation order.)
 #[test]
 fn a_txn_that_changes_a_key_twice_is_refused() {
     let mut n = Node::new();

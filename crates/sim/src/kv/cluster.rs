@@ -683,11 +683,9 @@ impl KvCluster {
         if !self.live(idx, incarnation) {
             return;
         }
+        self.members[idx].ticks += 1;
+        let lease_clock_ms = self.lease_clock_ms(idx);
         let m = &mut self.members[idx];
-        m.ticks += 1;
-        let lease_clock_us =
-            (m.ticks * self.cfg.tick_interval_us) as f64 * self.cfg.lease_clock_rate;
-        let lease_clock_ms = lease_clock_us as u64 / 1000;
         let node = m.node.as_mut().expect("live");
         node.tick();
         // The server passes real elapsed time; here the member's own (drifting) clock.
@@ -766,12 +764,24 @@ impl KvCluster {
 
     /// Polls member `idx` after an input: sends what may leave, checks what it applied,
     /// answers clients, and schedules the sync its writes need.
+    /// Member `idx`'s lease clock in ms: its ticks so far on its own (drifting) clock.
+    fn lease_clock_ms(&self, idx: usize) -> u64 {
+        let ticks = self.members[idx].ticks;
+        let us = (ticks * self.cfg.tick_interval_us) as f64 * self.cfg.lease_clock_rate;
+        us as u64 / 1000
+    }
+
     fn drive(&mut self, idx: usize) {
         if self.violation.is_some() {
             return;
         }
         let id = self.members[idx].id;
+        let lease_clock_ms = self.lease_clock_ms(idx);
         let Some(node) = self.members[idx].node.as_mut() else { return };
+        if node.lease_clock_pending() {
+            // Just elected: start the lease clock now, as the server does.
+            node.advance_lease_clock(lease_clock_ms);
+        }
         let mut outbox: Vec<Message> = Vec::new();
         let out = match node.poll(&mut |ms| outbox.extend(ms)) {
             Ok(out) => out,

@@ -572,7 +572,8 @@ impl KvCluster {
         let (member, asked) = (wt.member, wt.next_revision);
         let log_compact = self.reference.state().compact_revision();
         kv_trace!(self, "w{w} <- n{} compacted at rev {compact_revision}", member + 1);
-        if compact_revision < asked || compact_revision > log_compact {
+        // kv refuses only a start below the compact revision (etcd's rule).
+        if compact_revision <= asked || compact_revision > log_compact {
             let details = format!(
                 "n{} told w{w} (resuming at rev {asked}) that history is compacted up to rev {compact_revision}; the log compacted up to {log_compact}",
                 member + 1
