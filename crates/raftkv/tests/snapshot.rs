@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{raftkv, ClusterSpec, TestCluster};
+use common::{raftkv, retry, ClusterSpec, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::kv_client::KvClient;
@@ -20,30 +20,6 @@ use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-
-/// Retries a call while the cluster answers `Unavailable` (an election, or a new leader
-/// whose lease clock has not started yet), as etcd's clients do; other answers are
-/// returned for the test to check.
-/// Not after "request timed out": the write may have been applied, so resending it
-/// could apply it twice.
-macro_rules! retry {
-    ($call:expr) => {{
-        let mut tries = 0;
-        loop {
-            match $call.await {
-                Err(s)
-                    if s.code() == tonic::Code::Unavailable
-                        && s.message() != "etcdserver: request timed out"
-                        && tries < 50 =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => break other,
-            }
-        }
-    }};
-}
 
 /// Every key with all its fields, at a linearizable read, and the response header.
 async fn everything(

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{retry, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::lease_client::LeaseClient;
@@ -19,30 +19,6 @@ use std::time::{Duration, Instant};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Code;
-
-/// Retries a call while the cluster answers `Unavailable` (an election under way, or a
-/// forward racing a leader change on a loaded machine), as any etcd client does; other
-/// answers, errors included, are returned for the test to check.
-/// Not after "request timed out": the write may have been applied, so resending it
-/// could apply it twice.
-macro_rules! retry {
-    ($call:expr) => {{
-        let mut tries = 0;
-        loop {
-            match $call.await {
-                Err(s)
-                    if s.code() == Code::Unavailable
-                        && s.message() != "etcdserver: request timed out"
-                        && tries < 50 =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => break other,
-            }
-        }
-    }};
-}
 
 /// The tests here each run a 3-member cluster and assert on exact behaviour (no leader
 /// change mid-test); run them one at a time so they do not starve each other of CPU on a

@@ -390,3 +390,30 @@ pub fn etcdctl() -> Command {
     c.env("ETCDCTL_API", "3");
     c
 }
+
+/// Retries a gRPC call (`retry!(client.put(req))`) while the cluster answers
+/// `Unavailable` (an election, or a forward racing a leader change), as etcd's clients
+/// do; other answers, errors included, are returned for the test to check. Not after
+/// "request timed out": that write may have been applied, and resending it could apply
+/// it twice.
+#[allow(unused_macros)]
+macro_rules! retry {
+    ($call:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $call.await {
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message() != "etcdserver: request timed out"
+                        && tries < 50 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use retry;
