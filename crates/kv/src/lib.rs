@@ -121,6 +121,7 @@ mod machine;
 mod mvcc;
 mod session;
 pub mod snapshot;
+mod txn_check;
 mod types;
 
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};

@@ -1,11 +1,11 @@
 //! The state machine: applies commands in log order and serves reads.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::codec::DecodeError;
 use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
 use crate::session::{SessionCheck, Sessions};
+use crate::txn_check::check_branch_keys;
 use crate::types::*;
 
 /// Limits and session rules. Part of the replicated state: every replica
@@ -478,58 +478,17 @@ fn check_txn(cfg: &Config, t: &TxnRequest, depth: u64, ops_max: u64) -> Result<(
     Ok(())
 }
 
-type Interval<'a> = (&'a [u8], &'a [u8]);
-
-fn in_any(dels: &[Interval<'_>], key: &[u8]) -> bool {
-    dels.iter().any(|&(start, end)| KeyRange::new(start, end).contains(key))
-}
-
-/// etcd's rule for the operations of one branch (`ops`), nested transactions
-/// included: a key may be put at most once, and not inside a range deleted at
-/// its level or by a nested transaction before it. The two branches of one
-/// nested transaction may put the same key (only one of them runs). Returns the
-/// keys put and the ranges deleted, for the level above.
-fn check_branch_keys<'a>(
-    ops: &'a [RequestOp],
-) -> Result<(BTreeSet<&'a [u8]>, Vec<Interval<'a>>), KvError> {
-    let duplicate = |k: &[u8]| Err(KvError::DuplicateKeyInTxn { key: k.to_vec() });
-    // This level's deletes come first: a nested put inside one is refused.
-    let mut dels: Vec<Interval<'a>> = ops
-        .iter()
-        .filter_map(|op| match op {
-            RequestOp::DeleteRange(r) => Some((&r.key[..], &r.range_end[..])),
-            _ => None,
-        })
-        .collect();
-    let mut puts: BTreeSet<&[u8]> = BTreeSet::new();
-    for op in ops {
-        let RequestOp::Txn(n) = op else { continue };
-        let (puts_then, dels_then) = check_branch_keys(&n.success)?;
-        let (puts_else, dels_else) = check_branch_keys(&n.failure)?;
-        for &k in &puts_then {
-            if puts.contains(k) || in_any(&dels, k) {
-                return duplicate(k);
-            }
-            puts.insert(k);
-        }
-        for &k in &puts_else {
-            if (puts.contains(k) && !puts_then.contains(k)) || in_any(&dels, k) {
-                return duplicate(k);
-            }
-            puts.insert(k);
-        }
-        // Only now: a nested delete does not conflict with an earlier sibling's put.
-        dels.extend(dels_then);
-        dels.extend(dels_else);
+impl Config {
+    /// The static checks apply runs on a transaction before it changes
+    /// anything: operation counts, nesting depth, key and value sizes, and
+    /// etcd's duplicate-key rule, in O(n log n). A server runs them at the
+    /// edge so that a transaction apply would refuse never reaches the log;
+    /// apply runs them again (the log is not trusted).
+    pub fn check_txn(&self, t: &TxnRequest) -> Result<(), KvError> {
+        check_txn(self, t, 1, self.txn_ops_max)?;
+        check_branch_keys(&t.success)?;
+        check_branch_keys(&t.failure)
     }
-    for op in ops {
-        let RequestOp::Put(r) = op else { continue };
-        if puts.contains(&r.key[..]) || in_any(&dels, &r.key) {
-            return duplicate(&r.key);
-        }
-        puts.insert(&r.key);
-    }
-    Ok((puts, dels))
 }
 
 // ---- operations ----
@@ -748,9 +707,7 @@ fn txn_path(m: &Mvcc, t: &TxnRequest, rev: u64, path: &mut Vec<bool>) {
 }
 
 fn execute_txn(cfg: &Config, m: &mut Mvcc, t: &TxnRequest) -> Result<TxnResponse, KvError> {
-    check_txn(cfg, t, 1, cfg.txn_ops_max)?;
-    check_branch_keys(&t.success)?;
-    check_branch_keys(&t.failure)?;
+    cfg.check_txn(t)?;
     let mut path = Vec::new();
     txn_path(m, t, m.revision, &mut path);
     // O(1) thanks to structural sharing; lets a failure half-way (a put with

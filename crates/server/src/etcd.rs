@@ -489,6 +489,9 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::TxnResponse>, Status> {
         check_size(request.get_ref())?;
         let txn = txn_request(request.get_ref())?;
+        // Refused here, a bad txn never reaches the log (apply checks again). Every
+        // member runs with the default kv limits (`NodeConfig::new` in lib.rs).
+        kv::Config::default().check_txn(&txn).map_err(|e| kv_error(&e))?;
         let cmd = command(&request, Op::Txn(txn))?;
         match self.write(cmd).await? {
             kv::Response::Txn(t) => Ok(Response::new(self.txn_response(&t))),
