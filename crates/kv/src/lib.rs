@@ -119,11 +119,13 @@
 pub mod codec;
 mod machine;
 mod mvcc;
+mod quota;
 mod session;
 pub mod snapshot;
 mod types;
 
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
+pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES};
 pub use snapshot::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
 pub use types::*;

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use equivalent::{Comparable, Equivalent};
 use imbl::{OrdMap, OrdSet};
 
+use crate::quota::{entry_bytes, LEASE_OVERHEAD_BYTES};
 use crate::types::{Event, EventKind, KeyValue};
 
 /// Map key: a user key and the revision `(rev, sub)` of the change that wrote it.
@@ -174,6 +175,9 @@ pub(crate) struct Mvcc {
     /// Where background pruning of compacted history resumes; `None` when
     /// every entry below `compact_revision` that no read can reach is gone.
     pub(crate) prune_cursor: Option<Arc<[u8]>>,
+    /// Estimated bytes held by `entries` and `leases` (see [`crate::quota`]): kept in
+    /// step by every change, recomputed by [`Mvcc::rebuild_indices`].
+    pub(crate) size_bytes: u64,
 }
 
 impl Mvcc {
@@ -252,6 +256,7 @@ impl Mvcc {
             }
         }
         self.changes.insert((rev, sub, key.clone()));
+        self.size_bytes += entry_bytes(&key, &record);
         let replaced = self.entries.insert(MvccKey { key, rev, sub }, record);
         assert!(replaced.is_none(), "revision ({rev}, {sub}) written twice");
     }
@@ -319,7 +324,9 @@ impl Mvcc {
                 }
             }
         };
+        let mut size_bytes = LEASE_OVERHEAD_BYTES * self.leases.len() as u64;
         for (k, r) in self.entries.iter() {
+            size_bytes += entry_bytes(&k.key, r);
             changes.insert((k.rev, k.sub, k.key.clone()));
             if newest.is_some_and(|(n, _)| n.key != k.key) {
                 attach(newest, &mut self.leases);
@@ -328,6 +335,21 @@ impl Mvcc {
         }
         attach(newest, &mut self.leases);
         self.changes = changes;
+        self.size_bytes = size_bytes;
+    }
+
+    /// Records a new lease (its id must be free).
+    pub(crate) fn grant_lease(&mut self, id: i64, lease: Lease) {
+        let replaced = self.leases.insert(id, lease);
+        assert!(replaced.is_none(), "lease {id} granted twice");
+        self.size_bytes += LEASE_OVERHEAD_BYTES;
+    }
+
+    /// Removes a lease, if it exists (its keys stay: the caller deletes them).
+    pub(crate) fn revoke_lease(&mut self, id: i64) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.size_bytes -= LEASE_OVERHEAD_BYTES;
+        Some(lease)
     }
 
     /// The events of `range` at revisions `from..=to`, in `(main, sub)` order
@@ -437,7 +459,9 @@ impl Mvcc {
             }
         }
         for k in &dead {
-            self.entries.remove(k);
+            if let Some(record) = self.entries.remove(k) {
+                self.size_bytes -= entry_bytes(&k.key, &record);
+            }
             self.changes.remove(&(k.rev, k.sub, k.key.clone()));
         }
         self.prune_cursor = resume;
