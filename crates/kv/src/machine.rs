@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::codec::DecodeError;
 use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
-use crate::quota::Alarms;
+use crate::quota::{Alarms, STATE_BASE_BYTES};
 use crate::session::{SessionCheck, Sessions};
 use crate::types::*;
 
@@ -179,12 +179,12 @@ impl StateMachine {
         self.sessions.len()
     }
 
-    /// Estimated bytes the state holds: every stored version of every key (key,
-    /// value and a fixed overhead) and every live lease. Kept up to date in O(1) per
+    /// Estimated bytes the state holds: a fixed base, every stored version of every
+    /// key (key, value and a fixed overhead) and every live lease. Kept up to date in O(1) per
     /// change and the same on every replica; what the space quota is measured on
     /// (see [`space_cost`](crate::space_cost)). Shrinks as compaction prunes history.
     pub fn size_bytes(&self) -> u64 {
-        self.mvcc.size_bytes
+        STATE_BASE_BYTES + self.mvcc.size_bytes
     }
 
     /// The raised alarms, by member id then type.

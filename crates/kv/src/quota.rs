@@ -23,6 +23,9 @@ use crate::types::{AlarmAction, AlarmMember, AlarmType, KvError, Op, RequestOp, 
 pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
 /// Bytes counted per live lease.
 pub const LEASE_OVERHEAD_BYTES: u64 = 64;
+/// Bytes counted for an empty store (revision counters, config, alarms): what an empty
+/// etcd reports in use (16 KiB), so a size is never 0.
+pub const STATE_BASE_BYTES: u64 = 16 * 1024;
 
 /// What one history entry counts toward the size estimate.
 pub(crate) fn entry_bytes(key: &[u8], record: &Record) -> u64 {

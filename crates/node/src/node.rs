@@ -1055,7 +1055,8 @@ mod quota_tests {
     /// apply, even small ones the estimate would allow, until it is disarmed.
     #[test]
     fn the_write_that_would_reach_the_quota_is_refused_and_raises_nospace() {
-        let mut n = leader(10_000);
+        let quota = kv::STATE_BASE_BYTES + 10_000;
+        let mut n = leader(quota);
         let mut id = 0;
         let refused = loop {
             id += 1;
@@ -1065,7 +1066,7 @@ mod quota_tests {
             }
         };
         assert_eq!(refused, Response::Error(KvError::NoSpace));
-        assert!(n.state().size_bytes() < 10_000, "the refused write did not apply");
+        assert!(n.state().size_bytes() < quota, "the refused write did not apply");
         assert_eq!(
             n.state().alarms(),
             vec![AlarmMember { member_id: 1, alarm: AlarmType::Nospace }]
@@ -1090,7 +1091,7 @@ mod quota_tests {
     /// Many refused writes in one batch propose the alarm once.
     #[test]
     fn a_burst_of_refused_writes_proposes_the_alarm_once() {
-        let mut n = leader(100);
+        let mut n = leader(kv::STATE_BASE_BYTES + 100);
         let last = n.raft().last_index();
         for id in 1..=10 {
             n.submit(id, Request::Write(Command::new(put("k", 200))));
