@@ -282,6 +282,7 @@ const OP_LEASE_GRANT: u8 = 9;
 const OP_LEASE_REVOKE: u8 = 10;
 const OP_LEASE_KEEP_ALIVE: u8 = 11;
 const OP_LEASE_TIME_TO_LIVE: u8 = 12;
+const OP_ALARM: u8 = 13;
 
 fn encode_op(e: &mut Encoder, op: &Op) {
     match op {
@@ -333,7 +334,45 @@ fn encode_op(e: &mut Encoder, op: &Op) {
             e.i64(*id);
             e.flags(&[*keys]);
         }
+        Op::Alarm { action, member_id, alarm } => {
+            e.u8(OP_ALARM);
+            e.u8(match action {
+                AlarmAction::Get => 0,
+                AlarmAction::Activate => 1,
+                AlarmAction::Deactivate => 2,
+            });
+            e.u64(*member_id);
+            e.u8(alarm_tag(*alarm));
+        }
     }
+}
+
+/// etcd's numbers for the alarm types.
+fn alarm_tag(alarm: AlarmType) -> u8 {
+    match alarm {
+        AlarmType::None => 0,
+        AlarmType::Nospace => 1,
+        AlarmType::Corrupt => 2,
+    }
+}
+
+fn decode_alarm_type(d: &mut Decoder) -> DResult<AlarmType> {
+    Ok(match d.tag("alarm type")? {
+        0 => AlarmType::None,
+        1 => AlarmType::Nospace,
+        2 => AlarmType::Corrupt,
+        tag => return Err(d.bad_tag("alarm type", tag)),
+    })
+}
+
+fn decode_alarm(d: &mut Decoder) -> DResult<Op> {
+    let action = match d.tag("alarm action")? {
+        0 => AlarmAction::Get,
+        1 => AlarmAction::Activate,
+        2 => AlarmAction::Deactivate,
+        tag => return Err(d.bad_tag("alarm action", tag)),
+    };
+    Ok(Op::Alarm { action, member_id: d.u64()?, alarm: decode_alarm_type(d)? })
 }
 
 fn decode_op(d: &mut Decoder) -> DResult<Op> {
@@ -354,6 +393,7 @@ fn decode_op(d: &mut Decoder) -> DResult<Op> {
             let [keys] = d.flags("lease time-to-live flags")?;
             Op::LeaseTimeToLive { id, keys }
         }
+        OP_ALARM => decode_alarm(d)?,
         tag => return Err(d.bad_tag("op", tag)),
     })
 }
@@ -566,6 +606,7 @@ const RESP_ERROR: u8 = 9;
 const RESP_LEASE_GRANTED: u8 = 10;
 const RESP_LEASE_REVOKED: u8 = 11;
 const RESP_LEASE_TTL: u8 = 12;
+const RESP_ALARM: u8 = 13;
 
 fn encode_response(e: &mut Encoder, r: &Response) {
     match r {
@@ -629,6 +670,15 @@ fn encode_response(e: &mut Encoder, r: &Response) {
                 e.bytes(k);
             }
         }
+        Response::Alarm(a) => {
+            e.u8(RESP_ALARM);
+            e.u64(a.revision);
+            e.len(a.alarms.len());
+            for m in &a.alarms {
+                e.u64(m.member_id);
+                e.u8(alarm_tag(m.alarm));
+            }
+        }
     }
 }
 
@@ -664,6 +714,15 @@ fn decode_response(d: &mut Decoder) -> DResult<Response> {
                 keys.push(d.bytes()?);
             }
             Response::LeaseTtl(LeaseTtlResponse { revision, id, ttl_secs, granted_ttl_secs, keys })
+        }
+        RESP_ALARM => {
+            let revision = d.u64()?;
+            let n = d.count()?;
+            let mut alarms = Vec::new();
+            for _ in 0..n {
+                alarms.push(AlarmMember { member_id: d.u64()?, alarm: decode_alarm_type(d)? });
+            }
+            Response::Alarm(AlarmResponse { revision, alarms })
         }
         tag => return Err(d.bad_tag("response", tag)),
     })
@@ -868,6 +927,8 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
             e.u8(15);
             e.i64(*ttl_secs);
         }
+        KvError::NoSpace => e.u8(16),
+        KvError::Corrupt => e.u8(17),
     }
 }
 
@@ -891,6 +952,8 @@ fn decode_error(d: &mut Decoder) -> DResult<KvError> {
         13 => KvError::LeaseNotFound { id: d.i64()? },
         14 => KvError::LeaseExists { id: d.i64()? },
         15 => KvError::LeaseTtlTooLarge { ttl_secs: d.i64()? },
+        16 => KvError::NoSpace,
+        17 => KvError::Corrupt,
         tag => return Err(d.bad_tag("error", tag)),
     })
 }

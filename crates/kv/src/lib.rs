@@ -119,6 +119,7 @@
 pub mod codec;
 mod machine;
 mod mvcc;
+mod quota;
 mod session;
 pub mod snapshot;
 mod txn_check;
@@ -126,5 +127,6 @@ mod types;
 
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
+pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES, STATE_BASE_BYTES};
 pub use snapshot::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
 pub use types::*;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::codec::DecodeError;
 use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
+use crate::quota::{Alarms, STATE_BASE_BYTES};
 use crate::session::{SessionCheck, Sessions};
 use crate::txn_check::check_branch_keys;
 use crate::types::*;
@@ -73,6 +74,7 @@ pub struct StateMachine {
     pub(crate) applied_index: u64,
     pub(crate) mvcc: Mvcc,
     pub(crate) sessions: Sessions,
+    pub(crate) alarms: Alarms,
 }
 
 /// Revision of an empty store, as in etcd (the first write makes 2).
@@ -92,6 +94,7 @@ impl StateMachine {
             applied_index: 0,
             mvcc: Mvcc { revision: INITIAL_REVISION, ..Mvcc::default() },
             sessions: Sessions::default(),
+            alarms: Alarms::default(),
         }
     }
 
@@ -174,6 +177,24 @@ impl StateMachine {
     /// Number of open client sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Estimated bytes the state holds: a fixed base, every stored version of every
+    /// key (key, value and a fixed overhead) and every live lease. Kept up to date in O(1) per
+    /// change and the same on every replica; what the space quota is measured on
+    /// (see [`space_cost`](crate::space_cost)). Shrinks as compaction prunes history.
+    pub fn size_bytes(&self) -> u64 {
+        STATE_BASE_BYTES + self.mvcc.size_bytes
+    }
+
+    /// The raised alarms, by member id then type.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.raised.iter().copied().collect()
+    }
+
+    /// Whether `alarm` is raised for any member.
+    pub fn alarm_raised(&self, alarm: AlarmType) -> bool {
+        self.alarms.raised.iter().any(|a| a.alarm == alarm)
     }
 
     /// Number of stored key versions (live, historical and tombstones); for
@@ -272,6 +293,9 @@ impl StateMachine {
     }
 
     fn try_execute(&mut self, op: &Op) -> Result<Response, KvError> {
+        if let Some(refused) = self.alarms.refusal(op) {
+            return Err(refused);
+        }
         let cfg = self.config;
         let m = &mut self.mvcc;
         match op {
@@ -349,7 +373,7 @@ impl StateMachine {
                     id => id,
                 };
                 let ttl_secs = (*ttl_secs).max(1);
-                m.leases.insert(id, Lease { ttl_secs, keys: Default::default() });
+                m.grant_lease(id, Lease { ttl_secs, keys: Default::default() });
                 Ok(Response::LeaseGranted(LeaseGrantResponse {
                     revision: m.revision,
                     id,
@@ -357,7 +381,7 @@ impl StateMachine {
                 }))
             }
             Op::LeaseRevoke { id } => {
-                let lease = m.leases.remove(id).ok_or(KvError::LeaseNotFound { id: *id })?;
+                let lease = m.revoke_lease(*id).ok_or(KvError::LeaseNotFound { id: *id })?;
                 // One revision for all the keys, as a DeleteRange over them.
                 // In key order, as etcd sorts them, so sub-revisions agree.
                 let mut p = Pending::begin(m);
@@ -376,6 +400,10 @@ impl StateMachine {
             }
             Op::LeaseTimeToLive { id, keys } => {
                 self.lease_time_to_live(*id, *keys).map(Response::LeaseTtl)
+            }
+            Op::Alarm { action, member_id, alarm } => {
+                let alarms = self.alarms.apply(*action, *member_id, *alarm);
+                Ok(Response::Alarm(AlarmResponse { revision: self.mvcc.revision, alarms }))
             }
             Op::RegisterSession => unreachable!("handled by apply_command"),
         }

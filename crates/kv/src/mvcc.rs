@@ -31,6 +31,7 @@ use std::sync::Arc;
 use equivalent::{Comparable, Equivalent};
 use imbl::{OrdMap, OrdSet};
 
+use crate::quota::{entry_bytes, LEASE_OVERHEAD_BYTES};
 use crate::types::{Event, EventKind, KeyValue};
 
 /// Versions of one key a range scan steps through before it seeks past the
@@ -178,6 +179,9 @@ pub(crate) struct Mvcc {
     /// Where background pruning of compacted history resumes; `None` when
     /// every entry below `compact_revision` that no read can reach is gone.
     pub(crate) prune_cursor: Option<Arc<[u8]>>,
+    /// Estimated bytes held by `entries` and `leases` (see [`crate::quota`]): kept in
+    /// step by every change, recomputed by [`Mvcc::rebuild_indices`].
+    pub(crate) size_bytes: u64,
 }
 
 impl Mvcc {
@@ -278,6 +282,7 @@ impl Mvcc {
             }
         }
         self.changes.insert((rev, sub, key.clone()));
+        self.size_bytes += entry_bytes(&key, &record);
         let replaced = self.entries.insert(MvccKey { key, rev, sub }, record);
         assert!(replaced.is_none(), "revision ({rev}, {sub}) written twice");
     }
@@ -345,7 +350,9 @@ impl Mvcc {
                 }
             }
         };
+        let mut size_bytes = LEASE_OVERHEAD_BYTES * self.leases.len() as u64;
         for (k, r) in self.entries.iter() {
+            size_bytes += entry_bytes(&k.key, r);
             changes.insert((k.rev, k.sub, k.key.clone()));
             if newest.is_some_and(|(n, _)| n.key != k.key) {
                 attach(newest, &mut self.leases);
@@ -354,6 +361,21 @@ impl Mvcc {
         }
         attach(newest, &mut self.leases);
         self.changes = changes;
+        self.size_bytes = size_bytes;
+    }
+
+    /// Records a new lease (its id must be free).
+    pub(crate) fn grant_lease(&mut self, id: i64, lease: Lease) {
+        let replaced = self.leases.insert(id, lease);
+        assert!(replaced.is_none(), "lease {id} granted twice");
+        self.size_bytes += LEASE_OVERHEAD_BYTES;
+    }
+
+    /// Removes a lease, if it exists (its keys stay: the caller deletes them).
+    pub(crate) fn revoke_lease(&mut self, id: i64) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.size_bytes -= LEASE_OVERHEAD_BYTES;
+        Some(lease)
     }
 
     /// The events of `range` at revisions `from..=to`, in `(main, sub)` order
@@ -463,7 +485,9 @@ impl Mvcc {
             }
         }
         for k in &dead {
-            self.entries.remove(k);
+            if let Some(record) = self.entries.remove(k) {
+                self.size_bytes -= entry_bytes(&k.key, &record);
+            }
             self.changes.remove(&(k.rev, k.sub, k.key.clone()));
         }
         self.prune_cursor = resume;

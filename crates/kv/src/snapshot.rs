@@ -1,7 +1,7 @@
 //! Snapshots: a frozen O(1) view of the state, streamed to bytes on any
 //! thread, and the verified rebuild from those bytes.
 //!
-//! # Format (version 3, all integers little-endian)
+//! # Format (version 4, all integers little-endian)
 //!
 //! | field | size | notes |
 //! | --- | --- | --- |
@@ -15,13 +15,16 @@
 //! | sessions | | each: client id u64, last seq u64, last index u64, response flag u8 (+ length u32 + encoded [`Response`]). Sorted by client id, strictly. |
 //! | lease count | 8 | version 2 on; absent in version 1 (no leases) |
 //! | leases | | each: id i64 (non-zero), granted TTL i64 (≥ 1). Sorted by id, strictly. |
+//! | alarm count | 8 | version 4 on; absent before (no alarms) |
+//! | alarms | | each: member id u64, alarm type u8 (1 NOSPACE, 2 CORRUPT). Sorted by (member id, type), strictly. |
 //! | CRC32C | 4 | Castagnoli CRC of every byte before it |
 //!
 //! The watch index and each lease's attached keys are not stored: restore
 //! rebuilds them from the entries (a key belongs to the lease of its newest
 //! version).
 //!
-//! Older versions are still read. Version 2 (before sub-revisions) numbers the
+//! Older versions are still read. Version 3 (before alarms) reads as version 4
+//! with no alarm raised. Version 2 (before sub-revisions) numbers the
 //! changes of each revision in key order: that is the order those releases
 //! delivered a revision's events in, and the order of a delete range's or a
 //! lease revoke's keys now. So a member that restores an old snapshot may order
@@ -47,13 +50,14 @@ use std::sync::Arc;
 
 use crate::machine::{Config, StateMachine};
 use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
+use crate::quota::Alarms;
 use crate::session::{ClientSession, Sessions};
-use crate::types::Response;
+use crate::types::{AlarmMember, AlarmType, Response};
 
 /// Magic bytes that open a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"raftkvSN";
 /// Version byte after the magic.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
 /// The oldest format version this build still reads.
 const SNAPSHOT_FORMAT_VERSION_MIN: u8 = 1;
 
@@ -277,6 +281,15 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
         w.i64(*id)?;
         w.i64(lease.ttl_secs)?;
     }
+    w.u64(s.alarms.raised.len() as u64)?;
+    for a in &s.alarms.raised {
+        w.u64(a.member_id)?;
+        w.u8(match a.alarm {
+            AlarmType::None => 0,
+            AlarmType::Nospace => 1,
+            AlarmType::Corrupt => 2,
+        })?;
+    }
     Ok(())
 }
 
@@ -392,11 +405,33 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
     if version >= 2 {
         read_leases(r, &mut mvcc)?;
     }
+    let alarms = if version >= 4 { read_alarms(r)? } else { Alarms::default() };
     mvcc.rebuild_indices();
     if let Some((rev, sub)) = mvcc.duplicate_revision() {
         return Err(r.corrupt(format!("two entries at revision ({rev}, {sub})")));
     }
-    Ok(StateMachine { config, applied_index, mvcc, sessions })
+    Ok(StateMachine { config, applied_index, mvcc, sessions, alarms })
+}
+
+fn read_alarms<R: Read>(r: &mut SnapReader<R>) -> SResult<Alarms> {
+    let count = r.u64()?;
+    let mut alarms = Alarms::default();
+    let mut last = None;
+    for _ in 0..count {
+        let member_id = r.u64()?;
+        let alarm = match r.u8()? {
+            1 => AlarmType::Nospace,
+            2 => AlarmType::Corrupt,
+            tag => return Err(r.corrupt(format!("alarm type {tag}"))),
+        };
+        let a = AlarmMember { member_id, alarm };
+        if last.is_some_and(|last| a <= last) {
+            return Err(r.corrupt(format!("alarm {alarm:?} of member {member_id} out of order")));
+        }
+        last = Some(a);
+        alarms.raised.insert(a);
+    }
+    Ok(alarms)
 }
 
 fn read_leases<R: Read>(r: &mut SnapReader<R>, mvcc: &mut Mvcc) -> SResult<()> {

@@ -356,6 +356,61 @@ pub enum Op {
         /// List the attached keys.
         keys: bool,
     },
+    /// etcd's Maintenance.Alarm: raise, clear or list alarms. Alarms are replicated
+    /// state: while NOSPACE is raised every member refuses puts, transactions with
+    /// puts and lease grants ([`KvError::NoSpace`]); while CORRUPT is raised, every
+    /// command but alarms and lease queries ([`KvError::Corrupt`]).
+    Alarm {
+        /// What to do.
+        action: AlarmAction,
+        /// The member the alarm is for (ignored by [`AlarmAction::Get`]).
+        member_id: u64,
+        /// The alarm; [`AlarmType::None`] lists every alarm with
+        /// [`AlarmAction::Get`] and changes nothing with the other actions.
+        alarm: AlarmType,
+    },
+}
+
+/// What an [`Op::Alarm`] does (etcd's `AlarmRequest.AlarmAction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmAction {
+    /// List the raised alarms of a type (all of them for [`AlarmType::None`]).
+    Get,
+    /// Raise an alarm for a member.
+    Activate,
+    /// Clear a member's alarm.
+    Deactivate,
+}
+
+/// An alarm type (etcd's `AlarmType`, same order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlarmType {
+    /// No alarm: with [`AlarmAction::Get`], every alarm.
+    None,
+    /// The store is over its space quota.
+    Nospace,
+    /// A member's data was found corrupt.
+    Corrupt,
+}
+
+/// A raised alarm: which member, which type (etcd's `AlarmMember`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlarmMember {
+    /// The member the alarm is for.
+    pub member_id: u64,
+    /// Its type (never [`AlarmType::None`]).
+    pub alarm: AlarmType,
+}
+
+/// Result of [`Op::Alarm`], as etcd answers it: for a get, the alarms listed; for an
+/// activate, the alarm (new or already raised); for a deactivate, the alarm cleared
+/// (none if it was not raised).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlarmResponse {
+    /// Current store revision.
+    pub revision: u64,
+    /// The alarms, by member id then type.
+    pub alarms: Vec<AlarmMember>,
 }
 
 /// Longest lease TTL accepted, in seconds (etcd's `MaxLeaseTTL`).
@@ -501,6 +556,8 @@ pub enum Response {
     LeaseTtl(LeaseTtlResponse),
     /// The command failed; it changed nothing.
     Error(KvError),
+    /// Result of [`Op::Alarm`].
+    Alarm(AlarmResponse),
 }
 
 impl Response {
@@ -604,6 +661,12 @@ pub enum KvError {
         /// The TTL asked for.
         ttl_secs: i64,
     },
+    /// The NOSPACE alarm is raised (or the write would take the store over its space
+    /// quota): puts, transactions with puts and lease grants are refused until an
+    /// operator frees space and disarms the alarm.
+    NoSpace,
+    /// The CORRUPT alarm is raised: the cluster refuses commands until it is cleared.
+    Corrupt,
 }
 
 impl fmt::Display for KvError {
@@ -624,6 +687,8 @@ impl fmt::Display for KvError {
             KvError::LeaseNotFound { id } => write!(f, "lease {id} not found (never granted, revoked or expired); grant a new lease"),
             KvError::LeaseExists { id } => write!(f, "lease {id} already exists; choose another id or let the server choose (id 0)"),
             KvError::LeaseTtlTooLarge { ttl_secs } => write!(f, "lease TTL of {ttl_secs} s exceeds the {LEASE_TTL_MAX_SECS} s limit; ask for a shorter TTL"),
+            KvError::NoSpace => write!(f, "database space exceeded (the NOSPACE alarm is raised); compact the history, defragment and disarm the alarm (etcdctl alarm disarm), or raise --quota-backend-bytes"),
+            KvError::Corrupt => write!(f, "the CORRUPT alarm is raised; check the members' data, then disarm the alarm"),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The member driver: core + store + state machine + pending requests.
 
-use kv::{Command, KvError, LeaseTtlResponse, Op, RangeRequest, Response, StateMachine};
+use kv::{
+    AlarmAction, AlarmType, Command, KvError, LeaseTtlResponse, Op, RangeRequest, Response,
+    StateMachine,
+};
 use raft::{
     ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError,
     Restored, Role, Snapshot, SnapshotMeta, Term,
@@ -73,6 +76,9 @@ pub struct NodeConfig {
     /// thread, instead of serializing them inline (which stalls apply for the time it
     /// takes to write the whole state).
     pub background_snapshots: bool,
+    /// The space quota in bytes of [`StateMachine::size_bytes`] (etcd's
+    /// `--quota-backend-bytes`); `None`: no quota. See [`Node::submit`].
+    pub quota_bytes: Option<u64>,
 }
 
 impl NodeConfig {
@@ -86,6 +92,7 @@ impl NodeConfig {
             request_timeout_ticks: 100,
             record_events: false,
             background_snapshots: false,
+            quota_bytes: None,
         }
     }
 }
@@ -368,6 +375,9 @@ pub struct Node<S: LogStore> {
     snapshot_job: Option<SnapshotJob>,
     snapshot_in_progress: bool,
     leases: LeaseClock,
+    /// Index of this leader's last NOSPACE alarm proposal, so that a burst of refused
+    /// writes proposes it once.
+    nospace_proposed: Option<Index>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -400,6 +410,7 @@ impl<S: LogStore> Node<S> {
             snapshot_job: None,
             snapshot_in_progress: false,
             leases: LeaseClock::default(),
+            nospace_proposed: None,
             cfg,
         })
     }
@@ -418,8 +429,21 @@ impl<S: LogStore> Node<S> {
 
     /// Accepts a client request; its answer comes out of a later [`Node::poll`] (or at
     /// once, for errors and serializable reads).
+    ///
+    /// The space quota is checked here, on the leader, before a write is proposed (as
+    /// etcd checks it before proposing): a write whose [`kv::space_cost`] would take
+    /// the state to the quota or past it is answered [`KvError::NoSpace`] and the
+    /// NOSPACE alarm is proposed for this member. Once that alarm is applied every
+    /// member refuses such writes at apply time, whatever its own estimate says.
     pub fn submit(&mut self, id: RequestId, request: Request) {
         let deadline = self.now + self.cfg.request_timeout_ticks;
+        if let Request::Write(cmd) = &request {
+            if self.over_quota(&cmd.op) {
+                self.raise_nospace();
+                self.replies.push((id, Ok(Response::Error(KvError::NoSpace))));
+                return;
+            }
+        }
         match request {
             Request::Write(Command {
                 op: op @ (Op::LeaseKeepAlive { .. } | Op::LeaseTimeToLive { .. }),
@@ -448,6 +472,32 @@ impl<S: LogStore> Node<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether this member leads and `op` would take the state to its quota or past it.
+    fn over_quota(&self, op: &Op) -> bool {
+        let Some(quota) = self.cfg.quota_bytes else { return false };
+        let cost = kv::space_cost(op);
+        cost > 0
+            && self.raft.role() == Role::Leader
+            && self.sm.size_bytes().saturating_add(cost) >= quota
+    }
+
+    /// Proposes the NOSPACE alarm for this member unless it is raised or on its way.
+    fn raise_nospace(&mut self) {
+        let me = self.raft.id();
+        let raised =
+            self.sm.alarms().iter().any(|a| a.member_id == me && a.alarm == AlarmType::Nospace);
+        let pending = self.nospace_proposed.is_some_and(|i| i > self.applied);
+        if raised || pending {
+            return;
+        }
+        let op =
+            Op::Alarm { action: AlarmAction::Activate, member_id: me, alarm: AlarmType::Nospace };
+        // Busy or a lost leadership: the next refused write tries again.
+        if let Ok((index, _)) = self.raft.propose(Command::new(op).encode()) {
+            self.nospace_proposed = Some(index);
         }
     }
 
@@ -961,5 +1011,95 @@ mod lease_clock_tests {
         assert_eq!(r, Err(RequestError::NotLeader { leader: None }));
         n.advance_lease_clock(10);
         assert!(!n.lease_clock().is_running());
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use crate::MemStore;
+    use kv::{AlarmMember, DeleteRangeRequest, PutRequest};
+
+    /// A one-member cluster with a space quota: it leads itself.
+    fn leader(quota_bytes: u64) -> Node<MemStore> {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let cfg = NodeConfig { quota_bytes: Some(quota_bytes), ..NodeConfig::new(1, [1].into()) };
+        let mut n = Node::new(cfg, store, restored).unwrap();
+        for _ in 0..100 {
+            n.tick();
+            n.run_once(&mut |_| {}).unwrap();
+            if n.raft().role() == Role::Leader {
+                return n;
+            }
+        }
+        panic!("a one-member cluster elects itself");
+    }
+
+    fn call(n: &mut Node<MemStore>, id: RequestId, op: Op) -> Response {
+        n.submit(id, Request::Write(Command::new(op)));
+        let out = n.run_once(&mut |_| {}).unwrap();
+        out.replies.into_iter().find(|(r, _)| *r == id).expect("answered").1.expect("applied")
+    }
+
+    fn put(key: &str, value_bytes: usize) -> Op {
+        Op::Put(PutRequest {
+            key: key.into(),
+            value: vec![b'x'; value_bytes],
+            ..Default::default()
+        })
+    }
+
+    /// etcd's quota check: the write that would reach the quota is refused and raises
+    /// NOSPACE through the log; from then on the replicated alarm refuses writes at
+    /// apply, even small ones the estimate would allow, until it is disarmed.
+    #[test]
+    fn the_write_that_would_reach_the_quota_is_refused_and_raises_nospace() {
+        let quota = kv::STATE_BASE_BYTES + 10_000;
+        let mut n = leader(quota);
+        let mut id = 0;
+        let refused = loop {
+            id += 1;
+            match call(&mut n, id, put(&format!("k{id}"), 1000)) {
+                Response::Put(_) => assert!(id < 20, "the quota never tripped"),
+                other => break other,
+            }
+        };
+        assert_eq!(refused, Response::Error(KvError::NoSpace));
+        assert!(n.state().size_bytes() < quota, "the refused write did not apply");
+        assert_eq!(
+            n.state().alarms(),
+            vec![AlarmMember { member_id: 1, alarm: AlarmType::Nospace }]
+        );
+
+        // Deleting and compacting free space, but the alarm still refuses a small put.
+        let all = DeleteRangeRequest { key: vec![0], range_end: vec![0], prev_kv: false };
+        assert!(matches!(call(&mut n, 100, Op::DeleteRange(all)), Response::DeleteRange(_)));
+        let rev = n.state().revision();
+        assert!(matches!(call(&mut n, 101, Op::Compact { revision: rev }), Response::Compact(_)));
+        assert_eq!(call(&mut n, 102, put("small", 1)), Response::Error(KvError::NoSpace));
+        let grant = Op::LeaseGrant { id: 0, ttl_secs: 5 };
+        assert_eq!(call(&mut n, 103, grant.clone()), Response::Error(KvError::NoSpace));
+
+        let disarm =
+            Op::Alarm { action: AlarmAction::Deactivate, member_id: 1, alarm: AlarmType::Nospace };
+        assert!(matches!(call(&mut n, 104, disarm), Response::Alarm(_)));
+        assert!(matches!(call(&mut n, 105, put("small", 1)), Response::Put(_)));
+        assert!(matches!(call(&mut n, 106, grant), Response::LeaseGranted(_)));
+    }
+
+    /// Many refused writes in one batch propose the alarm once.
+    #[test]
+    fn a_burst_of_refused_writes_proposes_the_alarm_once() {
+        let mut n = leader(kv::STATE_BASE_BYTES + 100);
+        let last = n.raft().last_index();
+        for id in 1..=10 {
+            n.submit(id, Request::Write(Command::new(put("k", 200))));
+        }
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert_eq!(out.replies.len(), 10);
+        assert!(out.replies.iter().all(|(_, r)| *r == Ok(Response::Error(KvError::NoSpace))));
+        assert_eq!(n.raft().last_index(), last + 1, "one alarm entry");
+        assert!(n.state().alarm_raised(AlarmType::Nospace));
     }
 }

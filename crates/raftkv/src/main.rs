@@ -6,7 +6,10 @@ mod snapshot;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientOptions};
-use server::config::{parse_initial_cluster, parse_url, ClusterState, ServerConfig};
+use server::config::{
+    parse_auto_compaction, parse_go_duration, parse_initial_cluster, parse_url, quota_bytes,
+    ClusterState, ServerConfig,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,7 +42,7 @@ struct Endpoints {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one member (etcd's flag names).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Start a local 3-member cluster in one command; Ctrl-C stops it.
     Playground {
         /// Where the members keep their data (one subdirectory each).
@@ -147,6 +150,23 @@ struct ServerArgs {
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Raise the NOSPACE alarm when the state would reach this many bytes (its size
+    /// estimate: keys, values and history, leases); 0: the default, 2 GiB; negative:
+    /// no quota.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    quota_backend_bytes: i64,
+    /// Auto compaction: `periodic` (keep a time of history) or `revision` (keep a
+    /// number of revisions).
+    #[arg(long, default_value = "periodic")]
+    auto_compaction_mode: String,
+    /// What auto compaction keeps: hours or a duration (1, 30m, 1h30m) in periodic mode,
+    /// a number of revisions in revision mode; 0: off.
+    #[arg(long, default_value = "0")]
+    auto_compaction_retention: String,
+    /// How often revision-mode auto compaction checks (etcd's fixed 5 minutes); for
+    /// tests.
+    #[arg(long, default_value = "5m", hide = true)]
+    experimental_auto_compaction_revision_interval: String,
 }
 
 fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
@@ -167,6 +187,19 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
     if a.tick_ms == 0 {
         return Err("--tick-ms must be at least 1".into());
     }
+    let auto_compaction =
+        parse_auto_compaction(&a.auto_compaction_mode, &a.auto_compaction_retention)
+            .map_err(|e| e.0)?;
+    let interval_flag = "--experimental-auto-compaction-revision-interval";
+    let revision_interval = parse_go_duration(&a.experimental_auto_compaction_revision_interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "{interval_flag} {:?}: give a positive duration such as 5m or 500ms",
+                a.experimental_auto_compaction_revision_interval
+            )
+        })?;
     Ok(ServerConfig {
         name: a.name.clone(),
         data_dir: a.data_dir.clone(),
@@ -188,6 +221,9 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         cluster_id,
         tick_ms: a.tick_ms,
         snapshot_count: a.snapshot_count,
+        quota_bytes: quota_bytes(a.quota_backend_bytes),
+        auto_compaction,
+        auto_compaction_revision_interval: revision_interval,
     })
 }
 

@@ -5,6 +5,7 @@ use raft::NodeId;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Whether this member starts a new cluster or rejoins an existing one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,106 @@ pub struct ServerConfig {
     pub tick_ms: u64,
     /// Take a snapshot every this many applied entries.
     pub snapshot_count: u64,
+    /// The space quota (`--quota-backend-bytes`) in bytes of the state machine's size
+    /// estimate; `None`: no quota. See [`quota_bytes`].
+    pub quota_bytes: Option<u64>,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`: off.
+    pub auto_compaction: Option<AutoCompaction>,
+    /// How often revision-mode auto-compaction checks (etcd 3.4: every 5 minutes; a
+    /// hidden flag shortens it for tests).
+    pub auto_compaction_revision_interval: Duration,
+}
+
+/// etcd's default space quota: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's suggested maximum quota (8 GiB); larger ones are accepted with a warning.
+pub const MAX_SUGGESTED_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// `--quota-backend-bytes` as etcd reads it: 0 is the default (2 GiB), a negative
+/// value turns the quota off.
+pub fn quota_bytes(flag: i64) -> Option<u64> {
+    match flag {
+        0 => Some(DEFAULT_QUOTA_BYTES),
+        n if n < 0 => None,
+        n => Some(n as u64),
+    }
+}
+
+/// etcd's automatic compaction of the key history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this much time of history (`--auto-compaction-mode periodic`).
+    Periodic(Duration),
+    /// Keep this many revisions of history (`--auto-compaction-mode revision`).
+    Revision(u64),
+}
+
+/// Parses `--auto-compaction-mode` and `--auto-compaction-retention` as etcd 3.4
+/// does: a bare number is hours in periodic mode and revisions in revision mode; a
+/// Go duration (`30m`, `1h30m`, `1.5h`) is periodic only. Retention 0 turns it off.
+pub fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<AutoCompaction>, ConfigError> {
+    let flag = "--auto-compaction-retention";
+    let number = retention.trim().parse::<u64>().ok();
+    let parsed = match (mode, number) {
+        (_, Some(0)) => return Ok(None),
+        ("periodic", Some(hours)) => {
+            AutoCompaction::Periodic(Duration::from_secs(hours.saturating_mul(3600)))
+        }
+        ("periodic", None) => AutoCompaction::Periodic(parse_go_duration(retention).map_err(
+            |why| ConfigError(format!("{flag} {retention:?}: {why}; give hours (1) or a duration (30m, 1h30m)")),
+        )?),
+        ("revision", Some(revisions)) => AutoCompaction::Revision(revisions),
+        ("revision", None) => {
+            return Err(ConfigError(format!(
+                "{flag} {retention:?}: revision mode keeps a number of revisions; give a whole number (1000)"
+            )))
+        }
+        (other, _) => {
+            return Err(ConfigError(format!(
+                "--auto-compaction-mode {other:?}: unknown auto-compaction-mode; use periodic or revision"
+            )))
+        }
+    };
+    if parsed == AutoCompaction::Periodic(Duration::ZERO) {
+        return Ok(None);
+    }
+    Ok(Some(parsed))
+}
+
+/// Parses a Go duration (`time.ParseDuration`): one or more decimal numbers each with a
+/// unit (ns, us, µs, ms, s, m, h), such as `300ms`, `1.5h` or `2h45m`; not negative.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let value: f64 = number.parse().map_err(|_| format!("{number:?} is not a number"))?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("missing unit after {number}")),
+            other => return Err(format!("unknown unit {other:?}")),
+        };
+        total += value * nanos;
+        rest = tail;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err("duration too long".into());
+    }
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// A configuration problem: what, and what to do.
@@ -199,6 +300,30 @@ mod tests {
         let (_, other) =
             parse_initial_cluster("n1=http://127.0.0.1:1,n2=http://127.0.0.1:3").unwrap();
         assert_ne!(ca, other, "a different member list is a different cluster");
+    }
+
+    #[test]
+    fn auto_compaction_flags_parse_as_etcd_reads_them() {
+        use AutoCompaction::*;
+        let p = |m: &str, r: &str| parse_auto_compaction(m, r);
+        assert_eq!(p("periodic", "0"), Ok(None));
+        assert_eq!(p("revision", "0"), Ok(None));
+        assert_eq!(p("periodic", "2"), Ok(Some(Periodic(Duration::from_secs(7200)))));
+        assert_eq!(p("periodic", "30m"), Ok(Some(Periodic(Duration::from_secs(1800)))));
+        assert_eq!(p("periodic", "1h30m"), Ok(Some(Periodic(Duration::from_secs(5400)))));
+        assert_eq!(p("periodic", "1.5s"), Ok(Some(Periodic(Duration::from_millis(1500)))));
+        assert_eq!(p("revision", "1000"), Ok(Some(Revision(1000))));
+        assert!(p("revision", "1h").unwrap_err().0.contains("whole number"));
+        assert!(p("periodic", "1x").unwrap_err().0.contains("unknown unit"));
+        assert!(p("periodic", "-1").is_err());
+        assert!(p("hourly", "1").unwrap_err().0.contains("unknown auto-compaction-mode"));
+    }
+
+    #[test]
+    fn quota_flag_zero_is_the_default_and_negative_is_off() {
+        assert_eq!(quota_bytes(0), Some(DEFAULT_QUOTA_BYTES));
+        assert_eq!(quota_bytes(-1), None);
+        assert_eq!(quota_bytes(16 << 20), Some(16 << 20));
     }
 
     #[test]

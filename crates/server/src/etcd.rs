@@ -180,6 +180,8 @@ pub fn kv_error(e: &KvError) -> Status {
             Status::failed_precondition("etcdserver: lease already exists")
         }
         KvError::LeaseTtlTooLarge { .. } => Status::out_of_range("etcdserver: too large lease TTL"),
+        KvError::NoSpace => Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
+        KvError::Corrupt => Status::data_loss("etcdserver: corrupt cluster"),
         other => Status::invalid_argument(format!("etcdserver: {other}")),
     }
 }
@@ -441,6 +443,51 @@ fn check_size<T: prost::Message>(req: &T) -> Result<(), Status> {
     Ok(())
 }
 
+/// The kv command of an etcd AlarmRequest.
+pub fn alarm_op(r: &pb::AlarmRequest) -> Result<Op, Status> {
+    use pb::alarm_request::AlarmAction as A;
+    let action = match A::try_from(r.action) {
+        Ok(A::Get) => kv::AlarmAction::Get,
+        Ok(A::Activate) => kv::AlarmAction::Activate,
+        Ok(A::Deactivate) => kv::AlarmAction::Deactivate,
+        Err(_) => {
+            let what = format!(
+                "etcdserver: unknown alarm action {}; use GET, ACTIVATE or DEACTIVATE",
+                r.action
+            );
+            return Err(Status::invalid_argument(what));
+        }
+    };
+    let alarm = match pb::AlarmType::try_from(r.alarm) {
+        Ok(pb::AlarmType::None) => kv::AlarmType::None,
+        Ok(pb::AlarmType::Nospace) => kv::AlarmType::Nospace,
+        Ok(pb::AlarmType::Corrupt) => kv::AlarmType::Corrupt,
+        Err(_) => {
+            let what =
+                format!("etcdserver: unknown alarm type {}; use NONE, NOSPACE or CORRUPT", r.alarm);
+            return Err(Status::invalid_argument(what));
+        }
+    };
+    Ok(Op::Alarm { action, member_id: r.member_id, alarm })
+}
+
+fn pb_alarm_type(a: kv::AlarmType) -> pb::AlarmType {
+    match a {
+        kv::AlarmType::None => pb::AlarmType::None,
+        kv::AlarmType::Nospace => pb::AlarmType::Nospace,
+        kv::AlarmType::Corrupt => pb::AlarmType::Corrupt,
+    }
+}
+
+fn alarm_member(a: &kv::AlarmMember) -> pb::AlarmMember {
+    pb::AlarmMember { member_id: a.member_id, alarm: pb_alarm_type(a.alarm) as i32 }
+}
+
+/// An alarm as etcd prints it in Status errors and logs: `memberID:ID alarm:TYPE `.
+pub fn alarm_text(a: &kv::AlarmMember) -> String {
+    format!("memberID:{} alarm:{} ", a.member_id, pb_alarm_type(a.alarm).as_str_name())
+}
+
 fn unexpected(r: kv::Response) -> Status {
     Status::internal(format!("unexpected state machine response {r:?}"))
 }
@@ -532,12 +579,20 @@ impl Api {
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Api {
+    /// etcd's Alarm, through the log as etcd's: GET lists (every alarm for type NONE),
+    /// ACTIVATE raises an alarm for the member named, DEACTIVATE clears it.
     async fn alarm(
         &self,
-        _request: tonic::Request<pb::AlarmRequest>,
+        request: tonic::Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let revision = self.node.status().await.map_or(0, |s| s.revision);
-        Ok(Response::new(pb::AlarmResponse { header: self.header(revision), alarms: Vec::new() }))
+        let op = alarm_op(request.get_ref())?;
+        match self.write(command(&request, op)?).await? {
+            kv::Response::Alarm(a) => Ok(Response::new(pb::AlarmResponse {
+                header: self.header(a.revision),
+                alarms: a.alarms.iter().map(alarm_member).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn status(
@@ -549,6 +604,8 @@ impl pb::maintenance_server::Maintenance for Api {
         if s.leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
+        // As etcd's: each raised alarm, in the protobuf text form of its AlarmMember.
+        errors.extend(s.alarms.iter().map(alarm_text));
         Ok(Response::new(pb::StatusResponse {
             header: self.header(s.revision),
             version: VERSION.to_string(),

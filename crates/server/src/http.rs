@@ -7,6 +7,20 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The raised alarm types, each once, as etcd names them (`NOSPACE`, `CORRUPT`).
+fn alarm_names(alarms: &[kv::AlarmMember]) -> String {
+    let mut names: Vec<&str> = alarms
+        .iter()
+        .map(|a| match a.alarm {
+            kv::AlarmType::None => "NONE",
+            kv::AlarmType::Nospace => "NOSPACE",
+            kv::AlarmType::Corrupt => "CORRUPT",
+        })
+        .collect();
+    names.dedup();
+    names.join(",")
+}
+
 /// Serves health and metrics until the listener fails.
 pub async fn serve(listener: TcpListener, node: NodeHandle, metrics: Arc<Metrics>) {
     loop {
@@ -24,6 +38,15 @@ pub async fn serve(listener: TcpListener, node: NodeHandle, metrics: Arc<Metrics
             let (code, body) = match path {
                 "/metrics" => ("200 OK", metrics.render()),
                 "/health" => match node.status().await {
+                    // As etcd's: unhealthy while an alarm is raised (etcd 3.4.23 answers
+                    // {"health":"false"}; the reason is etcd 3.5's).
+                    Some(s) if !s.alarms.is_empty() => (
+                        "503 Service Unavailable",
+                        format!(
+                            "{{\"health\":\"false\",\"reason\":\"ALARM {}\"}}\n",
+                            alarm_names(&s.alarms)
+                        ),
+                    ),
                     Some(s) if s.leader.is_some() => ("200 OK", "{\"health\":\"true\"}\n".into()),
                     Some(_) => (
                         "503 Service Unavailable",

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod compactor;
 pub mod concurrency;
 pub mod config;
 pub mod etcd;
@@ -85,6 +86,16 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     node_cfg.snapshot_interval_entries = cfg.snapshot_count;
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
     node_cfg.background_snapshots = true;
+    node_cfg.quota_bytes = cfg.quota_bytes;
+    match cfg.quota_bytes {
+        None => tracing::info!("disabled backend quota"),
+        Some(q) if q > config::MAX_SUGGESTED_QUOTA_BYTES => tracing::warn!(
+            quota_bytes = q,
+            suggested_max_bytes = config::MAX_SUGGESTED_QUOTA_BYTES,
+            "quota exceeds the maximum value etcd suggests"
+        ),
+        Some(q) => tracing::info!(quota_bytes = q, "enabled backend quota"),
+    }
     // etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds rounded up.
     let election_ms = u64::from(node_cfg.raft.election_timeout_ticks) * cfg.tick_ms;
     let lease_ttl_min_secs = (election_ms * 3 / 2).div_ceil(1000).max(1) as i64;
@@ -178,6 +189,11 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
                 .max_decoding_message_size(recv_max),
         )
         .serve_with_incoming(incoming(client_listener));
+    if let Some(mode) = cfg.auto_compaction {
+        tracing::info!(?mode, "auto compaction on");
+        let interval = cfg.auto_compaction_revision_interval;
+        tokio::spawn(compactor::run(handle.clone(), mode, interval));
+    }
     if let Some(l) = metrics_listener {
         tokio::spawn(http::serve(l, handle.clone(), metrics.clone()));
     }

@@ -45,8 +45,11 @@ pub struct Status {
     pub compact_revision: u64,
     /// Index of the last snapshot.
     pub snapshot_index: u64,
-    /// Size of the last snapshot in bytes: the closest thing to etcd's db size.
+    /// The state machine's size estimate in bytes ([`kv::StateMachine::size_bytes`]):
+    /// what the space quota is measured on, and what Status reports as etcd's db size.
     pub db_size_bytes: u64,
+    /// The raised alarms (replicated state).
+    pub alarms: Vec<kv::AlarmMember>,
 }
 
 /// What the node thread accepts.
@@ -269,6 +272,7 @@ fn run<S: LogStore>(
     let started_at = Instant::now();
     let mut next_tick = Instant::now() + tick;
     let mut last_leader = None;
+    let mut last_alarms = node.state().alarms();
     loop {
         let timeout = next_tick.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(timeout) {
@@ -359,9 +363,25 @@ fn run<S: LogStore>(
         metrics.is_leader.store((raft.role() == Role::Leader) as u64, Ordering::Relaxed);
         metrics.commit_index.store(raft.commit_index(), Ordering::Relaxed);
         metrics.applied_index.store(node.applied_index(), Ordering::Relaxed);
+        log_alarm_changes(&mut last_alarms, node.state().alarms());
         let revision = node.state().revision();
         revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
     }
+}
+
+/// Logs alarms raised and cleared since the last batch (etcd: "alarm NOSPACE raised
+/// by peer ...", "alarm disarmed").
+fn log_alarm_changes(last: &mut Vec<kv::AlarmMember>, now: Vec<kv::AlarmMember>) {
+    if *last == now {
+        return;
+    }
+    for a in now.iter().filter(|a| !last.contains(a)) {
+        tracing::warn!(member = format_args!("{:x}", a.member_id), alarm = ?a.alarm, "alarm raised");
+    }
+    for a in last.iter().filter(|a| !now.contains(a)) {
+        tracing::info!(member = format_args!("{:x}", a.member_id), alarm = ?a.alarm, "alarm disarmed");
+    }
+    *last = now;
 }
 
 fn status<S: LogStore>(node: &Node<S>) -> Status {
@@ -376,6 +396,7 @@ fn status<S: LogStore>(node: &Node<S>) -> Status {
         revision: node.state().revision(),
         compact_revision: node.state().compact_revision(),
         snapshot_index: raft.snapshot_meta().index,
-        db_size_bytes: node.last_snapshot_bytes(),
+        db_size_bytes: node.state().size_bytes(),
+        alarms: node.state().alarms(),
     }
 }

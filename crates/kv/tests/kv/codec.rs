@@ -71,6 +71,17 @@ fn sample_commands() -> Vec<Command> {
         Command::new(Op::Get { key: "g".into() }),
         Command::with_session(1, 2, Op::Append { key: "k".into(), suffix: "s".into() }),
         Command::new(Op::RegisterSession),
+        Command::new(Op::Alarm {
+            action: AlarmAction::Activate,
+            member_id: u64::MAX,
+            alarm: AlarmType::Nospace,
+        }),
+        Command::new(Op::Alarm { action: AlarmAction::Get, member_id: 0, alarm: AlarmType::None }),
+        Command::new(Op::Alarm {
+            action: AlarmAction::Deactivate,
+            member_id: 3,
+            alarm: AlarmType::Corrupt,
+        }),
     ]
 }
 
@@ -102,6 +113,8 @@ fn sample_responses() -> Vec<Response> {
         KvError::StaleSequence { client_id: 1, seq: 2, last_seq: 3 },
         KvError::SessionExpired { client_id: 4 },
         KvError::MalformedCommand { detail: "at byte 3: bad".into() },
+        KvError::NoSpace,
+        KvError::Corrupt,
     ];
     let mut out = vec![
         Response::Put(PutResponse { revision: 5, prev_kv: Some(kv.clone()) }),
@@ -126,6 +139,13 @@ fn sample_responses() -> Vec<Response> {
         Response::Get(GetResponse::default()),
         Response::Append(PutResponse::default()),
         Response::SessionRegistered { client_id: 77 },
+        Response::Alarm(AlarmResponse {
+            revision: 4,
+            alarms: vec![
+                AlarmMember { member_id: 1, alarm: AlarmType::Nospace },
+                AlarmMember { member_id: u64::MAX, alarm: AlarmType::Corrupt },
+            ],
+        }),
     ];
     out.extend(errors.into_iter().map(Response::Error));
     out

@@ -459,15 +459,16 @@ fn a_version_1_snapshot_without_leases_is_still_read() {
     let mut n = Node::new();
     n.put("k", "v");
     let v3 = snapshot_bytes(&n.sm);
-    // Version 1 = version 3 without the entry's sub-revision (it follows the
-    // revision) and without the lease count (zero leases here), re-sealed.
+    // Version 1 = the current version without the entry's sub-revision (it follows
+    // the revision), the lease count and the alarm count (zero of each here), re-sealed.
     // Header: magic 8 + version 1 + 3 u64 + 6 u64 config + cursor flag 1 + 2 u64;
     // then key length 4, key "k", revision 8, sub-revision 8.
     let sub_at = 8 + 1 + 24 + 48 + 1 + 16 + 4 + 1 + 8;
     assert_eq!(&v3[sub_at - 9..sub_at], &[&b"k"[..], &2u64.to_le_bytes()].concat()[..]);
     assert_eq!(&v3[sub_at..sub_at + 8], &0u64.to_le_bytes());
-    let body_end = v3.len() - 4 - 8;
-    assert_eq!(&v3[body_end..v3.len() - 4], &0u64.to_le_bytes());
+    // The current format ends with the lease count and the alarm count (version 4).
+    let body_end = v3.len() - 4 - 16;
+    assert_eq!(&v3[body_end..v3.len() - 4], &[0u8; 16]);
     let mut v1 = [&v3[..sub_at], &v3[sub_at + 8..body_end]].concat();
     v1[8] = 1;
     let crc = crc32c::crc32c(&v1);

@@ -7,5 +7,6 @@ mod common;
 mod etcd;
 mod lease_watch;
 mod model;
+mod quota;
 mod sessions;
 mod snapshot;
