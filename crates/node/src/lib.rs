@@ -17,7 +17,9 @@
 //!   answer is [`RequestError::NotLeader`]: retry, never a wrong result.
 //! - A linearizable read is answered from the state machine only once it has applied the
 //!   read's ReadIndex. A serializable read is answered from the local state at once and may
-//!   be stale.
+//!   be stale. With [`NodeConfig::hand_out_reads`] the node says when a read may be served
+//!   ([`ReadyRead`]) and the driver answers it from a view of the state (O(1) to take)
+//!   on another thread, so a long read never holds the thread that heartbeats.
 //! - Nothing is sent that depends on state not yet durable: `poll` hands out a Ready's
 //!   send-now messages, persists its state with one sync, and only then tells the core,
 //!   which releases the answers that depended on it.
@@ -31,6 +33,6 @@ mod node;
 pub use crate::clerk::Clerk;
 pub use crate::mem::MemStore;
 pub use crate::node::{
-    LeaseClock, LogStore, Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery, Request,
-    RequestError, RequestId, SnapshotJob,
+    answer_read, LeaseClock, LogStore, Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery,
+    ReadyRead, Request, RequestError, RequestId, SnapshotJob, APPLY_GAP_ENTRIES_MAX,
 };

@@ -79,6 +79,17 @@ pub struct NodeConfig {
     /// The space quota in bytes of [`StateMachine::size_bytes`] (etcd's
     /// `--quota-backend-bytes`); `None`: no quota. See [`Node::submit`].
     pub quota_bytes: Option<u64>,
+    /// Hand reads out as [`Output::reads`] once they may be served (a serializable
+    /// read at once, a linearizable one once its ReadIndex is applied), for the driver
+    /// to answer from a view of the state on another thread, instead of answering them
+    /// inline (which holds the driver's thread for as long as a read takes: a range
+    /// over a million keys holds it for most of a second).
+    pub hand_out_reads: bool,
+    /// Refuse new writes with [`RequestError::Busy`] while the commit index is more
+    /// than this many entries ahead of the applied index (etcd's
+    /// `maxGapBetweenApplyAndCommitIndex`, 5000): a member that cannot apply as fast
+    /// as it commits stops taking more.
+    pub apply_gap_entries_max: u64,
 }
 
 impl NodeConfig {
@@ -93,9 +104,15 @@ impl NodeConfig {
             record_events: false,
             background_snapshots: false,
             quota_bytes: None,
+            hand_out_reads: false,
+            apply_gap_entries_max: APPLY_GAP_ENTRIES_MAX,
         }
     }
 }
+
+/// etcd's largest gap between the commit and applied indices before new writes are
+/// refused with "too many requests" (`maxGapBetweenApplyAndCommitIndex`).
+pub const APPLY_GAP_ENTRIES_MAX: u64 = 5000;
 
 /// The driver's id for a client request; unique among this member's open requests.
 pub type RequestId = u64;
@@ -144,7 +161,9 @@ pub enum RequestError {
         /// The limit in bytes.
         max: u64,
     },
-    /// The leader has too much uncommitted data; retry shortly.
+    /// The member has too much work queued (uncommitted data on the leader, committed
+    /// entries not yet applied, or a full input queue); nothing was proposed: retry
+    /// shortly. etcd's "too many requests".
     Busy,
 }
 
@@ -163,7 +182,7 @@ impl fmt::Display for RequestError {
             RequestError::TooLarge { size, max } => {
                 write!(f, "request of {size} bytes exceeds the limit of {max} bytes")
             }
-            RequestError::Busy => write!(f, "leader is overloaded; retry shortly"),
+            RequestError::Busy => write!(f, "too many requests; retry shortly"),
         }
     }
 }
@@ -203,6 +222,36 @@ pub struct Output {
     pub events: Vec<NodeEvent>,
     /// A snapshot to build in the background, when [`NodeConfig::background_snapshots`].
     pub snapshot_job: Option<SnapshotJob>,
+    /// Reads to answer, when [`NodeConfig::hand_out_reads`] (see [`ReadyRead`]).
+    pub reads: Vec<ReadyRead>,
+}
+
+/// A read that may be served now (see [`NodeConfig::hand_out_reads`]): answer it with
+/// [`answer_read`] from a state that has applied at least `index` — the state after
+/// the `poll` that handed it out, or any later one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyRead {
+    /// The request.
+    pub id: RequestId,
+    /// What it reads.
+    pub query: ReadQuery,
+    /// The lowest applied index the answer may come from (a linearizable read's
+    /// ReadIndex; the applied index at submission for a serializable one).
+    pub index: Index,
+}
+
+/// The answer to a read from a state machine: what [`Node`] answers inline, and what a
+/// driver answers a [`ReadyRead`] with.
+pub fn answer_read(sm: &StateMachine, query: &ReadQuery) -> Response {
+    match query {
+        ReadQuery::Range(req) => match sm.range(req) {
+            Ok(r) => Response::Range(r),
+            Err(e) => Response::Error(e),
+        },
+        ReadQuery::Get(key) => {
+            Response::Get(kv::GetResponse { revision: sm.revision(), kv: sm.get(key) })
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotJob {
@@ -366,6 +415,8 @@ pub struct Node<S: LogStore> {
     reads_waiting_apply: BTreeMap<(Index, u64), PendingRead>,
     next_read_ctx: u64,
     replies: Vec<(RequestId, Result<Response, RequestError>)>,
+    /// Reads ready to serve, when [`NodeConfig::hand_out_reads`].
+    ready_reads: Vec<ReadyRead>,
     events: Vec<NodeEvent>,
     /// Number of the last Ready written but not yet synced.
     unsynced: Option<u64>,
@@ -404,6 +455,7 @@ impl<S: LogStore> Node<S> {
             reads_waiting_apply: BTreeMap::new(),
             next_read_ctx: 1,
             replies: Vec::new(),
+            ready_reads: Vec::new(),
             events: Vec::new(),
             unsynced: None,
             synced_vote: (restored_term_vote.0, restored_term_vote.1),
@@ -449,6 +501,9 @@ impl<S: LogStore> Node<S> {
                 op: op @ (Op::LeaseKeepAlive { .. } | Op::LeaseTimeToLive { .. }),
                 ..
             }) => self.submit_lease_query(id, op, deadline),
+            Request::Write(_) if self.apply_gap() > self.cfg.apply_gap_entries_max => {
+                self.replies.push((id, Err(RequestError::Busy)));
+            }
             Request::Write(cmd) => match self.raft.propose(cmd.encode()) {
                 Ok((index, term)) => {
                     self.writes.insert(index, PendingWrite { id, term, deadline });
@@ -456,8 +511,8 @@ impl<S: LogStore> Node<S> {
                 Err(e) => self.replies.push((id, Err(propose_error(e)))),
             },
             Request::Read { query, serializable: true } => {
-                let answer = self.answer_read(&query);
-                self.replies.push((id, Ok(answer)));
+                let index = self.applied;
+                self.serve_read(id, query, index);
             }
             Request::Read { query, serializable: false } => {
                 let ctx = self.next_read_ctx;
@@ -498,6 +553,23 @@ impl<S: LogStore> Node<S> {
         // Busy or a lost leadership: the next refused write tries again.
         if let Ok((index, _)) = self.raft.propose(Command::new(op).encode()) {
             self.nospace_proposed = Some(index);
+        }
+    }
+
+    /// Committed entries not yet applied.
+    fn apply_gap(&self) -> u64 {
+        self.raft.commit_index().saturating_sub(self.applied)
+    }
+
+    /// A read that may be served now (the state has applied `index`): answered here, or
+    /// handed out (see [`NodeConfig::hand_out_reads`]).
+    fn serve_read(&mut self, id: RequestId, query: ReadQuery, index: Index) {
+        debug_assert!(index <= self.applied, "a read is served only once its index applied");
+        if self.cfg.hand_out_reads {
+            self.ready_reads.push(ReadyRead { id, query, index });
+        } else {
+            let answer = answer_read(&self.sm, &query);
+            self.replies.push((id, Ok(answer)));
         }
     }
 
@@ -623,7 +695,8 @@ impl<S: LogStore> Node<S> {
         }
         let replies = std::mem::take(&mut self.replies);
         let events = std::mem::take(&mut self.events);
-        Ok(Output { replies, events, snapshot_job: self.snapshot_job.take() })
+        let reads = std::mem::take(&mut self.ready_reads);
+        Ok(Output { replies, events, snapshot_job: self.snapshot_job.take(), reads })
     }
 
     /// True if writes are waiting for [`Node::sync`].
@@ -653,6 +726,7 @@ impl<S: LogStore> Node<S> {
             let more = self.poll(send)?;
             out.replies.extend(more.replies);
             out.events.extend(more.events);
+            out.reads.extend(more.reads);
             out.snapshot_job = out.snapshot_job.or(more.snapshot_job);
         }
         Ok(out)
@@ -712,12 +786,15 @@ impl<S: LogStore> Node<S> {
             if entry.key().0 > self.applied {
                 break;
             }
+            let index = entry.key().0;
             let r = entry.remove();
-            let answer = match &r.query {
-                PendingQuery::Read(query) => Ok(self.answer_read(query)),
-                PendingQuery::Lease(op) => self.answer_lease(op),
-            };
-            self.replies.push((r.id, answer));
+            match r.query {
+                PendingQuery::Read(query) => self.serve_read(r.id, query, index),
+                PendingQuery::Lease(op) => {
+                    let answer = self.answer_lease(&op);
+                    self.replies.push((r.id, answer));
+                }
+            }
         }
     }
 
@@ -746,19 +823,6 @@ impl<S: LogStore> Node<S> {
                 ttl.ttl_secs = left;
                 Ok(Response::LeaseTtl(ttl))
             }
-        }
-    }
-
-    fn answer_read(&self, query: &ReadQuery) -> Response {
-        match query {
-            ReadQuery::Range(req) => match self.sm.range(req) {
-                Ok(r) => Response::Range(r),
-                Err(e) => Response::Error(e),
-            },
-            ReadQuery::Get(key) => Response::Get(kv::GetResponse {
-                revision: self.sm.revision(),
-                kv: self.sm.get(key),
-            }),
         }
     }
 
@@ -850,7 +914,7 @@ impl<S: LogStore> Node<S> {
 
     /// True if `poll` has work (messages, persistence, applies or replies).
     pub fn has_work(&self) -> bool {
-        self.raft.has_ready() || !self.replies.is_empty()
+        self.raft.has_ready() || !self.replies.is_empty() || !self.ready_reads.is_empty()
     }
 
     /// The consensus core, for status and checks.
@@ -1101,5 +1165,117 @@ mod quota_tests {
         assert!(out.replies.iter().all(|(_, r)| *r == Ok(Response::Error(KvError::NoSpace))));
         assert_eq!(n.raft().last_index(), last + 1, "one alarm entry");
         assert!(n.state().alarm_raised(AlarmType::Nospace));
+    }
+}
+
+#[cfg(test)]
+mod hand_out_tests {
+    use super::*;
+    use crate::MemStore;
+    use kv::PutRequest;
+    use raft::{Message, MessageBody};
+
+    fn node(voters: BTreeSet<NodeId>, hand_out_reads: bool) -> Node<MemStore> {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let mut cfg = NodeConfig::new(1, voters);
+        cfg.hand_out_reads = hand_out_reads;
+        Node::new(cfg, store, restored).unwrap()
+    }
+
+    /// A one-member cluster that has elected itself.
+    fn leader(hand_out_reads: bool) -> Node<MemStore> {
+        let mut n = node([1].into(), hand_out_reads);
+        while n.raft().role() != Role::Leader {
+            n.tick();
+            n.run_once(&mut |_| {}).unwrap();
+        }
+        n
+    }
+
+    fn put(n: &mut Node<MemStore>, id: RequestId, key: &[u8]) {
+        let put = PutRequest { key: key.to_vec(), value: b"v".to_vec(), ..Default::default() };
+        n.submit(id, Request::Write(Command::new(Op::Put(put))));
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert!(matches!(out.replies[..], [(r, Ok(Response::Put(_)))] if r == id));
+    }
+
+    fn get(key: &[u8]) -> ReadQuery {
+        ReadQuery::Get(key.to_vec())
+    }
+
+    /// The server answers reads on worker threads: the node must say when a read may be
+    /// served and from which index, and never answer it itself.
+    #[test]
+    fn a_serializable_read_is_handed_out_at_once_with_the_applied_index() {
+        let mut n = leader(true);
+        put(&mut n, 1, b"k");
+        n.submit(2, Request::Read { query: get(b"k"), serializable: true });
+        assert!(n.has_work(), "a handed-out read is work for the next poll");
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert!(out.replies.is_empty(), "{:?}", out.replies);
+        assert_eq!(out.reads, vec![ReadyRead { id: 2, query: get(b"k"), index: n.applied }]);
+        let answer = answer_read(n.state(), &out.reads[0].query);
+        assert!(
+            matches!(answer, Response::Get(g) if g.kv.as_ref().is_some_and(|kv| kv.value == b"v"))
+        );
+    }
+
+    /// Linearizable: handed out only once the state has applied the read's ReadIndex,
+    /// which covers every write acknowledged before the read.
+    #[test]
+    fn a_linearizable_read_is_handed_out_once_its_read_index_is_applied() {
+        let mut n = leader(true);
+        put(&mut n, 1, b"k");
+        let written = n.applied_index();
+        n.submit(2, Request::Read { query: get(b"k"), serializable: false });
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert!(out.replies.is_empty(), "{:?}", out.replies);
+        let [read] = &out.reads[..] else { panic!("one read handed out: {:?}", out.reads) };
+        assert_eq!((read.id, &read.query), (2, &get(b"k")));
+        assert!(read.index >= written && read.index <= n.applied_index(), "{read:?}");
+    }
+
+    #[test]
+    fn without_hand_out_reads_are_answered_inline() {
+        let mut n = leader(false);
+        put(&mut n, 1, b"k");
+        n.submit(2, Request::Read { query: get(b"k"), serializable: true });
+        n.submit(3, Request::Read { query: get(b"k"), serializable: false });
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert!(out.reads.is_empty());
+        let ids: Vec<RequestId> = out.replies.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![2, 3]);
+    }
+
+    /// etcd refuses new proposals with "too many requests" while the member has more
+    /// than 5000 committed entries it has not applied: a member whose disk or apply
+    /// lags stops taking work instead of queueing without bound.
+    #[test]
+    fn writes_are_refused_busy_while_commit_runs_too_far_ahead_of_apply() {
+        let mut n = node([1, 2, 3].into(), true);
+        n.cfg.apply_gap_entries_max = 5;
+        let noop = |index| Entry { term: 1, index, kind: EntryKind::Noop, data: Vec::new().into() };
+        let append = MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: (1..=10).map(noop).collect(),
+            commit: 10,
+        };
+        n.step(Message { from: 2, to: 1, term: 1, body: append });
+        // Not yet durable, so not applied: commit 10, applied 0.
+        n.poll(&mut |_| {}).unwrap();
+        assert_eq!((n.raft().commit_index(), n.applied_index()), (10, 0));
+        let put = PutRequest { key: b"k".to_vec(), ..Default::default() };
+        n.submit(1, Request::Write(Command::new(Op::Put(put.clone()))));
+        let out = n.poll(&mut |_| {}).unwrap();
+        assert_eq!(out.replies, vec![(1, Err(RequestError::Busy))]);
+        // Once applied, the gap is gone: the write goes on (to the leader, here 2).
+        n.sync().unwrap();
+        n.poll(&mut |_| {}).unwrap();
+        assert_eq!(n.applied_index(), 10);
+        n.submit(2, Request::Write(Command::new(Op::Put(put))));
+        let out = n.poll(&mut |_| {}).unwrap();
+        assert_eq!(out.replies, vec![(2, Err(RequestError::NotLeader { leader: Some(2) }))]);
     }
 }

@@ -573,6 +573,8 @@ impl KvCluster {
         c.request_timeout_ticks = self.cfg.request_timeout_ticks;
         c.record_events = true;
         c.background_snapshots = false;
+        // As the server: the node says when a read may be served, the driver serves it.
+        c.hand_out_reads = true;
         c
     }
 
@@ -795,6 +797,13 @@ impl KvCluster {
         }
         for (rid, result) in out.replies {
             self.reply(idx, rid, result);
+        }
+        // The server serves these on worker threads from a view of the state after the
+        // poll that handed them out; the state now is exactly that.
+        for read in out.reads {
+            let state = self.members[idx].node.as_ref().expect("live").state();
+            let answer = node::answer_read(state, &read.query);
+            self.reply(idx, read.id, Ok(answer));
         }
         self.schedule_sync(idx);
         if let Err(v) = self.check_leader(idx) {
