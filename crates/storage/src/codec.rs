@@ -280,6 +280,14 @@ pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
 
 /// Decodes a snapshot file; on failure returns the byte offset and what was wrong.
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
+    let (meta, data_at) = check_snapshot(bytes)?;
+    let data: Arc<[u8]> = Arc::from(&bytes[data_at..bytes.len() - 4]);
+    Ok(Snapshot { meta, data })
+}
+
+/// Verifies a snapshot file (length, checksum, header) without copying its data: what
+/// it covers, and the offset where the service's data starts.
+pub(crate) fn check_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, usize), (u64, String)> {
     const FIXED_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 8 + 4;
     if bytes.len() < FIXED_BYTES {
         return Err((
@@ -317,8 +325,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
         let at = (body_len - r.buf.len() - 8) as u64;
         return Err((at, format!("data length {data_len} but {} bytes follow", r.buf.len())));
     }
-    let data: Arc<[u8]> = Arc::from(r.buf);
-    Ok(Snapshot { meta: SnapshotMeta { index, term, conf }, data })
+    Ok((SnapshotMeta { index, term, conf }, body_len - r.buf.len()))
 }
 
 pub(crate) fn segment_name(seq: u64) -> String {

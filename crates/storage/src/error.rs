@@ -47,6 +47,15 @@ pub enum StorageError {
         /// Index of the stored snapshot.
         current: Index,
     },
+    /// A snapshot file did not read back as it was written, or no longer verifies when
+    /// it is adopted: it was not adopted, the WAL it would have replaced is kept, and
+    /// storage remains usable (nothing was written to the WAL).
+    SnapshotUnverified {
+        /// The snapshot file (or its temporary name).
+        file: String,
+        /// What was wrong with it.
+        found: String,
+    },
 }
 
 impl fmt::Display for StorageError {
@@ -75,6 +84,12 @@ impl fmt::Display for StorageError {
                 f,
                 "snapshot at index {index} is not newer than the stored one at {current}; \
                  nothing was written"
+            ),
+            StorageError::SnapshotUnverified { file, found } => write!(
+                f,
+                "snapshot file {file:?} does not verify: {found}. It was not adopted and the \
+                 WAL it would have replaced is kept, so nothing is lost; the snapshot is taken \
+                 again later. If this repeats, check the device (kernel log, SMART)"
             ),
         }
     }

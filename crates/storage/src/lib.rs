@@ -106,8 +106,11 @@
 //! | 40 + 8n | d | the service's data |
 //! | 40 + 8n + d | 4 | CRC32C over all bytes before it |
 //!
-//! A snapshot is written to a `.tmp` name, fsynced, renamed, and the directory fsynced;
-//! only then does a snapshot marker go into the WAL. The WAL decides which snapshot is
+//! A snapshot is written to a `.tmp` name (removed first if a failed attempt left one),
+//! fsynced, read back and verified (length, CRC32C, index, term), renamed, and the
+//! directory fsynced; only then does a snapshot marker go into the WAL, after the file
+//! is verified once more ([`Storage::adopt_snapshot_file`]): the marker lets the
+//! segments it covers be deleted, so a damaged snapshot must never get one. The WAL decides which snapshot is
 //! current, so a snapshot file without its marker (a crash in between) is ignored and
 //! removed. Only the current snapshot is kept. If it is damaged, recovery refuses to
 //! open rather than fall back to an older one: the WAL it would need has been deleted.

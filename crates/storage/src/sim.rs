@@ -76,7 +76,8 @@ enum OpKind {
 /// Every choice comes from the seed, so a run replays exactly. Fault injection:
 /// [`SimDisk::fail_next_write`], [`SimDisk::fail_next_sync`], [`SimDisk::fail_after_ops`]
 /// (an injected write failure first writes a seeded prefix of its bytes, like a short
-/// write); [`SimDisk::flip_byte`] damages stored bytes.
+/// write); [`SimDisk::corrupt_next_write`] makes a write succeed with one byte wrong (a
+/// disk that lies); [`SimDisk::flip_byte`] damages stored bytes.
 #[derive(Clone, Debug)]
 pub struct SimDisk {
     rng: SplitMix64,
@@ -88,6 +89,7 @@ pub struct SimDisk {
     fail_next_write: bool,
     fail_next_sync: bool,
     fail_after_ops: Option<u64>,
+    corrupt_next_write: bool,
 }
 
 fn injected() -> io::Error {
@@ -111,6 +113,7 @@ impl SimDisk {
             fail_next_write: false,
             fail_next_sync: false,
             fail_after_ops: None,
+            corrupt_next_write: false,
         }
     }
 
@@ -136,11 +139,18 @@ impl SimDisk {
         self.fail_next_write = false;
         self.fail_next_sync = false;
         self.fail_after_ops = None;
+        self.corrupt_next_write = false;
     }
 
     /// The next `append` fails, after writing a seeded prefix of its bytes.
     pub fn fail_next_write(&mut self) {
         self.fail_next_write = true;
+    }
+
+    /// The next non-empty `append` reports success but stores one seeded byte of its
+    /// data flipped, as a disk with bad firmware or a bad cable might.
+    pub fn corrupt_next_write(&mut self) {
+        self.corrupt_next_write = true;
     }
 
     /// The next `sync` or `sync_dir` fails and makes nothing durable.
@@ -254,7 +264,14 @@ impl Disk for SimDisk {
             self.unsynced_dir_ops.push(DirOp::Create { name: name.to_string(), inode });
         }
         let written = if fail { self.rng.up_to(bytes.len()) } else { bytes.len() };
-        self.file_mut(name)?.live.extend_from_slice(&bytes[..written]);
+        let flip = (!fail && !bytes.is_empty() && std::mem::take(&mut self.corrupt_next_write))
+            .then(|| self.rng.up_to(bytes.len() - 1));
+        let file = self.file_mut(name)?;
+        let start = file.live.len();
+        file.live.extend_from_slice(&bytes[..written]);
+        if let Some(at) = flip {
+            file.live[start + at] ^= 0xFF;
+        }
         if fail {
             Err(injected())
         } else {

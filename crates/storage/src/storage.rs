@@ -1,9 +1,9 @@
 //! The facade the node driver uses: open (recover), save, sync, save_snapshot.
 
 use crate::codec::{
-    encode_commit, encode_entry, encode_hard_state, encode_segment_header, encode_snapshot,
-    encode_snapshot_marker, parse_snapshot_name, segment_name, snapshot_name, SegmentHeader,
-    TMP_SUFFIX,
+    check_snapshot, encode_commit, encode_entry, encode_hard_state, encode_segment_header,
+    encode_snapshot, encode_snapshot_marker, parse_snapshot_name, segment_name, snapshot_name,
+    SegmentHeader, TMP_SUFFIX,
 };
 use crate::disk::Disk;
 use crate::error::{RecoveryReport, StorageError};
@@ -212,8 +212,14 @@ impl<D: Disk> Storage<D> {
 
     /// Adopts a snapshot file that [`write_snapshot_file`] already made durable (from
     /// another thread, through its own [`Disk`] on the same directory): records it in the
-    /// WAL and deletes what it covers, as [`Storage::save_snapshot`] does. Checks first
-    /// that the file is there, so the WAL never names a missing snapshot.
+    /// WAL and deletes what it covers, as [`Storage::save_snapshot`] does.
+    ///
+    /// Reads the whole file back and verifies it (length, CRC32C, index and term) first:
+    /// once the marker is in the WAL, the segments the snapshot covers are deleted and a
+    /// damaged file could never be replaced, so the member could not restart. A file that
+    /// does not verify is refused with [`StorageError::SnapshotUnverified`] and nothing is
+    /// written (storage stays usable). The cost is one sequential read of the file, from
+    /// the page cache as a rule, since it was just written.
     pub fn adopt_snapshot_file(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.check_usable()?;
         if meta.index <= self.snapshot.index {
@@ -228,6 +234,11 @@ impl<D: Disk> Storage<D> {
                 found: "the snapshot file to adopt is missing; take the snapshot again".into(),
             });
         }
+        let bytes = self.io("read", &name, |d| d.read(&name))?;
+        if let Err(found) = verify_snapshot(&bytes, meta, None) {
+            return Err(StorageError::SnapshotUnverified { file: name, found });
+        }
+        drop(bytes);
         let mut buf = Vec::new();
         encode_snapshot_marker(meta.index, meta.term, false, &mut buf);
         encode_commit(1, &mut buf);
@@ -398,17 +409,21 @@ impl<D: Disk> Storage<D> {
         self.io("append", &name, |d| d.append(&name, &bytes))
     }
 
-    /// Writes `snap-<index>-<term>.snap` durably: temp file, fsync, rename, fsync dir.
+    /// Writes `snap-<index>-<term>.snap` durably and verified (see
+    /// [`write_snapshot_file`]). An I/O error poisons storage, as any other.
     fn write_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let name = snapshot_name(snapshot.meta.index, snapshot.meta.term);
-        let tmp = format!("{name}{TMP_SUFFIX}");
-        let bytes = encode_snapshot(snapshot);
-        self.io("append", &tmp, |d| d.append(&tmp, &bytes))?;
-        self.io("sync", &tmp, |d| d.sync(&tmp))?;
-        self.io("rename", &tmp, |d| d.rename(&tmp, &name))?;
-        self.io("sync_dir", "", |d| d.sync_dir())?;
-        self.dir_unsynced = false;
-        Ok(())
+        match write_snapshot_file(&mut self.disk, snapshot) {
+            Ok(()) => {
+                self.dir_unsynced = false;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, StorageError::Io { .. }) {
+                    self.poisoned = Some(err_summary(&e));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Deletes the oldest segments whose entries the durable snapshot covers (never the
@@ -457,16 +472,55 @@ fn err_summary(err: &StorageError) -> String {
     }
 }
 
-/// Writes `snapshot`'s file durably (temp name, sync, rename, directory sync) through
-/// `disk` without touching the WAL, so a background thread with its own [`Disk`] on the
-/// same directory can do the slow part; then [`Storage::adopt_snapshot_file`] records it.
+/// Writes `snapshot`'s file durably through `disk` without touching the WAL, so a
+/// background thread with its own [`Disk`] on the same directory can do the slow part;
+/// then [`Storage::adopt_snapshot_file`] records it.
+///
+/// Steps: remove a temp file an earlier failed attempt left (appending to it would put
+/// the new bytes after the old ones), write the temp file, fsync it, read it back and
+/// verify it (length, CRC32C, index and term), rename it to its real name, fsync the
+/// directory. A file that does not read back as written never gets its real name: the
+/// temp file is removed (best effort; recovery removes temp files too) and
+/// [`StorageError::SnapshotUnverified`] returned. Safe to call again after any error.
 pub fn write_snapshot_file<D: Disk>(disk: &mut D, snapshot: &Snapshot) -> Result<(), StorageError> {
     let name = snapshot_name(snapshot.meta.index, snapshot.meta.term);
     let tmp = format!("{name}{TMP_SUFFIX}");
+    if disk.list().map_err(io_error("list", ""))?.contains(&tmp) {
+        disk.remove(&tmp).map_err(io_error("remove", &tmp))?;
+    }
     let bytes = encode_snapshot(snapshot);
+    let len = bytes.len();
     disk.append(&tmp, &bytes).map_err(io_error("append", &tmp))?;
+    drop(bytes); // at most two copies of a large snapshot in memory: its data and one file
     disk.sync(&tmp).map_err(io_error("sync", &tmp))?;
+    let back = disk.read(&tmp).map_err(io_error("read", &tmp))?;
+    if let Err(found) = verify_snapshot(&back, &snapshot.meta, Some(len)) {
+        let _ = disk.remove(&tmp);
+        return Err(StorageError::SnapshotUnverified { file: tmp, found });
+    }
+    drop(back);
     disk.rename(&tmp, &name).map_err(io_error("rename", &tmp))?;
     disk.sync_dir().map_err(io_error("sync_dir", ""))?;
+    Ok(())
+}
+
+/// Checks snapshot file bytes: `len_expected` bytes if given, a valid frame (CRC32C),
+/// and the index and term of `meta`. On failure, says what is wrong.
+fn verify_snapshot(
+    bytes: &[u8],
+    meta: &SnapshotMeta,
+    len_expected: Option<usize>,
+) -> Result<(), String> {
+    if let Some(len) = len_expected.filter(|&len| len != bytes.len()) {
+        return Err(format!("{} bytes read back, {len} written", bytes.len()));
+    }
+    let (found, _) =
+        check_snapshot(bytes).map_err(|(at, what)| format!("at byte offset {at}: {what}"))?;
+    if (found.index, found.term) != (meta.index, meta.term) {
+        return Err(format!(
+            "the file holds snapshot {}/{} instead of {}/{}",
+            found.index, found.term, meta.index, meta.term
+        ));
+    }
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! the real one).
 
 use crate::sim::SplitMix64;
-use crate::{Disk, Options, RealDisk, RecoveryReport, SimDisk, Storage, StorageError};
+use crate::{
+    write_snapshot_file, Disk, Options, RealDisk, RecoveryReport, SimDisk, Storage, StorageError,
+};
 use raft::{ConfState, Entry, EntryKind, HardState, Index, Restored, Snapshot, SnapshotMeta, Term};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -378,6 +380,95 @@ fn interrupted_snapshot_write_leaves_no_trace() {
             assert!(files(storage.disk(), "snap-").is_empty(), "fail_at {fail_at}");
         }
     }
+}
+
+/// A member with entries 1..=20 (term 1, commit 20) over several small segments.
+fn member_with_twenty_entries(seed: u64) -> Storage<SimDisk> {
+    let (mut storage, _, _) = open(SimDisk::new(seed), small_segments());
+    for i in 1..=20 {
+        storage.save(Some(&hs(1, 1, i)), None, &entries(i..=i, 1)).unwrap();
+    }
+    assert!(files(storage.disk(), "wal-").len() > 2, "the test needs several segments");
+    storage
+}
+
+/// Issue 11: a background snapshot write failed and left `.snap.tmp` behind; the retry
+/// appended to it, and the doubled file was fsynced, renamed and adopted without a
+/// check. The WAL it covered was deleted, and the member could not restart. Now a
+/// failure at any step of the write (append, fsync, rename, directory fsync), then a
+/// retry, gives a snapshot that is adopted and a member that restarts with all its data.
+#[test]
+fn snapshot_write_retried_after_a_failure_at_any_step_restarts_with_all_data() {
+    for fail_at in 0..4 {
+        let mut storage = member_with_twenty_entries(40 + fail_at);
+        let snap = snapshot(15, 1);
+        storage.disk_mut().fail_after_ops(fail_at);
+        let err = write_snapshot_file(storage.disk_mut(), &snap).expect_err("injected failure");
+        assert!(matches!(err, StorageError::Io { .. }), "fail_at {fail_at}: {err:?}");
+        write_snapshot_file(storage.disk_mut(), &snap)
+            .unwrap_or_else(|e| panic!("fail_at {fail_at}: the retry failed: {e}"));
+        storage.adopt_snapshot_file(&snap.meta).unwrap();
+        storage.save(Some(&hs(1, 1, 21)), None, &entries(21..=21, 1)).unwrap();
+
+        let mut disk = storage.into_disk();
+        disk.crash();
+        let (_, restored, _) = Storage::open(disk, small_segments())
+            .unwrap_or_else(|e| panic!("fail_at {fail_at}: the member cannot restart: {e}"));
+        assert_eq!(restored.snapshot.map(|s| s.data), Some(snap.data), "fail_at {fail_at}");
+        assert_eq!(restored.entries, entries(16..=21, 1), "fail_at {fail_at}");
+    }
+}
+
+/// A disk that reports success for a write it got wrong: the read-back before the
+/// rename catches it, the file never gets its real name, and the WAL stays whole.
+#[test]
+fn snapshot_that_reads_back_wrong_is_never_renamed_and_the_wal_is_kept() {
+    let mut storage = member_with_twenty_entries(50);
+    let segments = files(storage.disk(), "wal-");
+    let snap = snapshot(15, 1);
+    storage.disk_mut().corrupt_next_write();
+    let err = write_snapshot_file(storage.disk_mut(), &snap).expect_err("read-back fails");
+    assert!(matches!(err, StorageError::SnapshotUnverified { .. }), "{err:?}");
+    assert!(err.to_string().contains("WAL it would have replaced is kept"), "{err}");
+    assert!(files(storage.disk(), "snap-").is_empty(), "neither the real nor the temp name");
+    storage.adopt_snapshot_file(&snap.meta).expect_err("there is no file to adopt");
+    assert_eq!(files(storage.disk(), "wal-"), segments);
+
+    let mut disk = storage.into_disk();
+    disk.crash();
+    let (_, restored, _) = open(disk, small_segments());
+    assert!(restored.snapshot.is_none());
+    assert_eq!(restored.entries, entries(1..=20, 1));
+}
+
+/// The last check before the WAL is cut: a snapshot file damaged after it was written
+/// is refused at adoption, without poisoning storage or deleting a segment; a later
+/// good write of the same snapshot replaces it and is adopted.
+#[test]
+fn damaged_snapshot_file_is_never_adopted_and_the_wal_is_kept() {
+    let mut storage = member_with_twenty_entries(51);
+    let segments = files(storage.disk(), "wal-");
+    let snap = snapshot(15, 1);
+    write_snapshot_file(storage.disk_mut(), &snap).unwrap();
+    let name = crate::codec::snapshot_name(15, 1);
+    storage.disk_mut().flip_byte(&name, 45);
+    let err = storage.adopt_snapshot_file(&snap.meta).expect_err("damage is detected");
+    assert!(
+        matches!(&err, StorageError::SnapshotUnverified { file, .. } if *file == name),
+        "{err:?}"
+    );
+    assert!(storage.poisoned().is_none(), "nothing was written: storage stays usable");
+    assert_eq!(files(storage.disk(), "wal-"), segments);
+
+    let mut crashed = storage.disk().clone();
+    crashed.crash();
+    let (_, restored, _) = open(crashed, small_segments());
+    assert!(restored.snapshot.is_none());
+    assert_eq!(restored.entries, entries(1..=20, 1));
+
+    write_snapshot_file(storage.disk_mut(), &snap).unwrap();
+    storage.adopt_snapshot_file(&snap.meta).unwrap();
+    assert!(files(storage.disk(), "wal-").len() < segments.len(), "covered segments go");
 }
 
 #[test]
