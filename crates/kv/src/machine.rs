@@ -536,8 +536,10 @@ fn read_revision(m: &Mvcc, requested: u64, current: u64) -> Result<u64, KvError>
 }
 
 /// etcd's range: count every key in the range; filter, sort, then cut to
-/// `limit`. Without filters or sort only the first `limit` key-values are
-/// copied out. `revision` in the result is left for the caller to set.
+/// `limit`. Counting copies nothing; only key-values that can be returned
+/// are copied out: without a sort, the first `limit` (one more with filters,
+/// to know whether more pass). `revision` in the result is left for the
+/// caller to set.
 fn range(m: &Mvcc, r: &RangeRequest, current: u64) -> Result<RangeResponse, KvError> {
     let rev = read_revision(m, r.revision, current)?;
     let filtered = r.min_mod_revision != 0
@@ -554,6 +556,11 @@ fn range(m: &Mvcc, r: &RangeRequest, current: u64) -> Result<RangeResponse, KvEr
     };
     let keep_all = filtered || order != SortOrder::None;
     let limit = if r.limit == 0 { u64::MAX } else { r.limit };
+    let kept_max = match (order, filtered) {
+        (SortOrder::None, false) => limit,
+        (SortOrder::None, true) => limit.saturating_add(1),
+        _ => u64::MAX,
+    };
     let passes = |kv: &KvRef<'_>| {
         (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
             && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
@@ -564,7 +571,7 @@ fn range(m: &Mvcc, r: &RangeRequest, current: u64) -> Result<RangeResponse, KvEr
     let mut count = 0u64;
     m.scan_at(KeyRange::new(&r.key, &r.range_end), rev, |kv| {
         count += 1;
-        if !r.count_only && (keep_all || (kvs.len() as u64) < limit) && passes(&kv) {
+        if !r.count_only && (kvs.len() as u64) < kept_max && passes(&kv) {
             kvs.push(kv.to_key_value(!r.keys_only));
         }
         true

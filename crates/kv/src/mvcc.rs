@@ -322,20 +322,35 @@ impl Mvcc {
     }
 
     /// The events of one key at revisions `from..=to`: a walk of its own
-    /// history, however busy the other keys are.
-    fn key_events(&self, key: &[u8], from: u64, to: u64, prev_kv: bool) -> Vec<Event> {
-        let lo = MvccKeyRef::first_at(key, from);
-        let hi = MvccKeyRef::last_at(key, to);
+    /// history, however busy the other keys are, visiting about `budget` of
+    /// its changes (never splitting a revision, as [`Mvcc::events`]).
+    /// Returns the events and the first revision not visited.
+    fn key_events(
+        &self,
+        key: &[u8],
+        from: u64,
+        to: u64,
+        prev_kv: bool,
+        budget: u64,
+    ) -> (Vec<Event>, u64) {
         let mut events = Vec::new();
         if from > to {
-            return events;
+            return (events, to + 1);
         }
-        for (k, r) in self.entries.range((Bound::Included(lo), Bound::Included(hi))) {
+        let lo = MvccKeyRef::first_at(key, from);
+        let hi = MvccKeyRef::last_at(key, to);
+        let mut last_rev = from.saturating_sub(1);
+        let history = self.entries.range((Bound::Included(lo), Bound::Included(hi)));
+        for (visited, (k, r)) in (0u64..).zip(history) {
+            if k.rev != last_rev && visited >= budget {
+                return (events, k.rev);
+            }
+            last_rev = k.rev;
             if self.survives_compaction(k, r) {
                 events.push(self.event(k, r, prev_kv));
             }
         }
-        events
+        (events, to + 1)
     }
 
     /// Rebuilds `changes` and the lease attachments from `entries` (after a
@@ -393,7 +408,7 @@ impl Mvcc {
         budget: u64,
     ) -> (Vec<Event>, u64) {
         if let KeyRange::Single(key) = range {
-            return (self.key_events(key, from, to, prev_kv), to + 1);
+            return self.key_events(key, from, to, prev_kv, budget);
         }
         let mut events = Vec::new();
         let start = (from, 0, Arc::<[u8]>::from(&[][..]));

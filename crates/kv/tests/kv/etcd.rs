@@ -166,6 +166,28 @@ fn count_only_and_keys_only() {
     assert!(resp.kvs.iter().all(|kv| kv.value.is_empty() && kv.version == 1));
 }
 
+/// A range with a limit copies out only what it can return (with filters, one
+/// more to know whether more pass), yet `count` is every key in the range, and
+/// `more` says whether the filtered result was cut: as a full read cut by hand.
+#[test]
+fn limit_with_filters_returns_the_first_passing_keys_and_counts_them_all() {
+    let mut n = Node::new();
+    for i in 0..20 {
+        n.put(&format!("k{i:02}"), "v"); // k00 at revision 2 ... k19 at 21
+    }
+    let filtered = |limit| RangeRequest { limit, min_mod_revision: 12, ..RangeRequest::all() };
+    let all = n.range(filtered(0)).unwrap();
+    assert_eq!((all.kvs.len(), all.more, all.count), (10, false, 20));
+    for limit in [1, 3, 9, 10, 11] {
+        let cut = n.range(filtered(limit)).unwrap();
+        let expected = &all.kvs[..(limit as usize).min(10)];
+        assert_eq!(cut.kvs, expected, "limit {limit}");
+        assert_eq!((cut.more, cut.count), (limit < 10, 20), "limit {limit}");
+    }
+    let count = n.range(RangeRequest { count_only: true, ..filtered(1) }).unwrap();
+    assert_eq!((count.kvs.len(), count.more, count.count), (0, false, 20));
+}
+
 #[test]
 fn sort_and_revision_filters() {
     let mut n = Node::new();

@@ -230,6 +230,51 @@ fn a_budget_stops_between_revisions_never_inside_one() {
     assert_eq!(rest.next_revision, 4);
 }
 
+/// A single-key watch from an old revision used to load the key's whole history in
+/// one call, whatever the budget (a hot key with a long history made one catch-up
+/// query as slow as the history is long). The budget holds for one key too, still
+/// never splitting a revision, and resuming from `next_revision` gets the rest.
+#[test]
+fn a_budget_holds_for_a_single_key_and_resuming_gets_the_rest() {
+    let mut n = Node::new();
+    for i in 0..10 {
+        n.put("hot", &i.to_string()); // revisions 2..=11
+        n.put("cold", &i.to_string());
+    }
+    // A nested delete after a sibling's put of the same key: two changes of
+    // `hot` at one revision (22), which a budget must not split.
+    let nested =
+        |op: RequestOp| RequestOp::Txn(TxnRequest { success: vec![op], ..Default::default() });
+    let del = DeleteRangeRequest { key: b"hot".to_vec(), ..Default::default() };
+    let txn = TxnRequest {
+        success: vec![
+            nested(RequestOp::Put(put_req("hot", "x"))),
+            nested(RequestOp::DeleteRange(del)),
+        ],
+        ..Default::default()
+    };
+    n.txn(txn).unwrap();
+    let whole = n.sm.events(b"hot", &[], 2, u64::MAX, false, u64::MAX).unwrap();
+    assert_eq!(whole.events.len(), 12);
+    let first = n.sm.events(b"hot", &[], 2, u64::MAX, false, 3).unwrap();
+    assert_eq!(describe(&first.events), describe(&whole.events[..3]));
+    assert_eq!(first.next_revision, 8, "hot's 4th change is at revision 8");
+    let mut sizes = vec![first.events.len()];
+    let mut got = first.events;
+    let mut from = first.next_revision;
+    while from <= n.sm.revision() {
+        let batch = n.sm.events(b"hot", &[], from, u64::MAX, false, 2).unwrap();
+        assert!(batch.next_revision > from);
+        from = batch.next_revision;
+        sizes.push(batch.events.len());
+        got.extend(batch.events);
+    }
+    assert_eq!(got, whole.events);
+    // The last batch, 20 then both changes of 22, goes over the budget of 2
+    // rather than split revision 22.
+    assert_eq!(sizes, vec![3, 2, 2, 2, 3]);
+}
+
 /// etcd's compaction at revision c keeps, of each key, its last change at or below
 /// c unless that is a delete; so a watch from c still gets the puts made at c
 /// (without previous key-values: c - 1 is compacted), and only a watch from below c
