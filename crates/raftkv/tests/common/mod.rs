@@ -84,6 +84,8 @@ pub struct Member {
     pub client_port: u16,
     /// Port of the peer (Raft) listener.
     pub peer_port: u16,
+    /// Port of `/health` and `/metrics` (raftkv members only).
+    pub metrics_port: u16,
     /// The member's data dir.
     pub dir: PathBuf,
     child: Option<Child>,
@@ -151,6 +153,7 @@ impl TestCluster {
                     name,
                     client_port: free_port(),
                     peer_port: free_port(),
+                    metrics_port: free_port(),
                     child: None,
                 }
             })
@@ -194,6 +197,9 @@ impl TestCluster {
         cmd.args(["--name", &m.name]).arg("--data-dir").arg(&m.dir);
         cmd.args(["--listen-client-urls", &client, "--listen-peer-urls", &peer]);
         cmd.args(["--initial-cluster", &self.initial_cluster]);
+        if self.server == Server::Raftkv {
+            cmd.args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", m.metrics_port)]);
+        }
         if self.server == Server::Etcd {
             cmd.args(["--advertise-client-urls", &client, "--initial-advertise-peer-urls", &peer]);
             cmd.args(["--initial-cluster-state", "new", "--initial-cluster-token", "compat"]);
@@ -251,6 +257,21 @@ impl TestCluster {
     /// Member `i`'s client URL.
     pub fn endpoint(&self, i: usize) -> String {
         format!("http://{}", self.address(i))
+    }
+
+    /// `GET path` on member `i`'s metrics listener (`/health`, `/metrics`): the status
+    /// line's code and the body, or `None` if it does not answer.
+    pub fn http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let addr = ("127.0.0.1", self.members[i].metrics_port);
+        let mut sock = std::net::TcpStream::connect(addr).ok()?;
+        sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(sock, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        sock.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Some((code, body.to_string()))
     }
 
     /// Every member's client URL, in order.
