@@ -100,6 +100,10 @@ fn classify(s: tonic::Status) -> Attempt {
             Attempt::Retry(RequestError::NotLeader { leader: None }, s.message().to_string())
         }
         Code::Cancelled => Attempt::Retry(RequestError::Timeout, s.message().to_string()),
+        // A member with too much work queued proposed nothing: try again after a pause.
+        Code::ResourceExhausted if s.message() == "etcdserver: too many requests" => {
+            Attempt::Retry(RequestError::Busy, s.message().to_string())
+        }
         code => Attempt::Fatal(ClientError::Refused {
             code: format!("{code:?}"),
             message: s.message().to_string(),

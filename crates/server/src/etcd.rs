@@ -37,6 +37,9 @@ pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
 /// The version string `Maintenance.Status` reports: the etcd API level, then ours.
 pub const VERSION: &str = concat!("3.4.0+raftkv.", env!("CARGO_PKG_VERSION"));
 
+/// etcd's message when a member has too much work queued (gRPC `ResourceExhausted`).
+pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+
 /// Metadata key carrying our client's session id.
 pub const CLIENT_ID_HEADER: &str = "raftkv-client-id";
 /// Metadata key carrying the write's sequence number in its session.
@@ -197,7 +200,8 @@ pub fn request_error(e: &RequestError) -> Status {
         RequestError::TooLarge { .. } => {
             Status::invalid_argument("etcdserver: request is too large")
         }
-        RequestError::Busy => Status::unavailable("etcdserver: too many requests"),
+        // etcd's ErrGRPCTooManyRequests.
+        RequestError::Busy => Status::resource_exhausted(TOO_MANY_REQUESTS),
     }
 }
 

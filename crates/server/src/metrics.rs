@@ -79,6 +79,14 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Round trip of peer message batches (send to acknowledgement).
     pub peer_rtt_seconds: Histogram,
+    /// Client requests refused with "too many requests" because the node thread's input
+    /// or the read workers' queue was full.
+    pub too_many_requests: AtomicU64,
+    /// Time the node thread spends on one batch (inputs, tick, poll, sync, answers):
+    /// how long a heartbeat can wait behind other work.
+    pub node_loop_seconds: Histogram,
+    /// The longest batch so far, in microseconds.
+    pub node_loop_longest_micros: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -96,15 +104,25 @@ impl Default for Metrics {
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
             peer_rtt_seconds: Histogram::new(LATENCY_BOUNDS),
+            too_many_requests: AtomicU64::new(0),
+            node_loop_seconds: Histogram::new(LATENCY_BOUNDS),
+            node_loop_longest_micros: AtomicU64::new(0),
         }
     }
 }
 
 impl Metrics {
+    /// Records one node thread batch of `took`.
+    pub fn observe_node_loop(&self, took: std::time::Duration) {
+        self.node_loop_seconds.observe(took.as_secs_f64());
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.node_loop_longest_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicU64); 9] = [
+        let gauges: [(&str, &str, &AtomicU64); 11] = [
             ("raftkv_term", "current Raft term", &self.term),
             ("raftkv_leader_id", "member id of the known leader (0: none)", &self.leader),
             ("raftkv_is_leader", "1 if this member leads", &self.is_leader),
@@ -126,6 +144,16 @@ impl Metrics {
                 "peer messages dropped (queue full or peer unreachable)",
                 &self.peer_messages_dropped,
             ),
+            (
+                "raftkv_too_many_requests_total",
+                "client requests refused because the node input or read queue was full",
+                &self.too_many_requests,
+            ),
+            (
+                "raftkv_node_loop_longest_microseconds",
+                "longest node thread batch so far",
+                &self.node_loop_longest_micros,
+            ),
         ];
         for (name, help, v) in gauges {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
@@ -135,6 +163,11 @@ impl Metrics {
         self.fsync_seconds.render(&mut out, "raftkv_wal_fsync_seconds", "WAL sync latency");
         self.apply_seconds.render(&mut out, "raftkv_apply_seconds", "apply latency per batch");
         self.peer_rtt_seconds.render(&mut out, "raftkv_peer_rtt_seconds", "peer round-trip time");
+        self.node_loop_seconds.render(
+            &mut out,
+            "raftkv_node_loop_seconds",
+            "node thread time per batch of inputs",
+        );
         out
     }
 }

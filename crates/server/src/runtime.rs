@@ -4,25 +4,66 @@
 //!
 //! The thread is a plain OS thread, not a tokio task: `poll` blocks on fsync, and a
 //! blocked tokio worker would stall unrelated network work.
+//!
+//! The node thread also sends heartbeats, so nothing that takes time in proportion to
+//! the data may run on it. After each batch that applied something it publishes a view
+//! of the applied state (a `kv::StateMachine` clone: O(1), its maps are persistent), and
+//! everything that reads the state runs from such a view on a small pool of blocking
+//! workers ([`READ_JOBS_MAX`]): serializable reads (which never reach the node thread),
+//! linearizable reads once the node says their ReadIndex is applied
+//! ([`node::NodeConfig::hand_out_reads`]), watch catch-up, lease listings and hashes.
+//!
+//! Back-pressure: at most [`NODE_INPUT_QUEUED_MAX`] inputs wait for the node thread.
+//! When the queue is full a client request fails at once with etcd's "too many requests"
+//! and a peer message is dropped (Raft tolerates loss); nothing ever blocks a tokio
+//! worker on the node thread. Reads waiting for a worker are bounded the same way
+//! ([`READS_QUEUED_MAX`]).
 
 use crate::metrics::Metrics;
-use kv::{EventBatch, KvError, Response};
-use node::{LogStore, Node, Request, RequestError, SnapshotJob};
+use kv::{EventBatch, KvError, Response, StateMachine};
+use node::{LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob};
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
-/// Most changes (of any key) one [`Input::Events`] visits: bounds the time a watcher's
-/// catch-up holds the node thread (etcd sends at most 1000 revisions per batch).
+/// Most changes (of any key) one [`NodeHandle::events`] call visits: bounds the time one
+/// watcher's catch-up holds a read worker (etcd sends at most 1000 revisions per batch);
+/// the watcher asks again from where the batch ended.
 pub const EVENTS_BUDGET_PER_QUERY: u64 = 1000;
+
+/// Most inputs (peer messages, client requests, status queries) waiting for the node
+/// thread. Past it client requests fail with "too many requests" and peer messages are
+/// dropped. A batch this large is still processed in milliseconds, and each input is
+/// small or bounded (a peer message by the peer message size limit).
+pub const NODE_INPUT_QUEUED_MAX: usize = 4096;
+
+/// Read jobs (ranges, watch catch-up, lease listings) running at once on tokio's
+/// blocking pool. Small, so that a burst of huge ranges cannot take every core from the
+/// node thread.
+pub const READ_JOBS_MAX: usize = 4;
+
+/// Client reads waiting for a read worker (or running) before more are refused with
+/// "too many requests". Watch catch-up waits without this bound: its number is bounded
+/// by the number of watchers, and a watcher must not fail for load.
+pub const READS_QUEUED_MAX: usize = 1024;
 
 /// The answer to a client request.
 pub type Reply = Result<Response, RequestError>;
+
+/// What the node thread answers a client request with.
+#[derive(Debug)]
+pub enum Answer {
+    /// The answer itself (writes, lease queries, errors).
+    Done(Reply),
+    /// A read whose ReadIndex is applied, with a view of the state that has applied it:
+    /// the caller serves the read from the view, off the node thread.
+    Read(StateMachine),
+}
 
 /// A snapshot of the member's Raft status.
 #[derive(Clone, Debug, Default)]
@@ -57,33 +98,22 @@ pub enum Input {
     /// A message from a peer.
     Peer(Message),
     /// A client request and where to send its answer.
-    Client(Request, oneshot::Sender<Reply>),
+    Client(Request, oneshot::Sender<Answer>),
     /// A status query.
     Status(oneshot::Sender<Status>),
     /// A background snapshot finished (`None`: it failed).
     SnapshotDone(Option<raft::Snapshot>),
-    /// A watcher's events: the changes of `key`..`range_end` from revision `from` on,
-    /// from this member's applied state (at most [`EVENTS_BUDGET_PER_QUERY`] changes).
-    Events {
-        /// First key.
-        key: Vec<u8>,
-        /// End of the range, etcd's conventions.
-        range_end: Vec<u8>,
-        /// First revision wanted.
-        from: u64,
-        /// Include each event's previous key-value.
-        prev_kv: bool,
-        /// Where the batch goes.
-        reply: oneshot::Sender<Result<EventBatch, KvError>>,
-    },
-    /// The live leases `(id, granted TTL)` and the current revision, from this member's
-    /// applied state.
-    Leases(oneshot::Sender<(u64, Vec<(i64, i64)>)>),
-    /// A copy of the applied state machine (O(1): its maps are persistent), for work
-    /// too long for the node thread, such as hashing every key.
-    State(oneshot::Sender<kv::StateMachine>),
     /// Stop the thread.
     Stop,
+}
+
+impl Input {
+    /// Whether the input counts against [`NODE_INPUT_QUEUED_MAX`]: everything that
+    /// outside callers send; not the member's own control inputs, which must never be
+    /// lost (a lost `SnapshotDone` would stop snapshots for good).
+    fn is_bounded(&self) -> bool {
+        matches!(self, Input::Peer(_) | Input::Client(..) | Input::Status(_))
+    }
 }
 
 /// Where the node thread hands messages for peers. Must never block.
@@ -92,34 +122,164 @@ pub trait Outbox: Send + 'static {
     fn send(&self, msgs: Vec<Message>);
 }
 
+/// The sending side of the node thread's input, with its bound.
+#[derive(Clone)]
+struct Inbox {
+    tx: Sender<Input>,
+    /// Bounded inputs sent and not yet taken by the node thread.
+    queued: Arc<AtomicUsize>,
+    /// [`NODE_INPUT_QUEUED_MAX`], smaller in tests.
+    queued_max: usize,
+}
+
+/// Why an input did not reach the node thread.
+#[derive(Debug, PartialEq, Eq)]
+enum NotSent {
+    /// The queue holds [`NODE_INPUT_QUEUED_MAX`] inputs.
+    Full,
+    /// The node thread stopped.
+    Stopped,
+}
+
+impl Inbox {
+    fn new(tx: Sender<Input>, queued_max: usize) -> Self {
+        Inbox { tx, queued: Arc::new(AtomicUsize::new(0)), queued_max }
+    }
+
+    /// Queues `input` unless the queue is full; never blocks.
+    fn send(&self, input: Input) -> Result<(), NotSent> {
+        let bounded = input.is_bounded();
+        if bounded && self.queued.fetch_add(1, Ordering::AcqRel) >= self.queued_max {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(NotSent::Full);
+        }
+        self.tx.send(input).map_err(|e| {
+            if bounded {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            drop(e);
+            NotSent::Stopped
+        })
+    }
+
+    /// The node thread took `input` off the queue.
+    fn taken(&self, input: &Input) {
+        if input.is_bounded() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Read jobs: a few at a time on tokio's blocking pool, each from a view of the state.
+struct Readers {
+    running: Arc<Semaphore>,
+    /// Client reads waiting or running.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Decrements a counter when dropped: a read left the queue (done or abandoned).
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Readers {
+    fn new(jobs_max: usize) -> Self {
+        Readers { running: Arc::new(Semaphore::new(jobs_max)), queued: Arc::default() }
+    }
+
+    /// Runs `job` on a read worker once one is free. `bounded`: refuse it with
+    /// [`RequestError::Busy`] if [`READS_QUEUED_MAX`] reads are already queued. A job
+    /// whose caller goes away still holds its worker until it ends, so at most
+    /// [`READ_JOBS_MAX`] run at once whatever the callers do.
+    async fn run<T: Send + 'static>(
+        &self,
+        bounded: bool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, RequestError> {
+        let queued = Queued(self.queued.clone());
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= READS_QUEUED_MAX && bounded {
+            return Err(RequestError::Busy);
+        }
+        let permit = self.running.clone().acquire_owned().await.expect("never closed");
+        let done = tokio::task::spawn_blocking(move || {
+            let answer = job();
+            drop((permit, queued));
+            answer
+        });
+        match done.await {
+            Ok(answer) => Ok(answer),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(RequestError::Timeout), // the runtime is shutting down
+        }
+    }
+}
+
 /// A cheap, cloneable way to talk to the node thread.
 #[derive(Clone)]
 pub struct NodeHandle {
-    tx: Sender<Input>,
+    inbox: Inbox,
     revision: watch::Receiver<u64>,
     applied: watch::Receiver<u64>,
+    view: watch::Receiver<StateMachine>,
+    readers: Arc<Readers>,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeHandle {
-    /// Hands a peer message to the node.
+    /// Hands a peer message to the node; drops it if the node's input is full (Raft
+    /// tolerates loss, and a sender must never wait for the node thread).
     pub fn peer_message(&self, m: Message) {
-        let _ = self.tx.send(Input::Peer(m));
+        if self.inbox.send(Input::Peer(m)) == Err(NotSent::Full) {
+            self.metrics.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Submits a client request and waits for its answer (or `Timeout` if the node
-    /// stopped).
+    /// Submits a client request and waits for its answer: [`RequestError::Busy`] at
+    /// once if the node's input is full, `Timeout` if the node stopped. Serializable
+    /// reads never reach the node thread: they are served from the latest published
+    /// view, which has applied everything the member acknowledged.
     pub async fn request(&self, req: Request) -> Reply {
+        let query = match &req {
+            Request::Read { query, serializable: true } => {
+                return self.read_view(query.clone(), self.view()).await;
+            }
+            Request::Read { query, serializable: false } => Some(query.clone()),
+            Request::Write(_) => None,
+        };
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Input::Client(req, tx)).is_err() {
-            return Err(RequestError::Timeout);
+        match self.inbox.send(Input::Client(req, tx)) {
+            Ok(()) => {}
+            Err(NotSent::Full) => {
+                self.metrics.too_many_requests.fetch_add(1, Ordering::Relaxed);
+                return Err(RequestError::Busy);
+            }
+            Err(NotSent::Stopped) => return Err(RequestError::Timeout),
         }
-        rx.await.unwrap_or(Err(RequestError::Timeout))
+        match (rx.await, query) {
+            (Ok(Answer::Done(reply)), _) => reply,
+            (Ok(Answer::Read(view)), Some(query)) => self.read_view(query, view).await,
+            (Ok(Answer::Read(_)), None) => unreachable!("only reads are answered with a view"),
+            (Err(_), _) => Err(RequestError::Timeout),
+        }
+    }
+
+    /// Serves a read from `view` on a read worker.
+    async fn read_view(&self, query: ReadQuery, view: StateMachine) -> Reply {
+        let answer = self.readers.run(true, move || node::answer_read(&view, &query)).await;
+        if answer == Err(RequestError::Busy) {
+            self.metrics.too_many_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
     }
 
     /// The member's current status.
     pub async fn status(&self) -> Option<Status> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Input::Status(tx)).ok()?;
+        self.inbox.send(Input::Status(tx)).ok()?;
         rx.await.ok()
     }
 
@@ -139,13 +299,20 @@ impl NodeHandle {
     }
 
     /// Follows the member's applied store revision: updated after each batch the node
-    /// thread processes (watchers wait on it for new events).
+    /// thread processes (watchers wait on it for new events), after the view
+    /// ([`NodeHandle::state`]) that holds it.
     pub fn revision(&self) -> watch::Receiver<u64> {
         self.revision.clone()
     }
 
-    /// Events of a key range from revision `from` on (see [`Input::Events`]); `None` if
-    /// the node stopped.
+    /// The latest view the node thread published.
+    fn view(&self) -> StateMachine {
+        self.view.borrow().clone()
+    }
+
+    /// Events of a key range from revision `from` on, at most
+    /// [`EVENTS_BUDGET_PER_QUERY`] changes, read on a read worker from the latest view;
+    /// `None` if the node stopped.
     pub async fn events(
         &self,
         key: Vec<u8>,
@@ -153,28 +320,30 @@ impl NodeHandle {
         from: u64,
         prev_kv: bool,
     ) -> Option<Result<EventBatch, KvError>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Input::Events { key, range_end, from, prev_kv, reply }).ok()?;
-        rx.await.ok()
+        let view = self.state().await?;
+        let job =
+            move || view.events(&key, &range_end, from, u64::MAX, prev_kv, EVENTS_BUDGET_PER_QUERY);
+        self.readers.run(false, job).await.ok()
     }
 
-    /// The live leases and the revision, from this member's state.
+    /// The live leases `(id, granted TTL)` and the revision, from this member's state.
     pub async fn leases(&self) -> Option<(u64, Vec<(i64, i64)>)> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Input::Leases(tx)).ok()?;
-        rx.await.ok()
+        let view = self.state().await?;
+        self.readers.run(false, move || (view.revision(), view.leases())).await.ok()
     }
 
-    /// A copy of this member's applied state machine; `None` if the node stopped.
-    pub async fn state(&self) -> Option<kv::StateMachine> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Input::State(tx)).ok()?;
-        rx.await.ok()
+    /// A view of this member's applied state machine (O(1): its maps are persistent),
+    /// as of the last batch the node thread processed; `None` if the node stopped.
+    pub async fn state(&self) -> Option<StateMachine> {
+        if self.view.has_changed().is_err() {
+            return None; // the node thread dropped its sender: it stopped
+        }
+        Some(self.view())
     }
 
     /// Asks the node thread to stop.
     pub fn stop(&self) {
-        let _ = self.tx.send(Input::Stop);
+        let _ = self.inbox.send(Input::Stop);
     }
 }
 
@@ -191,7 +360,17 @@ pub fn spawn<S: LogStore + Send + 'static>(
     let (tx, rx) = std::sync::mpsc::channel();
     let (revision_tx, revision) = watch::channel(node.state().revision());
     let (applied_tx, applied) = watch::channel(node.applied_index());
-    let handle = NodeHandle { tx: tx.clone(), revision, applied };
+    let (view_tx, view) = watch::channel(node.state().clone());
+    let inbox = Inbox::new(tx.clone(), NODE_INPUT_QUEUED_MAX);
+    let readers = Arc::new(Readers::new(READ_JOBS_MAX));
+    let handle = NodeHandle {
+        inbox: inbox.clone(),
+        revision,
+        applied,
+        view,
+        readers,
+        metrics: metrics.clone(),
+    };
     let join = std::thread::Builder::new()
         .name("raftkv-node".into())
         .spawn(move || {
@@ -203,7 +382,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
                 outbox,
                 metrics,
                 snapshots,
-                Published { revision_tx, applied_tx },
+                Published { revision_tx, applied_tx, view_tx, inbox },
             ) {
                 on_fatal(e);
             }
@@ -212,10 +391,15 @@ pub fn spawn<S: LogStore + Send + 'static>(
     (handle, join)
 }
 
-/// What the node thread publishes for async tasks to follow (see [`NodeHandle`]).
+/// What the node thread shares with its handles (see [`NodeHandle`]): what it
+/// publishes for async tasks to follow, and its input's bound.
 struct Published {
     revision_tx: watch::Sender<u64>,
     applied_tx: watch::Sender<u64>,
+    /// The applied state, replaced after each batch that applied something.
+    view_tx: watch::Sender<StateMachine>,
+    /// To count inputs off the bounded queue.
+    inbox: Inbox,
 }
 
 /// Builds and writes snapshots on their own thread, then reports back to the node.
@@ -266,8 +450,7 @@ fn run<S: LogStore>(
     snapshots: SnapshotWriter,
     published: Published,
 ) -> Result<(), String> {
-    let Published { revision_tx, applied_tx } = published;
-    let mut waiting: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+    let mut waiting: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
     let mut next_id: u64 = 1;
     let started_at = Instant::now();
     let mut next_tick = Instant::now() + tick;
@@ -280,9 +463,11 @@ fn run<S: LogStore>(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
+        let batch_started = Instant::now();
         // Take everything that is already queued: one batch, one poll, one sync.
         let batch = first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
         for input in batch {
+            published.inbox.taken(&input);
             match input {
                 Input::Peer(m) => node.step(m),
                 Input::Client(req, reply) => {
@@ -295,23 +480,6 @@ fn run<S: LogStore>(
                     let _ = reply.send(status(&node));
                 }
                 Input::SnapshotDone(s) => node.finish_snapshot(s).map_err(|e| e.to_string())?,
-                Input::Events { key, range_end, from, prev_kv, reply } => {
-                    let batch = node.state().events(
-                        &key,
-                        &range_end,
-                        from,
-                        u64::MAX,
-                        prev_kv,
-                        EVENTS_BUDGET_PER_QUERY,
-                    );
-                    let _ = reply.send(batch);
-                }
-                Input::Leases(reply) => {
-                    let _ = reply.send((node.state().revision(), node.state().leases()));
-                }
-                Input::State(reply) => {
-                    let _ = reply.send(node.state().clone());
-                }
                 Input::Stop => return Ok(()),
             }
         }
@@ -339,19 +507,7 @@ fn run<S: LogStore>(
         if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
             metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         }
-        let applied = node.applied_index();
-        applied_tx.send_if_modified(|a| std::mem::replace(a, applied) != applied);
-        for (id, reply) in out.replies {
-            let counter = if reply.is_ok() {
-                &metrics.proposals_committed
-            } else {
-                &metrics.proposals_failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            if let Some(tx) = waiting.remove(&id) {
-                let _ = tx.send(reply);
-            }
-        }
+        publish(&node, &published, &mut out, &mut waiting, &metrics);
         let raft = node.raft();
         if raft.leader() != last_leader {
             last_leader = raft.leader();
@@ -365,7 +521,40 @@ fn run<S: LogStore>(
         metrics.applied_index.store(node.applied_index(), Ordering::Relaxed);
         log_alarm_changes(&mut last_alarms, node.state().alarms());
         let revision = node.state().revision();
-        revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        published.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        metrics.observe_node_loop(batch_started.elapsed());
+    }
+}
+
+/// After a batch: publishes the applied state (view first, so whoever sees the new
+/// applied index or revision finds a view that has it), then answers the batch's
+/// requests; handed-out reads get the view to be served from, off this thread.
+fn publish<S: LogStore>(
+    node: &Node<S>,
+    published: &Published,
+    out: &mut node::Output,
+    waiting: &mut HashMap<u64, oneshot::Sender<Answer>>,
+    metrics: &Metrics,
+) {
+    let applied = node.applied_index();
+    if *published.applied_tx.borrow() != applied {
+        // O(1); holding it makes the next writes copy the tree paths they touch.
+        published.view_tx.send_replace(node.state().clone());
+        published.applied_tx.send_replace(applied);
+    }
+    for (id, reply) in out.replies.drain(..) {
+        let counter =
+            if reply.is_ok() { &metrics.proposals_committed } else { &metrics.proposals_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = waiting.remove(&id) {
+            let _ = tx.send(Answer::Done(reply));
+        }
+    }
+    for read in out.reads.drain(..) {
+        debug_assert!(read.index <= applied, "handed out once applied");
+        if let Some(tx) = waiting.remove(&read.id) {
+            let _ = tx.send(Answer::Read(node.state().clone()));
+        }
     }
 }
 
@@ -398,5 +587,153 @@ fn status<S: LogStore>(node: &Node<S>) -> Status {
         snapshot_index: raft.snapshot_meta().index,
         db_size_bytes: node.state().size_bytes(),
         alarms: node.state().alarms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv::{Command, Op, PutRequest};
+    use node::{MemStore, NodeConfig};
+
+    struct NoPeers;
+    impl Outbox for NoPeers {
+        fn send(&self, _msgs: Vec<Message>) {}
+    }
+
+    fn heartbeat() -> Message {
+        Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: raft::MessageBody::Heartbeat { commit: 0, read_round: 0 },
+        }
+    }
+
+    /// A handle whose node thread never drains its input (`queued_max` inputs fit).
+    fn stalled_handle(queued_max: usize) -> (NodeHandle, Receiver<Input>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sm = StateMachine::new(kv::Config::default());
+        let handle = NodeHandle {
+            inbox: Inbox::new(tx, queued_max),
+            revision: watch::channel(sm.revision()).1,
+            applied: watch::channel(0).1,
+            view: watch::channel(sm).1,
+            readers: Arc::new(Readers::new(READ_JOBS_MAX)),
+            metrics: Arc::default(),
+        };
+        (handle, rx)
+    }
+
+    /// A one-member cluster on its own node thread, leading.
+    async fn leader() -> (NodeHandle, std::thread::JoinHandle<()>) {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let mut cfg = NodeConfig::new(1, [1].into());
+        cfg.hand_out_reads = true;
+        cfg.snapshot_interval_entries = 0;
+        let node = Node::new(cfg, store, restored).unwrap();
+        let dir = std::env::temp_dir().join(format!("raftkv-runtime-{}", std::process::id()));
+        let metrics = Arc::new(Metrics::default());
+        let (handle, join) =
+            spawn(node, Duration::from_millis(5), NoPeers, metrics, dir, |e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handle.status().await.is_some_and(|s| s.is_leader) {
+            assert!(Instant::now() < deadline, "a one-member cluster elects itself");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (handle, join)
+    }
+
+    fn put(key: &str, value: &str) -> Request {
+        let put = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+        Request::Write(Command::new(Op::Put(put)))
+    }
+
+    fn get(key: &str, serializable: bool) -> Request {
+        Request::Read { query: ReadQuery::Get(key.into()), serializable }
+    }
+
+    fn value(reply: Reply) -> Option<Vec<u8>> {
+        match reply {
+            Ok(Response::Get(g)) => g.kv.map(|kv| kv.value),
+            other => panic!("expected a get answer, got {other:?}"),
+        }
+    }
+
+    /// The node's input is bounded: when it is full a client request fails at once
+    /// with etcd's "too many requests" (never waits), and a peer message is dropped.
+    #[tokio::test]
+    async fn a_full_node_input_refuses_requests_and_drops_peer_messages() {
+        let (handle, rx) = stalled_handle(2);
+        handle.peer_message(heartbeat());
+        handle.stop(); // a control input: not counted, never refused
+        let (status_tx, _status_rx) = oneshot::channel();
+        handle.inbox.send(Input::Status(status_tx)).unwrap();
+        // At once: a refused request never waits for the node thread.
+        let refused = tokio::time::timeout(Duration::from_secs(10), handle.request(put("k", "v")));
+        assert_eq!(refused.await, Ok(Err(RequestError::Busy)));
+        let status = crate::etcd::request_error(&RequestError::Busy);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.message(), "etcdserver: too many requests");
+        assert_eq!(handle.metrics.too_many_requests.load(Ordering::Relaxed), 1);
+        handle.peer_message(heartbeat());
+        assert_eq!(handle.metrics.peer_messages_dropped.load(Ordering::Relaxed), 1);
+        // The node thread takes one: there is room for one more.
+        handle.inbox.taken(&rx.recv().unwrap());
+        assert!(handle.inbox.send(Input::Peer(heartbeat())).is_ok());
+        assert_eq!(rx.try_iter().count(), 3);
+    }
+
+    /// Reads are served on read workers from a view, never on the node thread: with
+    /// every worker taken, reads wait while the node thread goes on committing writes
+    /// and answering status queries; once a worker is free they are answered, each
+    /// from a state that has its ReadIndex applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_wait_for_read_workers_not_the_node_thread() {
+        let (handle, join) = leader().await;
+        assert!(handle.request(put("k", "v1")).await.is_ok());
+        let workers = handle.readers.running.clone();
+        let all = workers.acquire_many_owned(READ_JOBS_MAX as u32).await.unwrap();
+        let h = handle.clone();
+        let serializable = tokio::spawn(async move { h.request(get("k", true)).await });
+        let h = handle.clone();
+        let linearizable = tokio::spawn(async move { h.request(get("k", false)).await });
+        // Both reads are in (queued for a worker) once the read queue holds them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.readers.queued.load(Ordering::Acquire) < 2 {
+            assert!(Instant::now() < deadline, "the reads reach the read queue");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = handle.applied_index();
+        assert!(handle.request(put("k", "v2")).await.is_ok(), "the node thread is not held");
+        assert!(handle.applied_index() > before);
+        assert!(handle.status().await.is_some());
+        assert!(!serializable.is_finished() && !linearizable.is_finished());
+        drop(all);
+        assert_eq!(value(serializable.await.unwrap()), Some(b"v1".to_vec()));
+        // Its ReadIndex came after v1 was applied, before v2 was written.
+        assert_eq!(value(linearizable.await.unwrap()), Some(b"v1".to_vec()));
+        assert_eq!(value(handle.request(get("k", false)).await), Some(b"v2".to_vec()));
+        handle.stop();
+        join.join().unwrap();
+    }
+
+    /// Watch catch-up and lease listings read the published view, which has everything
+    /// the member acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_and_leases_come_from_the_published_view() {
+        let (handle, join) = leader().await;
+        assert!(handle.request(put("a", "1")).await.is_ok());
+        let grant = Request::Write(Command::new(Op::LeaseGrant { id: 7, ttl_secs: 60 }));
+        assert!(handle.request(grant).await.is_ok());
+        let batch = handle.events(b"a".to_vec(), Vec::new(), 1, false).await.unwrap().unwrap();
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.next_revision, batch.revision + 1);
+        let (revision, leases) = handle.leases().await.unwrap();
+        assert_eq!((revision, leases), (batch.revision, vec![(7, 60)]));
+        handle.stop();
+        join.join().unwrap();
+        assert!(handle.state().await.is_none(), "a stopped node has no view");
     }
 }

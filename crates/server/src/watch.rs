@@ -4,8 +4,10 @@
 //! changes: it remembers the next revision it owes its client, and whenever the
 //! member's applied revision moves past it (the node thread publishes the revision
 //! after each batch, [`NodeHandle::revision`](crate::runtime::NodeHandle::revision)),
-//! it asks the node thread for the events of its key range from that revision on
-//! ([`Input::Events`](crate::runtime::Input::Events)), sends them, and moves on. So:
+//! it reads the events of its key range from that revision on from the member's
+//! applied state, on a read worker off the node thread, a bounded batch at a time
+//! ([`NodeHandle::events`](crate::runtime::NodeHandle::events)), sends them, and moves
+//! on. So:
 //!
 //! - events come in revision order (a transaction's in the order of its
 //!   operations, as etcd sends them), each exactly once, with no gaps: a watcher
