@@ -235,7 +235,42 @@ fn init_logging(level: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Exit status of a process a panic ended: 70, `EX_SOFTWARE` ("internal software
+/// error") in sysexits.h, apart from 1 (a reported error) and 2 (a usage error).
+const PANIC_EXIT_STATUS: i32 = 70;
+
+/// The panic policy: a panic on any thread (the node thread, a snapshot thread, a tokio
+/// task, whose panics tokio would otherwise catch and keep running without) ends the
+/// process at once with [`PANIC_EXIT_STATUS`] and one line on stderr, so a supervisor
+/// sees a dead member instead of a live one that cannot serve. `RUST_BACKTRACE=1` adds
+/// the standard report with its backtrace. Why a hook rather than `panic = "abort"`:
+/// see docs/ARCHITECTURE.md, "The server's threads".
+fn install_panic_hook() {
+    let standard_report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            standard_report(info);
+        }
+        let thread = std::thread::current();
+        let message = info.payload_as_str().unwrap_or("(a panic without a message)");
+        let location = info.location().map_or("an unknown place".to_string(), |l| l.to_string());
+        eprintln!("{}", panic_line(thread.name().unwrap_or("unnamed"), message, &location));
+        std::process::exit(PANIC_EXIT_STATUS);
+    }));
+}
+
+/// The one line a panic logs: the thread, where, the message (on one line), and what
+/// happens next.
+fn panic_line(thread: &str, message: &str, location: &str) -> String {
+    let message = message.trim().replace('\n', " | ");
+    format!(
+        "fatal: thread '{thread}' panicked at {location}: {message}; exiting with status \
+         {PANIC_EXIT_STATUS} (a raftkv process never runs on after a panic)"
+    )
+}
+
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -417,4 +452,18 @@ async fn playground(data_dir: PathBuf, fresh: bool) -> Result<(), String> {
     }
     println!("stopped; data kept in {} (use --fresh to start over)", data_dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_line_naming_the_thread_place_message_and_status() {
+        let line = panic_line("raftkv-node", "left != right\n  left: 1\n right: 2\n", "a.rs:3:4");
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.starts_with("fatal: thread 'raftkv-node' panicked at a.rs:3:4: "), "{line}");
+        assert!(line.contains("left != right |   left: 1 |  right: 2;"), "{line}");
+        assert!(line.contains("exiting with status 70"), "{line}");
+    }
 }

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     /// Peer messages dropped because a peer's queue was full or it was unreachable.
     pub peer_messages_dropped: AtomicU64,
+    /// Snapshot writes that failed (each is retried after a back-off).
+    pub snapshot_failures: AtomicU64,
     /// Duration of each WAL sync.
     pub fsync_seconds: Histogram,
     /// Duration of applying a batch of committed entries.
@@ -101,6 +103,7 @@ impl Default for Metrics {
             proposals_failed: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
             peer_messages_dropped: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
             peer_rtt_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -122,7 +125,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicU64); 11] = [
+        let gauges: [(&str, &str, &AtomicU64); 12] = [
             ("raftkv_term", "current Raft term", &self.term),
             ("raftkv_leader_id", "member id of the known leader (0: none)", &self.leader),
             ("raftkv_is_leader", "1 if this member leads", &self.is_leader),
@@ -153,6 +156,11 @@ impl Metrics {
                 "raftkv_node_loop_longest_microseconds",
                 "longest node thread batch so far",
                 &self.node_loop_longest_micros,
+            ),
+            (
+                "raftkv_snapshot_failures_total",
+                "snapshot writes that failed (the WAL is kept; retried with back-off)",
+                &self.snapshot_failures,
             ),
         ];
         for (name, help, v) in gauges {

@@ -25,7 +25,7 @@ use node::{LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob};
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -374,7 +374,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
     let join = std::thread::Builder::new()
         .name("raftkv-node".into())
         .spawn(move || {
-            let snapshots = SnapshotWriter { dir: snapshot_dir, tx };
+            let snapshots = SnapshotWriter::new(snapshot_dir, tx, metrics.clone());
             if let Err(e) = run(
                 node,
                 rx,
@@ -402,27 +402,69 @@ struct Published {
     inbox: Inbox,
 }
 
-/// Builds and writes snapshots on their own thread, then reports back to the node.
+/// Pause before the first retry of a failed snapshot write; it doubles with each further
+/// consecutive failure, up to [`SNAPSHOT_RETRY_BACKOFF_MAX`], and a success resets it.
+/// Without it the node asks again at its next poll, and a failing disk is hammered with
+/// full snapshot writes back to back.
+pub const SNAPSHOT_RETRY_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest pause between two snapshot write attempts. Retries never stop: until a
+/// snapshot succeeds the WAL keeps everything (nothing is lost, it only grows), and a
+/// disk that fails WAL writes too stops the member through storage's poisoning.
+pub const SNAPSHOT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Test fault injection, read once when the node thread starts: when this environment
+/// variable is set (to anything), the first snapshot thread panics before it writes.
+/// The integration test of the panic policy uses it to make a real member panic; no
+/// client or peer can trigger it. A snapshot thread was chosen because a panic there is
+/// the quietest failure the policy must catch (before it, snapshots just stopped), and
+/// because injecting it touches nothing on the node thread's path.
+pub const TEST_PANIC_IN_SNAPSHOT_THREAD_ENV: &str = "RAFTKV_TEST_PANIC_IN_SNAPSHOT_THREAD";
+
+/// The pause before a snapshot write after `failures` consecutive failed ones.
+pub fn snapshot_retry_backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - 1).min(16);
+    SNAPSHOT_RETRY_BACKOFF_MIN.saturating_mul(1 << doublings).min(SNAPSHOT_RETRY_BACKOFF_MAX)
+}
+
+/// Builds and writes snapshots on their own thread, then reports back to the node. One
+/// job at a time (the node asks for the next one only after the last one's report).
 struct SnapshotWriter {
     dir: PathBuf,
     tx: Sender<Input>,
+    metrics: Arc<Metrics>,
+    /// Consecutive failed writes; the snapshot threads update it.
+    failures: Arc<AtomicU32>,
+    /// See [`TEST_PANIC_IN_SNAPSHOT_THREAD_ENV`].
+    panic_for_test: bool,
 }
 
 impl SnapshotWriter {
+    fn new(dir: PathBuf, tx: Sender<Input>, metrics: Arc<Metrics>) -> SnapshotWriter {
+        let panic_for_test = std::env::var_os(TEST_PANIC_IN_SNAPSHOT_THREAD_ENV).is_some();
+        if panic_for_test {
+            tracing::warn!("{TEST_PANIC_IN_SNAPSHOT_THREAD_ENV} is set: the first snapshot panics");
+        }
+        SnapshotWriter { dir, tx, metrics, failures: Arc::default(), panic_for_test }
+    }
+
     fn start(&self, job: SnapshotJob) {
-        let (dir, tx) = (self.dir.clone(), self.tx.clone());
+        let (dir, tx, metrics) = (self.dir.clone(), self.tx.clone(), self.metrics.clone());
+        let failures = self.failures.clone();
+        let panic_for_test = self.panic_for_test;
         std::thread::Builder::new()
             .name("raftkv-snapshot".into())
             .spawn(move || {
+                // The view is frozen, so waiting costs only the memory it pins.
+                std::thread::sleep(snapshot_retry_backoff(failures.load(Ordering::Relaxed)));
+                assert!(!panic_for_test, "injected by {TEST_PANIC_IN_SNAPSHOT_THREAD_ENV}");
                 let started = Instant::now();
                 let snapshot = job.build();
-                let written = storage::RealDisk::open(&dir)
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut d| {
-                        storage::write_snapshot_file(&mut d, &snapshot).map_err(|e| e.to_string())
-                    });
-                match written {
+                match write_snapshot(&dir, &snapshot) {
                     Ok(()) => {
+                        failures.store(0, Ordering::Relaxed);
                         tracing::info!(
                             index = snapshot.meta.index,
                             bytes = snapshot.data.len(),
@@ -432,13 +474,27 @@ impl SnapshotWriter {
                         let _ = tx.send(Input::SnapshotDone(Some(snapshot)));
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "snapshot failed; will retry at the next interval");
+                        let n = failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                        metrics.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            index = snapshot.meta.index,
+                            error = %e,
+                            consecutive_failures = n,
+                            retry_in_ms = snapshot_retry_backoff(n).as_millis() as u64,
+                            "snapshot write failed; the WAL is kept and the write retried"
+                        );
                         let _ = tx.send(Input::SnapshotDone(None));
                     }
                 }
             })
             .expect("spawning the snapshot thread");
     }
+}
+
+/// Writes a snapshot's file (verified, see `storage::write_snapshot_file`) in `dir`.
+fn write_snapshot(dir: &std::path::Path, snapshot: &raft::Snapshot) -> Result<(), String> {
+    let mut disk = storage::RealDisk::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    storage::write_snapshot_file(&mut disk, snapshot).map_err(|e| e.to_string())
 }
 
 fn run<S: LogStore>(
@@ -735,5 +791,21 @@ mod tests {
         handle.stop();
         join.join().unwrap();
         assert!(handle.state().await.is_none(), "a stopped node has no view");
+    }
+}
+
+#[cfg(test)]
+mod snapshot_retry_tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_retries_back_off_exponentially_up_to_a_bound() {
+        assert_eq!(snapshot_retry_backoff(0), Duration::ZERO, "a first attempt does not wait");
+        assert_eq!(snapshot_retry_backoff(1), SNAPSHOT_RETRY_BACKOFF_MIN);
+        assert_eq!(snapshot_retry_backoff(2), SNAPSHOT_RETRY_BACKOFF_MIN * 2);
+        assert_eq!(snapshot_retry_backoff(3), SNAPSHOT_RETRY_BACKOFF_MIN * 4);
+        for failures in [7, 8, 100, u32::MAX] {
+            assert_eq!(snapshot_retry_backoff(failures), SNAPSHOT_RETRY_BACKOFF_MAX);
+        }
     }
 }
