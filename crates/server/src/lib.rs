@@ -7,6 +7,7 @@
 //! which the simulator runs too; this crate only moves bytes and schedules work.
 
 pub mod auth;
+pub mod authority;
 pub mod backup;
 pub mod concurrency;
 pub mod config;
@@ -177,7 +178,9 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             proto::session::session_server::SessionServer::new(api)
                 .max_decoding_message_size(recv_max),
         )
-        .serve_with_incoming(incoming(client_listener));
+        // etcdctl sends `http://host:port` as :authority on some connections; h2 would
+        // reset those requests (see authority.rs).
+        .serve_with_incoming(authority::wrap_incoming(incoming(client_listener)));
     if let Some(l) = metrics_listener {
         tokio::spawn(http::serve(l, handle.clone(), metrics.clone()));
     }
