@@ -628,8 +628,9 @@ impl pb::maintenance_server::Maintenance for Api {
         &self,
         _request: tonic::Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        let revision = self.node.status().await.map_or(0, |s| s.revision);
-        Ok(Response::new(pb::DefragmentResponse { header: self.header(revision) }))
+        // etcd's answer has no header (v3rpc returns an empty DefragmentResponse), and
+        // client libraries that look for one must see the same here.
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
@@ -762,8 +763,10 @@ impl pb::cluster_server::Cluster for Api {
                 is_learner: false,
             })
             .collect();
-        let revision = self.node.status().await.map_or(0, |s| s.revision);
-        Ok(Response::new(pb::MemberListResponse { header: self.header(revision), members }))
+        // etcd's cluster service fills cluster id, member id and raft term, never a
+        // revision (membership is not part of the key space).
+        let header = self.header(0);
+        Ok(Response::new(pb::MemberListResponse { header, members }))
     }
 
     async fn member_promote(

@@ -7,6 +7,7 @@
 //! which the simulator runs too; this crate only moves bytes and schedules work.
 
 pub mod auth;
+pub mod authority;
 pub mod backup;
 pub mod compactor;
 pub mod concurrency;
@@ -190,7 +191,9 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             proto::session::session_server::SessionServer::new(api)
                 .max_decoding_message_size(recv_max),
         )
-        .serve_with_incoming(incoming(client_listener));
+        // etcdctl sends `http://host:port` as :authority on some connections; h2 would
+        // reset those requests (see authority.rs).
+        .serve_with_incoming(authority::wrap_incoming(incoming(client_listener)));
     if let Some(mode) = cfg.auto_compaction {
         tracing::info!(?mode, "auto compaction on");
         let interval = cfg.auto_compaction_revision_interval;
