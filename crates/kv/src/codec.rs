@@ -868,6 +868,16 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
             e.u8(15);
             e.i64(*ttl_secs);
         }
+        KvError::TooManySessions { max } => {
+            e.u8(16);
+            e.u64(*max);
+        }
+        KvError::ResponseNotKept { client_id, seq, revision } => {
+            e.u8(17);
+            e.u64(*client_id);
+            e.u64(*seq);
+            e.u64(*revision);
+        }
     }
 }
 
@@ -891,6 +901,8 @@ fn decode_error(d: &mut Decoder) -> DResult<KvError> {
         13 => KvError::LeaseNotFound { id: d.i64()? },
         14 => KvError::LeaseExists { id: d.i64()? },
         15 => KvError::LeaseTtlTooLarge { ttl_secs: d.i64()? },
+        16 => KvError::TooManySessions { max: d.u64()? },
+        17 => KvError::ResponseNotKept { client_id: d.u64()?, seq: d.u64()?, revision: d.u64()? },
         tag => return Err(d.bad_tag("error", tag)),
     })
 }

@@ -604,6 +604,22 @@ pub enum KvError {
         /// The TTL asked for.
         ttl_secs: i64,
     },
+    /// A session registration found every session slot taken by live
+    /// sessions (they are never evicted; they expire when idle).
+    TooManySessions {
+        /// The session limit.
+        max: u64,
+    },
+    /// A retry of a session's last write, whose response was too large to
+    /// keep: the write took effect once, at `revision`, and is not run again.
+    ResponseNotKept {
+        /// Session id.
+        client_id: u64,
+        /// Sequence number of the write.
+        seq: u64,
+        /// Store revision right after the write.
+        revision: u64,
+    },
 }
 
 impl fmt::Display for KvError {
@@ -624,6 +640,8 @@ impl fmt::Display for KvError {
             KvError::LeaseNotFound { id } => write!(f, "lease {id} not found (never granted, revoked or expired); grant a new lease"),
             KvError::LeaseExists { id } => write!(f, "lease {id} already exists; choose another id or let the server choose (id 0)"),
             KvError::LeaseTtlTooLarge { ttl_secs } => write!(f, "lease TTL of {ttl_secs} s exceeds the {LEASE_TTL_MAX_SECS} s limit; ask for a shorter TTL"),
+            KvError::TooManySessions { max } => write!(f, "all {max} client sessions are in use; retry later (idle sessions expire) or reuse an open session"),
+            KvError::ResponseNotKept { client_id, seq, revision } => write!(f, "session {client_id}'s write {seq} took effect at revision {revision} and is not run again, but its response was too large to keep; read what you need at revision {revision}"),
         }
     }
 }
