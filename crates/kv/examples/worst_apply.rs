@@ -20,6 +20,24 @@
 //! inflate, and the wall time. The last line is the worst CPU time. Goal of
 //! issue 11: under 50 ms.
 //!
+//! What it found (1M keys, CPU time on a shared 2-core machine, ±30%):
+//!
+//! * The duplicate-key check's worst case (64k nested deletes, then 64k
+//!   nested puts) took 4.0 s; now 60 ms, O(n log n) (`txn_check.rs`).
+//! * Ranges walk the history once instead of two tree seeks per key: a
+//!   count_only or limit=1 range over every key went from 350 ms to 90-105 ms;
+//!   10 such ranges, or 10 compares over every key, in one txn from 3.5 s to
+//!   0.9 s. Still O(keys in the range) per operation, as in etcd (its count is
+//!   a walk of its index too), and a txn may hold thousands of them: a txn of
+//!   ranges or compares over big ranges remains a query of death. Bounding it
+//!   needs a cost limit per request (keys visited), which etcd does not have.
+//! * The largest write txns (70k-90k puts or deletes in 1.5 MiB) cost
+//!   120-320 ms: about 3 µs per write into the persistent maps (entries,
+//!   watch index, lease attachments). A delete range of every key costs 1.2 s,
+//!   a lease revoke with every key attached 0.9 s: O(keys deleted), as in
+//!   etcd, whose delete of 1M keys in one txn is slow too.
+//! * Compaction is O(1) at apply; pruning then costs at most 4 ms per entry.
+//!
 //! Run: `cargo run --release -p kv --example worst_apply`
 //! (`-- KEYS` for another key count; setup takes about 10 s per million keys.)
 
