@@ -317,6 +317,9 @@ fn main() {
 
 fn txn_cases(b: &mut Bench) {
     let t = dup_check_txn();
+    let (checked, wall, cpu) = timed(|| Config::default().check_txn(&t));
+    assert!(checked.is_ok(), "{checked:?}");
+    println!("{cpu:>10.2?} cpu {wall:>10.2?} wall  Config::check_txn alone on the next txn");
     let name = format!("txn, duplicate-key check worst case ({} ops, never run)", count_txn(&t));
     b.case_with(&name, Op::Txn(t), |r| assert!(r.error().is_none(), "{r:?}"));
 
