@@ -579,7 +579,7 @@ pub enum KvError {
         /// Last sequence number the session executed.
         last_seq: u64,
     },
-    /// The session is unknown: never registered, expired, or evicted.
+    /// The session is unknown: never registered, or expired.
     SessionExpired {
         /// Session id.
         client_id: u64,
