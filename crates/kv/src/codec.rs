@@ -929,6 +929,16 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
         }
         KvError::NoSpace => e.u8(16),
         KvError::Corrupt => e.u8(17),
+        KvError::TooManySessions { max } => {
+            e.u8(18);
+            e.u64(*max);
+        }
+        KvError::ResponseNotKept { client_id, seq, revision } => {
+            e.u8(19);
+            e.u64(*client_id);
+            e.u64(*seq);
+            e.u64(*revision);
+        }
     }
 }
 
@@ -954,6 +964,8 @@ fn decode_error(d: &mut Decoder) -> DResult<KvError> {
         15 => KvError::LeaseTtlTooLarge { ttl_secs: d.i64()? },
         16 => KvError::NoSpace,
         17 => KvError::Corrupt,
+        18 => KvError::TooManySessions { max: d.u64()? },
+        19 => KvError::ResponseNotKept { client_id: d.u64()?, seq: d.u64()?, revision: d.u64()? },
         tag => return Err(d.bad_tag("error", tag)),
     })
 }

@@ -71,17 +71,20 @@
 //! * unknown session: [`KvError::SessionExpired`], without running it.
 //!
 //! Sessions expire by log content only: applying index `i` drops every
-//! session whose last command was at an index `< i - session_idle_entries_max`,
-//! and registering a session beyond `sessions_max` evicts the one with the
-//! oldest last index. Refusing unknown sessions is what keeps expiry safe:
+//! session whose last command was at an index `< i - session_idle_entries_max`.
+//! Registering a session beyond `sessions_max` is refused
+//! ([`KvError::TooManySessions`]), never evicting a live one. Refusing
+//! unknown sessions is what keeps expiry safe:
 //! a retry that arrives after its session is gone is never run a second
 //! time; instead the client learns that the outcome of its pending command
 //! is unknown and must register anew and re-read before deciding whether to
 //! retry. A client silent for longer than the idle limit therefore sees
 //! `SessionExpired`, never a duplicate execution. One saved response per
 //! session means a client has one write in flight at a time (open several
-//! sessions for more); responses are kept, so tagging large reads with a
-//! session costs memory.
+//! sessions for more). A saved response is kept only up to
+//! [`SESSION_RESPONSE_BYTES_MAX`] encoded bytes; a retry of a write with a
+//! larger one gets [`KvError::ResponseNotKept`], naming the revision the
+//! write took effect at.
 //!
 //! # Command encoding
 //!
@@ -128,5 +131,6 @@ mod types;
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
 pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES, STATE_BASE_BYTES};
+pub use session::SESSION_RESPONSE_BYTES_MAX;
 pub use snapshot::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
 pub use types::*;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::codec::DecodeError;
 use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
 use crate::quota::{Alarms, STATE_BASE_BYTES};
-use crate::session::{SessionCheck, Sessions};
+use crate::session::{kept_response, SessionCheck, Sessions};
 use crate::txn_check::check_branch_keys;
 use crate::types::*;
 
@@ -17,8 +17,8 @@ pub struct Config {
     /// A session untouched for more than this many log entries (by log index
     /// distance) is dropped.
     pub session_idle_entries_max: u64,
-    /// Most sessions kept; registering one more evicts the least recently
-    /// used (smallest last log index).
+    /// Most sessions open; registering one more is refused
+    /// ([`KvError::TooManySessions`]) until one expires.
     pub sessions_max: u64,
     /// Longest key accepted, in bytes.
     pub key_bytes_max: u64,
@@ -120,8 +120,10 @@ impl StateMachine {
     pub fn apply_command(&mut self, index: u64, command: &Command) -> Response {
         self.begin_apply(index);
         if command.op == Op::RegisterSession {
-            let client_id = self.sessions.register(index, self.config.sessions_max);
-            return Response::SessionRegistered { client_id };
+            return match self.sessions.register(index, self.config.sessions_max) {
+                Ok(client_id) => Response::SessionRegistered { client_id },
+                Err(e) => Response::Error(e),
+            };
         }
         let Some(id) = command.request_id else {
             return self.execute(&command.op);
@@ -129,7 +131,8 @@ impl StateMachine {
         match self.sessions.check(id) {
             SessionCheck::Execute => {
                 let response = self.execute(&command.op);
-                let executed = Some((id.seq, response.clone()));
+                let kept = kept_response(id, &response, self.mvcc.revision);
+                let executed = Some((id.seq, kept));
                 self.sessions.touch(id.client_id, index, executed);
                 response
             }

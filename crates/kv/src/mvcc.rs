@@ -271,12 +271,13 @@ impl Mvcc {
             Record::Put { lease, .. } => *lease,
             Record::Tombstone => 0,
         };
-        if old_lease != 0 {
+        // A put that keeps the key's lease leaves the attachment as it is.
+        if old_lease != 0 && old_lease != new_lease {
             if let Some(l) = self.leases.get_mut(&old_lease) {
                 l.keys.remove(&key);
             }
         }
-        if new_lease != 0 {
+        if new_lease != 0 && new_lease != old_lease {
             if let Some(l) = self.leases.get_mut(&new_lease) {
                 l.keys.insert(key.clone());
             }

@@ -2,13 +2,37 @@
 //!
 //! Kept in persistent maps like the key space, so a snapshot view shares them
 //! at no cost. `by_last_index` orders sessions by their last activity so
-//! expiry and eviction take the least recently used one in O(log n).
+//! expiry takes the least recently used one in O(log n).
+//!
+//! Sessions are replicated state, so their memory is bounded, without
+//! letting one client undo another's exactly-once guarantee:
+//!
+//! * At most [`Config::sessions_max`](crate::Config::sessions_max) are open.
+//!   A registration beyond it is refused with [`KvError::TooManySessions`]
+//!   instead of evicting the least recently used session, as the first
+//!   version did: that let any client, by registering in a loop, evict every
+//!   other client's live session (whose next retry then failed with
+//!   `SessionExpired`). Sessions still leave only by idling past
+//!   `session_idle_entries_max` log entries, which frees the slots of a client
+//!   that registered many and went quiet.
+//! * A session keeps its last response only up to
+//!   [`SESSION_RESPONSE_BYTES_MAX`] encoded bytes. A larger one (a
+//!   session-tagged txn with a large range, a put with a large `prev_kv`) is
+//!   replaced by [`KvError::ResponseNotKept`], naming the revision right after
+//!   the write: a retry is not run again (exactly-once holds) and learns that
+//!   the write took effect and where to read what it would have returned.
 
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
 
 use crate::types::{KvError, RequestId, Response};
+
+/// Largest response (encoded) a session keeps for a retry; a larger one is
+/// replaced by [`KvError::ResponseNotKept`]. With
+/// [`Config::sessions_max`](crate::Config::sessions_max) it bounds the
+/// replicated memory sessions take: 10,000 × 4 KiB = 40 MiB at the defaults.
+pub const SESSION_RESPONSE_BYTES_MAX: usize = 4096;
 
 /// What the state machine remembers about one client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,16 +81,14 @@ impl Sessions {
         assert!(removed.is_some() && session.is_some_and(|s| s.last_index == last_index));
     }
 
-    /// Opens a session whose id is `index`, evicting the least recently used
-    /// sessions beyond `sessions_max`.
-    pub(crate) fn register(&mut self, index: u64, sessions_max: u64) -> u64 {
-        assert!(sessions_max >= 1);
-        self.insert(index, ClientSession { last_seq: 0, last_index: index, response: None });
-        while self.by_client.len() as u64 > sessions_max {
-            let &(last_index, client_id) = self.by_last_index.get_min().expect("non-empty");
-            self.remove(last_index, client_id);
+    /// Opens a session whose id is `index`, unless `sessions_max` are open:
+    /// a live session is never evicted to make room (see the module docs).
+    pub(crate) fn register(&mut self, index: u64, sessions_max: u64) -> Result<u64, KvError> {
+        if self.by_client.len() as u64 >= sessions_max {
+            return Err(KvError::TooManySessions { max: sessions_max });
         }
-        index
+        self.insert(index, ClientSession { last_seq: 0, last_index: index, response: None });
+        Ok(index)
     }
 
     /// Adds a session (registration or snapshot restore).
@@ -94,7 +116,8 @@ impl Sessions {
     }
 
     /// Marks the session active at `index`, and if `executed` is given
-    /// records `(seq, response)` as its last command.
+    /// records `(seq, response)` as its last command; `response` should be
+    /// what [`kept_response`] makes of it.
     pub(crate) fn touch(&mut self, client_id: u64, index: u64, executed: Option<(u64, Response)>) {
         let session = self.by_client.get_mut(&client_id).expect("touched session exists");
         assert!(index > session.last_index);
@@ -111,4 +134,14 @@ impl Sessions {
     pub(crate) fn len(&self) -> usize {
         self.by_client.len()
     }
+}
+
+/// What a session keeps of the response to its last write: the response, or if
+/// its encoding is over [`SESSION_RESPONSE_BYTES_MAX`], an error that tells a
+/// retry the write took effect at `revision`.
+pub(crate) fn kept_response(id: RequestId, response: &Response, revision: u64) -> Response {
+    if response.encode().len() <= SESSION_RESPONSE_BYTES_MAX {
+        return response.clone();
+    }
+    Response::Error(KvError::ResponseNotKept { client_id: id.client_id, seq: id.seq, revision })
 }

@@ -65,10 +65,10 @@ impl<'a> Deleted<'a> {
         self.spans.insert(start, end);
     }
 
-    fn add_all(&mut self, other: Deleted<'a>) {
-        if self.keys.is_empty() && self.spans.is_empty() {
-            *self = other;
-            return;
+    /// Adds what `other` deletes, inserting the smaller set into the larger.
+    fn add_all(&mut self, mut other: Deleted<'a>) {
+        if self.keys.len() + self.spans.len() < other.keys.len() + other.spans.len() {
+            std::mem::swap(self, &mut other);
         }
         self.keys.extend(other.keys);
         for (start, end) in other.spans {
@@ -126,18 +126,17 @@ fn branch_keys(ops: &[RequestOp]) -> Result<Written<'_>, KvError> {
             puts = puts_then;
             puts.extend(puts_else);
         } else {
+            // `insert` answers whether the key was new: one search per key.
             for &k in &puts_then {
-                if puts.contains(k) || dels.contains(k) {
+                if dels.contains(k) || !puts.insert(k) {
                     return duplicate(k);
                 }
             }
-            puts.extend(&puts_then);
             for &k in &puts_else {
                 // A key of both branches is fine: only one of them runs.
-                if (puts.contains(k) && !puts_then.contains(k)) || dels.contains(k) {
+                if dels.contains(k) || (!puts.insert(k) && !puts_then.contains(k)) {
                     return duplicate(k);
                 }
-                puts.insert(k);
             }
         }
         // Only now: a nested delete does not conflict with an earlier sibling's put.
@@ -146,10 +145,9 @@ fn branch_keys(ops: &[RequestOp]) -> Result<Written<'_>, KvError> {
     }
     for op in ops {
         let RequestOp::Put(r) = op else { continue };
-        if puts.contains(&r.key[..]) || dels.contains(&r.key) {
+        if dels.contains(&r.key) || !puts.insert(&r.key) {
             return duplicate(&r.key);
         }
-        puts.insert(&r.key);
     }
     Ok((puts, dels))
 }

@@ -636,7 +636,7 @@ pub enum KvError {
         /// Last sequence number the session executed.
         last_seq: u64,
     },
-    /// The session is unknown: never registered, expired, or evicted.
+    /// The session is unknown: never registered, or expired.
     SessionExpired {
         /// Session id.
         client_id: u64,
@@ -667,6 +667,22 @@ pub enum KvError {
     NoSpace,
     /// The CORRUPT alarm is raised: the cluster refuses commands until it is cleared.
     Corrupt,
+    /// A session registration found every session slot taken by live
+    /// sessions (they are never evicted; they expire when idle).
+    TooManySessions {
+        /// The session limit.
+        max: u64,
+    },
+    /// A retry of a session's last write, whose response was too large to
+    /// keep: the write took effect once, at `revision`, and is not run again.
+    ResponseNotKept {
+        /// Session id.
+        client_id: u64,
+        /// Sequence number of the write.
+        seq: u64,
+        /// Store revision right after the write.
+        revision: u64,
+    },
 }
 
 impl fmt::Display for KvError {
@@ -689,6 +705,8 @@ impl fmt::Display for KvError {
             KvError::LeaseTtlTooLarge { ttl_secs } => write!(f, "lease TTL of {ttl_secs} s exceeds the {LEASE_TTL_MAX_SECS} s limit; ask for a shorter TTL"),
             KvError::NoSpace => write!(f, "database space exceeded (the NOSPACE alarm is raised); compact the history, defragment and disarm the alarm (etcdctl alarm disarm), or raise --quota-backend-bytes"),
             KvError::Corrupt => write!(f, "the CORRUPT alarm is raised; check the members' data, then disarm the alarm"),
+            KvError::TooManySessions { max } => write!(f, "all {max} client sessions are in use; retry later (idle sessions expire) or reuse an open session"),
+            KvError::ResponseNotKept { client_id, seq, revision } => write!(f, "session {client_id}'s write {seq} took effect at revision {revision} and is not run again, but its response was too large to keep; read what you need at revision {revision}"),
         }
     }
 }

@@ -96,18 +96,72 @@ fn idle_sessions_expire_by_log_index() {
     assert_eq!(n.value("k").as_deref(), Some("a"), "not executed twice");
 }
 
+/// Registering beyond the limit used to evict the least recently used session,
+/// so any client could, by registering in a loop, evict every other client's live
+/// session. Now the registration is refused, the live sessions keep working, and a
+/// slot frees only when a session expires by idling.
 #[test]
-fn registering_beyond_the_limit_evicts_the_least_recently_used() {
-    let mut n = Node::with_config(Config { sessions_max: 2, ..Config::default() });
+fn registering_beyond_the_limit_is_refused_and_evicts_no_live_session() {
+    let config = Config { sessions_max: 2, session_idle_entries_max: 5, ..Config::default() };
+    let mut n = Node::with_config(config);
     let a = register(&mut n);
     let b = register(&mut n);
-    n.apply(Command::with_session(a, 1, append("k", "a"))); // a is now newer than b
-    let c = register(&mut n);
+    for _ in 0..3 {
+        let refused = n.op(Op::RegisterSession);
+        assert_eq!(refused, Response::Error(KvError::TooManySessions { max: 2 }));
+    }
     assert_eq!(n.sm.session_count(), 2);
-    let r = n.apply(Command::with_session(b, 1, append("k", "b")));
-    assert_eq!(r, Response::Error(KvError::SessionExpired { client_id: b }));
-    assert!(n.apply(Command::with_session(a, 2, append("k", "a"))).error().is_none());
+    assert!(n.apply(Command::with_session(a, 1, append("k", "a"))).error().is_none());
+    assert!(n.apply(Command::with_session(b, 1, append("k", "b"))).error().is_none());
+    // b idles past the limit while a stays active: b's slot frees up.
+    for seq in 2..8 {
+        assert!(n.apply(Command::with_session(a, seq, append("k", "a"))).error().is_none());
+    }
+    let c = register(&mut n);
     assert!(n.apply(Command::with_session(c, 1, append("k", "c"))).error().is_none());
+    let r = n.apply(Command::with_session(b, 2, append("k", "b")));
+    assert_eq!(r, Response::Error(KvError::SessionExpired { client_id: b }));
+}
+
+/// A session-tagged write's response is replicated state; a large one (a txn
+/// reading a big range) used to be kept whole. Now a response over the bound is
+/// replaced by an error that tells a retry the write took effect, and where; the
+/// first answer is still the full response, and the write still runs once.
+#[test]
+fn a_large_response_is_not_kept_and_a_retry_learns_the_write_took_effect() {
+    let mut n = Node::new();
+    let id = register(&mut n);
+    let big = "v".repeat(SESSION_RESPONSE_BYTES_MAX);
+    n.put("big", &big);
+    let read_and_append = || {
+        Op::Txn(TxnRequest {
+            success: vec![
+                RequestOp::Range(RangeRequest::key("big")),
+                RequestOp::Put(put_req("small", "1")),
+            ],
+            ..Default::default()
+        })
+    };
+    let first = n.apply(Command::with_session(id, 1, read_and_append()));
+    let Response::Txn(t) = &first else { panic!("{first:?}") };
+    let ResponseOp::Range(r) = &t.responses[0] else { panic!("{t:?}") };
+    assert_eq!(r.kvs[0].value, big.as_bytes(), "the first answer is whole");
+    let revision = n.sm.revision();
+    let retry = n.apply(Command::with_session(id, 1, read_and_append()));
+    assert_eq!(
+        retry,
+        Response::Error(KvError::ResponseNotKept { client_id: id, seq: 1, revision })
+    );
+    assert_eq!(n.sm.revision(), revision, "not run again");
+    let snapshot = snapshot_bytes(&n.sm);
+    assert!(snapshot.len() < SESSION_RESPONSE_BYTES_MAX * 2, "big is stored once");
+    let mut copy = Node { sm: StateMachine::restore(&snapshot[..]).unwrap(), index: n.index };
+    assert_eq!(copy.apply(Command::with_session(id, 1, read_and_append())), retry);
+    // A small response is still kept whole and replayed.
+    let put = Op::Put(PutRequest { prev_kv: true, ..put_req("small", "2") });
+    let first = n.apply(Command::with_session(id, 2, put.clone()));
+    assert!(first.error().is_none());
+    assert_eq!(n.apply(Command::with_session(id, 2, put)), first);
 }
 
 /// Expiry depends on log content only: replicas fed the same entries keep
