@@ -339,6 +339,9 @@ fn run<S: LogStore>(
         if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
             metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         }
+        // Before any answer leaves: a client's next write is checked against the quota
+        // with a size that includes its previous one.
+        metrics.db_size_bytes.store(node.state().size_bytes(), Ordering::Relaxed);
         let applied = node.applied_index();
         applied_tx.send_if_modified(|a| std::mem::replace(a, applied) != applied);
         for (id, reply) in out.replies {
