@@ -268,7 +268,10 @@ impl TestCluster {
             .map_err(|e| eprintln!("GET {path} on member {i}: {e}"))
             .ok()?;
         sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(sock, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+        // One write: the server reads the request with one read and closes, and a close
+        // with unread bytes resets the connection, losing the answer.
+        let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+        sock.write_all(request.as_bytes()).ok()?;
         let mut raw = Vec::new();
         if let Err(e) = sock.read_to_end(&mut raw) {
             eprintln!("GET {path} on member {i}: {e}");
