@@ -704,8 +704,8 @@ fn drop_field(line: &str, key: &str) -> String {
 /// Masks what legitimately differs: timings, raft term and index, version, sizes,
 /// hashes, and which member leads.
 fn mask(line: String) -> String {
-    // DB sizes are not comparable (bolt's file against our last snapshot, 0 before the
-    // first): drop them, since JSON leaves a zero out.
+    // DB sizes are not comparable (bolt's file against our state's size estimate): drop
+    // them, since JSON leaves a zero out.
     let mut line = drop_field(&line, "\"dbSize\":");
     line = drop_field(&line, "\"dbSizeInUse\":");
     for key in [
