@@ -115,6 +115,14 @@
 //! operations. A watch may start at the compact revision itself, and sees the
 //! puts that compaction keeps of it.
 //!
+//! # Space quota and alarms
+//!
+//! [`StateMachine::size_bytes`] is a deterministic estimate of the bytes the state
+//! holds, kept in O(1) per change; the member that proposes a write compares it with
+//! the quota ([`space_cost`]). Alarms ([`Op::Alarm`], etcd's NOSPACE and CORRUPT) are
+//! replicated state, in snapshots too; while one is raised, apply refuses what etcd's
+//! "capped" and "corrupt" appliers refuse, on every replica alike (see `quota.rs`).
+//!
 //! # Not yet here
 //!
 //! Auth and the etcd "physical" compaction wait flag are left out.

@@ -51,6 +51,10 @@ enum Cmd {
         /// Wipe the data directory first.
         #[arg(long)]
         fresh: bool,
+        /// Flags for every member's `raftkv server`, after `--` (for example
+        /// `-- --quota-backend-bytes=16777216 --auto-compaction-retention=1h`).
+        #[arg(last = true)]
+        server_flags: Vec<String>,
     },
     /// Set a key.
     Put {
@@ -300,7 +304,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let cfg = server_config(&a)?;
             server::serve(cfg).await.map_err(|e| e.to_string())
         }
-        Cmd::Playground { data_dir, fresh } => playground(data_dir, fresh).await,
+        Cmd::Playground { data_dir, fresh, server_flags } => {
+            playground(data_dir, fresh, &server_flags).await
+        }
         Cmd::Put { ep, key, value } => {
             let r = client(&ep)?
                 .put(key.as_bytes(), value.as_bytes())
@@ -377,7 +383,7 @@ async fn status(ep: &Endpoints) -> Result<(), String> {
 const PLAYGROUND: [(&str, u16, u16, u16); 3] =
     [("n1", 2379, 2380, 2381), ("n2", 22379, 22380, 22381), ("n3", 32379, 32380, 32381)];
 
-async fn playground(data_dir: PathBuf, fresh: bool) -> Result<(), String> {
+async fn playground(data_dir: PathBuf, fresh: bool, server_flags: &[String]) -> Result<(), String> {
     if fresh && data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
             .map_err(|e| format!("removing {}: {e}", data_dir.display()))?;
@@ -406,6 +412,7 @@ async fn playground(data_dir: PathBuf, fresh: bool) -> Result<(), String> {
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
             .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{metrics_port}")])
             .args(["--initial-cluster", &cluster])
+            .args(server_flags)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()

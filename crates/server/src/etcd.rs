@@ -68,6 +68,9 @@ pub struct Api {
     /// How long a write or a linearizable read may take in all, waits for a leader
     /// included (the node's request timeout; etcd's is 7 s with its defaults).
     pub request_timeout: std::time::Duration,
+    /// The space quota (`--quota-backend-bytes`) checked before proposing a put, a
+    /// txn or a lease grant; `None`: no quota.
+    pub quota_bytes: Option<u64>,
 }
 
 impl Api {
@@ -121,6 +124,35 @@ impl Api {
                 }
             }
         }
+    }
+
+    /// etcd's quota check, before proposing a put, a txn or a lease grant (its
+    /// `quotaKVServer` and `quotaLeaseServer`): on this member, the one the client
+    /// reached, with its own size estimate. A request that would take the state to
+    /// the quota or past it is refused with etcd's NOSPACE error, and the NOSPACE
+    /// alarm is raised for this member through the log unless it already is. The
+    /// leader checks again before proposing (a follower's estimate may lag), and once
+    /// the alarm is applied every member refuses such writes.
+    pub(crate) async fn check_quota(&self, op: &Op) -> Result<(), Status> {
+        let Some(quota) = self.quota_bytes else { return Ok(()) };
+        let cost = kv::space_cost(op);
+        let size = self.metrics.db_size_bytes.load(Ordering::Relaxed);
+        if cost == 0 || size.saturating_add(cost) < quota {
+            return Ok(());
+        }
+        let mine = kv::AlarmMember { member_id: self.member_id, alarm: kv::AlarmType::Nospace };
+        let raised = self.node.status().await.is_some_and(|s| s.alarms.contains(&mine));
+        if !raised {
+            let activate = Op::Alarm {
+                action: kv::AlarmAction::Activate,
+                member_id: self.member_id,
+                alarm: kv::AlarmType::Nospace,
+            };
+            if let Err(e) = self.write(Command::new(activate)).await {
+                tracing::warn!(error = %e.message(), "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(kv_error(&KvError::NoSpace))
     }
 
     /// A read; a linearizable one waits out an election (no leader) for up to etcd's
@@ -516,6 +548,7 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::PutResponse>, Status> {
         check_size(request.get_ref())?;
         let cmd = command(&request, Op::Put(put_request(request.get_ref())?))?;
+        self.check_quota(&cmd.op).await?;
         match self.write(cmd).await? {
             kv::Response::Put(p) => Ok(Response::new(self.put_response(&p))),
             other => Err(unexpected(other)),
@@ -544,6 +577,7 @@ impl pb::kv_server::Kv for Api {
         // member runs with the default kv limits (`NodeConfig::new` in lib.rs).
         kv::Config::default().check_txn(&txn).map_err(|e| kv_error(&e))?;
         let cmd = command(&request, Op::Txn(txn))?;
+        self.check_quota(&cmd.op).await?;
         match self.write(cmd).await? {
             kv::Response::Txn(t) => Ok(Response::new(self.txn_response(&t))),
             other => Err(unexpected(other)),

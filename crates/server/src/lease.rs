@@ -36,6 +36,7 @@ impl pb::lease_server::Lease for Api {
         request: tonic::Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let r = request.into_inner();
+        self.check_quota(&Op::LeaseGrant { id: r.id, ttl_secs: r.ttl }).await?;
         if r.ttl > kv::LEASE_TTL_MAX_SECS {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
         }

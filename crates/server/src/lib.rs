@@ -150,6 +150,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         client_urls,
         lease_ttl_min_secs,
         request_timeout,
+        quota_bytes: cfg.quota_bytes,
     };
 
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;

@@ -57,6 +57,8 @@ impl Histogram {
 pub struct Metrics {
     /// Current Raft term.
     pub term: AtomicU64,
+    /// The state machine's size estimate in bytes (what the space quota counts).
+    pub db_size_bytes: AtomicU64,
     /// Known leader's member id (0: none).
     pub leader: AtomicU64,
     /// 1 if this member leads.
@@ -95,6 +97,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             term: AtomicU64::new(0),
+            db_size_bytes: AtomicU64::new(0),
             leader: AtomicU64::new(0),
             is_leader: AtomicU64::new(0),
             commit_index: AtomicU64::new(0),
@@ -168,6 +171,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
+        let db_size = "raftkv_db_size_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {db_size} estimated bytes of the state (what --quota-backend-bytes counts)\n# TYPE {db_size} gauge\n{db_size} {}",
+            self.db_size_bytes.load(Ordering::Relaxed)
+        );
         self.fsync_seconds.render(&mut out, "raftkv_wal_fsync_seconds", "WAL sync latency");
         self.apply_seconds.render(&mut out, "raftkv_apply_seconds", "apply latency per batch");
         self.peer_rtt_seconds.render(&mut out, "raftkv_peer_rtt_seconds", "peer round-trip time");

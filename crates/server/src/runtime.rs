@@ -563,6 +563,9 @@ fn run<S: LogStore>(
         if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
             metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         }
+        // Before any answer leaves: a client's next write is checked against the quota
+        // with a size that includes its previous one.
+        metrics.db_size_bytes.store(node.state().size_bytes(), Ordering::Relaxed);
         publish(&node, &published, &mut out, &mut waiting, &metrics);
         let raft = node.raft();
         if raft.leader() != last_leader {

@@ -264,12 +264,26 @@ impl TestCluster {
     pub fn http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
         let addr = ("127.0.0.1", self.members[i].metrics_port);
-        let mut sock = std::net::TcpStream::connect(addr).ok()?;
+        let mut sock = std::net::TcpStream::connect(addr)
+            .map_err(|e| eprintln!("GET {path} on member {i}: {e}"))
+            .ok()?;
         sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(sock, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
-        let mut text = String::new();
-        sock.read_to_string(&mut text).ok()?;
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        // One write: the server reads the request with one read and closes, and a close
+        // with unread bytes resets the connection, losing the answer.
+        let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+        sock.write_all(request.as_bytes()).ok()?;
+        let mut raw = Vec::new();
+        if let Err(e) = sock.read_to_end(&mut raw) {
+            eprintln!("GET {path} on member {i}: {e}");
+            if raw.is_empty() {
+                return None;
+            }
+        }
+        let text = String::from_utf8_lossy(&raw);
+        let Some(code) = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()) else {
+            eprintln!("GET {path} on member {i}: not an HTTP answer: {text:?}");
+            return None;
+        };
         let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         Some((code, body.to_string()))
     }
