@@ -778,6 +778,34 @@ mod tests {
         join.join().unwrap();
     }
 
+    /// A watcher far behind catches up in budgeted batches, each resuming where the
+    /// last ended, and gets every event once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_resumes_batch_by_batch_from_the_returned_revision() {
+        let (handle, join) = leader().await;
+        let changes = 2 * EVENTS_BUDGET_PER_QUERY + 500;
+        for i in 0..changes {
+            assert!(handle.request(put(&format!("w/{i:05}"), "v")).await.is_ok());
+        }
+        let (mut from, mut seen, mut batches) = (1, Vec::new(), 0);
+        loop {
+            let batch = handle.events(b"w/".to_vec(), b"w0".to_vec(), from, false).await;
+            let batch = batch.unwrap().unwrap();
+            assert!(batch.events.len() as u64 <= EVENTS_BUDGET_PER_QUERY);
+            batches += 1;
+            seen.extend(batch.events.iter().map(|e| e.kv.mod_revision));
+            from = batch.next_revision;
+            if batch.next_revision > batch.revision {
+                break;
+            }
+        }
+        assert!(batches >= 3, "{batches} batches");
+        assert_eq!(seen.len() as u64, changes);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order, each once");
+        handle.stop();
+        join.join().unwrap();
+    }
+
     /// Watch catch-up and lease listings read the published view, which has everything
     /// the member acknowledged.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

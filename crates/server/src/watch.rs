@@ -284,6 +284,10 @@ impl WatchStream {
             }
             let w = self.watchers.get_mut(&id).expect("still watching");
             assert!(batch.next_revision >= w.next_revision, "a watcher never goes back");
+            assert!(
+                batch.next_revision > from || batch.next_revision > batch.revision,
+                "a catch-up batch either advances or says the watcher is caught up"
+            );
             w.next_revision = batch.next_revision;
             if sent_any {
                 w.last_sent = Instant::now();
