@@ -6,7 +6,9 @@ mod snapshot;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientOptions};
-use server::config::{parse_initial_cluster, parse_url, ClusterState, ServerConfig};
+use server::config::{
+    parse_duration, parse_initial_cluster, parse_url, ClusterState, GrpcLimits, ServerConfig,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,7 +41,7 @@ struct Endpoints {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one member (etcd's flag names).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Start a local 3-member cluster in one command; Ctrl-C stops it.
     Playground {
         /// Where the members keep their data (one subdirectory each).
@@ -147,6 +149,38 @@ struct ServerArgs {
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Most gRPC calls one connection may have open at once; more wait for a free slot
+    /// (etcd's default is unlimited; see the README for why ours is bounded).
+    #[arg(long, default_value_t = GrpcLimits::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    max_concurrent_streams: u32,
+    /// Accepted for etcd compatibility, not enforced (the HTTP/2 server has no ping
+    /// policy). A duration such as 5s.
+    #[arg(long, default_value = "5s")]
+    grpc_keepalive_min_time: String,
+    /// Ping a client (or peer) after this long without a frame from it (2h, 30s...).
+    #[arg(long, default_value = "2h")]
+    grpc_keepalive_interval: String,
+    /// Close a connection whose ping is not answered within this (20s...).
+    #[arg(long, default_value = "20s")]
+    grpc_keepalive_timeout: String,
+}
+
+/// The gRPC limit flags, checked.
+fn grpc_limits(a: &ServerArgs) -> Result<GrpcLimits, String> {
+    if a.max_concurrent_streams == 0 {
+        return Err("--max-concurrent-streams must be at least 1".into());
+    }
+    let positive = |flag: &str, text: &str| match parse_duration(flag, text).map_err(|e| e.0)? {
+        d if d.is_zero() => Err(format!("{flag} must be longer than 0")),
+        d => Ok(d),
+    };
+    Ok(GrpcLimits {
+        max_concurrent_streams: a.max_concurrent_streams,
+        keepalive_min_time: parse_duration("--grpc-keepalive-min-time", &a.grpc_keepalive_min_time)
+            .map_err(|e| e.0)?,
+        keepalive_interval: positive("--grpc-keepalive-interval", &a.grpc_keepalive_interval)?,
+        keepalive_timeout: positive("--grpc-keepalive-timeout", &a.grpc_keepalive_timeout)?,
+    })
 }
 
 fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
@@ -188,6 +222,7 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         cluster_id,
         tick_ms: a.tick_ms,
         snapshot_count: a.snapshot_count,
+        grpc: grpc_limits(a)?,
     })
 }
 
