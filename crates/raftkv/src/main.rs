@@ -7,8 +7,8 @@ mod snapshot;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientOptions};
 use server::config::{
-    parse_auto_compaction, parse_go_duration, parse_initial_cluster, parse_url, quota_bytes,
-    ClusterState, ServerConfig,
+    parse_auto_compaction, parse_duration, parse_initial_cluster, parse_url, quota_bytes,
+    ClusterState, GrpcLimits, ServerConfig,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -171,6 +171,38 @@ struct ServerArgs {
     /// tests.
     #[arg(long, default_value = "5m", hide = true)]
     experimental_auto_compaction_revision_interval: String,
+    /// Most gRPC calls one connection may have open at once; more wait for a free slot
+    /// (etcd's default is unlimited; see the README for why ours is bounded).
+    #[arg(long, default_value_t = GrpcLimits::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    max_concurrent_streams: u32,
+    /// Accepted for etcd compatibility, not enforced (the HTTP/2 server has no ping
+    /// policy). A duration such as 5s.
+    #[arg(long, default_value = "5s")]
+    grpc_keepalive_min_time: String,
+    /// Ping a client (or peer) after this long without a frame from it (2h, 30s...).
+    #[arg(long, default_value = "2h")]
+    grpc_keepalive_interval: String,
+    /// Close a connection whose ping is not answered within this (20s...).
+    #[arg(long, default_value = "20s")]
+    grpc_keepalive_timeout: String,
+}
+
+/// The gRPC limit flags, checked.
+fn grpc_limits(a: &ServerArgs) -> Result<GrpcLimits, String> {
+    if a.max_concurrent_streams == 0 {
+        return Err("--max-concurrent-streams must be at least 1".into());
+    }
+    let positive = |flag: &str, text: &str| match parse_duration(flag, text).map_err(|e| e.0)? {
+        d if d.is_zero() => Err(format!("{flag} must be longer than 0")),
+        d => Ok(d),
+    };
+    Ok(GrpcLimits {
+        max_concurrent_streams: a.max_concurrent_streams,
+        keepalive_min_time: parse_duration("--grpc-keepalive-min-time", &a.grpc_keepalive_min_time)
+            .map_err(|e| e.0)?,
+        keepalive_interval: positive("--grpc-keepalive-interval", &a.grpc_keepalive_interval)?,
+        keepalive_timeout: positive("--grpc-keepalive-timeout", &a.grpc_keepalive_timeout)?,
+    })
 }
 
 fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
@@ -195,15 +227,16 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         parse_auto_compaction(&a.auto_compaction_mode, &a.auto_compaction_retention)
             .map_err(|e| e.0)?;
     let interval_flag = "--experimental-auto-compaction-revision-interval";
-    let revision_interval = parse_go_duration(&a.experimental_auto_compaction_revision_interval)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            format!(
-                "{interval_flag} {:?}: give a positive duration such as 5m or 500ms",
-                a.experimental_auto_compaction_revision_interval
-            )
-        })?;
+    let revision_interval =
+        parse_duration(interval_flag, &a.experimental_auto_compaction_revision_interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "{interval_flag} {:?}: give a positive duration such as 5m or 500ms",
+                    a.experimental_auto_compaction_revision_interval
+                )
+            })?;
     Ok(ServerConfig {
         name: a.name.clone(),
         data_dir: a.data_dir.clone(),
@@ -228,6 +261,7 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         quota_bytes: quota_bytes(a.quota_backend_bytes),
         auto_compaction,
         auto_compaction_revision_interval: revision_interval,
+        grpc: grpc_limits(a)?,
     })
 }
 

@@ -6,6 +6,7 @@
 //! ([`http`]). Everything that decides anything lives in `raft`, `kv`, `node` and `storage`,
 //! which the simulator runs too; this crate only moves bytes and schedules work.
 
+pub mod accept;
 pub mod auth;
 pub mod authority;
 pub mod backup;
@@ -121,7 +122,13 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     };
     let peers: Vec<_> =
         cfg.members.iter().filter(|m| m.id != me.id).map(|m| (m.id, m.peer_url.clone())).collect();
-    let transport = Transport::start(identity.clone(), peers, metrics.clone(), client_urls.clone());
+    let transport = Transport::start(
+        identity.clone(),
+        peers,
+        metrics.clone(),
+        client_urls.clone(),
+        request_timeout,
+    );
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (handle, join) = runtime::spawn(
         node,
@@ -157,19 +164,20 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     use proto::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer};
     use proto::etcdserverpb::{lease_server::LeaseServer, watch_server::WatchServer};
     use proto::peer::peer_server::PeerServer;
-    let peer_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    if cfg.grpc.keepalive_min_time != config::GrpcLimits::default().keepalive_min_time {
+        tracing::warn!("{}", config::GrpcLimits::KEEPALIVE_MIN_TIME_NOT_ENFORCED);
+    }
+    let peer_server = grpc_server(&cfg.grpc)
         .add_service(
             PeerServer::new(peer_service)
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming(incoming(peer_listener));
+        .serve_with_incoming(incoming(peer_listener, "--listen-peer-urls", &metrics));
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").
     let recv_max = etcd::REQUEST_BYTES_MAX + 512 * 1024;
-    let client_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let client_server = grpc_server(&cfg.grpc)
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(recv_max))
@@ -194,7 +202,11 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         )
         // etcdctl sends `http://host:port` as :authority on some connections; h2 would
         // reset those requests (see authority.rs).
-        .serve_with_incoming(authority::wrap_incoming(incoming(client_listener)));
+        .serve_with_incoming(authority::wrap_incoming(incoming(
+            client_listener,
+            "--listen-client-urls",
+            &metrics,
+        )));
     if let Some(mode) = cfg.auto_compaction {
         tracing::info!(?mode, "auto compaction on");
         let interval = cfg.auto_compaction_revision_interval;
@@ -248,8 +260,34 @@ fn etcd_receive_limit_error<B>(mut response: ::http::Response<B>) -> ::http::Res
 
 /// Accepted connections with Nagle off: Raft and client round trips are many small
 /// messages, and Nagle plus delayed ACKs would add tens of milliseconds to each.
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+fn incoming(
+    listener: TcpListener,
+    flag: &'static str,
+    metrics: &Arc<Metrics>,
+) -> accept::BackoffIncoming<tonic::transport::server::TcpIncoming> {
+    let tcp = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    with_accept_backoff(tcp, flag, metrics)
+}
+
+/// Failed accepts (EMFILE...) pause with a back-off instead of spinning (see [`accept`]).
+fn with_accept_backoff<S>(
+    connections: S,
+    flag: &'static str,
+    metrics: &Arc<Metrics>,
+) -> accept::BackoffIncoming<S> {
+    accept::BackoffIncoming::new(connections, flag, metrics.clone())
+}
+
+/// A gRPC server with the `--max-concurrent-streams` and keep-alive limits. Keep-alive
+/// as etcd's: after `interval` without a frame from the other side, ping it; no answer
+/// within `timeout` closes the connection (a client or peer that vanished without a FIN
+/// no longer holds its streams and buffers until TCP gives up, minutes later).
+fn grpc_server(limits: &config::GrpcLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
 }
 
 async fn shutdown_signal() {

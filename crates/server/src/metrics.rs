@@ -77,6 +77,8 @@ pub struct Metrics {
     pub peer_messages_dropped: AtomicU64,
     /// Snapshot writes that failed (each is retried after a back-off).
     pub snapshot_failures: AtomicU64,
+    /// Failed accepts on the peer and client listeners (each followed by a pause).
+    pub accept_errors: AtomicU64,
     /// Duration of each WAL sync.
     pub fsync_seconds: Histogram,
     /// Duration of applying a batch of committed entries.
@@ -107,6 +109,7 @@ impl Default for Metrics {
             leader_changes: AtomicU64::new(0),
             peer_messages_dropped: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
             peer_rtt_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -128,7 +131,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicU64); 12] = [
+        let gauges: [(&str, &str, &AtomicU64); 13] = [
             ("raftkv_term", "current Raft term", &self.term),
             ("raftkv_leader_id", "member id of the known leader (0: none)", &self.leader),
             ("raftkv_is_leader", "1 if this member leads", &self.is_leader),
@@ -164,6 +167,11 @@ impl Metrics {
                 "raftkv_snapshot_failures_total",
                 "snapshot writes that failed (the WAL is kept; retried with back-off)",
                 &self.snapshot_failures,
+            ),
+            (
+                "raftkv_accept_errors_total",
+                "failed accepts on the peer and client listeners (each followed by a pause)",
+                &self.accept_errors,
             ),
         ];
         for (name, help, v) in gauges {

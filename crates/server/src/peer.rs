@@ -25,6 +25,17 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
+/// Longest wait for a peer's answer to the Hello that opens each stream: a peer that
+/// accepts the connection but never answers must not hold the reconnect loop forever.
+const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on each connection to a peer after this long without a frame, and the
+/// wait for their answer: a peer that vanished without a FIN (power cut, partition) is
+/// noticed in seconds and the stream to it reconnects, instead of waiting minutes for TCP.
+const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and longest pause before reconnecting a peer stream (doubling in between).
+const PEER_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const PEER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Batches queued per peer before new ones are dropped.
 const PEER_QUEUE_BATCHES: usize = 4096;
 /// Largest gRPC message between peers (snapshot chunks and append batches stay below).
@@ -79,16 +90,19 @@ pub struct Transport {
     clients: Arc<HashMap<NodeId, Channel>>,
     metrics: Arc<Metrics>,
     cluster_id: u64,
+    forward_timeout: Duration,
 }
 
 impl Transport {
     /// Starts a connection task for each peer `(id, url)`; peers' client URLs learnt in
-    /// the handshakes go into `client_urls`.
+    /// the handshakes go into `client_urls`. A forwarded write gets `forward_timeout` (the
+    /// request timeout) for its answer.
     pub fn start(
         me: Identity,
         peers: Vec<(NodeId, String)>,
         metrics: Arc<Metrics>,
         client_urls: ClientUrls,
+        forward_timeout: Duration,
     ) -> Transport {
         let mut queues = HashMap::new();
         let mut clients = HashMap::new();
@@ -97,6 +111,9 @@ impl Transport {
                 .expect("peer URLs are validated at start-up")
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .connect_lazy();
             let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
             queues.insert(id, tx);
@@ -110,12 +127,18 @@ impl Transport {
             clients: Arc::new(clients),
             metrics,
             cluster_id: me.cluster_id,
+            forward_timeout,
         }
     }
 
     /// Hands a client's write to the leader `leader` and returns its answer.
     /// Returns the leader's answer and, when it is one, the leader's applied index then.
     /// `NotLeader` only when the leader said so (the write was not applied there).
+    ///
+    /// The call has a deadline, the request timeout: sent to the leader (`grpc-timeout`,
+    /// which tonic enforces there) and kept here, so a leader that accepted the
+    /// connection but does not answer costs one request timeout, never a stuck task.
+    /// Past it the outcome is unknown: `Timeout`.
     pub async fn forward(&self, leader: NodeId, cmd: &Command) -> (Reply, u64) {
         let Some(channel) = self.clients.get(&leader) else {
             return (Err(RequestError::NotLeader { leader: None }), 0);
@@ -124,11 +147,13 @@ impl Transport {
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let req = ForwardRequest { cluster_id: self.cluster_id, command: cmd.encode().into() };
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(self.forward_timeout);
         // A failed call may have reached the leader and been applied: its outcome is
         // unknown (`Timeout`), never "not applied" (`NotLeader`), which would be resent.
-        let resp = match client.forward(req).await {
-            Ok(r) => r.into_inner(),
-            Err(_) => return (Err(RequestError::Timeout), 0),
+        let resp = match tokio::time::timeout(self.forward_timeout, client.forward(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(_)) | Err(_) => return (Err(RequestError::Timeout), 0),
         };
         let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
             ForwardError::None => {
@@ -163,7 +188,10 @@ impl Outbox for Transport {
     }
 }
 
-/// Keeps one stream open to peer `id`, reconnecting with exponential backoff.
+/// Keeps one stream open to peer `id`, reconnecting with exponential backoff (from
+/// [`PEER_RECONNECT_BACKOFF_MIN`] to at most [`PEER_RECONNECT_BACKOFF_MAX`]; back to the
+/// minimum once a stream was open, so a peer back from a long absence is not kept
+/// waiting for the maximum).
 async fn peer_loop(
     me: Identity,
     id: NodeId,
@@ -173,10 +201,16 @@ async fn peer_loop(
     metrics: Arc<Metrics>,
     client_urls: ClientUrls,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = PEER_RECONNECT_BACKOFF_MIN;
     let mut warned = false;
     loop {
-        match stream_to_peer(&me, id, channel.clone(), &mut rx, &metrics, &client_urls).await {
+        let mut opened = false;
+        let links = (&*metrics, &client_urls);
+        let streamed = stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened).await;
+        if opened {
+            backoff = PEER_RECONNECT_BACKOFF_MIN;
+        }
+        match streamed {
             Ok(()) => return, // the node stopped: queue closed
             Err(e) => {
                 if !warned {
@@ -195,20 +229,22 @@ async fn peer_loop(
         if rx.is_closed() && rx.is_empty() {
             return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-        if backoff == Duration::from_secs(2) {
+        backoff = (backoff * 2).min(PEER_RECONNECT_BACKOFF_MAX);
+        if backoff == PEER_RECONNECT_BACKOFF_MAX {
             warned = false; // remind now and then
         }
     }
 }
 
+/// One stream to peer `id`, until it fails (`Err`) or the node stops (`Ok`); `opened` is
+/// set once the peer answered the Hello.
 async fn stream_to_peer(
     me: &Identity,
     id: NodeId,
     channel: Channel,
     rx: &mut mpsc::Receiver<Vec<Message>>,
-    metrics: &Metrics,
-    client_urls: &ClientUrls,
+    (metrics, client_urls): (&Metrics, &ClientUrls),
+    opened: &mut bool,
 ) -> Result<(), String> {
     let mut client = PeerClient::new(channel)
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -222,7 +258,13 @@ async fn stream_to_peer(
         protocol_version: proto::PEER_PROTOCOL_VERSION,
         client_urls: me.client_urls.clone(),
     };
-    let answer = client.hello(hello).await.map_err(|s| s.message().to_string())?.into_inner();
+    let mut hello = tonic::Request::new(hello);
+    hello.set_timeout(PEER_HELLO_TIMEOUT);
+    let answer = match tokio::time::timeout(PEER_HELLO_TIMEOUT, client.hello(hello)).await {
+        Ok(answer) => answer.map_err(|s| s.message().to_string())?.into_inner(),
+        Err(_) => return Err(format!("no answer to hello within {PEER_HELLO_TIMEOUT:?}")),
+    };
+    *opened = true;
     if answer.member_id == id {
         client_urls.set(id, &answer.client_urls);
     }
@@ -350,5 +392,42 @@ impl Peer for PeerService {
             },
         }
         Ok(tonic::Response::new(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv::{Op, PutRequest};
+
+    /// Issue 11: the Forward RPC had no deadline, so a leader that accepted the
+    /// connection and then said nothing held the client's write (and its task) forever.
+    /// Now the call ends at the request timeout with an unknown outcome (`Timeout`).
+    #[tokio::test]
+    async fn forward_to_a_leader_that_never_answers_times_out() {
+        // Accepts connections and never reads or writes a byte.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                connections.push(c);
+            }
+        });
+        let me = Identity { cluster_id: 1, member_id: 1, name: "m1".into(), client_urls: vec![] };
+        let metrics = Arc::new(Metrics::default());
+        let timeout = Duration::from_millis(300);
+        let transport =
+            Transport::start(me, vec![(2, url)], metrics, ClientUrls::default(), timeout);
+        let cmd = Command::new(Op::Put(PutRequest { key: b"k".to_vec(), ..Default::default() }));
+
+        let started = Instant::now();
+        // Well before the keep-alive (PEER_KEEPALIVE_*) would close the connection.
+        let bounded = tokio::time::timeout(Duration::from_secs(5), transport.forward(2, &cmd));
+        let (reply, applied) = bounded.await.expect("forward returned: it has a deadline");
+        assert!(matches!(reply, Err(RequestError::Timeout)), "{reply:?}");
+        assert_eq!(applied, 0);
+        assert!(started.elapsed() >= timeout, "not before the deadline: {:?}", started.elapsed());
+        held.abort();
     }
 }
