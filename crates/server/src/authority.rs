@@ -7,8 +7,11 @@
 //! The `h2` crate under tonic does, finds a `/` in it, and resets the stream with
 //! PROTOCOL_ERROR before any of our code runs; it has no setting to relax that check.
 //!
-//! [`AuthorityFix`] wraps each accepted client connection (the plaintext side: with TLS
-//! it wraps the decrypted stream) and fixes such an authority before `h2` reads it:
+//! [`AuthorityFix`] wraps each accepted client connection and fixes such an authority
+//! before `h2` reads it. It must see the plaintext: whoever adds TLS should terminate it
+//! in the accept stream (a TLS acceptor there, this wrapper around its streams), not with
+//! tonic's `tls_config`, which would put the encryption between this wrapper and `h2`;
+//! the wrapper would then see no HTTP/2 preface and pass every byte on unchanged.
 //!
 //! - It follows the client's bytes frame by frame (RFC 9113 §4.1). The first complete
 //!   header block decides: if its `:authority` is well formed, or missing, or broken in
@@ -22,9 +25,9 @@
 //! - Every other frame passes through byte for byte. Flow control counts DATA frames
 //!   only, so rewriting header blocks (and dropping their padding) leaves it untouched.
 //! - Bounds: one header block of at most [`HEADER_BLOCK_BYTES_MAX`] encoded bytes is held
-//!   at a time, decoding to at most [`HEADER_LIST_BYTES_MAX`]; a client past either on a
-//!   rewritten connection is disconnected (h2 with tonic's settings refuses far smaller
-//!   header lists anyway). The re-encoded block is cut into frames of 16 KiB, the
+//!   at a time, decoding to at most [`HEADER_LIST_BYTES_MAX`]. A client past the first
+//!   bound, or past the second on a rewritten connection, is disconnected (h2 with
+//!   tonic's settings refuses far smaller header blocks and lists anyway). The re-encoded block is cut into frames of 16 KiB, the
 //!   smallest frame size limit an HTTP/2 server may set, so `h2` always accepts them.
 
 use bytes::{Buf, BytesMut};
