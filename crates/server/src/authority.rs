@@ -781,6 +781,52 @@ mod tests {
         assert_eq!(run(&mut Filter::new(), &sent, sent.len()).unwrap(), sent);
     }
 
+    /// Reads everything the wrapper yields, `chunk` bytes at a time.
+    async fn read_through(sent: Vec<u8>, chunk: usize) -> std::io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(3) {
+                client.write_all(piece).await.unwrap();
+            }
+        });
+        let mut fixed = AuthorityFix::new(server);
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = fixed.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
+        Ok(seen)
+    }
+
+    #[tokio::test]
+    async fn the_connection_wrapper_yields_what_the_filter_makes() {
+        for first in [first_block(AUTHORITY_URL), first_block(b"127.0.0.1:2379")] {
+            let sent = connection(&[first, later_block(), later_block()]);
+            let expected = run(&mut Filter::new(), &sent, sent.len()).unwrap();
+            for chunk in [1, 5, 4096] {
+                assert_eq!(read_through(sent.clone(), chunk).await.unwrap(), expected);
+            }
+            // A client gone mid-frame: what it sent reaches h2, then the end.
+            let cut = sent[..sent.len() - 4].to_vec();
+            let seen = read_through(cut, 100).await.unwrap();
+            assert_eq!(seen.len(), expected.len() - 4, "everything but the missing bytes");
+            let inside_first_headers = PREFACE.len() + 15 + FRAME_HEADER_BYTES + 2;
+            let cut = sent[..inside_first_headers].to_vec();
+            assert_eq!(read_through(cut.clone(), 100).await.unwrap(), cut);
+        }
+        let mut broken = connection(&[first_block(AUTHORITY_URL)]);
+        broken.extend(frame(HEADERS, 0, 3, &[0x83]));
+        broken.extend(frame(0x0, 0, 3, b"data"));
+        let e = read_through(broken, 100).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
     #[test]
     fn fixed_authority_strips_the_scheme_and_path_of_a_url_only() {
         let fixed = |a: &str| fixed_authority(a.as_bytes()).map(|v| String::from_utf8(v).unwrap());
