@@ -2,6 +2,7 @@
 //! one (raftkv or etcd: both speak etcd's v3 API).
 
 mod bench;
+mod playground;
 mod snapshot;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Cmd {
         /// `-- --quota-backend-bytes=16777216 --auto-compaction-retention=1h`).
         #[arg(last = true)]
         server_flags: Vec<String>,
+        /// The members' client ports; each also uses the next two (peer, metrics).
+        #[arg(long, default_value = playground::DEFAULT_CLIENT_PORTS, value_delimiter = ',')]
+        client_ports: Vec<u16>,
     },
     /// Set a key.
     Put {
@@ -185,6 +189,10 @@ struct ServerArgs {
     /// Close a connection whose ping is not answered within this (20s...).
     #[arg(long, default_value = "20s")]
     grpc_keepalive_timeout: String,
+    /// Stop (as on SIGTERM) when standard input closes: a supervisor holding the other
+    /// end of a pipe (`raftkv playground` does) takes the member down with it.
+    #[arg(long)]
+    stop_when_stdin_closes: bool,
 }
 
 /// The gRPC limit flags, checked.
@@ -336,10 +344,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Server(a) => {
             init_logging(&a.log_level)?;
             let cfg = server_config(&a)?;
-            server::serve(cfg).await.map_err(|e| e.to_string())
+            let served = if a.stop_when_stdin_closes {
+                server::serve_until(cfg, stdin_closed()).await
+            } else {
+                server::serve(cfg).await
+            };
+            served.map_err(|e| e.to_string())
         }
-        Cmd::Playground { data_dir, fresh, server_flags } => {
-            playground(data_dir, fresh, &server_flags).await
+        Cmd::Playground { data_dir, fresh, client_ports, server_flags } => {
+            let opts = playground::Options { data_dir, fresh, client_ports, server_flags };
+            playground::run(opts).await
         }
         Cmd::Put { ep, key, value } => {
             let r = client(&ep)?
@@ -413,86 +427,25 @@ async fn status(ep: &Endpoints) -> Result<(), String> {
     Ok(())
 }
 
-/// The playground's members: (name, client port, peer port, metrics port).
-const PLAYGROUND: [(&str, u16, u16, u16); 3] =
-    [("n1", 2379, 2380, 2381), ("n2", 22379, 22380, 22381), ("n3", 32379, 32380, 32381)];
-
-async fn playground(data_dir: PathBuf, fresh: bool, server_flags: &[String]) -> Result<(), String> {
-    if fresh && data_dir.exists() {
-        std::fs::remove_dir_all(&data_dir)
-            .map_err(|e| format!("removing {}: {e}", data_dir.display()))?;
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("finding the raftkv binary: {e}"))?;
-    let cluster: Vec<String> =
-        PLAYGROUND.iter().map(|(n, _, p, _)| format!("{n}=http://127.0.0.1:{p}")).collect();
-    let cluster = cluster.join(",");
-    let mut children = Vec::new();
-    for (name, client_port, peer_port, metrics_port) in PLAYGROUND {
-        let dir = data_dir.join(name);
-        let log_path = data_dir.join(format!("{name}.log"));
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
-        let child = std::process::Command::new(&exe)
-            .arg("server")
-            .args(["--name", name])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client_port}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{metrics_port}")])
-            .args(["--initial-cluster", &cluster])
-            .args(server_flags)
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting member {name}: {e}"))?;
-        children.push((name, child));
-    }
-    // Wait for a leader so the printed commands work right away.
-    let ep = Endpoints {
-        endpoints: DEFAULT_ENDPOINTS.split(',').map(String::from).collect(),
-        timeout_secs: 10,
-    };
-    let mut c = client(&ep)?;
-    let ready = c.get(b"playground-ready-check", false).await;
-    for (name, child) in children.iter_mut() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = data_dir.join(format!("{name}.log"));
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("member {name} exited ({status}):\n{tail}"));
+/// Completes when standard input reaches its end (or fails). Read on a thread of its
+/// own: a blocking read must not hold up the runtime's shutdown.
+async fn stdin_closed() {
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 512];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
         }
-    }
-    if let Err(e) = ready {
-        eprintln!("warning: the cluster did not answer yet: {e}");
-    }
-    println!("raftkv playground: 3 members running, data in {}", data_dir.display());
-    for (name, client_port, peer_port, metrics_port) in PLAYGROUND {
-        println!(
-            "  {name}: client http://127.0.0.1:{client_port}  peer :{peer_port}  metrics http://127.0.0.1:{metrics_port}/metrics  log {}",
-            data_dir.join(format!("{name}.log")).display()
-        );
-    }
-    println!("\nTry (in another terminal):");
-    println!("  cargo run --release -p raftkv -- put greeting hello");
-    println!("  cargo run --release -p raftkv -- get greeting");
-    println!("  cargo run --release -p raftkv -- status");
-    println!("  ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:2379 get greeting   # etcd's own CLI works too");
-    println!("\nCtrl-C stops the cluster.");
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
-    for (_, child) in children.iter_mut() {
-        // SIGTERM-like stop; members exit cleanly and keep their data.
-        let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
-    }
-    for (_, child) in children.iter_mut() {
-        let _ = child.wait();
-    }
-    println!("stopped; data kept in {} (use --fresh to start over)", data_dir.display());
-    Ok(())
+        let _ = closed_tx.send(());
+    });
+    let _ = closed_rx.await;
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@
 //! The `h2` crate under tonic does, finds a `/` in it, and resets the stream with
 //! PROTOCOL_ERROR before any of our code runs; it has no setting to relax that check.
 //!
-//! [`AuthorityFix`] wraps each accepted client connection (the plaintext side: with TLS
-//! it wraps the decrypted stream) and fixes such an authority before `h2` reads it:
+//! [`AuthorityFix`] wraps each accepted client connection and fixes such an authority
+//! before `h2` reads it. It must see the plaintext: whoever adds TLS should terminate it
+//! in the accept stream (a TLS acceptor there, this wrapper around its streams), not with
+//! tonic's `tls_config`, which would put the encryption between this wrapper and `h2`;
+//! the wrapper would then see no HTTP/2 preface and pass every byte on unchanged.
 //!
 //! - It follows the client's bytes frame by frame (RFC 9113 §4.1). The first complete
 //!   header block decides: if its `:authority` is well formed, or missing, or broken in
@@ -22,9 +25,9 @@
 //! - Every other frame passes through byte for byte. Flow control counts DATA frames
 //!   only, so rewriting header blocks (and dropping their padding) leaves it untouched.
 //! - Bounds: one header block of at most [`HEADER_BLOCK_BYTES_MAX`] encoded bytes is held
-//!   at a time, decoding to at most [`HEADER_LIST_BYTES_MAX`]; a client past either on a
-//!   rewritten connection is disconnected (h2 with tonic's settings refuses far smaller
-//!   header lists anyway). The re-encoded block is cut into frames of 16 KiB, the
+//!   at a time, decoding to at most [`HEADER_LIST_BYTES_MAX`]. A client past the first
+//!   bound, or past the second on a rewritten connection, is disconnected (h2 with
+//!   tonic's settings refuses far smaller header blocks and lists anyway). The re-encoded block is cut into frames of 16 KiB, the
 //!   smallest frame size limit an HTTP/2 server may set, so `h2` always accepts them.
 
 use bytes::{Buf, BytesMut};
@@ -776,6 +779,52 @@ mod tests {
         // An HPACK error is h2's to report: the block goes on as it came.
         let sent = connection(&[vec![0x80 | 70]]);
         assert_eq!(run(&mut Filter::new(), &sent, sent.len()).unwrap(), sent);
+    }
+
+    /// Reads everything the wrapper yields, `chunk` bytes at a time.
+    async fn read_through(sent: Vec<u8>, chunk: usize) -> std::io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(3) {
+                client.write_all(piece).await.unwrap();
+            }
+        });
+        let mut fixed = AuthorityFix::new(server);
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = fixed.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
+        Ok(seen)
+    }
+
+    #[tokio::test]
+    async fn the_connection_wrapper_yields_what_the_filter_makes() {
+        for first in [first_block(AUTHORITY_URL), first_block(b"127.0.0.1:2379")] {
+            let sent = connection(&[first, later_block(), later_block()]);
+            let expected = run(&mut Filter::new(), &sent, sent.len()).unwrap();
+            for chunk in [1, 5, 4096] {
+                assert_eq!(read_through(sent.clone(), chunk).await.unwrap(), expected);
+            }
+            // A client gone mid-frame: what it sent reaches h2, then the end.
+            let cut = sent[..sent.len() - 4].to_vec();
+            let seen = read_through(cut, 100).await.unwrap();
+            assert_eq!(seen.len(), expected.len() - 4, "everything but the missing bytes");
+            let inside_first_headers = PREFACE.len() + 15 + FRAME_HEADER_BYTES + 2;
+            let cut = sent[..inside_first_headers].to_vec();
+            assert_eq!(read_through(cut.clone(), 100).await.unwrap(), cut);
+        }
+        let mut broken = connection(&[first_block(AUTHORITY_URL)]);
+        broken.extend(frame(HEADERS, 0, 3, &[0x83]));
+        broken.extend(frame(0x0, 0, 3, b"data"));
+        let e = read_through(broken, 100).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]

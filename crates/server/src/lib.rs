@@ -55,6 +55,14 @@ async fn bind(flag: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Ser
 
 /// Runs a member until Ctrl-C (or SIGTERM), or until it hits a fatal error.
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    serve_until(cfg, std::future::pending()).await
+}
+
+/// [`serve`], also stopping as on a signal when `stop` completes.
+pub async fn serve_until(
+    cfg: ServerConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
     let had_data = check_data_dir(&cfg).map_err(|e| ServerError(e.0))?;
     let me = cfg.me().clone();
     // Bind first: a port in use is the commonest start-up mistake, report it before work.
@@ -221,6 +229,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     let result = tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("stopping on signal");
+            Ok(())
+        }
+        _ = stop => {
+            tracing::info!("stopping: asked to");
             Ok(())
         }
         Some(e) = fatal_rx.recv() => Err(ServerError(format!("member stopped: {e}"))),
