@@ -173,7 +173,7 @@ impl Inbox {
 /// Read jobs: a few at a time on tokio's blocking pool, each from a view of the state.
 struct Readers {
     running: Arc<Semaphore>,
-    /// Client reads waiting or running.
+    /// Client reads waiting or running (watch catch-up and lease listings not counted).
     queued: Arc<AtomicUsize>,
 }
 
@@ -200,8 +200,10 @@ impl Readers {
         bounded: bool,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, RequestError> {
-        let queued = Queued(self.queued.clone());
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= READS_QUEUED_MAX && bounded {
+        // Only client reads count: a storm of watchers catching up must not make the
+        // member refuse reads.
+        let queued = bounded.then(|| Queued(self.queued.clone()));
+        if bounded && self.queued.fetch_add(1, Ordering::AcqRel) >= READS_QUEUED_MAX {
             return Err(RequestError::Busy);
         }
         let permit = self.running.clone().acquire_owned().await.expect("never closed");
@@ -742,6 +744,34 @@ mod tests {
         handle.inbox.taken(&rx.recv().unwrap());
         assert!(handle.inbox.send(Input::Peer(heartbeat())).is_ok());
         assert_eq!(rx.try_iter().count(), 3);
+    }
+
+    /// Client reads waiting for a worker are bounded: past [`READS_QUEUED_MAX`] a read
+    /// is refused at once; watch catch-up still queues (a watcher must not fail).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_read_queue_refuses_client_reads_but_not_catch_up() {
+        let readers = Arc::new(Readers::new(1));
+        let held = readers.running.clone().acquire_owned().await.unwrap();
+        let waiting: Vec<_> = (0..READS_QUEUED_MAX)
+            .map(|i| {
+                let readers = readers.clone();
+                tokio::spawn(async move { readers.run(true, move || i).await })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while readers.queued.load(Ordering::Acquire) < READS_QUEUED_MAX {
+            assert!(Instant::now() < deadline, "the reads queue up");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(readers.run(true, || 0).await, Err(RequestError::Busy));
+        let r = readers.clone();
+        let catch_up = tokio::spawn(async move { r.run(false, || usize::MAX).await });
+        drop(held);
+        for (i, read) in waiting.into_iter().enumerate() {
+            assert_eq!(read.await.unwrap(), Ok(i));
+        }
+        assert_eq!(catch_up.await.unwrap(), Ok(usize::MAX));
+        assert_eq!(readers.queued.load(Ordering::Acquire), 0, "every read left the queue");
     }
 
     /// Reads are served on read workers from a view, never on the node thread: with
