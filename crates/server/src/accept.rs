@@ -52,6 +52,25 @@ impl AcceptBackoff {
     }
 }
 
+/// Accepts the next connection on `listener` (a flag name, for the log), pausing after
+/// each failed accept as `backoff` says: for hand-written accept loops.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    flag: &str,
+    backoff: &mut AcceptBackoff,
+    metrics: &Metrics,
+) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((connection, _)) => {
+                backoff.succeeded();
+                return connection;
+            }
+            Err(e) => tokio::time::sleep(backoff.failed(flag, &e, metrics)).await,
+        }
+    }
+}
+
 /// A stream of accepted connections (such as tonic's `TcpIncoming`) that pauses after
 /// each error as [`AcceptBackoff`] says, and never hands the errors on.
 pub struct BackoffIncoming<S> {

@@ -23,8 +23,10 @@ fn alarm_names(alarms: &[kv::AlarmMember]) -> String {
 
 /// Serves health and metrics until the listener fails.
 pub async fn serve(listener: TcpListener, node: NodeHandle, metrics: Arc<Metrics>) {
+    let mut backoff = crate::accept::AcceptBackoff::default();
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let flag = "--listen-metrics-urls";
+        let mut sock = crate::accept::accept(&listener, flag, &mut backoff, &metrics).await;
         let node = node.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {

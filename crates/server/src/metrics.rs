@@ -77,7 +77,7 @@ pub struct Metrics {
     pub peer_messages_dropped: AtomicU64,
     /// Snapshot writes that failed (each is retried after a back-off).
     pub snapshot_failures: AtomicU64,
-    /// Failed accepts on the peer and client listeners (each followed by a pause).
+    /// Failed accepts on the peer, client and metrics listeners (each followed by a pause).
     pub accept_errors: AtomicU64,
     /// Duration of each WAL sync.
     pub fsync_seconds: Histogram,
@@ -170,7 +170,7 @@ impl Metrics {
             ),
             (
                 "raftkv_accept_errors_total",
-                "failed accepts on the peer and client listeners (each followed by a pause)",
+                "failed accepts on the peer, client and metrics listeners (each followed by a pause)",
                 &self.accept_errors,
             ),
         ];

@@ -47,9 +47,9 @@ pub enum StorageError {
         /// Index of the stored snapshot.
         current: Index,
     },
-    /// A snapshot file did not read back as it was written, or no longer verifies when
-    /// it is adopted: it was not adopted, the WAL it would have replaced is kept, and
-    /// storage remains usable (nothing was written to the WAL).
+    /// A snapshot file did not read back as it was written: it never got its real name,
+    /// so it cannot be adopted, and the WAL it would have replaced is kept. Nothing was
+    /// written to the WAL; the write may be tried again.
     SnapshotUnverified {
         /// The snapshot file (or its temporary name).
         file: String,

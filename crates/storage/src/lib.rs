@@ -108,11 +108,11 @@
 //!
 //! A snapshot is written to a `.tmp` name (removed first if a failed attempt left one),
 //! fsynced, read back and verified (length, CRC32C, index, term), renamed, and the
-//! directory fsynced; only then does a snapshot marker go into the WAL, after the file
-//! is verified once more ([`Storage::adopt_snapshot_file`]): the marker lets the
-//! segments it covers be deleted, so a damaged snapshot must never get one. The WAL decides which snapshot is
-//! current, so a snapshot file without its marker (a crash in between) is ignored and
-//! removed. Only the current snapshot is kept. If it is damaged, recovery refuses to
+//! directory fsynced; only then does a snapshot marker go into the WAL. The marker lets
+//! the segments the snapshot covers be deleted, so a file that does not read back as
+//! written never gets its real name, and so never a marker. The WAL decides which
+//! snapshot is current, so a snapshot file without its marker (a crash in between) is
+//! ignored and removed. Only the current snapshot is kept. If it is damaged, recovery refuses to
 //! open rather than fall back to an older one: the WAL it would need has been deleted.
 //!
 //! ### Recovery
