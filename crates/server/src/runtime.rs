@@ -763,7 +763,8 @@ mod tests {
             assert!(Instant::now() < deadline, "the reads queue up");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(readers.run(true, || 0).await, Err(RequestError::Busy));
+        let refused = tokio::time::timeout(Duration::from_secs(10), readers.run(true, || 0));
+        assert_eq!(refused.await, Ok(Err(RequestError::Busy)), "refused at once");
         let r = readers.clone();
         let catch_up = tokio::spawn(async move { r.run(false, || usize::MAX).await });
         drop(held);
