@@ -30,7 +30,8 @@
 //! its next revision — etcd's "slow watchers" — and catches up from the history when
 //! the client reads again, losing nothing; if that history was compacted meanwhile, it
 //! gets the compaction notice instead. So a stream holds at most its queue, the
-//! response being encoded, and the one batch being sent.
+//! response being encoded, and the one batch being sent (bounded by the node's
+//! per-query budget, [`EVENTS_BUDGET_PER_QUERY`](crate::runtime::EVENTS_BUDGET_PER_QUERY)).
 
 use crate::etcd::{key_value, Api};
 use proto::etcdserverpb as pb;
