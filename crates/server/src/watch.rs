@@ -24,17 +24,37 @@
 //! One task per stream handles its requests and its watchers in turn, so a watcher's
 //! `created` response always precedes its events, and a progress response follows
 //! every event up to the revision it reports.
+//!
+//! A client that does not read its stream costs the member a bounded amount of memory,
+//! whatever is written meanwhile: the responses queued for a stream are bounded in bytes
+//! ([`STREAM_QUEUE_BYTES`]) as well as in number, and a watcher fetches its next batch
+//! only once the queue has room for it. Until then the watcher simply stays behind at
+//! its next revision — etcd's "slow watchers" — and catches up from the history when
+//! the client reads again, losing nothing; if that history was compacted meanwhile, it
+//! gets the compaction notice instead. So a stream holds at most its queue, the
+//! response being encoded, and the one batch being sent (bounded by the node's
+//! per-query budget, [`EVENTS_BUDGET_PER_QUERY`](crate::runtime::EVENTS_BUDGET_PER_QUERY)).
 
 use crate::etcd::{key_value, Api};
 use proto::etcdserverpb as pb;
 use proto::mvccpb;
 use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::{Response, Status, Streaming};
 
 /// Responses queued per stream before the stream task waits for the client.
 const STREAM_QUEUE_RESPONSES: usize = 64;
+/// Bytes of responses queued per stream before the stream task waits for the client (a
+/// response larger than this is queued alone). Two full responses: one queued while
+/// the previous one is being written to the connection.
+pub const STREAM_QUEUE_BYTES: usize = 2 * RESPONSE_EVENT_BYTES_MAX;
+/// A watcher fetches its next batch only when at least this many bytes of the queue
+/// are free: the batch's first response, at least, goes out without waiting.
+const FETCH_ROOM_BYTES: usize = RESPONSE_EVENT_BYTES_MAX;
 /// A response holds whole revisions up to about this many bytes of events; a single
 /// larger revision goes alone (in fragments, if the watcher asked for them).
 const RESPONSE_EVENT_BYTES_MAX: usize = 1 << 20;
@@ -66,10 +86,30 @@ struct Watcher {
 /// The client went away or the node stopped: the stream ends.
 struct Closed;
 
+/// A queued response and its share of the stream's queue bytes, given back when the
+/// connection takes the response.
+type Queued = (Result<pb::WatchResponse, Status>, OwnedSemaphorePermit);
+
+/// The responses of one stream, as the connection takes them: each one frees its
+/// bytes of the queue as it leaves it.
+pub struct Outgoing {
+    rx: mpsc::Receiver<Queued>,
+}
+
+impl tokio_stream::Stream for Outgoing {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|queued| queued.map(|(response, _room)| response))
+    }
+}
+
 /// The state of one Watch stream.
 struct WatchStream {
     api: Api,
-    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    out: mpsc::Sender<Queued>,
+    /// Free bytes of the queue ([`STREAM_QUEUE_BYTES`] in all).
+    room: Arc<Semaphore>,
     watchers: BTreeMap<i64, Watcher>,
     /// Next id to hand out; etcd starts at 0 and skips ids in use.
     next_id: i64,
@@ -77,7 +117,7 @@ struct WatchStream {
 
 #[tonic::async_trait]
 impl pb::watch_server::Watch for Api {
-    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = Outgoing;
 
     async fn watch(
         &self,
@@ -85,9 +125,11 @@ impl pb::watch_server::Watch for Api {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let inbound = request.into_inner();
         let (out, rx) = mpsc::channel(STREAM_QUEUE_RESPONSES);
-        let stream = WatchStream { api: self.clone(), out, watchers: BTreeMap::new(), next_id: 0 };
+        let room = Arc::new(Semaphore::new(STREAM_QUEUE_BYTES));
+        let stream =
+            WatchStream { api: self.clone(), out, room, watchers: BTreeMap::new(), next_id: 0 };
         tokio::spawn(stream.run(inbound));
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Response::new(Outgoing { rx }))
     }
 }
 
@@ -126,8 +168,29 @@ impl WatchStream {
         *self.api.node.revision().borrow()
     }
 
+    /// Queues `response` once the queue has room for it (or for [`STREAM_QUEUE_BYTES`],
+    /// if it is larger), or fails once the client has gone.
     async fn send(&self, response: pb::WatchResponse) -> Result<(), Closed> {
-        self.out.send(Ok(response)).await.map_err(|_| Closed)
+        let bytes = prost::Message::encoded_len(&response).clamp(1, STREAM_QUEUE_BYTES);
+        let room = self.reserve(bytes).await?;
+        self.out.send((Ok(response), room)).await.map_err(|_| Closed)
+    }
+
+    /// Waits until `bytes` of the queue are free and takes them, or fails once the
+    /// client has gone (its queued responses are then dropped, freeing their bytes).
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Closed> {
+        let bytes = u32::try_from(bytes).expect("bounded by STREAM_QUEUE_BYTES");
+        tokio::select! {
+            room = self.room.clone().acquire_many_owned(bytes) => room.map_err(|_| Closed),
+            _ = self.out.closed() => Err(Closed),
+        }
+    }
+
+    /// Ends the stream with `status` (the member is stopping).
+    async fn fail(&self, status: Status) {
+        if let Ok(room) = self.reserve(1).await {
+            let _ = self.out.send((Err(status), room)).await;
+        }
     }
 
     async fn handle(&mut self, req: pb::WatchRequest) -> Result<(), Closed> {
@@ -233,12 +296,15 @@ impl WatchStream {
     /// one, batch by batch.
     async fn catch_up(&mut self, id: i64) -> Result<(), Closed> {
         loop {
+            // A slow client's watchers wait here, behind, instead of fetching batches
+            // the member would have to hold for it.
+            drop(self.reserve(FETCH_ROOM_BYTES).await?);
             let Some(w) = self.watchers.get(&id) else { return Ok(()) };
             let (key, range_end, from) = (w.key.clone(), w.range_end.clone(), w.next_revision);
             let batch = self.api.node.events(key, range_end, from, w.prev_kv).await;
             let batch = match batch {
                 None => {
-                    let _ = self.out.send(Err(Status::unavailable("member stopping"))).await;
+                    self.fail(Status::unavailable("member stopping")).await;
                     return Err(Closed);
                 }
                 Some(Err(kv::KvError::Compacted { compact_revision, .. })) => {

@@ -229,6 +229,11 @@ impl TestCluster {
         self.members[i].child.is_some()
     }
 
+    /// Member `i`'s process id, if it is running (for reading its /proc entries).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// The members, in order.
     pub fn members(&self) -> &[Member] {
         &self.members
