@@ -1074,7 +1074,6 @@ async fn the_quota_case_passes_against_etcd() {
 /// Every case in turn on one cluster (the quota case on its own, with a small quota);
 /// the table first, then the assertions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until issue 11's node-thread fixes land: run with --ignored"]
 async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let scale = Scale::pick();
