@@ -972,6 +972,22 @@ fn propose_error(e: ProposeError) -> RequestError {
     }
 }
 
+/// A one-member cluster with `cfg` (member 1, the only voter), once it has elected itself.
+#[cfg(test)]
+fn one_member_leader(cfg: NodeConfig) -> Node<crate::MemStore> {
+    let store = crate::MemStore::default();
+    let restored = store.recover();
+    let mut n = Node::new(cfg, store, restored).unwrap();
+    for _ in 0..100 {
+        n.tick();
+        n.run_once(&mut |_| {}).unwrap();
+        if n.raft().role() == Role::Leader {
+            return n;
+        }
+    }
+    panic!("a one-member cluster elects itself");
+}
+
 #[cfg(test)]
 mod lease_clock_tests {
     use super::*;
@@ -980,17 +996,7 @@ mod lease_clock_tests {
 
     /// A one-member cluster: it leads itself, so the lease clock runs.
     fn leader() -> Node<MemStore> {
-        let store = MemStore::default();
-        let restored = store.recover();
-        let mut n = Node::new(NodeConfig::new(1, [1].into()), store, restored).unwrap();
-        for _ in 0..100 {
-            n.tick();
-            n.run_once(&mut |_| {}).unwrap();
-            if n.raft().role() == Role::Leader {
-                return n;
-            }
-        }
-        panic!("a one-member cluster elects itself");
+        one_member_leader(NodeConfig::new(1, [1].into()))
     }
 
     fn call(n: &mut Node<MemStore>, id: RequestId, op: Op) -> Result<Response, RequestError> {
@@ -1086,18 +1092,10 @@ mod quota_tests {
 
     /// A one-member cluster with a space quota: it leads itself.
     fn leader(quota_bytes: u64) -> Node<MemStore> {
-        let store = MemStore::default();
-        let restored = store.recover();
-        let cfg = NodeConfig { quota_bytes: Some(quota_bytes), ..NodeConfig::new(1, [1].into()) };
-        let mut n = Node::new(cfg, store, restored).unwrap();
-        for _ in 0..100 {
-            n.tick();
-            n.run_once(&mut |_| {}).unwrap();
-            if n.raft().role() == Role::Leader {
-                return n;
-            }
-        }
-        panic!("a one-member cluster elects itself");
+        one_member_leader(NodeConfig {
+            quota_bytes: Some(quota_bytes),
+            ..NodeConfig::new(1, [1].into())
+        })
     }
 
     fn call(n: &mut Node<MemStore>, id: RequestId, op: Op) -> Response {
@@ -1185,12 +1183,7 @@ mod hand_out_tests {
 
     /// A one-member cluster that has elected itself.
     fn leader(hand_out_reads: bool) -> Node<MemStore> {
-        let mut n = node([1].into(), hand_out_reads);
-        while n.raft().role() != Role::Leader {
-            n.tick();
-            n.run_once(&mut |_| {}).unwrap();
-        }
-        n
+        one_member_leader(NodeConfig { hand_out_reads, ..NodeConfig::new(1, [1].into()) })
     }
 
     fn put(n: &mut Node<MemStore>, id: RequestId, key: &[u8]) {

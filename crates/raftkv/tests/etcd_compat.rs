@@ -1151,6 +1151,9 @@ async fn response_headers(cluster: &Cluster) -> Vec<String> {
     out.push(format!("Status: {}", set(h)));
     let h = m.hash_kv(pb::HashKvRequest { revision: 0 }).await.unwrap().into_inner().header;
     out.push(format!("HashKV: {}", set(h)));
+    let get = pb::AlarmRequest::default();
+    let h = m.alarm(get).await.unwrap().into_inner().header;
+    out.push(format!("Alarm (get): {}", set(h)));
     out.1
 }
 

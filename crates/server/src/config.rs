@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(p("periodic", "1.5s"), Ok(Some(Periodic(Duration::from_millis(1500)))));
         assert_eq!(p("revision", "1000"), Ok(Some(Revision(1000))));
         assert!(p("revision", "1h").unwrap_err().0.contains("whole number"));
-        assert!(p("periodic", "1x").unwrap_err().0.contains("unknown unit"));
+        assert!(p("periodic", "1x").unwrap_err().0.contains("is not a duration"));
         assert!(p("periodic", "-1").is_err());
         assert!(p("hourly", "1").unwrap_err().0.contains("unknown auto-compaction-mode"));
     }

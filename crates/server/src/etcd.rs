@@ -618,7 +618,8 @@ impl Api {
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Api {
     /// etcd's Alarm, through the log as etcd's: GET lists (every alarm for type NONE),
-    /// ACTIVATE raises an alarm for the member named, DEACTIVATE clears it.
+    /// ACTIVATE raises an alarm for the member named, DEACTIVATE clears it. The answer has
+    /// no header, as etcd 3.4's.
     async fn alarm(
         &self,
         request: tonic::Request<pb::AlarmRequest>,
@@ -626,7 +627,7 @@ impl pb::maintenance_server::Maintenance for Api {
         let op = alarm_op(request.get_ref())?;
         match self.write(command(&request, op)?).await? {
             kv::Response::Alarm(a) => Ok(Response::new(pb::AlarmResponse {
-                header: self.header(a.revision),
+                header: None,
                 alarms: a.alarms.iter().map(alarm_member).collect(),
             })),
             other => Err(unexpected(other)),
