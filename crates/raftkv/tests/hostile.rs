@@ -941,7 +941,7 @@ async fn quota_recovery(cluster: &TestCluster, target: usize, quota: usize) -> C
         action: pb::alarm_request::AlarmAction::Get as i32,
         ..Default::default()
     };
-    let alarms = grpc("alarm list", m.alarm(get.clone()).await)?.alarms;
+    let alarms = grpc("alarm list", m.alarm(get).await)?.alarms;
     if !alarms.iter().any(|a| a.alarm == pb::AlarmType::Nospace as i32) {
         return Err(format!("alarm list after NOSPACE: {alarms:?}"));
     }
@@ -983,7 +983,7 @@ async fn quota_recovery(cluster: &TestCluster, target: usize, quota: usize) -> C
             };
             grpc("alarm disarm", m.alarm(disarm).await)?;
         }
-        raised = grpc("alarm list", m.alarm(get.clone()).await)?.alarms;
+        raised = grpc("alarm list", m.alarm(get).await)?.alarms;
         if raised.is_empty() {
             break;
         }
