@@ -259,6 +259,8 @@ impl StateMachine {
     /// the compact revision itself the watch sees what etcd's compaction keeps
     /// of it: the puts (deletes at that revision are compacted away), without
     /// previous key-values (the revision before is compacted).
+    ///
+    /// Bounds changes only; [`StateMachine::events_within`] bounds bytes too.
     pub fn events(
         &self,
         key: &[u8],
@@ -267,6 +269,24 @@ impl StateMachine {
         to: u64,
         prev_kv: bool,
         budget: u64,
+    ) -> Result<EventBatch, KvError> {
+        let limits = EventLimits { changes: budget, bytes: u64::MAX };
+        self.events_within(key, range_end, from, to, prev_kv, limits)
+    }
+
+    /// [`StateMachine::events`] under both bounds of `limits`: the batch also
+    /// stops (between revisions) once its events hold `limits.bytes` of keys
+    /// and values, so a catch-up over large values holds bounded memory. A
+    /// revision is never split, and the first one always comes whole, however
+    /// large.
+    pub fn events_within(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: u64,
+        to: u64,
+        prev_kv: bool,
+        limits: EventLimits,
     ) -> Result<EventBatch, KvError> {
         let m = &self.mvcc;
         if from < m.compact_revision {
@@ -284,7 +304,8 @@ impl StateMachine {
             });
         }
         let range = KeyRange::new(key, range_end);
-        let (events, next_revision) = m.events(range, from, to, prev_kv, budget.max(1));
+        let limits = EventLimits { changes: limits.changes.max(1), ..limits };
+        let (events, next_revision) = m.events(range, from, to, prev_kv, limits);
         Ok(EventBatch { events, next_revision, revision: m.revision })
     }
 

@@ -32,7 +32,7 @@ use equivalent::{Comparable, Equivalent};
 use imbl::{OrdMap, OrdSet};
 
 use crate::quota::{entry_bytes, LEASE_OVERHEAD_BYTES};
-use crate::types::{Event, EventKind, KeyValue};
+use crate::types::{Event, EventKind, EventLimits, KeyValue};
 
 /// Versions of one key a range scan steps through before it seeks past the
 /// key instead (see [`Mvcc::scan_at`]).
@@ -323,8 +323,8 @@ impl Mvcc {
     }
 
     /// The events of one key at revisions `from..=to`: a walk of its own
-    /// history, however busy the other keys are, visiting about `budget` of
-    /// its changes (never splitting a revision, as [`Mvcc::events`]).
+    /// history, however busy the other keys are, within about `limits` of
+    /// its changes and bytes (never splitting a revision, as [`Mvcc::events`]).
     /// Returns the events and the first revision not visited.
     fn key_events(
         &self,
@@ -332,7 +332,7 @@ impl Mvcc {
         from: u64,
         to: u64,
         prev_kv: bool,
-        budget: u64,
+        limits: EventLimits,
     ) -> (Vec<Event>, u64) {
         let mut events = Vec::new();
         if from > to {
@@ -341,14 +341,17 @@ impl Mvcc {
         let lo = MvccKeyRef::first_at(key, from);
         let hi = MvccKeyRef::last_at(key, to);
         let mut last_rev = from.saturating_sub(1);
+        let mut bytes = 0u64;
         let history = self.entries.range((Bound::Included(lo), Bound::Included(hi)));
         for (visited, (k, r)) in (0u64..).zip(history) {
-            if k.rev != last_rev && visited >= budget {
+            if k.rev != last_rev && limits.reached(visited, bytes) {
                 return (events, k.rev);
             }
             last_rev = k.rev;
             if self.survives_compaction(k, r) {
-                events.push(self.event(k, r, prev_kv));
+                let event = self.event(k, r, prev_kv);
+                bytes = bytes.saturating_add(event.payload_bytes());
+                events.push(event);
             }
         }
         (events, to + 1)
@@ -396,7 +399,8 @@ impl Mvcc {
 
     /// The events of `range` at revisions `from..=to`, in `(main, sub)` order
     /// (a transaction's in the order of its operations), visiting at most
-    /// about `budget` changes of any key. Returns the events and the first
+    /// about `limits.changes` changes of any key and gathering about
+    /// `limits.bytes` of keys and values. Returns the events and the first
     /// revision not visited. The caller checks `from` against compaction
     /// (`from >= compact_revision`): every entry above the compact revision is
     /// still here, and of those at it, the ones a watch may see.
@@ -406,12 +410,13 @@ impl Mvcc {
         from: u64,
         to: u64,
         prev_kv: bool,
-        budget: u64,
+        limits: EventLimits,
     ) -> (Vec<Event>, u64) {
         if let KeyRange::Single(key) = range {
-            return self.key_events(key, from, to, prev_kv, budget);
+            return self.key_events(key, from, to, prev_kv, limits);
         }
         let mut events = Vec::new();
+        let mut bytes = 0u64;
         let start = (from, 0, Arc::<[u8]>::from(&[][..]));
         let mut last_rev = from.saturating_sub(1);
         for (visited, (rev, sub, key)) in (0u64..).zip(self.changes.range(start..)) {
@@ -420,7 +425,7 @@ impl Mvcc {
                 break;
             }
             // Stop only between revisions: a revision is never split.
-            if rev != last_rev && visited >= budget {
+            if rev != last_rev && limits.reached(visited, bytes) {
                 return (events, rev);
             }
             last_rev = rev;
@@ -430,7 +435,9 @@ impl Mvcc {
             let mkey = MvccKey { key: key.clone(), rev, sub: *sub };
             let record = self.entries.get(&mkey).expect("the change index mirrors the entries");
             if self.survives_compaction(&mkey, record) {
-                events.push(self.event(&mkey, record, prev_kv));
+                let event = self.event(&mkey, record, prev_kv);
+                bytes = bytes.saturating_add(event.payload_bytes());
+                events.push(event);
             }
         }
         (events, to + 1)

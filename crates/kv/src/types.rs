@@ -475,6 +475,37 @@ pub struct Event {
     pub prev_kv: Option<KeyValue>,
 }
 
+/// How much one [`StateMachine::events_within`](crate::StateMachine::events_within)
+/// batch may gather. A batch stops between revisions once either bound is
+/// reached, so it may pass them by one revision (never split); at least one
+/// revision is always returned, so a caller resuming from the batch's
+/// `next_revision` always makes progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Most changes (of any key in the scanned history) visited.
+    pub changes: u64,
+    /// Most bytes of keys and values (previous key-values included) in the
+    /// events gathered: bounds the memory one batch holds.
+    pub bytes: u64,
+}
+
+impl EventLimits {
+    /// Whether a batch that visited `visited` changes and gathered `bytes`
+    /// must stop (at the next revision boundary).
+    pub(crate) fn reached(&self, visited: u64, bytes: u64) -> bool {
+        visited >= self.changes || bytes >= self.bytes
+    }
+}
+
+impl Event {
+    /// Bytes of keys and values this event holds (its previous key-value's
+    /// included), the measure [`EventLimits::bytes`] bounds.
+    pub fn payload_bytes(&self) -> u64 {
+        let kv_bytes = |kv: &KeyValue| (kv.key.len() + kv.value.len()) as u64;
+        kv_bytes(&self.kv) + self.prev_kv.as_ref().map_or(0, kv_bytes)
+    }
+}
+
 /// The events of a key range over a span of revisions
 /// ([`StateMachine::events`](crate::StateMachine::events)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -20,7 +20,7 @@
 //! ([`READS_QUEUED_MAX`]).
 
 use crate::metrics::Metrics;
-use kv::{EventBatch, KvError, Response, StateMachine};
+use kv::{EventBatch, EventLimits, KvError, Response, StateMachine};
 use node::{LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob};
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
@@ -35,6 +35,13 @@ use tokio::sync::{oneshot, watch, Semaphore};
 /// watcher's catch-up holds a read worker (etcd sends at most 1000 revisions per batch);
 /// the watcher asks again from where the batch ended.
 pub const EVENTS_BUDGET_PER_QUERY: u64 = 1000;
+
+/// Bytes of keys and values (previous key-values included) past which one
+/// [`NodeHandle::events`] batch stops, at the next revision: bounds the memory one
+/// watcher's catch-up holds (1000 changes of 1.5 MiB values would be 1.5 GB), as a kv
+/// batch and again as its gRPC responses. A single larger revision still comes whole,
+/// so a watcher always makes progress. About one watch response's worth.
+pub const EVENTS_BYTES_PER_QUERY: u64 = 1 << 20;
 
 /// Most inputs (peer messages, client requests, status queries) waiting for the node
 /// thread. Past it client requests fail with "too many requests" and peer messages are
@@ -313,8 +320,8 @@ impl NodeHandle {
     }
 
     /// Events of a key range from revision `from` on, at most
-    /// [`EVENTS_BUDGET_PER_QUERY`] changes, read on a read worker from the latest view;
-    /// `None` if the node stopped.
+    /// [`EVENTS_BUDGET_PER_QUERY`] changes and about [`EVENTS_BYTES_PER_QUERY`] bytes,
+    /// read on a read worker from the latest view; `None` if the node stopped.
     pub async fn events(
         &self,
         key: Vec<u8>,
@@ -323,8 +330,9 @@ impl NodeHandle {
         prev_kv: bool,
     ) -> Option<Result<EventBatch, KvError>> {
         let view = self.state().await?;
-        let job =
-            move || view.events(&key, &range_end, from, u64::MAX, prev_kv, EVENTS_BUDGET_PER_QUERY);
+        let limits =
+            EventLimits { changes: EVENTS_BUDGET_PER_QUERY, bytes: EVENTS_BYTES_PER_QUERY };
+        let job = move || view.events_within(&key, &range_end, from, u64::MAX, prev_kv, limits);
         self.readers.run(false, job).await.ok()
     }
 
@@ -832,6 +840,36 @@ mod tests {
         }
         assert!(batches >= 3, "{batches} batches");
         assert_eq!(seen.len() as u64, changes);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order, each once");
+        handle.stop();
+        join.join().unwrap();
+    }
+
+    /// Over large values a catch-up batch stops at the byte budget, far below the
+    /// change budget, and resuming still gives every event once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_over_large_values_is_bounded_in_bytes() {
+        let (handle, join) = leader().await;
+        let value = "v".repeat(300 * 1024);
+        for i in 0..10 {
+            assert!(handle.request(put(&format!("b/{i}"), &value)).await.is_ok());
+        }
+        let (mut from, mut seen, mut batches) = (1, Vec::new(), 0);
+        loop {
+            let batch = handle.events(b"b/".to_vec(), b"b0".to_vec(), from, false).await;
+            let batch = batch.unwrap().unwrap();
+            let bytes: u64 = batch.events.iter().map(kv::Event::payload_bytes).sum();
+            // Each event is one revision: the batch stops at the first past the budget.
+            assert!(bytes < EVENTS_BYTES_PER_QUERY + 300 * 1024 + 100, "{bytes} bytes");
+            batches += 1;
+            seen.extend(batch.events.iter().map(|e| e.kv.mod_revision));
+            from = batch.next_revision;
+            if batch.next_revision > batch.revision {
+                break;
+            }
+        }
+        assert_eq!(batches, 3, "4 values of 300 KiB reach a MiB: 4, 4, 2");
+        assert_eq!(seen.len(), 10);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order, each once");
         handle.stop();
         join.join().unwrap();

@@ -33,7 +33,9 @@
 //! the client reads again, losing nothing; if that history was compacted meanwhile, it
 //! gets the compaction notice instead. So a stream holds at most its queue, the
 //! response being encoded, and the one batch being sent (bounded by the node's
-//! per-query budget, [`EVENTS_BUDGET_PER_QUERY`](crate::runtime::EVENTS_BUDGET_PER_QUERY)).
+//! per-query budgets, [`EVENTS_BUDGET_PER_QUERY`](crate::runtime::EVENTS_BUDGET_PER_QUERY)
+//! changes and about [`EVENTS_BYTES_PER_QUERY`](crate::runtime::EVENTS_BYTES_PER_QUERY)
+//! bytes, a single larger revision excepted).
 
 use crate::etcd::{key_value, Api};
 use proto::etcdserverpb as pb;

@@ -551,3 +551,113 @@ fn lease_commands_responses_and_errors_round_trip_through_the_codec() {
         assert_eq!(Response::decode(&r.encode()), Ok(r));
     }
 }
+
+/// A value of about 100 KiB that names its writer, so events can be told apart.
+fn large_value(tag: &str) -> String {
+    format!("{tag}:{}", "v".repeat(100 * 1024))
+}
+
+/// Every batch of `key`..`range_end` from revision 2 on, each within `bytes`.
+fn batches_within(
+    n: &Node,
+    key: &[u8],
+    range_end: &[u8],
+    prev_kv: bool,
+    bytes: u64,
+) -> Vec<EventBatch> {
+    let limits = EventLimits { changes: u64::MAX, bytes };
+    let mut batches = Vec::new();
+    let mut from = 2;
+    while from <= n.sm.revision() {
+        let batch = n.sm.events_within(key, range_end, from, u64::MAX, prev_kv, limits).unwrap();
+        assert!(batch.next_revision > from, "a batch always makes progress");
+        from = batch.next_revision;
+        batches.push(batch);
+    }
+    batches
+}
+
+/// Each batch but the last stopped at the byte budget, at a revision boundary:
+/// below the budget before its last revision, at or past it with it.
+fn assert_stopped_at_budget(batches: &[EventBatch], bytes: u64) {
+    let (last, full) = batches.split_last().unwrap();
+    for batch in full {
+        let last_rev = batch.events.last().unwrap().kv.mod_revision;
+        let before: u64 = batch
+            .events
+            .iter()
+            .filter(|e| e.kv.mod_revision < last_rev)
+            .map(Event::payload_bytes)
+            .sum();
+        let total: u64 = batch.events.iter().map(Event::payload_bytes).sum();
+        assert!(before < bytes, "went on past the budget: {before} >= {bytes}");
+        assert!(total >= bytes, "stopped below the budget: {total} < {bytes}");
+        assert!(batch.next_revision > last_rev, "a revision is never split");
+    }
+    assert!(!last.events.is_empty());
+}
+
+#[test]
+fn a_key_catch_up_stops_at_the_byte_budget_and_resumes_with_every_event_once() {
+    let mut n = Node::new();
+    for i in 0..30 {
+        n.put("big", &large_value(&i.to_string())); // revisions 2, 4, ..
+        n.put("other", &large_value("other"));
+    }
+    let budget = 1 << 20;
+    for prev_kv in [false, true] {
+        let whole = n.sm.events(b"big", &[], 2, u64::MAX, prev_kv, u64::MAX).unwrap();
+        assert_eq!(whole.events.len(), 30);
+        let batches = batches_within(&n, b"big", &[], prev_kv, budget);
+        // 11 values of 100 KiB reach a MiB (11, 11, 8); with previous values
+        // 6 events do (the first has none): 5 batches of 6.
+        let expected = if prev_kv { 5 } else { 3 };
+        assert_eq!(batches.len(), expected, "prev_kv {prev_kv}");
+        assert_stopped_at_budget(&batches, budget);
+        let got: Vec<Event> = batches.into_iter().flat_map(|b| b.events).collect();
+        assert_eq!(got, whole.events);
+    }
+}
+
+#[test]
+fn a_range_catch_up_stops_at_the_byte_budget_and_never_splits_a_revision() {
+    let mut n = Node::new();
+    for i in 0..20 {
+        n.put(&format!("r/{i}"), &large_value(&i.to_string()));
+        n.put("s", &large_value("outside the range"));
+        // Three large puts at one revision: a batch takes them all or none.
+        let puts = (0..3)
+            .map(|j| RequestOp::Put(put_req(&format!("r/t{j}"), &large_value(&i.to_string()))))
+            .collect();
+        n.txn(TxnRequest { success: puts, ..Default::default() }).unwrap();
+    }
+    let budget = 1 << 20;
+    let whole = n.sm.events(b"r/", b"r0", 2, u64::MAX, true, u64::MAX).unwrap();
+    assert_eq!(whole.events.len(), 80);
+    let batches = batches_within(&n, b"r/", b"r0", true, budget);
+    assert!(batches.len() > 5, "{} batches", batches.len());
+    assert_stopped_at_budget(&batches, budget);
+    let got: Vec<Event> = batches.into_iter().flat_map(|b| b.events).collect();
+    assert_eq!(got, whole.events);
+}
+
+#[test]
+fn a_revision_larger_than_the_byte_budget_comes_whole() {
+    let mut n = Node::new();
+    let puts =
+        (0..4).map(|j| RequestOp::Put(put_req(&format!("t{j}"), &large_value("t")))).collect();
+    n.txn(TxnRequest { success: puts, ..Default::default() }).unwrap(); // 2
+    n.put("t0", &large_value("after")); // 3
+    let limits = EventLimits { changes: u64::MAX, bytes: 1000 };
+    for (key, range_end) in [(&b"t0"[..], &[][..]), (b"t", b"u")] {
+        let first = n.sm.events_within(key, range_end, 2, u64::MAX, false, limits).unwrap();
+        let at_two = if range_end.is_empty() { 1 } else { 4 };
+        assert_eq!(first.events.len(), at_two);
+        assert!(first.events.iter().all(|e| e.kv.mod_revision == 2));
+        assert_eq!(first.next_revision, 3);
+        let second = n.sm.events_within(key, range_end, 3, u64::MAX, false, limits).unwrap();
+        assert_eq!(second.events[0].kv.value, large_value("after").into_bytes());
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(second.next_revision, 4);
+    }
+}

@@ -87,6 +87,9 @@ pub struct KvConfig {
     pub watch_start_window_us: u64,
     /// Changes one batch of a watch stream visits at most (the server's budget is 1000).
     pub watch_batch_changes: u64,
+    /// Bytes of keys and values past which one batch stops, at the next revision (the
+    /// server's budget is 1 MiB; small here, the sim's values being short).
+    pub watch_batch_bytes: u64,
     /// Mean time after which a watcher moves to another member of its own accord
     /// (`None`: only when its stream breaks).
     pub watch_move_mean_us: Option<u64>,
@@ -142,6 +145,7 @@ impl KvConfig {
             watchers: 0,
             watch_start_window_us: 5_000_000,
             watch_batch_changes: 50,
+            watch_batch_bytes: u64::MAX,
             watch_move_mean_us: Some(3_000_000),
             lease_keys: 4,
             lease_ttl_secs_max: 4,

@@ -117,6 +117,10 @@ impl KvParams {
             c.lease_keys = w.range(1, 7) as usize;
             c.lease_ttl_secs_max = w.range(1, 6) as i64;
         }
+        // Drawn last, so the draws above stay what they were for every seed.
+        if c.watchers > 0 {
+            c.watch_batch_bytes = [16, 256, 4096, u64::MAX][w.range(0, 4) as usize];
+        }
         KvParams {
             seed,
             cluster: c,
@@ -168,10 +172,11 @@ impl fmt::Display for KvParams {
         if c.watchers > 0 {
             writeln!(
                 f,
-                "  watch: {} watchers starting within {} ms, {} changes per batch, moving every {:?} ms",
+                "  watch: {} watchers starting within {} ms, {} changes and {} bytes per batch, moving every {:?} ms",
                 c.watchers,
                 ms(c.watch_start_window_us),
                 c.watch_batch_changes,
+                c.watch_batch_bytes,
                 c.watch_move_mean_us.map(ms)
             )?;
         }

@@ -27,7 +27,7 @@
 use super::cluster::{kv_trace, KvCluster, KvEvent};
 use super::reference::in_range;
 use crate::checker::Violation;
-use kv::{Event, EventKind, KvError};
+use kv::{Event, EventKind, EventLimits, KvError};
 use raft::NodeId;
 use std::fmt::Write;
 
@@ -367,9 +367,18 @@ impl KvCluster {
                 return;
             }
             let spec = self.watchers[w].spec.as_ref().expect("a watching watcher has a spec");
-            let budget = self.cfg.watch_batch_changes;
-            let batch =
-                state.events(&spec.key, &spec.range_end, from, u64::MAX, spec.prev_kv, budget);
+            let limits = EventLimits {
+                changes: self.cfg.watch_batch_changes,
+                bytes: self.cfg.watch_batch_bytes,
+            };
+            let batch = state.events_within(
+                &spec.key,
+                &spec.range_end,
+                from,
+                u64::MAX,
+                spec.prev_kv,
+                limits,
+            );
             let batch = match batch {
                 Ok(batch) => batch,
                 Err(KvError::Compacted { compact_revision, .. }) => {
