@@ -817,6 +817,27 @@ mod tests {
         join.join().unwrap();
     }
 
+    /// A watcher's catch-up of `key..range_end` from revision 1: every batch, each
+    /// resuming from the last one's next revision, until one says it caught up.
+    async fn catch_up(handle: &NodeHandle, key: &[u8], range_end: &[u8]) -> Vec<EventBatch> {
+        let (mut from, mut batches) = (1, Vec::new());
+        loop {
+            let batch = handle.events(key.to_vec(), range_end.to_vec(), from, false).await;
+            let batch = batch.unwrap().unwrap();
+            from = batch.next_revision;
+            let caught_up = batch.next_revision > batch.revision;
+            batches.push(batch);
+            if caught_up {
+                return batches;
+            }
+        }
+    }
+
+    /// The revisions of the events of `batches`, in delivery order.
+    fn revisions(batches: &[EventBatch]) -> Vec<u64> {
+        batches.iter().flat_map(|b| b.events.iter().map(|e| e.kv.mod_revision)).collect()
+    }
+
     /// A watcher far behind catches up in budgeted batches, each resuming where the
     /// last ended, and gets every event once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -826,18 +847,12 @@ mod tests {
         for i in 0..changes {
             assert!(handle.request(put(&format!("w/{i:05}"), "v")).await.is_ok());
         }
-        let (mut from, mut seen, mut batches) = (1, Vec::new(), 0);
-        loop {
-            let batch = handle.events(b"w/".to_vec(), b"w0".to_vec(), from, false).await;
-            let batch = batch.unwrap().unwrap();
+        let all = catch_up(&handle, b"w/", b"w0").await;
+        for batch in &all {
             assert!(batch.events.len() as u64 <= EVENTS_BUDGET_PER_QUERY);
-            batches += 1;
-            seen.extend(batch.events.iter().map(|e| e.kv.mod_revision));
-            from = batch.next_revision;
-            if batch.next_revision > batch.revision {
-                break;
-            }
         }
+        let batches = all.len();
+        let seen = revisions(&all);
         assert!(batches >= 3, "{batches} batches");
         assert_eq!(seen.len() as u64, changes);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order, each once");
@@ -854,20 +869,14 @@ mod tests {
         for i in 0..10 {
             assert!(handle.request(put(&format!("b/{i}"), &value)).await.is_ok());
         }
-        let (mut from, mut seen, mut batches) = (1, Vec::new(), 0);
-        loop {
-            let batch = handle.events(b"b/".to_vec(), b"b0".to_vec(), from, false).await;
-            let batch = batch.unwrap().unwrap();
+        let all = catch_up(&handle, b"b/", b"b0").await;
+        for batch in &all {
             let bytes: u64 = batch.events.iter().map(kv::Event::payload_bytes).sum();
             // Each event is one revision: the batch stops at the first past the budget.
             assert!(bytes < EVENTS_BYTES_PER_QUERY + 300 * 1024 + 100, "{bytes} bytes");
-            batches += 1;
-            seen.extend(batch.events.iter().map(|e| e.kv.mod_revision));
-            from = batch.next_revision;
-            if batch.next_revision > batch.revision {
-                break;
-            }
         }
+        let batches = all.len();
+        let seen = revisions(&all);
         assert_eq!(batches, 3, "4 values of 300 KiB reach a MiB: 4, 4, 2");
         assert_eq!(seen.len(), 10);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "in revision order, each once");
