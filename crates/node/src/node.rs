@@ -8,7 +8,7 @@ use raft::{
     ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError,
     Restored, Role, Snapshot, SnapshotMeta, Term,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 /// The durable half of a member: what the core hands out to persist.
@@ -90,6 +90,12 @@ pub struct NodeConfig {
     /// `maxGapBetweenApplyAndCommitIndex`, 5000): a member that cannot apply as fast
     /// as it commits stops taking more.
     pub apply_gap_entries_max: u64,
+    /// Hand committed entries (and snapshots from the leader to install) out as
+    /// [`Output::apply`] batches for an [`Applier`] on another thread, and take its
+    /// [`Applied`] reports back through [`Node::on_applied`], instead of applying them
+    /// inline (which holds the thread that heartbeats for as long as the apply takes:
+    /// a delete range over a million keys holds it for about a second).
+    pub apply_apart: bool,
 }
 
 impl NodeConfig {
@@ -106,6 +112,7 @@ impl NodeConfig {
             quota_bytes: None,
             hand_out_reads: false,
             apply_gap_entries_max: APPLY_GAP_ENTRIES_MAX,
+            apply_apart: false,
         }
     }
 }
@@ -113,6 +120,20 @@ impl NodeConfig {
 /// etcd's largest gap between the commit and applied indices before new writes are
 /// refused with "too many requests" (`maxGapBetweenApplyAndCommitIndex`).
 pub const APPLY_GAP_ENTRIES_MAX: u64 = 5000;
+
+/// Most committed entries in one [`ApplyBatch`]: a report comes back at least this often
+/// while the applier catches up, so answers and reads are not held for a whole backlog.
+pub const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
+
+/// Bytes of entry data past which an [`ApplyBatch`] stops (it holds at least one entry,
+/// however large).
+pub const APPLY_BATCH_BYTES_MAX: u64 = 4 << 20;
+
+/// Most [`ApplyBatch`]es handed out and not yet reported: two, so the applier starts on
+/// the next batch while the node takes in the report of the last one. This bounds the
+/// queue between the node and its applier; the committed entries waiting behind it are
+/// the node's own log (already in memory, and kept until a snapshot covers them).
+pub const APPLY_BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// The driver's id for a client request; unique among this member's open requests.
 pub type RequestId = u64;
@@ -224,6 +245,82 @@ pub struct Output {
     pub snapshot_job: Option<SnapshotJob>,
     /// Reads to answer, when [`NodeConfig::hand_out_reads`] (see [`ReadyRead`]).
     pub reads: Vec<ReadyRead>,
+    /// Batches for the [`Applier`], in order, when [`NodeConfig::apply_apart`].
+    pub apply: Vec<ApplyBatch>,
+}
+
+/// Work for the [`Applier`] (see [`NodeConfig::apply_apart`]): first a snapshot from
+/// the leader to install, if any, then committed entries, densely in log order.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyBatch {
+    /// A snapshot that replaces the whole state.
+    pub install: Option<Snapshot>,
+    /// Committed entries following the applied index (or the installed snapshot).
+    pub entries: Vec<Entry>,
+}
+
+/// What an [`Applier`] did with one [`ApplyBatch`], for [`Node::on_applied`].
+#[derive(Debug)]
+pub struct Applied {
+    /// The snapshot installed, if the batch had one.
+    pub installed: Option<SnapshotMeta>,
+    /// Each entry applied, with the state machine's answer (`None` for a no-op).
+    pub entries: Vec<(Entry, Option<Response>)>,
+    /// The state after the batch (O(1) to take: its maps are persistent).
+    pub view: StateMachine,
+}
+
+/// Owns the state machine when [`NodeConfig::apply_apart`] is set, and applies what the
+/// node hands out, on whatever thread the driver runs it (the server: its own OS thread;
+/// the simulator: after a seeded delay). Deterministic and sans-IO like the node.
+#[derive(Debug)]
+pub struct Applier {
+    sm: StateMachine,
+    applied: Index,
+}
+
+impl Applier {
+    /// Applies one batch. An error means a snapshot from the leader could not be
+    /// restored: the member must stop.
+    pub fn apply(&mut self, batch: ApplyBatch) -> Result<Applied, NodeError> {
+        let installed = match batch.install {
+            Some(snap) => {
+                assert!(snap.meta.index > self.applied, "a snapshot never takes the state back");
+                self.sm = restore_state(&snap)?;
+                self.applied = snap.meta.index;
+                Some(snap.meta)
+            }
+            None => None,
+        };
+        let mut entries = Vec::with_capacity(batch.entries.len());
+        for e in batch.entries {
+            assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
+            self.applied = e.index;
+            let response = match e.kind {
+                EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
+                EntryKind::Noop => None,
+            };
+            entries.push((e, response));
+        }
+        Ok(Applied { installed, entries, view: self.sm.clone() })
+    }
+
+    /// The state applied so far.
+    pub fn state(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Index of the last entry applied (or snapshot installed).
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+/// One item waiting for the [`Applier`].
+#[derive(Debug)]
+enum ApplyItem {
+    Install(Snapshot),
+    Entry(Entry),
 }
 
 /// A read that may be served now (see [`NodeConfig::hand_out_reads`]): answer it with
@@ -429,6 +526,11 @@ pub struct Node<S: LogStore> {
     /// Index of this leader's last NOSPACE alarm proposal, so that a burst of refused
     /// writes proposes it once.
     nospace_proposed: Option<Index>,
+    /// Committed entries and installs not yet handed to the applier
+    /// ([`NodeConfig::apply_apart`]).
+    to_apply: VecDeque<ApplyItem>,
+    /// Batches handed out and not yet reported.
+    apply_in_flight: usize,
 }
 
 impl<S: LogStore> Node<S> {
@@ -463,6 +565,8 @@ impl<S: LogStore> Node<S> {
             snapshot_in_progress: false,
             leases: LeaseClock::default(),
             nospace_proposed: None,
+            to_apply: VecDeque::new(),
+            apply_in_flight: 0,
             cfg,
         })
     }
@@ -673,11 +777,16 @@ impl<S: LogStore> Node<S> {
             } else {
                 self.unsynced = Some(rd.number);
             }
-            if let Some(snap) = &rd.snapshot {
-                self.install(snap)?;
-            }
-            for e in rd.committed_entries {
-                self.apply(e);
+            if self.cfg.apply_apart {
+                self.to_apply.extend(rd.snapshot.map(ApplyItem::Install));
+                self.to_apply.extend(rd.committed_entries.into_iter().map(ApplyItem::Entry));
+            } else {
+                if let Some(snap) = &rd.snapshot {
+                    self.install(snap)?;
+                }
+                for e in rd.committed_entries {
+                    self.apply(e);
+                }
             }
             for rs in rd.read_states {
                 if let Some(r) = self.reads_waiting_index.remove(&rs.ctx) {
@@ -696,7 +805,68 @@ impl<S: LogStore> Node<S> {
         let replies = std::mem::take(&mut self.replies);
         let events = std::mem::take(&mut self.events);
         let reads = std::mem::take(&mut self.ready_reads);
-        Ok(Output { replies, events, snapshot_job: self.snapshot_job.take(), reads })
+        let apply = self.hand_out_apply();
+        Ok(Output { replies, events, snapshot_job: self.snapshot_job.take(), reads, apply })
+    }
+
+    /// The batches the applier may take now: at most [`APPLY_BATCHES_IN_FLIGHT_MAX`]
+    /// unreported, each at most [`APPLY_BATCH_ENTRIES_MAX`] entries and about
+    /// [`APPLY_BATCH_BYTES_MAX`] bytes; an install always starts a batch.
+    fn hand_out_apply(&mut self) -> Vec<ApplyBatch> {
+        let mut batches = Vec::new();
+        while self.apply_in_flight < APPLY_BATCHES_IN_FLIGHT_MAX && !self.to_apply.is_empty() {
+            let mut batch = ApplyBatch::default();
+            if let Some(ApplyItem::Install(_)) = self.to_apply.front() {
+                let Some(ApplyItem::Install(snap)) = self.to_apply.pop_front() else {
+                    unreachable!("just seen")
+                };
+                batch.install = Some(snap);
+            }
+            let mut bytes = 0;
+            while let Some(ApplyItem::Entry(e)) = self.to_apply.front() {
+                let full = batch.entries.len() >= APPLY_BATCH_ENTRIES_MAX
+                    || (!batch.entries.is_empty()
+                        && bytes + e.size_bytes() > APPLY_BATCH_BYTES_MAX);
+                if full {
+                    break;
+                }
+                bytes += e.size_bytes();
+                let Some(ApplyItem::Entry(e)) = self.to_apply.pop_front() else {
+                    unreachable!("just seen")
+                };
+                batch.entries.push(e);
+            }
+            self.apply_in_flight += 1;
+            batches.push(batch);
+        }
+        batches
+    }
+
+    /// An applier for this member ([`NodeConfig::apply_apart`]), starting from the state
+    /// the node recovered. Create it once, before the first `poll`.
+    pub fn applier(&self) -> Applier {
+        assert!(self.cfg.apply_apart, "an applier is for a node that applies apart");
+        Applier { sm: self.sm.clone(), applied: self.applied }
+    }
+
+    /// Takes in the applier's report on the oldest batch handed out: answers the writes
+    /// it applied, moves lease deadlines, serves the reads it made servable, and adopts
+    /// its view of the state. Returns the view it replaced: dropping it may free a tree
+    /// the applier no longer shares (O(keys) after a large delete), so drop it off the
+    /// thread that heartbeats. Call [`Node::poll`] afterwards to collect the answers.
+    pub fn on_applied(&mut self, applied: Applied) -> Result<StateMachine, NodeError> {
+        assert!(self.apply_in_flight > 0, "a report answers a batch handed out");
+        self.apply_in_flight -= 1;
+        if let Some(meta) = applied.installed {
+            self.installed(meta);
+        }
+        for (e, response) in applied.entries {
+            self.applied_entry(e, response);
+        }
+        let old = std::mem::replace(&mut self.sm, applied.view);
+        self.serve_reads();
+        self.maybe_snapshot()?;
+        Ok(old)
     }
 
     /// True if writes are waiting for [`Node::sync`].
@@ -728,20 +898,24 @@ impl<S: LogStore> Node<S> {
             out.events.extend(more.events);
             out.reads.extend(more.reads);
             out.snapshot_job = out.snapshot_job.or(more.snapshot_job);
+            out.apply.extend(more.apply);
         }
         Ok(out)
     }
 
     fn apply(&mut self, e: Entry) {
         assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
-        self.applied = e.index;
-        if self.cfg.record_events {
-            self.events.push(NodeEvent::Applied(e.clone()));
-        }
         let response = match e.kind {
             EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
             EntryKind::Noop => None,
         };
+        self.applied_entry(e, response);
+    }
+
+    /// Bookkeeping after entry `e` was applied (here or by the applier) with `response`.
+    fn applied_entry(&mut self, e: Entry, response: Option<Response>) {
+        assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
+        self.applied = e.index;
         match &response {
             Some(Response::LeaseGranted(g)) => self.leases.granted(g.id, g.ttl_secs),
             Some(Response::LeaseRevoked(r)) => self.leases.revoked(r.id),
@@ -756,29 +930,39 @@ impl<S: LogStore> Node<S> {
             };
             self.replies.push((w.id, reply));
         }
+        if self.cfg.record_events {
+            self.events.push(NodeEvent::Applied(e));
+        }
     }
 
     /// A snapshot from the leader replaced our state: restore the state machine from it.
     fn install(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
         assert!(snap.meta.index > self.applied, "a snapshot never takes the state back");
         self.sm = restore_state(snap)?;
-        self.applied = snap.meta.index;
+        self.installed(snap.meta.clone());
+        Ok(())
+    }
+
+    /// Bookkeeping after a snapshot from the leader replaced the state (here or in the
+    /// applier).
+    fn installed(&mut self, meta: SnapshotMeta) {
+        assert!(meta.index > self.applied, "a snapshot never takes the state back");
+        self.applied = meta.index;
         // Leases may have come and gone: rebuild the deadlines (a leader never
         // installs a snapshot, but the clock must never track a stale set).
         self.leases.stop();
-        if self.cfg.record_events {
-            self.events.push(NodeEvent::Installed(snap.meta.clone()));
-        }
-        self.last_snapshot_index = snap.meta.index;
+        self.last_snapshot_index = meta.index;
         // Writes at covered indices: their outcome is inside the snapshot, unknown here
         // (so not `NotLeader`, which says "not applied"). The client's retry (same
         // session sequence) gets the recorded answer.
-        let covered: Vec<Index> = self.writes.range(..=snap.meta.index).map(|(i, _)| *i).collect();
+        let covered: Vec<Index> = self.writes.range(..=meta.index).map(|(i, _)| *i).collect();
         for i in covered {
             let w = self.writes.remove(&i).expect("present");
             self.replies.push((w.id, Err(RequestError::Timeout)));
         }
-        Ok(())
+        if self.cfg.record_events {
+            self.events.push(NodeEvent::Installed(meta));
+        }
     }
 
     fn serve_reads(&mut self) {
@@ -828,9 +1012,12 @@ impl<S: LogStore> Node<S> {
 
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let interval = self.cfg.snapshot_interval_entries;
+        // With apply apart, the log may already have been replaced by a newer snapshot
+        // from the leader that the applier has not installed yet: wait for it.
         if interval == 0
             || self.snapshot_in_progress
             || self.applied < self.last_snapshot_index + interval
+            || self.raft.term_at(self.applied).is_none()
         {
             return Ok(());
         }
@@ -914,7 +1101,10 @@ impl<S: LogStore> Node<S> {
 
     /// True if `poll` has work (messages, persistence, applies or replies).
     pub fn has_work(&self) -> bool {
-        self.raft.has_ready() || !self.replies.is_empty() || !self.ready_reads.is_empty()
+        self.raft.has_ready()
+            || !self.replies.is_empty()
+            || !self.ready_reads.is_empty()
+            || (self.apply_in_flight < APPLY_BATCHES_IN_FLIGHT_MAX && !self.to_apply.is_empty())
     }
 
     /// The consensus core, for status and checks.
@@ -1270,5 +1460,139 @@ mod hand_out_tests {
         n.submit(2, Request::Write(Command::new(Op::Put(put))));
         let out = n.poll(&mut |_| {}).unwrap();
         assert_eq!(out.replies, vec![(2, Err(RequestError::NotLeader { leader: Some(2) }))]);
+    }
+}
+
+#[cfg(test)]
+mod apply_apart_tests {
+    use super::*;
+    use crate::MemStore;
+    use kv::PutRequest;
+    use raft::{Message, MessageBody};
+
+    /// A one-member cluster that has elected itself, with its applier caught up.
+    fn leader() -> (Node<MemStore>, Applier) {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let cfg = NodeConfig {
+            apply_apart: true,
+            hand_out_reads: true,
+            ..NodeConfig::new(1, [1].into())
+        };
+        let mut n = Node::new(cfg, store, restored).unwrap();
+        let mut a = n.applier();
+        while n.raft().role() != Role::Leader || n.applied_index() < n.raft().commit_index() {
+            assert!(n.now < 100, "a one-member cluster elects itself");
+            n.tick();
+            let out = n.run_once(&mut |_| {}).unwrap();
+            drain(&mut n, &mut a, out.apply);
+        }
+        (n, a)
+    }
+
+    fn put(id: RequestId, key: &str) -> (RequestId, Request) {
+        let put = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
+        (id, Request::Write(Command::new(Op::Put(put))))
+    }
+
+    /// Catches the applier up with everything handed out so far (the election's no-op
+    /// included), returning the replies that followed.
+    fn drain(n: &mut Node<MemStore>, a: &mut Applier, batches: Vec<ApplyBatch>) -> Output {
+        let mut out = Output::default();
+        let mut batches: VecDeque<ApplyBatch> = batches.into();
+        while let Some(batch) = batches.pop_front() {
+            n.on_applied(a.apply(batch).unwrap()).unwrap();
+            let more = n.run_once(&mut |_| {}).unwrap();
+            out.replies.extend(more.replies);
+            out.reads.extend(more.reads);
+            batches.extend(more.apply);
+        }
+        out
+    }
+
+    /// Nothing is acknowledged before it is applied: the write's entry is committed
+    /// and handed to the applier, and its answer waits for the applier's report.
+    #[test]
+    fn a_write_is_answered_only_once_the_applier_reports_it() {
+        let (mut n, mut a) = leader();
+        let (id, req) = put(7, "k");
+        n.submit(id, req);
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert!(out.replies.is_empty(), "{:?}", out.replies);
+        let [batch] = &out.apply[..] else { panic!("one batch: {:?}", out.apply) };
+        let index = batch.entries.last().expect("the put").index;
+        assert_eq!(n.raft().commit_index(), index);
+        assert!(n.applied_index() < index && n.state().get(b"k").is_none());
+        let out = drain(&mut n, &mut a, out.apply);
+        assert!(matches!(out.replies[..], [(7, Ok(Response::Put(_)))]), "{:?}", out.replies);
+        assert_eq!(n.applied_index(), index);
+        assert!(n.state().get(b"k").is_some(), "the node adopted the applier's view");
+    }
+
+    /// The queue to the applier is bounded: at most two batches unreported, each at most
+    /// APPLY_BATCH_ENTRIES_MAX entries; the rest waits in the log.
+    #[test]
+    fn batches_are_bounded_and_at_most_two_are_in_flight() {
+        let (mut n, mut a) = leader();
+        let writes = 3 * APPLY_BATCH_ENTRIES_MAX as u64;
+        for id in 0..writes {
+            let (id, req) = put(id, &format!("k{id}"));
+            n.submit(id, req);
+        }
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert_eq!(out.apply.len(), APPLY_BATCHES_IN_FLIGHT_MAX);
+        assert!(out.apply.iter().all(|b| b.entries.len() == APPLY_BATCH_ENTRIES_MAX));
+        assert!(n.run_once(&mut |_| {}).unwrap().apply.is_empty(), "two in flight");
+        let mut batches = out.apply.into_iter();
+        n.on_applied(a.apply(batches.next().unwrap()).unwrap()).unwrap();
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert_eq!(out.replies.len(), APPLY_BATCH_ENTRIES_MAX);
+        assert_eq!(out.apply.len(), 1, "one report frees one slot");
+        let rest = batches.chain(out.apply).collect();
+        let out = drain(&mut n, &mut a, rest);
+        assert_eq!(out.replies.len() as u64, writes - APPLY_BATCH_ENTRIES_MAX as u64);
+        assert_eq!(n.applied_index(), n.raft().commit_index());
+    }
+
+    /// A linearizable read is handed out only once the applier has reported its
+    /// ReadIndex applied.
+    #[test]
+    fn a_linearizable_read_waits_for_the_applier() {
+        let (mut n, mut a) = leader();
+        let (id, req) = put(1, "k");
+        n.submit(id, req);
+        let put_out = n.run_once(&mut |_| {}).unwrap(); // committed, not applied
+        n.submit(2, Request::Read { query: ReadQuery::Get(b"k".to_vec()), serializable: false });
+        let out = n.run_once(&mut |_| {}).unwrap();
+        assert!(out.reads.is_empty() && out.replies.is_empty(), "{:?}", out.reads);
+        let out = drain(&mut n, &mut a, put_out.apply);
+        let [read] = &out.reads[..] else { panic!("one read: {:?}", out.reads) };
+        assert!(read.index <= n.applied_index());
+        assert!(answer_read(n.state(), &read.query) != Response::Get(Default::default()));
+    }
+
+    /// A follower whose applier is stuck still takes appends and answers its leader:
+    /// apply never delays the raft loop.
+    #[test]
+    fn a_follower_keeps_answering_appends_while_its_applier_lags() {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let cfg = NodeConfig { apply_apart: true, ..NodeConfig::new(1, [1, 2, 3].into()) };
+        let mut n = Node::new(cfg, store, restored).unwrap();
+        let noop = |index| Entry { term: 1, index, kind: EntryKind::Noop, data: Vec::new().into() };
+        let mut acks = 0;
+        for round in 0..3u64 {
+            let append = MessageBody::Append {
+                prev_index: round * 10,
+                prev_term: if round == 0 { 0 } else { 1 },
+                entries: (round * 10 + 1..=round * 10 + 10).map(noop).collect(),
+                commit: round * 10 + 10,
+            };
+            n.step(Message { from: 2, to: 1, term: 1, body: append });
+            let out = n.run_once(&mut |msgs| acks += msgs.len()).unwrap();
+            assert!(out.apply.len() <= 1, "at most two in flight, never more");
+        }
+        assert_eq!(acks, 3, "every append answered");
+        assert_eq!((n.raft().commit_index(), n.applied_index()), (30, 0));
     }
 }
