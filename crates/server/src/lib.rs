@@ -108,6 +108,9 @@ pub async fn serve_until(
     }
     // Reads are served from a view of the state on read workers (see `runtime`).
     node_cfg.hand_out_reads = true;
+    // Committed entries are applied on their own thread (see `runtime`), so a large
+    // apply never holds the thread that heartbeats.
+    node_cfg.apply_apart = true;
     // etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds rounded up.
     let election_ms = u64::from(node_cfg.raft.election_timeout_ticks) * cfg.tick_ms;
     let lease_ttl_min_secs = (election_ms * 3 / 2).div_ceil(1000).max(1) as i64;

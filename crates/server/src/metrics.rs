@@ -93,6 +93,8 @@ pub struct Metrics {
     pub node_loop_seconds: Histogram,
     /// The longest batch so far, in microseconds.
     pub node_loop_longest_micros: AtomicU64,
+    /// The longest apply of one batch so far (on the applier thread), in microseconds.
+    pub apply_longest_micros: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,7 @@ impl Default for Metrics {
             too_many_requests: AtomicU64::new(0),
             node_loop_seconds: Histogram::new(LATENCY_BOUNDS),
             node_loop_longest_micros: AtomicU64::new(0),
+            apply_longest_micros: AtomicU64::new(0),
         }
     }
 }
@@ -128,10 +131,17 @@ impl Metrics {
         self.node_loop_longest_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
+    /// Records one applied batch that took `took`.
+    pub fn observe_apply(&self, took: std::time::Duration) {
+        self.apply_seconds.observe(took.as_secs_f64());
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.apply_longest_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicU64); 13] = [
+        let gauges: [(&str, &str, &AtomicU64); 14] = [
             ("raftkv_term", "current Raft term", &self.term),
             ("raftkv_leader_id", "member id of the known leader (0: none)", &self.leader),
             ("raftkv_is_leader", "1 if this member leads", &self.is_leader),
@@ -162,6 +172,11 @@ impl Metrics {
                 "raftkv_node_loop_longest_microseconds",
                 "longest node thread batch so far",
                 &self.node_loop_longest_micros,
+            ),
+            (
+                "raftkv_apply_longest_microseconds",
+                "longest apply of one batch so far (on the applier thread)",
+                &self.apply_longest_micros,
             ),
             (
                 "raftkv_snapshot_failures_total",

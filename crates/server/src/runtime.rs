@@ -6,10 +6,16 @@
 //! blocked tokio worker would stall unrelated network work.
 //!
 //! The node thread also sends heartbeats, so nothing that takes time in proportion to
-//! the data may run on it. After each batch that applied something it publishes a view
-//! of the applied state (a `kv::StateMachine` clone: O(1), its maps are persistent), and
-//! everything that reads the state runs from such a view on a small pool of blocking
-//! workers ([`READ_JOBS_MAX`]): serializable reads (which never reach the node thread),
+//! the data may run on it. Committed entries are applied on the applier thread
+//! ([`node::NodeConfig::apply_apart`]): the node thread hands it bounded batches, the
+//! applier applies them, publishes a view of the applied state (a `kv::StateMachine`
+//! clone: O(1), its maps are persistent) with its applied index and revision, and sends
+//! its report back as an input; only then does the node thread answer the writes it
+//! applied. Views the node thread replaces go back to the applier thread to be dropped
+//! (freeing a tree a large delete left behind is O(keys)). Status comes from a small
+//! record the node thread publishes after each batch, so it never queues behind the
+//! node's input. Everything that reads the state runs from a view on a small pool of
+//! blocking workers ([`READ_JOBS_MAX`]): serializable reads (which never reach the node thread),
 //! linearizable reads once the node says their ReadIndex is applied
 //! ([`node::NodeConfig::hand_out_reads`]), watch catch-up, lease listings and hashes.
 //!
@@ -21,7 +27,9 @@
 
 use crate::metrics::Metrics;
 use kv::{EventBatch, EventLimits, KvError, Response, StateMachine};
-use node::{LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob};
+use node::{
+    Applied, Applier, ApplyBatch, LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob,
+};
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -73,7 +81,7 @@ pub enum Answer {
 }
 
 /// A snapshot of the member's Raft status.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Status {
     /// This member's id.
     pub id: NodeId,
@@ -106,10 +114,12 @@ pub enum Input {
     Peer(Message),
     /// A client request and where to send its answer.
     Client(Request, oneshot::Sender<Answer>),
-    /// A status query.
-    Status(oneshot::Sender<Status>),
     /// A background snapshot finished (`None`: it failed).
     SnapshotDone(Option<raft::Snapshot>),
+    /// The applier thread applied the oldest batch handed to it.
+    Applied(Box<Applied>),
+    /// The applier thread failed (a snapshot from the leader could not be restored).
+    ApplyFailed(String),
     /// Stop the thread.
     Stop,
 }
@@ -119,7 +129,7 @@ impl Input {
     /// outside callers send; not the member's own control inputs, which must never be
     /// lost (a lost `SnapshotDone` would stop snapshots for good).
     fn is_bounded(&self) -> bool {
-        matches!(self, Input::Peer(_) | Input::Client(..) | Input::Status(_))
+        matches!(self, Input::Peer(_) | Input::Client(..))
     }
 }
 
@@ -234,6 +244,7 @@ pub struct NodeHandle {
     revision: watch::Receiver<u64>,
     applied: watch::Receiver<u64>,
     view: watch::Receiver<StateMachine>,
+    status: watch::Receiver<Status>,
     readers: Arc<Readers>,
     metrics: Arc<Metrics>,
 }
@@ -285,11 +296,13 @@ impl NodeHandle {
         answer
     }
 
-    /// The member's current status.
+    /// The member's status as of the node thread's last batch (never queued behind its
+    /// input); `None` if the node stopped.
     pub async fn status(&self) -> Option<Status> {
-        let (tx, rx) = oneshot::channel();
-        self.inbox.send(Input::Status(tx)).ok()?;
-        rx.await.ok()
+        if self.status.has_changed().is_err() {
+            return None; // the node thread dropped its sender: it stopped
+        }
+        Some(self.status.borrow().clone())
     }
 
     /// The member's applied log index now. Updated before the answers of a batch are
@@ -371,6 +384,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
     let (revision_tx, revision) = watch::channel(node.state().revision());
     let (applied_tx, applied) = watch::channel(node.applied_index());
     let (view_tx, view) = watch::channel(node.state().clone());
+    let (status_tx, status_rx) = watch::channel(status(&node));
     let inbox = Inbox::new(tx.clone(), NODE_INPUT_QUEUED_MAX);
     let readers = Arc::new(Readers::new(READ_JOBS_MAX));
     let handle = NodeHandle {
@@ -378,22 +392,22 @@ pub fn spawn<S: LogStore + Send + 'static>(
         revision,
         applied,
         view,
+        status: status_rx,
         readers,
         metrics: metrics.clone(),
     };
+    let applier = ApplierThread::spawn(
+        node.applier(),
+        AppliedViews { revision_tx, applied_tx, view_tx },
+        tx.clone(),
+        metrics.clone(),
+    );
     let join = std::thread::Builder::new()
         .name("raftkv-node".into())
         .spawn(move || {
             let snapshots = SnapshotWriter::new(snapshot_dir, tx, metrics.clone());
-            if let Err(e) = run(
-                node,
-                rx,
-                tick,
-                outbox,
-                metrics,
-                snapshots,
-                Published { revision_tx, applied_tx, view_tx, inbox },
-            ) {
+            let published = Published { status_tx, inbox };
+            if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots, applier, published) {
                 on_fatal(e);
             }
         })
@@ -401,15 +415,111 @@ pub fn spawn<S: LogStore + Send + 'static>(
     (handle, join)
 }
 
-/// What the node thread shares with its handles (see [`NodeHandle`]): what it
-/// publishes for async tasks to follow, and its input's bound.
+/// What the node thread shares with its handles (see [`NodeHandle`]): its status, and
+/// its input's bound.
 struct Published {
-    revision_tx: watch::Sender<u64>,
-    applied_tx: watch::Sender<u64>,
-    /// The applied state, replaced after each batch that applied something.
-    view_tx: watch::Sender<StateMachine>,
+    /// Replaced after each batch when it changed.
+    status_tx: watch::Sender<Status>,
     /// To count inputs off the bounded queue.
     inbox: Inbox,
+}
+
+/// What the applier thread publishes after each batch, in this order (so whoever sees
+/// the new applied index or revision finds a view that has it).
+struct AppliedViews {
+    /// The applied state.
+    view_tx: watch::Sender<StateMachine>,
+    applied_tx: watch::Sender<u64>,
+    revision_tx: watch::Sender<u64>,
+}
+
+/// What the node thread sends the applier thread.
+enum ApplyInput {
+    /// Apply this batch and report back.
+    Batch(ApplyBatch),
+    /// A view the node thread replaced: drop it here (it may be the last owner of a
+    /// large tree).
+    Retire(StateMachine),
+}
+
+/// The applier thread's input. Unbounded as a channel, bounded by the protocol: at
+/// most [`node::APPLY_BATCHES_IN_FLIGHT_MAX`] batches, and one retired view per report.
+struct ApplierThread {
+    /// `None` once dropping.
+    tx: Option<Sender<ApplyInput>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The node thread waits for the applier thread when it stops, so that once the node
+/// thread has ended nothing publishes any more (handles see the member stopped).
+impl Drop for ApplierThread {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
+}
+
+impl ApplierThread {
+    fn spawn(
+        applier: Applier,
+        views: AppliedViews,
+        node_tx: Sender<Input>,
+        metrics: Arc<Metrics>,
+    ) -> ApplierThread {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let join = std::thread::Builder::new()
+            .name("raftkv-apply".into())
+            .spawn(move || run_applier(applier, rx, views, node_tx, metrics))
+            .expect("spawning the applier thread");
+        ApplierThread { tx: Some(tx), join: Some(join) }
+    }
+
+    /// Hands the applier thread `input`. If it stopped, the node thread learns it from
+    /// the `ApplyFailed` it sent, or is stopping itself.
+    fn send(&self, input: ApplyInput) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(input);
+        }
+    }
+}
+
+/// The applier thread: applies each batch, publishes the new view, reports back. Ends
+/// when the node thread drops its sender, or after the first failure.
+fn run_applier(
+    mut applier: Applier,
+    rx: Receiver<ApplyInput>,
+    views: AppliedViews,
+    node_tx: Sender<Input>,
+    metrics: Arc<Metrics>,
+) {
+    for input in rx {
+        let batch = match input {
+            ApplyInput::Retire(view) => {
+                drop(view);
+                continue;
+            }
+            ApplyInput::Batch(batch) => batch,
+        };
+        let started = Instant::now();
+        let applied = match applier.apply(batch) {
+            Ok(applied) => applied,
+            Err(e) => {
+                let _ = node_tx.send(Input::ApplyFailed(e.to_string()));
+                return;
+            }
+        };
+        metrics.observe_apply(started.elapsed());
+        // The replaced view is dropped here, on this thread.
+        drop(views.view_tx.send_replace(applied.view.clone()));
+        views.applied_tx.send_replace(applier.applied_index());
+        let revision = applier.state().revision();
+        views.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        if node_tx.send(Input::Applied(Box::new(applied))).is_err() {
+            return; // the node thread stopped
+        }
+    }
 }
 
 /// Pause before the first retry of a failed snapshot write; it doubles with each further
@@ -507,6 +617,7 @@ fn write_snapshot(dir: &std::path::Path, snapshot: &raft::Snapshot) -> Result<()
     storage::write_snapshot_file(&mut disk, snapshot).map_err(|e| e.to_string())
 }
 
+#[allow(clippy::too_many_arguments)] // one call site: `spawn`
 fn run<S: LogStore>(
     mut node: Node<S>,
     rx: Receiver<Input>,
@@ -514,6 +625,7 @@ fn run<S: LogStore>(
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
     snapshots: SnapshotWriter,
+    applier: ApplierThread,
     published: Published,
 ) -> Result<(), String> {
     let mut waiting: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
@@ -542,10 +654,12 @@ fn run<S: LogStore>(
                     waiting.insert(id, reply);
                     node.submit(id, req);
                 }
-                Input::Status(reply) => {
-                    let _ = reply.send(status(&node));
-                }
                 Input::SnapshotDone(s) => node.finish_snapshot(s).map_err(|e| e.to_string())?,
+                Input::Applied(applied) => {
+                    let replaced = node.on_applied(*applied).map_err(|e| e.to_string())?;
+                    applier.send(ApplyInput::Retire(replaced));
+                }
+                Input::ApplyFailed(e) => return Err(e),
                 Input::Stop => return Ok(()),
             }
         }
@@ -565,18 +679,17 @@ fn run<S: LogStore>(
             // queries that complete before the next tick are answered, not refused.
             node.advance_lease_clock(started_at.elapsed().as_millis() as u64);
         }
-        let started = Instant::now();
         let mut out = node.run_once(&mut |msgs| outbox.send(msgs)).map_err(|e| e.to_string())?;
         if let Some(job) = out.snapshot_job.take() {
             snapshots.start(job);
         }
-        if node.applied_index() != metrics.applied_index.load(Ordering::Relaxed) {
-            metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        for batch in out.apply.drain(..) {
+            applier.send(ApplyInput::Batch(batch));
         }
         // Before any answer leaves: a client's next write is checked against the quota
         // with a size that includes its previous one.
         metrics.db_size_bytes.store(node.state().size_bytes(), Ordering::Relaxed);
-        publish(&node, &published, &mut out, &mut waiting, &metrics);
+        publish(&node, &mut out, &mut waiting, &metrics);
         let raft = node.raft();
         if raft.leader() != last_leader {
             last_leader = raft.leader();
@@ -589,28 +702,22 @@ fn run<S: LogStore>(
         metrics.commit_index.store(raft.commit_index(), Ordering::Relaxed);
         metrics.applied_index.store(node.applied_index(), Ordering::Relaxed);
         log_alarm_changes(&mut last_alarms, node.state().alarms());
-        let revision = node.state().revision();
-        published.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        let now = status(&node);
+        published.status_tx.send_if_modified(|s| std::mem::replace(s, now.clone()) != now);
         metrics.observe_node_loop(batch_started.elapsed());
     }
 }
 
-/// After a batch: publishes the applied state (view first, so whoever sees the new
-/// applied index or revision finds a view that has it), then answers the batch's
-/// requests; handed-out reads get the view to be served from, off this thread.
+/// After a batch: answers the batch's requests (the applier thread published the
+/// applied state before it reported it, so whoever sees an answer finds a view that
+/// has it); handed-out reads get the node's view to be served from, off this thread.
 fn publish<S: LogStore>(
     node: &Node<S>,
-    published: &Published,
     out: &mut node::Output,
     waiting: &mut HashMap<u64, oneshot::Sender<Answer>>,
     metrics: &Metrics,
 ) {
     let applied = node.applied_index();
-    if *published.applied_tx.borrow() != applied {
-        // O(1); holding it makes the next writes copy the tree paths they touch.
-        published.view_tx.send_replace(node.state().clone());
-        published.applied_tx.send_replace(applied);
-    }
     for (id, reply) in out.replies.drain(..) {
         let counter =
             if reply.is_ok() { &metrics.proposals_committed } else { &metrics.proposals_failed };
@@ -688,6 +795,7 @@ mod tests {
             revision: watch::channel(sm.revision()).1,
             applied: watch::channel(0).1,
             view: watch::channel(sm).1,
+            status: watch::channel(Status::default()).1,
             readers: Arc::new(Readers::new(READ_JOBS_MAX)),
             metrics: Arc::default(),
         };
@@ -700,6 +808,7 @@ mod tests {
         let restored = store.recover();
         let mut cfg = NodeConfig::new(1, [1].into());
         cfg.hand_out_reads = true;
+        cfg.apply_apart = true;
         cfg.snapshot_interval_entries = 0;
         let node = Node::new(cfg, store, restored).unwrap();
         let dir = std::env::temp_dir().join(format!("raftkv-runtime-{}", std::process::id()));
@@ -737,8 +846,7 @@ mod tests {
         let (handle, rx) = stalled_handle(2);
         handle.peer_message(heartbeat());
         handle.stop(); // a control input: not counted, never refused
-        let (status_tx, _status_rx) = oneshot::channel();
-        handle.inbox.send(Input::Status(status_tx)).unwrap();
+        handle.inbox.send(Input::Peer(heartbeat())).unwrap();
         // At once: a refused request never waits for the node thread.
         let refused = tokio::time::timeout(Duration::from_secs(10), handle.request(put("k", "v")));
         assert_eq!(refused.await, Ok(Err(RequestError::Busy)));
