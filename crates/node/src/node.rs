@@ -5,8 +5,8 @@ use kv::{
     StateMachine,
 };
 use raft::{
-    ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError,
-    Restored, Role, Snapshot, SnapshotMeta, Term,
+    Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError, Restored,
+    Role, Snapshot, SnapshotMeta, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -907,7 +907,9 @@ impl<S: LogStore> Node<S> {
         assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
         let response = match e.kind {
             EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
-            EntryKind::Noop => None,
+            // Membership takes effect inside the raft core when appended; the service
+            // has nothing to apply for it yet.
+            EntryKind::Noop | EntryKind::ConfChange => None,
         };
         self.applied_entry(e, response);
     }
@@ -1060,7 +1062,7 @@ impl<S: LogStore> Node<S> {
     fn snapshot_meta(&self) -> SnapshotMeta {
         let index = self.applied;
         let term = self.raft.term_at(index).expect("the applied entry is held");
-        SnapshotMeta { index, term, conf: ConfState { voters: self.raft.voters().clone() } }
+        SnapshotMeta { index, term, conf: self.raft.conf_at(index) }
     }
 
     /// A snapshot of the state machine at the applied index. Taking the view is O(1); it
@@ -1158,7 +1160,11 @@ fn propose_error(e: ProposeError) -> RequestError {
     match e {
         ProposeError::NotLeader { leader } => RequestError::NotLeader { leader },
         ProposeError::TooLarge { size, max } => RequestError::TooLarge { size, max },
-        ProposeError::Busy => RequestError::Busy,
+        // A transfer or a membership change in progress: retry shortly.
+        ProposeError::Busy | ProposeError::Transferring | ProposeError::ConfChangePending => {
+            RequestError::Busy
+        }
+        ProposeError::BadConfChange(_) => RequestError::Busy,
     }
 }
 

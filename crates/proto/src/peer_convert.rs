@@ -70,8 +70,10 @@ pub enum ConvertError {
         /// The chunk's `done` flag.
         done: bool,
     },
-    /// A voter set that names the same member twice.
+    /// A member list of a configuration that names the same member twice.
     DuplicateVoter(u64),
+    /// A configuration that lists a member both as a voter and as a learner.
+    LearnerIsVoter(u64),
 }
 
 impl fmt::Display for ConvertError {
@@ -103,7 +105,10 @@ impl fmt::Display for ConvertError {
                 "snapshot chunk of {len} bytes at offset {offset} does not fit a \
                  {total_bytes}-byte snapshot with done={done}"
             ),
-            ConvertError::DuplicateVoter(id) => write!(f, "voter {id} is listed twice"),
+            ConvertError::DuplicateVoter(id) => write!(f, "member {id} is listed twice"),
+            ConvertError::LearnerIsVoter(id) => {
+                write!(f, "member {id} is listed both as a voter and as a learner")
+            }
         }
     }
 }
@@ -125,6 +130,7 @@ fn entry_kind_to_wire(kind: EntryKind) -> pb::EntryKind {
     match kind {
         EntryKind::Normal => pb::EntryKind::Normal,
         EntryKind::Noop => pb::EntryKind::Noop,
+        EntryKind::ConfChange => pb::EntryKind::ConfChange,
     }
 }
 
@@ -144,8 +150,18 @@ impl From<&SnapshotMeta> for pb::SnapshotMeta {
         pb::SnapshotMeta {
             index: meta.index,
             term: meta.term,
-            conf: Some(pb::ConfState { voters: meta.conf.voters.iter().copied().collect() }),
+            conf: Some(conf_to_wire(&meta.conf)),
         }
+    }
+}
+
+fn conf_to_wire(conf: &ConfState) -> pb::ConfState {
+    let list = |set: &BTreeSet<u64>| set.iter().copied().collect();
+    pb::ConfState {
+        voters: list(&conf.voters),
+        voters_outgoing: list(&conf.voters_outgoing),
+        learners: list(&conf.learners),
+        learners_next: list(&conf.learners_next),
     }
 }
 
@@ -163,11 +179,11 @@ impl From<&MessageBody> for Body {
     fn from(body: &MessageBody) -> Self {
         match body {
             &MessageBody::PreVote { last_index, last_term } => {
-                Body::PreVote(pb::VoteRequest { last_index, last_term })
+                Body::PreVote(pb::VoteRequest { last_index, last_term, transfer: false })
             }
             &MessageBody::PreVoteResp { reject } => Body::PreVoteResp(pb::VoteResponse { reject }),
-            &MessageBody::Vote { last_index, last_term } => {
-                Body::Vote(pb::VoteRequest { last_index, last_term })
+            &MessageBody::Vote { last_index, last_term, transfer } => {
+                Body::Vote(pb::VoteRequest { last_index, last_term, transfer })
             }
             &MessageBody::VoteResp { reject } => Body::VoteResp(pb::VoteResponse { reject }),
             MessageBody::Append { prev_index, prev_term, entries, commit } => {
@@ -209,6 +225,7 @@ impl From<&MessageBody> for Body {
             &MessageBody::ReadIndexResp { ctx, index } => {
                 Body::ReadIndexResp(pb::ReadIndexResponse { ctx, index })
             }
+            MessageBody::TimeoutNow => Body::TimeoutNow(pb::TimeoutNowRequest {}),
         }
     }
 }
@@ -228,6 +245,7 @@ impl TryFrom<pb::Entry> for Entry {
         let kind = match pb::EntryKind::try_from(e.kind) {
             Ok(pb::EntryKind::Normal) => EntryKind::Normal,
             Ok(pb::EntryKind::Noop) => EntryKind::Noop,
+            Ok(pb::EntryKind::ConfChange) => EntryKind::ConfChange,
             Ok(pb::EntryKind::Unspecified) | Err(_) => {
                 return Err(ConvertError::UnknownEntryKind(e.kind))
             }
@@ -241,17 +259,32 @@ impl TryFrom<pb::SnapshotMeta> for SnapshotMeta {
 
     fn try_from(meta: pb::SnapshotMeta) -> Result<Self, ConvertError> {
         let conf = meta.conf.ok_or(ConvertError::MissingField("SnapshotMeta.conf"))?;
-        let mut voters = BTreeSet::new();
-        for id in conf.voters {
-            if id == 0 {
-                return Err(ConvertError::ZeroNodeId("ConfState.voters"));
-            }
-            if !voters.insert(id) {
-                return Err(ConvertError::DuplicateVoter(id));
-            }
+        let conf = ConfState {
+            voters: member_set(conf.voters, "ConfState.voters")?,
+            voters_outgoing: member_set(conf.voters_outgoing, "ConfState.voters_outgoing")?,
+            learners: member_set(conf.learners, "ConfState.learners")?,
+            learners_next: member_set(conf.learners_next, "ConfState.learners_next")?,
+        };
+        let voters = conf.all_voters();
+        if let Some(&id) = conf.learners.iter().find(|id| voters.contains(id)) {
+            return Err(ConvertError::LearnerIsVoter(id));
         }
-        Ok(SnapshotMeta { index: meta.index, term: meta.term, conf: ConfState { voters } })
+        Ok(SnapshotMeta { index: meta.index, term: meta.term, conf })
     }
+}
+
+/// One member list of a ConfState: no 0, no member twice.
+fn member_set(ids: Vec<u64>, field: &'static str) -> Result<BTreeSet<u64>, ConvertError> {
+    let mut set = BTreeSet::new();
+    for id in ids {
+        if id == 0 {
+            return Err(ConvertError::ZeroNodeId(field));
+        }
+        if !set.insert(id) {
+            return Err(ConvertError::DuplicateVoter(id));
+        }
+    }
+    Ok(set)
 }
 
 impl From<pb::RejectHint> for RejectHint {
@@ -337,7 +370,11 @@ impl TryFrom<pb::Message> for Message {
                 MessageBody::PreVote { last_index: v.last_index, last_term: v.last_term }
             }
             Body::PreVoteResp(v) => MessageBody::PreVoteResp { reject: v.reject },
-            Body::Vote(v) => MessageBody::Vote { last_index: v.last_index, last_term: v.last_term },
+            Body::Vote(v) => MessageBody::Vote {
+                last_index: v.last_index,
+                last_term: v.last_term,
+                transfer: v.transfer,
+            },
             Body::VoteResp(v) => MessageBody::VoteResp { reject: v.reject },
             Body::Append(a) => append_from_wire(m.term, a)?,
             Body::AppendResp(r) => {
@@ -356,6 +393,7 @@ impl TryFrom<pb::Message> for Message {
             },
             Body::ReadIndex(r) => MessageBody::ReadIndex { ctx: r.ctx },
             Body::ReadIndexResp(r) => MessageBody::ReadIndexResp { ctx: r.ctx, index: r.index },
+            Body::TimeoutNow(_) => MessageBody::TimeoutNow,
         };
         Ok(Message { from: m.from, to: m.to, term: m.term, body })
     }

@@ -1,5 +1,6 @@
 //! The Raft state machine: roles, elections, replication, commit, reads, snapshots.
 
+use crate::confchange::{self, ConfChange, ConfChangeError};
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::progress::{Progress, ProgressState};
@@ -124,6 +125,13 @@ pub enum ProposeError {
     },
     /// Too many uncommitted bytes are queued; retry once some commit.
     Busy,
+    /// Leadership is being transferred; retry once the new leader is known.
+    Transferring,
+    /// A membership change is not committed yet, or the joint configuration it entered
+    /// has not been left yet; only one change may be in flight.
+    ConfChangePending,
+    /// The membership change is not valid for the current configuration.
+    BadConfChange(ConfChangeError),
 }
 
 impl fmt::Display for ProposeError {
@@ -139,6 +147,13 @@ impl fmt::Display for ProposeError {
                 write!(f, "proposal of {size} bytes exceeds the limit of {max} bytes")
             }
             ProposeError::Busy => write!(f, "too many uncommitted proposals; retry shortly"),
+            ProposeError::Transferring => {
+                write!(f, "leadership is being transferred; retry shortly")
+            }
+            ProposeError::ConfChangePending => {
+                write!(f, "a membership change is in progress; retry once it completes")
+            }
+            ProposeError::BadConfChange(e) => write!(f, "{e}"),
         }
     }
 }
@@ -157,6 +172,35 @@ impl fmt::Display for ReadError {
     }
 }
 impl std::error::Error for ReadError {}
+
+/// Why [`Raft::transfer_leader`] refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    /// Only the leader can transfer leadership; `leader` is who does, if known.
+    NotLeader {
+        /// The leader this member knows of.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voting member (unknown, or a learner).
+    NotVoter(NodeId),
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::NotLeader { leader: Some(l) } => {
+                write!(f, "not the leader; member {l:x} is, send there")
+            }
+            TransferError::NotLeader { leader: None } => {
+                write!(f, "not the leader and no leader is known; retry shortly")
+            }
+            TransferError::NotVoter(id) => {
+                write!(f, "member {id:x} is not a voting member and cannot lead")
+            }
+        }
+    }
+}
+impl std::error::Error for TransferError {}
 
 /// Why [`Raft::compact`] refused a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +226,12 @@ pub enum CompactError {
         /// Snapshot term offered.
         term: Term,
     },
+    /// The snapshot's configuration is not the one in force at its index (take it from
+    /// [`Raft::conf_at`]).
+    ConfMismatch {
+        /// Snapshot index offered.
+        index: Index,
+    },
 }
 
 impl fmt::Display for CompactError {
@@ -196,6 +246,10 @@ impl fmt::Display for CompactError {
             CompactError::TermMismatch { index, term } => {
                 write!(f, "snapshot at {index} claims term {term}, which the log disagrees with")
             }
+            CompactError::ConfMismatch { index } => write!(
+                f,
+                "snapshot at {index} carries a configuration other than the one in force there"
+            ),
         }
     }
 }
@@ -269,8 +323,16 @@ pub struct Raft {
     vote: NodeId,
     role: Role,
     leader: Option<NodeId>,
-    voters: BTreeSet<NodeId>,
+    /// The configuration in force: the latest one in the log (effective on append).
+    conf: ConfState,
+    /// The configurations of the log, by the index of the entry that made each one. The
+    /// first is the base (the snapshot's, or the initial one); the others come from
+    /// ConfChange entries still in the log, so a truncation can fall back to the one
+    /// before.
+    conf_history: Vec<(Index, ConfState)>,
     log: RaftLog,
+    /// Leader: the member leadership is being transferred to, and for how many ticks.
+    lead_transferee: Option<(NodeId, u32)>,
 
     election_elapsed: u32,
     randomized_election_timeout: u32,
@@ -333,14 +395,15 @@ impl Raft {
     ) -> Result<Raft, ConfigError> {
         cfg.validate()?;
         let snapshot = restored.snapshot.unwrap_or_default();
-        let voters = if snapshot.meta.index > 0 {
-            snapshot.meta.conf.voters.clone()
+        let conf = if snapshot.meta.index > 0 {
+            snapshot.meta.conf.clone()
         } else {
-            voters.clone()
+            ConfState::from_voters(voters.clone())
         };
-        if voters.is_empty() || voters.contains(&0) {
+        if conf.voters.is_empty() || conf.members().contains(&0) {
             return Err(ConfigError("the voter set must be non-empty and not contain 0".into()));
         }
+        let base = (snapshot.meta.index, conf.clone());
         let first = snapshot.meta.index + 1;
         for (k, e) in restored.entries.iter().enumerate() {
             if e.index != first + k as u64 {
@@ -366,8 +429,10 @@ impl Raft {
             vote: hs.vote,
             role: Role::Follower,
             leader: None,
-            voters,
+            conf,
+            conf_history: vec![base],
             log,
+            lead_transferee: None,
             election_elapsed: 0,
             randomized_election_timeout: 0,
             heartbeat_elapsed: 0,
@@ -394,6 +459,8 @@ impl Raft {
             cfg,
         };
         r.handed_hard_state = r.hard_state();
+        let first = r.log.first_index();
+        r.conf_after_log_change(first);
         r.reset_election_timer();
         Ok(r)
     }
@@ -406,13 +473,20 @@ impl Raft {
         if self.role == Role::Leader {
             self.tick_leader();
         } else if self.election_elapsed >= self.randomized_election_timeout
-            && self.voters.contains(&self.cfg.id)
+            && self.conf.is_voter(self.cfg.id)
         {
             self.campaign();
         }
     }
 
     fn tick_leader(&mut self) {
+        if let Some((target, elapsed)) = self.lead_transferee {
+            // Thesis §3.10: give up if the target has not taken over within an election
+            // timeout, and accept proposals again.
+            let elapsed = elapsed + 1;
+            self.lead_transferee =
+                (elapsed < self.cfg.election_timeout_ticks).then_some((target, elapsed));
+        }
         self.heartbeat_elapsed += 1;
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
@@ -430,14 +504,15 @@ impl Raft {
     }
 
     fn quorum_recently_active(&mut self) -> bool {
-        let mut active = 1; // the leader itself
+        let mut active = BTreeMap::new();
+        active.insert(self.cfg.id, true);
         for (id, pr) in self.progress.iter_mut() {
-            if pr.recent_active && self.voters.contains(id) {
-                active += 1;
-            }
+            active.insert(*id, pr.recent_active);
             pr.recent_active = false;
         }
-        active >= crate::quorum::majority(self.voters.len())
+        let (incoming, outgoing) = (&self.conf.voters, &self.conf.voters_outgoing);
+        crate::quorum::joint_vote_result(incoming, outgoing, &active)
+            == crate::quorum::VoteResult::Won
     }
 
     /// Processes one message from a peer.
@@ -462,10 +537,14 @@ impl Raft {
 
     /// A message from a higher term. Returns false if it must be ignored.
     fn accept_higher_term(&mut self, m: &Message) -> bool {
-        let is_vote = matches!(m.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. });
+        let is_vote = matches!(
+            m.body,
+            MessageBody::Vote { transfer: false, .. } | MessageBody::PreVote { .. }
+        );
         if is_vote && self.in_leader_lease() {
             // Raft thesis §4.2.3: a member that hears from a live leader ignores vote
-            // requests, so a member that was partitioned away cannot depose it.
+            // requests, so a member that was partitioned away (or removed) cannot depose
+            // it. A transfer's vote request is the leader's own wish (§3.10): honour it.
             return false;
         }
         match m.body {
@@ -523,7 +602,7 @@ impl Raft {
                 });
                 true
             }
-            MessageBody::Vote { last_index, last_term } => {
+            MessageBody::Vote { last_index, last_term, .. } => {
                 let can_vote = self.vote == m.from || (self.vote == 0 && self.leader.is_none());
                 let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
                 if grant {
@@ -558,6 +637,10 @@ impl Raft {
             MessageBody::Snapshot { meta, offset, total_bytes, chunk, done } => {
                 self.hear_from_leader(m.from);
                 self.handle_snapshot_chunk(m.from, meta, offset, total_bytes, chunk, done);
+            }
+            MessageBody::TimeoutNow if self.conf.is_voter(self.cfg.id) => {
+                // Thesis §3.10: the leader hands over; campaign at once, without pre-vote.
+                self.become_candidate(true);
             }
             MessageBody::ReadIndexResp { ctx, index }
                 if self.leader == Some(m.from) && self.reads_forwarded.remove(&ctx) =>
@@ -605,10 +688,11 @@ impl Raft {
 
     fn record_vote(&mut self, from: NodeId, granted: bool) {
         self.votes.entry(from).or_insert(granted);
-        match crate::quorum::vote_result(&self.voters, &self.votes) {
+        let (incoming, outgoing) = (&self.conf.voters, &self.conf.voters_outgoing);
+        match crate::quorum::joint_vote_result(incoming, outgoing, &self.votes) {
             crate::quorum::VoteResult::Won => {
                 if self.role == Role::PreCandidate {
-                    self.become_candidate();
+                    self.become_candidate(false);
                 } else {
                     self.become_leader();
                 }
@@ -648,9 +732,7 @@ impl Raft {
     /// it commits at all; a later leader may overwrite it, which the driver learns when a
     /// different entry is applied at that index.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
-        }
+        self.check_can_propose()?;
         let size = data.len() as u64;
         if size > self.cfg.max_proposal_bytes {
             return Err(ProposeError::TooLarge { size, max: self.cfg.max_proposal_bytes });
@@ -664,11 +746,71 @@ impl Raft {
         Ok((index, self.term))
     }
 
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(ProposeError::Transferring);
+        }
+        Ok(())
+    }
+
+    /// Proposes a membership change (leader only). It takes effect on each member when
+    /// appended there. A change of voters enters a joint configuration; the leader
+    /// leaves it by itself once it commits. Refused while another change is uncommitted
+    /// or the configuration is joint, and when invalid for the current configuration.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(Index, Term), ProposeError> {
+        self.check_can_propose()?;
+        if self.conf.is_joint() || self.pending_conf_index() > self.log.committed {
+            return Err(ProposeError::ConfChangePending);
+        }
+        if cc.is_leave_joint() {
+            return Err(ProposeError::BadConfChange(ConfChangeError::NotJoint));
+        }
+        confchange::apply(&self.conf, &cc).map_err(ProposeError::BadConfChange)?;
+        let index = self.append_entry(EntryKind::ConfChange, cc.encode().into());
+        Ok((index, self.term))
+    }
+
+    /// Moves leadership to `target` (Raft thesis §3.10): proposals are refused while the
+    /// transfer runs; the target is caught up and then told to campaign at once. The
+    /// transfer is abandoned after an election timeout. Transferring to itself does
+    /// nothing.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader { leader: self.leader });
+        }
+        if target == self.cfg.id {
+            return Ok(());
+        }
+        if !self.conf.is_voter(target) {
+            return Err(TransferError::NotVoter(target));
+        }
+        self.lead_transferee = Some((target, 0));
+        self.maybe_send_timeout_now(target);
+        self.send_append(target, false);
+        Ok(())
+    }
+
+    /// Sends TimeoutNow to the transfer target once its log matches ours.
+    fn maybe_send_timeout_now(&mut self, id: NodeId) {
+        let Some((target, _)) = self.lead_transferee else { return };
+        let caught_up =
+            self.progress.get(&id).is_some_and(|p| p.match_index == self.log.last_index());
+        if target == id && caught_up {
+            self.send(id, MessageBody::TimeoutNow);
+        }
+    }
+
     fn append_entry(&mut self, kind: EntryKind, data: Arc<[u8]>) -> Index {
         let entry = Entry { term: self.term, index: self.log.last_index() + 1, kind, data };
         self.uncommitted_bytes += entry.size_bytes();
         let index = entry.index;
         self.log.append(entry);
+        if kind == EntryKind::ConfChange {
+            self.conf_after_log_change(index);
+        }
         // Sent at the next `ready`, so proposals made between two Readies share messages.
         self.pending_broadcast = true;
         index
@@ -722,18 +864,16 @@ impl Raft {
     /// Serves every pending read whose round a majority (the leader included) has
     /// acknowledged in this term.
     fn confirm_reads(&mut self) {
-        let mut rounds: Vec<u64> = self
-            .voters
-            .iter()
-            .map(|id| {
-                if *id == self.cfg.id {
-                    u64::MAX
-                } else {
-                    self.progress.get(id).map_or(0, |p| p.read_round_acked)
-                }
-            })
-            .collect();
-        let confirmed = crate::quorum::committed(&mut rounds);
+        let (me, progress) = (self.cfg.id, &self.progress);
+        let round = |id: NodeId| {
+            if id == me {
+                u64::MAX
+            } else {
+                progress.get(&id).map_or(0, |p| p.read_round_acked)
+            }
+        };
+        let (incoming, outgoing) = (&self.conf.voters, &self.conf.voters_outgoing);
+        let confirmed = crate::quorum::joint_committed(incoming, outgoing, round);
         while let Some(read) = self.reads_pending.front().copied() {
             if read.round > confirmed {
                 break;
@@ -784,6 +924,13 @@ impl Raft {
         if self.log.term_at(index) != Some(snapshot.meta.term) {
             return Err(CompactError::TermMismatch { index, term: snapshot.meta.term });
         }
+        if snapshot.meta.conf != self.conf_at(index) {
+            return Err(CompactError::ConfMismatch { index });
+        }
+        let keep_from = self.conf_history.partition_point(|(i, _)| *i <= index);
+        let mut history = vec![(index, snapshot.meta.conf.clone())];
+        history.extend(self.conf_history.drain(keep_from..));
+        self.conf_history = history;
         self.log.compact(snapshot);
         Ok(())
     }
@@ -800,7 +947,7 @@ impl Raft {
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
     }
 
@@ -821,7 +968,9 @@ impl Raft {
         self.record_vote(self.cfg.id, true);
     }
 
-    fn become_candidate(&mut self) {
+    /// `transfer`: the leader asked us to take over (TimeoutNow), so our vote requests
+    /// say so and members with a live leader still consider them.
+    fn become_candidate(&mut self, transfer: bool) {
         self.role = Role::Candidate;
         self.term += 1;
         self.vote = self.cfg.id;
@@ -830,7 +979,7 @@ impl Raft {
         self.reset_election_timer();
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for id in self.other_voters() {
-            self.send(id, MessageBody::Vote { last_index, last_term });
+            self.send(id, MessageBody::Vote { last_index, last_term, transfer });
         }
         // Our own vote counts only once it is durable: it travels as an answer to
         // ourselves, held back like any other vote.
@@ -849,6 +998,7 @@ impl Raft {
         self.role = Role::Follower;
         self.set_leader(leader);
         self.progress.clear();
+        self.lead_transferee = None;
         self.pending_broadcast = false;
         self.commit_notice_due = false;
         self.uncommitted_bytes = 0;
@@ -869,21 +1019,92 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.uncommitted_bytes = 0;
-        let next = self.log.last_index() + 1;
-        self.progress = self
-            .other_voters()
-            .into_iter()
-            .map(|id| {
-                (id, Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes))
-            })
-            .collect();
+        self.progress.clear();
+        self.sync_progress();
         // Raft §5.4.2 and §8: entries of earlier terms commit only once an entry of the
         // leader's own term commits, so a new leader appends an empty one right away.
         self.append_entry(EntryKind::Noop, Arc::from(Vec::new()));
     }
 
     fn other_voters(&self) -> Vec<NodeId> {
-        self.voters.iter().copied().filter(|id| *id != self.cfg.id).collect()
+        self.conf.all_voters().into_iter().filter(|id| *id != self.cfg.id).collect()
+    }
+
+    /// Every other member that receives the log: voters of both halves and learners.
+    fn other_members(&self) -> Vec<NodeId> {
+        self.conf.members().into_iter().filter(|id| *id != self.cfg.id).collect()
+    }
+
+    /// Leader: one progress per other member, new ones probing from the end of the log.
+    fn sync_progress(&mut self) {
+        let members = self.other_members();
+        self.progress.retain(|id, _| members.contains(id));
+        // A member added by the entry just appended must still be sent that entry.
+        let next = self.log.last_index().max(1);
+        let (count, bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+        for id in members {
+            self.progress.entry(id).or_insert_with(|| Progress::new(next, count, bytes));
+        }
+    }
+
+    // ------------------------------------------------------- configuration
+
+    /// The log changed from index `from` on (appended, or truncated and appended):
+    /// forget the configurations of entries from there, then re-read the entries. A
+    /// configuration takes effect when its entry is appended, so a truncated-away
+    /// change falls back to the configuration before it.
+    fn conf_after_log_change(&mut self, from: Index) {
+        while self.conf_history.len() > 1 && self.conf_history.last().expect("non-empty").0 >= from
+        {
+            self.conf_history.pop();
+        }
+        let mut conf = self.conf_history.last().expect("base").1.clone();
+        for index in from.max(self.log.first_index())..=self.log.last_index() {
+            let Some(e) = self.log.entry(index) else { break };
+            if e.kind != EntryKind::ConfChange {
+                continue;
+            }
+            // The leader validated the change before appending it and every member
+            // computes the same result, so an entry that does not apply is skipped by all.
+            let next = ConfChange::decode(&e.data).and_then(|cc| confchange::apply(&conf, &cc));
+            if let Ok(next) = next {
+                conf = next.clone();
+                self.conf_history.push((index, next));
+            }
+        }
+        self.set_conf(conf);
+    }
+
+    fn set_conf(&mut self, conf: ConfState) {
+        if conf == self.conf {
+            return;
+        }
+        self.conf = conf;
+        if self.role == Role::Leader {
+            self.sync_progress();
+            if let Some((target, _)) = self.lead_transferee {
+                if !self.conf.is_voter(target) {
+                    self.lead_transferee = None;
+                }
+            }
+        }
+    }
+
+    /// Leader, after the commit index moved: leave a joint configuration once the entry
+    /// that entered it commits, and step down once a configuration without us commits.
+    fn after_conf_commit(&mut self) {
+        if self.pending_conf_index() > self.log.committed {
+            return;
+        }
+        if self.conf.is_joint() {
+            let leave = ConfChange::default().encode();
+            self.append_entry(EntryKind::ConfChange, leave.into());
+        } else if !self.conf.is_voter(self.cfg.id) {
+            // We replicated the change that removed us until it committed; now let the
+            // remaining members elect a leader among themselves.
+            let term = self.term;
+            self.become_follower(term, None);
+        }
     }
 
     // ---------------------------------------------------------- replication
@@ -913,6 +1134,9 @@ impl Raft {
         }
         match self.log.try_append(prev_index, prev_term, &entries) {
             Some(last_new) => {
+                if !entries.is_empty() {
+                    self.conf_after_log_change(prev_index + 1);
+                }
                 self.log.commit_to(leader_commit.min(last_new));
                 self.send(leader, MessageBody::AppendResp { index: last_new, reject: None });
             }
@@ -958,6 +1182,7 @@ impl Raft {
                     // of a commit index it could not act on before.
                     self.commit_notice_due = true;
                     self.maybe_commit();
+                    self.maybe_send_timeout_now(from);
                 }
                 self.send_append(from, false);
             }
@@ -1067,13 +1292,13 @@ impl Raft {
     }
 
     fn broadcast_append(&mut self) {
-        for id in self.other_voters() {
+        for id in self.other_members() {
             self.send_append(id, false);
         }
     }
 
     fn broadcast_heartbeat(&mut self) {
-        for id in self.other_voters() {
+        for id in self.other_members() {
             let Some(pr) = self.progress.get_mut(&id) else { continue };
             let commit = self.log.committed.min(pr.match_index);
             pr.commit_sent = pr.commit_sent.max(commit);
@@ -1087,7 +1312,7 @@ impl Raft {
     /// be rejected or disturb the replication state.
     fn send_commit_notices(&mut self) {
         let committed = self.log.committed;
-        for id in self.other_voters() {
+        for id in self.other_members() {
             let Some(pr) = self.progress.get_mut(&id) else { continue };
             let target = committed.min(pr.match_index);
             if pr.commit_sent >= target || matches!(pr.state, ProgressState::Snapshot { .. }) {
@@ -1109,19 +1334,17 @@ impl Raft {
     /// Figure 8 / §5.4.2: advance the commit index to the highest index a majority holds,
     /// but only if that entry is from the current term.
     fn maybe_commit(&mut self) {
-        let mut matches: Vec<Index> = self
-            .voters
-            .iter()
-            .map(|id| {
-                if *id == self.cfg.id {
-                    // The leader counts itself only for what is durable on its own disk.
-                    self.log.persisted
-                } else {
-                    self.progress.get(id).map_or(0, |p| p.match_index)
-                }
-            })
-            .collect();
-        let candidate = crate::quorum::committed(&mut matches);
+        let (me, persisted, progress) = (self.cfg.id, self.log.persisted, &self.progress);
+        let matched = |id: NodeId| {
+            if id == me {
+                // The leader counts itself only for what is durable on its own disk.
+                persisted
+            } else {
+                progress.get(&id).map_or(0, |p| p.match_index)
+            }
+        };
+        let (incoming, outgoing) = (&self.conf.voters, &self.conf.voters_outgoing);
+        let candidate = crate::quorum::joint_committed(incoming, outgoing, matched);
         if candidate > self.log.committed && self.log.term_at(candidate) == Some(self.term) {
             let old = self.log.committed;
             self.log.commit_to(candidate);
@@ -1132,6 +1355,7 @@ impl Raft {
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
             self.commit_notice_due = true;
             self.release_reads_awaiting_commit();
+            self.after_conf_commit();
         }
     }
 
@@ -1265,8 +1489,10 @@ impl Raft {
             self.log.commit_to(index);
             return index;
         }
-        self.voters = meta.conf.voters.clone();
+        let conf = meta.conf.clone();
+        self.conf_history = vec![(index, conf.clone())];
         self.log.install(snapshot);
+        self.set_conf(conf);
         index
     }
 
@@ -1445,9 +1671,28 @@ impl Raft {
     pub fn snapshot_meta(&self) -> &SnapshotMeta {
         &self.log.snapshot.meta
     }
-    /// The voting members.
+    /// The voting members (the incoming half while joint).
     pub fn voters(&self) -> &BTreeSet<NodeId> {
-        &self.voters
+        &self.conf.voters
+    }
+    /// The configuration in force: the latest in this member's log, committed or not.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+    /// The configuration in force at log index `index` (at or after the snapshot index):
+    /// what a snapshot taken at `index` must carry.
+    pub fn conf_at(&self, index: Index) -> ConfState {
+        let at = self.conf_history.partition_point(|(i, _)| *i <= index);
+        self.conf_history[at.saturating_sub(1)].1.clone()
+    }
+    /// Index of the entry that made the configuration in force (0 for the initial one).
+    /// A change is in flight while this is above the commit index.
+    pub fn pending_conf_index(&self) -> Index {
+        self.conf_history.last().map_or(0, |(i, _)| *i)
+    }
+    /// Leader: the member leadership is being transferred to, if a transfer is under way.
+    pub fn lead_transferee(&self) -> Option<NodeId> {
+        self.lead_transferee.map(|(id, _)| id)
     }
     /// The leader's view of follower `id`'s replication (leaders only).
     pub fn progress(&self, id: NodeId) -> Option<&Progress> {

@@ -35,6 +35,7 @@
 //! The log lives in memory from the last snapshot on; indices are absolute from the first
 //! entry ever written, so discarding a prefix ([`Raft::compact`]) renumbers nothing.
 
+mod confchange;
 mod core;
 mod log;
 mod message;
@@ -43,7 +44,8 @@ mod quorum;
 mod rng;
 mod types;
 
-pub use crate::core::{CompactError, Restored};
+pub use crate::confchange::{ConfChange, ConfChangeError, ConfChangeKind, ConfChangeSingle};
+pub use crate::core::{CompactError, Restored, TransferError};
 pub use crate::core::{Config, ConfigError, ProposeError, Raft, ReadError, ReadState, Ready, Role};
 pub use crate::message::{Message, MessageBody, RejectHint};
 pub use crate::progress::{Progress, ProgressState};

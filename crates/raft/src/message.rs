@@ -52,6 +52,9 @@ pub enum MessageBody {
         last_index: Index,
         /// Term of the candidate's last log entry.
         last_term: Term,
+        /// The candidate campaigns because the leader transferred leadership to it
+        /// (thesis §3.10), so members that hear from that leader consider the request.
+        transfer: bool,
     },
     /// Answer to [`MessageBody::Vote`].
     VoteResp {
@@ -118,6 +121,9 @@ pub enum MessageBody {
         /// The follower's opaque id for the read.
         ctx: u64,
     },
+    /// Leadership transfer (thesis §3.10): the leader tells a caught-up member to start
+    /// an election at once.
+    TimeoutNow,
     /// The leader's answer to [`MessageBody::ReadIndex`].
     ReadIndexResp {
         /// Echo of the request's `ctx`.
@@ -164,6 +170,7 @@ impl Message {
             MessageBody::SnapshotResp { .. } => "SnapshotResp",
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResp { .. } => "ReadIndexResp",
+            MessageBody::TimeoutNow => "TimeoutNow",
         }
     }
 }

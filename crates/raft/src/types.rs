@@ -17,6 +17,9 @@ pub enum EntryKind {
     Normal,
     /// The empty entry a new leader appends so earlier entries commit (Raft §5.4.2, §8).
     Noop,
+    /// A membership change: an encoded [`crate::ConfChange`]. It takes effect on every
+    /// member as soon as it is appended to that member's log, not when it commits.
+    ConfChange,
 }
 
 impl EntryKind {
@@ -25,6 +28,7 @@ impl EntryKind {
         match self {
             EntryKind::Normal => 0,
             EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
         }
     }
 
@@ -33,6 +37,7 @@ impl EntryKind {
         match b {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::Noop),
+            2 => Some(EntryKind::ConfChange),
             _ => None,
         }
     }
@@ -74,11 +79,59 @@ pub struct HardState {
     pub commit: Index,
 }
 
-/// The membership: who votes. A set, not a count, so membership changes can come later.
+/// The membership, in the shape of etcd's `ConfState` (joint consensus, Raft thesis §4.3).
+///
+/// Outside a joint configuration `voters_outgoing` is empty and a majority of `voters`
+/// decides. While joint, a decision (commit, election) needs a majority of `voters` *and*
+/// a majority of `voters_outgoing`. Learners receive the log but never vote or count.
+/// `learners_next` holds members that are voters in the outgoing half and become learners
+/// once the joint configuration is left (a member cannot be a voter and a learner at once).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfState {
-    /// The voting members.
+    /// The voting members (the incoming half while joint).
     pub voters: BTreeSet<NodeId>,
+    /// The outgoing voters while joint; empty otherwise.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Members that receive the log but do not vote.
+    pub learners: BTreeSet<NodeId>,
+    /// Outgoing voters that become learners when the joint configuration is left.
+    pub learners_next: BTreeSet<NodeId>,
+}
+
+impl ConfState {
+    /// A plain (non-joint) configuration of `voters` and no learners.
+    pub fn from_voters(voters: BTreeSet<NodeId>) -> Self {
+        ConfState { voters, ..ConfState::default() }
+    }
+
+    /// True while in a joint configuration.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// True if `id` votes in either half.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// True if `id` is a learner and not a voter in either half.
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        !self.is_voter(id) && (self.learners.contains(&id) || self.learners_next.contains(&id))
+    }
+
+    /// Every member that receives the log: voters of both halves and learners.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        all.extend(&self.voters_outgoing);
+        all.extend(&self.learners);
+        all.extend(&self.learners_next);
+        all
+    }
+
+    /// Every member that votes in either half.
+    pub fn all_voters(&self) -> BTreeSet<NodeId> {
+        self.voters.union(&self.voters_outgoing).copied().collect()
+    }
 }
 
 /// What a snapshot covers: everything up to and including `index`.

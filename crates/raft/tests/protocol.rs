@@ -2,171 +2,11 @@
 //! in order unless a link is cut, and every Ready is persisted at once. Each test names
 //! the rule it checks and the section of the Raft paper or thesis it comes from.
 
+mod net;
+
+use net::*;
 use raft::*;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-
-struct Net {
-    nodes: BTreeMap<NodeId, Raft>,
-    queue: VecDeque<Message>,
-    cut: BTreeSet<(NodeId, NodeId)>,
-    delivered: Vec<Message>,
-    applied: BTreeMap<NodeId, Vec<Entry>>,
-    reads: BTreeMap<NodeId, Vec<ReadState>>,
-    failed_reads: BTreeMap<NodeId, Vec<u64>>,
-    /// Deliver every message twice (a duplicating network).
-    duplicate: bool,
-}
-
-fn config(id: NodeId) -> Config {
-    let mut c = Config::new(id);
-    c.rng_seed = id * 7919;
-    c
-}
-
-fn voters(n: u64) -> BTreeSet<NodeId> {
-    (1..=n).collect()
-}
-
-fn entries(spec: &[(Term, u64)]) -> Vec<Entry> {
-    // spec: runs of (term, count), indices from 1.
-    let mut out = Vec::new();
-    for &(term, count) in spec {
-        for _ in 0..count {
-            let index = out.len() as u64 + 1;
-            let data: Arc<[u8]> = format!("t{term}i{index}").into_bytes().into();
-            out.push(Entry { term, index, kind: EntryKind::Normal, data });
-        }
-    }
-    out
-}
-
-impl Net {
-    fn new(n: u64) -> Net {
-        let nodes = (1..=n).map(|id| (id, Raft::new(config(id), &voters(n)).unwrap())).collect();
-        Net::with_nodes(nodes)
-    }
-
-    fn with_logs(logs: &[(Term, Vec<Entry>)]) -> Net {
-        let n = logs.len() as u64;
-        let mut nodes = BTreeMap::new();
-        for (k, (term, log)) in logs.iter().enumerate() {
-            let id = k as u64 + 1;
-            let restored = Restored {
-                hard_state: HardState { term: *term, vote: 0, commit: 0 },
-                snapshot: None,
-                entries: log.clone(),
-            };
-            nodes.insert(id, Raft::restore(config(id), &voters(n), restored).unwrap());
-        }
-        Net::with_nodes(nodes)
-    }
-
-    fn with_nodes(nodes: BTreeMap<NodeId, Raft>) -> Net {
-        Net {
-            nodes,
-            queue: VecDeque::new(),
-            cut: BTreeSet::new(),
-            delivered: Vec::new(),
-            applied: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            failed_reads: BTreeMap::new(),
-            duplicate: false,
-        }
-    }
-
-    fn node(&mut self, id: NodeId) -> &mut Raft {
-        self.nodes.get_mut(&id).unwrap()
-    }
-
-    /// Drains one node's Readies, persisting each at once.
-    fn process(&mut self, id: NodeId) {
-        loop {
-            let r = self.nodes.get_mut(&id).unwrap();
-            if !r.has_ready() {
-                return;
-            }
-            let rd = r.ready();
-            r.on_persisted(rd.number);
-            self.queue.extend(rd.messages);
-            self.applied.entry(id).or_default().extend(rd.committed_entries);
-            self.reads.entry(id).or_default().extend(rd.read_states);
-            self.failed_reads.entry(id).or_default().extend(rd.failed_reads);
-        }
-    }
-
-    fn deliver_all(&mut self) {
-        loop {
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                self.process(id);
-            }
-            let Some(m) = self.queue.pop_front() else {
-                return;
-            };
-            if self.cut.contains(&(m.from, m.to)) || !self.nodes.contains_key(&m.to) {
-                continue;
-            }
-            self.delivered.push(m.clone());
-            assert!(self.delivered.len() < 200_000, "message storm: the exchange never settles");
-            let to = m.to;
-            if self.duplicate {
-                self.node(to).step(m.clone());
-            }
-            self.node(to).step(m);
-        }
-    }
-
-    fn isolate(&mut self, id: NodeId) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for other in ids {
-            if other != id {
-                self.cut.insert((id, other));
-                self.cut.insert((other, id));
-            }
-        }
-    }
-
-    fn heal(&mut self) {
-        self.cut.clear();
-    }
-
-    /// Ticks only `id` until it leads, delivering messages as they come.
-    fn elect(&mut self, id: NodeId) {
-        for _ in 0..200 {
-            self.node(id).tick();
-            self.deliver_all();
-            if self.node(id).role() == Role::Leader {
-                return;
-            }
-        }
-        panic!("node {id} did not become leader");
-    }
-
-    /// Ticks every node `ticks` times, delivering after each round.
-    fn tick_all(&mut self, ticks: u32) {
-        for _ in 0..ticks {
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                self.node(id).tick();
-            }
-            self.deliver_all();
-        }
-    }
-
-    fn leaders(&self) -> Vec<NodeId> {
-        self.nodes.values().filter(|r| r.role() == Role::Leader).map(|r| r.id()).collect()
-    }
-
-    fn applied_data(&self, id: NodeId) -> Vec<Vec<u8>> {
-        self.applied
-            .get(&id)
-            .map(|es| {
-                es.iter().filter(|e| e.kind == EntryKind::Normal).map(|e| e.data.to_vec()).collect()
-            })
-            .unwrap_or_default()
-    }
-}
 
 /// Raft §5.2: a single member elects itself and commits on its own.
 #[test]
@@ -360,7 +200,7 @@ fn vote_is_released_only_after_persist() {
         from: 2,
         to: 1,
         term: 5,
-        body: MessageBody::Vote { last_index: 0, last_term: 0 },
+        body: MessageBody::Vote { last_index: 0, last_term: 0, transfer: false },
     };
     a.step(vote);
     let rd = a.ready();
@@ -464,7 +304,7 @@ fn lagging_follower_catches_up_by_chunked_snapshot() {
     let meta = SnapshotMeta {
         index: applied,
         term: net.node(1).term_at(applied).unwrap(),
-        conf: ConfState { voters: voters(3) },
+        conf: ConfState::from_voters(voters(3)),
     };
     let data: Arc<[u8]> = vec![7u8; 95].into();
     net.node(1).compact(Snapshot { meta: meta.clone(), data: data.clone() }).unwrap();
@@ -501,7 +341,7 @@ fn follower_ignores_snapshot_older_than_its_commit() {
         to: 2,
         term,
         body: MessageBody::Snapshot {
-            meta: SnapshotMeta { index: 2, term, conf: ConfState { voters: voters(3) } },
+            meta: SnapshotMeta { index: 2, term, conf: ConfState::from_voters(voters(3)) },
             offset: 0,
             total_bytes: 3,
             chunk: vec![1u8, 2, 3].into(),
@@ -577,7 +417,7 @@ fn duplicated_snapshot_answers_do_not_multiply_chunks() {
     let meta = SnapshotMeta {
         index: applied,
         term: net.node(1).term_at(applied).unwrap(),
-        conf: ConfState { voters: voters(3) },
+        conf: ConfState::from_voters(voters(3)),
     };
     net.node(1).compact(Snapshot { meta, data: vec![7u8; 95].into() }).unwrap();
     net.heal();
@@ -599,7 +439,7 @@ fn duplicated_snapshot_answers_do_not_multiply_chunks() {
 #[test]
 fn late_duplicate_first_chunk_keeps_snapshot_progress() {
     let mut f = Raft::new(config(3), &voters(3)).unwrap();
-    let meta = SnapshotMeta { index: 50, term: 1, conf: ConfState { voters: voters(3) } };
+    let meta = SnapshotMeta { index: 50, term: 1, conf: ConfState::from_voters(voters(3)) };
     let chunk = |offset: u64, done: bool| Message {
         from: 1,
         to: 3,

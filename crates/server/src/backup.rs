@@ -326,7 +326,7 @@ fn write_member_dir(
     let voters = members.iter().map(|m| m.id).collect();
     let restored = Restored { revision: backup.state.revision(), index, keys: backup.key_count() };
     let snapshot = raft::Snapshot {
-        meta: raft::SnapshotMeta { index, term, conf: raft::ConfState { voters } },
+        meta: raft::SnapshotMeta { index, term, conf: raft::ConfState::from_voters(voters) },
         data: backup.payload.into(),
     };
     store.save_snapshot(&snapshot).map_err(|e| e.to_string())?;

@@ -13,8 +13,8 @@ use crate::node::{Node, StateMachine};
 use crate::queue::{Event, EventQueue};
 use crate::trace::{MsgFmt, Trace};
 use raft::{
-    ConfState, Config, Entry, HardState, Message, MessageBody, NodeId, Raft, Ready, Restored, Rng,
-    Role, Snapshot, SnapshotMeta,
+    Config, Entry, HardState, Message, MessageBody, NodeId, Raft, Ready, Restored, Rng, Role,
+    Snapshot, SnapshotMeta,
 };
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -715,7 +715,7 @@ impl Cluster {
                 format!("n{id} applied {applied} but has no term for it"),
             )
         })?;
-        let conf = ConfState { voters: raft.voters().clone() };
+        let conf = raft.conf_at(applied);
         let data = node.sm.encode(self.cfg.snapshot_padding_bytes).into();
         let snap = Snapshot { meta: SnapshotMeta { index: applied, term, conf }, data };
         node.disk.durable.install_snapshot(&snap);

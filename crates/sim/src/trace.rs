@@ -137,8 +137,11 @@ impl fmt::Display for MsgFmt<'_> {
         write!(f, "{} t{}", m.kind_name(), m.term)?;
         match &m.body {
             MessageBody::PreVote { last_index, last_term }
-            | MessageBody::Vote { last_index, last_term } => {
+            | MessageBody::Vote { last_index, last_term, transfer: false } => {
                 write!(f, " last({last_index},{last_term})")
+            }
+            MessageBody::Vote { last_index, last_term, transfer: true } => {
+                write!(f, " last({last_index},{last_term}) transfer")
             }
             MessageBody::PreVoteResp { reject } | MessageBody::VoteResp { reject } => {
                 write!(f, " {}", if *reject { "reject" } else { "grant" })
@@ -175,6 +178,7 @@ impl fmt::Display for MsgFmt<'_> {
             ),
             MessageBody::ReadIndex { ctx } => write!(f, " ctx{ctx}"),
             MessageBody::ReadIndexResp { ctx, index } => write!(f, " ctx{ctx} i{index}"),
+            MessageBody::TimeoutNow => Ok(()),
         }
     }
 }

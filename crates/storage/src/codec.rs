@@ -16,7 +16,10 @@ pub(crate) const RECORD_PAYLOAD_MAX_BYTES: usize = 64 << 20;
 const WAL_MAGIC: [u8; 8] = *b"raftkvWL";
 const WAL_VERSION: u32 = 1;
 const SNAP_MAGIC: [u8; 8] = *b"raftkvSN";
-const SNAP_VERSION: u32 = 1;
+/// Version 2 stores the whole configuration (joint halves, learners); version 1 files
+/// (voters only) are still read.
+const SNAP_VERSION: u32 = 2;
+const SNAP_VERSION_VOTERS_ONLY: u32 = 1;
 
 const TYPE_SEGMENT_HEADER: u8 = 1;
 const TYPE_ENTRY: u8 = 2;
@@ -171,6 +174,11 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.bytes(8)?.try_into().expect("8 bytes")))
     }
+    /// A member list: count (u32) then that many ids (u64).
+    fn id_list(&mut self) -> Result<std::collections::BTreeSet<u64>, DecodeError> {
+        let count = self.u32()? as usize;
+        (0..count).map(|_| self.u64()).collect()
+    }
     fn hard_state(&mut self) -> Result<HardState, DecodeError> {
         Ok(HardState { term: self.u64()?, vote: self.u64()?, commit: self.u64()? })
     }
@@ -261,15 +269,19 @@ pub(crate) fn valid_record_after(buf: &[u8], from: usize) -> bool {
 
 /// Snapshot file bytes (layout in the crate docs).
 pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let voters = &s.meta.conf.voters;
-    let mut out = Vec::with_capacity(48 + voters.len() * 8 + s.data.len());
+    let conf = &s.meta.conf;
+    let lists = [&conf.voters, &conf.voters_outgoing, &conf.learners, &conf.learners_next];
+    let ids: usize = lists.iter().map(|l| l.len()).sum();
+    let mut out = Vec::with_capacity(60 + ids * 8 + s.data.len());
     out.extend_from_slice(&SNAP_MAGIC);
     out.extend_from_slice(&SNAP_VERSION.to_le_bytes());
     out.extend_from_slice(&s.meta.index.to_le_bytes());
     out.extend_from_slice(&s.meta.term.to_le_bytes());
-    out.extend_from_slice(&(voters.len() as u32).to_le_bytes());
-    for v in voters {
-        out.extend_from_slice(&v.to_le_bytes());
+    for list in lists {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for id in list {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
     }
     out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
     out.extend_from_slice(&s.data);
@@ -310,15 +322,16 @@ pub(crate) fn check_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, usize), (u64
         return Err((0, "not a raftkv snapshot (bad magic)".to_string()));
     }
     let version = r.u32().map_err(field_error)?;
-    if version != SNAP_VERSION {
+    if version != SNAP_VERSION && version != SNAP_VERSION_VOTERS_ONLY {
         return Err((8, format!("unsupported snapshot version {version}")));
     }
     let index = r.u64().map_err(field_error)?;
     let term = r.u64().map_err(field_error)?;
-    let voter_count = r.u32().map_err(field_error)? as usize;
-    let mut conf = ConfState::default();
-    for _ in 0..voter_count {
-        conf.voters.insert(r.u64().map_err(field_error)?);
+    let mut conf = ConfState::from_voters(r.id_list().map_err(field_error)?);
+    if version == SNAP_VERSION {
+        conf.voters_outgoing = r.id_list().map_err(field_error)?;
+        conf.learners = r.id_list().map_err(field_error)?;
+        conf.learners_next = r.id_list().map_err(field_error)?;
     }
     let data_len = r.u64().map_err(field_error)?;
     if data_len != r.buf.len() as u64 {
@@ -415,6 +428,50 @@ mod tests {
             damaged[i] ^= 0x01;
             assert!(decode_snapshot(&damaged).is_err(), "flip at byte {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn snapshot_keeps_a_joint_configuration_with_learners() {
+        let set = |ids: &[u64]| ids.iter().copied().collect();
+        let conf = ConfState {
+            voters: set(&[1, 2, 4]),
+            voters_outgoing: set(&[1, 2, 3]),
+            learners: set(&[5]),
+            learners_next: set(&[3]),
+        };
+        let snap = Snapshot {
+            meta: SnapshotMeta { index: 10, term: 3, conf },
+            data: Arc::from(&b"state"[..]),
+        };
+        assert_eq!(decode_snapshot(&encode_snapshot(&snap)).expect("valid"), snap);
+    }
+
+    /// A snapshot file written before membership changes (version 1: voters only).
+    #[test]
+    fn version_1_snapshot_file_is_still_read() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&SNAP_MAGIC);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&10u64.to_le_bytes());
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&2u64.to_le_bytes());
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        v1.extend_from_slice(b"state");
+        let crc = crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let snap = decode_snapshot(&v1).expect("a version 1 file decodes");
+        assert_eq!(snap.meta.conf, ConfState::from_voters([1, 2].into()));
+        assert_eq!((snap.meta.index, snap.meta.term, &snap.data[..]), (10, 3, &b"state"[..]));
+    }
+
+    #[test]
+    fn membership_entry_kind_round_trips() {
+        let e = Entry { kind: EntryKind::ConfChange, ..entry(4, 2, &[1, 0, 0, 0, 0]) };
+        let mut buf = Vec::new();
+        encode_entry(&e, &mut buf);
+        assert_eq!(decode_record(&buf).expect("valid").0, Record::Entry(e));
     }
 
     #[test]

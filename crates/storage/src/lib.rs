@@ -83,7 +83,7 @@
 //! | Type | Record | Payload |
 //! |---|---|---|
 //! | 1 | segment header | magic `raftkvWL` (8), version `1` (u32), seq (u64), hard state: term, vote, commit (3 × u64), snapshot index (u64), snapshot term (u64) — 60 bytes |
-//! | 2 | entry | index (u64), term (u64), kind (u8: 0 normal, 1 no-op), data (the rest) |
+//! | 2 | entry | index (u64), term (u64), kind (u8: 0 normal, 1 no-op, 2 membership change), data (the rest) |
 //! | 3 | hard state | term (u64), vote (u64), commit (u64) |
 //! | 4 | snapshot marker | index (u64), term (u64), reset (u8: 1 = installed from the leader, the log before it is discarded; 0 = the service's own, the log is kept) |
 //! | 5 | commit | number of records in the batch it closes (u32) |
@@ -97,14 +97,16 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 8 | magic `raftkvSN` |
-//! | 8 | 4 | version `1` |
+//! | 8 | 4 | version `2` |
 //! | 12 | 8 | index |
 //! | 20 | 8 | term |
-//! | 28 | 4 | voter count `n` |
-//! | 32 | 8 × n | voter ids, ascending |
-//! | 32 + 8n | 8 | data length `d` |
-//! | 40 + 8n | d | the service's data |
-//! | 40 + 8n + d | 4 | CRC32C over all bytes before it |
+//! | 28 | … | four member lists, each a count `n` (u32) then `n` ids (u64, ascending): voters, outgoing voters (joint configuration only), learners, learners that outgoing voters become |
+//! | 28 + L | 8 | data length `d` |
+//! | 36 + L | d | the service's data |
+//! | 36 + L + d | 4 | CRC32C over all bytes before it |
+//!
+//! Version `1` files (written before membership changes) have a single list, the voters,
+//! and are still read.
 //!
 //! A snapshot is written to a `.tmp` name (removed first if a failed attempt left one),
 //! fsynced, read back and verified (length, CRC32C, index, term), renamed, and the

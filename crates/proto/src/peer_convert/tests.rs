@@ -10,7 +10,19 @@ fn msg(term: u64, body: MessageBody) -> Message {
 }
 
 fn meta(index: u64, term: u64, voters: &[u64]) -> SnapshotMeta {
-    SnapshotMeta { index, term, conf: ConfState { voters: voters.iter().copied().collect() } }
+    SnapshotMeta { index, term, conf: ConfState::from_voters(voters.iter().copied().collect()) }
+}
+
+/// A joint configuration with learners on both sides of the change.
+fn joint_meta() -> SnapshotMeta {
+    let set = |ids: &[u64]| ids.iter().copied().collect();
+    let conf = ConfState {
+        voters: set(&[1, 2, 4]),
+        voters_outgoing: set(&[1, 2, 3]),
+        learners: set(&[5]),
+        learners_next: set(&[3]),
+    };
+    SnapshotMeta { index: 200, term: 8, conf }
 }
 
 /// At least one message of every body kind, with non-default field values so a field
@@ -20,7 +32,9 @@ fn one_of_each_kind() -> Vec<Message> {
     vec![
         msg(7, MessageBody::PreVote { last_index: 41, last_term: 6 }),
         msg(7, MessageBody::PreVoteResp { reject: true }),
-        msg(7, MessageBody::Vote { last_index: 41, last_term: 6 }),
+        msg(7, MessageBody::Vote { last_index: 41, last_term: 6, transfer: false }),
+        msg(8, MessageBody::Vote { last_index: 41, last_term: 6, transfer: true }),
+        msg(7, MessageBody::TimeoutNow),
         msg(7, MessageBody::VoteResp { reject: false }),
         msg(7, MessageBody::VoteResp { reject: true }),
         msg(
@@ -32,6 +46,7 @@ fn one_of_each_kind() -> Vec<Message> {
                     entry(5, 11, EntryKind::Normal, b"put a 1"),
                     entry(7, 12, EntryKind::Noop, b""),
                     entry(7, 13, EntryKind::Normal, &[0, 255, 0, 1]),
+                    entry(7, 14, EntryKind::ConfChange, &[1, 0, 0, 0, 0]),
                 ],
                 commit: 9,
             },
@@ -42,6 +57,16 @@ fn one_of_each_kind() -> Vec<Message> {
         msg(7, MessageBody::AppendResp { index: 10, reject: Some(hint) }),
         msg(7, MessageBody::Heartbeat { commit: 12, read_round: 3 }),
         msg(7, MessageBody::HeartbeatResp { read_round: 3 }),
+        msg(
+            7,
+            MessageBody::Snapshot {
+                meta: joint_meta(),
+                offset: 0,
+                total_bytes: 1,
+                chunk: Arc::from(&b"j"[..]),
+                done: true,
+            },
+        ),
         msg(
             7,
             MessageBody::Snapshot {
@@ -88,7 +113,7 @@ fn through_the_wire(m: &Message) -> Result<Message, ConvertError> {
 fn every_message_kind_round_trips_through_bytes() {
     let messages = one_of_each_kind();
     let kinds: BTreeSet<&str> = messages.iter().map(Message::kind_name).collect();
-    assert_eq!(kinds.len(), 12, "cover every MessageBody variant; got {kinds:?}");
+    assert_eq!(kinds.len(), 13, "cover every MessageBody variant; got {kinds:?}");
     for m in &messages {
         assert_eq!(through_the_wire(m).as_ref(), Ok(m), "{}", m.kind_name());
     }
@@ -132,8 +157,8 @@ fn message_without_body_is_rejected() {
 
 #[test]
 fn body_kind_from_a_newer_peer_is_rejected_not_misread() {
-    // from=1, to=2, term=3, then field 16 (a body kind this build lacks), empty.
-    let bytes = [0x08, 1, 0x10, 2, 0x18, 3, 0x82, 0x01, 0x00];
+    // from=1, to=2, term=3, then field 17 (a body kind this build lacks), empty.
+    let bytes = [0x08, 1, 0x10, 2, 0x18, 3, 0x8A, 0x01, 0x00];
     let m = pb::Message::decode(&bytes[..]).expect("unknown fields are skipped");
     assert_eq!(Message::try_from(m), Err(ConvertError::MissingBody));
 }
@@ -150,7 +175,7 @@ fn node_id_zero_is_rejected() {
 
 #[test]
 fn unknown_or_unset_entry_kind_is_rejected() {
-    for kind in [0, 3, -1, 99] {
+    for kind in [0, 4, -1, 99] {
         let mut m = append_wire(2, (0, 0), &[(1, 1)]);
         let Some(Body::Append(a)) = m.body.as_mut() else { unreachable!() };
         a.entries[0].kind = kind;
@@ -245,11 +270,22 @@ fn snapshot_voters_must_be_distinct_and_nonzero() {
     let with_voters = |voters: Vec<u64>| {
         let mut m = snapshot_wire(0, 4, b"abcd", true);
         let Some(Body::Snapshot(s)) = m.body.as_mut() else { unreachable!() };
-        s.meta.as_mut().unwrap().conf = Some(pb::ConfState { voters });
+        s.meta.as_mut().unwrap().conf = Some(pb::ConfState { voters, ..Default::default() });
         Message::try_from(m)
     };
     assert_eq!(with_voters(vec![1, 2, 1]), Err(ConvertError::DuplicateVoter(1)));
     assert_eq!(with_voters(vec![1, 0]), Err(ConvertError::ZeroNodeId("ConfState.voters")));
+    let with_conf = |conf: pb::ConfState| {
+        let mut m = snapshot_wire(0, 4, b"abcd", true);
+        let Some(Body::Snapshot(s)) = m.body.as_mut() else { unreachable!() };
+        s.meta.as_mut().unwrap().conf = Some(conf);
+        Message::try_from(m)
+    };
+    let learner_voter =
+        pb::ConfState { voters: vec![1, 2], learners: vec![2], ..Default::default() };
+    assert_eq!(with_conf(learner_voter), Err(ConvertError::LearnerIsVoter(2)));
+    let zero_learner = pb::ConfState { voters: vec![1], learners: vec![0], ..Default::default() };
+    assert_eq!(with_conf(zero_learner), Err(ConvertError::ZeroNodeId("ConfState.learners")));
 }
 
 #[test]
