@@ -42,6 +42,7 @@ mod progress;
 mod quorum;
 mod rng;
 mod types;
+pub mod validate;
 
 pub use crate::core::{CompactError, Restored};
 pub use crate::core::{Config, ConfigError, ProposeError, Raft, ReadError, ReadState, Ready, Role};
@@ -51,3 +52,4 @@ pub use crate::rng::Rng;
 pub use crate::types::{
     ConfState, Entry, EntryKind, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term,
 };
+pub use crate::validate::{Invalid, PeerLimits};
