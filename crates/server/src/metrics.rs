@@ -77,6 +77,9 @@ pub struct Metrics {
     pub peer_messages_dropped: AtomicU64,
     /// Snapshot writes that failed (each is retried after a back-off).
     pub snapshot_failures: AtomicU64,
+    /// Peer messages dropped on arrival: malformed, out of bounds, or in the name of a
+    /// member other than the stream's (see `peer_guard`).
+    pub peer_messages_invalid: AtomicU64,
     /// Failed accepts on the peer, client and metrics listeners (each followed by a pause).
     pub accept_errors: AtomicU64,
     /// Duration of each WAL sync.
@@ -109,6 +112,7 @@ impl Default for Metrics {
             leader_changes: AtomicU64::new(0),
             peer_messages_dropped: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
+            peer_messages_invalid: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -131,7 +135,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicU64); 13] = [
+        let gauges: [(&str, &str, &AtomicU64); 14] = [
             ("raftkv_term", "current Raft term", &self.term),
             ("raftkv_leader_id", "member id of the known leader (0: none)", &self.leader),
             ("raftkv_is_leader", "1 if this member leads", &self.is_leader),
@@ -152,6 +156,11 @@ impl Metrics {
                 "raftkv_peer_messages_dropped_total",
                 "peer messages dropped (queue full or peer unreachable)",
                 &self.peer_messages_dropped,
+            ),
+            (
+                "raftkv_peer_messages_invalid_total",
+                "peer messages dropped on arrival (malformed, out of bounds, or another member's name)",
+                &self.peer_messages_invalid,
             ),
             (
                 "raftkv_too_many_requests_total",
