@@ -6,6 +6,7 @@ use crate::message::{Message, MessageBody, RejectHint};
 use crate::progress::{Progress, ProgressState};
 use crate::rng::Rng;
 use crate::types::*;
+use crate::validate::{self, PeerLimits};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -39,6 +40,12 @@ pub struct Config {
     pub max_uncommitted_bytes: u64,
     /// Seed for election-timeout jitter.
     pub rng_seed: u64,
+    /// Largest snapshot accepted from a leader. A follower buffers an incoming snapshot
+    /// in memory, so this bounds what a peer can make it hold; a leader whose snapshot
+    /// is larger cannot catch followers up by snapshot (they log why).
+    pub max_snapshot_bytes: u64,
+    /// Most entries accepted in one AppendEntries from a peer.
+    pub max_append_entries: u64,
 }
 
 impl Config {
@@ -58,6 +65,16 @@ impl Config {
             max_proposal_bytes: 2 << 20,
             max_uncommitted_bytes: 64 << 20,
             rng_seed: id,
+            max_snapshot_bytes: 16 << 30,
+            max_append_entries: 1 << 20,
+        }
+    }
+
+    /// The limits peer messages are checked against ([`crate::validate::check_message`]).
+    pub fn peer_limits(&self) -> PeerLimits {
+        PeerLimits {
+            max_snapshot_bytes: self.max_snapshot_bytes,
+            max_append_entries: self.max_append_entries,
         }
     }
 
@@ -78,6 +95,11 @@ impl Config {
         }
         if self.max_msg_bytes == 0 || self.snapshot_chunk_bytes == 0 {
             return fail("max_msg_bytes and snapshot_chunk_bytes must be at least 1");
+        }
+        // A leader sends at least one entry per append, and up to max_msg_bytes of them
+        // (24 bytes each at least): its followers must accept that many.
+        if self.max_append_entries < self.max_msg_bytes / 24 + 1 {
+            return fail("max_append_entries must be at least max_msg_bytes / 24 + 1");
         }
         Ok(())
     }
@@ -378,6 +400,8 @@ pub struct Raft {
     persisted_number: u64,
     /// (ready number, last index, last term) of each Ready that carried entries.
     persist_marks: VecDeque<(u64, Index, Term)>,
+    /// Peer messages dropped by [`Raft::step`] because a field was out of bounds.
+    invalid_dropped: u64,
 }
 
 impl Raft {
@@ -456,6 +480,7 @@ impl Raft {
             ready_number: 0,
             persisted_number: 0,
             persist_marks: VecDeque::new(),
+            invalid_dropped: 0,
             cfg,
         };
         r.handed_hard_state = r.hard_state();
@@ -515,9 +540,15 @@ impl Raft {
             == crate::quorum::VoteResult::Won
     }
 
-    /// Processes one message from a peer.
+    /// Processes one message from a peer. A message with a field out of bounds
+    /// ([`crate::validate::check_message`]) is dropped and counted
+    /// ([`Raft::invalid_messages_dropped`]); drivers should check (and log) first.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.cfg.id || m.from == 0 {
+        let too_far_ahead = m.term > self.term.saturating_add(validate::TERM_JUMP_MAX);
+        if too_far_ahead
+            || validate::check_message(&m, self.cfg.id, &self.cfg.peer_limits()).is_err()
+        {
+            self.invalid_dropped += 1;
             return;
         }
         if m.term > self.term {
@@ -944,6 +975,11 @@ impl Raft {
     }
 
     fn campaign(&mut self) {
+        if self.term.checked_add(1).is_none() {
+            // Only a corrupt hard state gets here (peers' terms stop at TERM_MAX): never
+            // wrap around to term 0, which would undo every vote.
+            return;
+        }
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
@@ -1165,6 +1201,12 @@ impl Raft {
     }
 
     fn handle_append_resp(&mut self, from: NodeId, index: Index, reject: Option<RejectHint>) {
+        if index > self.log.last_index() {
+            // A leader's log never shrinks in its term, and every answer names an index
+            // it sent: no honest follower acknowledges (or rejects) beyond it.
+            self.invalid_dropped += 1;
+            return;
+        }
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
@@ -1225,7 +1267,9 @@ impl Raft {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        pr.read_round_acked = pr.read_round_acked.max(read_round);
+        // An answer can only echo a round this leader sent; a larger one is forged and
+        // would confirm reads no majority has confirmed.
+        pr.read_round_acked = pr.read_round_acked.max(read_round.min(self.read_round));
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
             ProgressState::Replicate if pr.inflights.is_full() => pr.inflights.free_first(),
@@ -1400,6 +1444,12 @@ impl Raft {
         done: bool,
         last_index: Index,
     ) {
+        if last_index > self.log.last_index() {
+            // A follower answers with the snapshot's index or its commit index, both
+            // within the leader's log.
+            self.invalid_dropped += 1;
+            return;
+        }
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
@@ -1457,7 +1507,8 @@ impl Raft {
         // forward) resending a chunk we can no longer take (simulator seed 1041).
         let same_transfer = matches!(&self.incoming_snapshot, Some((m, _)) if *m == meta);
         if offset == 0 && !same_transfer {
-            self.incoming_snapshot = Some((meta.clone(), Vec::with_capacity(total_bytes as usize)));
+            // Grow as chunks arrive: `total_bytes` is the sender's claim, not an allocation.
+            self.incoming_snapshot = Some((meta.clone(), Vec::with_capacity(chunk.len())));
         }
         let Some((held_meta, buf)) = self.incoming_snapshot.as_mut() else {
             return reply(self, 0, false, 0);
@@ -1693,6 +1744,11 @@ impl Raft {
     /// Leader: the member leadership is being transferred to, if a transfer is under way.
     pub fn lead_transferee(&self) -> Option<NodeId> {
         self.lead_transferee.map(|(id, _)| id)
+    }
+    /// Peer messages dropped because a field was out of bounds or an answer named an
+    /// index beyond this leader's log.
+    pub fn invalid_messages_dropped(&self) -> u64 {
+        self.invalid_dropped
     }
     /// The leader's view of follower `id`'s replication (leaders only).
     pub fn progress(&self, id: NodeId) -> Option<&Progress> {

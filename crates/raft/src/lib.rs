@@ -43,6 +43,7 @@ mod progress;
 mod quorum;
 mod rng;
 mod types;
+pub mod validate;
 
 pub use crate::confchange::{ConfChange, ConfChangeError, ConfChangeKind, ConfChangeSingle};
 pub use crate::core::{CompactError, Restored, TransferError};
@@ -53,3 +54,4 @@ pub use crate::rng::Rng;
 pub use crate::types::{
     ConfState, Entry, EntryKind, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term,
 };
+pub use crate::validate::{Invalid, PeerLimits};

@@ -144,14 +144,14 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
         self.inflights.reset();
-        self.next_index = self.next_index.max(self.match_index + 1);
+        self.next_index = self.next_index.max(self.match_index.saturating_add(1));
     }
 
     /// Switches to streaming from `match_index + 1`.
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.inflights.reset();
-        self.next_index = self.match_index + 1;
+        self.next_index = self.match_index.saturating_add(1);
     }
 
     /// Switches to sending the snapshot at `index` from its first byte.
@@ -169,7 +169,7 @@ impl Progress {
             self.match_index = index;
             self.probe_sent = false;
         }
-        self.next_index = self.next_index.max(index + 1);
+        self.next_index = self.next_index.max(index.saturating_add(1));
         self.inflights.free_to(index);
         updated
     }

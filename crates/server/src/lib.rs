@@ -19,6 +19,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod peer;
+pub mod peer_guard;
 pub mod runtime;
 pub mod watch;
 
@@ -115,6 +116,7 @@ pub async fn serve_until(
     let election_ms = u64::from(node_cfg.raft.election_timeout_ticks) * cfg.tick_ms;
     let lease_ttl_min_secs = (election_ms * 3 / 2).div_ceil(1000).max(1) as i64;
     let request_timeout = Duration::from_millis(node_cfg.request_timeout_ticks * cfg.tick_ms);
+    let peer_limits = node_cfg.raft.peer_limits();
     let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
@@ -153,10 +155,11 @@ pub async fn serve_until(
     );
 
     let peer_service = PeerService {
+        guard: peer_guard::Guard::new(me.id, peer_limits),
         me: identity,
         members: cfg.members.iter().map(|m| m.id).collect(),
         node: handle.clone(),
-        client_urls: client_urls.clone(),
+        metrics: metrics.clone(),
     };
     let api = etcd::Api {
         node: handle.clone(),

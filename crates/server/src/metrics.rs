@@ -77,6 +77,9 @@ pub struct Metrics {
     pub peer_messages_dropped: AtomicU64,
     /// Snapshot writes that failed (each is retried after a back-off).
     pub snapshot_failures: AtomicU64,
+    /// Peer messages dropped on arrival: malformed, out of bounds, or in the name of a
+    /// member other than the stream's (see `peer_guard`).
+    pub peer_messages_invalid: AtomicU64,
     /// Failed accepts on the peer, client and metrics listeners (each followed by a pause).
     pub accept_errors: AtomicU64,
     /// Duration of each WAL sync.
@@ -111,6 +114,7 @@ impl Default for Metrics {
             leader_changes: AtomicU64::new(0),
             peer_messages_dropped: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
+            peer_messages_invalid: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -162,6 +166,11 @@ impl Metrics {
                 "raftkv_peer_messages_dropped_total",
                 "peer messages dropped (queue full or peer unreachable)",
                 &self.peer_messages_dropped,
+            ),
+            (
+                "raftkv_peer_messages_invalid_total",
+                "peer messages dropped on arrival (malformed, out of bounds, or another member's name)",
+                &self.peer_messages_invalid,
             ),
             (
                 "raftkv_too_many_requests_total",

@@ -7,6 +7,7 @@
 //! Raft tolerates lost messages; a blocked node thread would stall the whole member.
 
 use crate::metrics::Metrics;
+use crate::peer_guard::{self, Guard};
 use crate::runtime::{NodeHandle, Outbox, Reply};
 use kv::{Command, Response};
 use node::{Request, RequestError};
@@ -45,10 +46,15 @@ const CLIENT_URLS_MAX: usize = 16;
 const CLIENT_URL_BYTES_MAX: usize = 512;
 
 /// Every member's advertised client URLs, as far as this member has heard: its own from
-/// the start, each peer's from the Hello handshake in either direction (the caller sends
-/// its URLs, the answer carries the callee's). `MemberList` reads it, so every member
-/// lists every member's client URLs as etcd does; a peer not heard from since this
-/// member started has none yet.
+/// the start, each peer's from the answer to the Hello this member sends when it dials
+/// that peer at its configured peer URL. `MemberList` reads it, so every member lists
+/// every member's client URLs as etcd does; a peer not heard from since this member
+/// started has none yet.
+///
+/// Only answers count, never the URLs an incoming Hello offers: whoever dials in can
+/// claim to be any member (issue 10: a forged Hello rewrote another member's URLs),
+/// while the answer comes from the address `--initial-cluster` names for that member
+/// (which TLS, where configured, also authenticates).
 #[derive(Clone, Default)]
 pub struct ClientUrls(Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>);
 
@@ -270,9 +276,10 @@ async fn stream_to_peer(
     }
     metrics.peer_rtt_seconds.observe(started.elapsed().as_secs_f64());
     let (tx, stream_rx) = mpsc::channel::<MessageBatch>(64);
-    let mut call = tokio::spawn(async move {
-        client.stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await
-    });
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream_rx));
+    let member = format!("{:x}", me.member_id).parse().expect("hex digits are valid metadata");
+    request.metadata_mut().insert(peer_guard::MEMBER_HEADER, member);
+    let mut call = tokio::spawn(async move { client.stream(request).await });
     loop {
         tokio::select! {
             batch = rx.recv() => {
@@ -301,8 +308,10 @@ pub struct PeerService {
     pub members: Vec<NodeId>,
     /// The node thread.
     pub node: NodeHandle,
-    /// Where callers' client URLs go.
-    pub client_urls: ClientUrls,
+    /// Checks every incoming message before the node thread sees it.
+    pub guard: Guard,
+    /// Where dropped messages are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 #[tonic::async_trait]
@@ -327,7 +336,7 @@ impl Peer for PeerService {
                 h.member_name, h.member_id
             )));
         }
-        self.client_urls.set(h.member_id, &h.client_urls);
+        // The caller's client URLs are not taken from here (see `ClientUrls`).
         Ok(tonic::Response::new(HelloResponse {
             cluster_id: self.me.cluster_id,
             member_id: self.me.member_id,
@@ -341,22 +350,25 @@ impl Peer for PeerService {
         &self,
         request: tonic::Request<Streaming<MessageBatch>>,
     ) -> Result<tonic::Response<StreamAck>, Status> {
+        let member = peer_guard::stream_member(&request, &self.members, self.me.member_id)?;
         let mut stream = request.into_inner();
         let mut ack = StreamAck::default();
         while let Some(batch) = stream.message().await? {
             if batch.cluster_id != self.me.cluster_id {
                 return Err(Status::failed_precondition("batch from another cluster"));
             }
-            let msgs = batch
-                .into_raft()
-                .map_err(|e| Status::invalid_argument(format!("malformed peer message: {e}")))?;
             ack.batches_received += 1;
-            ack.messages_received += msgs.len() as u64;
-            for m in msgs {
-                if m.to != self.me.member_id || !self.members.contains(&m.from) {
-                    return Err(Status::invalid_argument("message for another member"));
+            ack.messages_received += batch.messages.len() as u64;
+            for wire in batch.messages {
+                match Message::try_from(wire) {
+                    Ok(m) if self.guard.admit(member, &m, &self.metrics) => {
+                        self.node.peer_message(m)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.guard.reject(member, "undecodable", &e.to_string(), &self.metrics)
+                    }
                 }
-                self.node.peer_message(m);
             }
         }
         Ok(tonic::Response::new(ack))
