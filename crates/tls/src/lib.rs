@@ -1,0 +1,372 @@
+//! # tls: TLS for raftkv's client and peer ports, as etcd does it
+//!
+//! raftkv speaks TLS with rustls (its `ring` provider; no OpenSSL). Both ends of every
+//! TLS connection are built here: [`ServerTls`] for the listeners (client port and peer
+//! port) and [`ClientTls`] for whoever dials them (a member dialling its peers, our
+//! client and CLI). The settings are etcd's flags: a certificate and key, a trusted CA,
+//! whether a client certificate is required (`--client-cert-auth`,
+//! `--peer-client-cert-auth`) and the one common name peers may have
+//! (`--peer-cert-allowed-cn`).
+//!
+//! **Rotation without restart.** etcd re-reads its certificate files on every handshake.
+//! Here each handshake takes the rustls configuration from a [`Reloading`] holder that
+//! looks at the files' modification times and sizes at most once per
+//! [`RELOAD_CHECK_INTERVAL`] and rebuilds the whole configuration when one changed; a
+//! new configuration that does not load (a key not yet matching the new certificate
+//! while an operator copies files) is logged and the previous one stays in use until
+//! the files change again. Established connections keep the certificate they
+//! negotiated, as with etcd.
+//!
+//! **Why not tonic's own TLS.** tonic's server TLS takes one fixed configuration at
+//! start-up, and it would sit between our accept stream and the HTTP/2 server, where
+//! the client port's `:authority` fix (server's `authority.rs`) must see plaintext. So
+//! the listener's accept stream terminates TLS itself ([`ServerTls::accept_stream`]):
+//! handshakes run concurrently (a bounded number, each with a deadline), so a client
+//! that opens a TCP connection and sends nothing holds up no one.
+//!
+//! **Refused at the handshake.** Without an acceptable certificate (none, another CA's,
+//! or under `--peer-cert-allowed-cn` another common name) the TLS handshake fails, so a
+//! refused client never reaches gRPC, as with etcd.
+
+mod cn;
+#[cfg(feature = "generate")]
+pub mod generate;
+mod reload;
+
+pub use cn::common_name;
+pub use reload::{Reloading, RELOAD_CHECK_INTERVAL};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+pub use tokio_rustls::client::TlsStream as ClientTlsStream;
+pub use tokio_rustls::server::TlsStream as ServerTlsStream;
+
+/// Longest a TLS handshake on a listener may take before the connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most handshakes one listener runs at once; further connections wait in the kernel's
+/// accept queue until one finishes.
+pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Finished handshakes waiting for the server to take them.
+const ACCEPTED_QUEUE_MAX: usize = 64;
+
+/// A TLS setting that cannot be used: what, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsError(pub String);
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for TlsError {}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load_certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |e: &dyn fmt::Display| TlsError(format!("{flag} {}: {e}", path.display()));
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    if certs.is_empty() {
+        return Err(bad(&"no PEM certificate (-----BEGIN CERTIFICATE-----) in the file"));
+    }
+    Ok(certs)
+}
+
+fn load_key(flag: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        TlsError(format!(
+            "{flag} {}: {e} (expected a PEM private key: PKCS#8, PKCS#1 RSA or SEC1 EC)",
+            path.display()
+        ))
+    })
+}
+
+fn load_roots(flag: &str, path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(flag, path)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError(format!("{flag} {}: not a usable CA: {e}", path.display())))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The TLS side of one listener: etcd's `--cert-file --key-file --trusted-ca-file
+/// --client-cert-auth` (client port) or their `--peer-` twins and
+/// `--peer-cert-allowed-cn` (peer port).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerFiles {
+    /// The listener's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CA certificates that sign acceptable client certificates (PEM).
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `trusted_ca_file`.
+    pub client_cert_auth: bool,
+    /// Accept only client certificates with this subject common name.
+    pub allowed_cn: Option<String>,
+    /// Flag prefix for messages: `--` or `--peer-`.
+    pub flag_prefix: String,
+}
+
+impl ServerFiles {
+    fn flag(&self, name: &str) -> String {
+        format!("{}{name}", self.flag_prefix)
+    }
+
+    /// Builds the rustls configuration from the files as they are now.
+    pub fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let certs = load_certs(&self.flag("cert-file"), &self.cert_file)?;
+        let key = load_key(&self.flag("key-file"), &self.key_file)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS versions: {e}")))?;
+        let builder =
+            match (&self.trusted_ca_file, self.client_cert_auth) {
+                (Some(ca), true) => {
+                    let roots = load_roots(&self.flag("trusted-ca-file"), ca)?;
+                    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        roots,
+                        provider(),
+                    )
+                    .build()
+                    .map_err(|e| {
+                        TlsError(format!("{} {}: {e}", self.flag("trusted-ca-file"), ca.display()))
+                    })?;
+                    let verifier = match &self.allowed_cn {
+                        Some(cn) => cn::AllowedCn::wrap(verifier, cn.clone()),
+                        None => verifier,
+                    };
+                    builder.with_client_cert_verifier(verifier)
+                }
+                (None, true) => {
+                    return Err(TlsError(format!(
+                        "{} needs {} (the CA that signs the client certificates to accept)",
+                        self.flag("client-cert-auth"),
+                        self.flag("trusted-ca-file")
+                    )))
+                }
+                (_, false) => builder.with_no_client_auth(),
+            };
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            TlsError(format!(
+                "{} {} with {} {}: {e}",
+                self.flag("cert-file"),
+                self.cert_file.display(),
+                self.flag("key-file"),
+                self.key_file.display()
+            ))
+        })?;
+        // gRPC is HTTP/2 only; grpc-go clients (etcdctl) insist on ALPN "h2".
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.cert_file.clone(), self.key_file.clone()];
+        files.extend(self.trusted_ca_file.clone());
+        files
+    }
+}
+
+/// A listener's TLS: its files, re-read when they change.
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<Reloading<rustls::ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Loads the files once (an error here names the flag and file) and keeps
+    /// watching them.
+    pub fn new(files: ServerFiles) -> Result<ServerTls, TlsError> {
+        let paths = files.files();
+        let config = Reloading::new(paths, move || files.build())?;
+        Ok(ServerTls { config: Arc::new(config) })
+    }
+
+    /// The configuration a handshake starting now uses.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.config.current()
+    }
+
+    /// Runs the TLS handshake of every connection `incoming` yields, concurrently (at
+    /// most [`HANDSHAKES_IN_FLIGHT_MAX`], each within [`HANDSHAKE_TIMEOUT`]), and yields
+    /// the connections whose handshake succeeded. Failed handshakes are logged with the
+    /// listener's flag name and dropped. Must be called inside a tokio runtime.
+    pub fn accept_stream<S, IO>(
+        &self,
+        incoming: S,
+        listener: &'static str,
+    ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerTlsStream<IO>>>
+    where
+        S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + Unpin + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
+        tokio::spawn(handshakes(self.clone(), incoming, listener, tx));
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+async fn handshakes<S, IO>(
+    tls: ServerTls,
+    mut incoming: S,
+    listener: &'static str,
+    accepted: tokio::sync::mpsc::Sender<std::io::Result<ServerTlsStream<IO>>>,
+) where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio_stream::StreamExt;
+    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+    while let Some(next) = incoming.next().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let connection = match next {
+            Ok(c) => c,
+            Err(e) => {
+                if accepted.send(Err(e)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
+                Ok(Ok(stream)) => {
+                    let _ = accepted.send(Ok(stream)).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(listener, %error, "rejected connection: TLS handshake failed")
+                }
+                Err(_) => tracing::warn!(
+                    listener,
+                    timeout_secs = HANDSHAKE_TIMEOUT.as_secs(),
+                    "rejected connection: TLS handshake not finished in time"
+                ),
+            }
+        });
+    }
+}
+
+/// The TLS side of a dialer: etcdctl's `--cacert --cert --key`, or a member's
+/// `--peer-trusted-ca-file --peer-cert-file --peer-key-file` when it dials a peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientFiles {
+    /// CA certificates that sign acceptable server certificates (PEM).
+    pub ca_file: PathBuf,
+    /// This side's certificate and key, for servers that ask for one.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Flag names for messages: CA, certificate, key.
+    pub flags: [&'static str; 3],
+}
+
+impl ClientFiles {
+    /// Builds the rustls configuration from the files as they are now.
+    pub fn build(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let roots = load_roots(self.flags[0], &self.ca_file)?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS versions: {e}")))?
+            .with_root_certificates(roots);
+        let mut config = match &self.cert_and_key {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let certs = load_certs(self.flags[1], cert)?;
+                let key_der = load_key(self.flags[2], key)?;
+                builder.with_client_auth_cert(certs, key_der).map_err(|e| {
+                    TlsError(format!(
+                        "{} {} with {} {}: {e}",
+                        self.flags[1],
+                        cert.display(),
+                        self.flags[2],
+                        key.display()
+                    ))
+                })?
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.ca_file.clone()];
+        if let Some((cert, key)) = &self.cert_and_key {
+            files.extend([cert.clone(), key.clone()]);
+        }
+        files
+    }
+}
+
+/// A dialer's TLS: its files, re-read when they change.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<Reloading<rustls::ClientConfig>>,
+}
+
+impl ClientTls {
+    /// Loads the files once (an error names the flag and file) and keeps watching them.
+    pub fn new(files: ClientFiles) -> Result<ClientTls, TlsError> {
+        let paths = files.files();
+        let config = Reloading::new(paths, move || files.build())?;
+        Ok(ClientTls { config: Arc::new(config) })
+    }
+
+    /// Connects to `uri`'s host and port over TCP (Nagle off) and runs the TLS
+    /// handshake, checking the server's certificate against the CA and the URI's host.
+    pub async fn connect(
+        &self,
+        uri: &http::Uri,
+    ) -> std::io::Result<ClientTlsStream<tokio::net::TcpStream>> {
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+        let host = uri.host().ok_or_else(|| invalid(format!("{uri}: no host")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(443);
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| invalid(format!("{uri}: {host:?} is not a host name or IP: {e}")))?;
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        tokio_rustls::TlsConnector::from(self.config.current()).connect(name, tcp).await
+    }
+
+    /// A connector for `tonic`'s `Endpoint::connect_with_connector` that dials with
+    /// [`ClientTls::connect`].
+    pub fn connector(
+        &self,
+    ) -> impl tower::Service<
+        http::Uri,
+        Response = hyper_util::rt::TokioIo<ClientTlsStream<tokio::net::TcpStream>>,
+        Error = std::io::Error,
+        Future = impl Send,
+    > + Clone
+           + Send
+           + 'static {
+        let tls = self.clone();
+        tower::service_fn(move |uri: http::Uri| {
+            let tls = tls.clone();
+            async move { tls.connect(&uri).await.map(hyper_util::rt::TokioIo::new) }
+        })
+    }
+}
+
+/// Whether a URL asks for TLS (`https://`).
+pub fn is_https(url: &str) -> bool {
+    url.trim().to_ascii_lowercase().starts_with("https://")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+//! Handshakes between [`ServerTls`] and [`ClientTls`] over loopback TCP, with
+//! certificates made by [`crate::generate`].
+
+use super::*;
+use crate::generate::{Issued, TestCa};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::StreamExt;
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("raftkv-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn server_files(ca: &TestCa, server: &Issued, auth: bool, cn: Option<&str>) -> ServerFiles {
+    ServerFiles {
+        cert_file: server.cert_file.clone(),
+        key_file: server.key_file.clone(),
+        trusted_ca_file: Some(ca.cert_file.clone()),
+        client_cert_auth: auth,
+        allowed_cn: cn.map(str::to_string),
+        flag_prefix: "--peer-".into(),
+    }
+}
+
+fn client(ca: &Path, cert: Option<&Issued>) -> ClientTls {
+    ClientTls::new(ClientFiles {
+        ca_file: ca.to_path_buf(),
+        cert_and_key: cert.map(|c| (c.cert_file.clone(), c.key_file.clone())),
+        flags: ["--cacert", "--cert", "--key"],
+    })
+    .unwrap()
+}
+
+/// An echo server behind `tls` on a loopback port; returns its URI.
+async fn echo_server(tls: ServerTls) -> http::Uri {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri: http::Uri =
+        format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port()).parse().unwrap();
+    let tcp = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut accepted = tls.accept_stream(tcp, "--test");
+    tokio::spawn(async move {
+        while let Some(Ok(mut conn)) = accepted.next().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                if conn.read_exact(&mut b).await.is_ok() {
+                    let _ = conn.write_all(&b).await;
+                }
+            });
+        }
+    });
+    uri
+}
+
+/// Connects, echoes one byte, and returns the server certificate's CN.
+async fn round_trip(client: &ClientTls, uri: &http::Uri) -> std::io::Result<String> {
+    let mut conn = client.connect(uri).await?;
+    conn.write_all(b"x").await?;
+    let mut b = [0u8; 1];
+    // TLS 1.3: a refused client certificate shows up at the first read.
+    conn.read_exact(&mut b).await?;
+    let (_, session) = conn.get_ref();
+    let cert = &session.peer_certificates().expect("server certificate")[0];
+    Ok(common_name(cert).expect("a CN"))
+}
+
+#[tokio::test]
+async fn mutual_tls_accepts_a_client_signed_by_the_trusted_ca() {
+    let dir = Dir::new("mutual");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "member-1", &["127.0.0.1", "localhost"]).unwrap();
+    let user = ca.issue(&dir.0, "client", "alice", &[]).unwrap();
+    let uri = echo_server(ServerTls::new(server_files(&ca, &server, true, None)).unwrap()).await;
+    assert_eq!(round_trip(&client(&ca.cert_file, Some(&user)), &uri).await.unwrap(), "member-1");
+}
+
+#[tokio::test]
+async fn client_cert_auth_refuses_no_certificate_and_another_cas_certificate() {
+    let dir = Dir::new("refuse");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let other = TestCa::create(&dir.0, "other-ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "member-1", &["127.0.0.1"]).unwrap();
+    let stranger = other.issue(&dir.0, "stranger", "alice", &[]).unwrap();
+    let uri = echo_server(ServerTls::new(server_files(&ca, &server, true, None)).unwrap()).await;
+    assert!(round_trip(&client(&ca.cert_file, None), &uri).await.is_err(), "no certificate");
+    assert!(round_trip(&client(&ca.cert_file, Some(&stranger)), &uri).await.is_err(), "other CA");
+    // Without --client-cert-auth the same clients are let in.
+    let open = echo_server(ServerTls::new(server_files(&ca, &server, false, None)).unwrap()).await;
+    assert!(round_trip(&client(&ca.cert_file, None), &open).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_client_refuses_a_server_its_ca_did_not_sign() {
+    let dir = Dir::new("server-ca");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let other = TestCa::create(&dir.0, "other-ca").unwrap();
+    let server = other.issue(&dir.0, "server", "impostor", &["127.0.0.1"]).unwrap();
+    let uri =
+        echo_server(ServerTls::new(server_files(&other, &server, false, None)).unwrap()).await;
+    let e = round_trip(&client(&ca.cert_file, None), &uri).await.unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+}
+
+#[tokio::test]
+async fn peer_cert_allowed_cn_refuses_other_common_names() {
+    let dir = Dir::new("cn");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "etcd-peer", &["127.0.0.1"]).unwrap();
+    let good = ca.issue(&dir.0, "good", "etcd-peer", &[]).unwrap();
+    let bad = ca.issue(&dir.0, "bad", "intruder", &[]).unwrap();
+    let files = server_files(&ca, &server, true, Some("etcd-peer"));
+    let uri = echo_server(ServerTls::new(files).unwrap()).await;
+    assert!(round_trip(&client(&ca.cert_file, Some(&good)), &uri).await.is_ok());
+    assert!(round_trip(&client(&ca.cert_file, Some(&bad)), &uri).await.is_err());
+}
+
+#[tokio::test]
+async fn replaced_certificate_files_are_used_by_new_handshakes_without_restart() {
+    let dir = Dir::new("rotate");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "before", &["127.0.0.1"]).unwrap();
+    let uri = echo_server(ServerTls::new(server_files(&ca, &server, false, None)).unwrap()).await;
+    let c = client(&ca.cert_file, None);
+    assert_eq!(round_trip(&c, &uri).await.unwrap(), "before");
+    let rotated = ca.issue(&dir.0, "server", "after", &["127.0.0.1"]).unwrap();
+    assert_eq!(rotated, server, "same file names: replaced in place");
+    let deadline = Instant::now() + RELOAD_CHECK_INTERVAL * 5;
+    loop {
+        let cn = round_trip(&c, &uri).await.unwrap();
+        if cn == "after" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still serving the old certificate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_key_that_does_not_load_keeps_the_previous_configuration() {
+    let dir = Dir::new("broken");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "one", &["127.0.0.1"]).unwrap();
+    let files = server_files(&ca, &server, false, None);
+    let build = {
+        let files = files.clone();
+        move || files.build()
+    };
+    let r = Reloading::with_interval(files.files(), build, Duration::ZERO).unwrap();
+    let first = r.current();
+    std::fs::write(&server.key_file, "not a key").unwrap();
+    assert!(Arc::ptr_eq(&first, &r.current()), "broken files: the old configuration stays");
+    ca.issue(&dir.0, "server", "two", &["127.0.0.1"]).unwrap();
+    assert!(!Arc::ptr_eq(&first, &r.current()), "fixed files: reloaded");
+}
+
+#[test]
+fn bad_files_are_named_with_their_flag() {
+    let dir = Dir::new("bad");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "one", &["127.0.0.1"]).unwrap();
+    let mut files = server_files(&ca, &server, true, None);
+    files.key_file = dir.0.join("missing.key");
+    let e = ServerTls::new(files.clone()).err().unwrap();
+    assert!(e.0.starts_with("--peer-key-file ") && e.0.contains("missing.key"), "{e}");
+    files.key_file = server.key_file.clone();
+    files.cert_file = ca.cert_file.clone();
+    let e = ServerTls::new(files.clone()).err().unwrap();
+    assert!(e.0.contains("--peer-cert-file") && e.0.contains("--peer-key-file"), "{e}");
+    files.cert_file = server.cert_file.clone();
+    files.trusted_ca_file = None;
+    let e = ServerTls::new(files).err().unwrap();
+    assert!(e.0.contains("--peer-client-cert-auth needs --peer-trusted-ca-file"), "{e}");
+}
+
+#[test]
+fn common_name_reads_the_subject_and_survives_garbage() {
+    let dir = Dir::new("cn-parse");
+    let ca = TestCa::create(&dir.0, "my-ca").unwrap();
+    let leaf = ca.issue(&dir.0, "leaf", "node-é1", &["127.0.0.1"]).unwrap();
+    let der = |p: &Path| CertificateDer::from_pem_file(p).unwrap();
+    assert_eq!(common_name(&der(&leaf.cert_file)).as_deref(), Some("node-é1"));
+    assert_eq!(common_name(&der(&ca.cert_file)).as_deref(), Some("my-ca"));
+    let cert = der(&leaf.cert_file).to_vec();
+    for cut in 0..cert.len() {
+        let _ = common_name(&cert[..cut]);
+    }
+    for flip in [0usize, 1, 2, 4, 8, 20, 100] {
+        let mut bytes = cert.clone();
+        bytes[flip % cert.len()] ^= 0xff;
+        let _ = common_name(&bytes);
+    }
+    assert_eq!(common_name(&[]), None);
+    assert_eq!(common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+}
