@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use crate::auth::{AuthError, AuthOp, AuthResponse, AuthStamp, Permission, PermissionType};
 use crate::types::*;
 
 /// Version byte that opens every encoded command and response.
@@ -52,6 +53,11 @@ pub enum DecodeErrorKind {
         /// The limit.
         max: u64,
     },
+    /// A name was not UTF-8.
+    InvalidUtf8 {
+        /// The field being decoded.
+        field: &'static str,
+    },
     /// Bytes were left after a complete value.
     TrailingBytes {
         /// How many.
@@ -74,6 +80,7 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::TooDeep { max } => {
                 write!(f, "transactions nested deeper than {max}")
             }
+            DecodeErrorKind::InvalidUtf8 { field } => write!(f, "{field} is not UTF-8"),
             DecodeErrorKind::TrailingBytes { count } => {
                 write!(f, "{count} unexpected bytes after the end")
             }
@@ -88,13 +95,16 @@ impl Command {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::default();
         e.u8(WIRE_FORMAT_VERSION);
-        match self.request_id {
-            None => e.u8(0),
-            Some(id) => {
-                e.u8(1);
-                e.u64(id.client_id);
-                e.u64(id.seq);
-            }
+        // Bit 0: a request id follows; bit 1: an auth stamp follows. Commands
+        // without a stamp encode as before stamps existed.
+        e.flags(&[self.request_id.is_some(), self.auth.is_some()]);
+        if let Some(id) = self.request_id {
+            e.u64(id.client_id);
+            e.u64(id.seq);
+        }
+        if let Some(stamp) = &self.auth {
+            e.bytes(stamp.user.as_bytes());
+            e.u64(stamp.revision);
         }
         encode_op(&mut e, &self.op);
         e.buf
@@ -104,14 +114,17 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         let mut d = Decoder::new(bytes);
         d.version()?;
-        let request_id = match d.tag("request id flag")? {
-            0 => None,
-            1 => Some(RequestId { client_id: d.u64()?, seq: d.u64()? }),
-            tag => return Err(d.bad_tag("request id flag", tag)),
+        let [has_id, has_stamp] = d.flags("command flags")?;
+        let request_id =
+            if has_id { Some(RequestId { client_id: d.u64()?, seq: d.u64()? }) } else { None };
+        let auth = if has_stamp {
+            Some(AuthStamp { user: d.string("auth user")?, revision: d.u64()? })
+        } else {
+            None
         };
         let op = decode_op(&mut d)?;
         d.finish()?;
-        Ok(Command { request_id, op })
+        Ok(Command { request_id, auth, op })
     }
 }
 
@@ -235,6 +248,14 @@ impl<'a> Decoder<'a> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }
+    fn string(&mut self, field: &'static str) -> DResult<String> {
+        let start = self.pos;
+        let b = self.bytes()?;
+        String::from_utf8(b).map_err(|_| DecodeError {
+            offset: start as u64,
+            kind: DecodeErrorKind::InvalidUtf8 { field },
+        })
+    }
     /// Reads a list count. Every item takes at least one byte, so a count
     /// larger than the remaining input is malformed; refusing it here keeps a
     /// corrupt count from driving a long loop.
@@ -283,6 +304,7 @@ const OP_LEASE_REVOKE: u8 = 10;
 const OP_LEASE_KEEP_ALIVE: u8 = 11;
 const OP_LEASE_TIME_TO_LIVE: u8 = 12;
 const OP_ALARM: u8 = 13;
+const OP_AUTH: u8 = 14;
 
 fn encode_op(e: &mut Encoder, op: &Op) {
     match op {
@@ -344,6 +366,10 @@ fn encode_op(e: &mut Encoder, op: &Op) {
             e.u64(*member_id);
             e.u8(alarm_tag(*alarm));
         }
+        Op::Auth(a) => {
+            e.u8(OP_AUTH);
+            encode_auth_op(e, a);
+        }
     }
 }
 
@@ -394,6 +420,7 @@ fn decode_op(d: &mut Decoder) -> DResult<Op> {
             Op::LeaseTimeToLive { id, keys }
         }
         OP_ALARM => decode_alarm(d)?,
+        OP_AUTH => Op::Auth(decode_auth_op(d)?),
         tag => return Err(d.bad_tag("op", tag)),
     })
 }
@@ -607,6 +634,7 @@ const RESP_LEASE_GRANTED: u8 = 10;
 const RESP_LEASE_REVOKED: u8 = 11;
 const RESP_LEASE_TTL: u8 = 12;
 const RESP_ALARM: u8 = 13;
+const RESP_AUTH: u8 = 14;
 
 fn encode_response(e: &mut Encoder, r: &Response) {
     match r {
@@ -679,6 +707,10 @@ fn encode_response(e: &mut Encoder, r: &Response) {
                 e.u8(alarm_tag(m.alarm));
             }
         }
+        Response::Auth(a) => {
+            e.u8(RESP_AUTH);
+            encode_auth_response(e, a);
+        }
     }
 }
 
@@ -724,6 +756,7 @@ fn decode_response(d: &mut Decoder) -> DResult<Response> {
             }
             Response::Alarm(AlarmResponse { revision, alarms })
         }
+        RESP_AUTH => Response::Auth(decode_auth_response(d)?),
         tag => return Err(d.bad_tag("response", tag)),
     })
 }
@@ -939,6 +972,10 @@ fn encode_error(e: &mut Encoder, err: &KvError) {
             e.u64(*seq);
             e.u64(*revision);
         }
+        KvError::Auth(a) => {
+            e.u8(20);
+            e.u8(auth_error_tag(*a));
+        }
     }
 }
 
@@ -966,6 +1003,195 @@ fn decode_error(d: &mut Decoder) -> DResult<KvError> {
         17 => KvError::Corrupt,
         18 => KvError::TooManySessions { max: d.u64()? },
         19 => KvError::ResponseNotKept { client_id: d.u64()?, seq: d.u64()?, revision: d.u64()? },
+        20 => {
+            let tag = d.tag("auth error")?;
+            let found = AuthError::ALL.get(usize::from(tag).wrapping_sub(1)).copied();
+            KvError::Auth(found.ok_or_else(|| d.bad_tag("auth error", tag))?)
+        }
         tag => return Err(d.bad_tag("error", tag)),
     })
+}
+
+// ---- auth ----
+
+fn auth_error_tag(a: AuthError) -> u8 {
+    let at = AuthError::ALL.iter().position(|x| *x == a).expect("every AuthError is in ALL");
+    (at + 1) as u8
+}
+
+const AUTH_ENABLE: u8 = 1;
+const AUTH_DISABLE: u8 = 2;
+const AUTH_STATUS: u8 = 3;
+const AUTH_USER_ADD: u8 = 4;
+const AUTH_USER_GET: u8 = 5;
+const AUTH_USER_LIST: u8 = 6;
+const AUTH_USER_DELETE: u8 = 7;
+const AUTH_USER_CHANGE_PASSWORD: u8 = 8;
+const AUTH_USER_GRANT_ROLE: u8 = 9;
+const AUTH_USER_REVOKE_ROLE: u8 = 10;
+const AUTH_ROLE_ADD: u8 = 11;
+const AUTH_ROLE_GET: u8 = 12;
+const AUTH_ROLE_LIST: u8 = 13;
+const AUTH_ROLE_DELETE: u8 = 14;
+const AUTH_ROLE_GRANT_PERMISSION: u8 = 15;
+const AUTH_ROLE_REVOKE_PERMISSION: u8 = 16;
+
+fn encode_opt_bytes(e: &mut Encoder, b: Option<&Vec<u8>>) {
+    match b {
+        None => e.u8(0),
+        Some(b) => {
+            e.u8(1);
+            e.bytes(b);
+        }
+    }
+}
+
+fn decode_opt_bytes(d: &mut Decoder) -> DResult<Option<Vec<u8>>> {
+    match d.tag("optional bytes")? {
+        0 => Ok(None),
+        1 => Ok(Some(d.bytes()?)),
+        tag => Err(d.bad_tag("optional bytes", tag)),
+    }
+}
+
+fn encode_permission(e: &mut Encoder, p: &Permission) {
+    e.u8(match p.perm_type {
+        PermissionType::Read => 0,
+        PermissionType::Write => 1,
+        PermissionType::ReadWrite => 2,
+    });
+    e.bytes(&p.key);
+    e.bytes(&p.range_end);
+}
+
+fn decode_permission(d: &mut Decoder) -> DResult<Permission> {
+    let perm_type = match d.tag("permission type")? {
+        0 => PermissionType::Read,
+        1 => PermissionType::Write,
+        2 => PermissionType::ReadWrite,
+        tag => return Err(d.bad_tag("permission type", tag)),
+    };
+    Ok(Permission { perm_type, key: d.bytes()?, range_end: d.bytes()? })
+}
+
+fn encode_auth_op(e: &mut Encoder, op: &AuthOp) {
+    let name = |e: &mut Encoder, tag: u8, n: &str| {
+        e.u8(tag);
+        e.bytes(n.as_bytes());
+    };
+    let pair = |e: &mut Encoder, tag: u8, a: &str, b: &str| {
+        name(e, tag, a);
+        e.bytes(b.as_bytes());
+    };
+    match op {
+        AuthOp::Enable => e.u8(AUTH_ENABLE),
+        AuthOp::Disable => e.u8(AUTH_DISABLE),
+        AuthOp::Status => e.u8(AUTH_STATUS),
+        AuthOp::UserAdd { name: n, password_hash } => {
+            name(e, AUTH_USER_ADD, n);
+            encode_opt_bytes(e, password_hash.as_ref());
+        }
+        AuthOp::UserGet { name: n } => name(e, AUTH_USER_GET, n),
+        AuthOp::UserList => e.u8(AUTH_USER_LIST),
+        AuthOp::UserDelete { name: n } => name(e, AUTH_USER_DELETE, n),
+        AuthOp::UserChangePassword { name: n, password_hash } => {
+            name(e, AUTH_USER_CHANGE_PASSWORD, n);
+            encode_opt_bytes(e, password_hash.as_ref());
+        }
+        AuthOp::UserGrantRole { user, role } => pair(e, AUTH_USER_GRANT_ROLE, user, role),
+        AuthOp::UserRevokeRole { user, role } => pair(e, AUTH_USER_REVOKE_ROLE, user, role),
+        AuthOp::RoleAdd { name: n } => name(e, AUTH_ROLE_ADD, n),
+        AuthOp::RoleGet { name: n } => name(e, AUTH_ROLE_GET, n),
+        AuthOp::RoleList => e.u8(AUTH_ROLE_LIST),
+        AuthOp::RoleDelete { name: n } => name(e, AUTH_ROLE_DELETE, n),
+        AuthOp::RoleGrantPermission { role, permission } => {
+            name(e, AUTH_ROLE_GRANT_PERMISSION, role);
+            encode_permission(e, permission);
+        }
+        AuthOp::RoleRevokePermission { role, key, range_end } => {
+            name(e, AUTH_ROLE_REVOKE_PERMISSION, role);
+            e.bytes(key);
+            e.bytes(range_end);
+        }
+    }
+}
+
+fn decode_auth_op(d: &mut Decoder) -> DResult<AuthOp> {
+    Ok(match d.tag("auth op")? {
+        AUTH_ENABLE => AuthOp::Enable,
+        AUTH_DISABLE => AuthOp::Disable,
+        AUTH_STATUS => AuthOp::Status,
+        AUTH_USER_ADD => {
+            AuthOp::UserAdd { name: d.string("user")?, password_hash: decode_opt_bytes(d)? }
+        }
+        AUTH_USER_GET => AuthOp::UserGet { name: d.string("user")? },
+        AUTH_USER_LIST => AuthOp::UserList,
+        AUTH_USER_DELETE => AuthOp::UserDelete { name: d.string("user")? },
+        AUTH_USER_CHANGE_PASSWORD => AuthOp::UserChangePassword {
+            name: d.string("user")?,
+            password_hash: decode_opt_bytes(d)?,
+        },
+        AUTH_USER_GRANT_ROLE => {
+            AuthOp::UserGrantRole { user: d.string("user")?, role: d.string("role")? }
+        }
+        AUTH_USER_REVOKE_ROLE => {
+            AuthOp::UserRevokeRole { user: d.string("user")?, role: d.string("role")? }
+        }
+        AUTH_ROLE_ADD => AuthOp::RoleAdd { name: d.string("role")? },
+        AUTH_ROLE_GET => AuthOp::RoleGet { name: d.string("role")? },
+        AUTH_ROLE_LIST => AuthOp::RoleList,
+        AUTH_ROLE_DELETE => AuthOp::RoleDelete { name: d.string("role")? },
+        AUTH_ROLE_GRANT_PERMISSION => AuthOp::RoleGrantPermission {
+            role: d.string("role")?,
+            permission: decode_permission(d)?,
+        },
+        AUTH_ROLE_REVOKE_PERMISSION => AuthOp::RoleRevokePermission {
+            role: d.string("role")?,
+            key: d.bytes()?,
+            range_end: d.bytes()?,
+        },
+        tag => return Err(d.bad_tag("auth op", tag)),
+    })
+}
+
+fn encode_strings(e: &mut Encoder, list: &[String]) {
+    e.len(list.len());
+    for s in list {
+        e.bytes(s.as_bytes());
+    }
+}
+
+fn decode_strings(d: &mut Decoder, field: &'static str) -> DResult<Vec<String>> {
+    let n = d.count()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(d.string(field)?);
+    }
+    Ok(out)
+}
+
+fn encode_auth_response(e: &mut Encoder, a: &AuthResponse) {
+    e.u64(a.revision);
+    e.u64(a.auth_revision);
+    e.flags(&[a.enabled]);
+    encode_strings(e, &a.roles);
+    encode_strings(e, &a.users);
+    e.len(a.permissions.len());
+    for p in &a.permissions {
+        encode_permission(e, p);
+    }
+}
+
+fn decode_auth_response(d: &mut Decoder) -> DResult<AuthResponse> {
+    let revision = d.u64()?;
+    let auth_revision = d.u64()?;
+    let [enabled] = d.flags("auth response flags")?;
+    let roles = decode_strings(d, "role")?;
+    let users = decode_strings(d, "user")?;
+    let n = d.count()?;
+    let mut permissions = Vec::new();
+    for _ in 0..n {
+        permissions.push(decode_permission(d)?);
+    }
+    Ok(AuthResponse { revision, auth_revision, enabled, roles, users, permissions })
 }

@@ -123,10 +123,17 @@
 //! replicated state, in snapshots too; while one is raised, apply refuses what etcd's
 //! "capped" and "corrupt" appliers refuse, on every replica alike (see `quota.rs`).
 //!
+//! # Auth
+//!
+//! etcd 3.4's users, roles and key permissions are replicated state too
+//! ([`Op::Auth`], kept in snapshots); see [`auth`] for the model and for how a
+//! command's [`AuthStamp`] is checked again at apply.
+//!
 //! # Not yet here
 //!
-//! Auth and the etcd "physical" compaction wait flag are left out.
+//! The etcd "physical" compaction wait flag is left out.
 
+pub mod auth;
 pub mod codec;
 mod machine;
 mod mvcc;
@@ -136,6 +143,9 @@ pub mod snapshot;
 mod txn_check;
 mod types;
 
+pub use auth::{
+    AuthError, AuthOp, AuthResponse, AuthStamp, AuthState, Permission, PermissionType, User,
+};
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
 pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES, STATE_BASE_BYTES};

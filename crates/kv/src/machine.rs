@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::{AuthError, AuthStamp, AuthState, PermissionType};
 use crate::codec::DecodeError;
 use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
 use crate::quota::{Alarms, STATE_BASE_BYTES};
@@ -75,6 +76,7 @@ pub struct StateMachine {
     pub(crate) mvcc: Mvcc,
     pub(crate) sessions: Sessions,
     pub(crate) alarms: Alarms,
+    pub(crate) auth: AuthState,
 }
 
 /// Revision of an empty store, as in etcd (the first write makes 2).
@@ -95,6 +97,7 @@ impl StateMachine {
             mvcc: Mvcc { revision: INITIAL_REVISION, ..Mvcc::default() },
             sessions: Sessions::default(),
             alarms: Alarms::default(),
+            auth: AuthState::default(),
         }
     }
 
@@ -126,11 +129,19 @@ impl StateMachine {
             };
         }
         let Some(id) = command.request_id else {
-            return self.execute(&command.op);
+            if let Err(e) = self.check_auth(command) {
+                return Response::Error(KvError::Auth(e));
+            }
+            return self.execute(command.auth.as_ref(), &command.op);
         };
         match self.sessions.check(id) {
             SessionCheck::Execute => {
-                let response = self.execute(&command.op);
+                // A refusal does not use up the sequence number: the member
+                // checks again under the new auth state and retries it.
+                if let Err(e) = self.check_auth(command) {
+                    return Response::Error(KvError::Auth(e));
+                }
+                let response = self.execute(command.auth.as_ref(), &command.op);
                 let kept = kept_response(id, &response, self.mvcc.revision);
                 let executed = Some((id.seq, kept));
                 self.sessions.touch(id.client_id, index, executed);
@@ -142,6 +153,45 @@ impl StateMachine {
             }
             SessionCheck::Reject(e) => Response::Error(e),
         }
+    }
+
+    /// etcd's apply-time permission check (its `authApplierV3`): a stamped
+    /// command must still be allowed under the auth state of its index.
+    /// Auth commands check their caller themselves ([`AuthState::apply`]).
+    fn check_auth(&self, command: &Command) -> Result<(), AuthError> {
+        let (Some(stamp), true) = (&command.auth, self.auth.enabled) else { return Ok(()) };
+        let a = &self.auth;
+        match &command.op {
+            Op::Put(p) => {
+                a.check_put(stamp, p)?;
+                self.check_lease_keys(stamp, p.lease)
+            }
+            Op::Range(r) => a.check_read(stamp, r),
+            Op::Get { key } => a.check_range(stamp, key, &[], PermissionType::Read),
+            Op::Append { key, .. } => a.check_range(stamp, key, &[], PermissionType::ReadWrite),
+            Op::DeleteRange(d) => a.check_delete(stamp, d),
+            Op::Txn(t) => a.check_txn(stamp, t),
+            Op::LeaseRevoke { id } => self.check_lease_keys(stamp, *id),
+            Op::Compact { .. }
+            | Op::RegisterSession
+            | Op::LeaseGrant { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseTimeToLive { .. }
+            | Op::Alarm { .. }
+            | Op::Auth(_) => Ok(()),
+        }
+    }
+
+    /// etcd's `checkLeasePuts`: attaching to or revoking a lease needs write
+    /// permission on every key already attached to it.
+    fn check_lease_keys(&self, stamp: &AuthStamp, lease: i64) -> Result<(), AuthError> {
+        let Some(l) = self.mvcc.leases.get(&lease) else { return Ok(()) };
+        l.keys.iter().try_for_each(|k| self.auth.check_range(stamp, k, &[], PermissionType::Write))
+    }
+
+    /// The replicated auth state (users, roles, permissions, enabled flag).
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
     }
 
     fn begin_apply(&mut self, index: u64) {
@@ -309,7 +359,16 @@ impl StateMachine {
         Ok(EventBatch { events, next_revision, revision: m.revision })
     }
 
-    fn execute(&mut self, op: &Op) -> Response {
+    fn execute(&mut self, stamp: Option<&AuthStamp>, op: &Op) -> Response {
+        if let Op::Auth(a) = op {
+            if let Some(refused) = self.alarms.refusal(op) {
+                return Response::Error(refused);
+            }
+            return match self.auth.apply(stamp, a) {
+                Ok(answer) => Response::Auth(self.auth.response(self.mvcc.revision, a, answer)),
+                Err(e) => Response::Error(KvError::Auth(e)),
+            };
+        }
         match self.try_execute(op) {
             Ok(response) => response,
             Err(e) => Response::Error(e),
@@ -430,6 +489,7 @@ impl StateMachine {
                 Ok(Response::Alarm(AlarmResponse { revision: self.mvcc.revision, alarms }))
             }
             Op::RegisterSession => unreachable!("handled by apply_command"),
+            Op::Auth(_) => unreachable!("handled by execute"),
         }
     }
 }

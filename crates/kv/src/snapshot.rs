@@ -1,7 +1,7 @@
 //! Snapshots: a frozen O(1) view of the state, streamed to bytes on any
 //! thread, and the verified rebuild from those bytes.
 //!
-//! # Format (version 4, all integers little-endian)
+//! # Format (version 5, all integers little-endian)
 //!
 //! | field | size | notes |
 //! | --- | --- | --- |
@@ -17,13 +17,17 @@
 //! | leases | | each: id i64 (non-zero), granted TTL i64 (≥ 1). Sorted by id, strictly. |
 //! | alarm count | 8 | version 4 on; absent before (no alarms) |
 //! | alarms | | each: member id u64, alarm type u8 (1 NOSPACE, 2 CORRUPT). Sorted by (member id, type), strictly. |
+//! | auth | | version 5 on; absent before (auth off, no users or roles): enabled u8 (0/1), auth revision u64 (≥ 1), user count u64, users, role count u64, roles |
+//! | users | | each: name (u32 length + UTF-8), hash flag u8 (+ u32 length + bcrypt hash), role count u64, role names (u32 length + UTF-8, sorted strictly). Sorted by name, strictly. |
+//! | roles | | each: name (u32 length + UTF-8), permission count u64, permissions (type u8: 0 read, 1 write, 2 readwrite; key, range end as u32 length + bytes; sorted by (key, range end), strictly). Sorted by name, strictly. |
 //! | CRC32C | 4 | Castagnoli CRC of every byte before it |
 //!
 //! The watch index and each lease's attached keys are not stored: restore
 //! rebuilds them from the entries (a key belongs to the lease of its newest
 //! version).
 //!
-//! Older versions are still read. Version 3 (before alarms) reads as version 4
+//! Older versions are still read. Version 4 (before auth) reads as version 5
+//! with auth off and no users or roles. Version 3 (before alarms) reads as version 4
 //! with no alarm raised. Version 2 (before sub-revisions) numbers the
 //! changes of each revision in key order: that is the order those releases
 //! delivered a revision's events in, and the order of a delete range's or a
@@ -48,6 +52,7 @@ use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::Arc;
 
+use crate::auth::{AuthState, Permission, PermissionType, User};
 use crate::machine::{Config, StateMachine};
 use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
 use crate::quota::Alarms;
@@ -57,7 +62,7 @@ use crate::types::{AlarmMember, AlarmType, Response};
 /// Magic bytes that open a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"raftkvSN";
 /// Version byte after the magic.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
 /// The oldest format version this build still reads.
 const SNAPSHOT_FORMAT_VERSION_MIN: u8 = 1;
 
@@ -290,6 +295,41 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
             AlarmType::Corrupt => 2,
         })?;
     }
+    write_auth(w, &s.auth)
+}
+
+fn write_auth<W: Write>(w: &mut SnapWriter<W>, a: &AuthState) -> io::Result<()> {
+    w.u8(u8::from(a.enabled))?;
+    w.u64(a.revision)?;
+    w.u64(a.users.len() as u64)?;
+    for (name, user) in a.users.iter() {
+        w.bytes(name.as_bytes())?;
+        match &user.password_hash {
+            None => w.u8(0)?,
+            Some(hash) => {
+                w.u8(1)?;
+                w.bytes(hash)?;
+            }
+        }
+        w.u64(user.roles.len() as u64)?;
+        for role in &user.roles {
+            w.bytes(role.as_bytes())?;
+        }
+    }
+    w.u64(a.roles.len() as u64)?;
+    for (name, perms) in a.roles.iter() {
+        w.bytes(name.as_bytes())?;
+        w.u64(perms.len() as u64)?;
+        for p in perms {
+            w.u8(match p.perm_type {
+                PermissionType::Read => 0,
+                PermissionType::Write => 1,
+                PermissionType::ReadWrite => 2,
+            })?;
+            w.bytes(&p.key)?;
+            w.bytes(&p.range_end)?;
+        }
+    }
     Ok(())
 }
 
@@ -410,7 +450,78 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
     if let Some((rev, sub)) = mvcc.duplicate_revision() {
         return Err(r.corrupt(format!("two entries at revision ({rev}, {sub})")));
     }
-    Ok(StateMachine { config, applied_index, mvcc, sessions, alarms })
+    let auth = if version >= 5 { read_auth(r, &config)? } else { AuthState::default() };
+    Ok(StateMachine { config, applied_index, mvcc, sessions, alarms, auth })
+}
+
+/// Longest user or role name a snapshot may hold.
+const AUTH_NAME_BYTES_MAX: u64 = 64 * 1024;
+/// Longest password hash a snapshot may hold (a bcrypt hash is 60 bytes).
+const PASSWORD_HASH_BYTES_MAX: u64 = 1024;
+
+impl<R: Read> SnapReader<R> {
+    fn name(&mut self, what: &str, after: Option<&String>) -> SResult<String> {
+        let b = self.bytes(AUTH_NAME_BYTES_MAX, what)?;
+        let name =
+            String::from_utf8(b).map_err(|_| self.corrupt(format!("{what} is not UTF-8")))?;
+        if after.is_some_and(|last| name <= *last) {
+            return Err(self.corrupt(format!("{what} {name:?} out of order")));
+        }
+        Ok(name)
+    }
+}
+
+fn read_auth<R: Read>(r: &mut SnapReader<R>, config: &Config) -> SResult<AuthState> {
+    let enabled = match r.u8()? {
+        0 => false,
+        1 => true,
+        tag => return Err(r.corrupt(format!("auth enabled flag {tag}"))),
+    };
+    let revision = r.u64()?;
+    if revision == 0 {
+        return Err(r.corrupt("auth revision 0"));
+    }
+    let mut users = BTreeMap::new();
+    for _ in 0..r.u64()? {
+        let name = r.name("user", users.keys().next_back())?;
+        let password_hash = match r.u8()? {
+            0 => None,
+            1 => Some(r.bytes(PASSWORD_HASH_BYTES_MAX, "password hash")?),
+            tag => return Err(r.corrupt(format!("password hash flag {tag}"))),
+        };
+        let mut roles = std::collections::BTreeSet::new();
+        for _ in 0..r.u64()? {
+            let role = r.name("user role", roles.iter().next_back())?;
+            roles.insert(role);
+        }
+        users.insert(name, User { password_hash, roles });
+    }
+    let mut roles = BTreeMap::new();
+    for _ in 0..r.u64()? {
+        let name = r.name("role", roles.keys().next_back())?;
+        let perms = read_permissions(r, config)?;
+        roles.insert(name, perms);
+    }
+    Ok(AuthState { enabled, revision, users: Arc::new(users), roles: Arc::new(roles) })
+}
+
+fn read_permissions<R: Read>(r: &mut SnapReader<R>, config: &Config) -> SResult<Vec<Permission>> {
+    let mut perms: Vec<Permission> = Vec::new();
+    for _ in 0..r.u64()? {
+        let perm_type = match r.u8()? {
+            0 => PermissionType::Read,
+            1 => PermissionType::Write,
+            2 => PermissionType::ReadWrite,
+            tag => return Err(r.corrupt(format!("permission type {tag}"))),
+        };
+        let key = r.bytes(config.key_bytes_max, "permission key")?;
+        let range_end = r.bytes(config.key_bytes_max, "permission range end")?;
+        if perms.last().is_some_and(|l| (&l.key, &l.range_end) >= (&key, &range_end)) {
+            return Err(r.corrupt("permissions out of order"));
+        }
+        perms.push(Permission { perm_type, key, range_end });
+    }
+    Ok(perms)
 }
 
 fn read_alarms<R: Read>(r: &mut SnapReader<R>) -> SResult<Alarms> {

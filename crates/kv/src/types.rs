@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::auth::{AuthError, AuthOp, AuthResponse, AuthStamp};
+
 /// A key with its value and MVCC metadata, as etcd's `mvccpb.KeyValue`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {
@@ -369,6 +371,10 @@ pub enum Op {
         /// [`AlarmAction::Get`] and changes nothing with the other actions.
         alarm: AlarmType,
     },
+    /// etcd's Auth service: a change or a query of users, roles, permissions
+    /// and the enabled flag. With an [`AuthStamp`] on the command, apply checks
+    /// the caller is allowed it (admin, or a get of oneself or one's role).
+    Auth(AuthOp),
 }
 
 /// What an [`Op::Alarm`] does (etcd's `AlarmRequest.AlarmAction`).
@@ -524,6 +530,11 @@ pub struct EventBatch {
 pub struct Command {
     /// Exactly-once tag; `None` runs the command every time it is applied.
     pub request_id: Option<RequestId>,
+    /// The permission check a client command passed where it was proposed;
+    /// apply checks again under the auth state of its index and refuses a stamp
+    /// older than that state. `None`: a command of the members themselves
+    /// (lease expiry, compaction, alarms), which is not checked.
+    pub auth: Option<AuthStamp>,
     /// The operation.
     pub op: Op,
 }
@@ -531,12 +542,17 @@ pub struct Command {
 impl Command {
     /// A command without a session.
     pub fn new(op: Op) -> Self {
-        Command { request_id: None, op }
+        Command { request_id: None, auth: None, op }
+    }
+
+    /// The same command, stamped with the permission check it passed.
+    pub fn stamped(self, stamp: AuthStamp) -> Self {
+        Command { auth: Some(stamp), ..self }
     }
 
     /// A command that runs at most once for `(client_id, seq)`.
     pub fn with_session(client_id: u64, seq: u64, op: Op) -> Self {
-        Command { request_id: Some(RequestId { client_id, seq }), op }
+        Command { request_id: Some(RequestId { client_id, seq }), auth: None, op }
     }
 }
 
@@ -589,6 +605,8 @@ pub enum Response {
     Error(KvError),
     /// Result of [`Op::Alarm`].
     Alarm(AlarmResponse),
+    /// Result of [`Op::Auth`].
+    Auth(AuthResponse),
 }
 
 impl Response {
@@ -714,6 +732,8 @@ pub enum KvError {
         /// Store revision right after the write.
         revision: u64,
     },
+    /// An auth refusal, with etcd's error (see [`AuthError`]).
+    Auth(AuthError),
 }
 
 impl fmt::Display for KvError {
@@ -737,6 +757,7 @@ impl fmt::Display for KvError {
             KvError::NoSpace => write!(f, "database space exceeded (the NOSPACE alarm is raised); compact the history, defragment and disarm the alarm (etcdctl alarm disarm), or raise --quota-backend-bytes"),
             KvError::Corrupt => write!(f, "the CORRUPT alarm is raised; check the members' data, then disarm the alarm"),
             KvError::TooManySessions { max } => write!(f, "all {max} client sessions are in use; retry later (idle sessions expire) or reuse an open session"),
+            KvError::Auth(e) => write!(f, "{}", e.message()),
             KvError::ResponseNotKept { client_id, seq, revision } => write!(f, "session {client_id}'s write {seq} took effect at revision {revision} and is not run again, but its response was too large to keep; read what you need at revision {revision}"),
         }
     }

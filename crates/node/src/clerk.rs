@@ -69,7 +69,7 @@ impl Clerk {
     /// Wraps a new operation as a command with the next sequence number. Keep the
     /// returned command for retries: it must be resent unchanged.
     pub fn new_command(&mut self, op: Op) -> Command {
-        Command { request_id: self.next_request_id(), op }
+        Command { request_id: self.next_request_id(), auth: None, op }
     }
 
     /// `from` answered: it is the member to try first next time.

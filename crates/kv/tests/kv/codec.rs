@@ -195,13 +195,10 @@ fn trailing_bytes_and_unknown_version_are_errors() {
 
 #[test]
 fn bad_tags_name_the_field_and_offset() {
-    let e = Command::decode(&[WIRE_FORMAT_VERSION, 2]).unwrap_err();
+    let e = Command::decode(&[WIRE_FORMAT_VERSION, 4]).unwrap_err();
     assert_eq!(
         e,
-        DecodeError {
-            offset: 1,
-            kind: DecodeErrorKind::BadTag { field: "request id flag", tag: 2 }
-        }
+        DecodeError { offset: 1, kind: DecodeErrorKind::BadTag { field: "command flags", tag: 4 } }
     );
     // A put whose flag byte has an unknown bit.
     let mut bytes = Command::new(Op::Put(put_req("k", "v"))).encode();

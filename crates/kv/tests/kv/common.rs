@@ -98,6 +98,24 @@ pub fn keys(r: &RangeResponse) -> Vec<String> {
 }
 
 /// Snapshot bytes of a state machine.
+/// Bytes of an empty auth section (auth off, revision 1, no users, no roles):
+/// what a version 5 snapshot adds to a version 4 one for a store without auth.
+pub const EMPTY_AUTH_SECTION: usize = 1 + 8 + 8 + 8;
+
+/// A current snapshot of a store without auth, rewritten as version 4 (before
+/// auth): its empty auth section cut, the version byte set and the CRC redone.
+pub fn as_version_4(current: &[u8]) -> Vec<u8> {
+    let body_end = current.len() - 4;
+    let auth_at = body_end - EMPTY_AUTH_SECTION;
+    let empty_auth = [&[0u8][..], &1u64.to_le_bytes(), &[0u8; 16]].concat();
+    assert_eq!(&current[auth_at..body_end], &empty_auth[..], "auth section is empty");
+    let mut v4 = current[..auth_at].to_vec();
+    v4[8] = 4;
+    let crc = crc32c::crc32c(&v4);
+    v4.extend_from_slice(&crc.to_le_bytes());
+    v4
+}
+
 pub fn snapshot_bytes(sm: &StateMachine) -> Vec<u8> {
     let mut out = Vec::new();
     let n = sm.snapshot_view().write_to(&mut out).unwrap();

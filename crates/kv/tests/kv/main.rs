@@ -2,6 +2,7 @@
 //! down: etcd semantics, sessions, codec, snapshots and a model-based
 //! property test.
 
+mod auth;
 mod codec;
 mod common;
 mod etcd;

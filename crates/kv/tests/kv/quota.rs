@@ -235,7 +235,7 @@ fn a_version_3_snapshot_reads_with_no_alarm() {
     let mut n = Node::new();
     n.put("a", "1");
     n.op(Op::LeaseGrant { id: 3, ttl_secs: 9 });
-    let v4 = snapshot_bytes(&n.sm);
+    let v4 = as_version_4(&snapshot_bytes(&n.sm));
     let body = &v4[..v4.len() - 4 - 8];
     assert_eq!(&v4[v4.len() - 12..v4.len() - 4], &0u64.to_le_bytes(), "no alarms");
     let mut v3 = body.to_vec();
@@ -257,8 +257,8 @@ fn alarms_out_of_order_in_a_snapshot_are_corruption() {
     let mut n = Node::new();
     n.op(alarm(AlarmAction::Activate, 1, AlarmType::Nospace));
     n.op(alarm(AlarmAction::Activate, 2, AlarmType::Nospace));
-    let good = snapshot_bytes(&n.sm);
-    // Swap the two alarms (9 bytes each, just before the CRC).
+    let good = as_version_4(&snapshot_bytes(&n.sm));
+    // Swap the two alarms (9 bytes each, just before the CRC, in version 4).
     let end = good.len() - 4;
     let mut bad = good[..end - 18].to_vec();
     bad.extend_from_slice(&good[end - 9..end]);

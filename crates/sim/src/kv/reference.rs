@@ -111,7 +111,7 @@ impl Reference {
                 match Command::decode(&e.data) {
                     // Only a live lease is revoked (a retried revoke replays the first
                     // answer and changes nothing).
-                    Ok(Command { op: Op::LeaseRevoke { id }, request_id }) => {
+                    Ok(Command { op: Op::LeaseRevoke { id }, request_id, .. }) => {
                         let keys = self.sm.lease_time_to_live(id, true).map(|t| t.keys);
                         keys.ok().map(|keys| (id, keys, request_id.is_none()))
                     }
