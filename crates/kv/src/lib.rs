@@ -128,6 +128,7 @@
 //! Auth and the etcd "physical" compaction wait flag are left out.
 
 pub mod codec;
+mod history;
 mod machine;
 mod mvcc;
 mod quota;
@@ -137,6 +138,7 @@ mod txn_check;
 mod types;
 
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
+pub use history::{Import, StoredChange};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
 pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES, STATE_BASE_BYTES};
 pub use session::SESSION_RESPONSE_BYTES_MAX;
