@@ -135,6 +135,7 @@
 
 pub mod auth;
 pub mod codec;
+mod history;
 mod machine;
 mod mvcc;
 mod quota;
@@ -147,6 +148,7 @@ pub use auth::{
     AuthError, AuthOp, AuthResponse, AuthStamp, AuthState, Permission, PermissionType, User,
 };
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
+pub use history::{Import, StoredChange};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
 pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES, STATE_BASE_BYTES};
 pub use session::SESSION_RESPONSE_BYTES_MAX;

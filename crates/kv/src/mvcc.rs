@@ -294,7 +294,7 @@ impl Mvcc {
     /// changes at `c` itself, a watch from `c` sees the puts that are their
     /// key's last change. Pruning removes the others in steps; this hides them
     /// at once, so what a watch sees never depends on how far pruning got.
-    fn survives_compaction(&self, k: &MvccKey, r: &Record) -> bool {
+    pub(crate) fn survives_compaction(&self, k: &MvccKey, r: &Record) -> bool {
         if k.rev > self.compact_revision {
             return true;
         }

@@ -108,6 +108,11 @@ impl SnapshotView {
         self.state.applied_index
     }
 
+    /// The frozen state, to read (ranges, hashes, exports) off the apply thread.
+    pub fn state(&self) -> &StateMachine {
+        &self.state
+    }
+
     /// Store revision in the view.
     pub fn revision(&self) -> u64 {
         self.state.mvcc.revision
