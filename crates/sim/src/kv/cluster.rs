@@ -14,10 +14,10 @@ use crate::queue::EventQueue;
 use crate::trace::{MsgFmt, Trace};
 use kv::Response;
 use lincheck::{History, KvOp, KvResult};
-use node::{Node, NodeConfig, NodeEvent, Request, RequestError, RequestId};
+use node::{Applier, ApplyBatch, Node, NodeConfig, NodeEvent, Request, RequestError, RequestId};
 use raft::{Index, Message, NodeId, Rng, Role, Term};
 use std::collections::btree_map::Entry as MapEntry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write;
 use std::time::Duration;
 use storage::{Disk, Options, SimDisk, Storage};
@@ -36,6 +36,10 @@ pub struct KvConfig {
     pub net: NetConfig,
     /// Sync latencies (the crash behaviour itself is [`SimDisk`]'s).
     pub disk: DiskConfig,
+    /// Each batch a member hands its applier is applied after a delay drawn from
+    /// `0..=apply_delay_us_max`, as the server applies on its own thread: apply lags
+    /// behind commit, and answers, reads and leases must still be right.
+    pub apply_delay_us_max: u64,
     /// Nominal tick period.
     pub tick_interval_us: u64,
     /// Each member's tick period is off by a fraction drawn from `[-drift, +drift]`.
@@ -122,6 +126,7 @@ impl KvConfig {
             seed,
             net: NetConfig::reliable(),
             disk: DiskConfig::ssd(),
+            apply_delay_us_max: 5_000,
             tick_interval_us: 10_000,
             clock_drift: 0.01,
             election_timeout_ticks: 20,
@@ -240,6 +245,11 @@ pub(crate) enum KvEvent {
         member: usize,
         incarnation: u64,
     },
+    /// The member's applier finished its oldest batch.
+    ApplyDone {
+        member: usize,
+        incarnation: u64,
+    },
     PowerLoss {
         member: usize,
         incarnation: u64,
@@ -287,6 +297,11 @@ pub(crate) struct Member {
     pub(crate) node: Option<KvNode>,
     disk: Option<SimDisk>,
     sync_scheduled: bool,
+    /// The applier of the running node; batches handed to it, oldest first; whether
+    /// an `ApplyDone` is on its way.
+    applier: Option<Applier>,
+    apply_queue: VecDeque<ApplyBatch>,
+    apply_scheduled: bool,
     /// Last index this incarnation applied (or jumped to by snapshot).
     applied: Index,
     snapshot_index: Index,
@@ -312,6 +327,7 @@ pub struct KvCluster {
     rng_net: Rng,
     rng_disk: Rng,
     rng_clock: Rng,
+    rng_apply: Rng,
     pub(crate) rng_ops: Rng,
     rng_faults: Rng,
     pub(crate) rng_watch: Rng,
@@ -365,6 +381,9 @@ impl KvCluster {
                     node: None,
                     disk: Some(SimDisk::new(stream_seed(cfg.seed, 0x4b56_1000 + id))),
                     sync_scheduled: false,
+                    applier: None,
+                    apply_queue: VecDeque::new(),
+                    apply_scheduled: false,
                     applied: 0,
                     snapshot_index: 0,
                     requests: BTreeMap::new(),
@@ -396,6 +415,7 @@ impl KvCluster {
             rng_net: Rng::new(stream_seed(cfg.seed, 0x4b56_0002)),
             rng_disk: Rng::new(stream_seed(cfg.seed, 0x4b56_0003)),
             rng_clock,
+            rng_apply: Rng::new(stream_seed(cfg.seed, 0x4b56_0008)),
             rng_ops,
             rng_faults: Rng::new(stream_seed(cfg.seed, 0x4b56_0005)),
             rng_watch,
@@ -579,6 +599,8 @@ impl KvCluster {
         c.background_snapshots = false;
         // As the server: the node says when a read may be served, the driver serves it.
         c.hand_out_reads = true;
+        // As the server: apply runs apart from the raft loop (after a seeded delay).
+        c.apply_apart = true;
         c
     }
 
@@ -605,6 +627,9 @@ impl KvCluster {
         m.applied = node.applied_index();
         m.snapshot_index = node.raft().snapshot_meta().index;
         m.sync_scheduled = false;
+        m.applier = Some(node.applier());
+        m.apply_queue.clear();
+        m.apply_scheduled = false;
         m.requests.clear();
         m.ticks = 0;
         let (applied, term, last) = (m.applied, node.raft().term(), node.raft().last_index());
@@ -629,6 +654,9 @@ impl KvCluster {
         let Some(node) = m.node.take() else { return };
         m.incarnation += 1;
         m.sync_scheduled = false;
+        m.applier = None;
+        m.apply_queue.clear();
+        m.apply_scheduled = false;
         m.requests.clear();
         let mut disk = node.into_store().into_disk();
         disk.crash();
@@ -662,6 +690,7 @@ impl KvCluster {
                 self.on_client_reply(client, from, (op_no, attempt, received_us), result)
             }
             KvEvent::SyncDone { member, incarnation } => self.on_sync_done(member, incarnation),
+            KvEvent::ApplyDone { member, incarnation } => self.on_apply_done(member, incarnation),
             KvEvent::PowerLoss { member, incarnation } => self.on_power_loss(member, incarnation),
             KvEvent::Restart { member, incarnation } => {
                 let m = &self.members[member];
@@ -755,6 +784,41 @@ impl KvCluster {
         self.drive(idx);
     }
 
+    /// The applier applies the oldest batch handed to it; the node takes the report.
+    fn on_apply_done(&mut self, idx: usize, incarnation: u64) {
+        if !self.live(idx, incarnation) {
+            return;
+        }
+        let m = &mut self.members[idx];
+        m.apply_scheduled = false;
+        let id = m.id;
+        let batch = m.apply_queue.pop_front().expect("an ApplyDone follows a batch");
+        let applied = m.applier.as_mut().expect("live").apply(batch);
+        let node = m.node.as_mut().expect("live");
+        if let Err(e) = applied.and_then(|a| node.on_applied(a)) {
+            return self.record(Violation::new("Member error", format!("n{id} apply: {e}")));
+        }
+        kv_trace!(
+            self,
+            "n{id} applied to {}",
+            self.members[idx].node.as_ref().expect("live").applied_index()
+        );
+        self.schedule_apply(idx);
+        self.drive(idx);
+    }
+
+    /// Schedules the applier's next batch, after a seeded delay.
+    fn schedule_apply(&mut self, idx: usize) {
+        let m = &mut self.members[idx];
+        if m.apply_scheduled || m.apply_queue.is_empty() {
+            return;
+        }
+        m.apply_scheduled = true;
+        let incarnation = m.incarnation;
+        let delay = self.rng_apply.range(0, self.cfg.apply_delay_us_max + 1);
+        self.queue.push(self.now_us + delay, KvEvent::ApplyDone { member: idx, incarnation });
+    }
+
     fn on_power_loss(&mut self, idx: usize, incarnation: u64) {
         if !self.live(idx, incarnation) || self.cfg.crash_during_write <= 0.0 {
             return;
@@ -796,6 +860,8 @@ impl KvCluster {
         for m in outbox {
             self.send_peer(m);
         }
+        self.members[idx].apply_queue.extend(out.apply);
+        self.schedule_apply(idx);
         if let Err(v) = self.observe(idx, out.events) {
             return self.record(v);
         }
