@@ -119,6 +119,12 @@ impl ConfChange {
         ConfChange { changes: vec![ConfChangeSingle { kind, node }] }
     }
 
+    /// Validates the change against `cs` and returns the configuration it leads to (what
+    /// the core computes when the change's entry is appended).
+    pub fn apply_to(&self, cs: &ConfState) -> Result<ConfState, ConfChangeError> {
+        apply(cs, self)
+    }
+
     /// True for the empty change that leaves a joint configuration.
     pub fn is_leave_joint(&self) -> bool {
         self.changes.is_empty()

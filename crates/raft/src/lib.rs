@@ -32,6 +32,13 @@
 //! persist-before-reply rule by sending too early; it can only break it by calling
 //! `on_persisted` before the data is actually durable.
 //!
+//! Membership changes ([`Raft::propose_conf_change`], joint consensus in etcd's
+//! ConfChangeV2 shape, see [`ConfChange`]) take effect when appended; a driver learns of
+//! them by applying committed [`EntryKind::ConfChange`] entries (decode with
+//! [`ConfChange::decode`]) and can read the configuration in force with
+//! [`Raft::conf_state`]. A snapshot taken at index `i` must carry [`Raft::conf_at`]`(i)`.
+//! Leadership moves with [`Raft::transfer_leader`].
+//!
 //! The log lives in memory from the last snapshot on; indices are absolute from the first
 //! entry ever written, so discarding a prefix ([`Raft::compact`]) renumbers nothing.
 

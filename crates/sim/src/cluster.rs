@@ -7,14 +7,15 @@
 //! checkers look at each Ready as it goes by and at each node after every event.
 
 use crate::checker::{Checker, Violation};
+use crate::conftrack::ConfTrack;
 use crate::disk::{DiskConfig, PendingWrite};
 use crate::network::{MessageStats, NetConfig, Network};
 use crate::node::{Node, StateMachine};
 use crate::queue::{Event, EventQueue};
 use crate::trace::{MsgFmt, Trace};
 use raft::{
-    Config, Entry, HardState, Message, MessageBody, NodeId, Raft, Ready, Restored, Rng, Role,
-    Snapshot, SnapshotMeta,
+    ConfState, Config, Entry, HardState, Message, MessageBody, NodeId, Raft, Ready, Restored, Rng,
+    Role, Snapshot, SnapshotMeta,
 };
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -27,8 +28,11 @@ const READY_ROUNDS_MAX: usize = 1_000;
 /// Everything that shapes a cluster run besides the script or swarm that drives it.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// Number of voters, ids `1..=nodes`.
+    /// Number of nodes, ids `1..=nodes`.
     pub nodes: usize,
+    /// The founding voters are `1..=voters`; the other nodes start outside the
+    /// configuration and take part once a membership change adds them.
+    pub voters: usize,
     /// The one seed every random choice derives from.
     pub seed: u64,
     /// Network behaviour.
@@ -73,6 +77,7 @@ impl ClusterConfig {
     pub fn new(nodes: usize, seed: u64) -> ClusterConfig {
         ClusterConfig {
             nodes,
+            voters: nodes,
             seed,
             net: NetConfig::reliable(),
             disk: DiskConfig::ssd(),
@@ -147,7 +152,7 @@ impl Cluster {
             now_us: 0,
             queue: EventQueue::default(),
             nodes,
-            voters: (1..=cfg.nodes as NodeId).collect(),
+            voters: (1..=cfg.voters.min(cfg.nodes) as NodeId).collect(),
             net: Network::new(cfg.nodes, cfg.net.clone()),
             rng_net: Rng::new(stream_seed(cfg.seed, 2)),
             rng_disk: Rng::new(stream_seed(cfg.seed, 3)),
@@ -323,6 +328,9 @@ impl Cluster {
         node.leader_term_noted = None;
         node.last_ready_number = 0;
         node.last_hard_state = node.disk.durable.hard_state;
+        let initial = ConfState::from_voters(self.voters.clone());
+        let d = &node.disk.durable;
+        node.conf = ConfTrack::from_durable(&initial, d.snapshot.as_ref(), &d.entries);
         node.sm = sm;
         node.raft = Some(raft);
         let first_tick = self.rng_clock.range(1, node.tick_period_us + 1);
@@ -565,6 +573,10 @@ impl Cluster {
             node.last_hard_state = hs;
         }
         let raft = node.raft.as_ref().expect("live");
+        if let Some(s) = &rd.snapshot {
+            node.conf.on_snapshot(s);
+        }
+        node.conf.on_entries(&rd.entries);
         if let Some(first) = rd.entries.first() {
             let prev_term = raft.term_at(first.index - 1).ok_or_else(|| {
                 let msg = format!(
@@ -741,6 +753,7 @@ impl Cluster {
         let node = &mut self.nodes[idx];
         let id = node.id;
         let Some(raft) = node.raft.as_ref() else { return Ok(()) };
+        node.conf.check(id, raft)?;
         let (term, commit, last) = (raft.term(), raft.commit_index(), raft.last_index());
         let bad = |what: &'static str, details: String| -> Result<(), Violation> {
             Err(Violation::new(what, format!("n{id} {details}")))

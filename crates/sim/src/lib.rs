@@ -52,6 +52,7 @@
 pub mod bench;
 pub mod checker;
 pub mod cluster;
+mod conftrack;
 pub mod disk;
 mod faults;
 pub mod kv;

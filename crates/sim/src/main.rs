@@ -108,7 +108,7 @@ fn one_seed(seed: u64, verbose: bool) -> ExitCode {
         println!("{}", out.params);
     }
     println!(
-        "seed {seed}: {} after {:.1} s simulated, {} events, {} proposals ({} accepted), {} committed, {} crashes, {} network faults, {:.3} s wall",
+        "seed {seed}: {} after {:.1} s simulated, {} events, {} proposals ({} accepted), {} committed, {} crashes, {} network faults, {} membership changes, {} transfers, {:.3} s wall",
         if out.failure.is_some() { "FAILED" } else { "ok" },
         out.sim_time_us as f64 / 1e6,
         out.events,
@@ -117,6 +117,8 @@ fn one_seed(seed: u64, verbose: bool) -> ExitCode {
         out.commands_committed,
         out.crashes,
         out.partitions,
+        out.conf_changes,
+        out.transfers,
         wall.elapsed().as_secs_f64()
     );
     print_failure(&out);
@@ -135,6 +137,9 @@ struct Totals {
     events: u64,
     proposals: u64,
     committed: u64,
+    membership_seeds: u64,
+    conf_changes: u64,
+    transfers: u64,
 }
 
 /// Runs `run(seed)` for seeds `from..from + count` on `jobs` threads and hands each result
@@ -202,6 +207,9 @@ fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode 
             totals.events += out.events;
             totals.proposals += out.proposals;
             totals.committed += out.commands_committed;
+            totals.membership_seeds += u64::from(out.params.membership_interval_us.is_some());
+            totals.conf_changes += out.conf_changes;
+            totals.transfers += out.transfers;
             if let Some(f) = &out.failure {
                 failing.push((from + k, f.violation.invariant.to_string()));
             }
@@ -226,6 +234,10 @@ fn many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCode 
         totals.events,
         totals.proposals,
         totals.committed
+    );
+    println!(
+        "  membership: {} seeds with changes, {} changes accepted, {} leadership transfers",
+        totals.membership_seeds, totals.conf_changes, totals.transfers
     );
     print_wall(secs, jobs, totals.seeds);
     if failed.is_some() {

@@ -1,5 +1,6 @@
 //! One simulated server: a Raft core, its disk and a tiny state machine.
 
+use crate::conftrack::ConfTrack;
 use crate::disk::SimDisk;
 use raft::{HardState, Index, NodeId, Raft, Snapshot, Term};
 
@@ -81,6 +82,8 @@ pub(crate) struct Node {
     pub(crate) last_ready_number: u64,
     /// The last hard state handed to the disk (or recovered from it).
     pub(crate) last_hard_state: HardState,
+    /// The membership its log says, followed from outside the core.
+    pub(crate) conf: ConfTrack,
 }
 
 impl Node {
@@ -97,6 +100,7 @@ impl Node {
             leader_term_noted: None,
             last_ready_number: 0,
             last_hard_state: HardState::default(),
+            conf: ConfTrack::default(),
         }
     }
 

@@ -7,7 +7,7 @@
 use crate::cluster::{trace_line, Cluster, ClusterConfig};
 use crate::network::NetConfig;
 use crate::trace::fnv1a64;
-use raft::{Index, NodeId, ProposeError, Role, Term};
+use raft::{ConfChange, Index, NodeId, ProposeError, Role, Term, TransferError};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -154,6 +154,37 @@ impl Cluster {
             };
             self.trace.end();
         }
+        self.drain_ready(idx);
+        self.check_node(idx);
+        result
+    }
+
+    /// An operator asks node `id` for a membership change. A crashed node answers like a
+    /// follower that knows no leader.
+    pub fn conf_change_to(
+        &mut self,
+        id: NodeId,
+        cc: ConfChange,
+    ) -> Result<(Index, Term), ProposeError> {
+        let idx = id as usize - 1;
+        let result = match self.nodes[idx].raft.as_mut() {
+            Some(raft) => raft.propose_conf_change(cc.clone()),
+            None => Err(ProposeError::NotLeader { leader: None }),
+        };
+        trace_line!(self, "operator -> n{id} conf change {:?}: {result:?}", cc.changes);
+        self.drain_ready(idx);
+        self.check_node(idx);
+        result
+    }
+
+    /// An operator asks node `id` to hand leadership to `target`.
+    pub fn transfer_leader(&mut self, id: NodeId, target: NodeId) -> Result<(), TransferError> {
+        let idx = id as usize - 1;
+        let result = match self.nodes[idx].raft.as_mut() {
+            Some(raft) => raft.transfer_leader(target),
+            None => Err(TransferError::NotLeader { leader: None }),
+        };
+        trace_line!(self, "operator -> n{id} transfer leadership to n{target}: {result:?}");
         self.drain_ready(idx);
         self.check_node(idx);
         result

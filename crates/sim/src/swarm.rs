@@ -4,11 +4,11 @@
 //! leader, and every proposal made in that phase applied on every node, within bounds.
 
 use crate::checker::{command_hash, Violation};
-use crate::cluster::{stream_seed, Cluster, ClusterConfig};
+use crate::cluster::{stream_seed, Cluster, ClusterConfig, MAX_NODES};
 use crate::disk::DiskConfig;
 use crate::faults::{self, Agenda, FaultAction, FaultPlan};
 use crate::network::NetConfig;
-use raft::{Index, NodeId, ProposeError, Rng, Term};
+use raft::{ConfChange, ConfChangeKind, ConfChangeSingle, Index, NodeId, ProposeError, Rng, Term};
 use std::fmt;
 
 /// After the heal, a leader must be elected within this.
@@ -73,6 +73,9 @@ pub struct SwarmParams {
     pub restart_delay_us: u64,
     /// Length of the safety phase.
     pub safety_duration_us: u64,
+    /// Mean time between membership operations (changes and leadership transfers);
+    /// `None`: the membership stays as founded.
+    pub membership_interval_us: Option<u64>,
 }
 
 pub(crate) fn permille(rng: &mut Rng, max: u64) -> f64 {
@@ -122,6 +125,15 @@ impl SwarmParams {
         let mut protocol = Rng::new(stream_seed(seed, 0x0050_5245_564f));
         cluster.pre_vote = !protocol.chance(0.25);
         cluster.check_quorum = !protocol.chance(0.25);
+        // Membership changes in half of the seeds that run pre-vote: without pre-vote, a
+        // removed member that missed its removal bumps terms forever, which the service
+        // prevents by refusing messages from removed members, not the core.
+        let mut member = Rng::new(stream_seed(seed, 0x004d_454d_4245));
+        let membership = cluster.pre_vote && member.chance(0.5);
+        if membership {
+            cluster.voters = nodes;
+            cluster.nodes = (nodes + member.range(1, 3) as usize).min(MAX_NODES);
+        }
         SwarmParams {
             seed,
             cluster,
@@ -135,6 +147,7 @@ impl SwarmParams {
             all_crash: permille(&mut r, 200),
             restart_delay_us: r.range(100_000, 10_000_000),
             safety_duration_us: r.range(120_000_000, 180_000_001),
+            membership_interval_us: membership.then(|| member.range(500_000, 10_000_000)),
         }
     }
 }
@@ -181,6 +194,15 @@ impl fmt::Display for SwarmParams {
             self.safety_duration_us / 1_000_000
         )?;
         writeln!(f, "  protocol: pre-vote {}, check-quorum {}", c.pre_vote, c.check_quorum)?;
+        if let Some(every) = self.membership_interval_us {
+            writeln!(
+                f,
+                "  membership: {} founding voters of {} nodes, a change or transfer every ~{} ms",
+                c.voters,
+                c.nodes,
+                ms(every)
+            )?;
+        }
         let n = &c.net;
         writeln!(
             f,
@@ -244,6 +266,10 @@ pub struct SeedOutcome {
     pub crashes: u64,
     /// Network faults.
     pub partitions: u64,
+    /// Membership changes a leader accepted.
+    pub conf_changes: u64,
+    /// Leadership transfers a leader started.
+    pub transfers: u64,
     /// FNV-1a 64 of the whole trace.
     pub trace_hash: u64,
     /// The failure, if the seed failed.
@@ -254,6 +280,7 @@ pub struct SeedOutcome {
 enum Action {
     Propose(usize),
     Fault(FaultAction),
+    Membership,
 }
 
 impl From<FaultAction> for Action {
@@ -281,6 +308,8 @@ struct Swarm {
     accepted: u64,
     crashes: u64,
     partitions: u64,
+    conf_changes: u64,
+    transfers: u64,
 }
 
 /// Runs one seed: safety phase, then liveness phase. `verbose` prints every event.
@@ -304,6 +333,8 @@ pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
         accepted: 0,
         crashes: 0,
         partitions: 0,
+        conf_changes: 0,
+        transfers: 0,
     };
     let result = s.safety_phase().and_then(|()| s.liveness_phase());
     s.outcome(result.err())
@@ -333,6 +364,10 @@ impl Swarm {
             self.schedule(at, Action::Propose(c));
         }
         self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
+        if let Some(every) = self.p.membership_interval_us {
+            let at = now + self.around(every);
+            self.schedule(at, Action::Membership);
+        }
         let end = self.p.safety_duration_us;
         while let Some((at, action)) = self.agenda.next_due(end) {
             self.cluster.run_until_us(at);
@@ -359,6 +394,56 @@ impl Swarm {
                 self.partitions += effect.partitions;
                 self.crashes += effect.crashes;
             }
+            Action::Membership => {
+                self.change_membership();
+                let every = self.p.membership_interval_us.expect("scheduled only when set");
+                let at = now + self.around(every);
+                self.schedule(at, Action::Membership);
+            }
+        }
+    }
+
+    /// An operator's move against the current leader: add a learner, promote it, add or
+    /// remove a voter (the leader itself included), demote a voter, remove a learner,
+    /// replace a voter in one joint change, or transfer leadership. A move that does not
+    /// fit the configuration is skipped; one the leader refuses (a change in flight) too.
+    fn change_membership(&mut self) {
+        let Some(leader) = self.cluster.stable_leader() else { return };
+        let conf = self.cluster.raft(leader).expect("a leader is up").conf_state().clone();
+        let members = conf.members();
+        let outsiders: Vec<NodeId> =
+            (1..=self.p.cluster.nodes as NodeId).filter(|id| !members.contains(id)).collect();
+        let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
+        let others: Vec<NodeId> = voters.iter().copied().filter(|&v| v != leader).collect();
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let rng = &mut self.rng;
+        let mut pick = |from: &[NodeId]| {
+            (!from.is_empty()).then(|| from[rng.range(0, from.len() as u64) as usize])
+        };
+        use ConfChangeKind::*;
+        let step = |kind, node| ConfChangeSingle { kind, node };
+        let changes = match pick(&[0, 1, 2, 3, 4, 5, 6, 7, 8]).expect("non-empty") {
+            0 => pick(&outsiders).map(|n| vec![step(AddLearner, n)]),
+            1 => pick(&learners).map(|n| vec![step(AddVoter, n)]),
+            2 => pick(&outsiders).map(|n| vec![step(AddVoter, n)]),
+            3 => pick(&others).map(|n| vec![step(Remove, n)]),
+            4 => (voters.len() > 1).then(|| vec![step(Remove, leader)]),
+            5 => pick(&others).map(|n| vec![step(AddLearner, n)]),
+            6 => pick(&learners).map(|n| vec![step(Remove, n)]),
+            7 => {
+                if let Some(target) = pick(&others) {
+                    self.transfers +=
+                        u64::from(self.cluster.transfer_leader(leader, target).is_ok());
+                }
+                None
+            }
+            _ => pick(&others)
+                .zip(pick(&outsiders))
+                .map(|(out, new)| vec![step(Remove, out), step(AddVoter, new)]),
+        };
+        if let Some(changes) = changes {
+            let accepted = self.cluster.conf_change_to(leader, ConfChange { changes }).is_ok();
+            self.conf_changes += u64::from(accepted);
         }
     }
 
@@ -474,8 +559,10 @@ impl Swarm {
             return false;
         };
         let need = max.into_iter().max().unwrap_or(0);
-        let n = self.p.cluster.nodes as NodeId;
-        (1..=n).all(|id| self.cluster.state_machine(id).applied_index >= need)
+        // Every member of the leader's configuration; removed nodes no longer follow.
+        let Some(leader) = self.cluster.stable_leader() else { return false };
+        let members = self.cluster.raft(leader).expect("a leader is up").conf_state().members();
+        members.into_iter().all(|id| self.cluster.state_machine(id).applied_index >= need)
     }
 
     fn commit_stall(&self, tracked: &[Tracked]) -> Violation {
@@ -510,6 +597,8 @@ impl Swarm {
             commands_committed: self.cluster.commands_committed(),
             crashes: self.crashes,
             partitions: self.partitions,
+            conf_changes: self.conf_changes,
+            transfers: self.transfers,
             trace_hash: self.cluster.trace_hash(),
             failure,
             params: self.p,
