@@ -270,7 +270,8 @@ fn invalid_peer_messages_change_nothing() {
 /// Any value a field may hold: the boundaries, the recipient's own term and log
 /// positions and their neighbours, and random bits.
 fn extreme(rng: &mut Rng, near: u64) -> u64 {
-    let choices = [0, 1, near.saturating_sub(1), near, near + 1, TERM_MAX, INDEX_MAX, u64::MAX];
+    let choices =
+        [0, 1, near.saturating_sub(1), near, near.saturating_add(1), TERM_MAX, INDEX_MAX, u64::MAX];
     if rng.chance(0.2) {
         rng.next_u64()
     } else {

@@ -98,6 +98,7 @@ pub async fn serve_until(
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
     node_cfg.background_snapshots = true;
     node_cfg.quota_bytes = cfg.quota_bytes;
+    node_cfg.raft.max_snapshot_bytes = peer_guard::snapshot_bytes_max(cfg.quota_bytes);
     match cfg.quota_bytes {
         None => tracing::info!("disabled backend quota"),
         Some(q) if q > config::MAX_SUGGESTED_QUOTA_BYTES => tracing::warn!(

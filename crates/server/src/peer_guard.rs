@@ -33,6 +33,19 @@ pub const MEMBER_HEADER: &str = "raftkv-member-id";
 /// Shortest time between two log lines about one member's dropped messages.
 pub const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Smallest limit on a snapshot received from a leader: raft's default, 16 GiB.
+pub const SNAPSHOT_BYTES_MAX_MIN: u64 = 16 << 30;
+
+/// The largest snapshot this member accepts from a leader, from the space quota: four
+/// times the quota (a snapshot holds the state the quota measures, plus history and
+/// sessions), at least [`SNAPSHOT_BYTES_MAX_MIN`]; without a quota, no limit beyond
+/// memory (the follower only holds the bytes that actually arrived, never what a chunk
+/// announces). A derived value rather than a flag: a legitimate snapshot must always
+/// fit, and the quota already says how large the state may grow.
+pub fn snapshot_bytes_max(quota_bytes: Option<u64>) -> u64 {
+    quota_bytes.map_or(u64::MAX, |q| q.saturating_mul(4).max(SNAPSHOT_BYTES_MAX_MIN))
+}
+
 /// The member a stream speaks for, from its [`MEMBER_HEADER`]: a known member that is
 /// not this one, or the stream is refused.
 pub fn stream_member<T>(
@@ -118,6 +131,14 @@ mod tests {
             r.metadata_mut().insert(MEMBER_HEADER, h.parse().unwrap());
         }
         r
+    }
+
+    #[test]
+    fn snapshot_limit_follows_the_quota_with_a_generous_floor() {
+        assert_eq!(snapshot_bytes_max(Some(2 << 30)), 16 << 30);
+        assert_eq!(snapshot_bytes_max(Some(8 << 30)), 32 << 30);
+        assert_eq!(snapshot_bytes_max(Some(u64::MAX)), u64::MAX);
+        assert_eq!(snapshot_bytes_max(None), u64::MAX);
     }
 
     #[test]
