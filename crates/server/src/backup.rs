@@ -301,12 +301,14 @@ fn read_etcd_backup(
 
 /// etcd's `snapshot status` of an etcd snapshot file (hash over every bucket, last
 /// revision, keys in all buckets, database size), as `etcdctl snapshot status` prints
-/// it; like etcdctl, it does not check the trailing SHA-256.
+/// it. Unlike etcdctl it also checks the trailing SHA-256 when there is one, so a
+/// damaged snapshot is reported before anyone restores it.
 pub fn etcd_status(path: &Path) -> Result<(u32, u64, u64, u64), BackupError> {
     let err = |what: String| BackupError(format!("snapshot file {}: {what}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|e| err(format!("cannot read it: {e}")))?;
     let len = file.metadata().map_err(|e| err(format!("cannot read it: {e}")))?.len();
-    let (db_bytes, _) = etcd_db_bytes(&mut file, len, true).map_err(err)?;
+    let has_hash = len % ALIGN_BYTES == DIGEST_BYTES as u64;
+    let (db_bytes, _) = etcd_db_bytes(&mut file, len, !has_hash).map_err(err)?;
     let db = bbolt::Db::open((file, db_bytes)).map_err(|e| err(e.to_string()))?;
     crate::etcd_db::db_status(&db).map_err(err)
 }
