@@ -48,6 +48,10 @@ pub enum SnapshotCmd {
         /// Accepted for etcd compatibility (cluster ids derive from the member list).
         #[arg(long)]
         initial_cluster_token: Option<String>,
+        /// Restore a file without a SHA-256 at its end (an etcd db file copied from a
+        /// data dir), or ignore a hash that does not match, as etcd's flag.
+        #[arg(long)]
+        skip_hash_check: bool,
     },
     /// Check a snapshot file and show its hash, revision, key count and size (as
     /// `etcdctl snapshot status`).
@@ -71,10 +75,12 @@ pub async fn run(cmd: SnapshotCmd) -> Result<(), String> {
             initial_advertise_peer_urls,
             data_dir,
             initial_cluster_token: _,
+            skip_hash_check,
         } => {
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
             let peer_url = initial_advertise_peer_urls.as_deref();
-            restore(&file, &name, &initial_cluster, peer_url, &data_dir)
+            let target = Target { name: &name, initial_cluster: &initial_cluster, peer_url };
+            restore(&file, target, &data_dir, skip_hash_check)
         }
         SnapshotCmd::Status { file, write_out } => status(&file, &write_out),
     }
@@ -86,7 +92,7 @@ async fn save(file: &Path, ep: &Endpoints) -> Result<(), String> {
     for endpoint in &ep.endpoints {
         match save_from(endpoint, &part, Duration::from_secs(ep.timeout_secs)).await {
             Ok(()) => {
-                let checked = read_backup(&part).map_err(|e| e.to_string());
+                let checked = read_backup(&part, false).map_err(|e| e.to_string());
                 let renamed = checked.and_then(|_| {
                     std::fs::rename(&part, file).map_err(|e| {
                         format!("renaming {} to {}: {e}", part.display(), file.display())
@@ -151,13 +157,15 @@ fn sync_parent_dir(file: &Path) {
     }
 }
 
-fn restore(
-    file: &Path,
-    name: &str,
-    initial_cluster: &str,
-    peer_url: Option<&str>,
-    data_dir: &Path,
-) -> Result<(), String> {
+/// The member a restore writes a data dir for.
+struct Target<'a> {
+    name: &'a str,
+    initial_cluster: &'a str,
+    peer_url: Option<&'a str>,
+}
+
+fn restore(file: &Path, t: Target, data_dir: &Path, skip_hash_check: bool) -> Result<(), String> {
+    let Target { name, initial_cluster, peer_url } = t;
     let (members, cluster_id) = parse_initial_cluster(initial_cluster).map_err(|e| e.0)?;
     let Some(me) = members.iter().find(|m| m.name == name) else {
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
@@ -175,7 +183,10 @@ fn restore(
             ));
         }
     }
-    let backup = read_backup(file).map_err(|e| e.to_string())?;
+    let backup = read_backup(file, skip_hash_check).map_err(|e| e.to_string())?;
+    for what in &backup.skipped {
+        eprintln!("warning: {}: {what}", file.display());
+    }
     let r =
         restore_data_dir(backup, data_dir, me, &members, cluster_id).map_err(|e| e.to_string())?;
     println!(
@@ -194,18 +205,29 @@ fn status(file: &Path, format: &str) -> Result<(), String> {
     if format != "simple" && format != "json" {
         return Err(format!("--write-out {format:?}: use simple or json"));
     }
-    let backup: Backup = read_backup(file).map_err(|e| e.to_string())?;
-    let revision = backup.state.revision();
-    let hash = server::hash::hash_kv(&backup.state, revision)
-        .map_err(|e| format!("hashing {}: {e}", file.display()))?;
-    let keys = backup.key_count();
+    let (hash, revision, keys, size) = match server::backup::etcd_status(file) {
+        Ok(status) => status,
+        Err(etcd_err) => {
+            // raftkv's older format, or a file neither reads: its error says why.
+            let backup: Backup = read_backup(file, false).map_err(|e| {
+                if e.0.contains("neither") {
+                    etcd_err.to_string()
+                } else {
+                    e.to_string()
+                }
+            })?;
+            let revision = backup.state.revision();
+            let hash = server::hash::hash_kv(&backup.state, revision)
+                .map_err(|e| format!("hashing {}: {e}", file.display()))?;
+            (hash, revision, backup.key_count(), backup.file_bytes)
+        }
+    };
     if format == "json" {
         println!(
-            "{{\"hash\":{hash},\"revision\":{revision},\"totalKey\":{keys},\"totalSize\":{}}}",
-            backup.file_bytes
+            "{{\"hash\":{hash},\"revision\":{revision},\"totalKey\":{keys},\"totalSize\":{size}}}"
         );
     } else {
-        println!("{hash:x}, {revision}, {keys}, {}", human_bytes(backup.file_bytes));
+        println!("{hash:x}, {revision}, {keys}, {}", human_bytes(size));
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod compactor;
 pub mod concurrency;
 pub mod config;
 pub mod etcd;
+pub mod etcd_db;
 pub mod hash;
 pub mod http;
 pub mod lease;
