@@ -166,6 +166,7 @@ impl Import {
             mvcc: self.mvcc,
             sessions: Sessions::default(),
             alarms: Alarms::default(),
+            auth: Default::default(),
         })
     }
 }

@@ -298,7 +298,7 @@ impl Applier {
             self.applied = e.index;
             let response = match e.kind {
                 EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
-                EntryKind::Noop => None,
+                EntryKind::Noop | EntryKind::ConfChange => None,
             };
             entries.push((e, response));
         }

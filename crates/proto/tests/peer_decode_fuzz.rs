@@ -15,10 +15,10 @@ use std::sync::Arc;
 /// Encodings of one message of each kind, the seeds for mutation.
 fn seeds() -> Vec<Vec<u8>> {
     let e = |index| Entry { term: 3, index, kind: EntryKind::Normal, data: Arc::from(&b"v"[..]) };
-    let meta = SnapshotMeta { index: 9, term: 3, conf: ConfState { voters: [1, 2, 3].into() } };
+    let meta = SnapshotMeta { index: 9, term: 3, conf: ConfState::from_voters([1, 2, 3].into()) };
     let bodies = vec![
         MessageBody::PreVote { last_index: 9, last_term: 3 },
-        MessageBody::Vote { last_index: 9, last_term: 3 },
+        MessageBody::Vote { last_index: 9, last_term: 3, transfer: false },
         MessageBody::VoteResp { reject: false },
         MessageBody::Append { prev_index: 4, prev_term: 3, entries: vec![e(5), e(6)], commit: 5 },
         MessageBody::AppendResp { index: 6, reject: None },
@@ -34,6 +34,7 @@ fn seeds() -> Vec<Vec<u8>> {
         MessageBody::SnapshotResp { snapshot_index: 9, next_offset: 4, done: true, last_index: 9 },
         MessageBody::ReadIndex { ctx: 7 },
         MessageBody::ReadIndexResp { ctx: 7, index: 5 },
+        MessageBody::TimeoutNow,
     ];
     let msgs: Vec<Message> =
         bodies.into_iter().map(|body| Message { from: 2, to: 1, term: 3, body }).collect();

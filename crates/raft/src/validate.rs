@@ -168,7 +168,7 @@ pub fn check_message(m: &Message, me: NodeId, limits: &PeerLimits) -> Result<(),
     term(m.term, "term", TERM_MAX)?;
     match &m.body {
         MessageBody::PreVote { last_index, last_term }
-        | MessageBody::Vote { last_index, last_term } => {
+        | MessageBody::Vote { last_index, last_term, .. } => {
             index(*last_index, "last_index")?;
             term(*last_term, "last_term", m.term)
         }
@@ -195,7 +195,7 @@ pub fn check_message(m: &Message, me: NodeId, limits: &PeerLimits) -> Result<(),
             index(*snapshot_index, "snapshot_index")?;
             index(*last_index, "last_index")
         }
-        MessageBody::ReadIndex { .. } => Ok(()),
+        MessageBody::ReadIndex { .. } | MessageBody::TimeoutNow => Ok(()),
         MessageBody::ReadIndexResp { index: i, .. } => index(*i, "index"),
     }
 }
@@ -245,9 +245,13 @@ fn check_append(
 fn check_snapshot_meta(meta: &SnapshotMeta, msg_term: Term) -> Result<(), Invalid> {
     index(meta.index, "snapshot index")?;
     term(meta.term, "snapshot term", msg_term)?;
-    let count = meta.conf.voters.len();
-    if count == 0 || count > VOTERS_MAX || meta.conf.voters.contains(&0) {
-        return Err(Invalid::BadVoters { count });
+    let conf = &meta.conf;
+    let count = conf.voters.len();
+    let members =
+        count + conf.voters_outgoing.len() + conf.learners.len() + conf.learners_next.len();
+    let sets = [&conf.voters, &conf.voters_outgoing, &conf.learners, &conf.learners_next];
+    if count == 0 || members > VOTERS_MAX || sets.iter().any(|s| s.contains(&0)) {
+        return Err(Invalid::BadVoters { count: members });
     }
     Ok(())
 }

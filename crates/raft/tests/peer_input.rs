@@ -85,7 +85,7 @@ impl Cluster {
                 let meta = SnapshotMeta {
                     index: applied_index,
                     term: r.term_at(applied_index).unwrap(),
-                    conf: ConfState { voters: r.voters().clone() },
+                    conf: ConfState::from_voters(r.voters().clone()),
                 };
                 let data: Arc<[u8]> = applied_index.to_le_bytes().to_vec().into();
                 r.compact(Snapshot { meta, data }).unwrap();
@@ -174,7 +174,10 @@ fn invalid_message(rng: &mut Rng, to: &Raft) -> Message {
     let past_log = to.last_index() + 1 + rng.range(0, 1000);
     let (term, body) = match rng.range(0, 10) {
         0 => (beyond(rng, TERM_MAX), MessageBody::Heartbeat { commit: 0, read_round: 0 }),
-        1 => (term, MessageBody::Vote { last_index: beyond(rng, INDEX_MAX), last_term: 0 }),
+        1 => (
+            term,
+            MessageBody::Vote { last_index: beyond(rng, INDEX_MAX), last_term: 0, transfer: false },
+        ),
         2 => (term + 1, MessageBody::PreVote { last_index: 1, last_term: term + 2 }),
         3 => (term, MessageBody::AppendResp { index: beyond(rng, INDEX_MAX), reject: None }),
         4 => (term, MessageBody::AppendResp { index: past_log, reject: None }),
@@ -203,7 +206,7 @@ fn invalid_message(rng: &mut Rng, to: &Raft) -> Message {
 fn huge_snapshot_chunk(rng: &mut Rng, term: Term) -> MessageBody {
     let total_bytes = if rng.chance(0.5) { 1 << 62 } else { 4097 };
     MessageBody::Snapshot {
-        meta: SnapshotMeta { index: 1 << 40, term, conf: ConfState { voters: VOTERS.into() } },
+        meta: SnapshotMeta { index: 1 << 40, term, conf: ConfState::from_voters(VOTERS.into()) },
         offset: 0,
         total_bytes,
         chunk: Arc::from(&b"x"[..]),
@@ -282,10 +285,14 @@ fn extreme(rng: &mut Rng, near: u64) -> u64 {
 fn extreme_message(rng: &mut Rng, to: &Raft) -> Message {
     let (t, li) = (to.term(), to.last_index());
     let term = extreme(rng, t);
-    let body = match rng.range(0, 12) {
+    let body = match rng.range(0, 13) {
         0 => MessageBody::PreVote { last_index: extreme(rng, li), last_term: extreme(rng, t) },
         1 => MessageBody::PreVoteResp { reject: rng.chance(0.5) },
-        2 => MessageBody::Vote { last_index: extreme(rng, li), last_term: extreme(rng, t) },
+        2 => MessageBody::Vote {
+            last_index: extreme(rng, li),
+            last_term: extreme(rng, t),
+            transfer: rng.chance(0.5),
+        },
         3 => MessageBody::VoteResp { reject: rng.chance(0.5) },
         4 => {
             let prev_index = extreme(rng, li);
@@ -319,7 +326,7 @@ fn extreme_message(rng: &mut Rng, to: &Raft) -> Message {
             let meta = SnapshotMeta {
                 index: extreme(rng, li),
                 term: extreme(rng, t),
-                conf: ConfState { voters: VOTERS.into() },
+                conf: ConfState::from_voters(VOTERS.into()),
             };
             let done = rng.chance(0.5);
             MessageBody::Snapshot { meta, offset, total_bytes, chunk: vec![7; len].into(), done }
@@ -331,6 +338,7 @@ fn extreme_message(rng: &mut Rng, to: &Raft) -> Message {
             last_index: extreme(rng, li),
         },
         10 => MessageBody::ReadIndex { ctx: rng.next_u64() },
+        11 => MessageBody::TimeoutNow,
         _ => MessageBody::ReadIndexResp { ctx: extreme(rng, 1), index: extreme(rng, li) },
     };
     let mut from = any_id(rng);
@@ -410,7 +418,7 @@ fn snapshot_chunk_announcing_huge_size_allocates_nothing() {
     let f = follower_of(l);
     let term = c.nodes[&f].term();
     let chunk = |total_bytes| MessageBody::Snapshot {
-        meta: SnapshotMeta { index: 1 << 40, term, conf: ConfState { voters: VOTERS.into() } },
+        meta: SnapshotMeta { index: 1 << 40, term, conf: ConfState::from_voters(VOTERS.into()) },
         offset: 0,
         total_bytes,
         chunk: Arc::from(&b"x"[..]),

@@ -36,7 +36,11 @@ fn msg(from: u64, to: u64, term: u64, body: Body) -> wire::Message {
 }
 
 fn meta(index: u64, term: u64, voters: Vec<u64>) -> Option<wire::SnapshotMeta> {
-    Some(wire::SnapshotMeta { index, term, conf: Some(wire::ConfState { voters }) })
+    Some(wire::SnapshotMeta {
+        index,
+        term,
+        conf: Some(wire::ConfState { voters, ..Default::default() }),
+    })
 }
 
 /// Messages to member `to` on a stream that speaks for `member` (another member, `other`
@@ -69,7 +73,7 @@ fn hostile_messages(member: u64, other: u64, to: u64, term: u64) -> Vec<wire::Me
             other,
             to,
             term.saturating_add(1),
-            Body::Vote(wire::VoteRequest { last_index: max, last_term: term }),
+            Body::Vote(wire::VoteRequest { last_index: max, last_term: term, transfer: false }),
         ),
         // Out of bounds.
         msg(member, to, max, beat.clone()),

@@ -145,7 +145,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &AtomicU64); 14] = [
+        let gauges: [(&str, &str, &AtomicU64); 15] = [
             ("raftkv_term", "current Raft term", &self.term),
             ("raftkv_leader_id", "member id of the known leader (0: none)", &self.leader),
             ("raftkv_is_leader", "1 if this member leads", &self.is_leader),

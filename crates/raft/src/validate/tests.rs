@@ -26,7 +26,7 @@ fn append(prev_index: Index, entries: Vec<Entry>) -> MessageBody {
 }
 
 fn chunk(total_bytes: u64, offset: u64, len: usize, done: bool) -> MessageBody {
-    let conf = ConfState { voters: [1, 2, 3].into() };
+    let conf = ConfState::from_voters([1, 2, 3].into());
     MessageBody::Snapshot {
         meta: SnapshotMeta { index: 10, term: 1, conf },
         offset,
@@ -56,7 +56,7 @@ fn terms_are_bounded_so_an_election_can_always_add_one() {
 
 #[test]
 fn a_vote_request_cannot_claim_a_last_term_beyond_its_own_term() {
-    let vote = |last_term| MessageBody::Vote { last_index: 5, last_term };
+    let vote = |last_term| MessageBody::Vote { last_index: 5, last_term, transfer: false };
     assert_eq!(check(&msg(3, vote(3))), Ok(()));
     assert!(matches!(check(&msg(3, vote(4))), Err(Invalid::BadTerm { .. })));
     let huge = MessageBody::PreVote { last_index: u64::MAX, last_term: 1 };
@@ -127,7 +127,7 @@ fn snapshot_chunks_fit_their_snapshot_and_the_size_limit() {
 #[test]
 fn a_snapshot_membership_is_non_empty_and_names_no_zero() {
     for voters in [vec![], vec![0, 1]] {
-        let conf = ConfState { voters: voters.into_iter().collect() };
+        let conf = ConfState::from_voters(voters.into_iter().collect());
         let body = MessageBody::Snapshot {
             meta: SnapshotMeta { index: 10, term: 1, conf },
             offset: 0,
