@@ -5,7 +5,8 @@
 //!   the request size, the shape whose duplicate-key check does the most work), many
 //!   times;
 //! - (b) ranges over many keys: serializable and linearizable, whole, `count_only` and
-//!   with a `limit`;
+//!   with a `limit`; then (b2) one delete range over all of them (applied on the
+//!   applier thread, it must not hold the raft loop);
 //! - (c) many watchers from revision 1 on a hot key with a long history;
 //! - (d) many leases granted, a share of them kept alive, then revoked;
 //! - (e) many idle watch streams;
@@ -628,6 +629,23 @@ async fn big_ranges(cluster: &TestCluster, target: usize, scale: &Scale) -> Case
     Ok(format!("{n} keys; worst of {}: {}", scale.range_repeats, notes.join(", ")))
 }
 
+/// (b2) One delete range over the `count` keys the range case loaded.
+async fn delete_range_keys(endpoint: &str, count: usize) -> CaseResult {
+    let mut kv = kv_client(channel(endpoint));
+    let all = pb::DeleteRangeRequest {
+        key: "r/".into(),
+        range_end: client::prefix_end(b"r/").into(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let r = within("the delete range", LARGEST_TXN_TIMEOUT, kv.delete_range(all)).await?;
+    let r = grpc("the delete range", r)?;
+    if r.deleted != count as i64 {
+        return Err(format!("the delete range deleted {} keys, want {count}", r.deleted));
+    }
+    Ok(format!("deleted {count} keys in {} ms", start.elapsed().as_millis()))
+}
+
 /// (c) `watchers` watchers from revision 1 on a hot key with `history` changes, on
 /// 10 connections, each watcher reading until it has every change.
 async fn hot_key_watchers(endpoint: &str, watchers: usize, history: usize) -> CaseResult {
@@ -1107,6 +1125,11 @@ async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
             .map(|n| format!("{n}; loaded in {} ms", took.as_millis())),
         Err(e) => Err(format!("loading: {e}")),
     };
+    rows.push(m.finish(&cluster, outcome).await);
+
+    let target = cluster.leader().await;
+    let m = Measure::start(&cluster, target, "b2 delete range").await;
+    let outcome = delete_range_keys(&cluster.endpoint(target), scale.range_keys).await;
     rows.push(m.finish(&cluster, outcome).await);
 
     let target = cluster.leader().await;

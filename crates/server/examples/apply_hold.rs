@@ -14,6 +14,7 @@
 
 use kv::{Command, DeleteRangeRequest, Op, PutRequest, RequestOp, Response, TxnRequest};
 use node::{MemStore, Node, NodeConfig, Request};
+use proto::etcdserverpb as pb;
 use server::metrics::Metrics;
 use server::runtime::{self, NodeHandle, Outbox};
 use std::sync::atomic::Ordering;
@@ -28,6 +29,8 @@ impl Outbox for NoPeers {
 
 /// etcd's `--max-request-bytes` default: the largest request a client can send.
 const REQUEST_BYTES_MAX: usize = 1536 * 1024;
+/// The Raft core's limit on one proposal (`raft::Config::max_proposal_bytes`).
+const PROPOSAL_BYTES_MAX: usize = 2 << 20;
 /// Puts per loading transaction, and the fan-out of the largest transaction's tree.
 const FANOUT: usize = 31;
 
@@ -44,38 +47,64 @@ fn txn(success: Vec<RequestOp>) -> TxnRequest {
 }
 
 /// `leaves` nested in 4 levels of transactions of at most [`FANOUT`] operations.
-fn tree(leaves: Vec<RequestOp>) -> RequestOp {
+fn tree(leaves: Vec<pb::RequestOp>) -> pb::RequestOp {
     let mut ops = leaves;
-    for _ in 0..3 {
-        ops = ops.chunks(FANOUT).map(|c| RequestOp::Txn(txn(c.to_vec()))).collect();
+    for _ in 0..4 {
+        ops = ops
+            .chunks(FANOUT)
+            .map(|c| pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestTxn(pb::TxnRequest {
+                    success: c.to_vec(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
     }
-    RequestOp::Txn(txn(ops))
+    ops.pop().expect("one root")
 }
 
-/// `n` deletes then `n` puts: every put is checked against every earlier delete.
-fn delete_put(n: usize) -> Command {
+/// `n` deletes then `n` puts, as a client sends it: every put is checked against every
+/// earlier delete (the shape of the hostile suite's largest transaction).
+fn delete_put(n: usize) -> pb::TxnRequest {
+    use pb::request_op::Request as R;
+    let op = |r| pb::RequestOp { request: Some(r) };
     let deletes = (0..n)
         .map(|i| {
-            let d = DeleteRangeRequest { key: key(b'D', i), ..Default::default() };
-            RequestOp::DeleteRange(d)
+            op(R::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: key(b'D', i).into(),
+                ..Default::default()
+            }))
         })
         .collect();
-    let puts = (0..n).map(|i| put(key(b'P', i), 0)).collect();
-    Command::new(Op::Txn(txn(vec![tree(deletes), tree(puts)])))
+    let puts = (0..n)
+        .map(|i| {
+            op(R::RequestPut(pb::PutRequest { key: key(b'P', i).into(), ..Default::default() }))
+        })
+        .collect();
+    pb::TxnRequest { success: vec![tree(deletes), tree(puts)], ..Default::default() }
 }
 
-/// The largest [`delete_put`] whose encoding fits [`REQUEST_BYTES_MAX`].
+/// Whether the server accepts `t`: at most [`REQUEST_BYTES_MAX`] on the wire and at
+/// most [`PROPOSAL_BYTES_MAX`] in the log.
+fn accepted(t: &pb::TxnRequest) -> Option<Command> {
+    let cmd = Command::new(Op::Txn(server::etcd::txn_request(t).ok()?));
+    let fits = prost::Message::encoded_len(t) <= REQUEST_BYTES_MAX
+        && cmd.encode().len() <= PROPOSAL_BYTES_MAX;
+    fits.then_some(cmd)
+}
+
+/// The largest [`delete_put`] the server accepts.
 fn largest_txn() -> (usize, Command) {
-    let (mut lo, mut hi) = (1usize, 1 << 17);
+    let (mut lo, mut hi) = (1usize, 1 << 18);
     while lo + 1 < hi {
         let mid = (lo + hi) / 2;
-        if delete_put(mid).encode().len() <= REQUEST_BYTES_MAX {
+        if accepted(&delete_put(mid)).is_some() {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    (lo, delete_put(lo))
+    (lo, accepted(&delete_put(lo)).expect("fits"))
 }
 
 async fn write(h: &NodeHandle, op: Op) -> Response {

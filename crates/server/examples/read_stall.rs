@@ -59,6 +59,7 @@ async fn start(hand_out_reads: bool) -> (NodeHandle, Arc<Metrics>, std::thread::
     cfg.hand_out_reads = hand_out_reads;
     cfg.snapshot_interval_entries = 0;
     cfg.request_timeout_ticks = 10_000;
+    cfg.apply_apart = true; // the runtime applies on its own thread
     let node = Node::new(cfg, store, restored).expect("node");
     let metrics = Arc::new(Metrics::default());
     let dir = std::env::temp_dir().join(format!("raftkv-read-stall-{}", std::process::id()));

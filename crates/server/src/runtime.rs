@@ -370,8 +370,10 @@ impl NodeHandle {
     }
 }
 
-/// Starts the node thread. `on_fatal` runs if the node hits an unrecoverable error
-/// (its disk failed); the thread then stops.
+/// Starts the node thread and its applier thread. `node` must be configured with
+/// [`node::NodeConfig::apply_apart`]. `on_fatal` runs if the node hits an unrecoverable
+/// error (its disk failed, or a snapshot from the leader cannot be restored); the thread
+/// then stops.
 pub fn spawn<S: LogStore + Send + 'static>(
     node: Node<S>,
     tick: Duration,
