@@ -39,8 +39,15 @@ const PEER_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const PEER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Batches queued per peer before new ones are dropped.
 const PEER_QUEUE_BATCHES: usize = 4096;
-/// Largest gRPC message between peers (snapshot chunks and append batches stay below).
-pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// Largest gRPC message between peers. Senders split batches at [`PEER_BATCH_BYTES_MAX`]
+/// and one Raft message is at most a 2 MiB proposal or a 1 MiB snapshot chunk, so honest
+/// traffic stays well below. It is also what one hostile message can make a member
+/// decode: protobuf turns a 2-byte empty entry into a ~56-byte struct, so the bound
+/// (16 MiB, once 64) keeps that under ~0.5 GB.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// Most bytes (by [`Message::size_bytes`]) of Raft messages in one batch on the wire; a
+/// single larger message goes alone.
+pub const PEER_BATCH_BYTES_MAX: u64 = 4 << 20;
 /// Most client URLs kept per member, and the longest one: a peer's hello is input too.
 const CLIENT_URLS_MAX: usize = 16;
 const CLIENT_URL_BYTES_MAX: usize = 512;
@@ -284,9 +291,11 @@ async fn stream_to_peer(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { return Ok(()) };
-                let pb = MessageBatch::from_raft(me.cluster_id, &batch);
-                if tx.send(pb).await.is_err() {
-                    return Err("stream closed".into());
+                for part in split_batch(&batch, PEER_BATCH_BYTES_MAX) {
+                    let pb = MessageBatch::from_raft(me.cluster_id, part);
+                    if tx.send(pb).await.is_err() {
+                        return Err("stream closed".into());
+                    }
                 }
             }
             ended = &mut call => {
@@ -298,6 +307,25 @@ async fn stream_to_peer(
             }
         }
     }
+}
+
+/// `batch` in consecutive parts of at most `max_bytes` each (by [`Message::size_bytes`]),
+/// a message larger than that alone in its part.
+fn split_batch(batch: &[Message], max_bytes: u64) -> Vec<&[Message]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (k, m) in batch.iter().enumerate() {
+        let size = m.size_bytes();
+        if k > start && bytes + size > max_bytes {
+            parts.push(&batch[start..k]);
+            (start, bytes) = (k, 0);
+        }
+        bytes += size;
+    }
+    if start < batch.len() {
+        parts.push(&batch[start..]);
+    }
+    parts
 }
 
 /// The receiving side: the `raftkv.peer.Peer` service.
@@ -411,6 +439,34 @@ impl Peer for PeerService {
 mod tests {
     use super::*;
     use kv::{Op, PutRequest};
+
+    #[test]
+    fn batches_are_split_by_bytes_keeping_order() {
+        let entry = |n: usize| raft::Entry {
+            term: 1,
+            index: 1,
+            kind: raft::EntryKind::Normal,
+            data: vec![0; n].into(),
+        };
+        let append = |n| Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: raft::MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![entry(n)],
+                commit: 0,
+            },
+        };
+        // size_bytes: data + 24 per entry + 48 per message.
+        let batch = vec![append(28), append(28), append(500), append(28)];
+        let parts = split_batch(&batch, 200);
+        let sizes: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, [2, 1, 1], "two fit, the large one alone, then the rest");
+        assert_eq!(parts.concat(), batch);
+        assert!(split_batch(&[], 200).is_empty());
+    }
 
     /// Issue 11: the Forward RPC had no deadline, so a leader that accepted the
     /// connection and then said nothing held the client's write (and its task) forever.
