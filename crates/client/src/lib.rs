@@ -77,6 +77,27 @@ impl fmt::Display for ClientError {
 }
 impl std::error::Error for ClientError {}
 
+/// A lazily connecting channel to one endpoint (`http://`, `https://` or bare
+/// `host:port`); an `https://` one needs `tls`.
+pub fn channel(endpoint: &str, tls: Option<&tls::ClientTls>) -> Result<Channel, ClientError> {
+    let url =
+        if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let ep = Endpoint::from_shared(url.clone())
+        .map_err(|_| ClientError::BadEndpoint(format!("{endpoint:?} is not a URL")))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true);
+    if !tls::is_https(&url) {
+        return Ok(ep.connect_lazy());
+    }
+    match tls {
+        Some(tls) => Ok(ep.connect_with_connector_lazy(tls.connector())),
+        None => Err(ClientError::BadEndpoint(format!(
+            "{endpoint} is https:// but no CA is given; pass --cacert (the CA that signs the \
+             server's certificate)"
+        ))),
+    }
+}
+
 /// A connection to a cluster. Requests take `&mut self`: one at a time per client (a
 /// session has one write in flight); open several clients for concurrency.
 pub struct Client {
@@ -114,18 +135,20 @@ fn classify(s: tonic::Status) -> Attempt {
 impl Client {
     /// A client for the cluster at `endpoints` (`http://host:port`); connects lazily.
     pub fn connect(endpoints: &[String], opts: ClientOptions) -> Result<Client, ClientError> {
+        Client::connect_tls(endpoints, opts, None)
+    }
+
+    /// [`Client::connect`], reaching `https://` endpoints with `tls` (etcdctl's
+    /// `--cacert --cert --key`).
+    pub fn connect_tls(
+        endpoints: &[String],
+        opts: ClientOptions,
+        tls: Option<&tls::ClientTls>,
+    ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint("no endpoints given".into()));
         }
-        let mut channels = Vec::new();
-        for e in endpoints {
-            let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
-            let ep = Endpoint::from_shared(url.clone())
-                .map_err(|_| ClientError::BadEndpoint(format!("{e:?} is not a URL")))?
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true);
-            channels.push(ep.connect_lazy());
-        }
+        let channels = endpoints.iter().map(|e| channel(e, tls)).collect::<Result<Vec<_>, _>>()?;
         let ids = (1..=endpoints.len() as u64).collect();
         Ok(Client { endpoints: endpoints.to_vec(), channels, clerk: Clerk::new(ids, 0), opts })
     }

@@ -4,6 +4,7 @@
 mod bench;
 mod playground;
 mod snapshot;
+mod tls_flags;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientOptions};
@@ -38,6 +39,8 @@ struct Endpoints {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout_secs: u64,
+    #[command(flatten)]
+    tls: tls_flags::ClientTlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -193,6 +196,8 @@ struct ServerArgs {
     /// end of a pipe (`raftkv playground` does) takes the member down with it.
     #[arg(long)]
     stop_when_stdin_closes: bool,
+    #[command(flatten)]
+    tls: tls_flags::TlsArgs,
 }
 
 /// The gRPC limit flags, checked.
@@ -245,6 +250,9 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
                     a.experimental_auto_compaction_revision_interval
                 )
             })?;
+    let peer_urls: Vec<&str> = members.iter().map(|m| m.peer_url.as_str()).collect();
+    let (client_tls, peer_tls, peer_client_tls) =
+        tls_flags::settings(&a.tls, &a.listen_client_urls, &a.listen_peer_urls, &peer_urls)?;
     Ok(ServerConfig {
         name: a.name.clone(),
         data_dir: a.data_dir.clone(),
@@ -270,6 +278,9 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         auto_compaction,
         auto_compaction_revision_interval: revision_interval,
         grpc: grpc_limits(a)?,
+        client_tls,
+        peer_tls,
+        peer_client_tls,
     })
 }
 
@@ -332,7 +343,8 @@ fn main() -> ExitCode {
 
 fn client(ep: &Endpoints) -> Result<Client, String> {
     let opts = ClientOptions { deadline: Duration::from_secs(ep.timeout_secs), exactly_once: true };
-    Client::connect(&ep.endpoints, opts).map_err(|e| e.to_string())
+    let tls = ep.tls.client_tls()?;
+    Client::connect_tls(&ep.endpoints, opts, tls.as_ref()).map_err(|e| e.to_string())
 }
 
 fn show(bytes: &[u8]) -> String {

@@ -63,6 +63,13 @@ pub struct ServerConfig {
     pub auto_compaction_revision_interval: Duration,
     /// Limits of the gRPC listeners.
     pub grpc: GrpcLimits,
+    /// TLS on the client port (an `https://` `--listen-client-urls`); `None`: plaintext.
+    pub client_tls: Option<tls::ServerFiles>,
+    /// TLS on the peer port (an `https://` `--listen-peer-urls`); `None`: plaintext.
+    pub peer_tls: Option<tls::ServerFiles>,
+    /// How this member dials `https://` peers (`--peer-trusted-ca-file`, and its peer
+    /// certificate as the client certificate); `None`: no peer URL is `https://`.
+    pub peer_client_tls: Option<tls::ClientFiles>,
 }
 
 /// etcd's default space quota: 2 GiB.
@@ -239,16 +246,16 @@ pub fn fnv64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Parses `http://host:port` (or `host:port`) into a socket address.
+/// Parses `http://host:port`, `https://host:port` (or `host:port`) into a socket
+/// address; whether it asks for TLS is [`tls::is_https`].
 pub fn parse_url(flag: &str, url: &str) -> Result<SocketAddr, ConfigError> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    if url.starts_with("https://") {
-        return Err(ConfigError(format!("{flag}: {url}: TLS is not supported yet; use http://")));
-    }
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
     let host_port = rest.trim_end_matches('/');
     let host_port = host_port.replace("localhost", "127.0.0.1");
     host_port.parse().map_err(|_| {
-        ConfigError(format!("{flag}: {url:?} is not a URL of the form http://IP:PORT"))
+        ConfigError(format!(
+            "{flag}: {url:?} is not a URL of the form http://IP:PORT (or https://IP:PORT)"
+        ))
     })
 }
 
@@ -398,6 +405,7 @@ mod tests {
         let e = parse_url("--listen-client-urls", "http://nohost").unwrap_err();
         assert!(e.0.contains("http://IP:PORT"), "{e}");
         assert_eq!(parse_url("x", "http://localhost:80").unwrap().port(), 80);
+        assert_eq!(parse_url("x", "https://127.0.0.1:443").unwrap().port(), 443);
     }
 
     #[test]

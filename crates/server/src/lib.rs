@@ -67,6 +67,13 @@ pub async fn serve_until(
 ) -> Result<(), ServerError> {
     let had_data = check_data_dir(&cfg).map_err(|e| ServerError(e.0))?;
     let me = cfg.me().clone();
+    // Load the certificates before anything else: a wrong path is a start-up error.
+    let tls_err = |e: tls::TlsError| ServerError(e.0);
+    let client_tls =
+        cfg.client_tls.clone().map(tls::ServerTls::new).transpose().map_err(tls_err)?;
+    let peer_tls = cfg.peer_tls.clone().map(tls::ServerTls::new).transpose().map_err(tls_err)?;
+    let peer_client_tls =
+        cfg.peer_client_tls.clone().map(tls::ClientTls::new).transpose().map_err(tls_err)?;
     // Bind first: a port in use is the commonest start-up mistake, report it before work.
     let peer_listener = bind("--listen-peer-urls", cfg.listen_peer).await?;
     let client_listener = bind("--listen-client-urls", cfg.listen_client).await?;
@@ -123,7 +130,8 @@ pub async fn serve_until(
 
     let metrics = Arc::new(Metrics::default());
     let own_client_urls = if cfg.advertise_client.is_empty() {
-        vec![format!("http://{}", cfg.listen_client)]
+        let scheme = if client_tls.is_some() { "https" } else { "http" };
+        vec![format!("{scheme}://{}", cfg.listen_client)]
     } else {
         cfg.advertise_client.clone()
     };
@@ -143,6 +151,7 @@ pub async fn serve_until(
         metrics.clone(),
         client_urls.clone(),
         request_timeout,
+        peer_client_tls,
     );
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (handle, join) = runtime::spawn(
@@ -183,17 +192,23 @@ pub async fn serve_until(
     if cfg.grpc.keepalive_min_time != config::GrpcLimits::default().keepalive_min_time {
         tracing::warn!("{}", config::GrpcLimits::KEEPALIVE_MIN_TIME_NOT_ENFORCED);
     }
-    let peer_server = grpc_server(&cfg.grpc)
-        .add_service(
-            PeerServer::new(peer_service)
-                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
-        )
-        .serve_with_incoming(incoming(peer_listener, "--listen-peer-urls", &metrics));
+    let peer_router = grpc_server(&cfg.grpc).add_service(
+        PeerServer::new(peer_service)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+    );
+    let peer_connections = incoming(peer_listener, "--listen-peer-urls", &metrics);
+    let peer_task = match &peer_tls {
+        None => tokio::spawn(peer_router.serve_with_incoming(peer_connections)),
+        Some(tls) => tokio::spawn(
+            peer_router
+                .serve_with_incoming(tls.accept_stream(peer_connections, "--listen-peer-urls")),
+        ),
+    };
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").
     let recv_max = etcd::REQUEST_BYTES_MAX + 512 * 1024;
-    let client_server = grpc_server(&cfg.grpc)
+    let client_router = grpc_server(&cfg.grpc)
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(recv_max))
@@ -215,14 +230,20 @@ pub async fn serve_until(
         .add_service(
             proto::session::session_server::SessionServer::new(api)
                 .max_decoding_message_size(recv_max),
-        )
-        // etcdctl sends `http://host:port` as :authority on some connections; h2 would
-        // reset those requests (see authority.rs).
-        .serve_with_incoming(authority::wrap_incoming(incoming(
-            client_listener,
-            "--listen-client-urls",
-            &metrics,
-        )));
+        );
+    // etcdctl sends `http://host:port` as :authority on some connections; h2 would
+    // reset those requests (see authority.rs). The fix reads plaintext, so TLS ends
+    // below it, in the accept stream.
+    let client_connections = incoming(client_listener, "--listen-client-urls", &metrics);
+    let client_task = match &client_tls {
+        None => tokio::spawn(
+            client_router.serve_with_incoming(authority::wrap_incoming(client_connections)),
+        ),
+        Some(tls) => {
+            let decrypted = tls.accept_stream(client_connections, "--listen-client-urls");
+            tokio::spawn(client_router.serve_with_incoming(authority::wrap_incoming(decrypted)))
+        }
+    };
     if let Some(mode) = cfg.auto_compaction {
         tracing::info!(?mode, "auto compaction on");
         let interval = cfg.auto_compaction_revision_interval;
@@ -231,8 +252,6 @@ pub async fn serve_until(
     if let Some(l) = metrics_listener {
         tokio::spawn(http::serve(l, handle.clone(), metrics.clone()));
     }
-    let peer_task = tokio::spawn(peer_server);
-    let client_task = tokio::spawn(client_server);
 
     let result = tokio::select! {
         _ = shutdown_signal() => {

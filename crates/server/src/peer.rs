@@ -109,25 +109,33 @@ pub struct Transport {
 impl Transport {
     /// Starts a connection task for each peer `(id, url)`; peers' client URLs learnt in
     /// the handshakes go into `client_urls`. A forwarded write gets `forward_timeout` (the
-    /// request timeout) for its answer.
+    /// request timeout) for its answer. `https://` peers are dialled with `tls`.
     pub fn start(
         me: Identity,
         peers: Vec<(NodeId, String)>,
         metrics: Arc<Metrics>,
         client_urls: ClientUrls,
         forward_timeout: Duration,
+        tls: Option<tls::ClientTls>,
     ) -> Transport {
         let mut queues = HashMap::new();
         let mut clients = HashMap::new();
         for (id, url) in peers {
-            let channel = Endpoint::from_shared(url.clone())
+            let endpoint = Endpoint::from_shared(url.clone())
                 .expect("peer URLs are validated at start-up")
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .connect_lazy();
+                .keep_alive_while_idle(true);
+            // An https:// peer is dialled with the peer certificate and CA (checked at
+            // start-up: every https:// peer URL comes with them).
+            let channel = match &tls {
+                Some(tls) if tls::is_https(&url) => {
+                    endpoint.connect_with_connector_lazy(tls.connector())
+                }
+                _ => endpoint.connect_lazy(),
+            };
             let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
             queues.insert(id, tx);
             clients.insert(id, channel.clone());
@@ -486,7 +494,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let timeout = Duration::from_millis(300);
         let transport =
-            Transport::start(me, vec![(2, url)], metrics, ClientUrls::default(), timeout);
+            Transport::start(me, vec![(2, url)], metrics, ClientUrls::default(), timeout, None);
         let cmd = Command::new(Op::Put(PutRequest { key: b"k".to_vec(), ..Default::default() }));
 
         let started = Instant::now();

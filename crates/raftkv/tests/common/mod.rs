@@ -45,6 +45,8 @@ pub struct ClusterSpec {
     pub size: usize,
     /// Extra flags for every member, after the cluster flags.
     pub flags: Vec<String>,
+    /// URL scheme of every client and peer URL: `http` or `https` (TLS flags in `flags`).
+    pub scheme: &'static str,
 }
 
 impl ClusterSpec {
@@ -56,6 +58,7 @@ impl ClusterSpec {
             name_prefix: "m",
             size: 3,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            scheme: "http",
         }
     }
 
@@ -67,6 +70,11 @@ impl ClusterSpec {
     /// The same, with members named `prefix`1, `prefix`2...
     pub fn named(self, prefix: &'static str) -> ClusterSpec {
         ClusterSpec { name_prefix: prefix, ..self }
+    }
+
+    /// The same, with `https://` client and peer URLs (give the TLS flags too).
+    pub fn https(self) -> ClusterSpec {
+        ClusterSpec { scheme: "https", ..self }
     }
 
     /// The same, with `size` members.
@@ -98,6 +106,8 @@ pub struct TestCluster {
     flags: Vec<String>,
     members: Vec<Member>,
     initial_cluster: String,
+    scheme: &'static str,
+    client_tls: Option<tls::ClientTls>,
 }
 
 /// Where [`free_port`] looks: below Linux's default ephemeral range (32768-60999),
@@ -160,10 +170,18 @@ impl TestCluster {
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}={}://127.0.0.1:{}", m.name, spec.scheme, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        TestCluster { root, server: spec.server, flags: spec.flags, members, initial_cluster }
+        TestCluster {
+            root,
+            server: spec.server,
+            flags: spec.flags,
+            members,
+            initial_cluster,
+            scheme: spec.scheme,
+            client_tls: None,
+        }
     }
 
     /// Starts every member that is not running.
@@ -184,8 +202,8 @@ impl TestCluster {
             .append(true)
             .open(m.dir.with_extension("log"))
             .unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme, m.client_port);
+        let peer = format!("{}://127.0.0.1:{}", self.scheme, m.peer_port);
         let mut cmd = match self.server {
             Server::Raftkv => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_raftkv"));
@@ -234,6 +252,12 @@ impl TestCluster {
         self.members[i].child.as_ref().map(Child::id)
     }
 
+    /// The TLS that [`TestCluster::channel`], [`TestCluster::client`] and the waits use
+    /// to reach `https://` members.
+    pub fn set_client_tls(&mut self, tls: tls::ClientTls) {
+        self.client_tls = Some(tls);
+    }
+
     /// The members, in order.
     pub fn members(&self) -> &[Member] {
         &self.members
@@ -251,7 +275,7 @@ impl TestCluster {
 
     /// Member `i`'s peer URL.
     pub fn peer_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.members[i].peer_port)
     }
 
     /// Member `i`'s client address without a scheme (`127.0.0.1:PORT`), as etcdctl takes it.
@@ -261,7 +285,7 @@ impl TestCluster {
 
     /// Member `i`'s client URL.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://{}", self.address(i))
+        format!("{}://{}", self.scheme, self.address(i))
     }
 
     /// `GET path` on member `i`'s metrics listener (`/health`, `/metrics`): the status
@@ -300,7 +324,7 @@ impl TestCluster {
 
     /// A gRPC channel to member `i`, connecting at its first call.
     pub fn channel(&self, i: usize) -> tonic::transport::Channel {
-        tonic::transport::Channel::from_shared(self.endpoint(i)).unwrap().connect_lazy()
+        client::channel(&self.endpoint(i), self.client_tls.as_ref()).unwrap()
     }
 
     /// Waits (up to 30 s in all) until every running member answers a linearizable
@@ -320,7 +344,7 @@ impl TestCluster {
     /// A client of every member, writing exactly once (sessions), with a 20 s deadline.
     pub fn client(&self) -> Client {
         let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: true };
-        Client::connect(&self.endpoints(), opts).unwrap()
+        Client::connect_tls(&self.endpoints(), opts, self.client_tls.as_ref()).unwrap()
     }
 
     /// The running member that leads by its own status, if one does right now.
