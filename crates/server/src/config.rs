@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub auto_compaction_revision_interval: Duration,
     /// Limits of the gRPC listeners.
     pub grpc: GrpcLimits,
+    /// `--auth-token-ttl` and `--bcrypt-cost`.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// etcd's default space quota: 2 GiB.
