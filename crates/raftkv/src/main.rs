@@ -166,6 +166,16 @@ struct ServerArgs {
     /// no quota.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     quota_backend_bytes: i64,
+    /// How auth tokens are made: only `simple` (etcd's default; random tokens kept in
+    /// the issuing member's memory).
+    #[arg(long, default_value = "simple")]
+    auth_token: String,
+    /// Seconds an auth token stays valid after its last use (etcd's simple tokens).
+    #[arg(long, default_value_t = server::auth::DEFAULT_TOKEN_TTL_SECS)]
+    auth_token_ttl: u64,
+    /// bcrypt cost of password hashes, 4 to 31.
+    #[arg(long, default_value_t = server::auth::DEFAULT_BCRYPT_COST)]
+    bcrypt_cost: u32,
     /// Auto compaction: `periodic` (keep a time of history) or `revision` (keep a
     /// number of revisions).
     #[arg(long, default_value = "periodic")]
@@ -281,6 +291,30 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         client_tls,
         peer_tls,
         peer_client_tls,
+        auth: auth_config(a)?,
+    })
+}
+
+/// `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`, checked as etcd checks them.
+fn auth_config(a: &ServerArgs) -> Result<server::auth::AuthConfig, String> {
+    if a.auth_token.split(',').next() != Some("simple") {
+        return Err(format!(
+            "--auth-token {:?}: only simple tokens are supported; use --auth-token simple",
+            a.auth_token
+        ));
+    }
+    if a.auth_token_ttl == 0 {
+        return Err("--auth-token-ttl must be at least 1 (seconds)".into());
+    }
+    if !(4..=31).contains(&a.bcrypt_cost) {
+        return Err(format!(
+            "--bcrypt-cost {}: invalid bcrypt-cost; use a cost from 4 to 31 (default 10)",
+            a.bcrypt_cost
+        ));
+    }
+    Ok(server::auth::AuthConfig {
+        token_ttl: std::time::Duration::from_secs(a.auth_token_ttl),
+        bcrypt_cost: a.bcrypt_cost,
     })
 }
 

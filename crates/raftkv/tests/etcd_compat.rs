@@ -20,6 +20,7 @@
 //! transcripts side by side where they differ.
 
 mod common;
+mod etcd_auth;
 mod etcd_errors;
 
 use common::{ClusterSpec, TestCluster};

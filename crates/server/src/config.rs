@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// How this member dials `https://` peers (`--peer-trusted-ca-file`, and its peer
     /// certificate as the client certificate); `None`: no peer URL is `https://`.
     pub peer_client_tls: Option<tls::ClientFiles>,
+    /// `--auth-token-ttl` and `--bcrypt-cost`.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// etcd's default space quota: 2 GiB.

@@ -8,6 +8,7 @@
 //! writes with a session (gRPC metadata `raftkv-client-id` and `raftkv-seq`) so a retried
 //! write executes exactly once; requests without it behave as in etcd.
 
+use crate::auth::Check;
 use crate::config::Member;
 use crate::metrics::Metrics;
 use crate::peer::{ClientUrls, Transport};
@@ -71,6 +72,8 @@ pub struct Api {
     /// The space quota (`--quota-backend-bytes`) checked before proposing a put, a
     /// txn or a lease grant; `None`: no quota.
     pub quota_bytes: Option<u64>,
+    /// This member's auth tokens and password hashing (see [`crate::auth`]).
+    pub auth: Arc<crate::auth::AuthGate>,
 }
 
 impl Api {
@@ -217,6 +220,7 @@ pub fn kv_error(e: &KvError) -> Status {
         KvError::LeaseTtlTooLarge { .. } => Status::out_of_range("etcdserver: too large lease TTL"),
         KvError::NoSpace => Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
         KvError::Corrupt => Status::data_loss("etcdserver: corrupt cluster"),
+        KvError::Auth(a) => crate::auth::auth_status(*a),
         other => Status::invalid_argument(format!("etcdserver: {other}")),
     }
 }
@@ -465,7 +469,7 @@ fn session<T>(req: &tonic::Request<T>) -> Result<Option<(u64, u64)>, Status> {
     }
 }
 
-fn command<T>(req: &tonic::Request<T>, op: Op) -> Result<Command, Status> {
+pub(crate) fn command<T>(req: &tonic::Request<T>, op: Op) -> Result<Command, Status> {
     Ok(match session(req)? {
         Some((client_id, seq)) => Command::with_session(client_id, seq, op),
         None => Command::new(op),
@@ -536,7 +540,9 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let r = request.get_ref();
         let req = range_request(r)?;
-        match self.read(ReadQuery::Range(req), r.serializable).await? {
+        let check: Check<'_> = &|auth, stamp| auth.check_read(stamp, &req);
+        let read = || self.read(ReadQuery::Range(req.clone()), r.serializable);
+        match self.checked_read(&request, check, read).await? {
             kv::Response::Range(resp) => Ok(Response::new(self.range_response(&resp))),
             other => Err(unexpected(other)),
         }
@@ -547,9 +553,11 @@ impl pb::kv_server::Kv for Api {
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         check_size(request.get_ref())?;
-        let cmd = command(&request, Op::Put(put_request(request.get_ref())?))?;
-        self.check_quota(&cmd.op).await?;
-        match self.write(cmd).await? {
+        let put = put_request(request.get_ref())?;
+        let check: Check<'_> = &|auth, stamp| auth.check_put(stamp, &put);
+        let op = Op::Put(put.clone());
+        self.check_quota(&op).await?;
+        match self.checked_write(&request, op, check).await? {
             kv::Response::Put(p) => Ok(Response::new(self.put_response(&p))),
             other => Err(unexpected(other)),
         }
@@ -560,8 +568,9 @@ impl pb::kv_server::Kv for Api {
         request: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         check_size(request.get_ref())?;
-        let cmd = command(&request, Op::DeleteRange(delete_request(request.get_ref())))?;
-        match self.write(cmd).await? {
+        let delete = delete_request(request.get_ref());
+        let check: Check<'_> = &|auth, stamp| auth.check_delete(stamp, &delete);
+        match self.checked_write(&request, Op::DeleteRange(delete.clone()), check).await? {
             kv::Response::DeleteRange(d) => Ok(Response::new(self.delete_response(&d))),
             other => Err(unexpected(other)),
         }
@@ -576,9 +585,10 @@ impl pb::kv_server::Kv for Api {
         // Refused here, a bad txn never reaches the log (apply checks again). Every
         // member runs with the default kv limits (`NodeConfig::new` in lib.rs).
         kv::Config::default().check_txn(&txn).map_err(|e| kv_error(&e))?;
-        let cmd = command(&request, Op::Txn(txn))?;
-        self.check_quota(&cmd.op).await?;
-        match self.write(cmd).await? {
+        let check: Check<'_> = &|auth, stamp| auth.check_txn(stamp, &txn);
+        let op = Op::Txn(txn.clone());
+        self.check_quota(&op).await?;
+        match self.checked_write(&request, op, check).await? {
             kv::Response::Txn(t) => Ok(Response::new(self.txn_response(&t))),
             other => Err(unexpected(other)),
         }
@@ -589,8 +599,8 @@ impl pb::kv_server::Kv for Api {
         request: tonic::Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let revision = non_negative("revision", request.get_ref().revision)?;
-        let cmd = command(&request, Op::Compact { revision })?;
-        match self.write(cmd).await? {
+        let no_check: Check<'_> = &|_, _| Ok(());
+        match self.checked_write(&request, Op::Compact { revision }, no_check).await? {
             kv::Response::Compact(c) => {
                 Ok(Response::new(pb::CompactionResponse { header: self.header(c.revision) }))
             }
@@ -661,8 +671,9 @@ impl pb::maintenance_server::Maintenance for Api {
 
     async fn defragment(
         &self,
-        _request: tonic::Request<pb::DefragmentRequest>,
+        request: tonic::Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.require_admin(&request).await?;
         // etcd's answer has no header (v3rpc returns an empty DefragmentResponse), and
         // client libraries that look for one must see the same here.
         Ok(Response::new(pb::DefragmentResponse { header: None }))
@@ -670,8 +681,9 @@ impl pb::maintenance_server::Maintenance for Api {
 
     async fn hash(
         &self,
-        _request: tonic::Request<pb::HashRequest>,
+        request: tonic::Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.require_admin(&request).await?;
         let (revision, _, hash) = self.hash_at(0).await?;
         Ok(Response::new(pb::HashResponse { header: self.header(revision), hash }))
     }
@@ -680,6 +692,7 @@ impl pb::maintenance_server::Maintenance for Api {
         &self,
         request: tonic::Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.require_admin(&request).await?;
         let at = non_negative("revision", request.get_ref().revision)?;
         let (revision, compact_revision, hash) = self.hash_at(at).await?;
         Ok(Response::new(pb::HashKvResponse {
@@ -697,8 +710,9 @@ impl pb::maintenance_server::Maintenance for Api {
     /// and sent with backpressure (a slow client holds a few chunks, not the snapshot).
     async fn snapshot(
         &self,
-        _request: tonic::Request<pb::SnapshotRequest>,
+        request: tonic::Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_admin(&request).await?;
         let state =
             self.node.state().await.ok_or_else(|| Status::unavailable("member stopping"))?;
         // etcd sends no header on these messages; ours carry the snapshot's revision.

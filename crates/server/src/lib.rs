@@ -183,6 +183,7 @@ pub async fn serve_until(
         lease_ttl_min_secs,
         request_timeout,
         quota_bytes: cfg.quota_bytes,
+        auth: Arc::new(auth::AuthGate::new(cfg.auth)),
     };
 
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;

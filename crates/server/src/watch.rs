@@ -115,6 +115,10 @@ struct WatchStream {
     watchers: BTreeMap<i64, Watcher>,
     /// Next id to hand out; etcd starts at 0 and skips ids in use.
     next_id: i64,
+    /// The stream's metadata (its auth token) and connection user: each create is
+    /// checked against them, as etcd checks each create with the stream's context.
+    metadata: tonic::metadata::MetadataMap,
+    connection_user: Option<crate::auth::ConnectionUser>,
 }
 
 #[tonic::async_trait]
@@ -125,11 +129,20 @@ impl pb::watch_server::Watch for Api {
         &self,
         request: tonic::Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let metadata = request.metadata().clone();
+        let connection_user = request.extensions().get::<crate::auth::ConnectionUser>().cloned();
         let inbound = request.into_inner();
         let (out, rx) = mpsc::channel(STREAM_QUEUE_RESPONSES);
         let room = Arc::new(Semaphore::new(STREAM_QUEUE_BYTES));
-        let stream =
-            WatchStream { api: self.clone(), out, room, watchers: BTreeMap::new(), next_id: 0 };
+        let stream = WatchStream {
+            api: self.clone(),
+            out,
+            room,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+            metadata,
+            connection_user,
+        };
         tokio::spawn(stream.run(inbound));
         Ok(Response::new(Outgoing { rx }))
     }
@@ -234,10 +247,12 @@ impl WatchStream {
         let header = self.api.header(current);
         let key = if c.key.is_empty() { vec![0] } else { c.key.to_vec() };
         let range_end = c.range_end.to_vec();
-        let refused = if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
-            Some(DUPLICATE_ID)
+        let refused = if let Some(denied) = self.permission_refusal(&key, &range_end).await {
+            Some(denied)
+        } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
+            Some(DUPLICATE_ID.to_string())
         } else if range_end.len() > 1 || range_end.first().is_some_and(|&b| b != 0) {
-            (range_end <= key).then_some(EMPTY_RANGE)
+            (range_end <= key).then(|| EMPTY_RANGE.to_string())
         } else {
             None
         };
@@ -247,7 +262,7 @@ impl WatchStream {
                 watch_id: -1,
                 created: true,
                 canceled: true,
-                cancel_reason: reason.to_string(),
+                cancel_reason: reason,
                 ..Default::default()
             };
             return self.send(r).await;
@@ -279,6 +294,22 @@ impl WatchStream {
         let r = pb::WatchResponse { header, watch_id: id, created: true, ..Default::default() };
         self.send(r).await?;
         self.catch_up(id).await
+    }
+
+    /// Why the stream's caller may not watch the range, as etcd's cancel reason
+    /// (the whole gRPC status text), if it may not.
+    async fn permission_refusal(&self, key: &[u8], range_end: &[u8]) -> Option<String> {
+        let user = self.connection_user.as_ref();
+        let checked = match self.api.caller(&self.metadata, user).await {
+            Ok((stamp, state)) => {
+                state.check_range(&stamp, key, range_end, kv::PermissionType::Read)
+            }
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                Err(kv::AuthError::InvalidToken)
+            }
+            Err(status) => return Some(status.message().to_string()),
+        };
+        checked.err().map(crate::auth::cancel_reason)
     }
 
     async fn catch_up_all(&mut self, current: u64) -> Result<(), Closed> {
