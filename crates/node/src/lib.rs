@@ -20,6 +20,12 @@
 //!   be stale. With [`NodeConfig::hand_out_reads`] the node says when a read may be served
 //!   ([`ReadyRead`]) and the driver answers it from a view of the state (O(1) to take)
 //!   on another thread, so a long read never holds the thread that heartbeats.
+//! - With [`NodeConfig::apply_apart`] the state machine lives in an [`Applier`] the
+//!   driver runs elsewhere (the server: its own thread; the simulator: after a seeded
+//!   delay): the node hands out committed entries and leader snapshots in bounded
+//!   [`ApplyBatch`]es and acts on each [`Applied`] report in [`Node::on_applied`]; every
+//!   guarantee above then counts from the report, so a slow apply never delays ticks,
+//!   votes, appends or syncs.
 //! - Nothing is sent that depends on state not yet durable: `poll` hands out a Ready's
 //!   send-now messages, persists its state with one sync, and only then tells the core,
 //!   which releases the answers that depended on it.

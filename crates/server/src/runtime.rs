@@ -864,6 +864,22 @@ mod tests {
         assert_eq!(rx.try_iter().count(), 3);
     }
 
+    /// Status comes from what the node thread published after its last batch, not
+    /// through its input: a member whose input is full (etcd's "too many requests")
+    /// still reports its status, so `/health` does not call it stopping.
+    #[tokio::test]
+    async fn status_is_answered_while_the_node_input_is_full() {
+        let (mut handle, _rx) = stalled_handle(1);
+        let published = Status { id: 7, is_leader: true, applied_index: 42, ..Default::default() };
+        let (status_tx, status_rx) = watch::channel(published.clone());
+        handle.status = status_rx;
+        handle.peer_message(heartbeat()); // the input is full now
+        assert_eq!(handle.request(put("k", "v")).await, Err(RequestError::Busy));
+        assert_eq!(handle.status().await, Some(published));
+        drop(status_tx);
+        assert_eq!(handle.status().await, None, "a stopped node has no status");
+    }
+
     /// Client reads waiting for a worker are bounded: past [`READS_QUEUED_MAX`] a read
     /// is refused at once; watch catch-up still queues (a watcher must not fail).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
