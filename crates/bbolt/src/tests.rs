@@ -164,3 +164,30 @@ fn a_cycle_is_refused() {
     let e = read(bytes).unwrap_err().to_string();
     assert!(e.contains("reached twice"), "{e}");
 }
+
+/// Every field of every page header and of the first elements, in every page type
+/// (meta, freelist, branch, leaf), set to extreme values: an error or other data, never
+/// a panic.
+#[test]
+fn every_page_type_survives_extreme_header_values() {
+    let mut model = Model::new();
+    let kvs = (0..3000u32).map(|i| (i.to_be_bytes().to_vec(), vec![1u8; 30])).collect();
+    model.insert(b"key".to_vec(), kvs);
+    model.insert(b"empty".to_vec(), BTreeMap::new());
+    let good = write(&model);
+    let pages = good.len() / PAGE_SIZE as usize;
+    let mut kinds = std::collections::BTreeSet::new();
+    for page in 0..pages {
+        let base = page * PAGE_SIZE as usize;
+        kinds.insert(u16::from_le_bytes([good[base + 8], good[base + 9]]));
+        for at in 0..PAGE_HEADER_BYTES + 2 * ELEMENT_BYTES {
+            for value in [0x00, 0xff] {
+                let mut bytes = good.clone();
+                bytes[base + at] = value;
+                let _ = read(bytes);
+            }
+        }
+    }
+    let want = [FLAG_BRANCH, FLAG_LEAF, FLAG_META, FLAG_FREELIST];
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), want, "every page type was damaged");
+}

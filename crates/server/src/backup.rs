@@ -607,6 +607,18 @@ mod tests {
         std::fs::write(&foreign, &out).unwrap();
         let e = read_backup(&foreign, true).err().unwrap().to_string();
         assert!(e.contains("\"images\" is not one of etcd's"), "{e}");
+        // etcd's buckets and one more: refused, not half imported.
+        let mut out = Vec::new();
+        bbolt::write_db(&mut out, 1, &mut |_| Ok(()), &mut |w| {
+            for name in [&b"key"[..], b"meta", b"zextra"] {
+                w.bucket(name)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        std::fs::write(&foreign, &out).unwrap();
+        let e = read_backup(&foreign, true).err().unwrap().to_string();
+        assert!(e.contains("\"zextra\" is not one of etcd's") && e.contains("foreign.db"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -117,6 +117,9 @@ pub fn write_etcd_db(
                     }
                 }
                 b"meta" => write_meta(db, state)?,
+                // AUTH: once `kv` keeps users and roles, write them here (etcd's
+                // `authpb.User` / `authpb.Role` keyed by name) and `authEnabled` in "auth".
+                b"authUsers" | b"authRoles" => {}
                 _ => {}
             }
         }
