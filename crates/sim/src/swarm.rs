@@ -15,6 +15,11 @@ use std::fmt;
 pub const LIVENESS_LEADER_BOUND_US: u64 = 10_000_000;
 /// After the heal, every liveness-phase proposal must be applied on every node within this.
 pub const LIVENESS_COMMIT_BOUND_US: u64 = 30_000_000;
+/// Chance that a change adding voters is followed at once by a split between the leader
+/// with the new voters and the rest.
+const SPLIT_AT_CHANGE: f64 = 0.3;
+/// Mean length of that split.
+const SPLIT_AT_CHANGE_US: u64 = 2_000_000;
 /// Proposals made in the liveness phase.
 pub const LIVENESS_PROPOSALS: u64 = 20;
 /// A liveness-phase proposal not committed after this is proposed again.
@@ -281,6 +286,8 @@ enum Action {
     Propose(usize),
     Fault(FaultAction),
     Membership,
+    /// End of the split cut right after a change of voters.
+    HealSplit,
 }
 
 impl From<FaultAction> for Action {
@@ -400,6 +407,7 @@ impl Swarm {
                 let at = now + self.around(every);
                 self.schedule(at, Action::Membership);
             }
+            Action::HealSplit => self.cluster.heal(),
         }
     }
 
@@ -441,10 +449,30 @@ impl Swarm {
                 .zip(pick(&outsiders))
                 .map(|(out, new)| vec![step(Remove, out), step(AddVoter, new)]),
         };
-        if let Some(changes) = changes {
-            let accepted = self.cluster.conf_change_to(leader, ConfChange { changes }).is_ok();
-            self.conf_changes += u64::from(accepted);
+        let Some(changes) = changes else { return };
+        let added: Vec<NodeId> =
+            changes.iter().filter(|c| c.kind == AddVoter).map(|c| c.node).collect();
+        let cc = ConfChange { changes };
+        let accepted = self.cluster.conf_change_to(leader, cc).is_ok();
+        self.conf_changes += u64::from(accepted);
+        if accepted && !added.is_empty() && self.rng.chance(SPLIT_AT_CHANGE) {
+            self.split_at_change(leader, &added);
         }
+    }
+
+    /// Cuts the leader and the voters it just added off from everyone else before the
+    /// change reaches them: the two sides are a majority of the new voters and a majority
+    /// of the old ones, which is exactly where a change that skipped the joint phase
+    /// would let both sides commit.
+    fn split_at_change(&mut self, leader: NodeId, added: &[NodeId]) {
+        let mut side: Vec<NodeId> = vec![leader];
+        side.extend(added);
+        let rest: Vec<NodeId> =
+            (1..=self.p.cluster.nodes as NodeId).filter(|id| !side.contains(id)).collect();
+        self.cluster.partition(&[&side, &rest]);
+        self.partitions += 1;
+        let at = self.cluster.now_us() + self.around(SPLIT_AT_CHANGE_US);
+        self.schedule(at, Action::HealSplit);
     }
 
     fn payload(&mut self, client: usize) -> Vec<u8> {
