@@ -13,6 +13,7 @@ mod common;
 
 use common::{raftkv, retry, ClusterSpec, TestCluster};
 use proto::etcdserverpb as pb;
+use proto::etcdserverpb::auth_client::AuthClient;
 use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::lease_client::LeaseClient;
@@ -137,6 +138,17 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_with_all_its_data() {
     old.wait_ready().await;
     let root = old.root().to_path_buf();
     let (lease_id, compact_at) = write_history(old.channel(0)).await;
+    // Auth state (users, roles) rides in the snapshot too; auth stays off.
+    let mut auth = AuthClient::new(old.channel(0));
+    let user = pb::AuthUserAddRequest {
+        name: "keeper".into(),
+        password: "pw".into(),
+        ..Default::default()
+    };
+    retry!(auth.user_add(user.clone())).unwrap();
+    retry!(auth.role_add(pb::AuthRoleAddRequest { name: "kept".into() })).unwrap();
+    let grant = pb::AuthUserGrantRoleRequest { user: "keeper".into(), role: "kept".into() };
+    retry!(auth.user_grant_role(grant.clone())).unwrap();
     // A linearizable read on the member we save from: it has applied every write.
     let (kvs, old_header) = everything(old.channel(1), 0).await;
     let revision = old_header.revision;
@@ -242,6 +254,11 @@ async fn a_saved_snapshot_restores_into_a_new_cluster_with_all_its_data() {
     let ttl = pb::LeaseTimeToLiveRequest { id: lease_id, keys: true };
     let ttl = retry!(lease.lease_time_to_live(ttl)).unwrap().into_inner();
     assert_eq!((ttl.granted_ttl, ttl.keys), (3600, vec![bytes::Bytes::from("leased")]));
+
+    let mut auth = AuthClient::new(new.channel(1));
+    let get = pb::AuthUserGetRequest { name: "keeper".into() };
+    let roles = retry!(auth.user_get(get.clone())).unwrap().into_inner().roles;
+    assert_eq!(roles, vec!["kept".to_string()], "users and roles are restored");
 
     // New writes continue the revision sequence.
     let put = pb::PutRequest { key: "new".into(), value: "write".into(), ..Default::default() };

@@ -571,3 +571,73 @@ pub(crate) fn cancel_reason(e: AuthError) -> String {
     };
     format!("rpc error: code = {code} desc = {}", s.message())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn state_with(user: &str, hash: &[u8]) -> AuthState {
+        let u = kv::User { password_hash: Some(hash.to_vec()), roles: BTreeSet::new() };
+        AuthState {
+            enabled: true,
+            users: Arc::new(BTreeMap::from([(user.to_string(), u)])),
+            ..AuthState::default()
+        }
+    }
+
+    fn gate(ttl: Duration) -> AuthGate {
+        AuthGate::new(AuthConfig { token_ttl: ttl, bcrypt_cost: 4 })
+    }
+
+    #[test]
+    fn a_token_names_its_user_until_the_password_changes_or_the_user_goes() {
+        let g = gate(Duration::from_secs(60));
+        let token = g.issue("alice", b"h1".to_vec(), 7).unwrap();
+        assert!(token.ends_with(".7") && token.len() == TOKEN_LETTERS + 2, "{token}");
+        assert_eq!(g.user_of(&token, &state_with("alice", b"h1")), Ok("alice".to_string()));
+        assert_eq!(g.user_of("nope", &state_with("alice", b"h1")), Err(AuthError::InvalidToken));
+        let changed = state_with("alice", b"h2");
+        assert_eq!(g.user_of(&token, &changed), Err(AuthError::InvalidToken));
+        let token = g.issue("alice", b"h1".to_vec(), 8).unwrap();
+        assert_eq!(g.user_of(&token, &state_with("bob", b"h1")), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn a_token_unused_for_its_ttl_is_refused() {
+        let g = gate(Duration::ZERO);
+        let token = g.issue("alice", b"h1".to_vec(), 1).unwrap();
+        assert_eq!(g.user_of(&token, &state_with("alice", b"h1")), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn tokens_are_distinct() {
+        let g = gate(Duration::from_secs(60));
+        let a = g.issue("alice", b"h".to_vec(), 1).unwrap();
+        let b = g.issue("alice", b"h".to_vec(), 1).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn a_hash_made_here_verifies_and_a_wrong_password_does_not() {
+        let g = gate(Duration::from_secs(60));
+        let hash = g.hash("secret".to_string()).await.unwrap();
+        let hash = String::from_utf8(hash).unwrap();
+        assert!(hash.starts_with("$2b$04$"), "{hash}");
+        assert!(bcrypt::verify("secret", &hash).unwrap());
+        assert!(!bcrypt::verify("Secret", &hash).unwrap());
+    }
+
+    #[test]
+    fn auth_errors_have_etcds_codes() {
+        assert_eq!(auth_status(AuthError::PermissionDenied).code(), tonic::Code::PermissionDenied);
+        assert_eq!(auth_status(AuthError::InvalidToken).code(), tonic::Code::Unauthenticated);
+        assert_eq!(auth_status(AuthError::UserEmpty).code(), tonic::Code::InvalidArgument);
+        assert_eq!(auth_status(AuthError::NotEnabled).code(), tonic::Code::FailedPrecondition);
+        let reason = cancel_reason(AuthError::PermissionDenied);
+        assert_eq!(
+            reason,
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        );
+    }
+}
