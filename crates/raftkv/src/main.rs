@@ -2,6 +2,7 @@
 //! one (raftkv or etcd: both speak etcd's v3 API).
 
 mod bench;
+mod config_file;
 mod playground;
 mod snapshot;
 mod tls_flags;
@@ -192,6 +193,10 @@ struct ServerArgs {
     /// Close a connection whose ping is not answered within this (20s...).
     #[arg(long, default_value = "20s")]
     grpc_keepalive_timeout: String,
+    /// etcd's YAML configuration file (etcd's keys); when given, the other flags and
+    /// the ETCD_* variables are ignored, as with etcd.
+    #[arg(long)]
+    config_file: Option<PathBuf>,
     /// Stop (as on SIGTERM) when standard input closes: a supervisor holding the other
     /// end of a pipe (`raftkv playground` does) takes the member down with it.
     #[arg(long)]
@@ -344,8 +349,50 @@ fn cli_command() -> clap::Command {
     })
 }
 
+/// The value of `raftkv server`'s `--config-file` (or `ETCD_CONFIG_FILE`), if given.
+fn config_file_arg(argv: &[String]) -> Option<String> {
+    if argv.get(1).map(String::as_str) != Some("server") {
+        return None;
+    }
+    let mut args = argv.iter().skip(2);
+    while let Some(a) = args.next() {
+        if let Some(v) = a.strip_prefix("--config-file=") {
+            return Some(v.to_string());
+        }
+        if a == "--config-file" {
+            return args.next().cloned();
+        }
+    }
+    std::env::var("ETCD_CONFIG_FILE").ok().filter(|v| !v.is_empty())
+}
+
+/// `raftkv server --config-file FILE` as the command line the file stands for.
+fn config_file_argv(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--config-file {path}: cannot read: {e}"))?;
+    let server = Cli::command().find_subcommand("server").cloned().expect("server command");
+    let known = |flag: &str| {
+        flag != "config-file" && server.get_arguments().any(|a| a.get_long() == Some(flag))
+    };
+    let mut argv = vec!["raftkv".to_string(), "server".to_string()];
+    argv.extend(config_file::flags(path, &text, known)?);
+    Ok(argv)
+}
+
 fn parse_cli() -> Cli {
-    Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit())
+    let argv: Vec<String> = std::env::args().collect();
+    let matches = match config_file_arg(&argv) {
+        None => cli_command().get_matches(),
+        Some(path) => match config_file_argv(&path) {
+            // etcd: with a config file, flags and variables are ignored.
+            Ok(argv) => Cli::command().get_matches_from(argv),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn main() -> ExitCode {
