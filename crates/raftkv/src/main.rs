@@ -2,11 +2,12 @@
 //! one (raftkv or etcd: both speak etcd's v3 API).
 
 mod bench;
+mod config_file;
 mod playground;
 mod snapshot;
 mod tls_flags;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 use client::{Client, ClientOptions};
 use server::config::{
     parse_auto_compaction, parse_duration, parse_initial_cluster, parse_url, quota_bytes,
@@ -20,7 +21,7 @@ use std::time::Duration;
 const DEFAULT_ENDPOINTS: &str =
     "http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379";
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     name = "raftkv",
     version,
@@ -202,6 +203,10 @@ struct ServerArgs {
     /// Close a connection whose ping is not answered within this (20s...).
     #[arg(long, default_value = "20s")]
     grpc_keepalive_timeout: String,
+    /// etcd's YAML configuration file (etcd's keys); when given, the other flags and
+    /// the ETCD_* variables are ignored, as with etcd.
+    #[arg(long)]
+    config_file: Option<PathBuf>,
     /// Stop (as on SIGTERM) when standard input closes: a supervisor holding the other
     /// end of a pipe (`raftkv playground` does) takes the member down with it.
     #[arg(long)]
@@ -360,9 +365,73 @@ fn panic_line(thread: &str, message: &str, location: &str) -> String {
     )
 }
 
+/// The environment variable etcd reads a flag from: `ETCD_` and the flag's name
+/// upper-cased with `-` as `_` (`--initial-cluster-state`: `ETCD_INITIAL_CLUSTER_STATE`).
+fn etcd_env_var(long: &str) -> String {
+    format!("ETCD_{}", long.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// The command line, with every `raftkv server` flag also read from its `ETCD_*`
+/// variable as etcd does (a flag given on the command line wins), so the lines
+/// `etcdctl member add` prints, and etcd's container images' settings, work unchanged.
+fn cli_command() -> clap::Command {
+    Cli::command().mut_subcommand("server", |server| {
+        server.mut_args(|arg| match arg.get_long().map(etcd_env_var) {
+            Some(var) => arg.env(var),
+            None => arg,
+        })
+    })
+}
+
+/// The value of `raftkv server`'s `--config-file` (or `ETCD_CONFIG_FILE`), if given.
+fn config_file_arg(argv: &[String]) -> Option<String> {
+    if argv.get(1).map(String::as_str) != Some("server") {
+        return None;
+    }
+    let mut args = argv.iter().skip(2);
+    while let Some(a) = args.next() {
+        if let Some(v) = a.strip_prefix("--config-file=") {
+            return Some(v.to_string());
+        }
+        if a == "--config-file" {
+            return args.next().cloned();
+        }
+    }
+    std::env::var("ETCD_CONFIG_FILE").ok().filter(|v| !v.is_empty())
+}
+
+/// `raftkv server --config-file FILE` as the command line the file stands for.
+fn config_file_argv(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--config-file {path}: cannot read: {e}"))?;
+    let server = Cli::command().find_subcommand("server").cloned().expect("server command");
+    let known = |flag: &str| {
+        flag != "config-file" && server.get_arguments().any(|a| a.get_long() == Some(flag))
+    };
+    let mut argv = vec!["raftkv".to_string(), "server".to_string()];
+    argv.extend(config_file::flags(path, &text, known)?);
+    Ok(argv)
+}
+
+fn parse_cli() -> Cli {
+    let argv: Vec<String> = std::env::args().collect();
+    let matches = match config_file_arg(&argv) {
+        None => cli_command().get_matches(),
+        Some(path) => match config_file_argv(&path) {
+            // etcd: with a config file, flags and variables are ignored.
+            Ok(argv) => Cli::command().get_matches_from(argv),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(run(cli));
@@ -497,6 +566,46 @@ async fn stdin_closed() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_args(argv: &[&str]) -> ServerArgs {
+        let matches = cli_command().try_get_matches_from(argv).expect("parses");
+        match Cli::from_arg_matches(&matches).expect("a command").cmd {
+            Cmd::Server(a) => *a,
+            _ => panic!("not a server command"),
+        }
+    }
+
+    /// One test for every variable: the process environment is shared by the tests.
+    #[test]
+    fn server_flags_come_from_etcd_variables_and_the_command_line_wins() {
+        assert_eq!(etcd_env_var("initial-cluster-state"), "ETCD_INITIAL_CLUSTER_STATE");
+        let vars = [
+            ("ETCD_NAME", "from-env"),
+            ("ETCD_DATA_DIR", "/env/dir"),
+            ("ETCD_INITIAL_CLUSTER_STATE", "existing"),
+            ("ETCD_CLIENT_CERT_AUTH", "true"),
+            ("ETCD_PEER_CERT_ALLOWED_CN", "peer-cn"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let base = ["raftkv", "server", "--listen-peer-urls", "http://127.0.0.1:1"];
+        let rest = ["--listen-client-urls", "http://127.0.0.1:2", "--initial-cluster", "a=x"];
+        let argv: Vec<&str> = base.iter().chain(&rest).copied().collect();
+        let a = server_args(&argv);
+        assert_eq!(a.name, "from-env");
+        assert_eq!(a.data_dir, PathBuf::from("/env/dir"));
+        assert_eq!(a.initial_cluster_state, "existing");
+        assert!(a.tls.client_cert_auth);
+        assert_eq!(a.tls.peer_cert_allowed_cn.as_deref(), Some("peer-cn"));
+        let mut argv = argv.clone();
+        argv.extend(["--name", "from-flag", "--initial-cluster-state", "new"]);
+        let a = server_args(&argv);
+        assert_eq!((a.name.as_str(), a.initial_cluster_state.as_str()), ("from-flag", "new"));
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+    }
 
     #[test]
     fn a_panic_is_one_line_naming_the_thread_place_message_and_status() {

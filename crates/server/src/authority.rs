@@ -8,8 +8,8 @@
 //! PROTOCOL_ERROR before any of our code runs; it has no setting to relax that check.
 //!
 //! [`AuthorityFix`] wraps each accepted client connection and fixes such an authority
-//! before `h2` reads it. It must see the plaintext: whoever adds TLS should terminate it
-//! in the accept stream (a TLS acceptor there, this wrapper around its streams), not with
+//! before `h2` reads it. It must see the plaintext, so TLS ends in the accept stream
+//! below it (`tls::ServerTls::accept_stream`, this wrapper around its streams), not in
 //! tonic's `tls_config`, which would put the encryption between this wrapper and `h2`;
 //! the wrapper would then see no HTTP/2 preface and pass every byte on unchanged.
 //!
