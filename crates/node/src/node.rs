@@ -362,6 +362,8 @@ struct PendingWrite {
     id: RequestId,
     term: Term,
     deadline: u64,
+    /// Its [`kv::space_cost`], counted in [`Node::writes_cost`] until it leaves.
+    cost: u64,
 }
 
 #[derive(Debug)]
@@ -506,6 +508,9 @@ pub struct Node<S: LogStore> {
     last_snapshot_bytes: u64,
     now: u64,
     writes: BTreeMap<Index, PendingWrite>,
+    /// The space cost of `writes`: proposed, not yet applied. The quota check counts it,
+    /// so the writes in flight between commit and a lagging applier cannot overshoot it.
+    writes_cost: u64,
     /// Reads waiting for their ReadIndex, by ctx.
     reads_waiting_index: BTreeMap<u64, PendingRead>,
     /// Reads with a ReadIndex, waiting for apply: (index, ctx).
@@ -553,6 +558,7 @@ impl<S: LogStore> Node<S> {
             last_snapshot_bytes: restored_bytes,
             now: 0,
             writes: BTreeMap::new(),
+            writes_cost: 0,
             reads_waiting_index: BTreeMap::new(),
             reads_waiting_apply: BTreeMap::new(),
             next_read_ctx: 1,
@@ -610,7 +616,8 @@ impl<S: LogStore> Node<S> {
             }
             Request::Write(cmd) => match self.raft.propose(cmd.encode()) {
                 Ok((index, term)) => {
-                    self.writes.insert(index, PendingWrite { id, term, deadline });
+                    let cost = kv::space_cost(&cmd.op);
+                    self.track_write(index, PendingWrite { id, term, deadline, cost });
                 }
                 Err(e) => self.replies.push((id, Err(propose_error(e)))),
             },
@@ -638,9 +645,27 @@ impl<S: LogStore> Node<S> {
     fn over_quota(&self, op: &Op) -> bool {
         let Some(quota) = self.cfg.quota_bytes else { return false };
         let cost = kv::space_cost(op);
-        cost > 0
-            && self.raft.role() == Role::Leader
-            && self.sm.size_bytes().saturating_add(cost) >= quota
+        let size = self.sm.size_bytes().saturating_add(self.writes_cost);
+        cost > 0 && self.raft.role() == Role::Leader && size.saturating_add(cost) >= quota
+    }
+
+    /// Remembers a proposed write until it is applied, expires or is covered by a
+    /// snapshot. A write still waiting at the same index lost its entry to a newer
+    /// leader's log (it never applies there with its term): it is answered "not leader".
+    fn track_write(&mut self, index: Index, w: PendingWrite) {
+        self.writes_cost = self.writes_cost.saturating_add(w.cost);
+        if let Some(old) = self.writes.insert(index, w) {
+            self.writes_cost = self.writes_cost.saturating_sub(old.cost);
+            let leader = self.raft.leader();
+            self.replies.push((old.id, Err(RequestError::NotLeader { leader })));
+        }
+    }
+
+    /// Forgets the write proposed at `index`, if any (see [`Node::track_write`]).
+    fn take_write(&mut self, index: Index) -> Option<PendingWrite> {
+        let w = self.writes.remove(&index)?;
+        self.writes_cost = self.writes_cost.saturating_sub(w.cost);
+        Some(w)
     }
 
     /// Proposes the NOSPACE alarm for this member unless it is raised or on its way.
@@ -925,7 +950,7 @@ impl<S: LogStore> Node<S> {
         }
         // Writes proposed at lower indices whose entries were replaced never apply at
         // their index with their term; they are answered below when their index comes.
-        if let Some(w) = self.writes.remove(&e.index) {
+        if let Some(w) = self.take_write(e.index) {
             let reply = match response {
                 Some(r) if w.term == e.term => Ok(r),
                 _ => Err(RequestError::NotLeader { leader: self.raft.leader() }),
@@ -959,7 +984,7 @@ impl<S: LogStore> Node<S> {
         // session sequence) gets the recorded answer.
         let covered: Vec<Index> = self.writes.range(..=meta.index).map(|(i, _)| *i).collect();
         for i in covered {
-            let w = self.writes.remove(&i).expect("present");
+            let w = self.take_write(i).expect("present");
             self.replies.push((w.id, Err(RequestError::Timeout)));
         }
         if self.cfg.record_events {
@@ -1076,7 +1101,7 @@ impl<S: LogStore> Node<S> {
         let expired: Vec<Index> =
             self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(i, _)| *i).collect();
         for i in expired {
-            let w = self.writes.remove(&i).expect("present");
+            let w = self.take_write(i).expect("present");
             self.replies.push((w.id, Err(RequestError::Timeout)));
         }
         let expired: Vec<u64> = self
@@ -1359,6 +1384,22 @@ mod quota_tests {
         assert!(out.replies.iter().all(|(_, r)| *r == Ok(Response::Error(KvError::NoSpace))));
         assert_eq!(n.raft().last_index(), last + 1, "one alarm entry");
         assert!(n.state().alarm_raised(AlarmType::Nospace));
+    }
+
+    /// Writes proposed and not yet applied count toward the quota: a burst submitted
+    /// before any of it applies (as while apply lags commit) cannot overshoot it.
+    #[test]
+    fn writes_in_flight_count_toward_the_quota() {
+        let quota = kv::STATE_BASE_BYTES + 10_000;
+        let mut n = leader(quota);
+        for id in 1..=20 {
+            n.submit(id, Request::Write(Command::new(put(&format!("k{id}"), 1000))));
+        }
+        let out = n.run_once(&mut |_| {}).unwrap();
+        let refused =
+            out.replies.iter().filter(|(_, r)| *r == Ok(Response::Error(KvError::NoSpace)));
+        assert!(refused.count() >= 10, "at most ~9 puts of 1000 B fit in 10 000 B");
+        assert!(n.state().size_bytes() < quota, "in-flight writes overshot the quota");
     }
 }
 

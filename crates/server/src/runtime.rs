@@ -496,6 +496,7 @@ fn run_applier(
     node_tx: Sender<Input>,
     metrics: Arc<Metrics>,
 ) {
+    let _panic_guard = ApplierPanicGuard(node_tx.clone());
     for input in rx {
         let batch = match input {
             ApplyInput::Retire(view) => {
@@ -520,6 +521,20 @@ fn run_applier(
         views.revision_tx.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         if node_tx.send(Input::Applied(Box::new(applied))).is_err() {
             return; // the node thread stopped
+        }
+    }
+}
+
+/// Tells the node thread when the applier thread unwinds from a panic, so a member whose
+/// applier died stops (through `on_fatal`) instead of staying up with writes in flight
+/// forever. The `raftkv` binary's panic hook ends the process first; this guard covers
+/// embeddings without it.
+struct ApplierPanicGuard(Sender<Input>);
+
+impl Drop for ApplierPanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.send(Input::ApplyFailed("the applier thread panicked".into()));
         }
     }
 }
