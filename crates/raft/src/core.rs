@@ -669,8 +669,13 @@ impl Raft {
                 self.hear_from_leader(m.from);
                 self.handle_snapshot_chunk(m.from, meta, offset, total_bytes, chunk, done);
             }
-            MessageBody::TimeoutNow if self.conf.is_voter(self.cfg.id) => {
+            MessageBody::TimeoutNow
+                if self.leader == Some(m.from)
+                    && self.role == Role::Follower
+                    && self.conf.is_voter(self.cfg.id) =>
+            {
                 // Thesis §3.10: the leader hands over; campaign at once, without pre-vote.
+                // Only our own leader may ask, and only once we follow it.
                 self.become_candidate(true);
             }
             MessageBody::ReadIndexResp { ctx, index }

@@ -82,7 +82,9 @@ pub enum Invalid {
         max: u64,
     },
     /// An append whose entries do not run on from `prev_index + 1`, or whose terms go
-    /// backwards.
+    /// backwards or are 0 (every real entry has a leader's term, at least 1; an entry of
+    /// term 0 makes the fast-backup hint point before the log and the leader resend the
+    /// same append forever).
     EntriesOutOfOrder {
         /// Index of the first offending entry.
         index: Index,
@@ -131,7 +133,7 @@ impl fmt::Display for Invalid {
             Invalid::EntriesOutOfOrder { index } => write!(
                 f,
                 "append entries out of order at index {index} (indices must run on from \
-                 prev_index + 1, terms must not decrease)"
+                 prev_index + 1, terms must not decrease and are at least 1)"
             ),
             Invalid::SnapshotTooLarge { total_bytes, max } => write!(
                 f,
@@ -230,7 +232,7 @@ fn check_append(
     }
     // prev_index ≤ INDEX_MAX = 2^62 and count ≤ the limit keep these sums far from u64::MAX.
     index(prev_index.saturating_add(count), "last entry index")?;
-    let mut min_term = prev_term;
+    let mut min_term = prev_term.max(1);
     for (k, e) in entries.iter().enumerate() {
         let expected = prev_index + 1 + k as u64;
         if e.index != expected || e.term < min_term {

@@ -97,6 +97,8 @@ fn appends_are_contiguous_ordered_and_bounded_in_count() {
         check(&msg(2, append(10, backwards))),
         Err(Invalid::EntriesOutOfOrder { index: 12 })
     );
+    let term_zero = vec![entry(1, 0)];
+    assert_eq!(check(&msg(2, append(0, term_zero))), Err(Invalid::EntriesOutOfOrder { index: 1 }));
     let future_term = vec![entry(11, 3)];
     assert!(matches!(check(&msg(2, append(10, future_term))), Err(Invalid::BadTerm { .. })));
     let at_the_end = vec![entry(INDEX_MAX, 2), entry(INDEX_MAX + 1, 2)];
