@@ -211,10 +211,15 @@ fn delete_put_txn(n: usize) -> pb::TxnRequest {
 }
 
 /// Whether the server accepts `txn`: at most [`REQUEST_BYTES_MAX`] on the wire and at
-/// most [`PROPOSAL_BYTES_MAX`] as the Raft log stores it (raftkv's encoding).
+/// most [`PROPOSAL_BYTES_MAX`] as the Raft log stores it (raftkv's encoding, with the
+/// server's auth stamp).
 fn accepted(txn: &pb::TxnRequest) -> bool {
     let Ok(kv_txn) = server::etcd::txn_request(txn) else { return false };
-    let logged = kv::Command::new(kv::Op::Txn(kv_txn)).encode().len();
+    // The server stamps every write with the auth revision it was checked under (and
+    // the user, none here): count the largest stamp it can add.
+    let mut command = kv::Command::new(kv::Op::Txn(kv_txn));
+    command.auth = Some(kv::AuthStamp { user: String::new(), revision: u64::MAX });
+    let logged = command.encode().len();
     prost::Message::encoded_len(txn) <= REQUEST_BYTES_MAX && logged <= PROPOSAL_BYTES_MAX
 }
 
