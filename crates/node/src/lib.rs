@@ -41,6 +41,6 @@ pub use crate::mem::MemStore;
 pub use crate::node::{
     answer_read, Applied, Applier, ApplyBatch, LeaseClock, LogStore, Node, NodeConfig, NodeError,
     NodeEvent, Output, ReadQuery, ReadyRead, Request, RequestError, RequestId, SnapshotJob,
-    APPLY_BATCHES_IN_FLIGHT_MAX, APPLY_BATCH_BYTES_MAX, APPLY_BATCH_ENTRIES_MAX,
+    TransferFailure, APPLY_BATCHES_IN_FLIGHT_MAX, APPLY_BATCH_BYTES_MAX, APPLY_BATCH_ENTRIES_MAX,
     APPLY_GAP_ENTRIES_MAX,
 };

@@ -209,6 +209,54 @@ impl fmt::Display for RequestError {
 }
 impl std::error::Error for RequestError {}
 
+/// Why a leadership transfer ([`Node::transfer_leader`]) did not happen. The texts are
+/// etcd's where etcd has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferFailure {
+    /// This member does not lead; only the leader can hand leadership over.
+    NotLeader {
+        /// The leader this member knows of.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voting member (unknown, or a learner).
+    BadTransferee(NodeId),
+    /// No other voter to hand leadership to (a single-member cluster).
+    NoTransferee,
+    /// The target did not take over in time (the core gave up after an election
+    /// timeout, or another member won the election); this member may still lead.
+    TimedOut,
+    /// Another transfer is under way; retry once it is over.
+    InProgress,
+}
+
+impl fmt::Display for TransferFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferFailure::NotLeader { .. } => write!(f, "etcdserver: not leader"),
+            TransferFailure::BadTransferee(_) => write!(f, "etcdserver: bad leader transferee"),
+            TransferFailure::NoTransferee => {
+                write!(f, "etcdserver: no other voting member to transfer leadership to")
+            }
+            TransferFailure::TimedOut => {
+                write!(f, "etcdserver: request timed out, leader transfer took too long")
+            }
+            TransferFailure::InProgress => {
+                write!(f, "etcdserver: a leadership transfer is already under way; retry")
+            }
+        }
+    }
+}
+impl std::error::Error for TransferFailure {}
+
+/// A leadership transfer waiting for its outcome.
+#[derive(Clone, Debug)]
+struct PendingTransfer {
+    id: RequestId,
+    target: NodeId,
+    /// The tick by which it is answered [`TransferFailure::TimedOut`] in any case.
+    deadline: u64,
+}
+
 /// A fatal problem of this member: it must stop (its disk failed, or what it recovered
 /// is inconsistent). Never a reason to keep going with possibly lost data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +295,9 @@ pub struct Output {
     pub reads: Vec<ReadyRead>,
     /// Batches for the [`Applier`], in order, when [`NodeConfig::apply_apart`].
     pub apply: Vec<ApplyBatch>,
+    /// Outcomes of leadership transfers ([`Node::transfer_leader`]): the member that
+    /// now leads, or why it did not happen.
+    pub transfers: Vec<(RequestId, Result<NodeId, TransferFailure>)>,
 }
 
 /// Work for the [`Applier`] (see [`NodeConfig::apply_apart`]): first a snapshot from
@@ -536,6 +587,10 @@ pub struct Node<S: LogStore> {
     to_apply: VecDeque<ApplyItem>,
     /// Batches handed out and not yet reported.
     apply_in_flight: usize,
+    /// The leadership transfer under way, if any (at most one).
+    transfer: Option<PendingTransfer>,
+    /// Transfer outcomes not yet handed out.
+    transfers_done: Vec<(RequestId, Result<NodeId, TransferFailure>)>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -573,6 +628,8 @@ impl<S: LogStore> Node<S> {
             nospace_proposed: None,
             to_apply: VecDeque::new(),
             apply_in_flight: 0,
+            transfer: None,
+            transfers_done: Vec::new(),
             cfg,
         })
     }
@@ -638,6 +695,81 @@ impl<S: LogStore> Node<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// Asks to hand leadership to `target`, or with `None` to the most caught-up other
+    /// voter (Raft thesis §3.10: the core stops taking proposals, catches the target
+    /// up, tells it to campaign, and gives up after an election timeout). The outcome
+    /// comes out of a later [`Node::poll`] in [`Output::transfers`]: the new leader
+    /// once this member sees the target lead, or a [`TransferFailure`]. Transferring
+    /// to the current leader itself succeeds at once, as etcd's.
+    pub fn transfer_leader(&mut self, id: RequestId, target: Option<NodeId>) {
+        let outcome = self.start_transfer(id, target);
+        if let Err(e) = outcome {
+            self.transfers_done.push((id, Err(e)));
+        } else if let Ok(Some(done)) = outcome {
+            self.transfers_done.push((id, Ok(done)));
+        }
+    }
+
+    /// Starts a transfer; `Ok(Some(leader))` when there is nothing to wait for.
+    fn start_transfer(
+        &mut self,
+        id: RequestId,
+        target: Option<NodeId>,
+    ) -> Result<Option<NodeId>, TransferFailure> {
+        if self.raft.role() != Role::Leader {
+            return Err(TransferFailure::NotLeader { leader: self.raft.leader() });
+        }
+        if self.transfer.is_some() {
+            return Err(TransferFailure::InProgress);
+        }
+        let target = match target {
+            Some(t) => t,
+            None => self.most_caught_up_voter().ok_or(TransferFailure::NoTransferee)?,
+        };
+        if !self.raft.voters().contains(&target) {
+            return Err(TransferFailure::BadTransferee(target));
+        }
+        if target == self.raft.id() {
+            return Ok(Some(target));
+        }
+        self.raft.transfer_leader(target).map_err(|e| match e {
+            raft::TransferError::NotLeader { leader } => TransferFailure::NotLeader { leader },
+            raft::TransferError::NotVoter(t) => TransferFailure::BadTransferee(t),
+        })?;
+        // The core gives up after an election timeout; the new leader may need one
+        // more to be heard of. Past twice that, answer in any case.
+        let deadline = self.now + 2 * self.cfg.raft.election_timeout_ticks as u64 + 1;
+        self.transfer = Some(PendingTransfer { id, target, deadline });
+        Ok(None)
+    }
+
+    /// The other voter whose log matches the most of ours (ties: the lowest id).
+    fn most_caught_up_voter(&self) -> Option<NodeId> {
+        let me = self.raft.id();
+        let matched = |id: NodeId| self.raft.progress(id).map_or(0, |p| p.match_index);
+        let others = self.raft.voters().iter().copied().filter(|&v| v != me);
+        others.max_by_key(|&v| (matched(v), std::cmp::Reverse(v)))
+    }
+
+    /// Answers the transfer under way once its outcome is known.
+    fn check_transfer(&mut self) {
+        let Some(t) = &self.transfer else { return };
+        let outcome = match (self.raft.role(), self.raft.leader()) {
+            (_, Some(l)) if l == t.target => Some(Ok(l)),
+            // The core gave up: the target did not win within an election timeout.
+            (Role::Leader, _) if self.raft.lead_transferee() != Some(t.target) => {
+                Some(Err(TransferFailure::TimedOut))
+            }
+            (Role::Follower, Some(_)) => Some(Err(TransferFailure::TimedOut)),
+            _ if self.now >= t.deadline => Some(Err(TransferFailure::TimedOut)),
+            _ => None, // still transferring, or an election is under way
+        };
+        if let Some(outcome) = outcome {
+            let t = self.transfer.take().expect("checked above");
+            self.transfers_done.push((t.id, outcome));
         }
     }
 
@@ -831,7 +963,10 @@ impl<S: LogStore> Node<S> {
         let events = std::mem::take(&mut self.events);
         let reads = std::mem::take(&mut self.ready_reads);
         let apply = self.hand_out_apply();
-        Ok(Output { replies, events, snapshot_job: self.snapshot_job.take(), reads, apply })
+        self.check_transfer();
+        let transfers = std::mem::take(&mut self.transfers_done);
+        let snapshot_job = self.snapshot_job.take();
+        Ok(Output { replies, events, snapshot_job, reads, apply, transfers })
     }
 
     /// The batches the applier may take now: at most [`APPLY_BATCHES_IN_FLIGHT_MAX`]
@@ -1129,6 +1264,7 @@ impl<S: LogStore> Node<S> {
     /// True if `poll` has work (messages, persistence, applies or replies).
     pub fn has_work(&self) -> bool {
         self.raft.has_ready()
+            || !self.transfers_done.is_empty()
             || !self.replies.is_empty()
             || !self.ready_reads.is_empty()
             || (self.apply_in_flight < APPLY_BATCHES_IN_FLIGHT_MAX && !self.to_apply.is_empty())
@@ -1185,10 +1321,12 @@ fn propose_error(e: ProposeError) -> RequestError {
     match e {
         ProposeError::NotLeader { leader } => RequestError::NotLeader { leader },
         ProposeError::TooLarge { size, max } => RequestError::TooLarge { size, max },
-        // A transfer or a membership change in progress: retry shortly.
-        ProposeError::Busy | ProposeError::Transferring | ProposeError::ConfChangePending => {
-            RequestError::Busy
-        }
+        // Leadership is on its way to another member: the write was not proposed, so
+        // the caller may send it again, to the new leader once it is known (the
+        // server's write path waits for one and forwards there).
+        ProposeError::Transferring => RequestError::NotLeader { leader: None },
+        // A membership change in progress: retry shortly.
+        ProposeError::Busy | ProposeError::ConfChangePending => RequestError::Busy,
         ProposeError::BadConfChange(_) => RequestError::Busy,
     }
 }
@@ -1641,5 +1779,186 @@ mod apply_apart_tests {
         }
         assert_eq!(acks, 3, "every append answered");
         assert_eq!((n.raft().commit_index(), n.applied_index()), (30, 0));
+    }
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    use super::*;
+    use crate::MemStore;
+    use kv::PutRequest;
+
+    /// Three in-memory members wired together; messages are delivered at once.
+    struct Trio {
+        nodes: BTreeMap<NodeId, Node<MemStore>>,
+        out: BTreeMap<NodeId, Vec<Output>>,
+    }
+
+    impl Trio {
+        fn new() -> Trio {
+            let nodes = (1..=3)
+                .map(|id| {
+                    let store = MemStore::default();
+                    let restored = store.recover();
+                    let cfg = NodeConfig::new(id, [1, 2, 3].into());
+                    (id, Node::new(cfg, store, restored).unwrap())
+                })
+                .collect();
+            Trio { nodes, out: BTreeMap::new() }
+        }
+
+        /// One tick of every member, then messages until quiet.
+        fn step(&mut self) {
+            self.nodes.values_mut().for_each(|n| n.tick());
+            for _ in 0..50 {
+                let mut msgs = Vec::new();
+                for (id, n) in self.nodes.iter_mut() {
+                    let out = n.run_once(&mut |m| msgs.extend(m)).unwrap();
+                    self.out.entry(*id).or_default().push(out);
+                }
+                if msgs.is_empty() {
+                    return;
+                }
+                for m in msgs {
+                    self.nodes.get_mut(&m.to).unwrap().step(m);
+                }
+            }
+        }
+
+        fn leader(&self) -> Option<NodeId> {
+            self.nodes.values().find(|n| n.raft().role() == Role::Leader).map(|n| n.raft().id())
+        }
+
+        fn elect(&mut self) -> NodeId {
+            for _ in 0..200 {
+                self.step();
+                if let Some(l) = self.leader() {
+                    return l;
+                }
+            }
+            panic!("no leader elected in 200 ticks");
+        }
+
+        fn transfers(&mut self, id: NodeId) -> Vec<(RequestId, Result<NodeId, TransferFailure>)> {
+            let outs = self.out.remove(&id).unwrap_or_default();
+            outs.into_iter().flat_map(|o| o.transfers).collect()
+        }
+    }
+
+    #[test]
+    fn a_transfer_is_answered_once_the_target_leads() {
+        let mut t = Trio::new();
+        let old = t.elect();
+        let target = (1..=3).find(|&i| i != old).unwrap();
+        t.transfers(old);
+        t.nodes.get_mut(&old).unwrap().transfer_leader(7, Some(target));
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            t.step();
+            answers.extend(t.transfers(old));
+        }
+        assert_eq!(answers, vec![(7, Ok(target))]);
+        assert_eq!(t.leader(), Some(target));
+    }
+
+    #[test]
+    fn without_a_target_the_most_caught_up_voter_takes_over() {
+        let mut t = Trio::new();
+        let old = t.elect();
+        // Cut one follower off and write: the other one is the more caught up.
+        let (cut, kept) = {
+            let f: Vec<NodeId> = (1..=3).filter(|&i| i != old).collect();
+            (f[0], f[1])
+        };
+        let cut_node = t.nodes.remove(&cut).unwrap();
+        let put = PutRequest { key: b"k".to_vec(), ..Default::default() };
+        t.nodes.get_mut(&old).unwrap().submit(1, Request::Write(Command::new(Op::Put(put))));
+        let mut msgs = Vec::new();
+        t.nodes.get_mut(&old).unwrap().run_once(&mut |m| msgs.extend(m)).unwrap();
+        for m in msgs.into_iter().filter(|m| m.to == kept) {
+            t.nodes.get_mut(&kept).unwrap().step(m);
+        }
+        let mut back = Vec::new();
+        t.nodes.get_mut(&kept).unwrap().run_once(&mut |m| back.extend(m)).unwrap();
+        t.nodes.get_mut(&kept).unwrap().sync().unwrap();
+        t.nodes.get_mut(&kept).unwrap().run_once(&mut |m| back.extend(m)).unwrap();
+        for m in back.into_iter().filter(|m| m.to == old) {
+            t.nodes.get_mut(&old).unwrap().step(m);
+        }
+        t.nodes.insert(cut, cut_node);
+        assert_eq!(t.nodes[&old].most_caught_up_voter(), Some(kept));
+        t.nodes.get_mut(&old).unwrap().transfer_leader(8, None);
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            t.step();
+            answers.extend(t.transfers(old));
+        }
+        assert_eq!(answers, vec![(8, Ok(kept))]);
+    }
+
+    #[test]
+    fn a_transfer_is_refused_off_the_leader_and_to_a_non_member() {
+        let mut t = Trio::new();
+        let old = t.elect();
+        let follower = (1..=3).find(|&i| i != old).unwrap();
+        t.transfers(old);
+        t.transfers(follower);
+        t.nodes.get_mut(&follower).unwrap().transfer_leader(1, Some(old));
+        t.nodes.get_mut(&old).unwrap().transfer_leader(2, Some(99));
+        t.nodes.get_mut(&old).unwrap().transfer_leader(3, Some(old));
+        t.step();
+        let f = t.transfers(follower);
+        assert_eq!(f, vec![(1, Err(TransferFailure::NotLeader { leader: Some(old) }))]);
+        let answers = t.transfers(old);
+        assert_eq!(answers, vec![(2, Err(TransferFailure::BadTransferee(99))), (3, Ok(old))]);
+        assert_eq!(
+            format!("{}", TransferFailure::BadTransferee(99)),
+            "etcdserver: bad leader transferee"
+        );
+    }
+
+    #[test]
+    fn writes_during_a_transfer_are_refused_as_not_applied_and_a_dead_target_times_out() {
+        let mut t = Trio::new();
+        let old = t.elect();
+        let target = (1..=3).find(|&i| i != old).unwrap();
+        // The target is gone: the transfer cannot finish.
+        let gone = t.nodes.remove(&target).unwrap();
+        t.transfers(old);
+        t.nodes.get_mut(&old).unwrap().transfer_leader(5, Some(target));
+        let put = PutRequest { key: b"k".to_vec(), ..Default::default() };
+        t.nodes.get_mut(&old).unwrap().submit(6, Request::Write(Command::new(Op::Put(put))));
+        let out = t.nodes.get_mut(&old).unwrap().run_once(&mut |_| {}).unwrap();
+        assert_eq!(out.replies, vec![(6, Err(RequestError::NotLeader { leader: None }))]);
+        let election_timeout = t.nodes[&old].cfg.raft.election_timeout_ticks;
+        let mut answers = Vec::new();
+        for _ in 0..=election_timeout {
+            t.step_without(target);
+            answers.extend(t.transfers(old));
+        }
+        assert_eq!(answers, vec![(5, Err(TransferFailure::TimedOut))]);
+        assert_eq!(t.leader(), Some(old), "the leader resumes after the transfer gives up");
+        drop(gone);
+    }
+
+    impl Trio {
+        /// [`Trio::step`] with member `gone` absent: messages to it are lost.
+        fn step_without(&mut self, gone: NodeId) {
+            self.nodes.values_mut().for_each(|n| n.tick());
+            for _ in 0..50 {
+                let mut msgs = Vec::new();
+                for (id, n) in self.nodes.iter_mut() {
+                    let out = n.run_once(&mut |m| msgs.extend(m)).unwrap();
+                    self.out.entry(*id).or_default().push(out);
+                }
+                msgs.retain(|m| m.to != gone);
+                if msgs.is_empty() {
+                    return;
+                }
+                for m in msgs {
+                    self.nodes.get_mut(&m.to).unwrap().step(m);
+                }
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! What raftkv does not implement yet answers gRPC `Unimplemented` with a message that
 //! says so, never a confusing error: membership changes (MemberAdd, MemberRemove,
-//! MemberUpdate, MemberPromote), MoveLeader and Downgrade. Checked through gRPC and, when
+//! MemberUpdate, MemberPromote) and Downgrade. Checked through gRPC and, when
 //! it is installed, through `etcdctl` (`member add`).
 
 mod common;
@@ -42,8 +42,6 @@ async fn unimplemented_methods_answer_unimplemented_with_a_clear_message() {
     unimplemented_saying("MemberPromote", cluster.member_promote(promote).await, membership);
 
     let mut maintenance = MaintenanceClient::new(channel);
-    let to = pb::MoveLeaderRequest { target_id: 1 };
-    unimplemented_saying("MoveLeader", maintenance.move_leader(to).await, "moving the leader");
     let down = pb::DowngradeRequest::default();
     unimplemented_saying("Downgrade", maintenance.downgrade(down).await, "downgrade");
 

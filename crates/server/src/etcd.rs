@@ -15,7 +15,7 @@ use crate::peer::{ClientUrls, Transport};
 use crate::runtime::{NodeHandle, Reply};
 use bytes::Bytes;
 use kv::{Command, KvError, Op};
-use node::{ReadQuery, Request, RequestError};
+use node::{ReadQuery, Request, RequestError, TransferFailure};
 use proto::etcdserverpb as pb;
 use proto::mvccpb;
 use raft::NodeId;
@@ -238,6 +238,19 @@ pub fn request_error(e: &RequestError) -> Status {
         }
         // etcd's ErrGRPCTooManyRequests.
         RequestError::Busy => Status::resource_exhausted(TOO_MANY_REQUESTS),
+    }
+}
+
+/// etcd's gRPC status for a failed leadership transfer: `FailedPrecondition` for "not
+/// leader" and "bad leader transferee", `Unavailable` for a transfer that took too long.
+pub fn transfer_error(e: &TransferFailure) -> Status {
+    match e {
+        TransferFailure::NotLeader { .. }
+        | TransferFailure::BadTransferee(_)
+        | TransferFailure::NoTransferee => Status::failed_precondition(e.to_string()),
+        TransferFailure::TimedOut | TransferFailure::InProgress => {
+            Status::unavailable(e.to_string())
+        }
     }
 }
 
@@ -752,14 +765,26 @@ impl pb::maintenance_server::Maintenance for Api {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    /// etcd's MoveLeader: only the leader accepts it ("etcdserver: not leader"); the
+    /// target must be a voting member ("etcdserver: bad leader transferee"); answered
+    /// once the target leads, or "leader transfer took too long" when the core gave up
+    /// after an election timeout. Needs the root role when auth is on, as etcd's.
     async fn move_leader(
         &self,
-        _request: tonic::Request<pb::MoveLeaderRequest>,
+        request: tonic::Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "etcdserver: moving the leader is not supported by raftkv yet (MoveLeader is not \
-             implemented)",
-        ))
+        self.require_admin(&request).await?;
+        let s = self.node.status().await.ok_or_else(|| Status::unavailable("member stopping"))?;
+        if !s.is_leader {
+            return Err(transfer_error(&TransferFailure::NotLeader { leader: s.leader }));
+        }
+        let target = request.get_ref().target_id;
+        if !self.members.iter().any(|m| m.id == target) {
+            return Err(transfer_error(&TransferFailure::BadTransferee(target)));
+        }
+        self.node.transfer_leader(Some(target)).await.map_err(|e| transfer_error(&e))?;
+        let revision = self.node.status().await.map_or(s.revision, |s| s.revision);
+        Ok(Response::new(pb::MoveLeaderResponse { header: self.header(revision) }))
     }
 
     async fn downgrade(

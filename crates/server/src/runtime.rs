@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use kv::{EventBatch, EventLimits, KvError, Response, StateMachine};
 use node::{
     Applied, Applier, ApplyBatch, LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob,
+    TransferFailure,
 };
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
@@ -120,16 +121,22 @@ pub enum Input {
     Applied(Box<Applied>),
     /// The applier thread failed (a snapshot from the leader could not be restored).
     ApplyFailed(String),
+    /// Hand leadership to a member (`None`: the most caught-up other voter), and where
+    /// to send the outcome (see [`node::Node::transfer_leader`]).
+    Transfer(Option<NodeId>, oneshot::Sender<TransferOutcome>),
     /// Stop the thread.
     Stop,
 }
+
+/// The outcome of a leadership transfer: the member that leads now, or why not.
+pub type TransferOutcome = Result<NodeId, TransferFailure>;
 
 impl Input {
     /// Whether the input counts against [`NODE_INPUT_QUEUED_MAX`]: everything that
     /// outside callers send; not the member's own control inputs, which must never be
     /// lost (a lost `SnapshotDone` would stop snapshots for good).
     fn is_bounded(&self) -> bool {
-        matches!(self, Input::Peer(_) | Input::Client(..))
+        matches!(self, Input::Peer(_) | Input::Client(..) | Input::Transfer(..))
     }
 }
 
@@ -362,6 +369,17 @@ impl NodeHandle {
             return None; // the node thread dropped its sender: it stopped
         }
         Some(self.view())
+    }
+
+    /// Hands leadership to `target` (`None`: the most caught-up other voter) and waits
+    /// for the outcome; the node answers within two election timeouts. A full input
+    /// or a stopped node is [`TransferFailure::TimedOut`].
+    pub async fn transfer_leader(&self, target: Option<NodeId>) -> TransferOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.inbox.send(Input::Transfer(target, tx)).is_err() {
+            return Err(TransferFailure::TimedOut);
+        }
+        rx.await.unwrap_or(Err(TransferFailure::TimedOut))
     }
 
     /// Asks the node thread to stop.
@@ -646,6 +664,7 @@ fn run<S: LogStore>(
     published: Published,
 ) -> Result<(), String> {
     let mut waiting: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
+    let mut transfers: HashMap<u64, oneshot::Sender<TransferOutcome>> = HashMap::new();
     let mut next_id: u64 = 1;
     let started_at = Instant::now();
     let mut next_tick = Instant::now() + tick;
@@ -670,6 +689,12 @@ fn run<S: LogStore>(
                     next_id += 1;
                     waiting.insert(id, reply);
                     node.submit(id, req);
+                }
+                Input::Transfer(target, reply) => {
+                    let id = next_id;
+                    next_id += 1;
+                    transfers.insert(id, reply);
+                    node.transfer_leader(id, target);
                 }
                 Input::SnapshotDone(s) => node.finish_snapshot(s).map_err(|e| e.to_string())?,
                 Input::Applied(applied) => {
@@ -707,6 +732,11 @@ fn run<S: LogStore>(
         // with a size that includes its previous one.
         metrics.db_size_bytes.store(node.state().size_bytes(), Ordering::Relaxed);
         publish(&node, &mut out, &mut waiting, &metrics);
+        for (id, outcome) in out.transfers.drain(..) {
+            if let Some(tx) = transfers.remove(&id) {
+                let _ = tx.send(outcome);
+            }
+        }
         let raft = node.raft();
         if raft.leader() != last_leader {
             last_leader = raft.leader();

@@ -235,6 +235,19 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERM, then waits (up to 30 s) for the process to exit: a clean stop, as an
+    /// operator's `kill` or a service manager's. A no-op if it is not running.
+    pub fn terminate(&mut self, i: usize) {
+        let Some(mut c) = self.members[i].child.take() else { return };
+        let pid = c.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "member {i} did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills every member (`kill -9`); the data dirs and logs stay until the drop.
     pub fn kill_all(&mut self) {
         for i in 0..self.members.len() {
