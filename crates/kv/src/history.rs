@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::{AuthState, Permission, User, ROOT_ROLE, ROOT_USER};
 use crate::machine::{Config, StateMachine, INITIAL_REVISION};
 use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
 use crate::quota::Alarms;
@@ -77,12 +78,13 @@ pub struct Import {
     config: Config,
     mvcc: Mvcc,
     max_revision: u64,
+    auth: AuthState,
 }
 
 impl Import {
     /// An empty import for a cluster that runs with `config`.
     pub fn new(config: Config) -> Self {
-        Import { config, mvcc: Mvcc::default(), max_revision: 0 }
+        Import { config, mvcc: Mvcc::default(), max_revision: 0, auth: AuthState::default() }
     }
 
     /// Adds one stored change.
@@ -166,9 +168,52 @@ impl Import {
             mvcc: self.mvcc,
             sessions: Sessions::default(),
             alarms: Alarms::default(),
-            auth: Default::default(),
+            auth: self.auth,
         })
     }
+
+    /// Sets the auth state (etcd's `auth`, `authUsers` and `authRoles` buckets).
+    /// Each role's permissions are sorted here; an empty name, a permission
+    /// key above the key limit, a password hash above the snapshot's limit, two permissions on the same range, or auth on
+    /// without a root user holding the root role is an error naming it.
+    pub fn auth(&mut self, mut auth: AuthState) -> Result<(), String> {
+        if auth.revision == 0 {
+            return Err("auth revision 0 (a store's starts at 1)".into());
+        }
+        if auth.users.contains_key("") || auth.roles.contains_key("") {
+            return Err("a user or role with an empty name".into());
+        }
+        let hash_max = crate::snapshot::PASSWORD_HASH_BYTES_MAX;
+        let long = |u: &User| u.password_hash.as_ref().is_some_and(|h| h.len() as u64 > hash_max);
+        if let Some((name, _)) = auth.users.iter().find(|(_, u)| long(u)) {
+            return Err(format!("user {name:?}: password hash above {hash_max} bytes"));
+        }
+        for (name, perms) in Arc::make_mut(&mut auth.roles).iter_mut() {
+            check_permissions(name, perms, self.config.key_bytes_max)?;
+        }
+        let root_ok = auth.users.get(ROOT_USER).is_some_and(|u| u.roles.contains(ROOT_ROLE));
+        if auth.enabled && !root_ok {
+            return Err("auth is enabled but user \"root\" lacks role \"root\"".into());
+        }
+        self.auth = auth;
+        Ok(())
+    }
+}
+
+/// Sorts a role's permissions as apply keeps them and checks them.
+fn check_permissions(role: &str, perms: &mut [Permission], key_max: u64) -> Result<(), String> {
+    perms.sort_by(|a, b| (&a.key, &a.range_end).cmp(&(&b.key, &b.range_end)));
+    for p in perms.iter() {
+        if p.key.len() as u64 > key_max || p.range_end.len() as u64 > key_max {
+            return Err(format!(
+                "role {role:?}: permission key or range end above {key_max} bytes"
+            ));
+        }
+    }
+    if perms.windows(2).any(|w| (&w[0].key, &w[0].range_end) == (&w[1].key, &w[1].range_end)) {
+        return Err(format!("role {role:?}: two permissions on the same key range"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,5 +324,43 @@ mod tests {
         let kv2 = KeyValue { key: b"j".to_vec(), ..kv };
         import.change(StoredChange { kv: kv2, sub: 0, tombstone: true }).unwrap();
         assert!(import.finish(0, 0).err().unwrap().contains("same revision (3, 0)"));
+    }
+
+    fn perm(key: &str, range_end: &str) -> Permission {
+        let (key, range_end) = (key.into(), range_end.into());
+        Permission { perm_type: crate::auth::PermissionType::Read, key, range_end }
+    }
+
+    /// Imported users and roles are the machine's, permissions sorted as apply
+    /// keeps them.
+    #[test]
+    fn imported_auth_is_kept_with_permissions_sorted() {
+        let root = User { password_hash: Some(b"h".to_vec()), roles: ["root".into()].into() };
+        let roles =
+            [("root".to_string(), vec![]), ("r".into(), vec![perm("b", ""), perm("a", "")])];
+        let auth = AuthState {
+            enabled: true,
+            revision: 7,
+            users: Arc::new([("root".to_string(), root)].into()),
+            roles: Arc::new(roles.into()),
+        };
+        let mut import = Import::new(Config::default());
+        import.auth(auth.clone()).unwrap();
+        let sm = import.finish(0, 0).unwrap();
+        assert_eq!(sm.auth().users, auth.users);
+        assert_eq!(sm.auth().roles["r"], vec![perm("a", ""), perm("b", "")]);
+        assert!(sm.auth().enabled && sm.auth().revision == 7);
+    }
+
+    /// Auth states apply could never reach are refused, saying why.
+    #[test]
+    fn impossible_auth_is_refused() {
+        let enabled = AuthState { enabled: true, ..AuthState::default() };
+        let e = Import::new(Config::default()).auth(enabled).unwrap_err();
+        assert!(e.contains("lacks role \"root\""), "{e}");
+        let roles = [("r".to_string(), vec![perm("a", ""), perm("a", "")])];
+        let twice = AuthState { roles: Arc::new(roles.into()), ..AuthState::default() };
+        let e = Import::new(Config::default()).auth(twice).unwrap_err();
+        assert!(e.contains("two permissions on the same key range"), "{e}");
     }
 }

@@ -462,7 +462,7 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
 /// Longest user or role name a snapshot may hold.
 const AUTH_NAME_BYTES_MAX: u64 = 64 * 1024;
 /// Longest password hash a snapshot may hold (a bcrypt hash is 60 bytes).
-const PASSWORD_HASH_BYTES_MAX: u64 = 1024;
+pub(crate) const PASSWORD_HASH_BYTES_MAX: u64 = 1024;
 
 impl<R: Read> SnapReader<R> {
     fn name(&mut self, what: &str, after: Option<&String>) -> SResult<String> {

@@ -12,6 +12,13 @@
 //!    to `raftkv snapshot status`), `etcdctl snapshot restore` and a real etcd started
 //!    on the result: the same comparison again.
 //!
+//! Auth rides along: before the snapshot etcd gets `root`, a user `alice` whose role
+//! may read and write only under `app/`, and `auth enable`. After each restore, with
+//! auth still on, `etcdctl user/role list/get` (as root, so the passwords work from
+//! the carried bcrypt hashes) print the same as on the original etcd, and `alice`
+//! reads under `app/` but is refused outside it, and with a wrong password. Then auth
+//! is disabled there to compare the data with a plain client.
+//!
 //! Without etcd installed the test prints SKIPPED and passes.
 
 mod common;
@@ -149,6 +156,91 @@ fn etcdctl(args: &[&str], file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+const ROOT: &str = "root:root-pw";
+const ALICE: &str = "alice:alice-pw";
+
+/// `etcdctl --endpoints endpoint [--user user] args`: success and its output.
+fn ctl(endpoint: &str, user: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut c = common::etcdctl();
+    c.args(["--endpoints", endpoint]);
+    if let Some(user) = user {
+        c.args(["--user", user]);
+    }
+    let out = c.args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), text + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Like [`ctl`], panicking with the output if it fails.
+fn ctl_ok(endpoint: &str, user: Option<&str>, args: &[&str]) -> String {
+    let (ok, out) = ctl(endpoint, user, args);
+    assert!(ok, "etcdctl {args:?} at {endpoint}: {out}");
+    out
+}
+
+/// Adds root, alice with a role limited to `app/`, and turns auth on.
+fn set_up_auth(endpoint: &str) {
+    ctl_ok(endpoint, None, &["user", "add", ROOT]);
+    ctl_ok(endpoint, None, &["user", "add", ALICE]);
+    ctl_ok(endpoint, None, &["role", "add", "app-rw"]);
+    ctl_ok(
+        endpoint,
+        None,
+        &["role", "grant-permission", "app-rw", "--prefix", "readwrite", "app/"],
+    );
+    ctl_ok(endpoint, None, &["role", "add", "one-key"]);
+    ctl_ok(endpoint, None, &["role", "grant-permission", "one-key", "read", "key/002"]);
+    ctl_ok(endpoint, None, &["user", "grant-role", "alice", "app-rw"]);
+    ctl_ok(endpoint, None, &["user", "grant-role", "alice", "one-key"]);
+    ctl_ok(endpoint, None, &["auth", "enable"]);
+}
+
+/// [`TestCluster::wait_ready`] as root (auth is on): each member answers a
+/// linearizable read within 30 s in all.
+fn wait_ready_as_root(c: &TestCluster) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for i in 0..c.members().len() {
+        while let (false, out) = ctl(&c.endpoint(i), Some(ROOT), &["get", "ready"]) {
+            assert!(std::time::Instant::now() < deadline, "member {i} not ready in 30 s: {out}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// What root sees of users, roles and permissions (etcdctl's own printing).
+fn auth_seen(endpoint: &str) -> String {
+    let mut seen = String::new();
+    for args in [
+        &["user", "list"][..],
+        &["role", "list"],
+        &["user", "get", "root"],
+        &["user", "get", "alice"],
+        &["role", "get", "root"],
+        &["role", "get", "app-rw"],
+        &["role", "get", "one-key"],
+    ] {
+        seen += &ctl_ok(endpoint, Some(ROOT), args);
+    }
+    seen
+}
+
+/// Auth is on and enforced: no user is refused; alice reads `app/` and her one key,
+/// nothing else, and only with her password. Then auth is turned off.
+fn check_auth_then_disable(endpoint: &str, want: &str, who: &str) {
+    assert_eq!(auth_seen(endpoint), want, "{who}: users and roles");
+    let (ok, out) = ctl(endpoint, None, &["get", "app/"]);
+    assert!(!ok, "{who}: a read without a user while auth is on: {out}");
+    ctl_ok(endpoint, Some(ALICE), &["get", "--prefix", "app/"]);
+    ctl_ok(endpoint, Some(ALICE), &["get", "key/002"]);
+    for args in [&["get", "key/003"][..], &["get", "--prefix", "key/"], &["put", "other", "x"]] {
+        let (ok, out) = ctl(endpoint, Some(ALICE), args);
+        assert!(!ok && out.contains("permission denied"), "{who}: alice {args:?}: {out}");
+    }
+    let (ok, out) = ctl(endpoint, Some("alice:wrong"), &["get", "app/"]);
+    assert!(!ok && out.contains("authentication failed"), "{who}: a wrong password: {out}");
+    ctl_ok(endpoint, Some(ROOT), &["auth", "disable"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_moves_from_etcd_to_raftkv_and_back_with_nothing_lost() {
     if !have("etcd", "--version") || !have("etcdctl", "version") {
@@ -163,8 +255,11 @@ async fn data_moves_from_etcd_to_raftkv_and_back_with_nothing_lost() {
     let want = observe(etcd.channel(0), compact_at).await;
     assert_eq!(want.leases.len(), 2);
     assert!(want.below_compaction.contains("compacted"), "{}", want.below_compaction);
+    set_up_auth(&etcd.endpoint(0));
+    let want_auth = auth_seen(&etcd.endpoint(0));
+    assert!(want_auth.contains("[app/, app0)"), "{want_auth}");
     let from_etcd = etcd.root().join("etcd.db");
-    etcdctl(&["--endpoints", &etcd.endpoint(0), "snapshot", "save"], &from_etcd);
+    etcdctl(&["--endpoints", &etcd.endpoint(0), "--user", ROOT, "snapshot", "save"], &from_etcd);
     etcd.kill_all();
 
     // 2. Into a 3-member raftkv.
@@ -186,14 +281,15 @@ async fn data_moves_from_etcd_to_raftkv_and_back_with_nothing_lost() {
         assert!(ok, "raftkv snapshot restore of etcd's snapshot: {err}");
     }
     rk.spawn_all();
-    rk.wait_ready().await;
+    wait_ready_as_root(&rk);
+    let from_raftkv = rk.root().join("raftkv.db");
+    etcdctl(&["--endpoints", &rk.endpoint(1), "--user", ROOT, "snapshot", "save"], &from_raftkv);
+    check_auth_then_disable(&rk.endpoint(0), &want_auth, "raftkv");
     for i in 0..3 {
         same(&observe(rk.channel(i), compact_at).await, &want, &format!("raftkv member {i}"));
     }
 
-    // 3. And back into etcd.
-    let from_raftkv = rk.root().join("raftkv.db");
-    etcdctl(&["--endpoints", &rk.endpoint(1), "snapshot", "save"], &from_raftkv);
+    // 3. And back into etcd (the snapshot was saved with auth on).
     rk.kill_all();
     let theirs = etcdctl(&["snapshot", "status"], &from_raftkv);
     let (ok, ours, err) = raftkv(&["snapshot", "status", from_raftkv.to_str().unwrap()]);
@@ -219,6 +315,7 @@ async fn data_moves_from_etcd_to_raftkv_and_back_with_nothing_lost() {
     ];
     etcdctl(&args, &from_raftkv);
     back.spawn_all();
-    back.wait_ready().await;
+    wait_ready_as_root(&back);
+    check_auth_then_disable(&back.endpoint(0), &want_auth, "etcd restored from raftkv");
     same(&observe(back.channel(0), compact_at).await, &want, "etcd restored from raftkv");
 }

@@ -17,13 +17,13 @@
 //! `c` and every change after it: [`kv::StateMachine::for_each_stored_change`].
 //!
 //! What is exported: every stored change, the leases, the compaction point and the
-//! applied index (as `consistent_index`), `authRevision` 1 with no users or roles (auth
-//! off), `clusterVersion` 3.4.0; empty `alarm` and membership buckets. Alarms and
+//! applied index (as `consistent_index`), the auth state (`authEnabled` `[1]`/`[0]` and
+//! `authRevision` 8-byte big-endian in `auth`; `authpb.User` and `authpb.Role` keyed by
+//! name in `authUsers` and `authRoles`, passwords as their bcrypt hashes, so they keep
+//! working), `clusterVersion` 3.4.0; empty `alarm` and membership buckets. Alarms and
 //! members belong to the old cluster's member ids, so neither direction carries them
-//! (`etcdctl snapshot restore` also drops the members). Auth: raftkv has none yet, so
-//! an import reports users and roles it could not bring (see [`Imported::skipped`]);
-//! once `kv` keeps users and roles, they go in and out of `authUsers` and `authRoles`
-//! here.
+//! (`etcdctl snapshot restore` also drops the members); an import reports alarms it
+//! left behind (see [`Imported::skipped`]).
 
 use bytes::Bytes;
 use kv::{Config, Import, StateMachine, StoredChange};
@@ -43,6 +43,56 @@ pub struct LeasePb {
     /// Remaining TTL when checkpointed (etcd 3.4's lease checkpoints); 0 if not.
     #[prost(int64, tag = "3")]
     pub remaining_ttl: i64,
+}
+
+/// etcd's `authpb.UserAddOptions`.
+#[derive(Clone, PartialEq, Message)]
+pub struct UserOptionsPb {
+    /// The user cannot log in with a password.
+    #[prost(bool, tag = "1")]
+    pub no_password: bool,
+}
+
+/// etcd's `authpb.User`, as stored in the `authUsers` bucket.
+#[derive(Clone, PartialEq, Message)]
+pub struct UserPb {
+    /// User name.
+    #[prost(bytes = "vec", tag = "1")]
+    pub name: Vec<u8>,
+    /// bcrypt hash of the password; empty for a user without one.
+    #[prost(bytes = "vec", tag = "2")]
+    pub password: Vec<u8>,
+    /// Granted role names.
+    #[prost(string, repeated, tag = "3")]
+    pub roles: Vec<String>,
+    /// Options (etcd 3.4 always writes them).
+    #[prost(message, optional, tag = "4")]
+    pub options: Option<UserOptionsPb>,
+}
+
+/// etcd's `authpb.Permission`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PermissionPb {
+    /// READ = 0, WRITE = 1, READWRITE = 2.
+    #[prost(int32, tag = "1")]
+    pub perm_type: i32,
+    /// First key.
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    /// End of the range (empty: the key alone; `[0]`: every key from `key` on).
+    #[prost(bytes = "vec", tag = "3")]
+    pub range_end: Vec<u8>,
+}
+
+/// etcd's `authpb.Role`, as stored in the `authRoles` bucket.
+#[derive(Clone, PartialEq, Message)]
+pub struct RolePb {
+    /// Role name.
+    #[prost(bytes = "vec", tag = "1")]
+    pub name: Vec<u8>,
+    /// Its permissions.
+    #[prost(message, repeated, tag = "2")]
+    pub key_permission: Vec<PermissionPb>,
 }
 
 /// Bytes of a revision key; a tombstone's has one more (`t`).
@@ -104,7 +154,21 @@ pub fn write_etcd_db(
         for name in BUCKETS {
             db.bucket(name)?;
             match name {
-                b"auth" => db.put(b"authRevision", &1u64.to_be_bytes())?,
+                b"auth" => {
+                    let auth = state.auth();
+                    db.put(b"authEnabled", &[u8::from(auth.enabled)])?;
+                    db.put(b"authRevision", &auth.revision.to_be_bytes())?;
+                }
+                b"authRoles" => {
+                    for (name, perms) in state.auth().roles.iter() {
+                        db.put(name.as_bytes(), &role_value(name, perms))?;
+                    }
+                }
+                b"authUsers" => {
+                    for (name, user) in state.auth().users.iter() {
+                        db.put(name.as_bytes(), &user_value(name, user))?;
+                    }
+                }
                 b"cluster" => db.put(b"clusterVersion", b"3.4.0")?,
                 b"key" => state.for_each_stored_change(&mut |c| {
                     let key = revision_key(c.kv.mod_revision, c.sub, c.tombstone);
@@ -117,14 +181,38 @@ pub fn write_etcd_db(
                     }
                 }
                 b"meta" => write_meta(db, state)?,
-                // AUTH: once `kv` keeps users and roles, write them here (etcd's
-                // `authpb.User` / `authpb.Role` keyed by name) and `authEnabled` in "auth".
-                b"authUsers" | b"authRoles" => {}
                 _ => {}
             }
         }
         Ok(())
     })
+}
+
+/// The `authUsers` bucket's value for a user.
+pub fn user_value(name: &str, user: &kv::User) -> Vec<u8> {
+    let pb = UserPb {
+        name: name.as_bytes().to_vec(),
+        password: user.password_hash.clone().unwrap_or_default(),
+        roles: user.roles.iter().cloned().collect(),
+        options: Some(UserOptionsPb { no_password: user.password_hash.is_none() }),
+    };
+    pb.encode_to_vec()
+}
+
+/// The `authRoles` bucket's value for a role.
+pub fn role_value(name: &str, perms: &[kv::Permission]) -> Vec<u8> {
+    let perm = |p: &kv::Permission| PermissionPb {
+        perm_type: match p.perm_type {
+            kv::PermissionType::Read => 0,
+            kv::PermissionType::Write => 1,
+            kv::PermissionType::ReadWrite => 2,
+        },
+        key: p.key.clone(),
+        range_end: p.range_end.clone(),
+    };
+    let pb =
+        RolePb { name: name.as_bytes().to_vec(), key_permission: perms.iter().map(perm).collect() };
+    pb.encode_to_vec()
 }
 
 fn write_meta(db: &mut bbolt::DbWriter, state: &StateMachine) -> io::Result<()> {
@@ -143,8 +231,8 @@ fn write_meta(db: &mut bbolt::DbWriter, state: &StateMachine) -> io::Result<()> 
 pub struct Imported {
     /// The state machine.
     pub state: StateMachine,
-    /// What the file held that raftkv does not keep, one line each (auth users and
-    /// roles, alarms); empty when nothing was left behind.
+    /// What the file held that raftkv does not keep, one line each (alarms); empty
+    /// when nothing was left behind.
     pub skipped: Vec<String>,
 }
 
@@ -182,19 +270,16 @@ pub fn read_etcd_db<S: bbolt::Source>(db: bbolt::Db<S>) -> Result<Imported, Stri
     })
     .map_err(|err| format!("bucket \"lease\": {}", e(err)))?;
     let (compacted, applied) = read_meta(&db)?;
+    import.auth(read_auth(&db)?).map_err(|err| format!("auth: {err}"))?;
+    let mut alarms = 0u64;
+    db.for_each(b"alarm", &mut |_, _| {
+        alarms += 1;
+        Ok(())
+    })
+    .map_err(e)?;
     let mut skipped = Vec::new();
-    for (bucket, what) in
-        [(&b"authUsers"[..], "auth users"), (b"authRoles", "auth roles"), (b"alarm", "alarms")]
-    {
-        let mut n = 0u64;
-        db.for_each(bucket, &mut |_, _| {
-            n += 1;
-            Ok(())
-        })
-        .map_err(e)?;
-        if n > 0 {
-            skipped.push(format!("{n} {what} not imported (raftkv has no auth yet; alarms belong to the old members)"));
-        }
+    if alarms > 0 {
+        skipped.push(format!("{alarms} alarms not imported (they belong to the old members)"));
     }
     let state = import.finish(compacted, applied)?;
     Ok(Imported { state, skipped })
@@ -235,6 +320,83 @@ fn decode_lease(k: &[u8], v: &[u8]) -> Result<(i64, i64), String> {
         return Err(format!("key {k:02x?} does not match the lease id {:x}", pb.id));
     }
     Ok((pb.id, pb.ttl))
+}
+
+/// Reads the `auth`, `authUsers` and `authRoles` buckets (absent ones: auth off, no
+/// users or roles).
+fn read_auth<S: bbolt::Source>(db: &bbolt::Db<S>) -> Result<kv::AuthState, String> {
+    let mut auth = kv::AuthState::default();
+    db.for_each(b"auth", &mut |k, v| {
+        match (k, v) {
+            (b"authEnabled", [flag]) => auth.enabled = *flag == 1,
+            (b"authRevision", _) => {
+                let rev: [u8; 8] = v.try_into().map_err(|_| {
+                    bbolt::Error::Corrupt(format!("authRevision of {} bytes, not 8", v.len()))
+                })?;
+                auth.revision = u64::from_be_bytes(rev).max(kv::auth::INITIAL_AUTH_REVISION);
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("bucket \"auth\": {e}"))?;
+    let users = std::sync::Arc::make_mut(&mut auth.users);
+    db.for_each(b"authUsers", &mut |k, v| {
+        let (name, user) = decode_user(k, v).map_err(bbolt::Error::Corrupt)?;
+        users.insert(name, user);
+        Ok(())
+    })
+    .map_err(|e| format!("bucket \"authUsers\": {e}"))?;
+    let roles = std::sync::Arc::make_mut(&mut auth.roles);
+    db.for_each(b"authRoles", &mut |k, v| {
+        let (name, perms) = decode_role(k, v).map_err(bbolt::Error::Corrupt)?;
+        roles.insert(name, perms);
+        Ok(())
+    })
+    .map_err(|e| format!("bucket \"authRoles\": {e}"))?;
+    Ok(auth)
+}
+
+/// A bucket key as a user or role name, which etcd keeps as UTF-8 strings.
+fn auth_name(what: &str, k: &[u8], name: &[u8]) -> Result<String, String> {
+    if k != name {
+        return Err(format!("key {:?} holds the {what} {:?}", lossy(k), lossy(name)));
+    }
+    String::from_utf8(k.to_vec()).map_err(|_| format!("{what} name {k:02x?} is not UTF-8"))
+}
+
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+/// Decodes one entry of the `authUsers` bucket.
+pub fn decode_user(k: &[u8], v: &[u8]) -> Result<(String, kv::User), String> {
+    let pb = UserPb::decode(v)
+        .map_err(|err| format!("user {:?}: value is not a User: {err}", lossy(k)))?;
+    let name = auth_name("user", k, &pb.name)?;
+    // A user without a password (etcd's no_password, or an empty hash, which no
+    // password matches) cannot log in with one.
+    let no_password = pb.options.is_some_and(|o| o.no_password) || pb.password.is_empty();
+    let password_hash = (!no_password).then_some(pb.password);
+    Ok((name, kv::User { password_hash, roles: pb.roles.into_iter().collect() }))
+}
+
+/// Decodes one entry of the `authRoles` bucket.
+pub fn decode_role(k: &[u8], v: &[u8]) -> Result<(String, Vec<kv::Permission>), String> {
+    let pb = RolePb::decode(v)
+        .map_err(|err| format!("role {:?}: value is not a Role: {err}", lossy(k)))?;
+    let name = auth_name("role", k, &pb.name)?;
+    let mut perms = Vec::with_capacity(pb.key_permission.len());
+    for p in pb.key_permission {
+        let perm_type = match p.perm_type {
+            0 => kv::PermissionType::Read,
+            1 => kv::PermissionType::Write,
+            2 => kv::PermissionType::ReadWrite,
+            t => return Err(format!("role {name:?}: permission type {t} (0..=2 known)")),
+        };
+        perms.push(kv::Permission { perm_type, key: p.key, range_end: p.range_end });
+    }
+    Ok((name, perms))
 }
 
 fn read_meta<S: bbolt::Source>(db: &bbolt::Db<S>) -> Result<(u64, u64), String> {
