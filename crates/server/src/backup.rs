@@ -90,7 +90,14 @@ struct Chunker<'a> {
     total: &'a std::cell::Cell<u64>,
 }
 
-impl Chunker<'_> {
+impl<'a> Chunker<'a> {
+    fn new(
+        send: &'a mut dyn FnMut(Bytes, u64) -> io::Result<()>,
+        total: &'a std::cell::Cell<u64>,
+    ) -> Self {
+        Chunker { send, buf: Vec::with_capacity(CHUNK_BYTES), sha: Sha256::new(), sent: 0, total }
+    }
+
     fn emit(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -129,13 +136,7 @@ pub fn stream_backup(
     send: &mut dyn FnMut(Bytes, u64) -> io::Result<()>,
 ) -> io::Result<()> {
     let total = std::cell::Cell::new(0u64);
-    let mut out = Chunker {
-        send,
-        buf: Vec::with_capacity(CHUNK_BYTES),
-        sha: Sha256::new(),
-        sent: 0,
-        total: &total,
-    };
+    let mut out = Chunker::new(send, &total);
     crate::etcd_db::write_etcd_db(view.state(), &mut out, &mut |n| {
         total.set(n);
         Ok(())
@@ -154,13 +155,7 @@ pub fn stream_raftkv_backup(
 ) -> io::Result<()> {
     let payload_bytes = view.write_to(&mut Counter(0))?;
     let total = std::cell::Cell::new(content_len(payload_bytes));
-    let mut out = Chunker {
-        send,
-        buf: Vec::with_capacity(CHUNK_BYTES),
-        sha: Sha256::new(),
-        sent: 0,
-        total: &total,
-    };
+    let mut out = Chunker::new(send, &total);
     out.write_all(&BACKUP_MAGIC)?;
     out.write_all(&BACKUP_FORMAT_VERSION.to_le_bytes())?;
     out.write_all(&0u32.to_le_bytes())?;
