@@ -5,8 +5,8 @@ use kv::{
     StateMachine,
 };
 use raft::{
-    Entry, EntryKind, HardState, Index, Message, NodeId, ProposeError, Raft, ReadError, Restored,
-    Role, Snapshot, SnapshotMeta, Term,
+    Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft,
+    ReadError, Restored, Role, Snapshot, SnapshotMeta, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -591,6 +591,8 @@ pub struct Node<S: LogStore> {
     transfer: Option<PendingTransfer>,
     /// Transfer outcomes not yet handed out.
     transfers_done: Vec<(RequestId, Result<NodeId, TransferFailure>)>,
+    /// Appends cut short by [`Node::hold_back`] so far.
+    appends_held_back: u64,
 }
 
 impl<S: LogStore> Node<S> {
@@ -630,8 +632,15 @@ impl<S: LogStore> Node<S> {
             apply_in_flight: 0,
             transfer: None,
             transfers_done: Vec::new(),
+            appends_held_back: 0,
             cfg,
         })
+    }
+
+    /// Appends this member cut short so far because its applier was past the apply gap
+    /// (see [`Node::step`]).
+    pub fn appends_held_back(&self) -> u64 {
+        self.appends_held_back
     }
 
     /// Advances time by one tick: the core's timers and request deadlines.
@@ -642,8 +651,34 @@ impl<S: LogStore> Node<S> {
     }
 
     /// Processes one message from a peer.
-    pub fn step(&mut self, m: Message) {
+    ///
+    /// Back-pressure on every member: while this member's applier is more than
+    /// [`NodeConfig::apply_gap_entries_max`] committed entries behind, an append takes
+    /// no entry past the end of its log (see [`Node::hold_back`]).
+    pub fn step(&mut self, mut m: Message) {
+        self.hold_back(&mut m);
         self.raft.step(m);
+    }
+
+    /// Cuts an append down to the entries this member already has (their index at most
+    /// its last index) while its apply gap exceeds the bound, so a member whose applier
+    /// is slower than the cluster's commit rate holds at most the gap plus one append's
+    /// worth of committed entries it has not applied. Safe: the prefix of an append is
+    /// itself a valid append (as if the leader had sent fewer entries), and the answer
+    /// names the prefix's end, so the leader sends the rest again later. Live: the
+    /// entries in the gap are committed, so the applier drains them with no help from
+    /// the network, and the member then takes entries again.
+    fn hold_back(&mut self, m: &mut Message) {
+        if self.apply_gap() <= self.cfg.apply_gap_entries_max {
+            return;
+        }
+        if let MessageBody::Append { prev_index, entries, .. } = &mut m.body {
+            let keep = self.raft.last_index().saturating_sub(*prev_index);
+            if (entries.len() as u64) > keep {
+                entries.truncate(keep as usize);
+                self.appends_held_back += 1;
+            }
+        }
     }
 
     /// Accepts a client request; its answer comes out of a later [`Node::poll`] (or at
@@ -1779,6 +1814,73 @@ mod apply_apart_tests {
         }
         assert_eq!(acks, 3, "every append answered");
         assert_eq!((n.raft().commit_index(), n.applied_index()), (30, 0));
+    }
+
+    /// What a follower answers to an append: the index it names and whether it rejects.
+    fn answers(msgs: &[Message]) -> Vec<(Index, bool)> {
+        msgs.iter()
+            .filter_map(|m| match &m.body {
+                MessageBody::AppendResp { index, reject } => Some((*index, reject.is_some())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A follower whose applier is stuck takes no new entries once its apply gap
+    /// exceeds the bound: the committed entries it holds unapplied stay at most the
+    /// gap plus one append, however much the leader sends. Once the applier drains
+    /// the gap, the leader's retry (after a rejection naming the follower's log end)
+    /// is taken again.
+    #[test]
+    fn a_follower_past_the_apply_gap_takes_no_new_entries_until_it_applies() {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let cfg = NodeConfig {
+            apply_apart: true,
+            apply_gap_entries_max: 15,
+            ..NodeConfig::new(1, [1, 2, 3].into())
+        };
+        let mut n = Node::new(cfg, store, restored).unwrap();
+        let mut a = n.applier();
+        let noop = |index| Entry { term: 1, index, kind: EntryKind::Noop, data: Vec::new().into() };
+        let append = |prev: u64, count: u64| MessageBody::Append {
+            prev_index: prev,
+            prev_term: if prev == 0 { 0 } else { 1 },
+            entries: (prev + 1..=prev + count).map(noop).collect(),
+            commit: prev + count,
+        };
+        let mut held = Vec::new();
+        let mut batches = Vec::new();
+        let mut sent = Vec::new();
+        for round in 0..10u64 {
+            n.step(Message { from: 2, to: 1, term: 1, body: append(round * 10, 10) });
+            let out = n.run_once(&mut |m| sent.extend(m)).unwrap();
+            batches.extend(out.apply);
+            held.push(n.raft().commit_index() - n.applied_index());
+        }
+        // Rounds 0 and 1 are taken (gap 0, then 10); from then on (gap 20) every
+        // append is cut to what the follower already has.
+        assert_eq!(held, vec![10, 20, 20, 20, 20, 20, 20, 20, 20, 20]);
+        assert!(held.iter().all(|&h| h <= 15 + 10), "the gap plus one append: {held:?}");
+        let acks = answers(&sent);
+        assert_eq!(acks[..3], [(10, false), (20, false), (20, false)]);
+        assert!(acks[3..].iter().all(|&(i, reject)| i <= 20 || reject), "{acks:?}");
+        // The applier catches up: the gap is gone and the follower takes entries again.
+        let mut batches: VecDeque<ApplyBatch> = batches.into();
+        while let Some(batch) = batches.pop_front() {
+            n.on_applied(a.apply(batch).unwrap()).unwrap();
+            batches.extend(n.run_once(&mut |_| {}).unwrap().apply);
+        }
+        assert_eq!(n.applied_index(), 20);
+        sent.clear();
+        n.step(Message { from: 2, to: 1, term: 1, body: append(90, 10) });
+        n.run_once(&mut |m| sent.extend(m)).unwrap();
+        assert_eq!(answers(&sent), vec![(90, true)], "beyond its log: the leader backs up");
+        sent.clear();
+        n.step(Message { from: 2, to: 1, term: 1, body: append(20, 80) });
+        n.run_once(&mut |m| sent.extend(m)).unwrap();
+        assert_eq!(answers(&sent), vec![(100, false)]);
+        assert_eq!(n.raft().commit_index(), 100);
     }
 }
 

@@ -334,6 +334,7 @@ impl KvTotals {
         t.snapshots_installed += s.snapshots_installed;
         t.crashes += s.crashes;
         t.entries_applied += s.entries_applied;
+        t.appends_held_back += s.appends_held_back;
         t.watch_events += s.watch_events;
         t.watch_messages += s.watch_messages;
         t.watch_reconnects += s.watch_reconnects;
@@ -391,8 +392,8 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
         s.ops, s.ok, s.failed, s.unknown, s.resends, s.registrations, s.sessions_expired
     );
     println!(
-        "  {} snapshots taken, {} installed; {} crashes; {} network faults; {} entries applied",
-        s.snapshots_taken, s.snapshots_installed, s.crashes, t.partitions, s.entries_applied
+        "  {} snapshots taken, {} installed; {} crashes; {} network faults; {} entries applied; {} appends held back (apply gap)",
+        s.snapshots_taken, s.snapshots_installed, s.crashes, t.partitions, s.entries_applied, s.appends_held_back
     );
     println!(
         "  watch ({} seeds): {} events checked, {} reconnects, {} compacted; leases ({} seeds): {} granted, {} keep-alives acked, {} expired, {} revoked",

@@ -40,6 +40,12 @@ pub struct KvConfig {
     /// `0..=apply_delay_us_max`, as the server applies on its own thread: apply lags
     /// behind commit, and answers, reads and leases must still be right.
     pub apply_delay_us_max: u64,
+    /// One member (by index) whose applier is slower than the rest: its delays are drawn
+    /// from `0..=` this many µs instead. With a small [`KvConfig::apply_gap_entries_max`]
+    /// it runs past the apply gap and holds back appends (back-pressure on a follower).
+    pub slow_applier: Option<(usize, u64)>,
+    /// Each member's [`node::NodeConfig::apply_gap_entries_max`].
+    pub apply_gap_entries_max: u64,
     /// Nominal tick period.
     pub tick_interval_us: u64,
     /// Each member's tick period is off by a fraction drawn from `[-drift, +drift]`.
@@ -127,6 +133,8 @@ impl KvConfig {
             net: NetConfig::reliable(),
             disk: DiskConfig::ssd(),
             apply_delay_us_max: 5_000,
+            slow_applier: None,
+            apply_gap_entries_max: node::APPLY_GAP_ENTRIES_MAX,
             tick_interval_us: 10_000,
             clock_drift: 0.01,
             election_timeout_ticks: 20,
@@ -212,6 +220,8 @@ pub struct KvStats {
     pub leases_expired: u64,
     /// Leases revoked by clients.
     pub leases_revoked: u64,
+    /// Appends a member cut short because its applier was past the apply gap.
+    pub appends_held_back: u64,
 }
 
 /// Something that happens at a simulated instant.
@@ -601,6 +611,7 @@ impl KvCluster {
         c.hand_out_reads = true;
         // As the server: apply runs apart from the raft loop (after a seeded delay).
         c.apply_apart = true;
+        c.apply_gap_entries_max = self.cfg.apply_gap_entries_max;
         c
     }
 
@@ -744,7 +755,14 @@ impl KvCluster {
         if !fate.is_empty() {
             return;
         }
-        self.members[idx].node.as_mut().expect("live").step(msg);
+        let node = self.members[idx].node.as_mut().expect("live");
+        let before = node.appends_held_back();
+        node.step(msg);
+        let held = node.appends_held_back() - before;
+        self.stats.appends_held_back += held;
+        if held > 0 {
+            kv_trace!(self, "n{} holds back the append: past the apply gap", self.members[idx].id);
+        }
         self.drive(idx);
     }
 
@@ -815,7 +833,11 @@ impl KvCluster {
         }
         m.apply_scheduled = true;
         let incarnation = m.incarnation;
-        let delay = self.rng_apply.range(0, self.cfg.apply_delay_us_max + 1);
+        let delay_max = match self.cfg.slow_applier {
+            Some((slow, us)) if slow == idx => us,
+            _ => self.cfg.apply_delay_us_max,
+        };
+        let delay = self.rng_apply.range(0, delay_max + 1);
         self.queue.push(self.now_us + delay, KvEvent::ApplyDone { member: idx, incarnation });
     }
 

@@ -22,6 +22,8 @@ pub const KV_CONVERGENCE_BOUND_US: u64 = 20_000_000;
 pub const WATCH_SEEDS: f64 = 0.4;
 /// Share of seeds whose clients use leases.
 pub const LEASE_SEEDS: f64 = 0.4;
+/// Share of seeds with one slow applier and a small apply gap (back-pressure).
+pub const SLOW_APPLIER_SEEDS: f64 = 0.4;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 
@@ -121,6 +123,13 @@ impl KvParams {
         if c.watchers > 0 {
             c.watch_batch_bytes = [16, 256, 4096, u64::MAX][w.range(0, 4) as usize];
         }
+        // Apply back-pressure draws from its own stream too: one slow applier and a
+        // small apply gap, so that member holds back appends past the gap.
+        let mut a = Rng::new(stream_seed(seed, 0x4b56_4150));
+        if a.chance(SLOW_APPLIER_SEEDS) {
+            c.slow_applier = Some((a.range(0, members as u64) as usize, a.range(20_000, 300_001)));
+            c.apply_gap_entries_max = a.range(1, 41);
+        }
         KvParams {
             seed,
             cluster: c,
@@ -178,6 +187,15 @@ impl fmt::Display for KvParams {
                 c.watch_batch_changes,
                 c.watch_batch_bytes,
                 c.watch_move_mean_us.map(ms)
+            )?;
+        }
+        if let Some((idx, us)) = c.slow_applier {
+            writeln!(
+                f,
+                "  slow applier: member {} applies each batch within {} ms; apply gap {}",
+                idx + 1,
+                ms(us),
+                c.apply_gap_entries_max
             )?;
         }
         if c.mix.lease > 0 {
