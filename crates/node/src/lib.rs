@@ -39,8 +39,8 @@ mod node;
 pub use crate::clerk::Clerk;
 pub use crate::mem::MemStore;
 pub use crate::node::{
-    answer_read, Applied, Applier, ApplyBatch, LeaseClock, LogStore, Node, NodeConfig, NodeError,
-    NodeEvent, Output, ReadQuery, ReadyRead, Request, RequestError, RequestId, SnapshotJob,
-    TransferFailure, APPLY_BATCHES_IN_FLIGHT_MAX, APPLY_BATCH_BYTES_MAX, APPLY_BATCH_ENTRIES_MAX,
-    APPLY_GAP_ENTRIES_MAX,
+    answer_read, Applied, Applier, ApplyBatch, EncodedWrite, LeaseClock, LogStore, Node,
+    NodeConfig, NodeError, NodeEvent, Output, ReadQuery, ReadyRead, Request, RequestError,
+    RequestId, SnapshotJob, TransferFailure, APPLY_BATCHES_IN_FLIGHT_MAX, APPLY_BATCH_BYTES_MAX,
+    APPLY_BATCH_ENTRIES_MAX, APPLY_GAP_ENTRIES_MAX,
 };

@@ -152,6 +152,10 @@ pub enum ReadQuery {
 pub enum Request {
     /// A command through the log (writes; also reads that must go through the log).
     Write(Command),
+    /// A write already encoded for the log ([`Request::encoded`]): the thread that
+    /// submits it neither encodes the command nor frees its decoded form, which for
+    /// the largest accepted transaction takes tens of milliseconds.
+    Encoded(EncodedWrite),
     /// A read: linearizable (ReadIndex) unless `serializable`, which answers from the
     /// local state at once and may be stale.
     Read {
@@ -160,6 +164,43 @@ pub enum Request {
         /// Serve locally, possibly stale.
         serializable: bool,
     },
+}
+
+/// A write command in its log encoding, with the one figure the node needs from its
+/// decoded form: its [`kv::space_cost`] (for the quota). Built by [`Request::encoded`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedWrite {
+    data: Vec<u8>,
+    space_cost: u64,
+}
+
+impl EncodedWrite {
+    /// Encodes `cmd` for the log (O(size of the command)).
+    pub fn new(cmd: &Command) -> Self {
+        EncodedWrite { data: cmd.encode(), space_cost: kv::space_cost(&cmd.op) }
+    }
+
+    /// Size of the encoding in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True if the encoding is empty (never, for a real command).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl Request {
+    /// `Write(cmd)` with the command encoded here, on the caller's thread, so the node
+    /// thread only proposes the bytes. Lease keep-alives and time-to-live queries are
+    /// answered by the leader without the log, so they stay decoded.
+    pub fn encoded(cmd: Command) -> Request {
+        match cmd.op {
+            Op::LeaseKeepAlive { .. } | Op::LeaseTimeToLive { .. } => Request::Write(cmd),
+            _ => Request::Encoded(EncodedWrite::new(&cmd)),
+        }
+    }
 }
 
 /// Why a request was not answered with a result. All are for the client to retry (the
@@ -691,28 +732,13 @@ impl<S: LogStore> Node<S> {
     /// member refuses such writes at apply time, whatever its own estimate says.
     pub fn submit(&mut self, id: RequestId, request: Request) {
         let deadline = self.now + self.cfg.request_timeout_ticks;
-        if let Request::Write(cmd) = &request {
-            if self.over_quota(&cmd.op) {
-                self.raise_nospace();
-                self.replies.push((id, Ok(Response::Error(KvError::NoSpace))));
-                return;
-            }
-        }
         match request {
             Request::Write(Command {
                 op: op @ (Op::LeaseKeepAlive { .. } | Op::LeaseTimeToLive { .. }),
                 ..
             }) => self.submit_lease_query(id, op, deadline),
-            Request::Write(_) if self.apply_gap() > self.cfg.apply_gap_entries_max => {
-                self.replies.push((id, Err(RequestError::Busy)));
-            }
-            Request::Write(cmd) => match self.raft.propose(cmd.encode()) {
-                Ok((index, term)) => {
-                    let cost = kv::space_cost(&cmd.op);
-                    self.track_write(index, PendingWrite { id, term, deadline, cost });
-                }
-                Err(e) => self.replies.push((id, Err(propose_error(e)))),
-            },
+            Request::Write(cmd) => self.submit_write(id, EncodedWrite::new(&cmd), deadline),
+            Request::Encoded(write) => self.submit_write(id, write, deadline),
             Request::Read { query, serializable: true } => {
                 let index = self.applied;
                 self.serve_read(id, query, index);
@@ -809,9 +835,26 @@ impl<S: LogStore> Node<S> {
     }
 
     /// Whether this member leads and `op` would take the state to its quota or past it.
-    fn over_quota(&self, op: &Op) -> bool {
+    /// Proposes a write after the quota and apply-gap checks (see [`Node::submit`]).
+    fn submit_write(&mut self, id: RequestId, write: EncodedWrite, deadline: u64) {
+        let cost = write.space_cost;
+        if self.over_quota(cost) {
+            self.raise_nospace();
+            self.replies.push((id, Ok(Response::Error(KvError::NoSpace))));
+            return;
+        }
+        if self.apply_gap() > self.cfg.apply_gap_entries_max {
+            self.replies.push((id, Err(RequestError::Busy)));
+            return;
+        }
+        match self.raft.propose(write.data) {
+            Ok((index, term)) => self.track_write(index, PendingWrite { id, term, deadline, cost }),
+            Err(e) => self.replies.push((id, Err(propose_error(e)))),
+        }
+    }
+
+    fn over_quota(&self, cost: u64) -> bool {
         let Some(quota) = self.cfg.quota_bytes else { return false };
-        let cost = kv::space_cost(op);
         let size = self.sm.size_bytes().saturating_add(self.writes_cost);
         cost > 0 && self.raft.role() == Role::Leader && size.saturating_add(cost) >= quota
     }
@@ -1573,6 +1616,27 @@ mod quota_tests {
             out.replies.iter().filter(|(_, r)| *r == Ok(Response::Error(KvError::NoSpace)));
         assert!(refused.count() >= 10, "at most ~9 puts of 1000 B fit in 10 000 B");
         assert!(n.state().size_bytes() < quota, "in-flight writes overshot the quota");
+    }
+
+    /// A write that reaches the node already encoded is proposed as its command, and
+    /// still counts toward the quota by the space cost taken when it was encoded.
+    #[test]
+    fn encoded_writes_apply_as_their_command_and_count_toward_the_quota() {
+        let quota = kv::STATE_BASE_BYTES + 10_000;
+        let mut n = leader(quota);
+        for id in 1..=20 {
+            let req = Request::encoded(Command::new(put(&format!("k{id}"), 1000)));
+            assert!(matches!(req, Request::Encoded(_)), "a put is encoded");
+            n.submit(id, req);
+        }
+        let out = n.run_once(&mut |_| {}).unwrap();
+        let refused =
+            out.replies.iter().filter(|(_, r)| *r == Ok(Response::Error(KvError::NoSpace)));
+        assert!(refused.count() >= 10, "at most ~9 puts of 1000 B fit in 10 000 B");
+        assert!(n.state().size_bytes() < quota, "in-flight writes overshot the quota");
+        assert!(n.state().get(b"k1").is_some(), "the first encoded put applied");
+        let keep_alive = Request::encoded(Command::new(Op::LeaseKeepAlive { id: 1 }));
+        assert!(matches!(keep_alive, Request::Write(_)), "lease queries stay decoded");
     }
 }
 
