@@ -337,6 +337,18 @@ struct PendingRead {
     round: u64,
 }
 
+/// Where a leader reads its snapshot's bytes when the service keeps them (in a file)
+/// instead of the core: see [`Raft::set_snapshot_source`]. The snapshot is the largest
+/// thing a member holds; with a source, the core holds only its metadata and asks for
+/// one chunk at a time while it catches a follower up.
+pub trait SnapshotSource: Send {
+    /// Up to `max_len` bytes of the data of the snapshot `meta` describes, from `offset`
+    /// into the data (fewer only at its end), and the data's whole length. `None` when
+    /// they cannot be read now (say why in the service's log): the chunk is asked for
+    /// again at the follower's next answer, as after a lost chunk.
+    fn read(&mut self, meta: &SnapshotMeta, offset: u64, max_len: u64) -> Option<(Arc<[u8]>, u64)>;
+}
+
 /// One Raft member: the whole protocol state, driven by the caller.
 pub struct Raft {
     cfg: Config,
@@ -402,6 +414,9 @@ pub struct Raft {
     persist_marks: VecDeque<(u64, Index, Term)>,
     /// Peer messages dropped by [`Raft::step`] because a field was out of bounds.
     invalid_dropped: u64,
+    /// Where snapshot bytes come from when the service keeps them; `None`: the core
+    /// holds them (`log.snapshot.data`).
+    snapshot_source: Option<Box<dyn SnapshotSource>>,
 }
 
 impl Raft {
@@ -469,6 +484,7 @@ impl Raft {
             msgs_after_persist: Vec::new(),
             msgs_waiting: VecDeque::new(),
             incoming_snapshot: None,
+            snapshot_source: None,
             reads_awaiting_commit: Vec::new(),
             reads_pending: VecDeque::new(),
             read_round: 0,
@@ -968,6 +984,7 @@ impl Raft {
         history.extend(self.conf_history.drain(keep_from..));
         self.conf_history = history;
         self.log.compact(snapshot);
+        self.drop_held_snapshot_data();
         Ok(())
     }
 
@@ -1426,11 +1443,22 @@ impl Raft {
         if pr.chunk_sent {
             return;
         }
+        let max_len = self.cfg.snapshot_chunk_bytes;
+        let (chunk, total): (Arc<[u8]>, u64) = match self.snapshot_source.as_mut() {
+            Some(source) => match source.read(&snap.meta, offset, max_len) {
+                Some(read) => read,
+                None => return, // not sent: asked for again at the next answer
+            },
+            None => {
+                let total = snap.data.len() as u64;
+                let start = offset.min(total);
+                let end = (start + max_len).min(total);
+                (Arc::from(&snap.data[start as usize..end as usize]), total)
+            }
+        };
         pr.chunk_sent = true;
-        let total = snap.data.len() as u64;
         let start = offset.min(total);
-        let end = (start + self.cfg.snapshot_chunk_bytes).min(total);
-        let chunk: Arc<[u8]> = Arc::from(&snap.data[start as usize..end as usize]);
+        let end = (start + chunk.len() as u64).min(total);
         let body = MessageBody::Snapshot {
             meta: snap.meta.clone(),
             offset: start,
@@ -1548,8 +1576,27 @@ impl Raft {
         let conf = meta.conf.clone();
         self.conf_history = vec![(index, conf.clone())];
         self.log.install(snapshot);
+        // The Ready keeps its own reference until the service has persisted it.
+        self.drop_held_snapshot_data();
         self.set_conf(conf);
         index
+    }
+
+    /// From now on the service keeps snapshot bytes and `source` reads them for the
+    /// chunks a leader sends; the core drops its copy of the current snapshot's bytes
+    /// and of every later one (its own compactions and the leader's snapshots it
+    /// installs, once handed out in a `Ready` for the service to persist). The service
+    /// must keep the file of every snapshot from its `Raft::compact` (or its persisting
+    /// of a `Ready`'s snapshot) until the next one.
+    pub fn set_snapshot_source(&mut self, source: Box<dyn SnapshotSource>) {
+        self.snapshot_source = Some(source);
+        self.drop_held_snapshot_data();
+    }
+
+    fn drop_held_snapshot_data(&mut self) {
+        if self.snapshot_source.is_some() {
+            self.log.snapshot.data = Arc::from(&[][..]);
+        }
     }
 
     // -------------------------------------------------------------- output

@@ -53,7 +53,7 @@ mod types;
 pub mod validate;
 
 pub use crate::confchange::{ConfChange, ConfChangeError, ConfChangeKind, ConfChangeSingle};
-pub use crate::core::{CompactError, Restored, TransferError};
+pub use crate::core::{CompactError, Restored, SnapshotSource, TransferError};
 pub use crate::core::{Config, ConfigError, ProposeError, Raft, ReadError, ReadState, Ready, Role};
 pub use crate::message::{Message, MessageBody, RejectHint};
 pub use crate::progress::{Progress, ProgressState};

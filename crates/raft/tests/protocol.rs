@@ -322,6 +322,78 @@ fn lagging_follower_catches_up_by_chunked_snapshot() {
     assert_eq!(net.node(3).commit_index(), net.node(1).commit_index());
 }
 
+/// Serves a snapshot's bytes as a service keeping them in a file would, failing the
+/// first `fail_first` reads (a read error), and counts the reads.
+struct FileLike {
+    data: Arc<[u8]>,
+    meta: SnapshotMeta,
+    reads: Arc<std::sync::atomic::AtomicU64>,
+    fail_first: u64,
+}
+
+impl SnapshotSource for FileLike {
+    fn read(&mut self, meta: &SnapshotMeta, offset: u64, max_len: u64) -> Option<(Arc<[u8]>, u64)> {
+        assert_eq!(meta, &self.meta, "asked for the current snapshot");
+        let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < self.fail_first {
+            return None;
+        }
+        let total = self.data.len() as u64;
+        let start = offset.min(total);
+        let end = (start + max_len).min(total);
+        Some((Arc::from(&self.data[start as usize..end as usize]), total))
+    }
+}
+
+/// Issue 12: the leader kept its last snapshot's bytes in memory for as long as it was
+/// current, only to serve InstallSnapshot. With a snapshot source the core drops them
+/// and sends a lagging follower chunks read from the source (here bytes different from
+/// the ones given to `compact`, so only the source can have produced what arrives); a
+/// failed read sends nothing and is retried at the follower's next heartbeat answer.
+#[test]
+fn lagging_follower_gets_the_snapshot_from_the_source_chunk_by_chunk() {
+    let mut net = Net::new(3);
+    for id in 1..=3 {
+        let mut c = config(id);
+        c.snapshot_chunk_bytes = 10;
+        *net.node(id) = Raft::new(c, &voters(3)).unwrap();
+    }
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..20u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    let applied = net.node(1).applied_index();
+    let meta = SnapshotMeta {
+        index: applied,
+        term: net.node(1).term_at(applied).unwrap(),
+        conf: ConfState::from_voters(voters(3)),
+    };
+    let in_file: Arc<[u8]> = (0..95u8).collect::<Vec<u8>>().into();
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let source =
+        FileLike { data: in_file.clone(), meta: meta.clone(), reads: reads.clone(), fail_first: 2 };
+    net.node(1).set_snapshot_source(Box::new(source));
+    net.node(1).compact(Snapshot { meta: meta.clone(), data: vec![0u8; 7].into() }).unwrap();
+    net.heal();
+    net.tick_all(40);
+    let received: Vec<u8> = net
+        .delivered
+        .iter()
+        .filter(|m| m.to == 3)
+        .filter_map(|m| match &m.body {
+            MessageBody::Snapshot { chunk, .. } => Some(chunk.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(received, in_file.to_vec(), "95 bytes from the source in 10-byte chunks");
+    assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 2 + 10, "2 failed, 10 served");
+    assert_eq!(net.node(3).snapshot_meta().index, applied);
+    assert_eq!(net.node(3).commit_index(), net.node(1).commit_index());
+}
+
 /// Raft Figure 13 and the state machine never going back in time: a follower ignores a
 /// snapshot that is not newer than what it has committed.
 #[test]

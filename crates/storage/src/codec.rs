@@ -16,10 +16,17 @@ pub(crate) const RECORD_PAYLOAD_MAX_BYTES: usize = 64 << 20;
 const WAL_MAGIC: [u8; 8] = *b"raftkvWL";
 const WAL_VERSION: u32 = 1;
 const SNAP_MAGIC: [u8; 8] = *b"raftkvSN";
-/// Version 2 stores the whole configuration (joint halves, learners); version 1 files
-/// (voters only) are still read.
-const SNAP_VERSION: u32 = 2;
+/// Version 3 puts the data length after the data, so a snapshot can be streamed into
+/// its file while it is serialized (its length unknown until the end). Version 2 (length
+/// before the data) stores the whole configuration (joint halves, learners); version 1
+/// files (voters only, length first) are still read.
+pub(crate) const SNAP_VERSION: u32 = 3;
+const SNAP_VERSION_LENGTH_FIRST: u32 = 2;
 const SNAP_VERSION_VOTERS_ONLY: u32 = 1;
+/// Magic, version, index, term: the fixed start of every snapshot file.
+pub(crate) const SNAP_FIXED_HEADER_BYTES: usize = 8 + 4 + 8 + 8;
+/// What follows the data in a version 3 file: its length (8) and the CRC32C (4).
+pub(crate) const SNAP_TRAILER_BYTES: usize = 8 + 4;
 
 const TYPE_SEGMENT_HEADER: u8 = 1;
 const TYPE_ENTRY: u8 = 2;
@@ -179,6 +186,10 @@ impl<'a> Reader<'a> {
         let count = self.u32()? as usize;
         (0..count).map(|_| self.u64()).collect()
     }
+    /// `n` ids (u64), the count read elsewhere.
+    fn id_list_of(&mut self, n: u32) -> Result<std::collections::BTreeSet<u64>, DecodeError> {
+        (0..n).map(|_| self.u64()).collect()
+    }
     fn hard_state(&mut self) -> Result<HardState, DecodeError> {
         Ok(HardState { term: self.u64()?, vote: self.u64()?, commit: self.u64()? })
     }
@@ -267,24 +278,33 @@ pub(crate) fn valid_record_after(buf: &[u8], from: usize) -> bool {
     })
 }
 
-/// Snapshot file bytes (layout in the crate docs).
-pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let conf = &s.meta.conf;
+/// The header of a (version 3) snapshot file: everything before the service's data.
+pub(crate) fn encode_snapshot_header(meta: &SnapshotMeta) -> Vec<u8> {
+    let conf = &meta.conf;
     let lists = [&conf.voters, &conf.voters_outgoing, &conf.learners, &conf.learners_next];
     let ids: usize = lists.iter().map(|l| l.len()).sum();
-    let mut out = Vec::with_capacity(60 + ids * 8 + s.data.len());
+    let mut out = Vec::with_capacity(SNAP_FIXED_HEADER_BYTES + 16 + ids * 8);
     out.extend_from_slice(&SNAP_MAGIC);
     out.extend_from_slice(&SNAP_VERSION.to_le_bytes());
-    out.extend_from_slice(&s.meta.index.to_le_bytes());
-    out.extend_from_slice(&s.meta.term.to_le_bytes());
+    out.extend_from_slice(&meta.index.to_le_bytes());
+    out.extend_from_slice(&meta.term.to_le_bytes());
     for list in lists {
         out.extend_from_slice(&(list.len() as u32).to_le_bytes());
         for id in list {
             out.extend_from_slice(&id.to_le_bytes());
         }
     }
-    out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
+    out
+}
+
+/// Snapshot file bytes (layout in the crate docs), whole: for tests (the real writer
+/// streams, see `storage::write_snapshot_file_with`).
+#[cfg(test)]
+pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    let mut out = encode_snapshot_header(&s.meta);
+    out.reserve(s.data.len() + SNAP_TRAILER_BYTES);
     out.extend_from_slice(&s.data);
+    out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
     let crc = crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -292,15 +312,17 @@ pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
 
 /// Decodes a snapshot file; on failure returns the byte offset and what was wrong.
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, (u64, String)> {
-    let (meta, data_at) = check_snapshot(bytes)?;
-    let data: Arc<[u8]> = Arc::from(&bytes[data_at..bytes.len() - 4]);
+    let (meta, data) = check_snapshot(bytes)?;
+    let data: Arc<[u8]> = Arc::from(&bytes[data]);
     Ok(Snapshot { meta, data })
 }
 
 /// Verifies a snapshot file (length, checksum, header) without copying its data: what
-/// it covers, and the offset where the service's data starts.
-pub(crate) fn check_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, usize), (u64, String)> {
-    const FIXED_BYTES: usize = 8 + 4 + 8 + 8 + 4 + 8 + 4;
+/// it covers, and where the service's data lies in `bytes`.
+pub(crate) fn check_snapshot(
+    bytes: &[u8],
+) -> Result<(SnapshotMeta, std::ops::Range<usize>), (u64, String)> {
+    const FIXED_BYTES: usize = SNAP_FIXED_HEADER_BYTES + 4 + 8 + 4;
     if bytes.len() < FIXED_BYTES {
         return Err((
             0,
@@ -322,23 +344,87 @@ pub(crate) fn check_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, usize), (u64
         return Err((0, "not a raftkv snapshot (bad magic)".to_string()));
     }
     let version = r.u32().map_err(field_error)?;
-    if version != SNAP_VERSION && version != SNAP_VERSION_VOTERS_ONLY {
-        return Err((8, format!("unsupported snapshot version {version}")));
-    }
     let index = r.u64().map_err(field_error)?;
     let term = r.u64().map_err(field_error)?;
-    let mut conf = ConfState::from_voters(r.id_list().map_err(field_error)?);
-    if version == SNAP_VERSION {
-        conf.voters_outgoing = r.id_list().map_err(field_error)?;
-        conf.learners = r.id_list().map_err(field_error)?;
-        conf.learners_next = r.id_list().map_err(field_error)?;
-    }
-    let data_len = r.u64().map_err(field_error)?;
+    let conf = match version {
+        SNAP_VERSION_VOTERS_ONLY => ConfState::from_voters(r.id_list().map_err(field_error)?),
+        SNAP_VERSION | SNAP_VERSION_LENGTH_FIRST => ConfState {
+            voters: r.id_list().map_err(field_error)?,
+            voters_outgoing: r.id_list().map_err(field_error)?,
+            learners: r.id_list().map_err(field_error)?,
+            learners_next: r.id_list().map_err(field_error)?,
+        },
+        _ => return Err((8, format!("unsupported snapshot version {version}"))),
+    };
+    let data_len = if version == SNAP_VERSION {
+        let Some(at) = r.buf.len().checked_sub(8) else {
+            return Err((body_len as u64, "file ends before the data length".into()));
+        };
+        let len = u64::from_le_bytes(r.buf[at..].try_into().expect("8 bytes"));
+        r.buf = &r.buf[..at];
+        len
+    } else {
+        r.u64().map_err(field_error)?
+    };
     if data_len != r.buf.len() as u64 {
-        let at = (body_len - r.buf.len() - 8) as u64;
-        return Err((at, format!("data length {data_len} but {} bytes follow", r.buf.len())));
+        let at = (bytes.len() - r.buf.len()) as u64;
+        return Err((at, format!("data length {data_len} but {} bytes of data", r.buf.len())));
     }
-    Ok((SnapshotMeta { index, term, conf }, body_len - r.buf.len()))
+    let start = r.buf.as_ptr() as usize - bytes.as_ptr() as usize;
+    Ok((SnapshotMeta { index, term, conf }, start..start + r.buf.len()))
+}
+
+/// Where the service's data lies in a snapshot file of `file_len` bytes, found by
+/// reading only its header through `read_at(offset, len)`: (what the snapshot covers,
+/// data offset, data length). Checks the header's shape and that the lengths add up;
+/// not the checksum (that needs the whole file).
+pub(crate) fn locate_snapshot_data(
+    file_len: u64,
+    mut read_at: impl FnMut(u64, usize) -> Result<Vec<u8>, String>,
+) -> Result<(SnapshotMeta, u64, u64), String> {
+    let fixed = read_at(0, SNAP_FIXED_HEADER_BYTES)?;
+    let mut r = Reader { buf: &fixed };
+    let short = |e: DecodeError| format!("header: {e}");
+    if r.bytes(8).map_err(short)? != SNAP_MAGIC {
+        return Err("not a raftkv snapshot (bad magic)".into());
+    }
+    let version = r.u32().map_err(short)?;
+    let (index, term) = (r.u64().map_err(short)?, r.u64().map_err(short)?);
+    let lists = match version {
+        SNAP_VERSION_VOTERS_ONLY => 1,
+        SNAP_VERSION | SNAP_VERSION_LENGTH_FIRST => 4,
+        _ => return Err(format!("unsupported snapshot version {version}")),
+    };
+    let mut at = SNAP_FIXED_HEADER_BYTES as u64;
+    let mut read_list = |at: &mut u64| -> Result<std::collections::BTreeSet<u64>, String> {
+        let count = read_at(*at, 4)?;
+        let n = u32::from_le_bytes(count[..].try_into().map_err(|_| "header ends early")?);
+        if *at + 4 + n as u64 * 8 > file_len {
+            return Err(format!("a member list of {n} ids runs past the end of the file"));
+        }
+        let ids = read_at(*at + 4, n as usize * 8)?;
+        *at += 4 + n as u64 * 8;
+        Reader { buf: &ids }.id_list_of(n).map_err(short)
+    };
+    let voters = read_list(&mut at)?;
+    let mut conf = ConfState::from_voters(voters);
+    if lists == 4 {
+        conf.voters_outgoing = read_list(&mut at)?;
+        conf.learners = read_list(&mut at)?;
+        conf.learners_next = read_list(&mut at)?;
+    }
+    let (start, len, trailer) = if version == SNAP_VERSION {
+        let tail = file_len.checked_sub(SNAP_TRAILER_BYTES as u64).ok_or("file too short")?;
+        let len = read_at(tail, 8)?;
+        (at, u64::from_le_bytes(len[..].try_into().map_err(|_| "file ends early")?), 12)
+    } else {
+        let len = read_at(at, 8)?;
+        (at + 8, u64::from_le_bytes(len[..].try_into().map_err(|_| "file ends early")?), 4)
+    };
+    if start.checked_add(len).and_then(|e| e.checked_add(trailer)) != Some(file_len) {
+        return Err(format!("data length {len} does not fit a file of {file_len} bytes"));
+    }
+    Ok((SnapshotMeta { index, term, conf }, start, len))
 }
 
 pub(crate) fn segment_name(seq: u64) -> String {
@@ -464,6 +550,33 @@ mod tests {
         let snap = decode_snapshot(&v1).expect("a version 1 file decodes");
         assert_eq!(snap.meta.conf, ConfState::from_voters([1, 2].into()));
         assert_eq!((snap.meta.index, snap.meta.term, &snap.data[..]), (10, 3, &b"state"[..]));
+    }
+
+    /// A snapshot file written before streaming (version 2: the data length before the
+    /// data) is still read, by whole-file decoding and by range.
+    #[test]
+    fn version_2_snapshot_file_is_still_read() {
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(&SNAP_MAGIC);
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(&10u64.to_le_bytes());
+        v2.extend_from_slice(&3u64.to_le_bytes());
+        for list in [&[1u64, 2][..], &[], &[7], &[]] {
+            v2.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            list.iter().for_each(|id| v2.extend_from_slice(&id.to_le_bytes()));
+        }
+        v2.extend_from_slice(&5u64.to_le_bytes());
+        v2.extend_from_slice(b"state");
+        let crc = crc32c(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        let snap = decode_snapshot(&v2).expect("a version 2 file decodes");
+        let mut conf = ConfState::from_voters([1, 2].into());
+        conf.learners.insert(7);
+        assert_eq!(snap.meta.conf, conf);
+        assert_eq!((snap.meta.index, snap.meta.term, &snap.data[..]), (10, 3, &b"state"[..]));
+        let read = |at: u64, n: usize| Ok(v2[at as usize..at as usize + n].to_vec());
+        let (meta, start, len) = locate_snapshot_data(v2.len() as u64, read).expect("located");
+        assert_eq!((meta, &v2[start as usize..(start + len) as usize]), (snap.meta, &b"state"[..]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The file operations storage needs, on one flat directory.
@@ -32,6 +32,21 @@ pub trait Disk {
     fn remove(&mut self, name: &str) -> io::Result<()>;
     /// Makes the directory's entries durable: creations, renames and removals so far.
     fn sync_dir(&mut self) -> io::Result<()>;
+
+    /// Up to `len` bytes of a file from `offset` (fewer where the file ends first). For
+    /// reading large files (snapshots) piece by piece; the default reads the whole file,
+    /// [`RealDisk`] only the range.
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let all = self.read(name)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
+        Ok(all[start..start.saturating_add(len).min(all.len())].to_vec())
+    }
+
+    /// A file's length in bytes. The default reads the whole file; [`RealDisk`] asks the
+    /// file system.
+    fn file_len(&self, name: &str) -> io::Result<u64> {
+        Ok(self.read(name)?.len() as u64)
+    }
 }
 
 /// Lets a caller lend a disk to [`crate::Storage`] and keep it (for instance to crash a
@@ -60,6 +75,12 @@ impl<T: Disk + ?Sized> Disk for &mut T {
     }
     fn sync_dir(&mut self) -> io::Result<()> {
         (**self).sync_dir()
+    }
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        (**self).read_at(name, offset, len)
+    }
+    fn file_len(&self, name: &str) -> io::Result<u64> {
+        (**self).file_len(name)
     }
 }
 
@@ -122,6 +143,18 @@ impl Disk for RealDisk {
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         fs::read(self.path(name))
+    }
+
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut file = File::open(self.path(name))?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut out = Vec::with_capacity(len.min(64 << 20));
+        file.take(len as u64).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn file_len(&self, name: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.path(name))?.len())
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {

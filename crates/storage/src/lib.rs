@@ -97,19 +97,22 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 8 | magic `raftkvSN` |
-//! | 8 | 4 | version `2` |
+//! | 8 | 4 | version `3` |
 //! | 12 | 8 | index |
 //! | 20 | 8 | term |
 //! | 28 | … | four member lists, each a count `n` (u32) then `n` ids (u64, ascending): voters, outgoing voters (joint configuration only), learners, learners that outgoing voters become |
-//! | 28 + L | 8 | data length `d` |
-//! | 36 + L | d | the service's data |
+//! | 28 + L | d | the service's data |
+//! | 28 + L + d | 8 | data length `d` |
 //! | 36 + L + d | 4 | CRC32C over all bytes before it |
 //!
-//! Version `1` files (written before membership changes) have a single list, the voters,
-//! and are still read.
+//! The data length follows the data so that a snapshot is streamed into its file while
+//! the service serializes it ([`write_snapshot_file_with`]), never held whole in memory.
+//! Version `2` files (the length `d` before the data instead of after it) and version `1`
+//! files (written before membership changes: a single list, the voters, then `d`, the
+//! data and the CRC) are still read.
 //!
-//! A snapshot is written to a `.tmp` name (removed first if a failed attempt left one),
-//! fsynced, read back and verified (length, CRC32C, index, term), renamed, and the
+//! A snapshot is written to a `.tmp` name (removed first if a failed attempt left one) in
+//! 1 MiB pieces, fsynced, read back piece by piece and verified (length, CRC32C, index, term), renamed, and the
 //! directory fsynced; only then does a snapshot marker go into the WAL. The marker lets
 //! the segments the snapshot covers be deleted, so a file that does not read back as
 //! written never gets its real name, and so never a marker. The WAL decides which
@@ -144,7 +147,10 @@ mod storage;
 pub use crate::disk::{Disk, RealDisk};
 pub use crate::error::{RecoveryReport, StorageError, TornTail};
 pub use crate::sim::SimDisk;
-pub use crate::storage::{write_snapshot_file, Options, Storage};
+pub use crate::storage::{
+    read_snapshot_data, write_snapshot_file, write_snapshot_file_with, Options, Storage,
+    SNAPSHOT_IO_CHUNK_BYTES,
+};
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! The facade the node driver uses: open (recover), save, sync, save_snapshot.
 
 use crate::codec::{
-    check_snapshot, encode_commit, encode_entry, encode_hard_state, encode_segment_header,
-    encode_snapshot, encode_snapshot_marker, parse_snapshot_name, segment_name, snapshot_name,
+    encode_commit, encode_entry, encode_hard_state, encode_segment_header, encode_snapshot_header,
+    encode_snapshot_marker, locate_snapshot_data, parse_snapshot_name, segment_name, snapshot_name,
     SegmentHeader, TMP_SUFFIX,
 };
 use crate::disk::Disk;
@@ -468,44 +468,133 @@ fn err_summary(err: &StorageError) -> String {
 
 /// Writes `snapshot`'s file durably through `disk` without touching the WAL, so a
 /// background thread with its own [`Disk`] on the same directory can do the slow part;
-/// then [`Storage::adopt_snapshot_file`] records it.
+/// then [`Storage::adopt_snapshot_file`] records it. See [`write_snapshot_file_with`],
+/// which streams the data instead of taking it whole.
+pub fn write_snapshot_file<D: Disk>(disk: &mut D, snapshot: &Snapshot) -> Result<(), StorageError> {
+    write_snapshot_file_with(disk, &snapshot.meta, |w| w.write_all(&snapshot.data)).map(|_| ())
+}
+
+/// Bytes a snapshot is written and read back in: bounds the memory a snapshot of any
+/// size takes while it moves between the service and its file.
+pub const SNAPSHOT_IO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes the file of the snapshot `meta` describes, its data streamed by `write_data`
+/// into the file as it is produced (never held whole in memory), durably and without
+/// touching the WAL; returns the data's length. A background thread with its own
+/// [`Disk`] on the same directory does this, then [`Storage::adopt_snapshot_file`]
+/// records it.
 ///
 /// Steps: remove a temp file an earlier failed attempt left (appending to it would put
-/// the new bytes after the old ones), write the temp file, fsync it, read it back and
-/// verify it (length, CRC32C, index and term), rename it to its real name, fsync the
-/// directory. A file that does not read back as written never gets its real name: the
-/// temp file is removed (best effort; recovery removes temp files too) and
-/// [`StorageError::SnapshotUnverified`] returned. Safe to call again after any error.
-pub fn write_snapshot_file<D: Disk>(disk: &mut D, snapshot: &Snapshot) -> Result<(), StorageError> {
-    let name = snapshot_name(snapshot.meta.index, snapshot.meta.term);
+/// the new bytes after the old ones), write the temp file in [`SNAPSHOT_IO_CHUNK_BYTES`]
+/// pieces, fsync it, read it back piece by piece and verify it (length, CRC32C, header,
+/// index and term), rename it to its real name, fsync the directory. A file that does
+/// not read back as written never gets its real name: the temp file is removed (best
+/// effort; recovery removes temp files too) and [`StorageError::SnapshotUnverified`]
+/// returned. An error of `write_data` is an I/O error of the temp file (a writer that
+/// fails on its own should say so in the error). Safe to call again after any error.
+pub fn write_snapshot_file_with<D: Disk>(
+    disk: &mut D,
+    meta: &SnapshotMeta,
+    write_data: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<u64, StorageError> {
+    let name = snapshot_name(meta.index, meta.term);
     let tmp = format!("{name}{TMP_SUFFIX}");
     if disk.list().map_err(io_error("list", ""))?.contains(&tmp) {
         disk.remove(&tmp).map_err(io_error("remove", &tmp))?;
     }
-    let bytes = encode_snapshot(snapshot);
-    let len = bytes.len();
-    disk.append(&tmp, &bytes).map_err(io_error("append", &tmp))?;
-    drop(bytes); // at most two copies of a large snapshot in memory: its data and one file
+    let mut w = ChunkedAppend { disk: &mut *disk, name: &tmp, buf: Vec::new(), crc: 0, len: 0 };
+    w.push(&encode_snapshot_header(meta)).map_err(io_error("append", &tmp))?;
+    let header_len = w.len + w.buf.len() as u64;
+    write_data(&mut w).map_err(io_error("append", &tmp))?;
+    let data_len = w.len + w.buf.len() as u64 - header_len;
+    w.push(&data_len.to_le_bytes()).map_err(io_error("append", &tmp))?;
+    w.flush_buf().map_err(io_error("append", &tmp))?;
+    let (crc, body_len) = (w.crc, w.len);
+    disk.append(&tmp, &crc.to_le_bytes()).map_err(io_error("append", &tmp))?;
     disk.sync(&tmp).map_err(io_error("sync", &tmp))?;
-    let back = disk.read(&tmp).map_err(io_error("read", &tmp))?;
-    if let Err(found) = verify_snapshot(&back, &snapshot.meta, len) {
+    if let Err(found) = verify_snapshot_file(disk, &tmp, meta, body_len + 4) {
         let _ = disk.remove(&tmp);
         return Err(StorageError::SnapshotUnverified { file: tmp, found });
     }
-    drop(back);
     disk.rename(&tmp, &name).map_err(io_error("rename", &tmp))?;
     disk.sync_dir().map_err(io_error("sync_dir", ""))?;
-    Ok(())
+    Ok(data_len)
 }
 
-/// Checks snapshot file bytes read back: `len_expected` bytes, a valid frame (CRC32C),
-/// and the index and term of `meta`. On failure, says what is wrong.
-fn verify_snapshot(bytes: &[u8], meta: &SnapshotMeta, len_expected: usize) -> Result<(), String> {
-    if bytes.len() != len_expected {
-        return Err(format!("{} bytes read back, {len_expected} written", bytes.len()));
+/// Appends to a file in [`SNAPSHOT_IO_CHUNK_BYTES`] pieces, keeping the CRC32C and the
+/// length of what it appended.
+struct ChunkedAppend<'a, D: Disk> {
+    disk: &'a mut D,
+    name: &'a str,
+    buf: Vec<u8>,
+    crc: u32,
+    len: u64,
+}
+
+impl<D: Disk> ChunkedAppend<'_, D> {
+    fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= SNAPSHOT_IO_CHUNK_BYTES {
+            self.flush_buf()?;
+        }
+        Ok(())
     }
-    let (found, _) =
-        check_snapshot(bytes).map_err(|(at, what)| format!("at byte offset {at}: {what}"))?;
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.disk.append(self.name, &self.buf)?;
+            self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+            self.len += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl<D: Disk> io::Write for ChunkedAppend<'_, D> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.push(bytes)?;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // the caller flushes once the trailer is in
+    }
+}
+
+/// Reads a snapshot file back piece by piece and checks it: `len_expected` bytes, the
+/// stored CRC32C matches the bytes, the header is well formed with lengths that add up,
+/// and it names `meta`'s index and term. On failure, says what is wrong.
+fn verify_snapshot_file<D: Disk>(
+    disk: &D,
+    name: &str,
+    meta: &SnapshotMeta,
+    len_expected: u64,
+) -> Result<(), String> {
+    let len = disk.file_len(name).map_err(|e| format!("reading its length: {e}"))?;
+    if len != len_expected {
+        return Err(format!("{len} bytes read back, {len_expected} written"));
+    }
+    let read_at = |offset: u64, n: usize| {
+        let bytes = disk.read_at(name, offset, n).map_err(|e| format!("reading it back: {e}"))?;
+        if bytes.len() != n {
+            return Err(format!("at byte offset {offset}: the file ends early"));
+        }
+        Ok(bytes)
+    };
+    let body_len = len.checked_sub(4).ok_or("shorter than a snapshot header")?;
+    let (mut crc, mut at) = (0u32, 0u64);
+    while at < body_len {
+        let n = (body_len - at).min(SNAPSHOT_IO_CHUNK_BYTES as u64) as usize;
+        crc = crc32c::crc32c_append(crc, &read_at(at, n)?);
+        at += n as u64;
+    }
+    let stored = u32::from_le_bytes(read_at(body_len, 4)?[..].try_into().expect("4 bytes"));
+    if stored != crc {
+        return Err(format!(
+            "at byte offset {body_len}: checksum mismatch (stored crc32c {stored:#010x}, computed {crc:#010x})"
+        ));
+    }
+    let (found, _, _) = locate_snapshot_data(len, read_at)?;
     if (found.index, found.term) != (meta.index, meta.term) {
         return Err(format!(
             "the file holds snapshot {}/{} instead of {}/{}",
@@ -513,4 +602,38 @@ fn verify_snapshot(bytes: &[u8], meta: &SnapshotMeta, len_expected: usize) -> Re
         ));
     }
     Ok(())
+}
+
+/// Up to `len` bytes of the data of the snapshot `meta` names, from `offset` into the
+/// data (not the file), read from its file through `disk`; also the data's whole length.
+/// For serving a snapshot to a follower chunk by chunk without holding it in memory.
+/// Reads only the file's header and the range (checksum not verified: the file was
+/// verified when written, and the follower verifies the data it restores).
+pub fn read_snapshot_data<D: Disk>(
+    disk: &D,
+    meta: &SnapshotMeta,
+    offset: u64,
+    len: usize,
+) -> Result<(Vec<u8>, u64), StorageError> {
+    let name = snapshot_name(meta.index, meta.term);
+    let file_len = disk.file_len(&name).map_err(io_error("read", &name))?;
+    let read_at = |at: u64, n: usize| {
+        let bytes = disk.read_at(&name, at, n).map_err(|e| format!("reading: {e}"))?;
+        if bytes.len() != n {
+            return Err(format!("at byte offset {at}: the file ends early"));
+        }
+        Ok(bytes)
+    };
+    let corrupt = |found: String| StorageError::Corrupt { file: name.clone(), offset: None, found };
+    let (found, start, data_len) = locate_snapshot_data(file_len, read_at).map_err(corrupt)?;
+    if (found.index, found.term) != (meta.index, meta.term) {
+        return Err(corrupt(format!("holds snapshot {}/{}", found.index, found.term)));
+    }
+    let from = offset.min(data_len);
+    let n = (data_len - from).min(len as u64) as usize;
+    let bytes = disk.read_at(&name, start + from, n).map_err(io_error("read", &name))?;
+    if bytes.len() != n {
+        return Err(corrupt(format!("ends before data byte {}", from + n as u64)));
+    }
+    Ok((bytes, data_len))
 }

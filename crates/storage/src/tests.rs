@@ -3,7 +3,8 @@
 
 use crate::sim::SplitMix64;
 use crate::{
-    write_snapshot_file, Disk, Options, RealDisk, RecoveryReport, SimDisk, Storage, StorageError,
+    read_snapshot_data, write_snapshot_file, write_snapshot_file_with, Disk, Options, RealDisk,
+    RecoveryReport, SimDisk, Storage, StorageError, SNAPSHOT_IO_CHUNK_BYTES,
 };
 use raft::{ConfState, Entry, EntryKind, HardState, Index, Restored, Snapshot, SnapshotMeta, Term};
 use std::collections::BTreeMap;
@@ -395,11 +396,12 @@ fn member_with_twenty_entries(seed: u64) -> Storage<SimDisk> {
 /// Issue 11: a background snapshot write failed and left `.snap.tmp` behind; the retry
 /// appended to it, and the doubled file was fsynced, renamed and adopted without a
 /// check. The WAL it covered was deleted, and the member could not restart. Now a
-/// failure at any step of the write (append, fsync, rename, directory fsync), then a
-/// retry, gives a snapshot that is adopted and a member that restarts with all its data.
+/// failure at any step of the write (the appends of the data and of the checksum, fsync,
+/// rename, directory fsync), then a retry, gives a snapshot that is adopted and a member
+/// that restarts with all its data.
 #[test]
 fn snapshot_write_retried_after_a_failure_at_any_step_restarts_with_all_data() {
-    for fail_at in 0..4 {
+    for fail_at in 0..5 {
         let mut storage = member_with_twenty_entries(40 + fail_at);
         let snap = snapshot(15, 1);
         storage.disk_mut().fail_after_ops(fail_at);
@@ -439,6 +441,61 @@ fn snapshot_that_reads_back_wrong_is_never_renamed_and_the_wal_is_kept() {
     let (_, restored, _) = open(disk, small_segments());
     assert!(restored.snapshot.is_none());
     assert_eq!(restored.entries, entries(1..=20, 1));
+}
+
+/// Issue 12: a snapshot was serialized whole into memory, then copied into the file's
+/// bytes, then read back whole: three copies of the largest thing a member holds. Now
+/// the service streams its data into the file in pieces (here in writes of every size,
+/// over several 1 MiB chunks), and recovery reads back exactly what was streamed.
+#[test]
+fn snapshot_streamed_in_pieces_recovers_whole() {
+    let mut storage = member_with_twenty_entries(60);
+    let data: Vec<u8> =
+        (0..SNAPSHOT_IO_CHUNK_BYTES * 2 + 12345).map(|i| (i * 7 % 251) as u8).collect();
+    let meta = snapshot(15, 1).meta;
+    let written = write_snapshot_file_with(storage.disk_mut(), &meta, |w| {
+        let mut rest = &data[..];
+        let mut size = 1;
+        while !rest.is_empty() {
+            let n = size.min(rest.len());
+            w.write_all(&rest[..n])?;
+            rest = &rest[n..];
+            size = size * 3 + 1;
+        }
+        Ok(())
+    })
+    .expect("written");
+    assert_eq!(written, data.len() as u64);
+    storage.adopt_snapshot_file(&meta).expect("adopted");
+    let mut disk = storage.into_disk();
+    disk.crash();
+    let (_, restored, _) = open(disk, small_segments());
+    let snap = restored.snapshot.expect("a snapshot");
+    assert_eq!((snap.meta, &snap.data[..]), (meta, &data[..]));
+}
+
+/// A leader serves a follower's snapshot from the file, chunk by chunk: every range of
+/// the data reads back as written, the last one short, past the end empty; and the whole
+/// length comes with each piece.
+#[test]
+fn snapshot_data_reads_back_by_range() {
+    let mut storage = member_with_twenty_entries(61);
+    let mut snap = snapshot(15, 1);
+    snap.meta.conf.learners.insert(9);
+    snap.data = (0..5000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+    write_snapshot_file(storage.disk_mut(), &snap).expect("written");
+    storage.adopt_snapshot_file(&snap.meta).expect("adopted");
+    let total = snap.data.len() as u64;
+    for (offset, len) in [(0, 1000), (1000, 1000), (4500, 1000), (0, 5000), (5000, 10), (7000, 1)] {
+        let (bytes, whole) = read_snapshot_data(storage.disk(), &snap.meta, offset, len)
+            .unwrap_or_else(|e| panic!("{offset}+{len}: {e}"));
+        let from = (offset as usize).min(snap.data.len());
+        let to = (from + len).min(snap.data.len());
+        assert_eq!((&bytes[..], whole), (&snap.data[from..to], total), "{offset}+{len}");
+    }
+    let other = snapshot(16, 1).meta;
+    let err = read_snapshot_data(storage.disk(), &other, 0, 10).expect_err("no such file");
+    assert!(matches!(err, StorageError::Io { .. }), "{err:?}");
 }
 
 #[test]
