@@ -34,10 +34,14 @@
 
 mod clerk;
 mod mem;
+mod members;
 mod node;
 
 pub use crate::clerk::Clerk;
 pub use crate::mem::MemStore;
+pub use crate::members::{
+    Member, MemberChange, MemberChanged, MemberFailure, LEARNERS_MAX, LEARNER_READY_PERCENT,
+};
 pub use crate::node::{
     answer_read, Applied, Applier, ApplyBatch, LeaseClock, LogStore, Node, NodeConfig, NodeError,
     NodeEvent, Output, ReadQuery, ReadyRead, Request, RequestError, RequestId, SnapshotJob,
