@@ -170,7 +170,7 @@ impl Import {
             alarms: Alarms::default(),
             auth: self.auth,
             // An imported backup starts a new cluster: the node seeds its members.
-            members: crate::members::Members::default(),
+            members: Arc::default(),
         })
     }
 

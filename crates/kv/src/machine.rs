@@ -78,7 +78,8 @@ pub struct StateMachine {
     pub(crate) sessions: Sessions,
     pub(crate) alarms: Alarms,
     pub(crate) auth: AuthState,
-    pub(crate) members: Members,
+    /// Behind an `Arc` (copied on write): it changes rarely, and keeps the state small.
+    pub(crate) members: Arc<Members>,
 }
 
 /// Revision of an empty store, as in etcd (the first write makes 2).
@@ -100,7 +101,7 @@ impl StateMachine {
             sessions: Sessions::default(),
             alarms: Alarms::default(),
             auth: AuthState::default(),
-            members: Members::default(),
+            members: Arc::default(),
         }
     }
 
@@ -200,7 +201,7 @@ impl StateMachine {
     /// replica alike. Same ordering contract as [`apply`](Self::apply).
     pub fn apply_member_change(&mut self, index: u64, op: &MemberOp) -> Option<Member> {
         self.begin_apply(index);
-        self.members.apply(op)
+        Arc::make_mut(&mut self.members).apply(op)
     }
 
     /// Fills the member table of a new cluster with its initial members (the same on
@@ -208,14 +209,14 @@ impl StateMachine {
     /// anything (a member or a removed id).
     pub fn seed_members(&mut self, members: &[Member]) {
         if self.members.is_empty() {
-            self.members = Members::from_parts(members.iter().cloned(), &[]);
+            self.members = Arc::new(Members::from_parts(members.iter().cloned(), &[]));
         }
     }
 
     /// Empties the member table and forgets removed ids: a restored backup starts a new
     /// cluster whose members are not the old one's.
     pub fn clear_members(&mut self) {
-        self.members = Members::default();
+        self.members = Arc::default();
     }
 
     /// The member table (members and removed ids).
@@ -522,7 +523,7 @@ impl StateMachine {
                 let alarms = self.alarms.apply(*action, *member_id, *alarm);
                 Ok(Response::Alarm(AlarmResponse { revision: self.mvcc.revision, alarms }))
             }
-            Op::Member(op) => Ok(Response::Member(self.members.apply(op))),
+            Op::Member(op) => Ok(Response::Member(Arc::make_mut(&mut self.members).apply(op))),
             Op::RegisterSession => unreachable!("handled by apply_command"),
             Op::Auth(_) => unreachable!("handled by execute"),
         }

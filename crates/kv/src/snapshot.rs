@@ -538,7 +538,7 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
         return Err(r.corrupt(format!("two entries at revision ({rev}, {sub})")));
     }
     let auth = if version >= 5 { read_auth(r, &config)? } else { AuthState::default() };
-    let members = if version >= 6 { read_members(r)? } else { Members::default() };
+    let members = Arc::new(if version >= 6 { read_members(r)? } else { Members::default() });
     Ok(StateMachine { config, applied_index, mvcc, sessions, alarms, auth, members })
 }
 

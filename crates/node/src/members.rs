@@ -144,7 +144,7 @@ pub(crate) struct LeaderView<'a> {
     pub members: &'a kv::Members,
     /// The configuration in force (the latest in the leader's log).
     pub conf: &'a ConfState,
-    /// Voters and learners heard from recently, and the leader itself (etcd: "started").
+    /// Members heard from within an election timeout, and the leader (etcd: "started").
     pub started: &'a BTreeSet<NodeId>,
     /// The leader's commit index.
     pub commit: Index,

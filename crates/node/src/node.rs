@@ -110,7 +110,14 @@ pub struct NodeConfig {
     /// `--initial-cluster`): the member table starts with them (state at index 0).
     /// Ignored when joining, and once the state holds a member table.
     pub initial_members: Vec<Member>,
+    /// For simulators and tests: the id to give a member added at these peer URLs
+    /// (`None`, or an answer of `None` or of an id in use or removed: an id derived
+    /// from a hash, as in production).
+    pub new_member_id: Option<MemberIdHook>,
 }
+
+/// See [`NodeConfig::new_member_id`]: peer URLs of an added member → the id to give it.
+pub type MemberIdHook = fn(&[String]) -> Option<NodeId>;
 
 impl NodeConfig {
     /// Defaults for member `id` of a cluster of `voters`.
@@ -128,6 +135,7 @@ impl NodeConfig {
             apply_apart: false,
             joining: false,
             initial_members: voters.iter().map(|&id| Member { id, ..Member::default() }).collect(),
+            new_member_id: None,
             voters,
         }
     }
@@ -618,6 +626,9 @@ pub struct Node<S: LogStore> {
     /// A snapshot is due whatever the interval: a membership change was applied while
     /// the log still starts at index 1 (see [`Node::compact_after_conf_change`]).
     snapshot_due: bool,
+    /// The tick each member of the configuration was last heard from (entries only for
+    /// members, so its size is bounded by the configuration's).
+    last_heard: BTreeMap<NodeId, u64>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -668,6 +679,7 @@ impl<S: LogStore> Node<S> {
             members_pending: BTreeMap::new(),
             members_done: Vec::new(),
             snapshot_due: false,
+            last_heard: BTreeMap::new(),
             cfg,
         })
     }
@@ -694,6 +706,10 @@ impl<S: LogStore> Node<S> {
             if let MessageBody::Append { prev_index: 0, .. } = m.body {
                 return;
             }
+        }
+        let conf = self.raft.conf_state();
+        if conf.is_voter(m.from) || conf.is_learner(m.from) {
+            self.last_heard.insert(m.from, self.now);
         }
         self.raft.step(m);
     }
@@ -889,7 +905,13 @@ impl<S: LogStore> Node<S> {
                 self.check_no_conf_change_in_flight()?;
                 view.check_add(&peer_urls, is_learner)?;
                 let index = self.raft.last_index() + 1;
-                let id = new_member_id(&peer_urls, index, self.raft.term(), view.members);
+                let free = |id: &NodeId| {
+                    *id != 0 && view.members.get(*id).is_none() && !view.members.is_removed(*id)
+                };
+                let chosen = self.cfg.new_member_id.and_then(|f| f(&peer_urls)).filter(free);
+                let id = chosen.unwrap_or_else(|| {
+                    new_member_id(&peer_urls, index, self.raft.term(), view.members)
+                });
                 let kind =
                     if is_learner { ConfChangeKind::AddLearner } else { ConfChangeKind::AddVoter };
                 let m =
@@ -944,13 +966,15 @@ impl<S: LogStore> Node<S> {
     }
 
     /// The members the leader counts as started (etcd: members it is connected to):
-    /// itself and every member it heard from within the last election timeout (the
-    /// core's recent-activity flag, which check-quorum clears every election timeout).
+    /// itself and every member it heard from within the last election timeout.
     fn started_members(&self) -> BTreeSet<NodeId> {
         let me = self.raft.id();
+        let window = u64::from(self.cfg.raft.election_timeout_ticks);
+        let recent = |id: &NodeId| {
+            self.last_heard.get(id).is_some_and(|&t| self.now.saturating_sub(t) <= window)
+        };
         let members = self.raft.conf_state().members();
-        let active = |id: &NodeId| self.raft.progress(*id).is_some_and(|p| p.recent_active);
-        members.into_iter().filter(|id| *id == me || active(id)).collect()
+        members.into_iter().filter(|id| *id == me || recent(id)).collect()
     }
 
     /// Answers the membership change proposed at `e`'s index, if any, now that `e` is
@@ -1236,13 +1260,14 @@ impl<S: LogStore> Node<S> {
     pub fn on_applied(&mut self, applied: Applied) -> Result<StateMachine, NodeError> {
         assert!(self.apply_in_flight > 0, "a report answers a batch handed out");
         self.apply_in_flight -= 1;
+        // The view first: answers built below (a membership change's member list) read it.
+        let old = std::mem::replace(&mut self.sm, applied.view);
         if let Some(meta) = applied.installed {
             self.installed(meta);
         }
         for (e, response) in applied.entries {
             self.applied_entry(e, response);
         }
-        let old = std::mem::replace(&mut self.sm, applied.view);
         self.serve_reads();
         self.maybe_snapshot()?;
         Ok(old)
@@ -1302,6 +1327,8 @@ impl<S: LogStore> Node<S> {
         }
         if e.kind == EntryKind::ConfChange {
             self.compact_after_conf_change();
+            let conf = self.raft.conf_state();
+            self.last_heard.retain(|id, _| conf.is_voter(*id) || conf.is_learner(*id));
         }
         self.answer_member_change(&e, &response);
         // Writes proposed at lower indices whose entries were replaced never apply at

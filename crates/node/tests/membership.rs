@@ -268,7 +268,7 @@ fn strict_reconfiguration_refuses_what_would_leave_too_few_started_members() {
     let l = c.leader();
     let f = c.follower();
     c.down.insert(f);
-    c.tick(25); // past an election timeout: the leader notices f is silent
+    c.tick(25); // past an election timeout: the leader has not heard from f since
     assert_eq!(c.leader(), l);
     let add = MemberChange::Add { peer_urls: vec![url(4)], is_learner: false };
     let text = "etcdserver: re-configuration failed due to not enough started members";
