@@ -12,6 +12,7 @@
 use std::fmt;
 
 use crate::auth::{AuthError, AuthOp, AuthResponse, AuthStamp, Permission, PermissionType};
+use crate::members::{Member, MemberOp};
 use crate::types::*;
 
 /// Version byte that opens every encoded command and response.
@@ -125,6 +126,25 @@ impl Command {
         let op = decode_op(&mut d)?;
         d.finish()?;
         Ok(Command { request_id, auth, op })
+    }
+}
+
+impl MemberOp {
+    /// Encodes the change (the context of a Raft configuration change carries it).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u8(WIRE_FORMAT_VERSION);
+        encode_member_op(&mut e, self);
+        e.buf
+    }
+
+    /// Decodes a change; any malformation is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<MemberOp, DecodeError> {
+        let mut d = Decoder::new(bytes);
+        d.version()?;
+        let op = decode_member_op(&mut d)?;
+        d.finish()?;
+        Ok(op)
     }
 }
 
@@ -305,6 +325,7 @@ const OP_LEASE_KEEP_ALIVE: u8 = 11;
 const OP_LEASE_TIME_TO_LIVE: u8 = 12;
 const OP_ALARM: u8 = 13;
 const OP_AUTH: u8 = 14;
+const OP_MEMBER: u8 = 15;
 
 fn encode_op(e: &mut Encoder, op: &Op) {
     match op {
@@ -370,6 +391,10 @@ fn encode_op(e: &mut Encoder, op: &Op) {
             e.u8(OP_AUTH);
             encode_auth_op(e, a);
         }
+        Op::Member(m) => {
+            e.u8(OP_MEMBER);
+            encode_member_op(e, m);
+        }
     }
 }
 
@@ -421,6 +446,7 @@ fn decode_op(d: &mut Decoder) -> DResult<Op> {
         }
         OP_ALARM => decode_alarm(d)?,
         OP_AUTH => Op::Auth(decode_auth_op(d)?),
+        OP_MEMBER => Op::Member(decode_member_op(d)?),
         tag => return Err(d.bad_tag("op", tag)),
     })
 }
@@ -635,6 +661,7 @@ const RESP_LEASE_REVOKED: u8 = 11;
 const RESP_LEASE_TTL: u8 = 12;
 const RESP_ALARM: u8 = 13;
 const RESP_AUTH: u8 = 14;
+const RESP_MEMBER: u8 = 15;
 
 fn encode_response(e: &mut Encoder, r: &Response) {
     match r {
@@ -711,6 +738,13 @@ fn encode_response(e: &mut Encoder, r: &Response) {
             e.u8(RESP_AUTH);
             encode_auth_response(e, a);
         }
+        Response::Member(m) => {
+            e.u8(RESP_MEMBER);
+            e.flags(&[m.is_some()]);
+            if let Some(m) = m {
+                encode_member(e, m);
+            }
+        }
     }
 }
 
@@ -757,6 +791,10 @@ fn decode_response(d: &mut Decoder) -> DResult<Response> {
             Response::Alarm(AlarmResponse { revision, alarms })
         }
         RESP_AUTH => Response::Auth(decode_auth_response(d)?),
+        RESP_MEMBER => {
+            let [some] = d.flags("member response flags")?;
+            Response::Member(if some { Some(decode_member(d)?) } else { None })
+        }
         tag => return Err(d.bad_tag("response", tag)),
     })
 }
@@ -1194,4 +1232,74 @@ fn decode_auth_response(d: &mut Decoder) -> DResult<AuthResponse> {
         permissions.push(decode_permission(d)?);
     }
     Ok(AuthResponse { revision, auth_revision, enabled, roles, users, permissions })
+}
+
+// ---- member table ----
+
+const MEMBER_ADD: u8 = 1;
+const MEMBER_REMOVE: u8 = 2;
+const MEMBER_PROMOTE: u8 = 3;
+const MEMBER_UPDATE: u8 = 4;
+const MEMBER_PUBLISH: u8 = 5;
+
+fn encode_member(e: &mut Encoder, m: &Member) {
+    e.u64(m.id);
+    e.bytes(m.name.as_bytes());
+    encode_strings(e, &m.peer_urls);
+    encode_strings(e, &m.client_urls);
+    e.flags(&[m.is_learner]);
+}
+
+fn decode_member(d: &mut Decoder) -> DResult<Member> {
+    let id = d.u64()?;
+    let name = d.string("member name")?;
+    let peer_urls = decode_strings(d, "peer url")?;
+    let client_urls = decode_strings(d, "client url")?;
+    let [is_learner] = d.flags("member flags")?;
+    Ok(Member { id, name, peer_urls, client_urls, is_learner })
+}
+
+fn encode_member_op(e: &mut Encoder, op: &MemberOp) {
+    match op {
+        MemberOp::Add(m) => {
+            e.u8(MEMBER_ADD);
+            encode_member(e, m);
+        }
+        MemberOp::Remove(id) => {
+            e.u8(MEMBER_REMOVE);
+            e.u64(*id);
+        }
+        MemberOp::Promote(id) => {
+            e.u8(MEMBER_PROMOTE);
+            e.u64(*id);
+        }
+        MemberOp::Update { id, peer_urls } => {
+            e.u8(MEMBER_UPDATE);
+            e.u64(*id);
+            encode_strings(e, peer_urls);
+        }
+        MemberOp::Publish { id, name, client_urls } => {
+            e.u8(MEMBER_PUBLISH);
+            e.u64(*id);
+            e.bytes(name.as_bytes());
+            encode_strings(e, client_urls);
+        }
+    }
+}
+
+fn decode_member_op(d: &mut Decoder) -> DResult<MemberOp> {
+    Ok(match d.tag("member op")? {
+        MEMBER_ADD => MemberOp::Add(decode_member(d)?),
+        MEMBER_REMOVE => MemberOp::Remove(d.u64()?),
+        MEMBER_PROMOTE => MemberOp::Promote(d.u64()?),
+        MEMBER_UPDATE => {
+            MemberOp::Update { id: d.u64()?, peer_urls: decode_strings(d, "peer url")? }
+        }
+        MEMBER_PUBLISH => MemberOp::Publish {
+            id: d.u64()?,
+            name: d.string("member name")?,
+            client_urls: decode_strings(d, "client url")?,
+        },
+        tag => return Err(d.bad_tag("member op", tag)),
+    })
 }

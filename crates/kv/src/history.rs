@@ -169,6 +169,8 @@ impl Import {
             sessions: Sessions::default(),
             alarms: Alarms::default(),
             auth: self.auth,
+            // An imported backup starts a new cluster: the node seeds its members.
+            members: Arc::default(),
         })
     }
 

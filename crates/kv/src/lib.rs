@@ -137,6 +137,7 @@ pub mod auth;
 pub mod codec;
 mod history;
 mod machine;
+pub mod members;
 mod mvcc;
 mod quota;
 mod session;
@@ -150,6 +151,7 @@ pub use auth::{
 pub use codec::{DecodeError, DecodeErrorKind, WIRE_FORMAT_VERSION};
 pub use history::{Import, StoredChange};
 pub use machine::{Config, StateMachine, INITIAL_REVISION};
+pub use members::{Member, MemberOp, Members};
 pub use quota::{space_cost, ENTRY_OVERHEAD_BYTES, LEASE_OVERHEAD_BYTES, STATE_BASE_BYTES};
 pub use session::SESSION_RESPONSE_BYTES_MAX;
 pub use snapshot::{SnapshotError, SnapshotView, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthError, AuthStamp, AuthState, PermissionType};
 use crate::codec::DecodeError;
+use crate::members::{Member, MemberOp, Members};
 use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
 use crate::quota::{Alarms, STATE_BASE_BYTES};
 use crate::session::{kept_response, SessionCheck, Sessions};
@@ -77,6 +78,8 @@ pub struct StateMachine {
     pub(crate) sessions: Sessions,
     pub(crate) alarms: Alarms,
     pub(crate) auth: AuthState,
+    /// Behind an `Arc` (copied on write): it changes rarely, and keeps the state small.
+    pub(crate) members: Arc<Members>,
 }
 
 /// Revision of an empty store, as in etcd (the first write makes 2).
@@ -98,6 +101,7 @@ impl StateMachine {
             sessions: Sessions::default(),
             alarms: Alarms::default(),
             auth: AuthState::default(),
+            members: Arc::default(),
         }
     }
 
@@ -178,6 +182,7 @@ impl StateMachine {
             | Op::LeaseKeepAlive { .. }
             | Op::LeaseTimeToLive { .. }
             | Op::Alarm { .. }
+            | Op::Member(_)
             | Op::Auth(_) => Ok(()),
         }
     }
@@ -187,6 +192,36 @@ impl StateMachine {
     fn check_lease_keys(&self, stamp: &AuthStamp, lease: i64) -> Result<(), AuthError> {
         let Some(l) = self.mvcc.leases.get(&lease) else { return Ok(()) };
         l.keys.iter().try_for_each(|k| self.auth.check_range(stamp, k, &[], PermissionType::Write))
+    }
+
+    /// Applies the member-table part of the Raft configuration change at log `index`
+    /// (its context: Add, Remove or Promote; see [`crate::members`]). Returns the
+    /// member's record afterwards (a removed member's last record), or `None` if the
+    /// change does not apply to the table as it is; then nothing changes, on every
+    /// replica alike. Same ordering contract as [`apply`](Self::apply).
+    pub fn apply_member_change(&mut self, index: u64, op: &MemberOp) -> Option<Member> {
+        self.begin_apply(index);
+        Arc::make_mut(&mut self.members).apply(op)
+    }
+
+    /// Fills the member table of a new cluster with its initial members (the same on
+    /// every member, so this is state at index 0). Does nothing once the table holds
+    /// anything (a member or a removed id).
+    pub fn seed_members(&mut self, members: &[Member]) {
+        if self.members.is_empty() {
+            self.members = Arc::new(Members::from_parts(members.iter().cloned(), &[]));
+        }
+    }
+
+    /// Empties the member table and forgets removed ids: a restored backup starts a new
+    /// cluster whose members are not the old one's.
+    pub fn clear_members(&mut self) {
+        self.members = Arc::default();
+    }
+
+    /// The member table (members and removed ids).
+    pub fn members(&self) -> &Members {
+        &self.members
     }
 
     /// The replicated auth state (users, roles, permissions, enabled flag).
@@ -488,6 +523,7 @@ impl StateMachine {
                 let alarms = self.alarms.apply(*action, *member_id, *alarm);
                 Ok(Response::Alarm(AlarmResponse { revision: self.mvcc.revision, alarms }))
             }
+            Op::Member(op) => Ok(Response::Member(Arc::make_mut(&mut self.members).apply(op))),
             Op::RegisterSession => unreachable!("handled by apply_command"),
             Op::Auth(_) => unreachable!("handled by execute"),
         }

@@ -1,7 +1,7 @@
 //! Snapshots: a frozen O(1) view of the state, streamed to bytes on any
 //! thread, and the verified rebuild from those bytes.
 //!
-//! # Format (version 5, all integers little-endian)
+//! # Format (version 6, all integers little-endian)
 //!
 //! | field | size | notes |
 //! | --- | --- | --- |
@@ -20,13 +20,16 @@
 //! | auth | | version 5 on; absent before (auth off, no users or roles): enabled u8 (0/1), auth revision u64 (≥ 1), user count u64, users, role count u64, roles |
 //! | users | | each: name (u32 length + UTF-8), hash flag u8 (+ u32 length + bcrypt hash), role count u64, role names (u32 length + UTF-8, sorted strictly). Sorted by name, strictly. |
 //! | roles | | each: name (u32 length + UTF-8), permission count u64, permissions (type u8: 0 read, 1 write, 2 readwrite; key, range end as u32 length + bytes; sorted by (key, range end), strictly). Sorted by name, strictly. |
+//! | members | | version 6 on; absent before (empty table): member count u64, members (id u64 non-zero, name, peer URL count u64, peer URLs, client URL count u64, client URLs, learner u8 (0/1); strings as u32 length + UTF-8; sorted by id, strictly), removed count u64, removed ids (u64, ascending strictly) |
 //! | CRC32C | 4 | Castagnoli CRC of every byte before it |
 //!
 //! The watch index and each lease's attached keys are not stored: restore
 //! rebuilds them from the entries (a key belongs to the lease of its newest
 //! version).
 //!
-//! Older versions are still read. Version 4 (before auth) reads as version 5
+//! Older versions are still read. Version 5 (before the member table) reads as
+//! version 6 with an empty table (the node seeds it from the cluster's initial
+//! members). Version 4 (before auth) reads as version 5
 //! with auth off and no users or roles. Version 3 (before alarms) reads as version 4
 //! with no alarm raised. Version 2 (before sub-revisions) numbers the
 //! changes of each revision in key order: that is the order those releases
@@ -54,6 +57,9 @@ use std::sync::Arc;
 
 use crate::auth::{AuthState, Permission, PermissionType, User};
 use crate::machine::{Config, StateMachine};
+use crate::members::{
+    Member, Members, MEMBER_NAME_BYTES_MAX, MEMBER_URLS_MAX, MEMBER_URL_BYTES_MAX,
+};
 use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
 use crate::quota::Alarms;
 use crate::session::{ClientSession, Sessions};
@@ -62,7 +68,7 @@ use crate::types::{AlarmMember, AlarmType, Response};
 /// Magic bytes that open a snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"raftkvSN";
 /// Version byte after the magic.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 6;
 /// The oldest format version this build still reads.
 const SNAPSHOT_FORMAT_VERSION_MIN: u8 = 1;
 
@@ -300,7 +306,83 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
             AlarmType::Corrupt => 2,
         })?;
     }
-    write_auth(w, &s.auth)
+    write_auth(w, &s.auth)?;
+    write_members(w, &s.members)
+}
+
+fn write_members<W: Write>(w: &mut SnapWriter<W>, m: &Members) -> io::Result<()> {
+    let list = m.list();
+    w.u64(list.len() as u64)?;
+    for m in &list {
+        w.u64(m.id)?;
+        w.bytes(m.name.as_bytes())?;
+        for urls in [&m.peer_urls, &m.client_urls] {
+            w.u64(urls.len() as u64)?;
+            for u in urls {
+                w.bytes(u.as_bytes())?;
+            }
+        }
+        w.u8(u8::from(m.is_learner))?;
+    }
+    let removed = m.removed();
+    w.u64(removed.len() as u64)?;
+    for id in removed {
+        w.u64(id)?;
+    }
+    Ok(())
+}
+
+/// Most members or removed ids a snapshot may list (a guard against a corrupt count,
+/// far above any real cluster's history).
+const MEMBERS_MAX: u64 = 1 << 20;
+
+fn read_members<R: Read>(r: &mut SnapReader<R>) -> SResult<Members> {
+    let count = r.u64()?;
+    if count > MEMBERS_MAX {
+        return Err(r.corrupt(format!("member count {count} exceeds {MEMBERS_MAX}")));
+    }
+    let mut members: Vec<Member> = Vec::new();
+    for _ in 0..count {
+        let id = r.u64()?;
+        if id == 0 || members.last().is_some_and(|last| id <= last.id) {
+            return Err(r.corrupt(format!("member {id:x} is 0 or out of order")));
+        }
+        let name = read_string(r, MEMBER_NAME_BYTES_MAX, "member name")?;
+        let peer_urls = read_urls(r, "peer URL")?;
+        let client_urls = read_urls(r, "client URL")?;
+        let is_learner = match r.u8()? {
+            0 => false,
+            1 => true,
+            tag => return Err(r.corrupt(format!("member learner flag {tag}"))),
+        };
+        members.push(Member { id, name, peer_urls, client_urls, is_learner });
+    }
+    let count = r.u64()?;
+    if count > MEMBERS_MAX {
+        return Err(r.corrupt(format!("removed member count {count} exceeds {MEMBERS_MAX}")));
+    }
+    let mut removed: Vec<u64> = Vec::new();
+    for _ in 0..count {
+        let id = r.u64()?;
+        if id == 0 || removed.last().is_some_and(|&last| id <= last) {
+            return Err(r.corrupt(format!("removed member {id:x} is 0 or out of order")));
+        }
+        removed.push(id);
+    }
+    Ok(Members::from_parts(members, &removed))
+}
+
+fn read_urls<R: Read>(r: &mut SnapReader<R>, what: &str) -> SResult<Vec<String>> {
+    let count = r.u64()?;
+    if count > MEMBER_URLS_MAX as u64 {
+        return Err(r.corrupt(format!("{count} {what}s, more than {MEMBER_URLS_MAX}")));
+    }
+    (0..count).map(|_| read_string(r, MEMBER_URL_BYTES_MAX, what)).collect()
+}
+
+fn read_string<R: Read>(r: &mut SnapReader<R>, max: usize, what: &str) -> SResult<String> {
+    let b = r.bytes(max as u64, what)?;
+    String::from_utf8(b).map_err(|_| r.corrupt(format!("{what} is not UTF-8")))
 }
 
 fn write_auth<W: Write>(w: &mut SnapWriter<W>, a: &AuthState) -> io::Result<()> {
@@ -456,7 +538,8 @@ fn read_state<R: Read>(r: &mut SnapReader<R>) -> SResult<StateMachine> {
         return Err(r.corrupt(format!("two entries at revision ({rev}, {sub})")));
     }
     let auth = if version >= 5 { read_auth(r, &config)? } else { AuthState::default() };
-    Ok(StateMachine { config, applied_index, mvcc, sessions, alarms, auth })
+    let members = Arc::new(if version >= 6 { read_members(r)? } else { Members::default() });
+    Ok(StateMachine { config, applied_index, mvcc, sessions, alarms, auth, members })
 }
 
 /// Longest user or role name a snapshot may hold.

@@ -371,6 +371,10 @@ pub enum Op {
         /// [`AlarmAction::Get`] and changes nothing with the other actions.
         alarm: AlarmType,
     },
+    /// A change of the member table that is not a Raft configuration change (etcd's
+    /// member Update and a started member's Publish; see [`crate::members`]). Answered
+    /// with [`Response::Member`].
+    Member(crate::members::MemberOp),
     /// etcd's Auth service: a change or a query of users, roles, permissions
     /// and the enabled flag. With an [`AuthStamp`] on the command, apply checks
     /// the caller is allowed it (admin, or a get of oneself or one's role).
@@ -607,6 +611,9 @@ pub enum Response {
     Alarm(AlarmResponse),
     /// Result of [`Op::Auth`].
     Auth(AuthResponse),
+    /// Result of [`Op::Member`]: the member's record afterwards, or `None` if the
+    /// change did not apply (the member is unknown or was removed).
+    Member(Option<crate::members::Member>),
 }
 
 impl Response {

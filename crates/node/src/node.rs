@@ -1,12 +1,16 @@
 //! The member driver: core + store + state machine + pending requests.
 
+use crate::members::{
+    new_member_id, LeaderView, Member, MemberChange, MemberChanged, MemberFailure, PendingMember,
+};
 use kv::{
-    AlarmAction, AlarmType, Command, KvError, LeaseTtlResponse, Op, RangeRequest, Response,
-    StateMachine,
+    AlarmAction, AlarmType, Command, KvError, LeaseTtlResponse, MemberOp, Op, RangeRequest,
+    Response, StateMachine,
 };
 use raft::{
-    Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ProposeError, Raft,
-    ReadError, Restored, Role, Snapshot, SnapshotMeta, Term,
+    ConfChange, ConfChangeKind, ConfChangeSingle, Entry, EntryKind, HardState, Index, Message,
+    MessageBody, NodeId, ProposeError, Raft, ReadError, Restored, Role, Snapshot, SnapshotMeta,
+    Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -96,14 +100,30 @@ pub struct NodeConfig {
     /// inline (which holds the thread that heartbeats for as long as the apply takes:
     /// a delete range over a million keys holds it for about a second).
     pub apply_apart: bool,
+    /// This member joins an existing cluster (etcd's `--initial-cluster-state
+    /// existing`) with an empty store: it starts with no configuration and no state,
+    /// and takes no log entry before the leader's snapshot gives it both (the
+    /// configuration the cluster was born with is not in the log). Ignored once the
+    /// store holds a snapshot.
+    pub joining: bool,
+    /// The members of a new cluster, the same on every member (from
+    /// `--initial-cluster`): the member table starts with them (state at index 0).
+    /// Ignored when joining, and once the state holds a member table.
+    pub initial_members: Vec<Member>,
+    /// For simulators and tests: the id to give a member added at these peer URLs
+    /// (`None`, or an answer of `None` or of an id in use or removed: an id derived
+    /// from a hash, as in production).
+    pub new_member_id: Option<MemberIdHook>,
 }
+
+/// See [`NodeConfig::new_member_id`]: peer URLs of an added member → the id to give it.
+pub type MemberIdHook = fn(&[String]) -> Option<NodeId>;
 
 impl NodeConfig {
     /// Defaults for member `id` of a cluster of `voters`.
     pub fn new(id: NodeId, voters: BTreeSet<NodeId>) -> Self {
         NodeConfig {
             raft: raft::Config::new(id),
-            voters,
             kv: kv::Config::default(),
             snapshot_interval_entries: 10_000,
             request_timeout_ticks: 100,
@@ -113,6 +133,10 @@ impl NodeConfig {
             hand_out_reads: false,
             apply_gap_entries_max: APPLY_GAP_ENTRIES_MAX,
             apply_apart: false,
+            joining: false,
+            initial_members: voters.iter().map(|&id| Member { id, ..Member::default() }).collect(),
+            new_member_id: None,
+            voters,
         }
     }
 }
@@ -339,6 +363,13 @@ pub struct Output {
     /// Outcomes of leadership transfers ([`Node::transfer_leader`]): the member that
     /// now leads, or why it did not happen.
     pub transfers: Vec<(RequestId, Result<NodeId, TransferFailure>)>,
+    /// Outcomes of membership changes ([`Node::change_members`]), each once its entry
+    /// is applied, or why it did not happen.
+    pub member_changes: Vec<(RequestId, Result<MemberChanged, MemberFailure>)>,
+    /// This member has been removed from the cluster (its removal is applied): the
+    /// driver stops it for good, as etcd does ("the member has been permanently
+    /// removed from the cluster").
+    pub removed: bool,
 }
 
 /// Work for the [`Applier`] (see [`NodeConfig::apply_apart`]): first a snapshot from
@@ -388,10 +419,7 @@ impl Applier {
         for e in batch.entries {
             assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
             self.applied = e.index;
-            let response = match e.kind {
-                EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
-                EntryKind::Noop | EntryKind::ConfChange => None,
-            };
+            let response = apply_entry(&mut self.sm, &e);
             entries.push((e, response));
         }
         Ok(Applied { installed, entries, view: self.sm.clone() })
@@ -634,6 +662,16 @@ pub struct Node<S: LogStore> {
     transfers_done: Vec<(RequestId, Result<NodeId, TransferFailure>)>,
     /// Appends cut short by [`Node::hold_back`] so far.
     appends_held_back: u64,
+    /// Membership changes this leader proposed, by log index, waiting for apply.
+    members_pending: BTreeMap<Index, PendingMember>,
+    /// Membership change outcomes not yet handed out.
+    members_done: Vec<(RequestId, Result<MemberChanged, MemberFailure>)>,
+    /// A snapshot is due whatever the interval: a membership change was applied while
+    /// the log still starts at index 1 (see [`Node::compact_after_conf_change`]).
+    snapshot_due: bool,
+    /// The tick each member of the configuration was last heard from (entries only for
+    /// members, so its size is bounded by the configuration's).
+    last_heard: BTreeMap<NodeId, u64>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -641,12 +679,20 @@ impl<S: LogStore> Node<S> {
     pub fn new(cfg: NodeConfig, store: S, restored: Restored) -> Result<Self, NodeError> {
         let restored_bytes = restored.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         let restored_term_vote = (restored.hard_state.term, restored.hard_state.vote);
-        let (sm, applied) = match &restored.snapshot {
+        let (mut sm, applied) = match &restored.snapshot {
             Some(snap) => (restore_state(snap)?, snap.meta.index),
             None => (StateMachine::new(cfg.kv), 0),
         };
-        let raft = Raft::restore(cfg.raft.clone(), &cfg.voters, restored)
-            .map_err(|e| NodeError(format!("cannot start member {}: {e}", cfg.raft.id)))?;
+        let joining = cfg.joining && restored.snapshot.is_none();
+        if !joining {
+            sm.seed_members(&cfg.initial_members);
+        }
+        let raft = if joining {
+            Raft::join(cfg.raft.clone(), restored)
+        } else {
+            Raft::restore(cfg.raft.clone(), &cfg.voters, restored)
+        }
+        .map_err(|e| NodeError(format!("cannot start member {}: {e}", cfg.raft.id)))?;
         Ok(Node {
             raft,
             store,
@@ -674,6 +720,10 @@ impl<S: LogStore> Node<S> {
             transfer: None,
             transfers_done: Vec::new(),
             appends_held_back: 0,
+            members_pending: BTreeMap::new(),
+            members_done: Vec::new(),
+            snapshot_due: false,
+            last_heard: BTreeMap::new(),
             cfg,
         })
     }
@@ -691,14 +741,36 @@ impl<S: LogStore> Node<S> {
         self.expire_requests();
     }
 
-    /// Processes one message from a peer.
-    ///
+    /// Processes one message from a peer. Messages from removed members are dropped.
     /// Back-pressure on every member: while this member's applier is more than
     /// [`NodeConfig::apply_gap_entries_max`] committed entries behind, an append takes
     /// no entry past the end of its log (see [`Node::hold_back`]).
+    ///
+    /// A joining member that has not installed a snapshot yet ignores appends that would start its log at index 1 (see
+    /// [`NodeConfig::joining`]): the leader probes again and, once its log no longer
+    /// starts at 1, sends its snapshot.
     pub fn step(&mut self, mut m: Message) {
+        if self.is_removed_member(m.from) {
+            // etcd drops what removed members send: one that missed its removal could
+            // otherwise disturb the cluster with its elections.
+            return;
+        }
+        if self.awaiting_first_snapshot() {
+            if let MessageBody::Append { prev_index: 0, .. } = m.body {
+                return;
+            }
+        }
+        let conf = self.raft.conf_state();
+        if conf.is_voter(m.from) || conf.is_learner(m.from) {
+            self.last_heard.insert(m.from, self.now);
+        }
         self.hold_back(&mut m);
         self.raft.step(m);
+    }
+
+    /// True while this member joins and has no snapshot (so no configuration) yet.
+    pub fn awaiting_first_snapshot(&self) -> bool {
+        self.cfg.joining && self.raft.snapshot_meta().index == 0
     }
 
     /// Cuts an append down to the entries this member already has (their index at most
@@ -831,6 +903,165 @@ impl<S: LogStore> Node<S> {
         if let Some(outcome) = outcome {
             let t = self.transfer.take().expect("checked above");
             self.transfers_done.push((t.id, outcome));
+        }
+    }
+
+    /// Asks for a membership change (etcd's MemberAdd/Remove/Update/Promote, or a
+    /// started member's publish). Only the leader takes it; it checks etcd's rules
+    /// first (see [`MemberFailure`]), proposes it, and answers in
+    /// [`Output::member_changes`] once the change's entry is applied, with the member
+    /// and the whole list; a follower answers [`MemberFailure::NotLeader`] for the
+    /// driver to forward. Add, Remove and Promote are configuration changes (one at a
+    /// time: [`MemberFailure::InProgress`]); Update and Publish only change the record.
+    pub fn change_members(&mut self, id: RequestId, change: MemberChange) {
+        let deadline = self.now + self.cfg.request_timeout_ticks;
+        match self.start_member_change(change) {
+            Ok((index, term, member)) => {
+                let pending = PendingMember { id, term, deadline, member };
+                if let Some(old) = self.members_pending.insert(index, pending) {
+                    // Its entry was replaced by a newer leader's: it never applies.
+                    let leader = self.raft.leader();
+                    self.members_done.push((old.id, Err(MemberFailure::NotLeader { leader })));
+                }
+            }
+            Err(e) => self.members_done.push((id, Err(e))),
+        }
+    }
+
+    /// Every member, from the applied state (etcd's MemberList).
+    pub fn members(&self) -> Vec<Member> {
+        self.sm.members().list()
+    }
+
+    /// True if `id` was a member of this cluster and has been removed (as applied
+    /// here): its messages and its restart are to be refused.
+    pub fn is_removed_member(&self, id: NodeId) -> bool {
+        self.sm.members().is_removed(id)
+    }
+
+    /// True if this member's removal has been applied here.
+    fn is_removed(&self) -> bool {
+        self.is_removed_member(self.raft.id())
+    }
+
+    /// Checks and proposes a change; the index and term of its entry and the member
+    /// it is about.
+    fn start_member_change(
+        &mut self,
+        change: MemberChange,
+    ) -> Result<(Index, Term, NodeId), MemberFailure> {
+        if self.raft.role() != Role::Leader {
+            return Err(MemberFailure::NotLeader { leader: self.raft.leader() });
+        }
+        let started = self.started_members();
+        let view = LeaderView {
+            members: self.sm.members(),
+            conf: self.raft.conf_state(),
+            started: &started,
+            commit: self.raft.commit_index(),
+        };
+        let (op, step) = match change {
+            MemberChange::Add { peer_urls, is_learner } => {
+                self.check_no_conf_change_in_flight()?;
+                view.check_add(&peer_urls, is_learner)?;
+                let index = self.raft.last_index() + 1;
+                let free = |id: &NodeId| {
+                    *id != 0 && view.members.get(*id).is_none() && !view.members.is_removed(*id)
+                };
+                let chosen = self.cfg.new_member_id.and_then(|f| f(&peer_urls)).filter(free);
+                let id = chosen.unwrap_or_else(|| {
+                    new_member_id(&peer_urls, index, self.raft.term(), view.members)
+                });
+                let kind =
+                    if is_learner { ConfChangeKind::AddLearner } else { ConfChangeKind::AddVoter };
+                let m =
+                    Member { id, name: String::new(), peer_urls, client_urls: vec![], is_learner };
+                m.check().map_err(MemberFailure::Invalid)?;
+                (MemberOp::Add(m), Some(ConfChangeSingle { kind, node: id }))
+            }
+            MemberChange::Remove(id) => {
+                self.check_no_conf_change_in_flight()?;
+                view.check_remove(id)?;
+                let step = ConfChangeSingle { kind: ConfChangeKind::Remove, node: id };
+                (MemberOp::Remove(id), Some(step))
+            }
+            MemberChange::Promote(id) => {
+                self.check_no_conf_change_in_flight()?;
+                let learner_match = self.raft.progress(id).map_or(0, |p| p.match_index);
+                view.check_promote(id, learner_match)?;
+                let step = ConfChangeSingle { kind: ConfChangeKind::AddVoter, node: id };
+                (MemberOp::Promote(id), Some(step))
+            }
+            MemberChange::Update { id, peer_urls } => {
+                view.check_update(id, &peer_urls)?;
+                (MemberOp::Update { id, peer_urls }, None)
+            }
+            MemberChange::Publish { id, name, client_urls } => {
+                let mut m = view.members.get(id).ok_or(MemberFailure::NotFound(id))?.clone();
+                (m.name, m.client_urls) = (name.clone(), client_urls.clone());
+                m.check().map_err(MemberFailure::Invalid)?;
+                (MemberOp::Publish { id, name, client_urls }, None)
+            }
+        };
+        let member = op.member_id();
+        let proposed = match step {
+            Some(step) => {
+                let cc = ConfChange { changes: vec![step], context: op.encode() };
+                self.raft.propose_conf_change(cc)
+            }
+            None => self.raft.propose(Command::new(Op::Member(op)).encode()),
+        };
+        let (index, term) = proposed.map_err(member_propose_error)?;
+        Ok((index, term, member))
+    }
+
+    /// One configuration change at a time, and none until the last one is applied
+    /// here (the checks read the applied member table).
+    fn check_no_conf_change_in_flight(&self) -> Result<(), MemberFailure> {
+        let pending = self.raft.pending_conf_index();
+        if self.raft.conf_state().is_joint() || pending > self.applied {
+            return Err(MemberFailure::InProgress);
+        }
+        Ok(())
+    }
+
+    /// The members the leader counts as started (etcd: members it is connected to):
+    /// itself and every member it heard from within the last election timeout.
+    fn started_members(&self) -> BTreeSet<NodeId> {
+        let me = self.raft.id();
+        let window = u64::from(self.cfg.raft.election_timeout_ticks);
+        let recent = |id: &NodeId| {
+            self.last_heard.get(id).is_some_and(|&t| self.now.saturating_sub(t) <= window)
+        };
+        let members = self.raft.conf_state().members();
+        members.into_iter().filter(|id| *id == me || recent(id)).collect()
+    }
+
+    /// Answers the membership change proposed at `e`'s index, if any, now that `e` is
+    /// applied with `response`.
+    fn answer_member_change(&mut self, e: &Entry, response: &Option<Response>) {
+        let Some(m) = self.members_pending.remove(&e.index) else { return };
+        let outcome = match response {
+            Some(Response::Member(Some(member))) if m.term == e.term => Ok(MemberChanged {
+                member: Some(member.clone()),
+                members: self.sm.members().list(),
+            }),
+            Some(Response::Member(None)) if m.term == e.term => {
+                Err(MemberFailure::NotFound(m.member))
+            }
+            _ => Err(MemberFailure::NotLeader { leader: self.raft.leader() }),
+        };
+        self.members_done.push((m.id, outcome));
+    }
+
+    /// A configuration change was applied. If the log still starts at index 1, take a
+    /// snapshot now: from then on this member, should it lead, sends a member that
+    /// joins a snapshot (which carries the configuration) and never the log from index
+    /// 1 (which does not: the first configuration was never an entry). See
+    /// docs/ARCHITECTURE.md, "Membership".
+    fn compact_after_conf_change(&mut self) {
+        if self.raft.snapshot_meta().index == 0 {
+            self.snapshot_due = true;
         }
     }
 
@@ -1044,7 +1275,18 @@ impl<S: LogStore> Node<S> {
         self.check_transfer();
         let transfers = std::mem::take(&mut self.transfers_done);
         let snapshot_job = self.snapshot_job.take();
-        Ok(Output { replies, events, snapshot_job, reads, apply, transfers })
+        let member_changes = std::mem::take(&mut self.members_done);
+        let removed = self.is_removed();
+        Ok(Output {
+            replies,
+            events,
+            snapshot_job,
+            reads,
+            apply,
+            transfers,
+            member_changes,
+            removed,
+        })
     }
 
     /// The batches the applier may take now: at most [`APPLY_BATCHES_IN_FLIGHT_MAX`]
@@ -1095,13 +1337,14 @@ impl<S: LogStore> Node<S> {
     pub fn on_applied(&mut self, applied: Applied) -> Result<StateMachine, NodeError> {
         assert!(self.apply_in_flight > 0, "a report answers a batch handed out");
         self.apply_in_flight -= 1;
+        // The view first: answers built below (a membership change's member list) read it.
+        let old = std::mem::replace(&mut self.sm, applied.view);
         if let Some(meta) = applied.installed {
             self.installed(meta);
         }
         for (e, response) in applied.entries {
             self.applied_entry(e, response);
         }
-        let old = std::mem::replace(&mut self.sm, applied.view);
         self.serve_reads();
         self.maybe_snapshot()?;
         Ok(old)
@@ -1137,18 +1380,16 @@ impl<S: LogStore> Node<S> {
             out.reads.extend(more.reads);
             out.snapshot_job = out.snapshot_job.or(more.snapshot_job);
             out.apply.extend(more.apply);
+            out.transfers.extend(more.transfers);
+            out.member_changes.extend(more.member_changes);
+            out.removed |= more.removed;
         }
         Ok(out)
     }
 
     fn apply(&mut self, e: Entry) {
         assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
-        let response = match e.kind {
-            EntryKind::Normal => Some(self.sm.apply(e.index, &e.data)),
-            // Membership takes effect inside the raft core when appended; the service
-            // has nothing to apply for it yet.
-            EntryKind::Noop | EntryKind::ConfChange => None,
-        };
+        let response = apply_entry(&mut self.sm, &e);
         self.applied_entry(e, response);
     }
 
@@ -1161,6 +1402,12 @@ impl<S: LogStore> Node<S> {
             Some(Response::LeaseRevoked(r)) => self.leases.revoked(r.id),
             _ => {}
         }
+        if e.kind == EntryKind::ConfChange {
+            self.compact_after_conf_change();
+            let conf = self.raft.conf_state();
+            self.last_heard.retain(|id, _| conf.is_voter(*id) || conf.is_learner(*id));
+        }
+        self.answer_member_change(&e, &response);
         // Writes proposed at lower indices whose entries were replaced never apply at
         // their index with their term; they are answered below when their index comes.
         if let Some(w) = self.take_write(e.index) {
@@ -1199,6 +1446,10 @@ impl<S: LogStore> Node<S> {
         for i in covered {
             let w = self.take_write(i).expect("present");
             self.replies.push((w.id, Err(RequestError::Timeout)));
+        }
+        let rest = self.members_pending.split_off(&(meta.index + 1));
+        for (_, m) in std::mem::replace(&mut self.members_pending, rest) {
+            self.members_done.push((m.id, Err(MemberFailure::Timeout)));
         }
         if self.cfg.record_events {
             self.events.push(NodeEvent::Installed(meta));
@@ -1252,15 +1503,16 @@ impl<S: LogStore> Node<S> {
 
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let interval = self.cfg.snapshot_interval_entries;
+        let interval_due = interval != 0 && self.applied >= self.last_snapshot_index + interval;
         // With apply apart, the log may already have been replaced by a newer snapshot
         // from the leader that the applier has not installed yet: wait for it.
-        if interval == 0
+        if !(interval_due || self.snapshot_due)
             || self.snapshot_in_progress
-            || self.applied < self.last_snapshot_index + interval
             || self.raft.term_at(self.applied).is_none()
         {
             return Ok(());
         }
+        self.snapshot_due = false;
         if self.cfg.background_snapshots {
             let meta = self.snapshot_meta();
             self.snapshot_in_progress = true;
@@ -1337,12 +1589,23 @@ impl<S: LogStore> Node<S> {
             let r = self.reads_waiting_apply.remove(&k).expect("present");
             self.replies.push((r.id, Err(RequestError::Timeout)));
         }
+        let expired: Vec<Index> = self
+            .members_pending
+            .iter()
+            .filter(|(_, m)| m.deadline <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in expired {
+            let m = self.members_pending.remove(&i).expect("present");
+            self.members_done.push((m.id, Err(MemberFailure::Timeout)));
+        }
     }
 
     /// True if `poll` has work (messages, persistence, applies or replies).
     pub fn has_work(&self) -> bool {
         self.raft.has_ready()
             || !self.transfers_done.is_empty()
+            || !self.members_done.is_empty()
             || !self.replies.is_empty()
             || !self.ready_reads.is_empty()
             || (self.apply_in_flight < APPLY_BATCHES_IN_FLIGHT_MAX && !self.to_apply.is_empty())
@@ -1385,6 +1648,23 @@ impl<S: LogStore> Node<S> {
     }
 }
 
+/// Applies one committed entry to the state machine: a command, or the member-table
+/// part of a configuration change (its context). `None` for entries with nothing to
+/// apply (no-ops, configuration changes without a member record).
+fn apply_entry(sm: &mut StateMachine, e: &Entry) -> Option<Response> {
+    match e.kind {
+        EntryKind::Normal => Some(sm.apply(e.index, &e.data)),
+        EntryKind::Noop => None,
+        // The configuration itself took effect inside the core when appended; the
+        // member record rides along as the change's context.
+        EntryKind::ConfChange => {
+            let cc = ConfChange::decode(&e.data).ok()?;
+            let op = MemberOp::decode(&cc.context).ok()?;
+            Some(Response::Member(sm.apply_member_change(e.index, &op)))
+        }
+    }
+}
+
 fn restore_state(snap: &Snapshot) -> Result<StateMachine, NodeError> {
     StateMachine::restore(&snap.data[..]).map_err(|e| {
         NodeError(format!(
@@ -1393,6 +1673,20 @@ fn restore_state(snap: &Snapshot) -> Result<StateMachine, NodeError> {
             snap.meta.index, snap.meta.term
         ))
     })
+}
+
+fn member_propose_error(e: ProposeError) -> MemberFailure {
+    match e {
+        ProposeError::NotLeader { leader } => MemberFailure::NotLeader { leader },
+        ProposeError::Transferring => MemberFailure::NotLeader { leader: None },
+        ProposeError::ConfChangePending | ProposeError::Busy => MemberFailure::InProgress,
+        ProposeError::BadConfChange(raft::ConfChangeError::NotMember(id)) => {
+            MemberFailure::NotFound(id)
+        }
+        e @ (ProposeError::BadConfChange(_) | ProposeError::TooLarge { .. }) => {
+            MemberFailure::Invalid(e.to_string())
+        }
+    }
 }
 
 fn propose_error(e: ProposeError) -> RequestError {

@@ -42,7 +42,19 @@ pub struct ConfChangeSingle {
 pub struct ConfChange {
     /// The steps, applied together.
     pub changes: Vec<ConfChangeSingle>,
+    /// The service's opaque data about the change (etcd's `ConfChange.Context`: the
+    /// member record), at most [`CONF_CHANGE_CONTEXT_BYTES_MAX`] bytes. The core never
+    /// reads it; every member sees it when it applies the entry.
+    pub context: Vec<u8>,
 }
+
+/// Largest [`ConfChange::context`]: a member record (a name and a few URLs) is far
+/// below it; the bound keeps a forged or buggy entry from carrying megabytes.
+pub const CONF_CHANGE_CONTEXT_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest encoded [`ConfChange`] entry: the context plus the steps of a change that
+/// names every member of the largest configuration a snapshot may carry.
+pub const CONF_CHANGE_BYTES_MAX: usize = 9 + 4 + CONF_CHANGE_CONTEXT_BYTES_MAX + 9 * 1024;
 
 /// Why a change cannot be applied to a configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +77,8 @@ pub enum ConfChangeError {
     NoVoters,
     /// The entry's bytes are not an encoded change.
     Malformed(&'static str),
+    /// The context is larger than [`CONF_CHANGE_CONTEXT_BYTES_MAX`].
+    ContextTooLarge(usize),
 }
 
 impl fmt::Display for ConfChangeError {
@@ -87,12 +101,19 @@ impl fmt::Display for ConfChangeError {
                 write!(f, "the change would remove the last voting member")
             }
             ConfChangeError::Malformed(what) => write!(f, "malformed membership change: {what}"),
+            ConfChangeError::ContextTooLarge(len) => write!(
+                f,
+                "membership change context of {len} bytes exceeds the limit of \
+                 {CONF_CHANGE_CONTEXT_BYTES_MAX} bytes"
+            ),
         }
     }
 }
 impl std::error::Error for ConfChangeError {}
 
-const ENCODING_VERSION: u8 = 1;
+/// Version 1: steps only. Version 2 (now written) adds the context; version 1 is still
+/// read, as a change with an empty context.
+const ENCODING_VERSION: u8 = 2;
 
 impl ConfChangeKind {
     fn to_u8(self) -> u8 {
@@ -116,7 +137,7 @@ impl ConfChangeKind {
 impl ConfChange {
     /// A change of one step.
     pub fn single(kind: ConfChangeKind, node: NodeId) -> Self {
-        ConfChange { changes: vec![ConfChangeSingle { kind, node }] }
+        ConfChange { changes: vec![ConfChangeSingle { kind, node }], context: Vec::new() }
     }
 
     /// Validates the change against `cs` and returns the configuration it leads to (what
@@ -130,16 +151,19 @@ impl ConfChange {
         self.changes.is_empty()
     }
 
-    /// Entry bytes: version (1), step count (u32 LE), then per step kind (1) and node
-    /// (u64 LE).
+    /// Entry bytes: version (2), step count (u32 LE), then per step kind (1) and node
+    /// (u64 LE), then the context length (u32 LE) and the context. (Version 1 ended
+    /// after the steps.)
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 + 9 * self.changes.len());
+        let mut out = Vec::with_capacity(9 + 9 * self.changes.len() + self.context.len());
         out.push(ENCODING_VERSION);
         out.extend_from_slice(&(self.changes.len() as u32).to_le_bytes());
         for c in &self.changes {
             out.push(c.kind.to_u8());
             out.extend_from_slice(&c.node.to_le_bytes());
         }
+        out.extend_from_slice(&(self.context.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.context);
         out
     }
 
@@ -147,15 +171,22 @@ impl ConfChange {
     pub fn decode(bytes: &[u8]) -> Result<Self, ConfChangeError> {
         let bad = ConfChangeError::Malformed;
         let (&version, rest) = bytes.split_first().ok_or(bad("empty"))?;
-        if version != ENCODING_VERSION {
+        if version != 1 && version != ENCODING_VERSION {
             return Err(bad("unknown encoding version"));
         }
         let count = rest.get(..4).ok_or(bad("truncated step count"))?;
         let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
-        let steps = &rest[4..];
-        if steps.len() != count * 9 {
+        let rest = &rest[4..];
+        let steps_len = count.checked_mul(9).ok_or(bad("step count too large"))?;
+        let (steps, tail) = if version == 1 {
+            (rest, &[][..])
+        } else {
+            rest.split_at_checked(steps_len).ok_or(bad("truncated steps"))?
+        };
+        if steps.len() != steps_len {
             return Err(bad("step count does not match the length"));
         }
+        let context = if version == 1 { Vec::new() } else { decode_context(tail)? };
         let changes = steps
             .chunks_exact(9)
             .map(|s| {
@@ -164,8 +195,22 @@ impl ConfChange {
                 Ok(ConfChangeSingle { kind, node })
             })
             .collect::<Result<_, _>>()?;
-        Ok(ConfChange { changes })
+        Ok(ConfChange { changes, context })
     }
+}
+
+/// The context part of a version 2 encoding: length (u32 LE), then exactly that many bytes.
+fn decode_context(tail: &[u8]) -> Result<Vec<u8>, ConfChangeError> {
+    let bad = ConfChangeError::Malformed;
+    let len = tail.get(..4).ok_or(bad("truncated context length"))?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > CONF_CHANGE_CONTEXT_BYTES_MAX {
+        return Err(ConfChangeError::ContextTooLarge(len));
+    }
+    if tail.len() - 4 != len {
+        return Err(bad("context length does not match the length"));
+    }
+    Ok(tail[4..].to_vec())
 }
 
 /// Validates `cc` against `cs` and returns the configuration it leads to.
@@ -264,7 +309,7 @@ mod tests {
 
     fn change(steps: &[(ConfChangeKind, NodeId)]) -> ConfChange {
         let changes = steps.iter().map(|&(kind, node)| ConfChangeSingle { kind, node }).collect();
-        ConfChange { changes }
+        ConfChange { changes, context: Vec::new() }
     }
 
     #[test]
@@ -350,7 +395,29 @@ mod tests {
         bad_kind[5] = 9;
         assert!(ConfChange::decode(&bad_kind).is_err());
         let mut bad_version = good;
-        bad_version[0] = 2;
+        bad_version[0] = 3;
         assert!(ConfChange::decode(&bad_version).is_err());
+    }
+
+    #[test]
+    fn the_context_round_trips_and_version_one_still_reads() {
+        let cc = ConfChange { context: b"member record".to_vec(), ..change(&[(AddVoter, 4)]) };
+        assert_eq!(ConfChange::decode(&cc.encode()), Ok(cc));
+        // Version 1, as written before contexts: one step, no context.
+        let mut v1 = vec![1, 1, 0, 0, 0, 0];
+        v1.extend_from_slice(&4u64.to_le_bytes());
+        assert_eq!(ConfChange::decode(&v1), Ok(change(&[(AddVoter, 4)])));
+    }
+
+    #[test]
+    fn a_context_over_the_bound_or_of_the_wrong_length_is_refused() {
+        let big = ConfChange { context: vec![7; CONF_CHANGE_CONTEXT_BYTES_MAX + 1], ..change(&[]) };
+        let err = ConfChange::decode(&big.encode());
+        assert_eq!(err, Err(ConfChangeError::ContextTooLarge(CONF_CHANGE_CONTEXT_BYTES_MAX + 1)));
+        let ok = ConfChange { context: vec![7; 3], ..change(&[(Remove, 2)]) }.encode();
+        assert!(ConfChange::decode(&ok[..ok.len() - 1]).is_err());
+        let mut long = ok.clone();
+        long.push(0);
+        assert!(ConfChange::decode(&long).is_err());
     }
 }

@@ -432,14 +432,33 @@ impl Raft {
         voters: &BTreeSet<NodeId>,
         restored: Restored,
     ) -> Result<Raft, ConfigError> {
+        Self::restore_with(cfg, Some(voters), restored)
+    }
+
+    /// A member joining an existing cluster (etcd's `--initial-cluster-state existing`):
+    /// without a snapshot in `restored` it has no configuration at all, so it never
+    /// campaigns, and its first configuration comes with the leader's snapshot (the
+    /// driver must make sure it takes no log entries before that snapshot: the
+    /// configuration the cluster was born with is not in the log). With a snapshot it is
+    /// an ordinary restart.
+    pub fn join(cfg: Config, restored: Restored) -> Result<Raft, ConfigError> {
+        Self::restore_with(cfg, None, restored)
+    }
+
+    fn restore_with(
+        cfg: Config,
+        voters: Option<&BTreeSet<NodeId>>,
+        restored: Restored,
+    ) -> Result<Raft, ConfigError> {
         cfg.validate()?;
         let snapshot = restored.snapshot.unwrap_or_default();
-        let conf = if snapshot.meta.index > 0 {
-            snapshot.meta.conf.clone()
-        } else {
-            ConfState::from_voters(voters.clone())
+        let conf = match voters {
+            _ if snapshot.meta.index > 0 => snapshot.meta.conf.clone(),
+            Some(voters) => ConfState::from_voters(voters.clone()),
+            None => ConfState::default(),
         };
-        if conf.voters.is_empty() || conf.members().contains(&0) {
+        let joining = voters.is_none() && snapshot.meta.index == 0;
+        if (conf.voters.is_empty() && !joining) || conf.members().contains(&0) {
             return Err(ConfigError("the voter set must be non-empty and not contain 0".into()));
         }
         let base = (snapshot.meta.index, conf.clone());
@@ -820,6 +839,10 @@ impl Raft {
         if cc.is_leave_joint() {
             return Err(ProposeError::BadConfChange(ConfChangeError::NotJoint));
         }
+        if cc.context.len() > confchange::CONF_CHANGE_CONTEXT_BYTES_MAX {
+            let len = cc.context.len();
+            return Err(ProposeError::BadConfChange(ConfChangeError::ContextTooLarge(len)));
+        }
         confchange::apply(&self.conf, &cc).map_err(ProposeError::BadConfChange)?;
         let index = self.append_entry(EntryKind::ConfChange, cc.encode().into());
         Ok((index, self.term))
@@ -1096,12 +1119,31 @@ impl Raft {
     /// Leader: one progress per other member, new ones probing from the end of the log.
     fn sync_progress(&mut self) {
         let members = self.other_members();
+        self.say_goodbye(&members);
         self.progress.retain(|id, _| members.contains(id));
         // A member added by the entry just appended must still be sent that entry.
         let next = self.log.last_index().max(1);
         let (count, bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
         for id in members {
             self.progress.entry(id).or_insert_with(|| Progress::new(next, count, bytes));
+        }
+    }
+
+    /// Leader, before it stops replicating to members no longer in the configuration:
+    /// tells each the commit index it may act on (never beyond what it holds), so a
+    /// member removed by a joint change it has acknowledged learns that the change
+    /// committed, applies it and knows it was removed. Best effort: if the message is
+    /// lost the member finds out otherwise (the service refuses it).
+    fn say_goodbye(&mut self, staying: &[NodeId]) {
+        let committed = self.log.committed;
+        let leaving: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .filter(|(id, pr)| !staying.contains(id) && pr.commit_sent < committed)
+            .map(|(id, pr)| (*id, committed.min(pr.match_index)))
+            .collect();
+        for (id, commit) in leaving {
+            self.send(id, MessageBody::Heartbeat { commit, read_round: 0 });
         }
     }
 

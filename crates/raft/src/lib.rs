@@ -52,7 +52,10 @@ mod rng;
 mod types;
 pub mod validate;
 
-pub use crate::confchange::{ConfChange, ConfChangeError, ConfChangeKind, ConfChangeSingle};
+pub use crate::confchange::{
+    ConfChange, ConfChangeError, ConfChangeKind, ConfChangeSingle, CONF_CHANGE_BYTES_MAX,
+    CONF_CHANGE_CONTEXT_BYTES_MAX,
+};
 pub use crate::core::{CompactError, Restored, SnapshotSource, TransferError};
 pub use crate::core::{Config, ConfigError, ProposeError, Raft, ReadError, ReadState, Ready, Role};
 pub use crate::message::{Message, MessageBody, RejectHint};

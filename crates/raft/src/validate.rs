@@ -17,7 +17,7 @@
 //! exhaustive, so the compiler asks for it).
 
 use crate::message::{Message, MessageBody};
-use crate::types::{Index, NodeId, SnapshotMeta, Term};
+use crate::types::{EntryKind, Index, NodeId, SnapshotMeta, Term};
 use std::fmt;
 
 /// Largest term accepted from a peer. A member whose term reached it would be unable
@@ -106,6 +106,13 @@ pub enum Invalid {
         /// The snapshot's announced size.
         total_bytes: u64,
     },
+    /// A membership change entry larger than [`crate::CONF_CHANGE_BYTES_MAX`].
+    ConfChangeTooLarge {
+        /// Its index.
+        index: Index,
+        /// Its size in bytes.
+        len: usize,
+    },
     /// A snapshot membership that is empty, too large, or lists id 0.
     BadVoters {
         /// How many voters it lists.
@@ -144,6 +151,12 @@ impl fmt::Display for Invalid {
                 f,
                 "snapshot chunk of {len} bytes at offset {offset} does not fit a \
                  {total_bytes}-byte snapshot"
+            ),
+            Invalid::ConfChangeTooLarge { index, len } => write!(
+                f,
+                "membership change entry at index {index} of {len} bytes exceeds the \
+                 limit of {} bytes",
+                crate::CONF_CHANGE_BYTES_MAX
             ),
             Invalid::BadVoters { count } => {
                 write!(f, "snapshot membership of {count} voters is empty, too large or lists 0")
@@ -239,6 +252,9 @@ fn check_append(
             return Err(Invalid::EntriesOutOfOrder { index: expected });
         }
         term(e.term, "entry term", msg_term)?;
+        if e.kind == EntryKind::ConfChange && e.data.len() > crate::CONF_CHANGE_BYTES_MAX {
+            return Err(Invalid::ConfChangeTooLarge { index: e.index, len: e.data.len() });
+        }
         min_term = e.term;
     }
     Ok(())

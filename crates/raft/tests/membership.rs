@@ -16,6 +16,7 @@ fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
 fn change(steps: &[(ConfChangeKind, NodeId)]) -> ConfChange {
     ConfChange {
         changes: steps.iter().map(|&(kind, node)| ConfChangeSingle { kind, node }).collect(),
+        context: Vec::new(),
     }
 }
 

@@ -352,8 +352,14 @@ fn read_raftkv_backup(mut file: std::fs::File, file_bytes: u64) -> Result<Backup
     file.seek(SeekFrom::Start(HEADER_BYTES)).map_err(io_err)?;
     let mut payload = Vec::new();
     (&mut file).take(payload_bytes).read_to_end(&mut payload).map_err(io_err)?;
-    let state = StateMachine::restore(&payload[..])
+    let mut state = StateMachine::restore(&payload[..])
         .map_err(|e| format!("its state machine does not decode: {e}"))?;
+    if !state.members().is_empty() {
+        // A backup starts a new cluster: the old cluster's members are not its members.
+        state.clear_members();
+        payload.clear();
+        state.snapshot_view().write_to(&mut payload).map_err(|e| e.to_string())?;
+    }
     let mut padding = Vec::new();
     (&mut file)
         .take(content - HEADER_BYTES - payload_bytes)
@@ -628,6 +634,13 @@ mod tests {
         let back = read_backup(&path, false).unwrap();
         assert!(!back.etcd);
         assert_eq!(back.state, sm);
+        // The old cluster's member table does not come along into the new cluster.
+        let mut with_members = sm.clone();
+        with_members.seed_members(&[kv::Member { id: 7, ..kv::Member::default() }]);
+        std::fs::write(&path, framed_file(&stream(&with_members, stream_raftkv_backup))).unwrap();
+        let back = read_backup(&path, false).unwrap();
+        assert!(back.state.members().is_empty());
+        assert!(StateMachine::restore(&back.payload[..]).unwrap().members().is_empty());
         let mut rehashed = file[..file.len() - 32].to_vec();
         rehashed[HEADER_BYTES as usize + 100] ^= 1;
         let digest = Sha256::digest(&rehashed);

@@ -314,6 +314,7 @@ struct KvTotals {
     unknown: Vec<u64>,
     watch_seeds: u64,
     lease_seeds: u64,
+    member_seeds: u64,
 }
 
 impl KvTotals {
@@ -343,6 +344,11 @@ impl KvTotals {
         t.keep_alives_acked += s.keep_alives_acked;
         t.leases_expired += s.leases_expired;
         t.leases_revoked += s.leases_revoked;
+        t.member_changes += s.member_changes;
+        t.member_changes_failed += s.member_changes_failed;
+        t.members_joined += s.members_joined;
+        t.members_removed += s.members_removed;
+        self.member_seeds += u64::from(out.params.member_change_interval_us.is_some());
         self.watch_seeds += u64::from(out.params.cluster.watchers > 0);
         self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
         match out.verdict {
@@ -406,6 +412,10 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
         s.keep_alives_acked,
         s.leases_expired,
         s.leases_revoked
+    );
+    println!(
+        "  membership ({} seeds): {} changes done, {} refused or lost, {} members joined by snapshot, {} removed",
+        t.member_seeds, s.member_changes, s.member_changes_failed, s.members_joined, s.members_removed
     );
     let mut unknown = t.unknown.clone();
     unknown.sort();

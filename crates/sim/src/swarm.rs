@@ -452,7 +452,7 @@ impl Swarm {
         let Some(changes) = changes else { return };
         let added: Vec<NodeId> =
             changes.iter().filter(|c| c.kind == AddVoter).map(|c| c.node).collect();
-        let cc = ConfChange { changes };
+        let cc = ConfChange { changes, context: Vec::new() };
         let accepted = self.cluster.conf_change_to(leader, cc).is_ok();
         self.conf_changes += u64::from(accepted);
         if accepted && !added.is_empty() && self.rng.chance(SPLIT_AT_CHANGE) {

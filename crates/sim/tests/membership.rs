@@ -12,6 +12,7 @@ const ELECTION_TIMEOUT: Duration = Duration::from_millis(400);
 fn change(steps: &[(ConfChangeKind, NodeId)]) -> ConfChange {
     ConfChange {
         changes: steps.iter().map(|&(kind, node)| ConfChangeSingle { kind, node }).collect(),
+        context: Vec::new(),
     }
 }
 

@@ -102,9 +102,28 @@ pub fn keys(r: &RangeResponse) -> Vec<String> {
 /// what a version 5 snapshot adds to a version 4 one for a store without auth.
 pub const EMPTY_AUTH_SECTION: usize = 1 + 8 + 8 + 8;
 
-/// A current snapshot of a store without auth, rewritten as version 4 (before
-/// auth): its empty auth section cut, the version byte set and the CRC redone.
+/// Bytes of an empty member table (no members, no removed ids): what a version 6
+/// snapshot adds to a version 5 one for a store without members.
+pub const EMPTY_MEMBERS_SECTION: usize = 8 + 8;
+
+/// A current snapshot of a store without members, rewritten as version 5 (before
+/// the member table): its empty members section cut, the version byte set and the
+/// CRC redone.
+pub fn as_version_5(current: &[u8]) -> Vec<u8> {
+    let body_end = current.len() - 4;
+    let members_at = body_end - EMPTY_MEMBERS_SECTION;
+    assert_eq!(&current[members_at..body_end], &[0u8; 16][..], "members section is empty");
+    let mut v5 = current[..members_at].to_vec();
+    v5[8] = 5;
+    let crc = crc32c::crc32c(&v5);
+    v5.extend_from_slice(&crc.to_le_bytes());
+    v5
+}
+
+/// A current snapshot of a store without auth or members, rewritten as version 4
+/// (before auth): its empty auth section cut, the version byte set and the CRC redone.
 pub fn as_version_4(current: &[u8]) -> Vec<u8> {
+    let current = as_version_5(current);
     let body_end = current.len() - 4;
     let auth_at = body_end - EMPTY_AUTH_SECTION;
     let empty_auth = [&[0u8][..], &1u64.to_le_bytes(), &[0u8; 16]].concat();

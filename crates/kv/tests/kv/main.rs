@@ -7,6 +7,7 @@ mod codec;
 mod common;
 mod etcd;
 mod lease_watch;
+mod members;
 mod model;
 mod quota;
 mod sessions;

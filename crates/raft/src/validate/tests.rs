@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::message::RejectHint;
-use crate::types::{ConfState, Entry, EntryKind};
+use crate::types::{ConfState, Entry};
 use std::sync::Arc;
 
 const ME: NodeId = 1;
@@ -139,4 +139,20 @@ fn a_snapshot_membership_is_non_empty_and_names_no_zero() {
         };
         assert!(matches!(check(&msg(1, body)), Err(Invalid::BadVoters { .. })));
     }
+}
+
+#[test]
+fn a_membership_change_entry_over_its_bound_is_refused() {
+    let conf_entry = |len: usize| Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::ConfChange,
+        data: Arc::from(vec![0u8; len]),
+    };
+    let max = crate::CONF_CHANGE_BYTES_MAX;
+    assert_eq!(check(&msg(1, append(0, vec![conf_entry(max)]))), Ok(()));
+    assert_eq!(
+        check(&msg(1, append(0, vec![conf_entry(max + 1)]))),
+        Err(Invalid::ConfChangeTooLarge { index: 1, len: max + 1 })
+    );
 }

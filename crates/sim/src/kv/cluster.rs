@@ -14,7 +14,10 @@ use crate::queue::EventQueue;
 use crate::trace::{MsgFmt, Trace};
 use kv::Response;
 use lincheck::{History, KvOp, KvResult};
-use node::{Applier, ApplyBatch, Node, NodeConfig, NodeEvent, Request, RequestError, RequestId};
+use node::{
+    Applier, ApplyBatch, MemberChange, MemberChanged, MemberFailure, Node, NodeConfig, NodeEvent,
+    Request, RequestError, RequestId,
+};
 use raft::{Index, Message, NodeId, Rng, Role, Term};
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -30,6 +33,10 @@ pub type KvNode = Node<Storage<SimDisk>>;
 pub struct KvConfig {
     /// Members, ids `1..=members`.
     pub members: usize,
+    /// Spare member slots, ids `members + 1..=members + spare_members`: not started at
+    /// boot; a slot starts as a joining member once a membership change adds its id
+    /// ([`KvCluster::change_members`]; its peer URL is [`sim_peer_url`]).
+    pub spare_members: usize,
     /// The one seed every random choice derives from.
     pub seed: u64,
     /// Network behaviour (between members, and between clients and members).
@@ -129,6 +136,7 @@ impl KvConfig {
     pub fn new(members: usize, clients: usize, seed: u64) -> KvConfig {
         KvConfig {
             members,
+            spare_members: 0,
             seed,
             net: NetConfig::reliable(),
             disk: DiskConfig::ssd(),
@@ -222,6 +230,14 @@ pub struct KvStats {
     pub leases_revoked: u64,
     /// Appends a member cut short because its applier was past the apply gap.
     pub appends_held_back: u64,
+    /// Membership changes answered as done.
+    pub member_changes: u64,
+    /// Membership changes refused or not answered in time.
+    pub member_changes_failed: u64,
+    /// Spare members started as joining members after their addition.
+    pub members_joined: u64,
+    /// Members stopped for good after their removal was applied.
+    pub members_removed: u64,
 }
 
 /// Something that happens at a simulated instant.
@@ -321,6 +337,8 @@ pub(crate) struct Member {
     ticks: u64,
     /// Watch streams it serves, by watcher.
     pub(crate) watch_streams: BTreeMap<usize, WatchStream>,
+    /// Removed from the cluster: stopped for good, never started again.
+    retired: bool,
 }
 
 /// A simulated raftkv cluster with clients. See the module docs of [`crate::kv`].
@@ -356,6 +374,20 @@ pub struct KvCluster {
     pub(crate) violation: Option<(Violation, u64)>,
     pub(crate) clients_active: bool,
     events: u64,
+    /// Outcomes of membership changes asked through [`KvCluster::change_members`].
+    member_outcomes: BTreeMap<RequestId, Result<MemberChanged, MemberFailure>>,
+    next_member_request: RequestId,
+}
+
+/// The peer URL of simulated member `id` (the simulator gives an added member the id its
+/// URL names, so spare slots map to ids; see [`NodeConfig::new_member_id`]).
+pub fn sim_peer_url(id: NodeId) -> String {
+    format!("sim://n{id}")
+}
+
+/// The id [`sim_peer_url`] names.
+fn sim_member_id(peer_urls: &[String]) -> Option<NodeId> {
+    peer_urls.first()?.strip_prefix("sim://n")?.parse().ok()
 }
 
 /// The state machine configuration of every member (and of the reference).
@@ -377,10 +409,12 @@ impl KvCluster {
     /// Boots a cluster: every member starts on an empty disk with its first tick at a
     /// random offset; every client registers a session first.
     pub fn new(cfg: KvConfig) -> KvCluster {
+        let slots = cfg.members + cfg.spare_members;
         assert!((1..=crate::cluster::MAX_NODES).contains(&cfg.members), "members out of range");
+        assert!(slots <= crate::cluster::MAX_NODES, "members and spares out of range");
         assert!(cfg.keys >= 1, "clients need at least one key");
         let mut rng_clock = Rng::new(stream_seed(cfg.seed, 0x4b56_0001));
-        let members = (1..=cfg.members as NodeId)
+        let members = (1..=slots as NodeId)
             .map(|id| {
                 let drift = (rng_clock.next_u64() as f64 / u64::MAX as f64) * 2.0 - 1.0;
                 let period = cfg.tick_interval_us as f64 * (1.0 + drift * cfg.clock_drift);
@@ -400,10 +434,11 @@ impl KvCluster {
                     next_request: 1,
                     ticks: 0,
                     watch_streams: BTreeMap::new(),
+                    retired: false,
                 }
             })
             .collect();
-        let servers: Vec<NodeId> = (1..=cfg.members as NodeId).collect();
+        let servers: Vec<NodeId> = (1..=slots as NodeId).collect();
         let kv_config = kv_config(&cfg);
         let mut rng_ops = Rng::new(stream_seed(cfg.seed, 0x4b56_0004));
         let clients = (0..cfg.clients)
@@ -420,8 +455,8 @@ impl KvCluster {
             members,
             clients,
             watchers,
-            net: Network::new(cfg.members, cfg.net.clone()),
-            client_cut: vec![false; cfg.clients * cfg.members],
+            net: Network::new(slots, cfg.net.clone()),
+            client_cut: vec![false; cfg.clients * slots],
             rng_net: Rng::new(stream_seed(cfg.seed, 0x4b56_0002)),
             rng_disk: Rng::new(stream_seed(cfg.seed, 0x4b56_0003)),
             rng_clock,
@@ -440,6 +475,8 @@ impl KvCluster {
             violation: None,
             clients_active: true,
             events: 0,
+            member_outcomes: BTreeMap::new(),
+            next_member_request: 1,
             cfg,
         };
         kv_trace!(
@@ -449,7 +486,7 @@ impl KvCluster {
             c.cfg.clients,
             c.cfg.seed
         );
-        for idx in 0..c.members.len() {
+        for idx in 0..c.cfg.members {
             c.boot(idx);
         }
         for client in 0..c.clients.len() {
@@ -559,9 +596,14 @@ impl KvCluster {
         self.node(id).is_some()
     }
 
-    /// The member ids.
+    /// The member ids (spare slots included).
     pub fn ids(&self) -> Vec<NodeId> {
-        (1..=self.cfg.members as NodeId).collect()
+        (1..=self.slots() as NodeId).collect()
+    }
+
+    /// Member slots: the founding members and the spares.
+    fn slots(&self) -> usize {
+        self.cfg.members + self.cfg.spare_members
     }
 
     /// A member that leads in the highest term among up members, if there is one.
@@ -597,7 +639,8 @@ impl KvCluster {
     }
 
     fn node_config(&self, id: NodeId, incarnation: u64) -> NodeConfig {
-        let mut c = NodeConfig::new(id, self.ids().into_iter().collect::<BTreeSet<_>>());
+        let founders: BTreeSet<NodeId> = (1..=self.cfg.members as NodeId).collect();
+        let mut c = NodeConfig::new(id, founders);
         c.raft.election_timeout_ticks = self.cfg.election_timeout_ticks;
         c.raft.heartbeat_interval_ticks = self.cfg.heartbeat_interval_ticks;
         c.raft.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
@@ -607,6 +650,12 @@ impl KvCluster {
         c.request_timeout_ticks = self.cfg.request_timeout_ticks;
         c.record_events = true;
         c.background_snapshots = false;
+        let founders = 1..=self.cfg.members as NodeId;
+        c.initial_members = founders
+            .map(|id| node::Member { id, peer_urls: vec![sim_peer_url(id)], ..Default::default() })
+            .collect();
+        c.joining = id > self.cfg.members as NodeId;
+        c.new_member_id = Some(sim_member_id);
         // As the server: the node says when a read may be served, the driver serves it.
         c.hand_out_reads = true;
         // As the server: apply runs apart from the raft loop (after a seeded delay).
@@ -618,6 +667,9 @@ impl KvCluster {
     /// Starts member `idx` from what its disk holds.
     fn boot(&mut self, idx: usize) {
         let id = self.members[idx].id;
+        if self.members[idx].retired {
+            return;
+        }
         let Some(disk) = self.members[idx].disk.take() else { return };
         let opts = Options { segment_bytes_max: self.cfg.segment_bytes_max };
         let (storage, restored, report) = match Storage::open(disk, opts) {
@@ -756,6 +808,11 @@ impl KvCluster {
             return;
         }
         let node = self.members[idx].node.as_mut().expect("live");
+        if node.is_removed_member(msg.from) {
+            // As etcd's peers answer a removed member ("the member has been permanently
+            // removed from the cluster"): it learns it and stops for good.
+            return self.retire(msg.from as usize - 1, msg.to);
+        }
         let before = node.appends_held_back();
         node.step(msg);
         let held = node.appends_held_back() - before;
@@ -882,6 +939,7 @@ impl KvCluster {
         for m in outbox {
             self.send_peer(m);
         }
+        let (changes, removed) = (out.member_changes, out.removed);
         self.members[idx].apply_queue.extend(out.apply);
         self.schedule_apply(idx);
         if let Err(v) = self.observe(idx, out.events) {
@@ -904,6 +962,7 @@ impl KvCluster {
         if !self.members[idx].watch_streams.is_empty() {
             self.serve_watches(idx);
         }
+        self.after_member_changes(idx, changes, removed);
     }
 
     /// Apply consistency: each member applies densely from where it started, or jumps
@@ -916,6 +975,14 @@ impl KvCluster {
             match ev {
                 NodeEvent::Applied(e) => {
                     let applied = self.members[idx].applied;
+                    let joiner = id > self.cfg.members as NodeId;
+                    if joiner && self.members[idx].snapshot_index == 0 {
+                        let details = format!(
+                            "n{id} joined the cluster and applies index {} before any snapshot: its configuration and member table would come from a log that does not hold the founding ones",
+                            e.index
+                        );
+                        return Err(Violation::new("Joining by snapshot", details));
+                    }
                     if e.index != applied + 1 || e.index > commit {
                         let details = format!(
                             "n{id} applies index {} after {applied} (commit {commit}): applying must be dense and committed",
@@ -1058,7 +1125,7 @@ impl KvCluster {
 
     pub(crate) fn client_link_up(&self, client: usize, member: NodeId) -> bool {
         self.net.is_connected(member)
-            && !self.client_cut[client * self.cfg.members + member as usize - 1]
+            && !self.client_cut[client * self.slots() + member as usize - 1]
     }
 
     /// A client sends one attempt of its operation to `to`.
@@ -1157,7 +1224,7 @@ impl KvCluster {
                 self.net.set_link(from, to, same || from == to);
             }
         }
-        let n = self.cfg.members;
+        let n = self.slots();
         for client in 0..self.clients.len() {
             if groups.is_empty() || !self.rng_faults.chance(self.cfg.client_confined) {
                 continue;
@@ -1181,10 +1248,13 @@ impl KvCluster {
     pub fn quiescent(&self) -> bool {
         let Some(leader) = self.leader().and_then(|id| self.node(id)) else { return false };
         let (commit, last) = (leader.raft().commit_index(), leader.raft().last_index());
+        // Retired members and spares never started are not part of the cluster.
+        let in_cluster = |m: &&Member| !m.retired && (m.incarnation > 0 || m.node.is_some());
         commit == last
             && self
                 .members
                 .iter()
+                .filter(in_cluster)
                 .all(|m| m.node.as_ref().is_some_and(|n| n.applied_index() == commit))
     }
 
@@ -1322,5 +1392,91 @@ impl FaultTarget for KvCluster {
     }
     fn set_crash_during_write(&mut self, chance: f64) {
         KvCluster::set_crash_during_write(self, chance);
+    }
+}
+
+/// Membership changes: the operator's side (as `etcdctl member ...` would drive it) and
+/// what the driver does with their outcomes (start added spares, stop removed members).
+impl KvCluster {
+    /// Asks the current leader for a membership change; the id of the request, whose
+    /// outcome [`KvCluster::member_outcome`] gives once the leader answers. `None` if
+    /// there is no leader to ask.
+    pub fn change_members(&mut self, change: MemberChange) -> Option<RequestId> {
+        let leader = self.leader()?;
+        let rid = self.next_member_request;
+        self.next_member_request += 1;
+        kv_trace!(self, "operator -> n{leader}: member change {rid} {change:?}");
+        let idx = leader as usize - 1;
+        self.members[idx].node.as_mut().expect("the leader is up").change_members(rid, change);
+        self.drive(idx);
+        Some(rid)
+    }
+
+    /// The outcome of membership change `rid`, once answered.
+    pub fn member_outcome(&self, rid: RequestId) -> Option<&Result<MemberChanged, MemberFailure>> {
+        self.member_outcomes.get(&rid)
+    }
+
+    /// The member table as the leader has applied it (`None` without a leader).
+    pub fn members_table(&self) -> Option<Vec<node::Member>> {
+        Some(self.node(self.leader()?)?.members())
+    }
+
+    /// True once member `id` was removed and stopped for good.
+    pub fn is_retired(&self, id: NodeId) -> bool {
+        self.members.get((id as usize).wrapping_sub(1)).is_some_and(|m| m.retired)
+    }
+
+    /// Member `idx` learnt (from its own log, or from member `from` refusing it) that
+    /// it was removed: it stops for good.
+    fn retire(&mut self, idx: usize, from: NodeId) {
+        if self.members[idx].retired {
+            return;
+        }
+        let id = self.members[idx].id;
+        kv_trace!(self, "n{id} was removed from the cluster (told by n{from}): stops for good");
+        self.crash_member(idx);
+        self.members[idx].retired = true;
+        self.stats.members_removed += 1;
+    }
+
+    /// Records the outcomes member `idx` handed out, stops it if its removal is applied,
+    /// and starts every spare its member table names that never ran.
+    fn after_member_changes(
+        &mut self,
+        idx: usize,
+        changes: Vec<(RequestId, Result<MemberChanged, MemberFailure>)>,
+        removed: bool,
+    ) {
+        let id = self.members[idx].id;
+        for (rid, outcome) in changes {
+            match &outcome {
+                Ok(done) => {
+                    self.stats.member_changes += 1;
+                    let m = done.member.as_ref().map(|m| (m.id, m.is_learner));
+                    kv_trace!(self, "n{id}: member change {rid} done: {m:?}");
+                }
+                Err(e) => {
+                    self.stats.member_changes_failed += 1;
+                    kv_trace!(self, "n{id}: member change {rid} failed: {e}");
+                }
+            }
+            self.member_outcomes.insert(rid, outcome);
+        }
+        if removed {
+            return self.retire(idx, id);
+        }
+        let Some(node) = self.members[idx].node.as_ref() else { return };
+        let named: Vec<NodeId> = node.members().iter().map(|m| m.id).collect();
+        for new in named {
+            let slot = (new as usize).wrapping_sub(1);
+            let never_ran =
+                self.members.get(slot).is_some_and(|m| m.incarnation == 0 && m.node.is_none());
+            if never_ran && new > self.cfg.members as NodeId {
+                kv_trace!(self, "n{new} starts as a joining member");
+                self.stats.members_joined += 1;
+                self.boot(slot);
+            }
+        }
     }
 }

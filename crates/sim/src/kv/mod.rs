@@ -59,6 +59,6 @@ pub mod swarm;
 pub mod watch;
 
 pub use client::OpMix;
-pub use cluster::{KvCluster, KvConfig, KvStats};
+pub use cluster::{sim_peer_url, KvCluster, KvConfig, KvStats};
 pub use swarm::{run_kv_seed, KvOutcome, KvParams};
 pub use watch::WatchSpec;

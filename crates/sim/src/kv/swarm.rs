@@ -3,13 +3,14 @@
 //! requires progress and convergence, then the linearizability check of the history.
 
 use super::client::OpMix;
-use super::cluster::{kv_trace, KvCluster, KvConfig, KvStats};
+use super::cluster::{kv_trace, sim_peer_url, KvCluster, KvConfig, KvStats};
 use crate::checker::Violation;
 use crate::cluster::stream_seed;
 use crate::faults::{self, Agenda, FaultAction, FaultPlan};
 use crate::swarm::{draw_disk, draw_net, permille, Failure, PartitionKind, ALL_KINDS};
 use lincheck::{check, CheckOptions, KvModel, Verdict};
-use raft::Rng;
+use node::MemberChange;
+use raft::{NodeId, Rng};
 use std::fmt::{self, Write};
 
 /// After the heal, a leader must be elected within this.
@@ -26,6 +27,8 @@ pub const LEASE_SEEDS: f64 = 0.4;
 pub const SLOW_APPLIER_SEEDS: f64 = 0.4;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
+/// Share of seeds with spare members and an operator changing the membership.
+pub const MEMBERSHIP_SEEDS: f64 = 0.3;
 
 /// Everything a seed decides about its kv run.
 #[derive(Clone, Debug)]
@@ -50,6 +53,9 @@ pub struct KvParams {
     pub restart_delay_us: u64,
     /// Length of the safety phase.
     pub safety_duration_us: u64,
+    /// Mean time between the operator's membership changes during the safety phase
+    /// (`None`: the membership stays as founded). Seeds with changes have spare members.
+    pub member_change_interval_us: Option<u64>,
 }
 
 impl KvParams {
@@ -130,6 +136,12 @@ impl KvParams {
             c.slow_applier = Some((a.range(0, members as u64) as usize, a.range(20_000, 300_001)));
             c.apply_gap_entries_max = a.range(1, 41);
         }
+        // Membership changes draw from a stream of their own, for the same reason.
+        let mut m = Rng::new(stream_seed(seed, 0x4b56_4d42));
+        let member_change_interval_us = m.chance(MEMBERSHIP_SEEDS).then(|| {
+            c.spare_members = m.range(1, 3) as usize;
+            m.range(300_000, 4_000_000)
+        });
         KvParams {
             seed,
             cluster: c,
@@ -141,6 +153,7 @@ impl KvParams {
             all_crash: permille(&mut r, 200),
             restart_delay_us: r.range(50_000, 3_000_000),
             safety_duration_us: r.range(15_000_000, 30_000_001),
+            member_change_interval_us,
         }
     }
 }
@@ -205,6 +218,14 @@ impl fmt::Display for KvParams {
                 c.lease_keys, c.lease_ttl_secs_max
             )?;
         }
+        if let Some(every) = self.member_change_interval_us {
+            writeln!(
+                f,
+                "  membership: {} spare members, a change every ~{} ms",
+                c.spare_members,
+                ms(every)
+            )?;
+        }
         write!(
             f,
             "  faults: partitions every {:?} ms for ~{} ms {:?} (clients confined {:.2}); crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
@@ -258,6 +279,8 @@ struct KvSwarm {
     p: KvParams,
     c: KvCluster,
     rng: Rng,
+    /// The operator's choices (a stream of their own).
+    rng_members: Rng,
     agenda: Agenda<FaultAction>,
     partitions: u64,
 }
@@ -272,7 +295,8 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
     }
     let c = KvCluster::new(p.cluster.clone());
     let rng = Rng::new(stream_seed(seed, 0x4b56_0006));
-    let mut s = KvSwarm { p, c, rng, agenda: Agenda::new(), partitions: 0 };
+    let rng_members = Rng::new(stream_seed(seed, 0x4b56_4d43));
+    let mut s = KvSwarm { p, c, rng, rng_members, agenda: Agenda::new(), partitions: 0 };
     let result = s.safety_phase().and_then(|()| s.liveness_phase());
     let (verdict, violation) = match result {
         Ok(()) => s.linearizability(),
@@ -292,7 +316,15 @@ impl KvSwarm {
     fn safety_phase(&mut self) -> Result<(), Violation> {
         self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
         let end = self.p.safety_duration_us;
+        let mut next_change = self.p.member_change_interval_us.map(|mean| mean / 2);
         while let Some((at, fault)) = self.agenda.next_due(end) {
+            while let Some(t) = next_change.filter(|&t| t <= at) {
+                self.c.run_until_us(t);
+                self.check()?;
+                self.change_members();
+                let mean = self.p.member_change_interval_us.expect("changes are on");
+                next_change = Some(t + self.rng_members.range(mean / 2, mean * 3 / 2 + 1));
+            }
             self.c.run_until_us(at);
             self.check()?;
             let plan = self.p.fault_plan();
@@ -354,6 +386,32 @@ impl KvSwarm {
             self.step()?;
         }
         self.c.check_states_identical()
+    }
+
+    /// The operator makes one membership change, as `etcdctl member ...` would: promote
+    /// the learner if there is one, else add an unused spare (as a learner, or now and
+    /// then directly as a voter), else remove a random voter (the leader included) while
+    /// there are more voters than the founders. Outcomes (refusals included) are counted
+    /// by the cluster; nothing waits for them.
+    fn change_members(&mut self) {
+        let Some(table) = self.c.members_table() else { return };
+        let founders = self.p.cluster.members;
+        let voters: Vec<NodeId> = table.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+        let known = |id: NodeId| table.iter().any(|m| m.id == id) || self.c.is_retired(id);
+        let slots = founders + self.p.cluster.spare_members;
+        let spare = (founders as NodeId + 1..=slots as NodeId).find(|&id| !known(id));
+        let change = if let Some(l) = table.iter().find(|m| m.is_learner) {
+            MemberChange::Promote(l.id)
+        } else if let Some(id) = spare {
+            let is_learner = !self.rng_members.chance(0.25);
+            MemberChange::Add { peer_urls: vec![sim_peer_url(id)], is_learner }
+        } else if voters.len() > founders {
+            let victim = voters[self.rng_members.range(0, voters.len() as u64) as usize];
+            MemberChange::Remove(victim)
+        } else {
+            return;
+        };
+        self.c.change_members(change);
     }
 
     fn step(&mut self) -> Result<(), Violation> {
@@ -436,6 +494,13 @@ pub fn workload_counts(s: &KvStats) -> String {
             out,
             ", {} watch events checked ({} reconnects, {} compacted)",
             s.watch_events, s.watch_reconnects, s.watch_compacted
+        );
+    }
+    if s.member_changes + s.member_changes_failed > 0 {
+        let _ = write!(
+            out,
+            ", {} membership changes ({} refused or lost), {} joined, {} removed",
+            s.member_changes, s.member_changes_failed, s.members_joined, s.members_removed
         );
     }
     if s.leases_granted > 0 {
