@@ -14,6 +14,7 @@ use raft::{
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 /// The durable half of a member: what the core hands out to persist.
 ///
@@ -57,6 +58,15 @@ impl SnapshotJob {
         let mut data = Vec::new();
         self.view.write_to(&mut data).expect("writing to memory cannot fail");
         Snapshot { meta: self.meta.clone(), data: data.into() }
+    }
+
+    /// Serializes the view straight into its snapshot file through `disk` (see
+    /// `storage::write_snapshot_file_with`), never holding the bytes whole in memory;
+    /// returns their length. Hand the result to [`Node::finish_snapshot_file`].
+    pub fn write_file<D: storage::Disk>(&self, disk: &mut D) -> Result<u64, storage::StorageError> {
+        storage::write_snapshot_file_with(disk, &self.meta, |mut w| {
+            self.view.write_to(&mut w).map(|_| ())
+        })
     }
 }
 
@@ -626,6 +636,8 @@ pub struct Node<S: LogStore> {
     applied: Index,
     last_snapshot_index: Index,
     last_snapshot_bytes: u64,
+    /// [`Node::set_snapshot_source`] was called: the core reads snapshot bytes from files.
+    snapshot_source_set: bool,
     now: u64,
     writes: BTreeMap<Index, PendingWrite>,
     /// The space cost of `writes`: proposed, not yet applied. The quota check counts it,
@@ -700,6 +712,7 @@ impl<S: LogStore> Node<S> {
             applied,
             last_snapshot_index: applied,
             last_snapshot_bytes: restored_bytes,
+            snapshot_source_set: false,
             now: 0,
             writes: BTreeMap::new(),
             writes_cost: 0,
@@ -1547,6 +1560,38 @@ impl<S: LogStore> Node<S> {
         self.last_snapshot_bytes = snapshot.data.len() as u64;
         self.store.adopt_snapshot(&snapshot.meta)?;
         self.compact_to(snapshot)
+    }
+
+    /// The service keeps snapshot bytes in files and `source` reads them for the chunks
+    /// a leader sends (see `raft::Raft::set_snapshot_source`): neither the core nor the
+    /// node holds a snapshot's bytes after it is durable. Needed before
+    /// [`Node::finish_snapshot_file`].
+    pub fn set_snapshot_source(&mut self, source: Box<dyn raft::SnapshotSource>) {
+        self.raft.set_snapshot_source(source);
+        self.snapshot_source_set = true;
+    }
+
+    /// A [`SnapshotJob`] finished by [`SnapshotJob::write_file`]: the file of
+    /// `Some((meta, data length))` is durable. Adopts it and compacts the log, as
+    /// [`Node::finish_snapshot`] does, without the bytes. `None` reports a job that
+    /// failed; the next interval tries again.
+    ///
+    /// # Panics
+    /// Without [`Node::set_snapshot_source`]: the core would have no bytes to send a
+    /// follower that needs this snapshot.
+    pub fn finish_snapshot_file(
+        &mut self,
+        done: Option<(SnapshotMeta, u64)>,
+    ) -> Result<(), NodeError> {
+        assert!(self.snapshot_source_set, "finish_snapshot_file needs a snapshot source");
+        self.snapshot_in_progress = false;
+        let Some((meta, bytes)) = done else { return Ok(()) };
+        if meta.index <= self.raft.snapshot_meta().index {
+            return Ok(()); // a newer snapshot from the leader was installed meanwhile
+        }
+        self.last_snapshot_bytes = bytes;
+        self.store.adopt_snapshot(&meta)?;
+        self.compact_to(Snapshot { meta, data: Arc::from(&[][..]) })
     }
 
     fn snapshot_meta(&self) -> SnapshotMeta {

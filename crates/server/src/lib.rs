@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod peer;
 pub mod peer_guard;
 pub mod runtime;
+pub mod snapshot_source;
 pub mod watch;
 
 use crate::config::{check_data_dir, ServerConfig};

@@ -115,8 +115,9 @@ pub enum Input {
     Peer(Message),
     /// A client request and where to send its answer.
     Client(Request, oneshot::Sender<Answer>),
-    /// A background snapshot finished (`None`: it failed).
-    SnapshotDone(Option<raft::Snapshot>),
+    /// A background snapshot's file is durable: what it covers and its data's length
+    /// (`None`: it failed).
+    SnapshotDone(Option<(raft::SnapshotMeta, u64)>),
     /// The applier thread applied the oldest batch handed to it.
     Applied(Box<Applied>),
     /// The applier thread failed (a snapshot from the leader could not be restored).
@@ -400,13 +401,16 @@ impl NodeHandle {
 /// error (its disk failed, or a snapshot from the leader cannot be restored); the thread
 /// then stops.
 pub fn spawn<S: LogStore + Send + 'static>(
-    node: Node<S>,
+    mut node: Node<S>,
     tick: Duration,
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
     snapshot_dir: PathBuf,
     on_fatal: impl FnOnce(String) + Send + 'static,
 ) -> (NodeHandle, std::thread::JoinHandle<()>) {
+    // Snapshot bytes stay in their files (`snapshot_source`), not in the core.
+    let source = crate::snapshot_source::FileSnapshotSource::new(snapshot_dir.clone());
+    node.set_snapshot_source(Box::new(source));
     let (tx, rx) = std::sync::mpsc::channel();
     let (revision_tx, revision) = watch::channel(node.state().revision());
     let (applied_tx, applied) = watch::channel(node.applied_index());
@@ -623,23 +627,23 @@ impl SnapshotWriter {
                 std::thread::sleep(snapshot_retry_backoff(failures.load(Ordering::Relaxed)));
                 assert!(!panic_for_test, "injected by {TEST_PANIC_IN_SNAPSHOT_THREAD_ENV}");
                 let started = Instant::now();
-                let snapshot = job.build();
-                match write_snapshot(&dir, &snapshot) {
-                    Ok(()) => {
+                let meta = job.meta.clone();
+                match write_snapshot(&dir, &job) {
+                    Ok(bytes) => {
                         failures.store(0, Ordering::Relaxed);
                         tracing::info!(
-                            index = snapshot.meta.index,
-                            bytes = snapshot.data.len(),
+                            index = meta.index,
+                            bytes,
                             ms = started.elapsed().as_millis() as u64,
                             "snapshot written"
                         );
-                        let _ = tx.send(Input::SnapshotDone(Some(snapshot)));
+                        let _ = tx.send(Input::SnapshotDone(Some((meta, bytes))));
                     }
                     Err(e) => {
                         let n = failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
                         metrics.snapshot_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
-                            index = snapshot.meta.index,
+                            index = meta.index,
                             error = %e,
                             consecutive_failures = n,
                             retry_in_ms = snapshot_retry_backoff(n).as_millis() as u64,
@@ -653,10 +657,11 @@ impl SnapshotWriter {
     }
 }
 
-/// Writes a snapshot's file (verified, see `storage::write_snapshot_file`) in `dir`.
-fn write_snapshot(dir: &std::path::Path, snapshot: &raft::Snapshot) -> Result<(), String> {
+/// Streams a snapshot's file (verified, see `storage::write_snapshot_file_with`) into
+/// `dir`; returns the data's length.
+fn write_snapshot(dir: &std::path::Path, job: &SnapshotJob) -> Result<u64, String> {
     let mut disk = storage::RealDisk::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    storage::write_snapshot_file(&mut disk, snapshot).map_err(|e| e.to_string())
+    job.write_file(&mut disk).map_err(|e| e.to_string())
 }
 
 #[allow(clippy::too_many_arguments)] // one call site: `spawn`
@@ -703,7 +708,9 @@ fn run<S: LogStore>(
                     transfers.insert(id, reply);
                     node.transfer_leader(id, target);
                 }
-                Input::SnapshotDone(s) => node.finish_snapshot(s).map_err(|e| e.to_string())?,
+                Input::SnapshotDone(s) => {
+                    node.finish_snapshot_file(s).map_err(|e| e.to_string())?
+                }
                 Input::Applied(applied) => {
                     let replaced = node.on_applied(*applied).map_err(|e| e.to_string())?;
                     applier.send(ApplyInput::Retire(replaced));
