@@ -146,5 +146,9 @@ pub use crate::error::{RecoveryReport, StorageError, TornTail};
 pub use crate::sim::SimDisk;
 pub use crate::storage::{write_snapshot_file, Options, Storage};
 
+/// How every WAL segment's file name starts (`wal-<sequence>.log`); snapshot files are
+/// `snap-<index>-<term>.snap`.
+pub const SEGMENT_PREFIX: &str = "wal-";
+
 #[cfg(test)]
 mod tests;
