@@ -2,6 +2,12 @@
 //! each peer (pipelined, reconnecting with backoff), the receiving side of those streams,
 //! and write forwarding from followers to the leader.
 //!
+//! Forwarded writes are batched: each leader has one queue of writes on this member, and
+//! a forwarding task sends whatever queued while the previous batch was on the way as
+//! one `ForwardBatch` call (at most [`FORWARD_BATCHES_IN_FLIGHT`] at a time). Under load
+//! one RPC, one HTTP/2 stream and one node wake-up on the leader serve many writes
+//! instead of one each; a lone write goes at once, alone, so latency does not change.
+//!
 //! The transport never blocks the node thread: each peer has a bounded queue, and a
 //! batch that does not fit, or that arrives while the peer is unreachable, is dropped.
 //! Raft tolerates lost messages; a blocked node thread would stall the whole member.
@@ -14,15 +20,15 @@ use node::{Request, RequestError};
 use proto::peer::peer_client::PeerClient;
 use proto::peer::peer_server::Peer;
 use proto::peer::{
-    ForwardError, ForwardRequest, ForwardResponse, HelloRequest, HelloResponse, MessageBatch,
-    StreamAck,
+    ForwardBatchRequest, ForwardBatchResponse, ForwardError, ForwardRequest, ForwardResponse,
+    HelloRequest, HelloResponse, MessageBatch, StreamAck,
 };
 use raft::{Message, NodeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
@@ -48,6 +54,18 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 16 << 20;
 /// Most bytes (by [`Message::size_bytes`]) of Raft messages in one batch on the wire; a
 /// single larger message goes alone.
 pub const PEER_BATCH_BYTES_MAX: u64 = 4 << 20;
+/// Forwarded writes queued per leader on this member; past that a write is refused at
+/// once with `Busy` (etcd's "too many requests"), never executed.
+pub const FORWARD_QUEUED_MAX: usize = 4096;
+/// Most writes in one `ForwardBatch` call; the leader refuses larger calls.
+pub const FORWARD_BATCH_COMMANDS_MAX: usize = 1024;
+/// A batch stops growing once its commands reach this many bytes; with one command of
+/// at most [`crate::etcd::REQUEST_BYTES_MAX`] past it, a call stays far below
+/// [`PEER_MESSAGE_BYTES_MAX`].
+pub const FORWARD_BATCH_BYTES_MAX: usize = 4 << 20;
+/// `ForwardBatch` calls to one leader on the way at once: enough to keep the leader's
+/// group commit fed while the previous answers travel back.
+pub const FORWARD_BATCHES_IN_FLIGHT: usize = 4;
 /// Most client URLs kept per member, and the longest one: a peer's hello is input too.
 const CLIENT_URLS_MAX: usize = 16;
 const CLIENT_URL_BYTES_MAX: usize = 512;
@@ -100,9 +118,8 @@ pub struct Identity {
 #[derive(Clone)]
 pub struct Transport {
     queues: Arc<HashMap<NodeId, mpsc::Sender<Vec<Message>>>>,
-    clients: Arc<HashMap<NodeId, Channel>>,
+    forwards: Arc<HashMap<NodeId, mpsc::Sender<Forwarded>>>,
     metrics: Arc<Metrics>,
-    cluster_id: u64,
     forward_timeout: Duration,
 }
 
@@ -119,7 +136,7 @@ impl Transport {
         tls: Option<tls::ClientTls>,
     ) -> Transport {
         let mut queues = HashMap::new();
-        let mut clients = HashMap::new();
+        let mut forwards = HashMap::new();
         for (id, url) in peers {
             let endpoint = Endpoint::from_shared(url.clone())
                 .expect("peer URLs are validated at start-up")
@@ -138,59 +155,189 @@ impl Transport {
             };
             let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
             queues.insert(id, tx);
-            clients.insert(id, channel.clone());
+            let (forward_tx, forward_rx) = mpsc::channel(FORWARD_QUEUED_MAX);
+            forwards.insert(id, forward_tx);
+            let link = ForwardLink { channel: channel.clone(), cluster_id: me.cluster_id };
+            tokio::spawn(forward_loop(link, forward_rx, forward_timeout));
             let task =
                 peer_loop(me.clone(), id, url, channel, rx, metrics.clone(), client_urls.clone());
             tokio::spawn(task);
         }
         Transport {
             queues: Arc::new(queues),
-            clients: Arc::new(clients),
+            forwards: Arc::new(forwards),
             metrics,
-            cluster_id: me.cluster_id,
             forward_timeout,
         }
     }
 
     /// Hands a client's write to the leader `leader` and returns its answer.
     /// Returns the leader's answer and, when it is one, the leader's applied index then.
-    /// `NotLeader` only when the leader said so (the write was not applied there).
+    /// `NotLeader` only when the leader said so (the write was not applied there), `Busy`
+    /// when [`FORWARD_QUEUED_MAX`] writes already wait for that leader.
     ///
-    /// The call has a deadline, the request timeout: sent to the leader (`grpc-timeout`,
-    /// which tonic enforces there) and kept here, so a leader that accepted the
-    /// connection but does not answer costs one request timeout, never a stuck task.
-    /// Past it the outcome is unknown: `Timeout`.
+    /// The write travels in a batch (see the module docs). It has a deadline, the
+    /// request timeout: sent to the leader (`grpc-timeout`, which tonic enforces there)
+    /// and kept here, so a leader that accepted the connection but does not answer costs
+    /// one request timeout, never a stuck task. Past it the outcome is unknown: `Timeout`.
     pub async fn forward(&self, leader: NodeId, cmd: &Command) -> (Reply, u64) {
-        let Some(channel) = self.clients.get(&leader) else {
+        let Some(queue) = self.forwards.get(&leader) else {
             return (Err(RequestError::NotLeader { leader: None }), 0);
         };
-        let mut client = PeerClient::new(channel.clone())
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let req = ForwardRequest { cluster_id: self.cluster_id, command: cmd.encode().into() };
-        let mut req = tonic::Request::new(req);
-        req.set_timeout(self.forward_timeout);
-        // A failed call may have reached the leader and been applied: its outcome is
-        // unknown (`Timeout`), never "not applied" (`NotLeader`), which would be resent.
-        let resp = match tokio::time::timeout(self.forward_timeout, client.forward(req)).await {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(_)) | Err(_) => return (Err(RequestError::Timeout), 0),
-        };
-        let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
-            ForwardError::None => {
-                Response::decode(&resp.response).map_err(|_| RequestError::Timeout)
+        let (reply, answer) = oneshot::channel();
+        let item = Forwarded { command: cmd.encode().into(), reply };
+        match queue.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.too_many_requests.fetch_add(1, Ordering::Relaxed);
+                return (Err(RequestError::Busy), 0);
             }
-            ForwardError::NotLeader => {
-                Err(RequestError::NotLeader { leader: (resp.leader != 0).then_some(resp.leader) })
-            }
-            ForwardError::Timeout => Err(RequestError::Timeout),
-            ForwardError::TooLarge => {
-                Err(RequestError::TooLarge { size: resp.size, max: resp.max })
-            }
-            ForwardError::Busy | ForwardError::Malformed => Err(RequestError::Busy),
-        };
-        (reply, resp.applied_index)
+            Err(mpsc::error::TrySendError::Closed(_)) => return (Err(RequestError::Timeout), 0),
+        }
+        match tokio::time::timeout(self.forward_timeout, answer).await {
+            Ok(Ok(answered)) => answered,
+            Ok(Err(_)) | Err(_) => (Err(RequestError::Timeout), 0),
+        }
     }
+}
+
+/// A write waiting to be forwarded, and where its answer (with the leader's applied
+/// index) goes.
+struct Forwarded {
+    command: bytes::Bytes,
+    reply: oneshot::Sender<(Reply, u64)>,
+}
+
+/// Where a forwarding task sends its batches.
+#[derive(Clone)]
+struct ForwardLink {
+    channel: Channel,
+    cluster_id: u64,
+}
+
+impl ForwardLink {
+    fn client(&self) -> PeerClient<Channel> {
+        PeerClient::new(self.channel.clone())
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+    }
+}
+
+/// Sends the writes queued for one leader in batches, at most
+/// [`FORWARD_BATCHES_IN_FLIGHT`] calls at once; ends when the transport is dropped.
+async fn forward_loop(link: ForwardLink, mut rx: mpsc::Receiver<Forwarded>, timeout: Duration) {
+    let in_flight = Arc::new(Semaphore::new(FORWARD_BATCHES_IN_FLIGHT));
+    loop {
+        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+        let Some(first) = rx.recv().await else { return };
+        let batch = take_forward_batch(first, &mut rx);
+        if batch.is_empty() {
+            continue;
+        }
+        let link = link.clone();
+        tokio::spawn(async move {
+            send_forward_batch(&link, batch, timeout).await;
+            drop(permit);
+        });
+    }
+}
+
+/// `first` and whatever else is queued, up to [`FORWARD_BATCH_COMMANDS_MAX`] writes and
+/// about [`FORWARD_BATCH_BYTES_MAX`] bytes, without the writes whose caller stopped
+/// waiting (timed out: their outcome is already "unknown", so not sending them is fine).
+fn take_forward_batch(first: Forwarded, rx: &mut mpsc::Receiver<Forwarded>) -> Vec<Forwarded> {
+    let mut bytes = first.command.len();
+    let mut batch = vec![first];
+    while batch.len() < FORWARD_BATCH_COMMANDS_MAX && bytes < FORWARD_BATCH_BYTES_MAX {
+        let Ok(next) = rx.try_recv() else { break };
+        bytes += next.command.len();
+        batch.push(next);
+    }
+    batch.retain(|f| !f.reply.is_closed());
+    batch
+}
+
+/// One `ForwardBatch` call and its answers. A failed call may have reached the leader
+/// and been applied: every write in it gets `Timeout` (unknown), never `NotLeader`
+/// (not applied), which would be resent. A leader that predates `ForwardBatch` gets
+/// the writes one `Forward` call each.
+async fn send_forward_batch(link: &ForwardLink, batch: Vec<Forwarded>, timeout: Duration) {
+    let commands: Vec<bytes::Bytes> = batch.iter().map(|f| f.command.clone()).collect();
+    let mut req =
+        tonic::Request::new(ForwardBatchRequest { cluster_id: link.cluster_id, commands });
+    req.set_timeout(timeout);
+    let answered = tokio::time::timeout(timeout, link.client().forward_batch(req)).await;
+    let responses = match answered {
+        Ok(Ok(r)) => r.into_inner().responses,
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+            for f in batch {
+                let link = link.clone();
+                tokio::spawn(async move {
+                    let answer = forward_one(&link, f.command, timeout).await;
+                    let _ = f.reply.send(answer);
+                });
+            }
+            return;
+        }
+        Ok(Err(_)) | Err(_) => Vec::new(),
+    };
+    if responses.len() != batch.len() {
+        for f in batch {
+            let _ = f.reply.send((Err(RequestError::Timeout), 0));
+        }
+        return;
+    }
+    for (f, resp) in batch.into_iter().zip(responses) {
+        let _ = f.reply.send(forward_answer(resp));
+    }
+}
+
+/// One write in its own `Forward` call (for a leader without `ForwardBatch`).
+async fn forward_one(link: &ForwardLink, command: bytes::Bytes, timeout: Duration) -> (Reply, u64) {
+    let mut req = tonic::Request::new(ForwardRequest { cluster_id: link.cluster_id, command });
+    req.set_timeout(timeout);
+    match tokio::time::timeout(timeout, link.client().forward(req)).await {
+        Ok(Ok(r)) => forward_answer(r.into_inner()),
+        Ok(Err(_)) | Err(_) => (Err(RequestError::Timeout), 0),
+    }
+}
+
+/// The leader's answer to one forwarded write, and its applied index then.
+fn forward_answer(resp: ForwardResponse) -> (Reply, u64) {
+    let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
+        ForwardError::None => Response::decode(&resp.response).map_err(|_| RequestError::Timeout),
+        ForwardError::NotLeader => {
+            Err(RequestError::NotLeader { leader: (resp.leader != 0).then_some(resp.leader) })
+        }
+        ForwardError::Timeout => Err(RequestError::Timeout),
+        ForwardError::TooLarge => Err(RequestError::TooLarge { size: resp.size, max: resp.max }),
+        ForwardError::Busy | ForwardError::Malformed => Err(RequestError::Busy),
+    };
+    (reply, resp.applied_index)
+}
+
+/// What the leader answers for one forwarded write (`applied`: its applied index after
+/// the write's answer).
+fn forward_response(reply: Reply, applied: u64) -> ForwardResponse {
+    let mut out = ForwardResponse::default();
+    match reply {
+        Ok(resp) => {
+            out.response = resp.encode().into();
+            out.applied_index = applied;
+        }
+        Err(RequestError::NotLeader { leader }) => {
+            out.error = ForwardError::NotLeader as i32;
+            out.leader = leader.unwrap_or(0);
+        }
+        Err(RequestError::Timeout) => out.error = ForwardError::Timeout as i32,
+        Err(RequestError::TooLarge { size, max }) => {
+            out.error = ForwardError::TooLarge as i32;
+            out.size = size;
+            out.max = max;
+        }
+        Err(RequestError::Busy) => out.error = ForwardError::Busy as i32,
+    }
+    out
 }
 
 impl Outbox for Transport {
@@ -395,17 +542,17 @@ impl Peer for PeerService {
             }
             ack.batches_received += 1;
             ack.messages_received += batch.messages.len() as u64;
+            let mut admitted = Vec::with_capacity(batch.messages.len());
             for wire in batch.messages {
                 match Message::try_from(wire) {
-                    Ok(m) if self.guard.admit(member, &m, &self.metrics) => {
-                        self.node.peer_message(m)
-                    }
+                    Ok(m) if self.guard.admit(member, &m, &self.metrics) => admitted.push(m),
                     Ok(_) => {}
                     Err(e) => {
                         self.guard.reject(member, "undecodable", &e.to_string(), &self.metrics)
                     }
                 }
             }
+            self.node.peer_messages(admitted);
         }
         Ok(tonic::Response::new(ack))
     }
@@ -418,28 +565,51 @@ impl Peer for PeerService {
         if req.cluster_id != self.me.cluster_id {
             return Err(Status::failed_precondition("forward from another cluster"));
         }
-        let mut out = ForwardResponse::default();
-        match Command::decode(&req.command) {
-            Err(_) => out.error = ForwardError::Malformed as i32,
-            Ok(cmd) => match self.node.request(Request::Write(cmd)).await {
-                Ok(resp) => {
-                    out.response = resp.encode().into();
-                    out.applied_index = self.node.applied_index();
-                }
-                Err(RequestError::NotLeader { leader }) => {
-                    out.error = ForwardError::NotLeader as i32;
-                    out.leader = leader.unwrap_or(0);
-                }
-                Err(RequestError::Timeout) => out.error = ForwardError::Timeout as i32,
-                Err(RequestError::TooLarge { size, max }) => {
-                    out.error = ForwardError::TooLarge as i32;
-                    out.size = size;
-                    out.max = max;
-                }
-                Err(RequestError::Busy) => out.error = ForwardError::Busy as i32,
-            },
-        }
+        let out = match Command::decode(&req.command) {
+            Err(_) => {
+                ForwardResponse { error: ForwardError::Malformed as i32, ..Default::default() }
+            }
+            Ok(cmd) => {
+                let reply = self.node.request(Request::Write(cmd)).await;
+                forward_response(reply, self.node.applied_index())
+            }
+        };
         Ok(tonic::Response::new(out))
+    }
+
+    async fn forward_batch(
+        &self,
+        request: tonic::Request<ForwardBatchRequest>,
+    ) -> Result<tonic::Response<ForwardBatchResponse>, Status> {
+        let req = request.into_inner();
+        if req.cluster_id != self.me.cluster_id {
+            return Err(Status::failed_precondition("forward from another cluster"));
+        }
+        if req.commands.len() > FORWARD_BATCH_COMMANDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} forwarded writes in one call; at most {FORWARD_BATCH_COMMANDS_MAX}",
+                req.commands.len()
+            )));
+        }
+        let mut decodes = Vec::with_capacity(req.commands.len());
+        let mut cmds = Vec::with_capacity(req.commands.len());
+        for c in &req.commands {
+            let cmd = Command::decode(c).ok();
+            decodes.push(cmd.is_some());
+            cmds.extend(cmd);
+        }
+        let mut replies = self.node.writes(cmds).await.into_iter();
+        let applied = self.node.applied_index();
+        let malformed =
+            || ForwardResponse { error: ForwardError::Malformed as i32, ..Default::default() };
+        let responses = decodes
+            .into_iter()
+            .map(|decoded| match decoded {
+                true => forward_response(replies.next().expect("one reply per write"), applied),
+                false => malformed(),
+            })
+            .collect();
+        Ok(tonic::Response::new(ForwardBatchResponse { responses }))
     }
 }
 
@@ -474,6 +644,42 @@ mod tests {
         assert_eq!(sizes, [2, 1, 1], "two fit, the large one alone, then the rest");
         assert_eq!(parts.concat(), batch);
         assert!(split_batch(&[], 200).is_empty());
+    }
+
+    fn forwarded(bytes: usize) -> (Forwarded, oneshot::Receiver<(Reply, u64)>) {
+        let (reply, answer) = oneshot::channel();
+        (Forwarded { command: vec![0; bytes].into(), reply }, answer)
+    }
+
+    /// A forwarded batch takes what is queued up to its bounds (count, then bytes,
+    /// the write that passes the byte bound included), leaves the rest queued in order,
+    /// and skips writes whose caller stopped waiting.
+    #[test]
+    fn forward_batches_are_bounded_and_skip_abandoned_writes() {
+        let (tx, mut rx) = mpsc::channel(FORWARD_QUEUED_MAX);
+        let mut answers = Vec::new();
+        for _ in 0..FORWARD_BATCH_COMMANDS_MAX + 5 {
+            let (f, a) = forwarded(10);
+            assert!(tx.try_send(f).is_ok());
+            answers.push(a);
+        }
+        drop(answers.remove(1)); // its caller timed out
+        let first = rx.try_recv().unwrap();
+        let batch = take_forward_batch(first, &mut rx);
+        assert_eq!(batch.len(), FORWARD_BATCH_COMMANDS_MAX - 1, "bounded by count, one dropped");
+        let rest = take_forward_batch(rx.try_recv().unwrap(), &mut rx);
+        assert_eq!(rest.len(), 5);
+
+        let big = FORWARD_BATCH_BYTES_MAX / 2 + 1;
+        let mut kept = Vec::new();
+        for _ in 0..4 {
+            let (f, a) = forwarded(big);
+            assert!(tx.try_send(f).is_ok());
+            kept.push(a);
+        }
+        let batch = take_forward_batch(rx.try_recv().unwrap(), &mut rx);
+        assert_eq!(batch.len(), 2, "the write that passes the byte bound ends the batch");
+        assert_eq!(take_forward_batch(rx.try_recv().unwrap(), &mut rx).len(), 2);
     }
 
     /// Issue 11: the Forward RPC had no deadline, so a leader that accepted the

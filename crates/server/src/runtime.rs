@@ -26,7 +26,7 @@
 //! ([`READS_QUEUED_MAX`]).
 
 use crate::metrics::Metrics;
-use kv::{EventBatch, EventLimits, KvError, Response, StateMachine};
+use kv::{Command, EventBatch, EventLimits, KvError, Response, StateMachine};
 use node::{
     Applied, Applier, ApplyBatch, LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob,
     TransferFailure,
@@ -113,8 +113,12 @@ pub struct Status {
 pub enum Input {
     /// A message from a peer.
     Peer(Message),
+    /// The messages of one batch from a peer, taken together (one wake-up).
+    Peers(Vec<Message>),
     /// A client request and where to send its answer.
     Client(Request, oneshot::Sender<Answer>),
+    /// Client requests submitted together (forwarded writes), each with its answer's way.
+    Clients(Vec<(Request, oneshot::Sender<Answer>)>),
     /// A background snapshot's file is durable: what it covers and its data's length
     /// (`None`: it failed).
     SnapshotDone(Option<(raft::SnapshotMeta, u64)>),
@@ -133,11 +137,16 @@ pub enum Input {
 pub type TransferOutcome = Result<NodeId, TransferFailure>;
 
 impl Input {
-    /// Whether the input counts against [`NODE_INPUT_QUEUED_MAX`]: everything that
-    /// outside callers send; not the member's own control inputs, which must never be
-    /// lost (a lost `SnapshotDone` would stop snapshots for good).
-    fn is_bounded(&self) -> bool {
-        matches!(self, Input::Peer(_) | Input::Client(..) | Input::Transfer(..))
+    /// How much the input counts against [`NODE_INPUT_QUEUED_MAX`]: one per message or
+    /// request that outside callers send; nothing for the member's own control inputs,
+    /// which must never be lost (a lost `SnapshotDone` would stop snapshots for good).
+    fn weight(&self) -> usize {
+        match self {
+            Input::Peer(_) | Input::Client(..) | Input::Transfer(..) => 1,
+            Input::Peers(msgs) => msgs.len(),
+            Input::Clients(reqs) => reqs.len(),
+            Input::SnapshotDone(_) | Input::Applied(_) | Input::ApplyFailed(_) | Input::Stop => 0,
+        }
     }
 }
 
@@ -171,17 +180,16 @@ impl Inbox {
         Inbox { tx, queued: Arc::new(AtomicUsize::new(0)), queued_max }
     }
 
-    /// Queues `input` unless the queue is full; never blocks.
+    /// Queues `input` unless it does not fit (whole or not at all); never blocks.
     fn send(&self, input: Input) -> Result<(), NotSent> {
-        let bounded = input.is_bounded();
-        if bounded && self.queued.fetch_add(1, Ordering::AcqRel) >= self.queued_max {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let weight = input.weight();
+        if weight > 0 && self.queued.fetch_add(weight, Ordering::AcqRel) + weight > self.queued_max
+        {
+            self.queued.fetch_sub(weight, Ordering::AcqRel);
             return Err(NotSent::Full);
         }
         self.tx.send(input).map_err(|e| {
-            if bounded {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.queued.fetch_sub(weight, Ordering::AcqRel);
             drop(e);
             NotSent::Stopped
         })
@@ -189,8 +197,9 @@ impl Inbox {
 
     /// The node thread took `input` off the queue.
     fn taken(&self, input: &Input) {
-        if input.is_bounded() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let weight = input.weight();
+        if weight > 0 {
+            self.queued.fetch_sub(weight, Ordering::AcqRel);
         }
     }
 }
@@ -266,6 +275,15 @@ impl NodeHandle {
         }
     }
 
+    /// Hands the messages of one peer batch to the node in one input (so one wake-up of
+    /// the node thread takes them all); drops them all if they do not fit.
+    pub fn peer_messages(&self, msgs: Vec<Message>) {
+        let n = msgs.len() as u64;
+        if n > 0 && self.inbox.send(Input::Peers(msgs)) == Err(NotSent::Full) {
+            self.metrics.peer_messages_dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Submits a client request and waits for its answer: [`RequestError::Busy`] at
     /// once if the node's input is full, `Timeout` if the node stopped. Serializable
     /// reads never reach the node thread: they are served from the latest published
@@ -300,6 +318,41 @@ impl NodeHandle {
             (Ok(Answer::Read(_)), None) => unreachable!("only reads are answered with a view"),
             (Err(_), _) => Err(RequestError::Timeout),
         }
+    }
+
+    /// Submits writes together and waits for all their answers, in order. They reach
+    /// the node thread as one input, so it takes them in one batch (one wake-up, one
+    /// Ready, one sync) instead of one hand-off each. All are refused `Busy` if they do
+    /// not fit in the node's input.
+    pub async fn writes(&self, cmds: Vec<Command>) -> Vec<Reply> {
+        let n = cmds.len();
+        let (requests, answers): (Vec<_>, Vec<_>) = cmds
+            .into_iter()
+            .map(|cmd| {
+                let (tx, rx) = oneshot::channel();
+                ((Request::Write(cmd), tx), rx)
+            })
+            .unzip();
+        let refused = match self.inbox.send(Input::Clients(requests)) {
+            Ok(()) => None,
+            Err(NotSent::Full) => {
+                self.metrics.too_many_requests.fetch_add(n as u64, Ordering::Relaxed);
+                Some(RequestError::Busy)
+            }
+            Err(NotSent::Stopped) => Some(RequestError::Timeout),
+        };
+        if let Some(e) = refused {
+            return vec![Err(e); n];
+        }
+        let mut replies = Vec::with_capacity(n);
+        for rx in answers {
+            replies.push(match rx.await {
+                Ok(Answer::Done(reply)) => reply,
+                Ok(Answer::Read(_)) => unreachable!("only writes were submitted"),
+                Err(_) => Err(RequestError::Timeout),
+            });
+        }
+        replies
     }
 
     /// Serves a read from `view` on a read worker.
@@ -696,11 +749,20 @@ fn run<S: LogStore>(
             published.inbox.taken(&input);
             match input {
                 Input::Peer(m) => node.step(m),
+                Input::Peers(msgs) => msgs.into_iter().for_each(|m| node.step(m)),
                 Input::Client(req, reply) => {
                     let id = next_id;
                     next_id += 1;
                     waiting.insert(id, reply);
                     node.submit(id, req);
+                }
+                Input::Clients(reqs) => {
+                    for (req, reply) in reqs {
+                        let id = next_id;
+                        next_id += 1;
+                        waiting.insert(id, reply);
+                        node.submit(id, req);
+                    }
                 }
                 Input::Transfer(target, reply) => {
                     let id = next_id;
@@ -898,6 +960,51 @@ mod tests {
             Ok(Response::Get(g)) => g.kv.map(|kv| kv.value),
             other => panic!("expected a get answer, got {other:?}"),
         }
+    }
+
+    /// A batch counts one per message or write against the input bound, and goes in
+    /// whole or not at all: a batch of peer messages that does not fit is dropped (and
+    /// counted), writes that do not fit are all refused `Busy` at once.
+    #[tokio::test]
+    async fn batches_count_per_item_against_the_input_bound() {
+        let (handle, rx) = stalled_handle(3);
+        handle.peer_messages(vec![heartbeat(), heartbeat()]);
+        assert_eq!(handle.inbox.queued.load(Ordering::Acquire), 2);
+        handle.peer_messages(vec![heartbeat(), heartbeat()]);
+        assert_eq!(handle.metrics.peer_messages_dropped.load(Ordering::Relaxed), 2);
+        let cmd =
+            |k: &str| Command::new(Op::Put(PutRequest { key: k.into(), ..Default::default() }));
+        let refused =
+            tokio::time::timeout(Duration::from_secs(10), handle.writes(vec![cmd("a"), cmd("b")]));
+        let replies = refused.await.expect("refused at once, not queued");
+        assert_eq!(replies, vec![Err(RequestError::Busy), Err(RequestError::Busy)]);
+        let taken = rx.try_recv().expect("the first batch was queued");
+        assert!(matches!(&taken, Input::Peers(m) if m.len() == 2));
+        handle.inbox.taken(&taken);
+        assert_eq!(handle.inbox.queued.load(Ordering::Acquire), 0);
+        assert!(rx.try_recv().is_err(), "nothing else was queued");
+    }
+
+    /// Writes submitted together are answered each with its own result, in order.
+    #[tokio::test]
+    async fn writes_submitted_together_get_their_own_answers_in_order() {
+        let (handle, join) = leader().await;
+        let cmds = ["a", "b", "c"].map(|k| {
+            let put = PutRequest { key: k.into(), value: k.into(), ..Default::default() };
+            Command::new(Op::Put(put))
+        });
+        let replies = handle.writes(cmds.to_vec()).await;
+        let revisions: Vec<u64> = replies
+            .iter()
+            .map(|r| match r {
+                Ok(Response::Put(p)) => p.revision,
+                other => panic!("expected a put answer, got {other:?}"),
+            })
+            .collect();
+        assert!(revisions.windows(2).all(|w| w[1] == w[0] + 1), "{revisions:?}");
+        assert_eq!(value(handle.request(get("b", false)).await), Some(b"b".to_vec()));
+        handle.stop();
+        join.join().unwrap();
     }
 
     /// The node's input is bounded: when it is full a client request fails at once

@@ -315,6 +315,8 @@ struct KvTotals {
     watch_seeds: u64,
     lease_seeds: u64,
     member_seeds: u64,
+    /// The largest WAL over its seed's bound: (ratio, seed, bytes, bound).
+    raft_state_ratio_max: (f64, u64, u64, u64),
 }
 
 impl KvTotals {
@@ -349,6 +351,11 @@ impl KvTotals {
         t.members_joined += s.members_joined;
         t.members_removed += s.members_removed;
         self.member_seeds += u64::from(out.params.member_change_interval_us.is_some());
+        let bound = sim::kv::raft_state_bytes_bound(&out.params.cluster);
+        let ratio = s.raft_state_bytes_max as f64 / bound as f64;
+        if ratio > self.raft_state_ratio_max.0 {
+            self.raft_state_ratio_max = (ratio, seed, s.raft_state_bytes_max, bound);
+        }
         self.watch_seeds += u64::from(out.params.cluster.watchers > 0);
         self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
         match out.verdict {
@@ -400,6 +407,11 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
     println!(
         "  {} snapshots taken, {} installed; {} crashes; {} network faults; {} entries applied; {} appends held back (apply gap)",
         s.snapshots_taken, s.snapshots_installed, s.crashes, t.partitions, s.entries_applied, s.appends_held_back
+    );
+    let (ratio, seed, bytes, bound) = t.raft_state_ratio_max;
+    println!(
+        "  largest WAL against its bound: {bytes} B of {bound} B ({:.0}%, seed {seed})",
+        ratio * 100.0
     );
     println!(
         "  watch ({} seeds): {} events checked, {} reconnects, {} compacted; leases ({} seeds): {} granted, {} keep-alives acked, {} expired, {} revoked",

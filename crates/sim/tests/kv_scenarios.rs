@@ -337,3 +337,33 @@ fn same_kv_seed_gives_the_same_trace_hash() {
     assert_eq!(a.stats, b.stats);
     assert_ne!(run_kv_seed(32, false).trace_hash, a.trace_hash);
 }
+
+#[test]
+fn a_sequential_client_does_not_wait_for_heartbeats() {
+    // Issue 12: a client that sends its next write only once the previous one answered
+    // must be paced by the round trips (client, leader, follower acks, one sync, apply),
+    // never by a timer. If an answer waited for a heartbeat (a commit notice sent only
+    // with heartbeats, a read or write parked until the next tick), one client would
+    // manage about one operation per heartbeat interval. Required here: at least 3.
+    let mut cfg = KvConfig::new(3, 1, 41);
+    cfg.random_ops = false;
+    cfg.think_us = 0;
+    let heartbeat_us = cfg.tick_interval_us * u64::from(cfg.heartbeat_interval_ticks);
+    let mut c = KvCluster::new(cfg);
+    run(&mut c, Duration::from_secs(2));
+    assert!(c.client_session(0).is_some(), "registered within 2 s");
+    const APPENDS: u64 = 1000;
+    let started_us = c.now_us();
+    for n in 0..APPENDS {
+        c.client_invoke(0, KvOp::append(b"k".to_vec(), format!("{n};").into_bytes()));
+    }
+    while !c.client_idle(0) {
+        run(&mut c, Duration::from_millis(10));
+    }
+    let elapsed_us = c.now_us() - started_us;
+    let per_heartbeat = (APPENDS * heartbeat_us) as f64 / elapsed_us as f64;
+    println!("{APPENDS} appends in {} ms: {per_heartbeat:.1} per heartbeat", elapsed_us / 1000);
+    assert!(per_heartbeat >= 3.0, "{per_heartbeat:.2} appends per heartbeat interval");
+    let ok = finish(&mut c);
+    assert_eq!(ok, APPENDS, "every append completed");
+}

@@ -428,7 +428,7 @@ pub(crate) fn locate_snapshot_data(
 }
 
 pub(crate) fn segment_name(seq: u64) -> String {
-    format!("wal-{seq:020}.log")
+    format!("{}{seq:020}.log", crate::SEGMENT_PREFIX)
 }
 
 fn parse_fixed_u64(digits: &str) -> Option<u64> {
@@ -440,7 +440,7 @@ fn parse_fixed_u64(digits: &str) -> Option<u64> {
 }
 
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    parse_fixed_u64(name.strip_prefix("wal-")?.strip_suffix(".log")?)
+    parse_fixed_u64(name.strip_prefix(crate::SEGMENT_PREFIX)?.strip_suffix(".log")?)
 }
 
 pub(crate) fn snapshot_name(index: Index, term: Term) -> String {

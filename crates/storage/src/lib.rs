@@ -152,5 +152,9 @@ pub use crate::storage::{
     SNAPSHOT_IO_CHUNK_BYTES,
 };
 
+/// How every WAL segment's file name starts (`wal-<sequence>.log`); snapshot files are
+/// `snap-<index>-<term>.snap`.
+pub const SEGMENT_PREFIX: &str = "wal-";
+
 #[cfg(test)]
 mod tests;

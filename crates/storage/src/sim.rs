@@ -183,6 +183,12 @@ impl SimDisk {
         Some(self.inodes[inode].durable.len())
     }
 
+    /// Bytes of file `name` written so far (synced or not), if the file exists.
+    pub fn live_len(&self, name: &str) -> Option<usize> {
+        let inode = self.names.get(name)?;
+        Some(self.inodes[inode].live.len())
+    }
+
     fn take_fault(&mut self, kind: OpKind) -> bool {
         if let Some(n) = self.fail_after_ops.as_mut() {
             if *n == 0 {

@@ -179,6 +179,24 @@ impl KvConfig {
     }
 }
 
+/// Log entries a member's WAL may hold beyond its snapshot threshold: what a leader
+/// appends while its applier lags or a snapshot is being written, and an uncommitted
+/// tail from a deposed leader.
+pub const RAFT_STATE_SLACK_ENTRIES: u64 = 100;
+/// The largest WAL record of one entry the kv workload writes (its commands are small:
+/// short keys and values, a session, an auth-free stamp) with the record's framing.
+pub const RAFT_STATE_ENTRY_BYTES_MAX: u64 = 256;
+
+/// The most bytes a member's WAL may hold under `cfg`, faults included: the entries
+/// since its last snapshot (at most the snapshot threshold plus
+/// [`RAFT_STATE_SLACK_ENTRIES`]) at [`RAFT_STATE_ENTRY_BYTES_MAX`] each, plus two
+/// segments (the oldest is deleted only once a snapshot covers all of it; the newest is
+/// being filled).
+pub fn raft_state_bytes_bound(cfg: &KvConfig) -> u64 {
+    let entries = cfg.snapshot_interval_entries + RAFT_STATE_SLACK_ENTRIES;
+    entries * RAFT_STATE_ENTRY_BYTES_MAX + 2 * cfg.segment_bytes_max
+}
+
 /// Counters of one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStats {
@@ -238,6 +256,9 @@ pub struct KvStats {
     pub members_joined: u64,
     /// Members stopped for good after their removal was applied.
     pub members_removed: u64,
+    /// Most bytes any member's WAL held at one of its ticks (see
+    /// [`KvCluster::raft_state_bytes`]).
+    pub raft_state_bytes_max: u64,
 }
 
 /// Something that happens at a simulated instant.
@@ -627,6 +648,20 @@ impl KvCluster {
         names.iter().map(|n| disk.read(n).map_or(0, |b| b.len() as u64)).sum()
     }
 
+    /// Bytes of member `id`'s persisted Raft state: its WAL segments (log entries and
+    /// hard states, synced or not), without snapshot files (the state machine's data).
+    pub fn raft_state_bytes(&self, id: NodeId) -> u64 {
+        let m = &self.members[id as usize - 1];
+        let disk = match (&m.node, &m.disk) {
+            (Some(n), _) => n.store().disk(),
+            (None, Some(d)) => d,
+            (None, None) => return 0,
+        };
+        let names = disk.list().expect("a simulated disk lists its files");
+        let segments = names.iter().filter(|n| n.starts_with(storage::SEGMENT_PREFIX));
+        segments.map(|n| disk.live_len(n).unwrap_or(0) as u64).sum()
+    }
+
     /// Times an entry with exactly this payload was applied at distinct indices.
     pub fn entries_with_payload(&self, payload: &[u8]) -> u32 {
         let hash = entry_hash(&raft::Entry {
@@ -792,6 +827,20 @@ impl KvCluster {
         self.queue.push(self.now_us + period, KvEvent::Tick { member: idx, incarnation });
         kv_trace!(self, "n{id} tick");
         self.drive(idx);
+        self.check_raft_state_bound(id);
+    }
+
+    /// Bounded Raft state: a member's WAL never holds more than
+    /// [`raft_state_bytes_bound`], whatever the faults. Checked at each of its
+    /// ticks; the largest size seen is in [`KvStats::raft_state_bytes_max`].
+    fn check_raft_state_bound(&mut self, id: NodeId) {
+        let bytes = self.raft_state_bytes(id);
+        self.stats.raft_state_bytes_max = self.stats.raft_state_bytes_max.max(bytes);
+        let bound = raft_state_bytes_bound(&self.cfg);
+        if bytes > bound {
+            let details = format!("n{id}'s WAL holds {bytes} bytes, over the bound of {bound}");
+            self.record(Violation::new("Bounded Raft state", details));
+        }
     }
 
     fn on_peer(&mut self, msg: Message, incarnation: u64) {

@@ -59,6 +59,9 @@ pub mod swarm;
 pub mod watch;
 
 pub use client::OpMix;
-pub use cluster::{sim_peer_url, KvCluster, KvConfig, KvStats};
+pub use cluster::{
+    raft_state_bytes_bound, sim_peer_url, KvCluster, KvConfig, KvStats, RAFT_STATE_ENTRY_BYTES_MAX,
+    RAFT_STATE_SLACK_ENTRIES,
+};
 pub use swarm::{run_kv_seed, KvOutcome, KvParams};
 pub use watch::WatchSpec;
