@@ -314,6 +314,7 @@ struct KvTotals {
     unknown: Vec<u64>,
     watch_seeds: u64,
     lease_seeds: u64,
+    auth_seeds: u64,
 }
 
 impl KvTotals {
@@ -344,6 +345,8 @@ impl KvTotals {
         t.leases_revoked += s.leases_revoked;
         self.watch_seeds += u64::from(out.params.cluster.watchers > 0);
         self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
+        t.auth_ops += s.auth_ops;
+        self.auth_seeds += u64::from(out.params.cluster.auth_share > 0.0);
         match out.verdict {
             LinVerdict::Linearizable => self.linearizable += 1,
             LinVerdict::Unknown(_) => self.unknown.push(seed),
@@ -405,6 +408,10 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
         s.keep_alives_acked,
         s.leases_expired,
         s.leases_revoked
+    );
+    println!(
+        "  auth ({} seeds): {} auth changes answered, every replica's auth state the log's at every applied index",
+        t.auth_seeds, s.auth_ops
     );
     let mut unknown = t.unknown.clone();
     unknown.sort();

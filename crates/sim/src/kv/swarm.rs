@@ -22,6 +22,10 @@ pub const KV_CONVERGENCE_BOUND_US: u64 = 20_000_000;
 pub const WATCH_SEEDS: f64 = 0.4;
 /// Share of seeds whose clients use leases.
 pub const LEASE_SEEDS: f64 = 0.4;
+/// Share of kv seeds whose clients also change the auth state (users, roles,
+/// permissions, enable/disable): every member must hold the log's auth state at every
+/// applied index.
+pub const AUTH_SEEDS: f64 = 0.3;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 
@@ -120,6 +124,11 @@ impl KvParams {
         // Drawn last, so the draws above stay what they were for every seed.
         if c.watchers > 0 {
             c.watch_batch_bytes = [16, 256, 4096, u64::MAX][w.range(0, 4) as usize];
+        }
+        // Auth changes in a share of seeds, from a stream of their own.
+        let mut a = Rng::new(stream_seed(seed, 0x4155_5448));
+        if a.chance(AUTH_SEEDS) {
+            c.auth_share = [0.02, 0.05, 0.15][a.range(0, 3) as usize];
         }
         KvParams {
             seed,
@@ -426,6 +435,9 @@ pub fn workload_counts(s: &KvStats) -> String {
             ", {} leases granted ({} keep-alives acked, {} expired, {} revoked)",
             s.leases_granted, s.keep_alives_acked, s.leases_expired, s.leases_revoked
         );
+    }
+    if s.auth_ops > 0 {
+        let _ = write!(out, ", {} auth changes answered", s.auth_ops);
     }
     out
 }
