@@ -63,6 +63,10 @@ enum Cmd {
         /// The members' client ports; each also uses the next two (peer, metrics).
         #[arg(long, default_value = playground::DEFAULT_CLIENT_PORTS, value_delimiter = ',')]
         client_ports: Vec<u16>,
+        /// Mutual TLS on both ports: a throwaway CA and certificates are made in
+        /// DATA_DIR/certs (kept for the next start), and the flags to use are printed.
+        #[arg(long)]
+        tls: bool,
     },
     /// Set a key.
     Put {
@@ -466,8 +470,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             served.map_err(|e| e.to_string())
         }
-        Cmd::Playground { data_dir, fresh, client_ports, server_flags } => {
-            let opts = playground::Options { data_dir, fresh, client_ports, server_flags };
+        Cmd::Playground { data_dir, fresh, client_ports, server_flags, tls } => {
+            let opts = playground::Options { data_dir, fresh, client_ports, server_flags, tls };
             playground::run(opts).await
         }
         Cmd::Put { ep, key, value } => {

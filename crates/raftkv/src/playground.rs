@@ -8,6 +8,11 @@
 //! stops as on SIGTERM. On Ctrl-C, SIGTERM and errors the playground also waits for them
 //! (and kills any that has not stopped within [`STOP_GRACE`]), so that when it exits its
 //! members are gone.
+//!
+//! With `--tls` both ports speak mutual TLS, as production etcd clusters do: a throwaway
+//! CA, one certificate the members use on both ports, and one client certificate are
+//! made in `DATA_DIR/certs` (rcgen, `tls::generate`) unless they are already there, so
+//! a restarted playground keeps the files its user's commands name.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -31,6 +36,70 @@ pub struct Options {
     pub client_ports: Vec<u16>,
     /// Extra flags for every member's `raftkv server` (given after `--`).
     pub server_flags: Vec<String>,
+    /// Mutual TLS on both ports, with throwaway certificates.
+    pub tls: bool,
+}
+
+/// The certificate files of a `--tls` playground, in `DATA_DIR/certs`.
+struct CertFiles {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+/// The common name of the playground's client certificate. With auth enabled, a
+/// request without a token runs as this user (etcd's `--client-cert-auth` rule).
+const CLIENT_CN: &str = "playground-client";
+
+impl CertFiles {
+    fn in_dir(data_dir: &Path) -> CertFiles {
+        let dir = data_dir.join("certs");
+        let pair = |name: &str| (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        CertFiles { ca: dir.join("ca.crt"), server: pair("server"), client: pair("client") }
+    }
+
+    /// The files, made now unless all of them exist.
+    fn ensure(data_dir: &Path) -> Result<CertFiles, String> {
+        let files = CertFiles::in_dir(data_dir);
+        let all = [&files.ca, &files.server.0, &files.server.1, &files.client.0, &files.client.1];
+        if all.iter().all(|f| f.exists()) {
+            return Ok(files);
+        }
+        let dir = data_dir.join("certs");
+        let ca = tls::generate::TestCa::create(&dir, "ca").map_err(|e| e.to_string())?;
+        let hosts = ["127.0.0.1", "localhost"];
+        ca.issue(&dir, "server", "raftkv-playground", &hosts).map_err(|e| e.to_string())?;
+        ca.issue(&dir, "client", CLIENT_CN, &[]).map_err(|e| e.to_string())?;
+        Ok(files)
+    }
+
+    /// `raftkv server` flags: mutual TLS on both ports.
+    fn server_flags(&self) -> Vec<String> {
+        let p = |f: &PathBuf| f.display().to_string();
+        let mut flags = Vec::new();
+        for prefix in ["--", "--peer-"] {
+            flags.push(format!("{prefix}cert-file={}", p(&self.server.0)));
+            flags.push(format!("{prefix}key-file={}", p(&self.server.1)));
+            flags.push(format!("{prefix}trusted-ca-file={}", p(&self.ca)));
+            flags.push(format!("{prefix}client-cert-auth"));
+        }
+        flags
+    }
+
+    /// etcdctl's (and raftkv's CLI) TLS flags.
+    fn client_flags(&self) -> String {
+        let p = |f: &PathBuf| f.display().to_string();
+        format!("--cacert={} --cert={} --key={}", p(&self.ca), p(&self.client.0), p(&self.client.1))
+    }
+
+    fn client_tls(&self) -> Result<tls::ClientTls, String> {
+        tls::ClientTls::new(tls::ClientFiles {
+            ca_file: self.ca.clone(),
+            cert_and_key: Some(self.client.clone()),
+            flags: ["--cacert", "--cert", "--key"],
+        })
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// One running member.
@@ -91,22 +160,25 @@ pub async fn run(opts: Options) -> Result<(), String> {
     }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    let certs = if opts.tls { Some(CertFiles::ensure(data_dir)?) } else { None };
     let mut members = Members(Vec::new());
     for (name, port) in NAMES.into_iter().zip(&opts.client_ports) {
-        members.0.push(start_member(name, *port, &opts)?);
+        members.0.push(start_member(name, *port, &opts, certs.as_ref())?);
     }
     let pids: Vec<String> =
         members.0.iter().map(|m| format!("{} (pid {})", m.name, m.child.id())).collect();
     println!("raftkv playground: starting {}", pids.join(", "));
+    let scheme = scheme(opts.tls);
     let endpoints: Vec<String> =
-        opts.client_ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        opts.client_ports.iter().map(|p| format!("{scheme}://127.0.0.1:{p}")).collect();
+    let client_tls = certs.as_ref().map(CertFiles::client_tls).transpose()?;
     let started = tokio::select! {
-        r = wait_ready(&mut members, &endpoints, data_dir) => Some(r),
+        r = wait_ready(&mut members, &endpoints, data_dir, client_tls.as_ref()) => Some(r),
         _ = stop.recv() => None,
     };
     if let Some(r) = started {
         r?;
-        print_usage(&opts, &endpoints);
+        print_usage(&opts, &endpoints, certs.as_ref());
         stop.recv().await;
     }
     let killed = members.stop();
@@ -117,12 +189,26 @@ pub async fn run(opts: Options) -> Result<(), String> {
     Ok(())
 }
 
-fn start_member(name: &'static str, client_port: u16, opts: &Options) -> Result<Member, String> {
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+fn start_member(
+    name: &'static str,
+    client_port: u16,
+    opts: &Options,
+    certs: Option<&CertFiles>,
+) -> Result<Member, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding the raftkv binary: {e}"))?;
+    let scheme = scheme(certs.is_some());
     let cluster: Vec<String> = NAMES
         .iter()
         .zip(&opts.client_ports)
-        .map(|(n, p)| format!("{n}=http://127.0.0.1:{}", p + 1))
+        .map(|(n, p)| format!("{n}={scheme}://127.0.0.1:{}", p + 1))
         .collect();
     let log_path = opts.data_dir.join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new()
@@ -130,7 +216,7 @@ fn start_member(name: &'static str, client_port: u16, opts: &Options) -> Result<
         .append(true)
         .open(&log_path)
         .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
-    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let url = |port: u16| format!("{scheme}://127.0.0.1:{port}");
     let mut child = Command::new(exe)
         .arg("server")
         .args(["--name", name])
@@ -138,7 +224,8 @@ fn start_member(name: &'static str, client_port: u16, opts: &Options) -> Result<
         .arg(opts.data_dir.join(name))
         .args(["--listen-client-urls", &url(client_port)])
         .args(["--listen-peer-urls", &url(client_port + 1)])
-        .args(["--listen-metrics-urls", &url(client_port + 2)])
+        .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", client_port + 2)])
+        .args(certs.map(CertFiles::server_flags).unwrap_or_default())
         .args(["--initial-cluster", &cluster.join(",")])
         .args(&opts.server_flags)
         .arg("--stop-when-stdin-closes")
@@ -156,9 +243,10 @@ async fn wait_ready(
     members: &mut Members,
     endpoints: &[String],
     data_dir: &Path,
+    tls: Option<&tls::ClientTls>,
 ) -> Result<(), String> {
     let opts = client::ClientOptions { deadline: Duration::from_secs(10), exactly_once: true };
-    let mut c = client::Client::connect(endpoints, opts).map_err(|e| e.to_string())?;
+    let mut c = client::Client::connect_tls(endpoints, opts, tls).map_err(|e| e.to_string())?;
     let ready = c.get(b"playground-ready-check", false).await;
     for m in &mut members.0 {
         if let Ok(Some(status)) = m.child.try_wait() {
@@ -173,31 +261,38 @@ async fn wait_ready(
     Ok(())
 }
 
-fn print_usage(opts: &Options, endpoints: &[String]) {
+fn print_usage(opts: &Options, endpoints: &[String], certs: Option<&CertFiles>) {
     println!("raftkv playground: 3 members running, data in {}", opts.data_dir.display());
-    for (name, port) in NAMES.iter().zip(&opts.client_ports) {
+    for ((name, port), endpoint) in NAMES.iter().zip(&opts.client_ports).zip(endpoints) {
         println!(
-            "  {name}: client http://127.0.0.1:{port}  peer :{}  metrics http://127.0.0.1:{}/metrics  log {}",
+            "  {name}: client {endpoint}  peer :{}  metrics http://127.0.0.1:{}/metrics  log {}",
             port + 1,
             port + 2,
             opts.data_dir.join(format!("{name}.log")).display()
         );
     }
-    let flag = if opts.client_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
-        == DEFAULT_CLIENT_PORTS
-    {
+    let default_ports = opts.client_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+        == DEFAULT_CLIENT_PORTS;
+    let mut flag = if default_ports && certs.is_none() {
         String::new()
     } else {
         format!(" --endpoints {}", endpoints.join(","))
     };
+    let mut etcdctl = format!("--endpoints={}", endpoints[0]);
+    if let Some(certs) = certs {
+        println!(
+            "\nMutual TLS on both ports; certificates in {}",
+            opts.data_dir.join("certs").display()
+        );
+        println!("  client certificate CN: {CLIENT_CN} (with auth enabled, a request without a token runs as this user)");
+        flag = format!("{flag} {}", certs.client_flags());
+        etcdctl = format!("{etcdctl} {}", certs.client_flags());
+    }
     println!("\nTry (in another terminal):");
     println!("  cargo run --release -p raftkv -- put{flag} greeting hello");
     println!("  cargo run --release -p raftkv -- get{flag} greeting");
     println!("  cargo run --release -p raftkv -- status{flag}");
-    println!(
-        "  ETCDCTL_API=3 etcdctl --endpoints={} get greeting   # etcd's own CLI works too",
-        endpoints[0]
-    );
+    println!("  ETCDCTL_API=3 etcdctl {etcdctl} get greeting   # etcd's own CLI works too");
     println!("\nCtrl-C stops the cluster.");
 }
 

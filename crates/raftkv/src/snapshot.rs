@@ -89,8 +89,10 @@ pub async fn run(cmd: SnapshotCmd) -> Result<(), String> {
 async fn save(file: &Path, ep: &Endpoints) -> Result<(), String> {
     let part = PathBuf::from(format!("{}.part", file.display()));
     let mut errors = Vec::new();
+    let tls = ep.tls.client_tls()?;
     for endpoint in &ep.endpoints {
-        match save_from(endpoint, &part, Duration::from_secs(ep.timeout_secs)).await {
+        let timeout = Duration::from_secs(ep.timeout_secs);
+        match save_from(endpoint, tls.as_ref(), &part, timeout).await {
             Ok(()) => {
                 let checked = read_backup(&part, false).map_err(|e| e.to_string());
                 let renamed = checked.and_then(|_| {
@@ -113,16 +115,15 @@ async fn save(file: &Path, ep: &Endpoints) -> Result<(), String> {
     Err(format!("no member sent a snapshot: {}", errors.join("; ")))
 }
 
-/// Streams one member's snapshot into `part` and fsyncs it.
-async fn save_from(endpoint: &str, part: &Path, timeout: Duration) -> Result<(), String> {
-    let url =
-        if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| format!("bad endpoint: {e}"))?
-        .connect_timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+/// Streams one member's snapshot into `part` and fsyncs it (over TLS for an
+/// `https://` endpoint, with `tls`: etcdctl's `--cacert --cert --key`).
+async fn save_from(
+    endpoint: &str,
+    tls: Option<&tls::ClientTls>,
+    part: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    let channel = client::channel(endpoint, tls).map_err(|e| e.to_string())?;
     let mut client = MaintenanceClient::new(channel);
     let call = tokio::time::timeout(timeout, client.snapshot(SnapshotRequest {}));
     let mut stream = call

@@ -286,8 +286,20 @@ impl Cluster {
         tag: &str,
         flags: &[&str],
     ) -> Cluster {
+        Cluster::start_tls(kind, rt, tag, flags, None)
+    }
+
+    /// The same; with `tls`, every URL is `https://` (give the TLS flags in `flags`)
+    /// and the waits reach the members with `tls`.
+    fn start_tls(
+        kind: &'static str,
+        rt: &tokio::runtime::Runtime,
+        tag: &str,
+        flags: &[&str],
+        tls: Option<tls::ClientTls>,
+    ) -> Cluster {
         let tag = format!("{tag}-{kind}");
-        let spec = match kind {
+        let mut spec = match kind {
             "etcd" => {
                 let mut all = vec!["--log-level", "error"];
                 all.extend_from_slice(flags);
@@ -295,7 +307,14 @@ impl Cluster {
             }
             _ => ClusterSpec::raftkv(&tag, flags),
         };
-        let c = Cluster { kind, members: TestCluster::start_spec(spec.named("e")) };
+        if tls.is_some() {
+            spec = spec.https();
+        }
+        let mut members = TestCluster::start_spec(spec.named("e"));
+        if let Some(tls) = tls {
+            members.set_client_tls(tls);
+        }
+        let c = Cluster { kind, members };
         rt.block_on(c.members.wait_ready());
         c
     }
@@ -336,10 +355,31 @@ fn number_after(text: &str, prefix: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
+/// TLS for every etcdctl the scripts run, while a test over TLS runs (under
+/// [`ONE_AT_A_TIME`]): etcdctl's `--cacert --cert --key`, before the step's own
+/// arguments (a step's `--cert` then wins), and the directory `{certs}` stands for.
+static ETCDCTL_TLS: Mutex<Option<EtcdctlTls>> = Mutex::new(None);
+
+/// See [`ETCDCTL_TLS`].
+struct EtcdctlTls {
+    args: Vec<String>,
+    certs_dir: String,
+}
+
 fn etcdctl_command(args: &[&str]) -> Command {
     let mut c = common::etcdctl();
-    c.args(["--dial-timeout=3s", "--command-timeout=5s"]).args(args);
+    c.args(["--dial-timeout=3s", "--command-timeout=5s"]);
+    if let Some(tls) = ETCDCTL_TLS.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        c.args(&tls.args);
+    }
+    c.args(args);
     c
+}
+
+/// `{certs}` in a step: the directory of the TLS test's certificates.
+fn certs_dir() -> String {
+    let tls = ETCDCTL_TLS.lock().unwrap_or_else(|e| e.into_inner());
+    tls.as_ref().map_or(String::new(), |t| t.certs_dir.clone())
 }
 
 fn etcdctl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
@@ -483,6 +523,7 @@ fn run_script(cluster: &Cluster, script: &[Step]) -> (Transcript, Vec<String>) {
     for (n, step) in script.iter().enumerate() {
         let expand = |args: &str, leases: &[String]| -> (String, Vec<String>) {
             let mut a = args.replace("{dir}", &cluster.dir().display().to_string());
+            a = a.replace("{certs}", &certs_dir());
             a = a.replace("{all}", &cluster.all_endpoints());
             let urls: Vec<String> =
                 (0..3).map(|i| format!("http://{}", cluster.endpoint(i))).collect();

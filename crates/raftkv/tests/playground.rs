@@ -42,6 +42,11 @@ struct Playground {
 impl Playground {
     /// Starts a playground on `ports` and waits until it printed its members' pids.
     fn start(tag: &str, ports: [u16; 3]) -> Playground {
+        Playground::start_with(tag, ports, &[])
+    }
+
+    /// The same, with these extra playground flags.
+    fn start_with(tag: &str, ports: [u16; 3], flags: &[&str]) -> Playground {
         let dir = std::env::temp_dir().join(format!("raftkv-pg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
@@ -50,6 +55,7 @@ impl Playground {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--client-ports", &ports.join(",")])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -189,4 +195,56 @@ fn a_playground_that_fails_to_start_stops_the_members_it_started() {
     assert!(out.contains("member n2 exited"), "it names the member and why:\n{out}");
     assert!(out.contains("cannot listen"), "{out}");
     assert_eq!(p.members_alive(), [], "no member outlives the failed playground");
+}
+
+/// `raftkv` with these arguments: whether it succeeded, and its output.
+fn raftkv(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv")).args(args).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// `raftkv playground --tls` makes its certificates and prints the etcdctl flags; with
+/// them, etcdctl and raftkv's own CLI (put, snapshot save) work over https://,
+/// and without a client certificate etcdctl is refused.
+#[test]
+fn a_tls_playground_serves_etcdctl_and_the_cli_over_https_with_the_printed_flags() {
+    let mut p = Playground::start_with("tls", ports(), &["--tls"]);
+    p.wait_line("raftkv playground: 3 members running");
+    let etcdctl_line = p.wait_line("  ETCDCTL_API=3 etcdctl");
+    let flags: Vec<&str> =
+        etcdctl_line.split_whitespace().filter(|w| w.starts_with("--")).collect();
+    assert!(flags[0].starts_with("--endpoints=https://127.0.0.1:"), "{etcdctl_line}");
+    assert_eq!(flags.len(), 4, "endpoint, CA, certificate and key: {etcdctl_line}");
+    let endpoints = flags[0].trim_start_matches("--endpoints=");
+    let tls = &flags[1..];
+
+    let (ok, out) =
+        raftkv(&[&["put", "--endpoints", endpoints, "greeting", "hello"], tls].concat());
+    assert!(ok, "raftkv put over https: {out}");
+    let snapshot = p.dir.join("backup.db");
+    let snapshot = snapshot.display().to_string();
+    let (ok, out) =
+        raftkv(&[&["snapshot", "save", &snapshot, "--endpoints", endpoints], tls].concat());
+    assert!(ok && out.contains("Snapshot saved"), "raftkv snapshot save over https: {out}");
+    let (ok, out) = raftkv(&["get", "--endpoints", endpoints, "greeting", "--timeout-secs=2"]);
+    assert!(!ok && out.contains("--cacert"), "https without TLS flags is explained: {out}");
+
+    if !common::have("etcdctl", "version") {
+        eprintln!("SKIPPED the etcdctl part: etcdctl is not installed");
+        return;
+    }
+    let etcdctl = |args: &[&str]| {
+        let out = common::etcdctl()
+            .args(["--dial-timeout=3s", "--command-timeout=5s"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = etcdctl(&[&flags[..], &["get", "greeting"]].concat());
+    assert!(ok && out == "greeting\nhello\n", "etcdctl with the printed flags: {out}");
+    let (ok, out) = etcdctl(&[flags[0], flags[1], "get", "greeting"]);
+    assert!(!ok, "etcdctl without a client certificate is refused: {out}");
 }

@@ -96,16 +96,26 @@ impl pb::lease_server::Lease for Api {
         &self,
         request: tonic::Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let (stamp, state) = self.caller_of(&request).await?;
+        if state.enabled && stamp.user.is_empty() {
+            return Err(crate::auth::auth_status(kv::AuthError::UserEmpty));
+        }
         let r = request.into_inner();
-        let reply = self.write_reply(Command::new(Op::LeaseTimeToLive { id: r.id, keys: r.keys }));
+        // With auth on, the keys are needed for the check even if not asked for.
+        let keys = r.keys || state.enabled;
+        let reply = self.write_reply(Command::new(Op::LeaseTimeToLive { id: r.id, keys }));
         match reply.await {
-            Ok(kv::Response::LeaseTtl(t)) => Ok(Response::new(pb::LeaseTimeToLiveResponse {
-                header: self.header(t.revision),
-                id: t.id,
-                ttl: t.ttl_secs,
-                granted_ttl: t.granted_ttl_secs,
-                keys: t.keys.into_iter().map(Into::into).collect(),
-            })),
+            Ok(kv::Response::LeaseTtl(t)) => {
+                self.check_lease_keys(&stamp, &state, &t.keys).await?;
+                let keys = if r.keys { t.keys } else { Vec::new() };
+                Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                    header: self.header(t.revision),
+                    id: t.id,
+                    ttl: t.ttl_secs,
+                    granted_ttl: t.granted_ttl_secs,
+                    keys: keys.into_iter().map(Into::into).collect(),
+                }))
+            }
             // etcd answers an unknown (or expired) lease with TTL -1, not an error.
             Ok(kv::Response::Error(KvError::LeaseNotFound { .. })) => {
                 let revision = self.node.status().await.map_or(0, |s| s.revision);
@@ -134,6 +144,29 @@ impl pb::lease_server::Lease for Api {
 }
 
 impl Api {
+    /// etcd's `checkLeaseTimeToLive` (etcd 3.4.26 and later; the fix that stopped
+    /// TimeToLive from showing key names to users who may not read them): while auth
+    /// is on, the caller needs read permission on every key attached to the lease,
+    /// and the auth state must not have changed since the check began.
+    async fn check_lease_keys(
+        &self,
+        stamp: &kv::AuthStamp,
+        state: &kv::AuthState,
+        keys: &[Vec<u8>],
+    ) -> Result<(), Status> {
+        use crate::auth::auth_status;
+        if !state.enabled {
+            return Ok(());
+        }
+        for key in keys {
+            state.check_range(stamp, key, &[], kv::PermissionType::Read).map_err(auth_status)?;
+        }
+        if self.auth_state().await?.revision != state.revision {
+            return Err(auth_status(kv::AuthError::OldRevision));
+        }
+        Ok(())
+    }
+
     /// One keep-alive: the granted TTL, or TTL 0 for a lease that is gone (etcd's
     /// answer, not an error). Other failures end the stream, as in etcd; clients
     /// reopen it.

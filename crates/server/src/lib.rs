@@ -10,6 +10,7 @@ pub mod accept;
 pub mod auth;
 pub mod authority;
 pub mod backup;
+pub mod cert_user;
 pub mod compactor;
 pub mod concurrency;
 pub mod config;
@@ -213,6 +214,7 @@ pub async fn serve_until(
     let recv_max = etcd::REQUEST_BYTES_MAX + 512 * 1024;
     let client_router = grpc_server(&cfg.grpc)
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
+        .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(recv_max))
@@ -244,6 +246,7 @@ pub async fn serve_until(
         ),
         Some(tls) => {
             let decrypted = tls.accept_stream(client_connections, "--listen-client-urls");
+            let decrypted = cert_user::wrap_incoming(decrypted);
             tokio::spawn(client_router.serve_with_incoming(authority::wrap_incoming(decrypted)))
         }
     };

@@ -317,6 +317,7 @@ struct KvTotals {
     member_seeds: u64,
     /// The largest WAL over its seed's bound: (ratio, seed, bytes, bound).
     raft_state_ratio_max: (f64, u64, u64, u64),
+    auth_seeds: u64,
 }
 
 impl KvTotals {
@@ -358,6 +359,8 @@ impl KvTotals {
         }
         self.watch_seeds += u64::from(out.params.cluster.watchers > 0);
         self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
+        t.auth_ops += s.auth_ops;
+        self.auth_seeds += u64::from(out.params.cluster.auth_share > 0.0);
         match out.verdict {
             LinVerdict::Linearizable => self.linearizable += 1,
             LinVerdict::Unknown(_) => self.unknown.push(seed),
@@ -428,6 +431,10 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
     println!(
         "  membership ({} seeds): {} changes done, {} refused or lost, {} members joined by snapshot, {} removed",
         t.member_seeds, s.member_changes, s.member_changes_failed, s.members_joined, s.members_removed
+    );
+    println!(
+        "  auth ({} seeds): {} auth changes answered, every replica's auth state the log's at every applied index",
+        t.auth_seeds, s.auth_ops
     );
     let mut unknown = t.unknown.clone();
     unknown.sort();

@@ -4,6 +4,11 @@
 //! calls, runs against a 3-member etcd 3.4 cluster and a 3-member raftkv cluster; the
 //! transcripts must agree line by line (normalised as the main suite normalises).
 //! Then, through gRPC, a token is refused once `--auth-token-ttl` has passed unused.
+//!
+//! The whole security script runs a second time with mutual TLS on both ports
+//! (`--client-cert-auth`) and auth together, on etcd 3.4 and raftkv with the same
+//! certificates, followed by certificate users: without a token, the client
+//! certificate's common name is the user (etcd's `AuthInfoFromTLS`).
 
 use super::*;
 
@@ -119,11 +124,7 @@ const AUTH_SCRIPT: &[Step] = &[
 /// A token unused for longer than `--auth-token-ttl` is refused with etcd's error;
 /// a fresh one works.
 async fn token_expiry(cluster: &Cluster) -> Vec<String> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cluster.endpoint(0)))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = cluster.members.channel(0);
     let mut auth = pb::auth_client::AuthClient::new(channel.clone());
     let login = || pb::AuthenticateRequest { name: "root".into(), password: "rootpw".into() };
     let get = |token: &str| {
@@ -182,4 +183,168 @@ fn the_auth_script_matches_etcd() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `etcdctl` with carol's client certificate (CN `carol`).
+macro_rules! carol {
+    ($args:literal) => {
+        concat!("--cert={certs}/carol.crt --key={certs}/carol.key ", $args)
+    };
+}
+/// `etcdctl` with a client certificate whose CN is `root`.
+macro_rules! root_cert {
+    ($args:literal) => {
+        concat!("--cert={certs}/root.crt --key={certs}/root.key ", $args)
+    };
+}
+
+const TXN_CAROL_ALLOWED: &str = "value(\"c/1\") = \"one\"\n\nput c/t 1\n\nget pub/a\n\n";
+const TXN_CAROL_DENIED: &str = "value(\"c/1\") = \"one\"\n\nput c/t 2\n\nget other\n\n";
+
+/// After [`AUTH_SCRIPT`] (auth on), with etcdctl's default client certificate of CN
+/// `etcdctl`, which names no user: certificate users, restricted to a prefix.
+const CN_SCRIPT: &[Step] = &[
+    Run("get pub/a"),
+    Run("--user=root:rootpw user add carol:cpw"),
+    Run("--user=root:rootpw role add c-rw"),
+    Run("--user=root:rootpw role grant-permission c-rw --prefix=true readwrite c/"),
+    Run("--user=root:rootpw role grant-permission c-rw read pub/a"),
+    Run("--user=root:rootpw user grant-role carol c-rw"),
+    Run(carol!("put c/1 one")),
+    Run(carol!("get c/ --prefix")),
+    Run(carol!("get pub/a")),
+    Run(carol!("put pub/a 3")),
+    Run(carol!("get other")),
+    Stdin(carol!("txn"), TXN_CAROL_ALLOWED),
+    Stdin(carol!("txn"), TXN_CAROL_DENIED),
+    Run(carol!("del c/1")),
+    Run(carol!("del other")),
+    Spawn("w-carol-denied", carol!("watch other")),
+    Until(Ended("w-carol-denied")),
+    Stop("w-carol-denied"),
+    Spawn("w-carol", carol!("watch c/w --prefix --rev 1")),
+    Run(root_cert!("put c/w1 x")),
+    Until(Lines("w-carol", 3)),
+    Stop("w-carol"),
+    Run(carol!("lease grant 100")),
+    Run(carol!("user list")),
+    Run(carol!("defrag")),
+    // A certificate named root is root; a token still wins over the certificate.
+    Run(root_cert!("user list")),
+    Run(root_cert!("put anywhere 1")),
+    Run(carol!("--user=bob:bpw get c/t")),
+    Run(root_cert!("--user=bob:bpw get c/t")),
+    // Revoked, then deleted: the certificate no longer opens anything.
+    Run("--user=root:rootpw user revoke-role carol c-rw"),
+    Run(carol!("get c/t")),
+    Run("--user=root:rootpw user delete carol"),
+    Run(carol!("get pub/a")),
+    // A certificate of another CA, named root, never gets past the handshake.
+    Run("--cert={certs}/stranger.crt --key={certs}/stranger.key get pub/a"),
+];
+
+/// The certificates of the TLS run, in one directory: a CA; the members' server and
+/// peer certificates; client certificates named `etcdctl` (no user), `carol` and
+/// `root`; and `stranger` (CN root) from another CA.
+fn security_certs(dir: &Path) -> tls::generate::TestCa {
+    let _ = std::fs::remove_dir_all(dir);
+    let ca = tls::generate::TestCa::create(dir, "ca").unwrap();
+    let hosts = ["127.0.0.1", "localhost"];
+    ca.issue(dir, "server", "server", &hosts).unwrap();
+    ca.issue(dir, "peer", "peer", &hosts).unwrap();
+    for cn in ["etcdctl", "carol", "root"] {
+        ca.issue(dir, cn, cn, &[]).unwrap();
+    }
+    let other = tls::generate::TestCa::create(dir, "other-ca").unwrap();
+    other.issue(dir, "stranger", "root", &[]).unwrap();
+    ca
+}
+
+/// Mutual TLS on both ports (peers must be named `peer`), auth flags as above.
+fn security_flags(dir: &Path) -> Vec<String> {
+    let f = |name: &str| dir.join(name).display().to_string();
+    let pairs = [
+        ("--cert-file", f("server.crt")),
+        ("--key-file", f("server.key")),
+        ("--trusted-ca-file", f("ca.crt")),
+        ("--peer-cert-file", f("peer.crt")),
+        ("--peer-key-file", f("peer.key")),
+        ("--peer-trusted-ca-file", f("ca.crt")),
+        ("--peer-cert-allowed-cn", "peer".to_string()),
+        ("--auth-token-ttl", TOKEN_TTL_SECS.to_string()),
+        ("--bcrypt-cost", "4".to_string()),
+    ];
+    let flags = pairs.into_iter().map(|(k, v)| format!("{k}={v}"));
+    flags.chain(["--client-cert-auth".into(), "--peer-client-cert-auth".into()]).collect()
+}
+
+/// Our client's TLS, with the certificate of `cn`.
+fn client_tls(dir: &Path, cn: &str) -> tls::ClientTls {
+    tls::ClientTls::new(tls::ClientFiles {
+        ca_file: dir.join("ca.crt"),
+        cert_and_key: Some((dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")))),
+        flags: ["--cacert", "--cert", "--key"],
+    })
+    .unwrap()
+}
+
+/// Clears [`ETCDCTL_TLS`] however the test ends.
+struct TlsArgsGuard;
+impl Drop for TlsArgsGuard {
+    fn drop(&mut self) {
+        *ETCDCTL_TLS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+#[test]
+fn the_security_script_over_mutual_tls_with_certificate_users_matches_etcd() {
+    if !common::have("etcdctl", "version") || !common::have("etcd", "--version") {
+        println!("\n*** SKIPPED etcd_compat TLS + auth: needs `etcd` and `etcdctl` 3.4 ***\n");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("raftkv-security-certs-{}", std::process::id()));
+    security_certs(&dir);
+    let f = |name: &str| dir.join(name).display().to_string();
+    let args = vec![
+        format!("--cacert={}", f("ca.crt")),
+        format!("--cert={}", f("etcdctl.crt")),
+        format!("--key={}", f("etcdctl.key")),
+    ];
+    let certs_dir = dir.display().to_string();
+    *ETCDCTL_TLS.lock().unwrap() = Some(EtcdctlTls { args, certs_dir });
+    let _clear = TlsArgsGuard;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let flags = security_flags(&dir);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let start = |kind| {
+        // The waits read as root (its certificate): they must pass once auth is on.
+        Cluster::start_tls(kind, &rt, "compat-security", &flags, Some(client_tls(&dir, "root")))
+    };
+    let (etcd, raftkv) = (start("etcd"), start("raftkv"));
+    let script: Vec<Step> = AUTH_SCRIPT.iter().chain(CN_SCRIPT).copied().collect();
+    let mut transcripts = Vec::new();
+    let mut unseen = Vec::new();
+    for cluster in [&etcd, &raftkv] {
+        let (t, not_seen) = run_script(cluster, &script);
+        unseen.extend(not_seen);
+        transcripts.push(normalised(cluster, &script, t));
+    }
+    let mut failures = compare(&transcripts[0], &transcripts[1]);
+    // Token expiry over TLS; the request without a token runs as the `etcdctl`
+    // certificate, which names no user.
+    let mut etcd = etcd;
+    let mut raftkv = raftkv;
+    etcd.members.set_client_tls(client_tls(&dir, "etcdctl"));
+    raftkv.members.set_client_tls(client_tls(&dir, "etcdctl"));
+    let (e, r) = rt.block_on(async { tokio::join!(token_expiry(&etcd), token_expiry(&raftkv)) });
+    failures.extend(compare_grpc(&e, &r));
+    failures.extend(unseen.into_iter().map(|u| format!("  WAITED IN VAIN {u}")));
+    assert!(
+        failures.is_empty(),
+        "{} undocumented differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

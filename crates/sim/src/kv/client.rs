@@ -62,6 +62,7 @@ impl OpMix {
 enum Purpose {
     Register,
     Compact,
+    Auth,
     Kv { id: OpId, op: KvOp },
     Lease(LeaseOp),
 }
@@ -70,6 +71,7 @@ enum Purpose {
 enum Drawn {
     Kv(KvOp),
     Compact,
+    Auth(kv::AuthOp),
     Lease(LeaseOp),
 }
 
@@ -247,10 +249,44 @@ impl KvCluster {
         self.rng_ops.range(1, 2 * self.cfg.think_us.max(1) + 1)
     }
 
+    /// A random change of the auth state over a few names, so adds, grants, revokes,
+    /// deletes and enables meet each other (enable needs user root with role root;
+    /// most draws are refused at first, which replicates refusals too).
+    fn draw_auth_op(&mut self) -> kv::AuthOp {
+        use kv::{AuthOp as A, Permission, PermissionType as T};
+        let keys = self.cfg.keys.max(1) as u64;
+        let r = &mut self.rng_ops;
+        let user = ["root", "u0", "u1"][r.range(0, 3) as usize].to_string();
+        let role = ["root", "r0", "r1"][r.range(0, 3) as usize].to_string();
+        let key = format!("k{}", r.range(0, keys)).into_bytes();
+        match r.range(0, 11) {
+            0 => A::UserAdd { name: user, password_hash: Some(vec![b'h'; r.range(1, 8) as usize]) },
+            1 => A::UserDelete { name: user },
+            2 => A::RoleAdd { name: role },
+            3 => A::RoleDelete { name: role },
+            4 | 5 => A::UserGrantRole { user, role },
+            6 => A::UserRevokeRole { user, role },
+            7 => {
+                let perm_type = [T::Read, T::Write, T::ReadWrite][r.range(0, 3) as usize];
+                let range_end = if r.chance(0.5) { Vec::new() } else { vec![0] };
+                A::RoleGrantPermission {
+                    role,
+                    permission: Permission { perm_type, key, range_end },
+                }
+            }
+            8 => A::RoleRevokePermission { role, key, range_end: Vec::new() },
+            9 => A::Enable,
+            _ => A::Disable,
+        }
+    }
+
     /// Draws a random operation for client `c` (a due keep-alive first).
     fn draw_op(&mut self, c: usize) -> Drawn {
         if let Some(keep_alive) = self.due_keep_alive(c) {
             return Drawn::Lease(keep_alive);
+        }
+        if self.cfg.auth_share > 0.0 && self.rng_ops.chance(self.cfg.auth_share) {
+            return Drawn::Auth(self.draw_auth_op());
         }
         let mix = &self.cfg.mix;
         let total = mix.total();
@@ -315,6 +351,11 @@ impl KvCluster {
                     self.stats.ops += 1;
                     kv_trace!(self, "c{c} invokes {}: {}", id, describe(&op));
                     (Purpose::Kv { id, op }, request)
+                }
+                Drawn::Auth(op) => {
+                    kv_trace!(self, "c{c} invokes auth {op:?}");
+                    let cmd: Command = self.clients[c].clerk.new_command(Op::Auth(op));
+                    (Purpose::Auth, Request::Write(cmd))
                 }
                 Drawn::Compact => {
                     let revision = self.clients[c].last_revision.max(1);
@@ -433,6 +474,15 @@ impl KvCluster {
                 }
                 Response::Error(KvError::Compacted { .. } | KvError::FutureRevision { .. }) => {}
                 other => return self.bad_reply(c, format!("compaction answered with {other:?}")),
+            },
+            Purpose::Auth => match response {
+                // Refusals (a user that exists, enable without root...) are answers too.
+                Response::Auth(_) | Response::Error(KvError::Auth(_)) => self.stats.auth_ops += 1,
+                Response::Error(KvError::SessionExpired { .. }) => {
+                    client.clerk.reset_session();
+                    self.stats.sessions_expired += 1;
+                }
+                other => return self.bad_reply(c, format!("auth op answered with {other:?}")),
             },
             Purpose::Kv { id, op } => match interpret(&op, &response) {
                 Ok(result) => {

@@ -114,6 +114,12 @@ pub struct KvConfig {
     pub lease_keys: usize,
     /// Clients grant leases of 1 to this many seconds.
     pub lease_ttl_secs_max: i64,
+    /// Share of client operations that change the auth state instead (user and role
+    /// adds and deletes, grants, revokes, enable, disable; see `client::draw_auth_op`).
+    /// The clients' own commands carry no auth stamp, so they run whether auth is on
+    /// or off; what is checked is that every member holds the log's auth state at
+    /// every index, across snapshots, restores and replays.
+    pub auth_share: f64,
     /// A deliberately broken watcher that resumes one revision too late after a
     /// reconnect. Never set outside tests of the checker: it shows that a skipped event
     /// is caught.
@@ -170,6 +176,7 @@ impl KvConfig {
             watch_move_mean_us: Some(3_000_000),
             lease_keys: 4,
             lease_ttl_secs_max: 4,
+            auth_share: 0.0,
             broken_watch_resume: false,
             lease_clock_rate: 1.0,
             trace: true,
@@ -216,6 +223,8 @@ pub struct KvStats {
     pub sessions_expired: u64,
     /// Compactions of the MVCC history requested by clients.
     pub compactions: u64,
+    /// Auth changes clients proposed and got an answer to (refusals included).
+    pub auth_ops: u64,
     /// Snapshots members took of their own state machine.
     pub snapshots_taken: u64,
     /// Snapshots members installed from a leader.

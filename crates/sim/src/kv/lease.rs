@@ -249,13 +249,17 @@ impl KvCluster {
         if expected != Some(state_digest(state)) {
             let r = self.reference.state();
             let details = format!(
-                "n{id} at index {applied} has revision {}, compact revision {}, leases {:?}; the log's state there differs (reference at index {}: revision {}, leases {:?})",
+                "n{id} at index {applied} has revision {}, compact revision {}, leases {:?}, auth enabled {} at auth revision {}; the log's state there differs (reference at index {}: revision {}, leases {:?}, auth enabled {} at auth revision {})",
                 state.revision(),
                 state.compact_revision(),
                 state.leases(),
+                state.auth().enabled,
+                state.auth().revision,
                 self.reference.applied_index(),
                 r.revision(),
-                r.leases()
+                r.leases(),
+                r.auth().enabled,
+                r.auth().revision
             );
             return Err(Violation::new("Lease (replica lease state)", details));
         }

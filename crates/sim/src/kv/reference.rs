@@ -51,7 +51,33 @@ pub(crate) fn state_digest(sm: &StateMachine) -> u64 {
         h.write_u64(id as u64);
         h.write_u64(ttl as u64);
     }
+    auth_digest(&mut h, sm.auth());
     h.finish()
+}
+
+/// The replicated auth state (enabled flag, auth revision, users with their password
+/// hashes and roles, roles with their permissions) into `h`: every replica must hold
+/// the log's auth state at each index, as it must the leases.
+fn auth_digest(h: &mut Fnv64, auth: &kv::AuthState) {
+    h.write_u64(u64::from(auth.enabled));
+    h.write_u64(auth.revision);
+    let mut text = |t: &[u8]| {
+        h.write_u64(t.len() as u64);
+        h.write(t);
+    };
+    for (name, user) in auth.users.iter() {
+        text(name.as_bytes());
+        text(user.password_hash.as_deref().unwrap_or(b"-"));
+        user.roles.iter().for_each(|r| text(r.as_bytes()));
+    }
+    for (name, permissions) in auth.roles.iter() {
+        text(name.as_bytes());
+        for p in permissions {
+            text(&[p.perm_type as u8]);
+            text(&p.key);
+            text(&p.range_end);
+        }
+    }
 }
 
 /// Watches and the reference use etcd's key-range conventions: an empty `range_end`

@@ -25,6 +25,10 @@ pub const WATCH_SEEDS: f64 = 0.4;
 pub const LEASE_SEEDS: f64 = 0.4;
 /// Share of seeds with one slow applier and a small apply gap (back-pressure).
 pub const SLOW_APPLIER_SEEDS: f64 = 0.4;
+/// Share of kv seeds whose clients also change the auth state (users, roles,
+/// permissions, enable/disable): every member must hold the log's auth state at every
+/// applied index.
+pub const AUTH_SEEDS: f64 = 0.3;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 /// Share of seeds with spare members and an operator changing the membership.
@@ -142,6 +146,11 @@ impl KvParams {
             c.spare_members = m.range(1, 3) as usize;
             m.range(300_000, 4_000_000)
         });
+        // Auth changes in a share of seeds, from a stream of their own.
+        let mut au = Rng::new(stream_seed(seed, 0x4155_5448));
+        if au.chance(AUTH_SEEDS) {
+            c.auth_share = [0.02, 0.05, 0.15][au.range(0, 3) as usize];
+        }
         KvParams {
             seed,
             cluster: c,
@@ -509,6 +518,9 @@ pub fn workload_counts(s: &KvStats) -> String {
             ", {} leases granted ({} keep-alives acked, {} expired, {} revoked)",
             s.leases_granted, s.keep_alives_acked, s.leases_expired, s.leases_revoked
         );
+    }
+    if s.auth_ops > 0 {
+        let _ = write!(out, ", {} auth changes answered", s.auth_ops);
     }
     out
 }
