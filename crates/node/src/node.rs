@@ -1239,10 +1239,11 @@ impl<S: LogStore> Node<S> {
         if let Some(meta) = applied.installed {
             self.installed(meta);
         }
+        // The view first: answers of membership changes list the members after them.
+        let old = std::mem::replace(&mut self.sm, applied.view);
         for (e, response) in applied.entries {
             self.applied_entry(e, response);
         }
-        let old = std::mem::replace(&mut self.sm, applied.view);
         self.serve_reads();
         self.maybe_snapshot()?;
         Ok(old)
