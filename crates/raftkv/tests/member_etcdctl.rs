@@ -104,6 +104,8 @@ struct Transcript<'a> {
 impl Transcript<'_> {
     /// Runs `etcdctl args`; records its masked output (member list lines sorted).
     fn run(&mut self, args: &[&str]) -> (i32, String) {
+        // Names first: a member removed by the command is no longer listed after it.
+        self.names.learn(self.c);
         let (code, text) = etcdctl(self.c, args);
         self.record(args, code, &text);
         (code, text)
@@ -125,6 +127,7 @@ impl Transcript<'_> {
     /// have been connected for 5 s, and a learner promotion until it caught up.
     fn run_until(&mut self, args: &[&str], retry_on: &str) -> (i32, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        self.names.learn(self.c);
         loop {
             let (code, text) = etcdctl(self.c, args);
             if !text.contains(retry_on) || Instant::now() > deadline {
