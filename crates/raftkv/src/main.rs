@@ -144,10 +144,12 @@ struct ServerArgs {
     /// All members: name=peerURL,...
     #[arg(long)]
     initial_cluster: String,
-    /// `new` to bootstrap, `existing` to rejoin with this member's data.
+    /// `new` to bootstrap; `existing` to join a running cluster after `etcdctl member
+    /// add` (or to restart with this member's data).
     #[arg(long, default_value = "new")]
     initial_cluster_state: String,
-    /// Accepted for etcd compatibility; peers are reached at their --initial-cluster URL.
+    /// This member's peer URLs (default: its --initial-cluster URL); with
+    /// --initial-cluster-state existing, how it finds itself in the running cluster.
     #[arg(long)]
     initial_advertise_peer_urls: Option<String>,
     /// Client URLs this member advertises in member lists (default: its
@@ -238,7 +240,8 @@ fn grpc_limits(a: &ServerArgs) -> Result<GrpcLimits, String> {
 }
 
 fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
-    let (members, cluster_id) = parse_initial_cluster(&a.initial_cluster).map_err(|e| e.0)?;
+    let (named, initial_cluster_urls) = server::config::split_initial_cluster(&a.initial_cluster);
+    let (members, cluster_id) = parse_initial_cluster(&named).map_err(|e| e.0)?;
     if !members.iter().any(|m| m.name == a.name) {
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
         return Err(format!(
@@ -252,6 +255,13 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         "existing" => ClusterState::Existing,
         other => return Err(format!("--initial-cluster-state {other:?}: use `new` or `existing`")),
     };
+    if state == ClusterState::New && named.split(',').count() != initial_cluster_urls.len() {
+        return Err(format!(
+            "--initial-cluster {:?}: every member of a new cluster needs a name (NAME=URL); \
+             entries without one (=URL) are for --initial-cluster-state existing",
+            a.initial_cluster
+        ));
+    }
     if a.tick_ms == 0 {
         return Err("--tick-ms must be at least 1".into());
     }
@@ -288,7 +298,6 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty())
             .collect(),
-        members,
         state,
         cluster_id,
         tick_ms: a.tick_ms,
@@ -301,7 +310,28 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         peer_tls,
         peer_client_tls,
         auth: auth_config(a)?,
+        initial_advertise_peer: initial_advertise_peer(a, &members)?,
+        initial_cluster_urls,
+        members,
     })
+}
+
+/// This member's peer URLs: `--initial-advertise-peer-urls`, or its `--initial-cluster`
+/// entry's URL.
+fn initial_advertise_peer(
+    a: &ServerArgs,
+    members: &[server::config::Member],
+) -> Result<Vec<String>, String> {
+    let Some(flag) = &a.initial_advertise_peer_urls else {
+        let me = members.iter().filter(|m| m.name == a.name);
+        return Ok(me.map(|m| m.peer_url.clone()).collect());
+    };
+    let urls: Vec<String> =
+        flag.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+    for u in &urls {
+        parse_url("--initial-advertise-peer-urls", u).map_err(|e| e.0)?;
+    }
+    Ok(urls)
 }
 
 /// `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`, checked as etcd checks them.

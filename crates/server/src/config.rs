@@ -72,6 +72,13 @@ pub struct ServerConfig {
     pub peer_client_tls: Option<tls::ClientFiles>,
     /// `--auth-token-ttl` and `--bcrypt-cost`.
     pub auth: crate::auth::AuthConfig,
+    /// This member's peer URLs (`--initial-advertise-peer-urls`, by default its
+    /// `--initial-cluster` URL): how a joining member finds itself in the member list.
+    pub initial_advertise_peer: Vec<String>,
+    /// Every peer URL `--initial-cluster` lists (also those without a name, which
+    /// `etcdctl member add` prints for members that have not started): where a joining
+    /// member asks for the member list.
+    pub initial_cluster_urls: Vec<String>,
 }
 
 /// etcd's default space quota: 2 GiB.
@@ -261,6 +268,15 @@ pub fn parse_url(flag: &str, url: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// `--initial-cluster` without its unnamed entries (`=URL`: members that have not
+/// started yet, as `etcdctl member add` prints them), and every URL it lists.
+pub fn split_initial_cluster(spec: &str) -> (String, Vec<String>) {
+    let parts: Vec<&str> = spec.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let named: Vec<&str> = parts.iter().copied().filter(|p| !p.starts_with('=')).collect();
+    let urls = parts.iter().filter_map(|p| p.split_once('=')).map(|(_, u)| u.trim().to_string());
+    (named.join(","), urls.collect())
+}
+
 /// Parses `--initial-cluster n1=http://…,n2=http://…`.
 pub fn parse_initial_cluster(spec: &str) -> Result<(Vec<Member>, u64), ConfigError> {
     let mut members: Vec<Member> = Vec::new();
@@ -291,6 +307,35 @@ pub fn parse_initial_cluster(spec: &str) -> Result<(Vec<Member>, u64), ConfigErr
 }
 
 impl ServerConfig {
+    /// A configuration for unit tests: member `name` of `members`, defaults elsewhere.
+    #[cfg(test)]
+    pub fn for_tests(name: &str, members: Vec<Member>, cluster_id: u64) -> ServerConfig {
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        ServerConfig {
+            name: name.to_string(),
+            data_dir: std::env::temp_dir(),
+            listen_peer: localhost,
+            listen_client: localhost,
+            advertise_client: Vec::new(),
+            listen_metrics: None,
+            initial_cluster_urls: members.iter().map(|m| m.peer_url.clone()).collect(),
+            members,
+            state: ClusterState::New,
+            cluster_id,
+            tick_ms: 50,
+            snapshot_count: 100_000,
+            quota_bytes: None,
+            auto_compaction: None,
+            auto_compaction_revision_interval: Duration::from_secs(300),
+            grpc: GrpcLimits::default(),
+            client_tls: None,
+            peer_tls: None,
+            peer_client_tls: None,
+            auth: crate::auth::AuthConfig::default(),
+            initial_advertise_peer: Vec::new(),
+        }
+    }
+
     /// This member's entry in the member list.
     pub fn me(&self) -> &Member {
         self.members.iter().find(|m| m.name == self.name).expect("validated at parse time")
@@ -322,10 +367,10 @@ pub fn check_data_dir(cfg: &ServerConfig) -> Result<bool, ConfigError> {
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if cfg.state == ClusterState::Existing {
+                // `membership::settle_identity` joins such a member first.
                 return Err(ConfigError(format!(
-                    "--initial-cluster-state existing: {} holds no data of member {:?}; adding \
-                     new members to a running cluster is not supported yet, so restart the \
-                     member with its own data dir, or bootstrap with --initial-cluster-state new",
+                    "--initial-cluster-state existing: {} holds no data of member {:?}; run \
+                     `etcdctl member add` and start with the lines it prints",
                     dir.display(),
                     me.name
                 )));

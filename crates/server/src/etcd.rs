@@ -1,6 +1,6 @@
-//! etcd's v3 client API over the node: the `KV`, `Maintenance` and `Cluster` services,
-//! and the translation between etcd's protobuf messages and the `kv` crate's types
-//! (`Watch` and `Lease` are in [`crate::watch`] and [`crate::lease`]).
+//! etcd's v3 client API over the node: the `KV` and `Maintenance` services, and the
+//! translation between etcd's protobuf messages and the `kv` crate's types (`Watch`,
+//! `Lease` and `Cluster` are in [`crate::watch`], [`crate::lease`] and [`crate::cluster`]).
 //!
 //! Writes go through the Raft log; a follower forwards them to the leader over the peer
 //! transport. Linearizable reads use ReadIndex on whichever member the client talks to;
@@ -9,9 +9,8 @@
 //! write executes exactly once; requests without it behave as in etcd.
 
 use crate::auth::Check;
-use crate::config::Member;
 use crate::metrics::Metrics;
-use crate::peer::{ClientUrls, Transport};
+use crate::peer::Transport;
 use crate::runtime::{NodeHandle, Reply};
 use bytes::Bytes;
 use kv::{Command, KvError, Op};
@@ -23,12 +22,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
-
-/// The message of every refused membership change (MemberAdd, MemberRemove,
-/// MemberUpdate, MemberPromote).
-pub const MEMBERSHIP_UNSUPPORTED: &str =
-    "etcdserver: membership changes are not supported by raftkv yet (member add, remove, \
-     update and promote are not implemented; the members are the ones in --initial-cluster)";
 
 /// Snapshot chunks (32 KiB each) queued for a client before the serialiser waits.
 const SNAPSHOT_CHUNKS_QUEUED: usize = 16;
@@ -59,10 +52,8 @@ pub struct Api {
     pub cluster_id: u64,
     /// This member's id.
     pub member_id: NodeId,
-    /// All members, as `--initial-cluster` names them.
-    pub members: Vec<Member>,
-    /// Their client URLs, as far as known (see [`ClientUrls`]).
-    pub client_urls: ClientUrls,
+    /// The members and their changes (the `Cluster` service, in [`crate::cluster`]).
+    pub membership: crate::cluster::Membership,
     /// Shortest lease TTL granted, in seconds; shorter requests get this (etcd's
     /// minimum: 1.5 election timeouts, rounded up).
     pub lease_ttl_min_secs: i64,
@@ -805,7 +796,9 @@ impl pb::maintenance_server::Maintenance for Api {
             return Err(transfer_error(&TransferFailure::NotLeader { leader: s.leader }));
         }
         let target = request.get_ref().target_id;
-        if !self.members.iter().any(|m| m.id == target) {
+        // etcd: a member, and not a learner.
+        let voter = self.membership.table.get(target).is_some_and(|m| !m.is_learner);
+        if !voter {
             return Err(transfer_error(&TransferFailure::BadTransferee(target)));
         }
         self.node.transfer_leader(Some(target)).await.map_err(|e| transfer_error(&e))?;
@@ -820,60 +813,6 @@ impl pb::maintenance_server::Maintenance for Api {
         Err(Status::unimplemented(
             "etcdserver: downgrade is not supported by raftkv (Downgrade is not implemented)",
         ))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::cluster_server::Cluster for Api {
-    async fn member_add(
-        &self,
-        _request: tonic::Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
-    }
-
-    async fn member_remove(
-        &self,
-        _request: tonic::Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
-    }
-
-    async fn member_update(
-        &self,
-        _request: tonic::Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
-    }
-
-    async fn member_list(
-        &self,
-        _request: tonic::Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        // etcd lists members by id.
-        let mut members: Vec<_> = self.members.iter().collect();
-        members.sort_by_key(|m| m.id);
-        let members = members
-            .into_iter()
-            .map(|m| pb::Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: vec![m.peer_url.clone()],
-                client_ur_ls: self.client_urls.get(m.id),
-                is_learner: false,
-            })
-            .collect();
-        // etcd's cluster service fills cluster id, member id and raft term, never a
-        // revision (membership is not part of the key space).
-        let header = self.header(0);
-        Ok(Response::new(pb::MemberListResponse { header, members }))
-    }
-
-    async fn member_promote(
-        &self,
-        _request: tonic::Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
     }
 }
 

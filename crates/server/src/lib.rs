@@ -11,6 +11,7 @@ pub mod auth;
 pub mod authority;
 pub mod backup;
 pub mod cert_user;
+pub mod cluster;
 pub mod compactor;
 pub mod concurrency;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod etcd_db;
 pub mod hash;
 pub mod http;
 pub mod lease;
+pub mod membership;
 pub mod metrics;
 pub mod peer;
 pub mod peer_guard;
@@ -67,8 +69,8 @@ pub async fn serve_until(
     cfg: ServerConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let had_data = check_data_dir(&cfg).map_err(|e| ServerError(e.0))?;
-    let me = cfg.me().clone();
+    let mut cfg = cfg;
+    membership::refuse_removed(&cfg.data_dir).map_err(|e| ServerError(e.0))?;
     // Load the certificates before anything else: a wrong path is a start-up error.
     let tls_err = |e: tls::TlsError| ServerError(e.0);
     let client_tls =
@@ -76,6 +78,12 @@ pub async fn serve_until(
     let peer_tls = cfg.peer_tls.clone().map(tls::ServerTls::new).transpose().map_err(tls_err)?;
     let peer_client_tls =
         cfg.peer_client_tls.clone().map(tls::ClientTls::new).transpose().map_err(tls_err)?;
+    // A member that joins asks the cluster for its ids first (see `membership`).
+    let start = membership::settle_identity(&mut cfg, peer_client_tls.as_ref())
+        .await
+        .map_err(|e| ServerError(e.0))?;
+    let had_data = check_data_dir(&cfg).map_err(|e| ServerError(e.0))?;
+    let me = cfg.me().clone();
     // Bind first: a port in use is the commonest start-up mistake, report it before work.
     let peer_listener = bind("--listen-peer-urls", cfg.listen_peer).await?;
     let client_listener = bind("--listen-client-urls", cfg.listen_client).await?;
@@ -101,8 +109,19 @@ pub async fn serve_until(
         "starting member"
     );
 
+    // A member that joined but crashed before its first snapshot arrived has nothing:
+    // it joins again (the cluster still lists it, unstarted).
+    let start = match start {
+        membership::Start::Rejoined if store.last_index() == 0 => {
+            membership::rediscover(&cfg, peer_client_tls.as_ref())
+                .await
+                .map_err(|e| ServerError(e.0))?
+        }
+        start => start,
+    };
     let voters = cfg.members.iter().map(|m| m.id).collect();
     let mut node_cfg = NodeConfig::new(me.id, voters);
+    membership::configure(&mut node_cfg, &cfg, &start);
     node_cfg.raft.rng_seed = me.id ^ std::process::id() as u64;
     node_cfg.snapshot_interval_entries = cfg.snapshot_count;
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
@@ -146,11 +165,17 @@ pub async fn serve_until(
         name: me.name.clone(),
         client_urls: own_client_urls,
     };
-    let peers: Vec<_> =
-        cfg.members.iter().filter(|m| m.id != me.id).map(|m| (m.id, m.peer_url.clone())).collect();
+    // The peers and the members the guard accepts follow the applied member table.
+    // A joining member has no members until the leader's snapshot arrives: until then
+    // it knows (and accepts streams from) the members the cluster listed.
+    let mut members: Vec<_> = node.members().iter().map(cluster::wire_member).collect();
+    if let (true, membership::Start::Joining(listed)) = (members.is_empty(), &start) {
+        members = listed.clone();
+    }
+    let member_table = peer_guard::MemberTable::new(members);
     let transport = Transport::start(
         identity.clone(),
-        peers,
+        cluster::peers(&member_table.members()),
         metrics.clone(),
         client_urls.clone(),
         request_timeout,
@@ -168,12 +193,28 @@ pub async fn serve_until(
         },
     );
 
+    let membership = cluster::Membership {
+        node: handle.clone(),
+        transport: transport.clone(),
+        table: member_table.clone(),
+        cluster_id: cfg.cluster_id,
+        member_id: me.id,
+        request_timeout,
+    };
+    cluster::follow_members(handle.membership(), membership.clone());
+    let mut removed = transport.removed();
+    tokio::spawn(cluster::publish(
+        membership.clone(),
+        me.name.clone(),
+        identity.client_urls.clone(),
+    ));
     let peer_service = PeerService {
         guard: peer_guard::Guard::new(me.id, peer_limits),
         me: identity,
-        members: cfg.members.iter().map(|m| m.id).collect(),
+        members: member_table.clone(),
         node: handle.clone(),
         metrics: metrics.clone(),
+        cluster: membership.clone(),
     };
     let api = etcd::Api {
         node: handle.clone(),
@@ -181,8 +222,7 @@ pub async fn serve_until(
         metrics: metrics.clone(),
         cluster_id: cfg.cluster_id,
         member_id: me.id,
-        members: cfg.members.clone(),
-        client_urls,
+        membership,
         lease_ttl_min_secs,
         request_timeout,
         quota_bytes: cfg.quota_bytes,
@@ -270,6 +310,20 @@ pub async fn serve_until(
             Ok(())
         }
         Some(e) = fatal_rx.recv() => Err(ServerError(format!("member stopped: {e}"))),
+        Ok(_) = removed.wait_for(|r| *r) => {
+            // etcd's words; then the data dir is marked so that it never starts again.
+            tracing::error!("{}", membership::REMOVED_MESSAGE);
+            let marked = membership::mark_removed(&cfg.data_dir, &me.name, me.id, cfg.cluster_id);
+            if let Err(e) = &marked {
+                tracing::error!(error = %e, "marking the data dir as removed failed");
+            }
+            Err(ServerError(format!(
+                "{}; the data dir {} must be removed before this machine joins again \
+                 (`etcdctl member add`)",
+                membership::REMOVED_MESSAGE,
+                cfg.data_dir.display()
+            )))
+        }
         r = peer_task => Err(ServerError(format!("peer server ended: {r:?}"))),
         r = client_task => Err(ServerError(format!("client server ended: {r:?}"))),
     };

@@ -13,7 +13,7 @@
 //! Raft tolerates lost messages; a blocked node thread would stall the whole member.
 
 use crate::metrics::Metrics;
-use crate::peer_guard::{self, Guard};
+use crate::peer_guard::{self, Guard, MemberTable};
 use crate::runtime::{NodeHandle, Outbox, Reply};
 use kv::{Command, Response};
 use node::{Request, RequestError};
@@ -21,12 +21,13 @@ use proto::peer::peer_client::PeerClient;
 use proto::peer::peer_server::Peer;
 use proto::peer::{
     ForwardBatchRequest, ForwardBatchResponse, ForwardError, ForwardRequest, ForwardResponse,
-    HelloRequest, HelloResponse, MessageBatch, StreamAck,
+    HelloRequest, HelloResponse, MemberChangeRequest, MemberChangeResponse, MembersRequest,
+    MembersResponse, MessageBatch, StreamAck,
 };
 use raft::{Message, NodeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::{Channel, Endpoint};
@@ -114,13 +115,47 @@ pub struct Identity {
     pub client_urls: Vec<String>,
 }
 
-/// The sending side: one queue and one connection task per peer.
+/// The sending side: one queue and one connection task per peer. The peer set follows
+/// the applied member table ([`Transport::set_peers`]): a member is dialled when it
+/// appears, re-dialled when its peer URL changes, and dropped when it is removed.
 #[derive(Clone)]
 pub struct Transport {
-    queues: Arc<HashMap<NodeId, mpsc::Sender<Vec<Message>>>>,
-    forwards: Arc<HashMap<NodeId, mpsc::Sender<Forwarded>>>,
+    links: Arc<RwLock<HashMap<NodeId, Link>>>,
+    dial: Arc<Dial>,
     metrics: Arc<Metrics>,
     forward_timeout: Duration,
+}
+
+/// What every connection task needs, to start one for a new peer.
+struct Dial {
+    me: Identity,
+    metrics: Arc<Metrics>,
+    client_urls: ClientUrls,
+    tls: Option<tls::ClientTls>,
+    /// Set once this member learns it was removed from the cluster: from its own node,
+    /// or from a peer refusing its Hello with etcd's words.
+    removed: tokio::sync::watch::Sender<bool>,
+    /// How long a forwarded write waits for the leader's answer.
+    forward_timeout: Duration,
+}
+
+/// One peer: where it is dialled, its queue, its connection task.
+struct Link {
+    url: String,
+    queue: mpsc::Sender<Vec<Message>>,
+    /// Writes to forward to it while it leads (its forwarding task ends with the link).
+    forwards: mpsc::Sender<Forwarded>,
+    channel: Channel,
+    task: tokio::task::AbortHandle,
+    /// Since when a stream to it has been open (its Hello answered); `None`: not now.
+    active_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Drop for Link {
+    /// A peer dropped (removed, or re-dialled at a new URL) stops being dialled at once.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Transport {
@@ -135,40 +170,75 @@ impl Transport {
         forward_timeout: Duration,
         tls: Option<tls::ClientTls>,
     ) -> Transport {
-        let mut queues = HashMap::new();
-        let mut forwards = HashMap::new();
-        for (id, url) in peers {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .expect("peer URLs are validated at start-up")
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true);
-            // An https:// peer is dialled with the peer certificate and CA (checked at
-            // start-up: every https:// peer URL comes with them).
-            let channel = match &tls {
-                Some(tls) if tls::is_https(&url) => {
-                    endpoint.connect_with_connector_lazy(tls.connector())
-                }
-                _ => endpoint.connect_lazy(),
-            };
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
-            queues.insert(id, tx);
-            let (forward_tx, forward_rx) = mpsc::channel(FORWARD_QUEUED_MAX);
-            forwards.insert(id, forward_tx);
-            let link = ForwardLink { channel: channel.clone(), cluster_id: me.cluster_id };
-            tokio::spawn(forward_loop(link, forward_rx, forward_timeout));
-            let task =
-                peer_loop(me.clone(), id, url, channel, rx, metrics.clone(), client_urls.clone());
-            tokio::spawn(task);
-        }
-        Transport {
-            queues: Arc::new(queues),
-            forwards: Arc::new(forwards),
+        let removed = tokio::sync::watch::Sender::new(false);
+        let dial = Dial { me, metrics: metrics.clone(), client_urls, tls, removed, forward_timeout };
+        let transport = Transport {
+            links: Arc::default(),
+            dial: Arc::new(dial),
             metrics,
             forward_timeout,
+        };
+        transport.set_peers(&peers);
+        transport
+    }
+
+    /// Makes the peer set `peers` (`(id, peer URL)`, this member left out): starts a
+    /// connection task for each new peer or new URL, stops the tasks of peers no longer
+    /// listed. Messages queued for a dropped peer are dropped with it.
+    pub fn set_peers(&self, peers: &[(NodeId, String)]) {
+        let me = self.dial.me.member_id;
+        let mut links = self.links.write().expect("peer links lock");
+        links.retain(|id, link| peers.iter().any(|(p, url)| p == id && *url == link.url));
+        for (id, url) in peers {
+            if *id == me || links.contains_key(id) {
+                continue;
+            }
+            match self.dial.link(*id, url) {
+                Ok(link) => {
+                    tracing::info!(peer = format_args!("{id:x}"), url = %url, "dialling peer");
+                    links.insert(*id, link);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = format_args!("{id:x}"), url = %url, error = %e, "cannot dial peer")
+                }
+            }
         }
+    }
+
+    /// Records that this member was removed from the cluster.
+    pub fn set_removed(&self) {
+        self.dial.removed.send_replace(true);
+    }
+
+    /// Follows whether this member was removed from the cluster (see [`Dial`]).
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.dial.removed.subscribe()
+    }
+
+    /// The peers dialled now, with the URL each is dialled at.
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        let links = self.links.read().expect("peer links lock");
+        let mut peers: Vec<_> = links.iter().map(|(id, l)| (*id, l.url.clone())).collect();
+        peers.sort();
+        peers
+    }
+
+    /// Since when a stream to `peer` has been open without a break; `None` if none is
+    /// open now (or it is not a peer). etcd's "active since", for its health checks
+    /// before membership changes.
+    pub fn active_since(&self, peer: NodeId) -> Option<Instant> {
+        let links = self.links.read().expect("peer links lock");
+        links.get(&peer).and_then(|l| *l.active_since.lock().expect("active since lock"))
+    }
+
+    /// The forwarding queue of `peer`, if it is one.
+    fn forward_queue(&self, peer: NodeId) -> Option<mpsc::Sender<Forwarded>> {
+        self.links.read().expect("peer links lock").get(&peer).map(|l| l.forwards.clone())
+    }
+
+    /// A channel to `peer`, if it is one.
+    pub fn channel(&self, peer: NodeId) -> Option<Channel> {
+        self.links.read().expect("peer links lock").get(&peer).map(|l| l.channel.clone())
     }
 
     /// Hands a client's write to the leader `leader` and returns its answer.
@@ -181,7 +251,7 @@ impl Transport {
     /// and kept here, so a leader that accepted the connection but does not answer costs
     /// one request timeout, never a stuck task. Past it the outcome is unknown: `Timeout`.
     pub async fn forward(&self, leader: NodeId, cmd: &Command) -> (Reply, u64) {
-        let Some(queue) = self.forwards.get(&leader) else {
+        let Some(queue) = self.forward_queue(leader) else {
             return (Err(RequestError::NotLeader { leader: None }), 0);
         };
         let (reply, answer) = oneshot::channel();
@@ -346,9 +416,10 @@ impl Outbox for Transport {
         for m in msgs {
             by_peer.entry(m.to).or_default().push(m);
         }
+        let links = self.links.read().expect("peer links lock");
         for (to, batch) in by_peer {
             let n = batch.len() as u64;
-            let sent = self.queues.get(&to).is_some_and(|q| q.try_send(batch).is_ok());
+            let sent = links.get(&to).is_some_and(|l| l.queue.try_send(batch).is_ok());
             if !sent {
                 self.metrics.peer_messages_dropped.fetch_add(n, Ordering::Relaxed);
             }
@@ -356,30 +427,75 @@ impl Outbox for Transport {
     }
 }
 
+impl Dial {
+    /// A connection task for peer `id` at `url`, started.
+    fn link(&self, id: NodeId, url: &str) -> Result<Link, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("not a URL: {e}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        // An https:// peer is dialled with the peer certificate and CA (checked at
+        // start-up for the peers of --initial-cluster).
+        let channel = match &self.tls {
+            Some(tls) if tls::is_https(url) => {
+                endpoint.connect_with_connector_lazy(tls.connector())
+            }
+            Some(_) | None if tls::is_https(url) => {
+                return Err(
+                    "an https:// peer needs --peer-trusted-ca-file and a peer certificate".into()
+                )
+            }
+            _ => endpoint.connect_lazy(),
+        };
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
+        let active_since = Arc::new(Mutex::new(None));
+        let links = (self.metrics.clone(), self.client_urls.clone(), active_since.clone());
+        let removed = self.removed.clone();
+        let task = peer_loop(self.me.clone(), id, url.to_string(), channel.clone(), rx, links);
+        let task = async move {
+            if let Err(refusal) = task.await {
+                // The peer says this member was removed: stop dialling, and stop.
+                tracing::error!(peer = format_args!("{id:x}"), "{refusal}");
+                removed.send_replace(true);
+            }
+        };
+        let task = tokio::spawn(task).abort_handle();
+        let (forwards, forward_rx) = mpsc::channel(FORWARD_QUEUED_MAX);
+        let link = ForwardLink { channel: channel.clone(), cluster_id: self.me.cluster_id };
+        tokio::spawn(forward_loop(link, forward_rx, self.forward_timeout));
+        Ok(Link { url: url.to_string(), queue: tx, forwards, channel, task, active_since })
+    }
+}
+
 /// Keeps one stream open to peer `id`, reconnecting with exponential backoff (from
 /// [`PEER_RECONNECT_BACKOFF_MIN`] to at most [`PEER_RECONNECT_BACKOFF_MAX`]; back to the
 /// minimum once a stream was open, so a peer back from a long absence is not kept
-/// waiting for the maximum).
+/// waiting for the maximum). Ends with `Err` (the peer's words) if the peer says this
+/// member was removed from the cluster.
 async fn peer_loop(
     me: Identity,
     id: NodeId,
     url: String,
     channel: Channel,
     mut rx: mpsc::Receiver<Vec<Message>>,
-    metrics: Arc<Metrics>,
-    client_urls: ClientUrls,
-) {
+    (metrics, client_urls, active_since): (Arc<Metrics>, ClientUrls, Arc<Mutex<Option<Instant>>>),
+) -> Result<(), String> {
     let mut backoff = PEER_RECONNECT_BACKOFF_MIN;
     let mut warned = false;
     loop {
         let mut opened = false;
-        let links = (&*metrics, &client_urls);
+        let links = (&*metrics, &client_urls, &*active_since);
         let streamed = stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened).await;
+        *active_since.lock().expect("active since lock") = None;
         if opened {
             backoff = PEER_RECONNECT_BACKOFF_MIN;
         }
         match streamed {
-            Ok(()) => return, // the node stopped: queue closed
+            Ok(()) => return Ok(()), // the node stopped: queue closed
+            Err(e) if e.contains(crate::membership::REMOVED_MESSAGE) => return Err(e),
             Err(e) => {
                 if !warned {
                     tracing::warn!(peer = %url, error = %e, "peer unreachable; retrying with backoff");
@@ -395,7 +511,7 @@ async fn peer_loop(
             metrics.peer_messages_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         if rx.is_closed() && rx.is_empty() {
-            return;
+            return Ok(());
         }
         backoff = (backoff * 2).min(PEER_RECONNECT_BACKOFF_MAX);
         if backoff == PEER_RECONNECT_BACKOFF_MAX {
@@ -411,7 +527,7 @@ async fn stream_to_peer(
     id: NodeId,
     channel: Channel,
     rx: &mut mpsc::Receiver<Vec<Message>>,
-    (metrics, client_urls): (&Metrics, &ClientUrls),
+    (metrics, client_urls, active_since): (&Metrics, &ClientUrls, &Mutex<Option<Instant>>),
     opened: &mut bool,
 ) -> Result<(), String> {
     let mut client = PeerClient::new(channel)
@@ -433,6 +549,7 @@ async fn stream_to_peer(
         Err(_) => return Err(format!("no answer to hello within {PEER_HELLO_TIMEOUT:?}")),
     };
     *opened = true;
+    *active_since.lock().expect("active since lock") = Some(Instant::now());
     if answer.member_id == id {
         client_urls.set(id, &answer.client_urls);
     }
@@ -487,14 +604,16 @@ fn split_batch(batch: &[Message], max_bytes: u64) -> Vec<&[Message]> {
 pub struct PeerService {
     /// Who we are.
     pub me: Identity,
-    /// Ids of the members we accept.
-    pub members: Vec<NodeId>,
+    /// The members we accept (the applied member table).
+    pub members: MemberTable,
     /// The node thread.
     pub node: NodeHandle,
     /// Checks every incoming message before the node thread sees it.
     pub guard: Guard,
     /// Where dropped messages are counted.
     pub metrics: Arc<Metrics>,
+    /// Runs membership changes followers hand to this member.
+    pub cluster: crate::cluster::Membership,
 }
 
 #[tonic::async_trait]
@@ -511,7 +630,15 @@ impl Peer for PeerService {
                 h.member_name, h.cluster_id, self.me.name, self.me.cluster_id
             )));
         }
-        if !self.members.contains(&h.member_id)
+        // A removed member that missed its removal learns it here, as etcd's does.
+        if self.members.is_removed(h.member_id) {
+            return Err(Status::failed_precondition(format!(
+                "member {:x}: {}",
+                h.member_id,
+                crate::membership::REMOVED_MESSAGE
+            )));
+        }
+        if !self.members.contains(h.member_id)
             || (h.target_member_id != 0 && h.target_member_id != self.me.member_id)
         {
             return Err(Status::failed_precondition(format!(
@@ -533,12 +660,19 @@ impl Peer for PeerService {
         &self,
         request: tonic::Request<Streaming<MessageBatch>>,
     ) -> Result<tonic::Response<StreamAck>, Status> {
-        let member = peer_guard::stream_member(&request, &self.members, self.me.member_id)?;
+        let member = peer_guard::stream_member(&request, &self.members.ids(), self.me.member_id)?;
         let mut stream = request.into_inner();
         let mut ack = StreamAck::default();
         while let Some(batch) = stream.message().await? {
             if batch.cluster_id != self.me.cluster_id {
                 return Err(Status::failed_precondition("batch from another cluster"));
+            }
+            // Removed since the stream opened: its messages are dropped from now on.
+            if !self.members.contains(member) {
+                return Err(Status::permission_denied(format!(
+                    "member {member:x}: {}",
+                    crate::membership::REMOVED_MESSAGE
+                )));
             }
             ack.batches_received += 1;
             ack.messages_received += batch.messages.len() as u64;
@@ -555,6 +689,25 @@ impl Peer for PeerService {
             self.node.peer_messages(admitted);
         }
         Ok(tonic::Response::new(ack))
+    }
+
+    /// The applied member table, for a member joining the cluster.
+    async fn members(
+        &self,
+        request: tonic::Request<MembersRequest>,
+    ) -> Result<tonic::Response<MembersResponse>, Status> {
+        let asking = request.into_inner().peer_urls;
+        tracing::info!(peer_urls = ?asking, "a joining member asked for the member list");
+        let members = self.members.members();
+        Ok(tonic::Response::new(MembersResponse { cluster_id: self.me.cluster_id, members }))
+    }
+
+    /// A membership change a follower hands to this member, believed to lead.
+    async fn change_members(
+        &self,
+        request: tonic::Request<MemberChangeRequest>,
+    ) -> Result<tonic::Response<MemberChangeResponse>, Status> {
+        Ok(tonic::Response::new(self.cluster.serve(request.into_inner()).await))
     }
 
     async fn forward(

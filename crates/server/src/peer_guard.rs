@@ -20,10 +20,11 @@
 //! [`stream_member`].
 
 use crate::metrics::Metrics;
+use proto::peer::PeerMember;
 use raft::{Message, NodeId, PeerLimits};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tonic::Status;
 
@@ -44,6 +45,62 @@ pub const SNAPSHOT_BYTES_MAX_MIN: u64 = 16 << 30;
 /// fit, and the quota already says how large the state may grow.
 pub fn snapshot_bytes_max(quota_bytes: Option<u64>) -> u64 {
     quota_bytes.map_or(u64::MAX, |q| q.saturating_mul(4).max(SNAPSHOT_BYTES_MAX_MIN))
+}
+
+/// The cluster's members as this member has applied them (kept up to date from the node
+/// by the server), sorted by id: whose peer streams are accepted, who is dialled, what
+/// `MemberList` shows. A member removed from it is refused from then on, even on a
+/// stream it opened before: that keeps a removed member that missed its removal from
+/// disturbing the cluster (its votes would raise terms).
+#[derive(Clone, Default)]
+pub struct MemberTable(Arc<RwLock<Vec<PeerMember>>>, Arc<RwLock<Vec<NodeId>>>);
+
+impl MemberTable {
+    /// A table of `members`.
+    pub fn new(members: Vec<PeerMember>) -> Self {
+        let table = MemberTable::default();
+        table.set(members);
+        table
+    }
+
+    /// Replaces the members; true if they changed.
+    pub fn set(&self, mut members: Vec<PeerMember>) -> bool {
+        members.sort_by_key(|m| m.id);
+        let mut table = self.0.write().expect("member table lock");
+        let changed = *table != members;
+        *table = members;
+        changed
+    }
+
+    /// Records the ids of the members removed from the cluster.
+    pub fn set_removed(&self, ids: Vec<NodeId>) {
+        *self.1.write().expect("removed ids lock") = ids;
+    }
+
+    /// Whether `id` was a member and has been removed.
+    pub fn is_removed(&self, id: NodeId) -> bool {
+        self.1.read().expect("removed ids lock").contains(&id)
+    }
+
+    /// Every member, sorted by id.
+    pub fn members(&self) -> Vec<PeerMember> {
+        self.0.read().expect("member table lock").clone()
+    }
+
+    /// Member `id`'s record.
+    pub fn get(&self, id: NodeId) -> Option<PeerMember> {
+        self.0.read().expect("member table lock").iter().find(|m| m.id == id).cloned()
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.0.read().expect("member table lock").iter().any(|m| m.id == id)
+    }
+
+    /// Every member's id.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.0.read().expect("member table lock").iter().map(|m| m.id).collect()
+    }
 }
 
 /// The member a stream speaks for, from its [`MEMBER_HEADER`]: a known member that is

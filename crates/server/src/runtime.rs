@@ -28,8 +28,8 @@
 use crate::metrics::Metrics;
 use kv::{Command, EventBatch, EventLimits, KvError, Response, StateMachine};
 use node::{
-    Applied, Applier, ApplyBatch, LogStore, Node, ReadQuery, Request, RequestError, SnapshotJob,
-    TransferFailure,
+    Applied, Applier, ApplyBatch, LogStore, Member, MemberChange, MemberChanged, MemberFailure,
+    Node, ReadQuery, Request, RequestError, SnapshotJob, TransferFailure,
 };
 use raft::{Message, NodeId, Role};
 use std::collections::HashMap;
@@ -73,6 +73,9 @@ pub type Reply = Result<Response, RequestError>;
 
 /// What the node thread answers a client request with.
 #[derive(Debug)]
+// A view is moved once per read and never stored in bulk: boxing it would only add an
+// allocation per read.
+#[allow(clippy::large_enum_variant)]
 pub enum Answer {
     /// The answer itself (writes, lease queries, errors).
     Done(Reply),
@@ -129,6 +132,9 @@ pub enum Input {
     /// Hand leadership to a member (`None`: the most caught-up other voter), and where
     /// to send the outcome (see [`node::Node::transfer_leader`]).
     Transfer(Option<NodeId>, oneshot::Sender<TransferOutcome>),
+    /// A membership change (see [`node::Node::change_members`]), and where to send its
+    /// outcome.
+    Members(MemberChange, oneshot::Sender<MemberOutcome>),
     /// Stop the thread.
     Stop,
 }
@@ -136,13 +142,16 @@ pub enum Input {
 /// The outcome of a leadership transfer: the member that leads now, or why not.
 pub type TransferOutcome = Result<NodeId, TransferFailure>;
 
+/// The outcome of a membership change: every member after it, or why not.
+pub type MemberOutcome = Result<MemberChanged, MemberFailure>;
+
 impl Input {
     /// How much the input counts against [`NODE_INPUT_QUEUED_MAX`]: one per message or
     /// request that outside callers send; nothing for the member's own control inputs,
     /// which must never be lost (a lost `SnapshotDone` would stop snapshots for good).
     fn weight(&self) -> usize {
         match self {
-            Input::Peer(_) | Input::Client(..) | Input::Transfer(..) => 1,
+            Input::Peer(_) | Input::Client(..) | Input::Transfer(..) | Input::Members(..) => 1,
             Input::Peers(msgs) => msgs.len(),
             Input::Clients(reqs) => reqs.len(),
             Input::SnapshotDone(_) | Input::Applied(_) | Input::ApplyFailed(_) | Input::Stop => 0,
@@ -264,6 +273,19 @@ pub struct NodeHandle {
     status: watch::Receiver<Status>,
     readers: Arc<Readers>,
     metrics: Arc<Metrics>,
+    /// The applied members, and whether this member was removed.
+    membership: watch::Receiver<Membership>,
+}
+
+/// The node's applied membership, as the node thread publishes it after each batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Membership {
+    /// Every member (see [`node::Node::members`]).
+    pub members: Vec<Member>,
+    /// This member's applied configuration no longer has it (see `node::Output::removed`).
+    pub removed: bool,
+    /// The ids of every member removed from the cluster (refused for good).
+    pub removed_ids: Vec<NodeId>,
 }
 
 impl NodeHandle {
@@ -443,6 +465,22 @@ impl NodeHandle {
         rx.await.unwrap_or(Err(TransferFailure::TimedOut))
     }
 
+    /// Runs a membership change on this member's node and waits for the outcome (the
+    /// node answers once it is applied, or refuses it, within its request timeout). A
+    /// full input or a stopped node is [`MemberFailure::Timeout`].
+    pub async fn change_members(&self, change: MemberChange) -> MemberOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.inbox.send(Input::Members(change, tx)).is_err() {
+            return Err(MemberFailure::Timeout);
+        }
+        rx.await.unwrap_or(Err(MemberFailure::Timeout))
+    }
+
+    /// Follows the applied membership (members, and whether this member was removed).
+    pub fn membership(&self) -> watch::Receiver<Membership> {
+        self.membership.clone()
+    }
+
     /// Asks the node thread to stop.
     pub fn stop(&self) {
         let _ = self.inbox.send(Input::Stop);
@@ -469,6 +507,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
     let (applied_tx, applied) = watch::channel(node.applied_index());
     let (view_tx, view) = watch::channel(node.state().clone());
     let (status_tx, status_rx) = watch::channel(status(&node));
+    let (membership_tx, membership) = watch::channel(membership(&node, false));
     let inbox = Inbox::new(tx.clone(), NODE_INPUT_QUEUED_MAX);
     let readers = Arc::new(Readers::new(READ_JOBS_MAX));
     let handle = NodeHandle {
@@ -479,6 +518,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
         status: status_rx,
         readers,
         metrics: metrics.clone(),
+        membership,
     };
     let applier = ApplierThread::spawn(
         node.applier(),
@@ -490,7 +530,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
         .name("raftkv-node".into())
         .spawn(move || {
             let snapshots = SnapshotWriter::new(snapshot_dir, tx, metrics.clone());
-            let published = Published { status_tx, inbox };
+            let published = Published { status_tx, membership_tx, inbox };
             if let Err(e) = run(node, rx, tick, outbox, metrics, snapshots, applier, published) {
                 on_fatal(e);
             }
@@ -504,6 +544,8 @@ pub fn spawn<S: LogStore + Send + 'static>(
 struct Published {
     /// Replaced after each batch when it changed.
     status_tx: watch::Sender<Status>,
+    /// Replaced after each batch when it changed.
+    membership_tx: watch::Sender<Membership>,
     /// To count inputs off the bounded queue.
     inbox: Inbox,
 }
@@ -730,6 +772,8 @@ fn run<S: LogStore>(
 ) -> Result<(), String> {
     let mut waiting: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
     let mut transfers: HashMap<u64, oneshot::Sender<TransferOutcome>> = HashMap::new();
+    let mut changes: HashMap<u64, oneshot::Sender<MemberOutcome>> = HashMap::new();
+    let mut removed = false;
     let mut next_id: u64 = 1;
     let started_at = Instant::now();
     let mut next_tick = Instant::now() + tick;
@@ -769,6 +813,12 @@ fn run<S: LogStore>(
                     next_id += 1;
                     transfers.insert(id, reply);
                     node.transfer_leader(id, target);
+                }
+                Input::Members(change, reply) => {
+                    let id = next_id;
+                    next_id += 1;
+                    changes.insert(id, reply);
+                    node.change_members(id, change);
                 }
                 Input::SnapshotDone(s) => {
                     node.finish_snapshot_file(s).map_err(|e| e.to_string())?
@@ -813,6 +863,14 @@ fn run<S: LogStore>(
                 let _ = tx.send(outcome);
             }
         }
+        for (id, outcome) in out.member_changes.drain(..) {
+            if let Some(tx) = changes.remove(&id) {
+                let _ = tx.send(outcome);
+            }
+        }
+        removed |= out.removed;
+        let now = membership(&node, removed);
+        published.membership_tx.send_if_modified(|m| std::mem::replace(m, now.clone()) != now);
         let raft = node.raft();
         if raft.leader() != last_leader {
             last_leader = raft.leader();
@@ -872,6 +930,11 @@ fn log_alarm_changes(last: &mut Vec<kv::AlarmMember>, now: Vec<kv::AlarmMember>)
     *last = now;
 }
 
+fn membership<S: LogStore>(node: &Node<S>, removed: bool) -> Membership {
+    let removed_ids = node.state().members().removed();
+    Membership { members: node.members(), removed, removed_ids }
+}
+
 fn status<S: LogStore>(node: &Node<S>) -> Status {
     let raft = node.raft();
     Status {
@@ -921,6 +984,7 @@ mod tests {
             status: watch::channel(Status::default()).1,
             readers: Arc::new(Readers::new(READ_JOBS_MAX)),
             metrics: Arc::default(),
+            membership: watch::channel(Membership::default()).1,
         };
         (handle, rx)
     }

@@ -96,6 +96,9 @@ pub struct Member {
     pub metrics_port: u16,
     /// The member's data dir.
     pub dir: PathBuf,
+    /// For a member added to the running cluster: the `ETCD_*` lines `member add`
+    /// printed, which it starts with instead of the cluster's `--initial-cluster`.
+    pub join_env: Option<Vec<(String, String)>>,
     child: Option<Child>,
 }
 
@@ -164,6 +167,7 @@ impl TestCluster {
                     client_port: free_port(),
                     peer_port: free_port(),
                     metrics_port: free_port(),
+                    join_env: None,
                     child: None,
                 }
             })
@@ -212,19 +216,62 @@ impl TestCluster {
             }
             Server::Etcd => Command::new("etcd"),
         };
-        cmd.args(["--name", &m.name]).arg("--data-dir").arg(&m.dir);
+        cmd.arg("--data-dir").arg(&m.dir);
         cmd.args(["--listen-client-urls", &client, "--listen-peer-urls", &peer]);
-        cmd.args(["--initial-cluster", &self.initial_cluster]);
+        if let Some(env) = &m.join_env {
+            // Exactly what `member add` printed: name, cluster, peer URL and state.
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        } else {
+            cmd.args(["--name", &m.name, "--initial-cluster", &self.initial_cluster]);
+        }
         if self.server == Server::Raftkv {
             cmd.args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", m.metrics_port)]);
         }
         if self.server == Server::Etcd {
-            cmd.args(["--advertise-client-urls", &client, "--initial-advertise-peer-urls", &peer]);
-            cmd.args(["--initial-cluster-state", "new", "--initial-cluster-token", "compat"]);
+            cmd.args(["--advertise-client-urls", &client]);
+            if m.join_env.is_none() {
+                cmd.args([
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster-state",
+                    "new",
+                ]);
+                cmd.args(["--initial-cluster-token", "compat"]);
+            }
         }
         cmd.args(&self.flags);
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("starting a member");
         m.child = Some(child);
+    }
+
+    /// Plans one more member, `name`, with fresh ports and a data dir path (not
+    /// created), not started and not in `--initial-cluster`: a member to `member add`.
+    /// Returns its index.
+    pub fn plan_member(&mut self, name: &str) -> usize {
+        self.members.push(Member {
+            dir: self.root.join(name),
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            metrics_port: free_port(),
+            join_env: None,
+            child: None,
+        });
+        self.members.len() - 1
+    }
+
+    /// Makes member `i` start from `env` (the lines `member add` printed) instead of
+    /// the cluster's `--initial-cluster`.
+    pub fn set_join_env(&mut self, i: usize, env: Vec<(String, String)>) {
+        self.members[i].join_env = Some(env);
+    }
+
+    /// Whether member `i`'s process has exited (it was started and ended by itself);
+    /// its exit status then.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let status = self.members[i].child.as_mut()?.try_wait().unwrap()?;
+        self.members[i].child = None;
+        Some(status)
     }
 
     /// `kill -9`: no chance to flush or sync anything. A no-op if it is not running.
@@ -454,6 +501,16 @@ pub fn raftkv(args: &[&str]) -> (bool, String, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "raftkv {args:?} does not panic: {stderr}");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// The `ETCD_*` lines `etcdctl member add` prints (`ETCD_NAME="m4"`...), as variables.
+pub fn member_add_env(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("ETCD_"))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
 }
 
 /// Whether `program` is installed: `program version_arg` runs and succeeds.

@@ -1,0 +1,281 @@
+//! Membership changes on real processes, under a writer:
+//!
+//! - a member dies for good (`kill -9`): it is removed, and a brand-new member with an
+//!   empty data dir, started from exactly the lines `etcdctl member add` prints, joins
+//!   and catches up by snapshot (the only way: its first state must be a snapshot);
+//! - the cluster grows 3 → 5 and shrinks back to 3; each removed member exits by itself
+//!   and its data dir then refuses to start.
+//!
+//! In both, no acknowledged write is lost (each one reads back, linearizably, and from
+//! the new member), and the longest write outage is printed.
+
+mod common;
+
+use common::{ClusterSpec, TestCluster};
+use proto::etcdserverpb as pb;
+use proto::etcdserverpb::cluster_client::ClusterClient;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Writes `k0`, `k1`... one after the other until told to stop; records when each
+/// write was acknowledged.
+async fn writer(
+    mut client: client::Client,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("k{n}");
+        if client.put(key.as_bytes(), b"v").await.is_ok() {
+            acked.lock().unwrap().push((n, Instant::now()));
+            n += 1;
+        }
+    }
+}
+
+/// A writer running against a cluster.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Load {
+    /// Starts writing through `client`; returns once 20 writes are acknowledged.
+    async fn start(client: client::Client) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(writer(client, stop.clone(), acked.clone()));
+        let load = Load { stop, acked, task, started: Instant::now() };
+        load.wait_more(20).await;
+        load
+    }
+
+    /// Waits (up to 30 s) for `n` more acknowledged writes.
+    async fn wait_more(&self, n: usize) {
+        let before = self.acked.lock().unwrap().len();
+        let acked = self.acked.clone();
+        common::wait_for("writes", Duration::from_secs(30), Duration::from_millis(10), || {
+            let now = acked.lock().unwrap().len();
+            async move { (now >= before + n).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Stops the writer; the acknowledged writes and the longest wait between two.
+    async fn stop(self) -> (Vec<u64>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let times = std::iter::once(self.started).chain(acked.iter().map(|(_, t)| *t));
+        let times: Vec<Instant> = times.collect();
+        let gap = times.windows(2).map(|w| w[1].saturating_duration_since(w[0])).max();
+        (acked.iter().map(|(n, _)| *n).collect(), gap.unwrap_or_default())
+    }
+}
+
+/// Member `i`'s id, from its own status.
+async fn id_of(c: &TestCluster, i: usize) -> u64 {
+    let s = c.client().status(i).await.expect("status");
+    s.header.expect("a header").member_id
+}
+
+/// A Cluster client of member `i`.
+fn cluster(c: &TestCluster, i: usize) -> ClusterClient<tonic::transport::Channel> {
+    ClusterClient::new(c.channel(i))
+}
+
+/// Retries a membership call while the cluster answers `Unavailable` (an election; or
+/// etcd's "unhealthy cluster" until the members have been connected for 5 s), at most
+/// 30 s.
+macro_rules! until_done {
+    ($call:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match $call.await {
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other.expect("membership change").into_inner(),
+            }
+        }
+    }};
+}
+
+/// Adds a new member `name` through `etcdctl member add` on member `via` (or, without
+/// etcdctl, through gRPC, writing the same lines), and starts it from those lines.
+/// Returns its index.
+async fn add_and_start(c: &mut TestCluster, via: usize, name: &str) -> usize {
+    let i = c.plan_member(name);
+    let peer = c.peer_url(i);
+    let env = if common::have("etcdctl", "version") {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = common::etcdctl()
+                .args(["--endpoints", &c.address(via), "--command-timeout=15s"])
+                .args(["member", "add", name, &format!("--peer-urls={peer}")])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                println!("{stdout}");
+                break common::member_add_env(&stdout);
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("unhealthy cluster") || stderr.contains("Unavailable"),
+                "{stderr}"
+            );
+            assert!(Instant::now() < deadline, "member add {name}: {stderr}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        let req = pb::MemberAddRequest { peer_ur_ls: vec![peer.clone()], is_learner: false };
+        let resp = until_done!(cluster(c, via).member_add(req.clone()));
+        let new = resp.member.expect("the new member").id;
+        let list: Vec<String> = resp
+            .members
+            .iter()
+            .map(|m| format!("{}={}", if m.id == new { name } else { &m.name }, m.peer_ur_ls[0]))
+            .collect();
+        vec![
+            ("ETCD_NAME".into(), name.into()),
+            ("ETCD_INITIAL_CLUSTER".into(), list.join(",")),
+            ("ETCD_INITIAL_ADVERTISE_PEER_URLS".into(), peer),
+            ("ETCD_INITIAL_CLUSTER_STATE".into(), "existing".into()),
+        ]
+    };
+    c.set_join_env(i, env);
+    c.spawn(i);
+    i
+}
+
+/// Waits (up to 60 s) until member `i` is listed with its name (it published itself)
+/// and has applied what the leader had applied when the wait began.
+async fn wait_caught_up(c: &TestCluster, via: usize, i: usize) {
+    let name = c.members()[i].name.clone();
+    let client = c.client();
+    let target = client.status(via).await.expect("status").raft_applied_index;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = cluster(c, via).member_list(pb::MemberListRequest::default()).await;
+        let listed = list.is_ok_and(|l| l.into_inner().members.iter().any(|m| m.name == name));
+        let applied = client.status(i).await.map_or(0, |s| s.raft_applied_index);
+        if listed && applied >= target {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} not caught up within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes member `id` through member `via`.
+async fn remove(c: &TestCluster, via: usize, id: u64) -> pb::MemberRemoveResponse {
+    until_done!(cluster(c, via).member_remove(pb::MemberRemoveRequest { id }))
+}
+
+/// Waits (up to 30 s) for member `i` to exit by itself; its exit status.
+async fn wait_exit(c: &mut TestCluster, i: usize) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = c.exited(i) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "member {i} still runs 30 s after its removal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every acknowledged write reads back through `client` (linearizably), and through a
+/// serializable read on member `local` (which has caught up).
+async fn check_writes(c: &TestCluster, acked: &[u64], local: usize) {
+    let mut client = c.client();
+    for n in acked {
+        let got = client.get(format!("k{n}").as_bytes(), false).await.unwrap();
+        assert!(got.is_some(), "acknowledged write k{n} lost");
+    }
+    let mut kv = pb::kv_client::KvClient::new(c.channel(local));
+    let all = pb::RangeRequest {
+        key: "k".into(),
+        range_end: "l".into(),
+        serializable: true,
+        count_only: true,
+        ..Default::default()
+    };
+    let count = kv.range(all).await.unwrap().into_inner().count;
+    assert!(count as usize >= acked.len(), "member {local} has {count} of {} writes", acked.len());
+}
+
+/// The snapshot files in member `i`'s data dir.
+fn snapshots(c: &TestCluster, i: usize) -> usize {
+    let dir = c.members()[i].dir.join("member");
+    let files =
+        std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    files.iter().filter(|f| f.file_name().to_string_lossy().ends_with(".snap")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_replaced_by_a_new_one_that_catches_up_by_snapshot() {
+    let mut c = TestCluster::start_spec(ClusterSpec::raftkv("replace", &[]));
+    c.wait_ready().await;
+    let load = Load::start(c.client()).await;
+    let dead = c.leader().await;
+    let dead_id = id_of(&c, dead).await;
+    c.kill(dead);
+    let via = (dead + 1) % 3;
+    let removed = remove(&c, via, dead_id).await;
+    assert_eq!(removed.members.len(), 2, "{removed:?}");
+    load.wait_more(20).await;
+    let new = add_and_start(&mut c, via, "m4").await;
+    wait_caught_up(&c, via, new).await;
+    load.wait_more(20).await;
+    let (acked, gap) = load.stop().await;
+    println!("replace: {} writes acknowledged, longest write outage {gap:?}", acked.len());
+    // Its first state came by snapshot: it has the leader's snapshot and wrote none of
+    // its own (every 100,000 entries).
+    assert!(snapshots(&c, new) >= 1, "the new member installed a snapshot");
+    check_writes(&c, &acked, new).await;
+    let list = cluster(&c, new).member_list(pb::MemberListRequest::default()).await.unwrap();
+    let names: Vec<String> = list.into_inner().members.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"m4".to_string()) && !names.contains(&c.members()[dead].name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_grows_to_five_and_shrinks_to_three_and_removed_members_stay_out() {
+    let mut c = TestCluster::start_spec(ClusterSpec::raftkv("grow", &[]));
+    c.wait_ready().await;
+    let load = Load::start(c.client()).await;
+    let m4 = add_and_start(&mut c, 0, "m4").await;
+    wait_caught_up(&c, 0, m4).await;
+    let m5 = add_and_start(&mut c, 1, "m5").await;
+    wait_caught_up(&c, 1, m5).await;
+    let five = cluster(&c, 2).member_list(pb::MemberListRequest::default()).await.unwrap();
+    assert_eq!(five.into_inner().members.len(), 5);
+    load.wait_more(20).await;
+    for i in [m4, m5] {
+        let id = id_of(&c, i).await;
+        remove(&c, 2, id).await;
+        let status = wait_exit(&mut c, i).await;
+        assert!(!status.success(), "a removed member exits non-zero: {status}");
+        load.wait_more(10).await;
+    }
+    let (acked, gap) = load.stop().await;
+    println!("grow and shrink: {} writes acknowledged, longest write outage {gap:?}", acked.len());
+    check_writes(&c, &acked, 2).await;
+    let three = cluster(&c, 0).member_list(pb::MemberListRequest::default()).await.unwrap();
+    assert_eq!(three.into_inner().members.len(), 3);
+
+    // A removed member's data dir refuses to start, and says why.
+    c.spawn(m5);
+    let status = wait_exit(&mut c, m5).await;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(c.members()[m5].dir.with_extension("log")).unwrap();
+    assert!(log.contains("the member has been permanently removed from the cluster"), "{log}");
+    let refusal = log.lines().last().unwrap_or_default();
+    assert!(refusal.contains("which was removed from cluster"), "{refusal}");
+    assert!(refusal.contains("`member add` again to rejoin"), "{refusal}");
+}

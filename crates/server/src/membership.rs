@@ -1,0 +1,385 @@
+//! A member's place in a cluster whose membership changes: joining a running cluster
+//! (`--initial-cluster-state existing` on an empty data dir), restarting after having
+//! joined, and refusing to start once removed.
+//!
+//! Why here and not in `config`: the ids of a member that joined are not derived from
+//! `--initial-cluster` (that is how the members of a new cluster get theirs); the leader
+//! chose the member id when `etcdctl member add` ran, and the cluster id is the running
+//! cluster's. A joining member learns both by asking the members its `--initial-cluster`
+//! names (the peer RPC `Members`) and finding itself by its peer URLs, as etcd's
+//! `GetClusterFromRemotePeers` does; it keeps them in its data dir's identity file and a
+//! [`JOINED_FILE`] marker, so a restart needs nobody.
+//!
+//! A member removed from the cluster marks its data dir ([`REMOVED_FILE`]) before it
+//! exits, and a data dir with the mark refuses to start: its member id is gone for good
+//! (etcd keeps removed ids and refuses them), so running it again could only disturb
+//! the cluster or mislead an operator.
+
+use crate::config::{ConfigError, Member, ServerConfig, IDENTITY_FILE};
+use proto::peer::peer_client::PeerClient;
+use proto::peer::{MembersRequest, PeerMember};
+use raft::NodeId;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// In the data dir of a member that joined a running cluster: its ids come from the
+/// identity file, not from `--initial-cluster`.
+pub const JOINED_FILE: &str = "raftkv-joined";
+/// In the data dir of a member that was removed from its cluster.
+pub const REMOVED_FILE: &str = "raftkv-removed";
+/// etcd's words when a member learns it was removed.
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
+/// How long a joining member keeps asking the members `--initial-cluster` names for the
+/// member list before it gives up (etcd: a few seconds per peer URL).
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `Members` call may take.
+const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between two rounds over the peer URLs.
+const DISCOVERY_RETRY: Duration = Duration::from_millis(500);
+
+/// Refuses a data dir whose member was removed from its cluster.
+pub fn refuse_removed(data_dir: &Path) -> Result<(), ConfigError> {
+    let path = data_dir.join(REMOVED_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ConfigError(format!("reading {}: {e}", path.display()))),
+    };
+    let field = |key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).unwrap_or("?").to_string()
+    };
+    Err(ConfigError(format!(
+        "data dir {} belongs to member {} ({}), which was removed from cluster {}; remove the \
+         data dir and `member add` again to rejoin",
+        data_dir.display(),
+        field("member_id"),
+        field("name"),
+        field("cluster_id"),
+    )))
+}
+
+/// Marks `data_dir` as the data dir of a removed member (see [`refuse_removed`]).
+pub fn mark_removed(
+    data_dir: &Path,
+    name: &str,
+    member_id: NodeId,
+    cluster_id: u64,
+) -> Result<(), ConfigError> {
+    let text = format!("name={name}\nmember_id={member_id:x}\ncluster_id={cluster_id:x}\n");
+    write_synced(data_dir, REMOVED_FILE, &text)
+}
+
+/// Writes `name` in `dir` durably (temporary file, sync, rename, sync the directory).
+fn write_synced(dir: &Path, name: &str, text: &str) -> Result<(), ConfigError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |e: std::io::Error| ConfigError(format!("writing {}: {e}", path.display()));
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io)
+}
+
+/// The ids in an identity file: `(name, member id, cluster id)`.
+fn read_identity(data_dir: &Path) -> Result<Option<(String, NodeId, u64)>, ConfigError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfigError(format!("reading {}: {e}", path.display()))),
+    };
+    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('='));
+    let hex = |key: &str| field(key).and_then(|v| u64::from_str_radix(v, 16).ok());
+    match (field("name"), hex("member_id"), hex("cluster_id")) {
+        (Some(name), Some(id), Some(cluster)) => Ok(Some((name.to_string(), id, cluster))),
+        _ => Err(ConfigError(format!(
+            "{} is damaged (it must hold name=, member_id= and cluster_id= lines); restore it \
+             or remove the data dir",
+            path.display()
+        ))),
+    }
+}
+
+/// How this start relates to the cluster's membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Ids from `--initial-cluster` (a member of a new cluster, new or restarting).
+    Bootstrap,
+    /// A member that joined earlier restarts: ids from its data dir.
+    Rejoined,
+    /// A member joins now: ids from the running cluster, which has these members.
+    Joining(Vec<PeerMember>),
+}
+
+/// Settles this member's ids before the data dir is checked: for a member that joined
+/// earlier, from its identity file; for `--initial-cluster-state existing` on an empty
+/// data dir, from the running cluster (asked at the peer URLs `--initial-cluster`
+/// lists). Updates `cfg` (cluster id, this member's id, the members) accordingly.
+pub async fn settle_identity(
+    cfg: &mut ServerConfig,
+    tls: Option<&tls::ClientTls>,
+) -> Result<Start, ConfigError> {
+    if cfg.data_dir.join(JOINED_FILE).exists() {
+        let Some((name, id, cluster_id)) = read_identity(&cfg.data_dir)? else {
+            return Err(ConfigError(format!(
+                "{} has {JOINED_FILE} but no {IDENTITY_FILE}: the data dir is incomplete; \
+                 remove it and `member add` again",
+                cfg.data_dir.display()
+            )));
+        };
+        if name != cfg.name {
+            return Err(ConfigError(format!(
+                "--data-dir {} belongs to member {name:?}, not {:?}; point --data-dir at this \
+                 member's own directory",
+                cfg.data_dir.display(),
+                cfg.name
+            )));
+        }
+        adopt(cfg, cluster_id, id, &[]);
+        return Ok(Start::Rejoined);
+    }
+    let fresh = !cfg.data_dir.join(IDENTITY_FILE).exists();
+    if cfg.state != crate::config::ClusterState::Existing || !fresh {
+        return Ok(Start::Bootstrap);
+    }
+    let (cluster_id, members) = discover(cfg, tls).await?;
+    let me = find_self(cfg, cluster_id, &members)?;
+    adopt(cfg, cluster_id, me, &members);
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        ConfigError(format!("--data-dir {}: cannot create: {e}", cfg.data_dir.display()))
+    })?;
+    crate::config::write_new_identity(&cfg.data_dir, cfg.me(), cluster_id)?;
+    write_synced(&cfg.data_dir, JOINED_FILE, "")?;
+    Ok(Start::Joining(members))
+}
+
+/// For a member that joined and restarts before its first snapshot arrived (its data
+/// dir has ids but no state): the member list again, from the running cluster, which
+/// must still list this member.
+pub async fn rediscover(
+    cfg: &ServerConfig,
+    tls: Option<&tls::ClientTls>,
+) -> Result<Start, ConfigError> {
+    let (cluster_id, members) = discover(cfg, tls).await?;
+    let me = cfg.me().id;
+    if cluster_id != cfg.cluster_id || !members.iter().any(|m| m.id == me) {
+        return Err(ConfigError(format!(
+            "member {:?} (id {me:x}) joined cluster {:x} but holds no data yet, and the cluster \
+             at --initial-cluster ({cluster_id:x}) no longer lists it; remove the data dir and \
+             `member add` again",
+            cfg.name, cfg.cluster_id
+        )));
+    }
+    Ok(Start::Joining(members))
+}
+
+/// The node's membership settings for this start: a joining member starts without a
+/// configuration and with the running cluster's members (its first state comes by
+/// snapshot); the others seed a new cluster's members from `--initial-cluster`, which
+/// the node ignores when it has state.
+pub fn configure(node_cfg: &mut node::NodeConfig, cfg: &ServerConfig, start: &Start) {
+    node_cfg.initial_members = match start {
+        Start::Joining(members) => {
+            node_cfg.joining = true;
+            members.iter().map(node_member).collect()
+        }
+        Start::Bootstrap | Start::Rejoined => cfg
+            .members
+            .iter()
+            .map(|m| node::Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: vec![m.peer_url.clone()],
+                client_urls: Vec::new(),
+                is_learner: false,
+            })
+            .collect(),
+    };
+}
+
+/// A member record from the wire.
+pub fn node_member(m: &PeerMember) -> node::Member {
+    node::Member {
+        id: m.id,
+        name: m.name.clone(),
+        peer_urls: m.peer_urls.clone(),
+        client_urls: m.client_urls.clone(),
+        is_learner: m.is_learner,
+    }
+}
+
+/// Makes `cfg` name this member `me` of cluster `cluster_id`, with `members` (when known)
+/// as the other members.
+fn adopt(cfg: &mut ServerConfig, cluster_id: u64, me: NodeId, members: &[PeerMember]) {
+    let own_url = cfg.initial_advertise_peer.first().cloned().unwrap_or_else(|| {
+        cfg.members
+            .iter()
+            .find(|m| m.name == cfg.name)
+            .map(|m| m.peer_url.clone())
+            .unwrap_or_default()
+    });
+    let mut list = vec![Member { name: cfg.name.clone(), id: me, peer_url: own_url }];
+    list.extend(members.iter().filter(|m| m.id != me).map(|m| Member {
+        name: m.name.clone(),
+        id: m.id,
+        peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+    }));
+    cfg.cluster_id = cluster_id;
+    cfg.members = list;
+}
+
+/// The member of `members` whose peer URLs are this member's.
+fn find_self(
+    cfg: &ServerConfig,
+    cluster_id: u64,
+    members: &[PeerMember],
+) -> Result<NodeId, ConfigError> {
+    let mine = &cfg.initial_advertise_peer;
+    let found = members.iter().find(|m| m.peer_urls.iter().any(|u| mine.contains(u)));
+    match found {
+        None => Err(ConfigError(format!(
+            "member {:?} (peer URLs {}) has not been added to the cluster {cluster_id:x}; run \
+             `etcdctl member add {} --peer-urls={}` first",
+            cfg.name,
+            mine.join(","),
+            cfg.name,
+            mine.join(",")
+        ))),
+        Some(m) if !m.name.is_empty() => Err(ConfigError(format!(
+            "member {:?} (id {:x}) has already been bootstrapped: it has started before; restart \
+             it on its own data dir, or remove it and `member add` again to start afresh",
+            m.name, m.id
+        ))),
+        Some(m) => Ok(m.id),
+    }
+}
+
+/// Asks the members at `cfg.initial_cluster_urls` (not this member's own) for the
+/// member list, round after round, until one answers or [`DISCOVERY_TIMEOUT`] passes.
+async fn discover(
+    cfg: &ServerConfig,
+    tls: Option<&tls::ClientTls>,
+) -> Result<(u64, Vec<PeerMember>), ConfigError> {
+    let urls: Vec<&String> = cfg
+        .initial_cluster_urls
+        .iter()
+        .filter(|u| !cfg.initial_advertise_peer.contains(u))
+        .collect();
+    if urls.is_empty() {
+        return Err(ConfigError(
+            "--initial-cluster-state existing: --initial-cluster names no other member to ask \
+             for the member list; use the lines `etcdctl member add` prints"
+                .into(),
+        ));
+    }
+    let deadline = Instant::now() + DISCOVERY_TIMEOUT;
+    let mut errors = Vec::new();
+    loop {
+        errors.clear();
+        for url in &urls {
+            match ask_members(url, &cfg.initial_advertise_peer, tls).await {
+                Ok(found) => return Ok(found),
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        if Instant::now() + DISCOVERY_RETRY >= deadline {
+            return Err(ConfigError(format!(
+                "--initial-cluster-state existing: no member listed in --initial-cluster \
+                 answered with the member list within {DISCOVERY_TIMEOUT:?} ({}); check that \
+                 the cluster runs and that --initial-cluster lists its peer URLs",
+                errors.join("; ")
+            )));
+        }
+        tokio::time::sleep(DISCOVERY_RETRY).await;
+    }
+}
+
+/// One `Members` call to the member at `url`.
+async fn ask_members(
+    url: &str,
+    own: &[String],
+    tls: Option<&tls::ClientTls>,
+) -> Result<(u64, Vec<PeerMember>), String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(MEMBERS_CALL_TIMEOUT);
+    let channel = match tls {
+        Some(tls) if tls::is_https(url) => endpoint.connect_with_connector_lazy(tls.connector()),
+        _ => endpoint.connect_lazy(),
+    };
+    let mut client = PeerClient::new(channel);
+    let mut request = tonic::Request::new(MembersRequest { peer_urls: own.to_vec() });
+    request.set_timeout(MEMBERS_CALL_TIMEOUT);
+    match tokio::time::timeout(MEMBERS_CALL_TIMEOUT, client.members(request)).await {
+        Ok(Ok(answer)) => {
+            let answer = answer.into_inner();
+            if answer.cluster_id == 0 || answer.members.is_empty() {
+                return Err("answered without a cluster".into());
+            }
+            Ok((answer.cluster_id, answer.members))
+        }
+        Ok(Err(status)) => Err(status.message().to_string()),
+        Err(_) => Err(format!("no answer within {MEMBERS_CALL_TIMEOUT:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("raftkv-membership-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_removed_members_data_dir_refuses_to_start_and_says_why() {
+        let d = dir("removed");
+        refuse_removed(&d).expect("no mark: starts");
+        mark_removed(&d, "m3", 0xabc, 0x123).unwrap();
+        let e = refuse_removed(&d).unwrap_err().0;
+        assert!(e.contains("belongs to member abc (m3)"), "{e}");
+        assert!(e.contains("removed from cluster 123"), "{e}");
+        assert!(e.contains("`member add` again"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn member(id: NodeId, name: &str, url: &str) -> PeerMember {
+        PeerMember { id, name: name.into(), peer_urls: vec![url.into()], ..Default::default() }
+    }
+
+    fn config(name: &str, own_url: &str) -> ServerConfig {
+        let (members, cluster_id) =
+            crate::config::parse_initial_cluster(&format!("a=http://127.0.0.1:1,{name}={own_url}"))
+                .unwrap();
+        let mut cfg = ServerConfig::for_tests(name, members, cluster_id);
+        cfg.initial_advertise_peer = vec![own_url.into()];
+        cfg
+    }
+
+    #[test]
+    fn a_joining_member_finds_itself_by_its_peer_url_or_is_told_to_member_add() {
+        let cfg = config("new", "http://127.0.0.1:9");
+        let listed = [member(1, "a", "http://127.0.0.1:1"), member(7, "", "http://127.0.0.1:9")];
+        assert_eq!(find_self(&cfg, 5, &listed), Ok(7));
+        let e = find_self(&cfg, 5, &listed[..1]).unwrap_err().0;
+        assert!(e.contains("has not been added to the cluster 5"), "{e}");
+        assert!(e.contains("etcdctl member add new --peer-urls=http://127.0.0.1:9"), "{e}");
+        let started = [member(7, "new", "http://127.0.0.1:9")];
+        let e = find_self(&cfg, 5, &started).unwrap_err().0;
+        assert!(e.contains("already been bootstrapped"), "{e}");
+    }
+
+    #[test]
+    fn adopting_the_clusters_ids_names_this_member_by_the_leaders_id() {
+        let mut cfg = config("new", "http://127.0.0.1:9");
+        let listed = [member(1, "a", "http://127.0.0.1:1"), member(7, "", "http://127.0.0.1:9")];
+        adopt(&mut cfg, 5, 7, &listed);
+        assert_eq!((cfg.cluster_id, cfg.me().id), (5, 7));
+        assert_eq!(cfg.me().peer_url, "http://127.0.0.1:9");
+        assert_eq!(cfg.members.len(), 2);
+    }
+}
