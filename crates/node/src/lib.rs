@@ -43,8 +43,8 @@ pub use crate::members::{
     Member, MemberChange, MemberChanged, MemberFailure, LEARNERS_MAX, LEARNER_READY_PERCENT,
 };
 pub use crate::node::{
-    answer_read, Applied, Applier, ApplyBatch, EncodedWrite, LeaseClock, LogStore, MemberIdHook, Node,
-    NodeConfig, NodeError, NodeEvent, Output, ReadQuery, ReadyRead, Request, RequestError,
+    answer_read, Applied, Applier, ApplyBatch, EncodedWrite, LeaseClock, LogStore, MemberIdHook,
+    Node, NodeConfig, NodeError, NodeEvent, Output, ReadQuery, ReadyRead, Request, RequestError,
     RequestId, SnapshotJob, TransferFailure, APPLY_BATCHES_IN_FLIGHT_MAX, APPLY_BATCH_BYTES_MAX,
     APPLY_BATCH_ENTRIES_MAX, APPLY_GAP_ENTRIES_MAX,
 };

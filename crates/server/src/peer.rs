@@ -171,13 +171,10 @@ impl Transport {
         tls: Option<tls::ClientTls>,
     ) -> Transport {
         let removed = tokio::sync::watch::Sender::new(false);
-        let dial = Dial { me, metrics: metrics.clone(), client_urls, tls, removed, forward_timeout };
-        let transport = Transport {
-            links: Arc::default(),
-            dial: Arc::new(dial),
-            metrics,
-            forward_timeout,
-        };
+        let dial =
+            Dial { me, metrics: metrics.clone(), client_urls, tls, removed, forward_timeout };
+        let transport =
+            Transport { links: Arc::default(), dial: Arc::new(dial), metrics, forward_timeout };
         transport.set_peers(&peers);
         transport
     }
