@@ -142,6 +142,20 @@ struct Totals {
     transfers: u64,
 }
 
+/// Names the seed a worker was running if the run panics (a bug in the simulator or an
+/// assertion in the code under test), so the failure can be replayed alone.
+struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        let seed = self.0;
+        eprintln!(
+            "seed {seed} panicked (message above); replay it alone: \
+             cargo run --release -p sim -- --seed {seed} [--workload kv] -v"
+        );
+    }
+}
+
 /// Runs `run(seed)` for seeds `from..from + count` on `jobs` threads and hands each result
 /// to `on_result` with its position `k` (in completion order). Unless `keep_going`, workers
 /// stop after the lowest failing seed: every lower seed still runs, so the failure reported
@@ -165,7 +179,9 @@ fn run_parallel<T: Send>(
                 if k >= count || k > first_failure.load(Ordering::SeqCst) {
                     break;
                 }
+                let guard = SeedGuard(from + k);
                 let out = run(from + k);
+                std::mem::forget(guard);
                 if failed(&out) && !keep_going {
                     first_failure.fetch_min(k, Ordering::SeqCst);
                 }

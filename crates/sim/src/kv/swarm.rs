@@ -11,6 +11,7 @@ use crate::swarm::{draw_disk, draw_net, permille, Failure, PartitionKind, ALL_KI
 use lincheck::{check, CheckOptions, KvModel, Verdict};
 use node::MemberChange;
 use raft::{NodeId, Rng};
+use std::collections::BTreeSet;
 use std::fmt::{self, Write};
 
 /// After the heal, a leader must be elected within this.
@@ -290,6 +291,10 @@ struct KvSwarm {
     rng: Rng,
     /// The operator's choices (a stream of their own).
     rng_members: Rng,
+    /// Members the operator ever asked to remove: never added again (a removed id is
+    /// never reused, as etcd's members_removed; the leader would pick a fresh id that
+    /// names no simulated slot).
+    removal_asked: BTreeSet<NodeId>,
     agenda: Agenda<FaultAction>,
     partitions: u64,
 }
@@ -305,7 +310,15 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
     let c = KvCluster::new(p.cluster.clone());
     let rng = Rng::new(stream_seed(seed, 0x4b56_0006));
     let rng_members = Rng::new(stream_seed(seed, 0x4b56_4d43));
-    let mut s = KvSwarm { p, c, rng, rng_members, agenda: Agenda::new(), partitions: 0 };
+    let mut s = KvSwarm {
+        p,
+        c,
+        rng,
+        rng_members,
+        removal_asked: BTreeSet::new(),
+        agenda: Agenda::new(),
+        partitions: 0,
+    };
     let result = s.safety_phase().and_then(|()| s.liveness_phase());
     let (verdict, violation) = match result {
         Ok(()) => s.linearizability(),
@@ -406,7 +419,11 @@ impl KvSwarm {
         let Some(table) = self.c.members_table() else { return };
         let founders = self.p.cluster.members;
         let voters: Vec<NodeId> = table.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
-        let known = |id: NodeId| table.iter().any(|m| m.id == id) || self.c.is_retired(id);
+        let known = |id: NodeId| {
+            table.iter().any(|m| m.id == id)
+                || self.c.is_retired(id)
+                || self.removal_asked.contains(&id)
+        };
         let slots = founders + self.p.cluster.spare_members;
         let spare = (founders as NodeId + 1..=slots as NodeId).find(|&id| !known(id));
         let change = if let Some(l) = table.iter().find(|m| m.is_learner) {
@@ -416,6 +433,7 @@ impl KvSwarm {
             MemberChange::Add { peer_urls: vec![sim_peer_url(id)], is_learner }
         } else if voters.len() > founders {
             let victim = voters[self.rng_members.range(0, voters.len() as u64) as usize];
+            self.removal_asked.insert(victim);
             MemberChange::Remove(victim)
         } else {
             return;
