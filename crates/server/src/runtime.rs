@@ -351,8 +351,10 @@ impl NodeHandle {
         let (requests, answers): (Vec<_>, Vec<_>) = cmds
             .into_iter()
             .map(|cmd| {
+                // Encoded here, as in `request`: a forwarded batch may carry the
+                // largest accepted txn, which the node thread must not encode.
                 let (tx, rx) = oneshot::channel();
-                ((Request::Write(cmd), tx), rx)
+                ((Request::encoded(cmd), tx), rx)
             })
             .unzip();
         let refused = match self.inbox.send(Input::Clients(requests)) {
