@@ -645,14 +645,18 @@ impl KvCluster {
             .next()
     }
 
+    /// Member `id`'s disk: its running node's, or the one it left when it went down.
+    fn disk_of(&self, id: NodeId) -> Option<&SimDisk> {
+        let m = &self.members[id as usize - 1];
+        match (&m.node, &m.disk) {
+            (Some(n), _) => Some(n.store().disk()),
+            (None, d) => d.as_ref(),
+        }
+    }
+
     /// Bytes on member `id`'s disk: WAL segments and snapshot files (live images).
     pub fn disk_bytes(&self, id: NodeId) -> u64 {
-        let m = &self.members[id as usize - 1];
-        let disk = match (&m.node, &m.disk) {
-            (Some(n), _) => n.store().disk(),
-            (None, Some(d)) => d,
-            (None, None) => return 0,
-        };
+        let Some(disk) = self.disk_of(id) else { return 0 };
         let names = disk.list().expect("a simulated disk lists its files");
         names.iter().map(|n| disk.read(n).map_or(0, |b| b.len() as u64)).sum()
     }
@@ -660,12 +664,7 @@ impl KvCluster {
     /// Bytes of member `id`'s persisted Raft state: its WAL segments (log entries and
     /// hard states, synced or not), without snapshot files (the state machine's data).
     pub fn raft_state_bytes(&self, id: NodeId) -> u64 {
-        let m = &self.members[id as usize - 1];
-        let disk = match (&m.node, &m.disk) {
-            (Some(n), _) => n.store().disk(),
-            (None, Some(d)) => d,
-            (None, None) => return 0,
-        };
+        let Some(disk) = self.disk_of(id) else { return 0 };
         let names = disk.list().expect("a simulated disk lists its files");
         let segments = names.iter().filter(|n| n.starts_with(storage::SEGMENT_PREFIX));
         segments.map(|n| disk.live_len(n).unwrap_or(0) as u64).sum()
