@@ -376,6 +376,8 @@ impl KvTotals {
         self.watch_seeds += u64::from(out.params.cluster.watchers > 0);
         self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
         t.auth_ops += s.auth_ops;
+        t.auth_served += s.auth_served;
+        t.auth_refused += s.auth_refused;
         self.auth_seeds += u64::from(out.params.cluster.auth_share > 0.0);
         match out.verdict {
             LinVerdict::Linearizable => self.linearizable += 1,
@@ -449,8 +451,8 @@ fn kv_many_seeds(from: u64, count: u64, jobs: usize, keep_going: bool) -> ExitCo
         t.member_seeds, s.member_changes, s.member_changes_failed, s.members_joined, s.members_removed
     );
     println!(
-        "  auth ({} seeds): {} auth changes answered, every replica's auth state the log's at every applied index",
-        t.auth_seeds, s.auth_ops
+        "  auth ({} seeds): {} auth changes answered, every replica's auth state the log's at every applied index; {} user commands served with their permission at apply, {} refused",
+        t.auth_seeds, s.auth_ops, s.auth_served, s.auth_refused
     );
     let mut unknown = t.unknown.clone();
     unknown.sort();

@@ -10,6 +10,7 @@
 //! had none). A write refused because the session expired is unknown too (an earlier
 //! attempt may have executed before the session went); the client registers again.
 
+use super::auth_check;
 use super::cluster::{kv_trace, KvCluster};
 use super::lease::{HeldLease, LeaseOp};
 use crate::checker::Violation;
@@ -122,6 +123,8 @@ impl Client {
 /// Why a reply is not a result for the history.
 enum Refusal {
     Expired,
+    /// Refused by the permission check at apply.
+    Auth(kv::AuthError),
     Unexpected(String),
 }
 
@@ -159,6 +162,7 @@ fn to_request(clerk: &mut Clerk, op: &KvOp) -> Request {
 fn interpret(op: &KvOp, response: &Response) -> Result<KvResult, Refusal> {
     let result = match (op, response) {
         (_, Response::Error(KvError::SessionExpired { .. })) => return Err(Refusal::Expired),
+        (_, Response::Error(KvError::Auth(e))) => return Err(Refusal::Auth(*e)),
         (KvOp::Get { .. }, Response::Get(g)) => {
             KvResult::Value(g.kv.as_ref().map(|kv| kv.value.clone()))
         }
@@ -344,6 +348,7 @@ impl KvCluster {
                 }
                 Drawn::Kv(op) => {
                     let mut request = to_request(&mut self.clients[c].clerk, &op);
+                    auth_check::stamp_as(&mut request, auth_check::client_user(&self.cfg, c));
                     if let Request::Read { serializable, .. } = &mut request {
                         *serializable = self.cfg.stale_reads;
                     }
@@ -450,6 +455,17 @@ impl KvCluster {
     fn client_answered(&mut self, c: usize, from: NodeId, response: Response, received_us: u64) {
         let client = &mut self.clients[c];
         client.clerk.on_success(from);
+        if let Response::Error(KvError::Auth(kv::AuthError::OldRevision)) = response {
+            // Checked under an auth state that changed before apply: the server checks
+            // and proposes it again, stamped anew; so does the client, until its deadline.
+            kv_trace!(self, "c{c}'s command was stamped at an old auth revision: sent again");
+            let deadline_us = self.clients[c].current.as_ref().expect("in flight").deadline_us;
+            if self.now_us >= deadline_us {
+                return self.client_give_up(c);
+            }
+            return self.client_send(c);
+        }
+        let client = &mut self.clients[c];
         let f = client.current.take().expect("in flight");
         match f.purpose {
             Purpose::Lease(op) => {
@@ -498,6 +514,15 @@ impl KvCluster {
                     self.stats.unknown += 1;
                     self.stats.sessions_expired += 1;
                     kv_trace!(self, "c{c} completes {id}: unknown (session expired)");
+                }
+                Err(Refusal::Auth(e)) => {
+                    // The system answered, so the client made progress; but the same
+                    // command sent earlier may still be applied under a later grant.
+                    client.last_ok_invoke_us = Some(f.invoked_us);
+                    client.seen.remove(op.key());
+                    self.history.complete(id, self.now_us, Outcome::Unknown);
+                    self.stats.unknown += 1;
+                    kv_trace!(self, "c{c} completes {id}: unknown (refused: {e})");
                 }
                 Err(Refusal::Unexpected(what)) => return self.bad_reply(c, what),
             },

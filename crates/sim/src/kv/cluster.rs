@@ -1,6 +1,7 @@
 //! The kv simulation engine: members (real `node::Node`s over simulated disks), the
 //! network between them and their clients, the event queue and the per-event checks.
 
+use super::auth_check;
 use super::client::{Client, OpMix};
 use super::lease::LEASE_EXPIRY_BOUND_US;
 use super::reference::Reference;
@@ -116,9 +117,10 @@ pub struct KvConfig {
     pub lease_ttl_secs_max: i64,
     /// Share of client operations that change the auth state instead (user and role
     /// adds and deletes, grants, revokes, enable, disable; see `client::draw_auth_op`).
-    /// The clients' own commands carry no auth stamp, so they run whether auth is on
-    /// or off; what is checked is that every member holds the log's auth state at
-    /// every index, across snapshots, restores and replays.
+    /// Most clients then act as users and stamp their commands (see `auth_check`);
+    /// what is checked is that every member holds the log's auth state at every index,
+    /// across snapshots, restores and replays, and that no stamped command is served
+    /// without the permission the auth state of its index gives.
     pub auth_share: f64,
     /// A deliberately broken watcher that resumes one revision too late after a
     /// reconnect. Never set outside tests of the checker: it shows that a skipped event
@@ -225,6 +227,11 @@ pub struct KvStats {
     pub compactions: u64,
     /// Auth changes clients proposed and got an answer to (refusals included).
     pub auth_ops: u64,
+    /// Commands of clients acting as users applied while auth was on and served
+    /// (see `auth_check`).
+    pub auth_served: u64,
+    /// The same, refused at apply (permission, user or old stamp).
+    pub auth_refused: u64,
     /// Snapshots members took of their own state machine.
     pub snapshots_taken: u64,
     /// Snapshots members installed from a leader.
@@ -880,7 +887,7 @@ impl KvCluster {
         self.drive(idx);
     }
 
-    fn on_request(&mut self, idx: usize, incarnation: u64, asker: Asker, request: Request) {
+    fn on_request(&mut self, idx: usize, incarnation: u64, asker: Asker, mut request: Request) {
         let id = self.members[idx].id;
         let reachable = self.client_link_up(asker.client, id);
         let fate = if !reachable {
@@ -898,7 +905,9 @@ impl KvCluster {
         let rid = m.next_request;
         m.next_request += 1;
         m.requests.insert(rid, asker);
-        m.node.as_mut().expect("live").submit(rid, request);
+        let node = m.node.as_mut().expect("live");
+        auth_check::stamp_at_member(&mut request, node.state().auth());
+        node.submit(rid, request);
         self.drive(idx);
     }
 
@@ -1069,6 +1078,11 @@ impl KvCluster {
                                     return Err(Violation::new("Reference history", details));
                                 }
                             }
+                            if let Some(v) = self.reference.auth.take_violation() {
+                                return Err(v);
+                            }
+                            self.stats.auth_served = self.reference.auth.served;
+                            self.stats.auth_refused = self.reference.auth.refused;
                         }
                     }
                     let m = &mut self.members[idx];

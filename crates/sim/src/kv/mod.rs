@@ -31,6 +31,9 @@
 //! - **Watchers** ([`watch`], in a share of swarm seeds) open watches on members with a
 //!   start revision, are served from the member's MVCC history as the server serves
 //!   them, and resume elsewhere from their last revision + 1 when a stream breaks.
+//! - **Users** (`auth_check`, in the seeds that change the auth state): most clients act
+//!   as `root`, `u0` or `u1`; the receiving member stamps their commands with its auth
+//!   revision and apply checks them again, as on the server.
 //! - **Leases** ([`lease`], in a share of swarm seeds): clients grant leases, attach
 //!   keys, keep some alive and let others lapse; each member's lease clock runs on its
 //!   own simulated clock, so the leader expires lapsed leases through the log.
@@ -48,9 +51,12 @@
 //! compact revision and live leases at the index it has applied; each watch event
 //! received (exactly the next committed event of the watcher's range); each lease revoke
 //! (its keys deleted at its revision on every member; an expiry never before the TTL
-//! since the last acknowledged keep-alive). At the end, every lease expired once the
+//! since the last acknowledged keep-alive); each user's command served at an index only
+//! with a stamp no older than the auth state there and with the permission it gives
+//! (judged apart from `kv`'s checks). At the end, every lease expired once the
 //! clients stop and every watcher holding its range's whole history.
 
+mod auth_check;
 mod client;
 mod cluster;
 pub mod lease;

@@ -11,6 +11,7 @@
 //!   what every member must hold when it has applied up to that index;
 //! - every revoke (by a client or by expiry) with the keys the lease held.
 
+use super::auth_check::AuthCheck;
 use crate::trace::Fnv64;
 use kv::{Command, Event, EventKind, Op, Response, StateMachine};
 use raft::{Entry, EntryKind, Index};
@@ -38,6 +39,8 @@ pub(crate) struct Reference {
     digests: Vec<u64>,
     /// Every revoke carried out, by log index.
     pub(crate) revokes: BTreeMap<Index, Revoke>,
+    /// Stamped commands against the auth state of their index.
+    pub(crate) auth: AuthCheck,
 }
 
 /// A fingerprint of what lease expiry and revokes may change: revision, compact
@@ -95,7 +98,13 @@ impl Reference {
     pub(crate) fn new(config: kv::Config) -> Reference {
         let sm = StateMachine::new(config);
         let digests = vec![state_digest(&sm)];
-        Reference { sm, events: Vec::new(), digests, revokes: BTreeMap::new() }
+        Reference {
+            sm,
+            events: Vec::new(),
+            digests,
+            revokes: BTreeMap::new(),
+            auth: AuthCheck::default(),
+        }
     }
 
     /// Last index applied.
@@ -147,7 +156,9 @@ impl Reference {
                 None
             };
             let rev0 = self.sm.revision();
+            let auth_before = self.sm.auth().clone();
             let response = self.sm.apply(e.index, &e.data);
+            self.auth.observe(e.index, &auth_before, &e.data, &response);
             let rev1 = self.sm.revision();
             if rev1 > rev0 {
                 let batch = self

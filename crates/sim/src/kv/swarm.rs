@@ -538,7 +538,11 @@ pub fn workload_counts(s: &KvStats) -> String {
         );
     }
     if s.auth_ops > 0 {
-        let _ = write!(out, ", {} auth changes answered", s.auth_ops);
+        let _ = write!(
+            out,
+            ", {} auth changes answered, {} user commands served and {} refused at apply",
+            s.auth_ops, s.auth_served, s.auth_refused
+        );
     }
     out
 }
