@@ -257,3 +257,32 @@ impl MessageStats {
         self.sent.values().sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::{Message, MessageBody};
+
+    #[test]
+    fn the_long_delay_network_holds_back_that_share_of_replies_only() {
+        let net = NetConfig::long_delay(0.6);
+        let mut rng = Rng::new(7);
+        let (n, mut held) = (10_000, 0);
+        for _ in 0..n {
+            let d = net.sample_delay_us(&mut rng, true);
+            assert!(d <= 2_000_000);
+            held += u32::from(d >= 200_000);
+            assert!(net.sample_delay_us(&mut rng, false) <= net.delay_max_us);
+        }
+        assert!((5_700..=6_300).contains(&held), "{held} of {n} replies held back");
+        let reliable = NetConfig::reliable();
+        assert!((0..1_000).all(|_| reliable.sample_delay_us(&mut rng, true) <= 2_000));
+    }
+
+    #[test]
+    fn responses_are_replies_and_requests_are_not() {
+        let msg = |body| Message { from: 1, to: 2, term: 1, body };
+        assert!(is_reply(&msg(MessageBody::HeartbeatResp { read_round: 0 })));
+        assert!(!is_reply(&msg(MessageBody::TimeoutNow)));
+    }
+}
