@@ -612,8 +612,9 @@ impl Cluster {
             ("", 1)
         };
         let mut delays = [0u64; 2];
+        let reply = crate::network::is_reply(&m);
         for d in delays.iter_mut().take(copies) {
-            *d = self.net.cfg.sample_delay_us(&mut self.rng_net);
+            *d = self.net.cfg.sample_delay_us(&mut self.rng_net, reply);
         }
         trace_line!(
             self,

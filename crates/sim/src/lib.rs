@@ -59,6 +59,7 @@ pub mod kv;
 pub mod network;
 pub mod node;
 mod queue;
+pub mod scenario;
 pub mod script;
 pub mod swarm;
 pub mod trace;

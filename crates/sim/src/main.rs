@@ -5,14 +5,17 @@
 //! cargo run --release -p sim -- --seeds 300 [--from 1000] [--jobs 2] [--keep-going]
 //! cargo run --release -p sim -- --seed 42 [-v]
 //! cargo run --release -p sim -- --workload kv --seeds 200 | --seed 42 [-v]
+//! cargo run --release -p sim -- --scenario long_delay_crash_all_partitions_snapshots [--workload kv] [-v]
 //! cargo run --release -p sim -- --bench [--bench-seconds 10]
 //! ```
 
 use clap::{Parser, ValueEnum};
 use sim::bench::run_bench;
+use sim::kv::swarm::run_kv_params;
 use sim::kv::swarm::{describe_outcome, LinVerdict};
 use sim::kv::{run_kv_seed, KvOutcome, KvStats};
-use sim::swarm::{run_seed, SeedOutcome};
+use sim::scenario::Scenario;
+use sim::swarm::{run_params, run_seed, SeedOutcome};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -32,7 +35,10 @@ struct Args {
     /// Run exactly this seed; the output ends with its trace hash.
     #[arg(long, conflicts_with = "bench")]
     seed: Option<u64>,
-    /// With --seed: print every event of the trace.
+    /// Run one named scenario (`sim::scenario`; `--scenario list` names them all).
+    #[arg(long, conflicts_with_all = ["seed", "seeds", "bench"])]
+    scenario: Option<String>,
+    /// With --seed or --scenario: print every event of the trace.
     #[arg(short, long)]
     verbose: bool,
     /// Benchmark: a fault-free in-memory 3-node cluster under heavy proposal load.
@@ -64,6 +70,9 @@ enum Workload {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(name) = &args.scenario {
+        return one_scenario(name, args.workload == Workload::Kv, args.verbose);
+    }
     if args.workload == Workload::Kv {
         if args.bench {
             eprintln!("error: --bench measures the raft core; it has no kv workload");
@@ -88,7 +97,31 @@ fn replay_command(seed: u64) -> String {
     format!("cargo run --release -p sim -- --seed {seed} -v")
 }
 
+/// Runs one named scenario of either workload (or lists them for `list`).
+fn one_scenario(name: &str, kv: bool, verbose: bool) -> ExitCode {
+    let Some(scenario) = Scenario::from_name(name) else {
+        if name != "list" {
+            eprintln!("error: no scenario {name:?}; the scenarios are:");
+        }
+        for s in Scenario::all() {
+            println!("{}", s.name());
+        }
+        return if name == "list" { ExitCode::SUCCESS } else { ExitCode::from(2) };
+    };
+    println!("scenario {} (seed {})", scenario.name(), scenario.seed());
+    let (replay, wall) = (scenario.replay_command(kv), Instant::now());
+    if kv {
+        kv_report(run_kv_params(scenario.kv_params(), verbose), wall, verbose, &replay)
+    } else {
+        report(run_params(scenario.raft_params(), verbose), wall, verbose, &replay)
+    }
+}
+
 fn print_failure(out: &SeedOutcome) {
+    print_failure_with(out, &replay_command(out.params.seed));
+}
+
+fn print_failure_with(out: &SeedOutcome, replay: &str) {
     let Some(f) = &out.failure else { return };
     let seed = out.params.seed;
     println!("FAILED seed {seed} at {:.3} s simulated", f.time_us as f64 / 1e6);
@@ -98,12 +131,17 @@ fn print_failure(out: &SeedOutcome) {
     for line in &f.recent_events {
         println!("  {line}");
     }
-    println!("replay: {}", replay_command(seed));
+    println!("replay: {replay}");
 }
 
 fn one_seed(seed: u64, verbose: bool) -> ExitCode {
     let wall = Instant::now();
-    let out = run_seed(seed, verbose);
+    report(run_seed(seed, verbose), wall, verbose, &replay_command(seed))
+}
+
+/// Prints one run's outcome (its wall time counted from `wall`); fails if it failed.
+fn report(out: SeedOutcome, wall: Instant, verbose: bool, replay: &str) -> ExitCode {
+    let seed = out.params.seed;
     if !verbose {
         println!("{}", out.params);
     }
@@ -121,7 +159,7 @@ fn one_seed(seed: u64, verbose: bool) -> ExitCode {
         out.transfers,
         wall.elapsed().as_secs_f64()
     );
-    print_failure(&out);
+    print_failure_with(&out, replay);
     println!("trace-hash: {:016x}", out.trace_hash);
     if out.failure.is_some() {
         ExitCode::FAILURE
@@ -284,6 +322,10 @@ fn kv_replay_command(seed: u64) -> String {
 }
 
 fn print_kv_failure(out: &KvOutcome) {
+    print_kv_failure_with(out, &kv_replay_command(out.params.seed));
+}
+
+fn print_kv_failure_with(out: &KvOutcome, replay: &str) {
     let Some(f) = &out.failure else { return };
     let seed = out.params.seed;
     println!("FAILED seed {seed} (kv) at {:.3} s simulated", f.time_us as f64 / 1e6);
@@ -293,12 +335,17 @@ fn print_kv_failure(out: &KvOutcome) {
     for line in &f.recent_events {
         println!("  {line}");
     }
-    println!("replay: {}", kv_replay_command(seed));
+    println!("replay: {replay}");
 }
 
 fn kv_one_seed(seed: u64, verbose: bool) -> ExitCode {
     let wall = Instant::now();
-    let out = run_kv_seed(seed, verbose);
+    kv_report(run_kv_seed(seed, verbose), wall, verbose, &kv_replay_command(seed))
+}
+
+/// [`report`] for the kv workload.
+fn kv_report(out: KvOutcome, wall: Instant, verbose: bool, replay: &str) -> ExitCode {
+    let seed = out.params.seed;
     if !verbose {
         println!("{}", out.params);
     }
@@ -310,7 +357,7 @@ fn kv_one_seed(seed: u64, verbose: bool) -> ExitCode {
         wall.elapsed().as_secs_f64()
     );
     println!("  {}", describe_outcome(&out));
-    print_kv_failure(&out);
+    print_kv_failure_with(&out, replay);
     println!("trace-hash: {:016x}", out.trace_hash);
     if out.failure.is_some() {
         ExitCode::FAILURE

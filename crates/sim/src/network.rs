@@ -20,6 +20,15 @@ pub struct NetConfig {
     pub long_delay: f64,
     /// Longest such delay.
     pub long_delay_max_us: u64,
+    /// Chance that a reply (a Raft response, a server's answer to a client, a watch
+    /// stream's message) is held back `reply_delay_min_us..=reply_delay_max_us`: the
+    /// long-delay network, where answers arrive long after newer requests went out.
+    /// 0 turns it off (and draws nothing, so other runs keep their traces).
+    pub reply_delay: f64,
+    /// Shortest held-back reply.
+    pub reply_delay_min_us: u64,
+    /// Longest held-back reply.
+    pub reply_delay_max_us: u64,
 }
 
 impl NetConfig {
@@ -32,6 +41,9 @@ impl NetConfig {
             delay_max_us: 2_000,
             long_delay: 0.0,
             long_delay_max_us: 0,
+            reply_delay: 0.0,
+            reply_delay_min_us: 0,
+            reply_delay_max_us: 0,
         }
     }
 
@@ -45,16 +57,83 @@ impl NetConfig {
             delay_max_us: 27_000,
             long_delay: 0.05,
             long_delay_max_us: 200_000,
+            reply_delay: 0.0,
+            reply_delay_min_us: 0,
+            reply_delay_max_us: 0,
         }
     }
 
-    /// Draws one message's delay.
-    pub(crate) fn sample_delay_us(&self, rng: &mut Rng) -> u64 {
+    /// The long-delay network: nothing lost, but `share` of all replies (the default
+    /// [`LONG_DELAY_REPLY_SHARE`]: most of them) arrive 0.2-2 s late, long after the
+    /// requests sent after them (long reordering; several election timeouts).
+    pub fn long_delay(share: f64) -> NetConfig {
+        NetConfig {
+            reply_delay: share,
+            reply_delay_min_us: 200_000,
+            reply_delay_max_us: 2_000_000,
+            ..NetConfig::reliable()
+        }
+    }
+
+    /// How many times the liveness bounds stretch on this network: Raft promises
+    /// progress only while a round trip is well under the election timeout, and the
+    /// long-delay network breaks that for most replies, so an election there needs
+    /// several tries (each must gather a quorum's answers within 200-400 ms).
+    pub fn patience(&self) -> u64 {
+        if self.is_long_delay() {
+            LONG_DELAY_PATIENCE
+        } else {
+            1
+        }
+    }
+
+    /// True for the long-delay network (replies held back).
+    pub fn is_long_delay(&self) -> bool {
+        self.reply_delay > 0.0
+    }
+
+    /// One line on the held-back replies, for parameter listings (empty when off).
+    pub fn describe_long_delay(&self) -> String {
+        if !self.is_long_delay() {
+            return String::new();
+        }
+        format!(
+            "\n  long-delay network: {:.2} of replies held back {}..{} ms",
+            self.reply_delay,
+            self.reply_delay_min_us / 1000,
+            self.reply_delay_max_us / 1000
+        )
+    }
+
+    /// Draws one message's delay; `reply` says whether it answers a request.
+    pub(crate) fn sample_delay_us(&self, rng: &mut Rng, reply: bool) -> u64 {
+        if reply && self.reply_delay > 0.0 && rng.chance(self.reply_delay) {
+            return rng.range(self.reply_delay_min_us, self.reply_delay_max_us + 1);
+        }
         if self.long_delay > 0.0 && rng.chance(self.long_delay) {
             return rng.range(self.delay_max_us, self.long_delay_max_us.max(self.delay_max_us) + 1);
         }
         rng.range(self.delay_min_us, self.delay_max_us + 1)
     }
+}
+
+/// Share of replies the long-delay network holds back in named scenarios.
+pub const LONG_DELAY_REPLY_SHARE: f64 = 0.6;
+
+/// Factor on the liveness bounds of seeds on the long-delay network.
+pub const LONG_DELAY_PATIENCE: u64 = 4;
+
+/// True for Raft messages that answer another one.
+pub(crate) fn is_reply(m: &Message) -> bool {
+    matches!(
+        m.body,
+        MessageBody::PreVoteResp { .. }
+            | MessageBody::VoteResp { .. }
+            | MessageBody::AppendResp { .. }
+            | MessageBody::HeartbeatResp { .. }
+            | MessageBody::SnapshotResp { .. }
+            | MessageBody::ReadIndexResp { .. }
+    )
 }
 
 /// Which links are up. A link is up when it is not cut and neither end is disconnected.
@@ -176,5 +255,34 @@ impl MessageStats {
     /// All messages sent.
     pub fn total_sent(&self) -> u64 {
         self.sent.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::{Message, MessageBody};
+
+    #[test]
+    fn the_long_delay_network_holds_back_that_share_of_replies_only() {
+        let net = NetConfig::long_delay(0.6);
+        let mut rng = Rng::new(7);
+        let (n, mut held) = (10_000, 0);
+        for _ in 0..n {
+            let d = net.sample_delay_us(&mut rng, true);
+            assert!(d <= 2_000_000);
+            held += u32::from(d >= 200_000);
+            assert!(net.sample_delay_us(&mut rng, false) <= net.delay_max_us);
+        }
+        assert!((5_700..=6_300).contains(&held), "{held} of {n} replies held back");
+        let reliable = NetConfig::reliable();
+        assert!((0..1_000).all(|_| reliable.sample_delay_us(&mut rng, true) <= 2_000));
+    }
+
+    #[test]
+    fn responses_are_replies_and_requests_are_not() {
+        let msg = |body| Message { from: 1, to: 2, term: 1, body };
+        assert!(is_reply(&msg(MessageBody::HeartbeatResp { read_round: 0 })));
+        assert!(!is_reply(&msg(MessageBody::TimeoutNow)));
     }
 }

@@ -107,6 +107,7 @@ impl SwarmParams {
         let nodes = r.range(3, 8) as usize;
         let mut cluster = ClusterConfig::new(nodes, seed);
         cluster.net = draw_net(&mut r);
+        draw_long_delay(&mut cluster.net, seed, 0x4c4f_4e47);
         cluster.disk = draw_disk(&mut r);
         cluster.clock_drift = permille(&mut r, 50);
         cluster.compact_threshold_entries = match r.range(0, 4) {
@@ -166,6 +167,25 @@ pub(crate) fn draw_net(r: &mut Rng) -> NetConfig {
         delay_max_us: delay_min_us + r.range(500, 30_000),
         long_delay: if r.chance(0.5) { 0.0 } else { permille(r, 50) },
         long_delay_max_us: r.range(50_000, 500_000),
+        reply_delay: 0.0,
+        reply_delay_min_us: 0,
+        reply_delay_max_us: 0,
+    }
+}
+
+/// Share of swarm seeds (both workloads) on the long-delay network.
+pub const LONG_DELAY_SEEDS: f64 = 0.15;
+
+/// Turns the long-delay network on for a share of seeds: half to seven tenths of the
+/// replies held back 0.2-2 s, on top of the drawn loss and delays. Drawn from a stream
+/// of its own (`purpose` differs per workload), so every other seed runs as before.
+pub(crate) fn draw_long_delay(net: &mut NetConfig, seed: u64, purpose: u64) {
+    let mut r = Rng::new(stream_seed(seed, purpose));
+    if r.chance(LONG_DELAY_SEEDS) {
+        let long = NetConfig::long_delay(r.range(500, 701) as f64 / 1000.0);
+        net.reply_delay = long.reply_delay;
+        net.reply_delay_min_us = long.reply_delay_min_us;
+        net.reply_delay_max_us = long.reply_delay_max_us;
     }
 }
 
@@ -211,13 +231,14 @@ impl fmt::Display for SwarmParams {
         let n = &c.net;
         writeln!(
             f,
-            "  net: loss {:.3} dup {:.3} delay {}..{} us, long {:.3} up to {} ms",
+            "  net: loss {:.3} dup {:.3} delay {}..{} us, long {:.3} up to {} ms{}",
             n.loss,
             n.duplicate,
             n.delay_min_us,
             n.delay_max_us,
             n.long_delay,
-            ms(n.long_delay_max_us)
+            ms(n.long_delay_max_us),
+            n.describe_long_delay()
         )?;
         let d = &c.disk;
         writeln!(
@@ -321,7 +342,12 @@ struct Swarm {
 
 /// Runs one seed: safety phase, then liveness phase. `verbose` prints every event.
 pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
-    let mut p = SwarmParams::from_seed(seed);
+    run_params(SwarmParams::from_seed(seed), verbose)
+}
+
+/// Runs one swarm run with the given parameters (a seed's own, or a named scenario's).
+pub fn run_params(mut p: SwarmParams, verbose: bool) -> SeedOutcome {
+    let seed = p.seed;
     p.cluster.verbose = verbose;
     if verbose {
         println!("{p}");
@@ -517,16 +543,17 @@ impl Swarm {
         self.check()?;
         let mut tracked: Vec<Tracked> = Vec::new();
         let mut leader_seen = false;
+        let patience = self.p.cluster.net.patience();
         loop {
             let now = self.cluster.now_us() + 10_000;
             self.cluster.run_until_us(now);
             self.check()?;
             let elapsed = now - start;
             leader_seen = leader_seen || self.cluster.stable_leader().is_some();
-            if !leader_seen && elapsed > LIVENESS_LEADER_BOUND_US {
+            if !leader_seen && elapsed > LIVENESS_LEADER_BOUND_US * patience {
                 let details = format!(
                     "no leader within {} s of healing everything\n{}",
-                    LIVENESS_LEADER_BOUND_US / 1_000_000,
+                    LIVENESS_LEADER_BOUND_US * patience / 1_000_000,
                     self.cluster.describe_nodes()
                 );
                 return Err(Violation::new("Liveness (election)", details));
@@ -547,7 +574,7 @@ impl Swarm {
             if tracked.len() as u64 == LIVENESS_PROPOSALS && self.all_applied_everywhere(&tracked) {
                 return Ok(());
             }
-            if elapsed > LIVENESS_COMMIT_BOUND_US {
+            if elapsed > LIVENESS_COMMIT_BOUND_US * patience {
                 return Err(self.commit_stall(&tracked));
             }
         }
@@ -602,7 +629,7 @@ impl Swarm {
             .collect();
         let details = format!(
             "liveness-phase proposals not all applied on every node within {} s of healing; {} of {} never committed {:?}\n{}",
-            LIVENESS_COMMIT_BOUND_US / 1_000_000,
+            LIVENESS_COMMIT_BOUND_US * self.p.cluster.net.patience() / 1_000_000,
             uncommitted.len(),
             tracked.len(),
             uncommitted,

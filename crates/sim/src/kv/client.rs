@@ -327,7 +327,7 @@ impl KvCluster {
         if !self.clients_active {
             return;
         }
-        let deadline_us = self.now_us + self.cfg.op_deadline_us;
+        let deadline_us = self.now_us.saturating_add(self.cfg.op_deadline_us);
         let invoked_us = self.now_us;
         let (purpose, request) = if self.clients[c].clerk.session().is_none() {
             (Purpose::Register, Request::Write(self.clients[c].clerk.register_command()))

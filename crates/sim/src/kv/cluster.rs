@@ -10,7 +10,7 @@ use crate::checker::{entry_hash, Violation};
 use crate::cluster::stream_seed;
 use crate::disk::DiskConfig;
 use crate::faults::{FaultTarget, NetFaultTarget};
-use crate::network::{NetConfig, Network};
+use crate::network::{is_reply, NetConfig, Network};
 use crate::queue::EventQueue;
 use crate::trace::{MsgFmt, Trace};
 use kv::Response;
@@ -1159,8 +1159,9 @@ impl KvCluster {
         }
     }
 
-    /// The network's verdict on one message: how many copies arrive, after which delays.
-    fn fate(&mut self, link_up: bool) -> (&'static str, usize, [u64; 2]) {
+    /// The network's verdict on one message (`reply`: it answers a request): how many
+    /// copies arrive, after which delays.
+    fn fate(&mut self, link_up: bool, reply: bool) -> (&'static str, usize, [u64; 2]) {
         let cfg = &self.net.cfg;
         let (fate, copies) = if !link_up {
             ("cut", 0)
@@ -1173,7 +1174,7 @@ impl KvCluster {
         };
         let mut delays = [0u64; 2];
         for d in delays.iter_mut().take(copies) {
-            *d = self.net.cfg.sample_delay_us(&mut self.rng_net);
+            *d = self.net.cfg.sample_delay_us(&mut self.rng_net, reply);
         }
         (fate, copies, delays)
     }
@@ -1182,7 +1183,7 @@ impl KvCluster {
         let (from, to) = (m.from, m.to);
         assert!(to >= 1 && to as usize <= self.members.len() && to != from, "bad peer {to}");
         self.stats.peer_messages += 1;
-        let (fate, copies, delays) = self.fate(self.net.link_up(from, to));
+        let (fate, copies, delays) = self.fate(self.net.link_up(from, to), is_reply(&m));
         kv_trace!(self, "n{from} -> n{to} {} {fate} +{}us", MsgFmt(&m), delays[0]);
         let incarnation = self.members[to as usize - 1].incarnation;
         if copies == 2 {
@@ -1208,7 +1209,7 @@ impl KvCluster {
         request: Request,
     ) {
         self.stats.client_messages += 1;
-        let (fate, copies, delays) = self.fate(self.client_link_up(client, to));
+        let (fate, copies, delays) = self.fate(self.client_link_up(client, to), false);
         kv_trace!(self, "c{client} -> n{to} op{op_no}.{attempt} {fate} +{}us", delays[0]);
         let member = to as usize - 1;
         let incarnation = self.members[member].incarnation;
@@ -1226,7 +1227,7 @@ impl KvCluster {
             return;
         };
         self.stats.client_messages += 1;
-        let (fate, copies, delays) = self.fate(self.client_link_up(client, from));
+        let (fate, copies, delays) = self.fate(self.client_link_up(client, from), true);
         kv_trace!(
             self,
             "n{from} -> c{client} op{op_no}.{attempt} {} {fate} +{}us",

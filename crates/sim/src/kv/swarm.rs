@@ -7,7 +7,9 @@ use super::cluster::{kv_trace, sim_peer_url, KvCluster, KvConfig, KvStats};
 use crate::checker::Violation;
 use crate::cluster::stream_seed;
 use crate::faults::{self, Agenda, FaultAction, FaultPlan};
-use crate::swarm::{draw_disk, draw_net, permille, Failure, PartitionKind, ALL_KINDS};
+use crate::swarm::{
+    draw_disk, draw_long_delay, draw_net, permille, Failure, PartitionKind, ALL_KINDS,
+};
 use lincheck::{check, CheckOptions, KvModel, Verdict};
 use node::MemberChange;
 use raft::{NodeId, Rng};
@@ -32,6 +34,9 @@ pub const SLOW_APPLIER_SEEDS: f64 = 0.4;
 pub const AUTH_SEEDS: f64 = 0.3;
 /// Search steps the linearizability check may take per seed (deterministic budget).
 pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
+/// The operation deadline of clients that never give up: they resend the same request
+/// (same session and sequence number) until it has a definite answer.
+pub const PATIENT: u64 = u64::MAX;
 /// Share of seeds with spare members and an operator changing the membership.
 pub const MEMBERSHIP_SEEDS: f64 = 0.3;
 
@@ -88,6 +93,7 @@ impl KvParams {
         } as usize;
         let mut c = KvConfig::new(members, clients, seed);
         c.net = draw_net(&mut r);
+        draw_long_delay(&mut c.net, seed, 0x4b56_4c44);
         c.disk = draw_disk(&mut r);
         c.clock_drift = permille(&mut r, 50);
         c.keys = r.range(3, 11) as usize;
@@ -174,22 +180,27 @@ impl fmt::Display for KvParams {
         let ms = |us: u64| us / 1000;
         writeln!(
             f,
-            "seed {} (kv): {} members, {} clients on {} keys every ~{} ms (timeout {} ms, deadline {} ms), safety phase {} s",
+            "seed {} (kv): {} members, {} clients on {} keys every ~{} ms (timeout {} ms, deadline {}), safety phase {} s",
             self.seed,
             c.members,
             c.clients,
             c.keys,
             ms(c.think_us),
             ms(c.client_timeout_us),
-            ms(c.op_deadline_us),
+            if c.op_deadline_us == PATIENT {
+                "never".to_string()
+            } else {
+                format!("{} ms", ms(c.op_deadline_us))
+            },
             self.safety_duration_us / 1_000_000
         )?;
         let (n, d) = (&c.net, &c.disk);
         writeln!(
             f,
-            "  net: loss {:.3} dup {:.3} delay {}..{} us, long {:.3} up to {} ms; disk: sync {}..{} us, slow {:.3} up to {} ms, crash during sync {:.4}",
+            "  net: loss {:.3} dup {:.3} delay {}..{} us, long {:.3} up to {} ms; disk: sync {}..{} us, slow {:.3} up to {} ms, crash during sync {:.4}{}",
             n.loss, n.duplicate, n.delay_min_us, n.delay_max_us, n.long_delay, ms(n.long_delay_max_us),
-            d.sync_min_us, d.sync_max_us, d.slow_sync, ms(d.slow_sync_max_us), c.crash_during_write
+            d.sync_min_us, d.sync_max_us, d.slow_sync, ms(d.slow_sync_max_us), c.crash_during_write,
+            n.describe_long_delay()
         )?;
         writeln!(
             f,
@@ -302,7 +313,13 @@ struct KvSwarm {
 /// Runs one kv seed: safety phase, liveness phase, linearizability. `verbose` prints
 /// every event.
 pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
-    let mut p = KvParams::from_seed(seed);
+    run_kv_params(KvParams::from_seed(seed), verbose)
+}
+
+/// Runs one kv swarm run with the given parameters (a seed's own, or a named
+/// scenario's).
+pub fn run_kv_params(mut p: KvParams, verbose: bool) -> KvOutcome {
+    let seed = p.seed;
     p.cluster.verbose = verbose;
     if verbose {
         println!("{p}");
@@ -319,7 +336,8 @@ pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
         agenda: Agenda::new(),
         partitions: 0,
     };
-    let result = s.safety_phase().and_then(|()| s.liveness_phase());
+    let result =
+        s.safety_phase().and_then(|()| s.liveness_phase()).and_then(|()| s.outcomes_known());
     let (verdict, violation) = match result {
         Ok(()) => s.linearizability(),
         Err(v) => (LinVerdict::NotChecked, Some(v)),
@@ -366,14 +384,15 @@ impl KvSwarm {
         faults::calm(&mut self.c, self.p.cluster.members, &self.p.cluster.net);
         self.check()?;
         let mut leader_seen = false;
+        let patience = self.p.cluster.net.patience();
         loop {
             self.step()?;
             let elapsed = self.c.now_us() - start;
             leader_seen = leader_seen || self.c.leader().is_some();
-            if !leader_seen && elapsed > KV_LIVENESS_LEADER_BOUND_US {
+            if !leader_seen && elapsed > KV_LIVENESS_LEADER_BOUND_US * patience {
                 let details = format!(
                     "no leader within {} s of healing everything",
-                    KV_LIVENESS_LEADER_BOUND_US / 1_000_000
+                    KV_LIVENESS_LEADER_BOUND_US * patience / 1_000_000
                 );
                 return Err(Violation::new("Liveness (election)", details));
             }
@@ -381,10 +400,10 @@ impl KvSwarm {
             if stuck.is_empty() {
                 break;
             }
-            if elapsed > KV_LIVENESS_PROGRESS_BOUND_US {
+            if elapsed > KV_LIVENESS_PROGRESS_BOUND_US * patience {
                 let details = format!(
                     "clients {stuck:?} completed no operation within {} s of healing everything",
-                    KV_LIVENESS_PROGRESS_BOUND_US / 1_000_000
+                    KV_LIVENESS_PROGRESS_BOUND_US * patience / 1_000_000
                 );
                 return Err(Violation::new("Liveness (client progress)", details));
             }
@@ -393,10 +412,10 @@ impl KvSwarm {
         let stop = self.c.now_us();
         while !(self.c.clients_idle() && self.c.quiescent()) {
             self.step()?;
-            if self.c.now_us() - stop > KV_CONVERGENCE_BOUND_US {
+            if self.c.now_us() - stop > KV_CONVERGENCE_BOUND_US * patience {
                 let details = format!(
                     "members did not all apply the same log within {} s of the clients stopping (clients idle: {})",
-                    KV_CONVERGENCE_BOUND_US / 1_000_000,
+                    KV_CONVERGENCE_BOUND_US * patience / 1_000_000,
                     self.c.clients_idle()
                 );
                 return Err(Violation::new("Liveness (convergence)", details));
@@ -439,6 +458,25 @@ impl KvSwarm {
             return;
         };
         self.c.change_members(change);
+    }
+
+    /// With clients that never give up ([`PATIENT`] deadline), every operation must end
+    /// with a definite outcome: a result, never "unknown" or "failed".
+    fn outcomes_known(&mut self) -> Result<(), Violation> {
+        let st = self.c.stats();
+        if self.p.cluster.op_deadline_us != PATIENT || st.ok == st.ops {
+            return Ok(());
+        }
+        let details = format!(
+            "clients that never give up ended with {} of {} operations without a result ({} unknown, {} failed)",
+            st.ops - st.ok,
+            st.ops,
+            st.unknown,
+            st.failed
+        );
+        let v = Violation::new("Clients never give up", details);
+        self.c.record(v.clone());
+        Err(v)
     }
 
     fn step(&mut self) -> Result<(), Violation> {

@@ -297,7 +297,7 @@ impl KvCluster {
         let (conn, start_revision) = (wt.conn, wt.next_revision);
         let up = self.watch_link_up(w, member);
         let incarnation = self.members[member].incarnation;
-        let delay = self.net.cfg.sample_delay_us(&mut self.rng_watch);
+        let delay = self.net.cfg.sample_delay_us(&mut self.rng_watch, false);
         kv_trace!(
             self,
             "w{w} -> n{} watch from rev {start_revision} (conn {conn}){}",
@@ -426,7 +426,7 @@ impl KvCluster {
             return false;
         }
         self.stats.watch_messages += 1;
-        let delay = self.net.cfg.sample_delay_us(&mut self.rng_watch);
+        let delay = self.net.cfg.sample_delay_us(&mut self.rng_watch, true);
         let stream = self.members[idx].watch_streams.get_mut(&w).expect("serving");
         let at = (self.now_us + delay).max(stream.last_arrival_us);
         stream.last_arrival_us = at;
