@@ -555,6 +555,14 @@ impl Pending {
         self.sub += 1;
     }
 
+    /// [`Pending::write`] of a key whose newest version the caller read at
+    /// [`Pending::read_rev`] (see [`Mvcc::write_over`]): nothing in the map is newer
+    /// than the pending revision, so that version is the key's newest.
+    fn write_over(&mut self, m: &mut Mvcc, key: Arc<[u8]>, record: Record, newest_lease: i64) {
+        m.write_over(key, self.rev, self.sub, record, newest_lease);
+        self.sub += 1;
+    }
+
     fn changed(&self) -> bool {
         self.sub > 0
     }
@@ -744,7 +752,8 @@ fn prev_of(m: &Mvcc, key: &[u8], rev: u64, want_kv: bool) -> Option<Prev> {
     })
 }
 
-/// Writes a new version of `key` after `prev`, keeping create revision and
+/// Writes a new version of `key` after `prev` (the key as read at
+/// [`Pending::read_rev`], its newest version), keeping create revision and
 /// counting the version up, or starting a new generation.
 fn write_put(
     m: &mut Mvcc,
@@ -760,7 +769,7 @@ fn write_put(
         None => (Arc::from(key), p.rev, 1),
     };
     let record = Record::Put { value, create_revision, version, lease };
-    p.write(m, key, record);
+    p.write_over(m, key, record, prev.map_or(0, |prev| prev.lease));
 }
 
 fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvError> {

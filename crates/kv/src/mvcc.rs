@@ -261,12 +261,28 @@ impl Mvcc {
     /// Writes `record` for `key` at revision `(rev, sub)`: the pending revision
     /// of the current write transaction and the change's position in it.
     pub(crate) fn write(&mut self, key: Arc<[u8]>, rev: u64, sub: u64, record: Record) {
-        assert!(rev > self.revision, "write at revision {rev} not above current {}", self.revision);
-        // Move the key's lease attachment from its newest version to this one.
-        let old_lease = match self.entry_at(&key, u64::MAX) {
+        let newest_lease = match self.entry_at(&key, u64::MAX) {
             Some((_, Record::Put { lease, .. })) => *lease,
             _ => 0,
         };
+        self.write_over(key, rev, sub, record, newest_lease);
+    }
+
+    /// [`Mvcc::write`] for a caller that has just read the key's newest version
+    /// (a put reads it anyway): `newest_lease` is that version's lease, 0 when the
+    /// key has none or is deleted. Saves the lookup `write` makes for it, one of
+    /// the two tree seeks of a put besides its inserts.
+    pub(crate) fn write_over(
+        &mut self,
+        key: Arc<[u8]>,
+        rev: u64,
+        sub: u64,
+        record: Record,
+        newest_lease: i64,
+    ) {
+        assert!(rev > self.revision, "write at revision {rev} not above current {}", self.revision);
+        // Move the key's lease attachment from its newest version to this one.
+        let old_lease = newest_lease;
         let new_lease = match &record {
             Record::Put { lease, .. } => *lease,
             Record::Tombstone => 0,
