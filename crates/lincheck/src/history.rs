@@ -162,6 +162,19 @@ impl<I, O> History<I, O> {
         op.completion = Some(Completion { time, outcome, seq });
     }
 
+    /// Turns operation `id`, completed [`Outcome::Unknown`], into [`Outcome::Fail`], for
+    /// a caller that learned later, from outside its client, that it never took effect
+    /// (a simulator that sees the whole log).
+    ///
+    /// Panics if `id` did not complete with [`Outcome::Unknown`].
+    pub fn settle_failed(&mut self, id: OpId) {
+        let op =
+            self.operations.get_mut(id.0).unwrap_or_else(|| panic!("settle: no operation {id}"));
+        let c = op.completion.as_mut().unwrap_or_else(|| panic!("settle: {id} is open"));
+        assert!(matches!(c.outcome, Outcome::Unknown), "settle: {id} did not end unknown");
+        c.outcome = Outcome::Fail;
+    }
+
     /// The operation `id` is open: invoked and not yet completed.
     pub fn is_open(&self, id: OpId) -> bool {
         self.operations.get(id.0).is_some_and(|op| op.completion.is_none())
@@ -233,6 +246,24 @@ mod tests {
         let mut h: History<&str, u8> = History::new();
         h.invoke(1, 0, "a");
         h.invoke(1, 1, "b");
+    }
+
+    #[test]
+    fn an_unknown_outcome_settles_as_failed() {
+        let mut h: History<&str, u8> = History::new();
+        let a = h.invoke(1, 0, "a");
+        h.complete(a, 3, Outcome::Unknown);
+        h.settle_failed(a);
+        assert_eq!(h.operation(a).outcome(), &Outcome::Fail);
+    }
+
+    #[test]
+    #[should_panic(expected = "did not end unknown")]
+    fn only_an_unknown_outcome_settles() {
+        let mut h: History<&str, u8> = History::new();
+        let a = h.invoke(1, 0, "a");
+        h.complete(a, 3, Outcome::Ok(1));
+        h.settle_failed(a);
     }
 
     #[test]

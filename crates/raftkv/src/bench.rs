@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// What the benchmark does.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// TLS for https:// endpoints, as etcdctl's flags.
+    #[command(flatten)]
+    tls: crate::tls_flags::ClientTlsArgs,
 }
 
 /// What one run measured.
@@ -86,10 +89,10 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn find_leader(endpoints: &[String]) -> Option<String> {
+/// The endpoint whose member says it leads (over TLS for an `https://` one).
+async fn find_leader(endpoints: &[String], tls: Option<&tls::ClientTls>) -> Option<String> {
     for e in endpoints {
-        let Ok(ep) = Endpoint::from_shared(e.clone()) else { continue };
-        let Ok(ch) = ep.connect_timeout(Duration::from_secs(1)).connect().await else { continue };
+        let Ok(ch) = client::channel(e, tls) else { continue };
         let Ok(s) = MaintenanceClient::new(ch).status(pb::StatusRequest {}).await else { continue };
         let s = s.into_inner();
         if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
@@ -117,20 +120,22 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
     if a.clients == 0 || a.connections == 0 || a.keys == 0 {
         return Err("--clients, --connections and --keys must be at least 1".into());
     }
+    let tls = a.tls.client_tls()?;
     let targets = if a.spread {
         a.endpoints.clone()
     } else {
-        vec![find_leader(&a.endpoints).await.ok_or("no leader found at --endpoints")?]
+        let leader = find_leader(&a.endpoints, tls.as_ref()).await;
+        vec![leader.ok_or("no leader found at --endpoints")?]
     };
     let mut channels = Vec::new();
     for k in 0..a.connections {
         let url = &targets[k % targets.len()];
-        let ep = Endpoint::from_shared(url.clone()).map_err(|_| format!("{url:?} is not a URL"))?;
-        let ch = ep
-            .tcp_nodelay(true)
-            .connect()
+        let ch = client::channel(url, tls.as_ref()).map_err(|e| format!("{url}: {e}"))?;
+        // Connected now, so an unreachable member is an error here, not one per request.
+        MaintenanceClient::new(ch.clone())
+            .status(pb::StatusRequest {})
             .await
-            .map_err(|e| format!("connecting to {url}: {e}"))?;
+            .map_err(|e| format!("connecting to {url}: {}", e.message()))?;
         channels.push(ch);
     }
     let value = Bytes::from(vec![b'v'; a.value_size]);

@@ -282,3 +282,36 @@ async fn etcdctl_over_mutual_tls_sees_raftkv_as_it_sees_etcd() {
     let got = transcript(&c, &raftkv.endpoint(0));
     assert_eq!(got, expected, "\nraftkv:\n{}\netcd:\n{}", got.join("\n"), expected.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_runs_over_https_to_the_leader_and_spread_over_every_member() {
+    let c = certs("bench");
+    let cluster = start("tls-bench", &c);
+    cluster.wait_ready().await;
+    let endpoints = cluster.endpoints().join(",");
+    let tls_args = [
+        format!("--cacert={}", p(&c.ca.cert_file)),
+        format!("--cert={}", p(&c.client.cert_file)),
+        format!("--key={}", p(&c.client.key_file)),
+    ];
+    for spread in [false, true] {
+        let mut args = vec!["bench", "--endpoints", &endpoints, "--quiet", "--count=200"];
+        args.extend(["--clients=4", "--connections=3", "--keys=50", "--duration-secs=60"]);
+        args.extend(tls_args.iter().map(String::as_str));
+        if spread {
+            args.push("--spread");
+        }
+        let (ok, out, err) = raftkv(&args);
+        assert!(ok, "bench over https (spread {spread}): {err}");
+        // --count stops the clients once 200 completed; those in flight finish too.
+        let ops: u64 = out
+            .split_once("B: ")
+            .and_then(|(_, rest)| rest.split_once(" ops in"))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or(0);
+        assert!(ops >= 200 && out.contains("errors 0"), "{out}");
+    }
+    // Without the CA, https:// endpoints are explained, not "no leader".
+    let (ok, _, err) = raftkv(&["bench", "--endpoints", &endpoints, "--count=1", "--spread"]);
+    assert!(!ok && err.contains("--cacert"), "https without a CA is explained: {err}");
+}

@@ -23,18 +23,45 @@ use super::cluster::KvConfig;
 use super::reference::in_range;
 use crate::checker::Violation;
 use kv::{
-    AuthStamp, AuthState, Command, KvError, Op, PermissionType, RequestOp, Response, TxnRequest,
+    AuthOp, AuthStamp, AuthState, Command, KvError, Op, PermissionType, RequestId, RequestOp,
+    Response, TxnRequest,
 };
+use lincheck::{History, KvOp, KvResult, OpId};
 use node::Request;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Who client `c` acts as: `None` sends unstamped commands (as every client does in
 /// seeds without auth changes), else the user name.
+///
+/// One client in four is restricted (`u0` or `u1`), two are root: a refused write is an
+/// unknown outcome in the history (a copy sent earlier may still be applied under a
+/// later grant), and too many of them exhaust the linearizability search.
 pub(crate) fn client_user(cfg: &KvConfig, c: usize) -> Option<&'static str> {
-    if cfg.auth_share <= 0.0 || c.is_multiple_of(4) {
+    if cfg.auth_share <= 0.0 {
         return None;
     }
-    Some(["root", "u0", "u1"][(c - 1) % 3])
+    match c % 4 {
+        0 => None,
+        1 => Some(["u0", "u1"][(c / 4) % 2]),
+        _ => Some("root"),
+    }
+}
+
+/// While `auth` is off: the next of user root, role root, the grant of one to the
+/// other, and auth enable.
+pub(crate) fn next_enable_step(auth: &AuthState) -> Option<AuthOp> {
+    if auth.enabled {
+        return None;
+    }
+    let root = || "root".to_string();
+    Some(match auth.users.get("root") {
+        None => AuthOp::UserAdd { name: root(), password_hash: Some(b"h".to_vec()) },
+        Some(_) if !auth.roles.contains_key("root") => AuthOp::RoleAdd { name: root() },
+        Some(u) if !u.roles.contains("root") => {
+            AuthOp::UserGrantRole { user: root(), role: root() }
+        }
+        Some(_) => AuthOp::Enable,
+    })
 }
 
 /// Marks the client command `request` carries as sent by `user` (the revision is the
@@ -140,6 +167,11 @@ pub(crate) struct AuthCheck {
     /// same or a lower one is a duplicate, answered from the session (the first
     /// execution's answer) or refused, never executed, so not judged.
     executed: BTreeMap<u64, u64>,
+    /// Every (session, sequence number) the log executed.
+    executed_ever: BTreeSet<(u64, u64)>,
+    /// History operations whose command was refused at apply, recorded unknown: those
+    /// the log never executed are settled as failed before the history is checked.
+    refused_ops: Vec<(OpId, RequestId)>,
     /// The first violation seen, until the cluster takes it.
     violation: Option<Violation>,
 }
@@ -164,6 +196,7 @@ impl AuthCheck {
             }
             if !refused {
                 *last = id.seq;
+                self.executed_ever.insert((id.client_id, id.seq));
             }
         }
         let Some(stamp) = auth else { return };
@@ -196,6 +229,24 @@ impl AuthCheck {
             );
             self.violation = Some(Violation::new("Auth (permission not held at apply)", details));
         }
+    }
+
+    /// History operation `op` was answered with a refusal at apply of its command `id`.
+    pub(crate) fn note_refused(&mut self, op: OpId, id: RequestId) {
+        self.refused_ops.push((op, id));
+    }
+
+    /// `history` with each refused operation whose command the log never executed (no
+    /// copy of it, sent before or after, ran) settled as failed rather than unknown:
+    /// too many unknown writes exhaust the linearizability search.
+    pub(crate) fn settled(&self, history: &History<KvOp, KvResult>) -> History<KvOp, KvResult> {
+        let mut h = history.clone();
+        for (op, id) in &self.refused_ops {
+            if !self.executed_ever.contains(&(id.client_id, id.seq)) {
+                h.settle_failed(*op);
+            }
+        }
+        h
     }
 
     /// The first violation seen, once.

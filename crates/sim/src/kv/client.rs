@@ -258,6 +258,13 @@ impl KvCluster {
     /// most draws are refused at first, which replicates refusals too).
     fn draw_auth_op(&mut self) -> kv::AuthOp {
         use kv::{AuthOp as A, Permission, PermissionType as T};
+        // Half the time while auth is off (as the log has it), the next step towards
+        // turning it on, so the users' commands spend part of the run under checks.
+        if let Some(step) = auth_check::next_enable_step(self.reference.state().auth()) {
+            if self.rng_ops.chance(0.5) {
+                return step;
+            }
+        }
         let keys = self.cfg.keys.max(1) as u64;
         let r = &mut self.rng_ops;
         let user = ["root", "u0", "u1"][r.range(0, 3) as usize].to_string();
@@ -520,6 +527,9 @@ impl KvCluster {
                     // command sent earlier may still be applied under a later grant.
                     client.last_ok_invoke_us = Some(f.invoked_us);
                     client.seen.remove(op.key());
+                    if let Request::Write(Command { request_id: Some(rid), .. }) = &f.request {
+                        self.reference.auth.note_refused(id, *rid);
+                    }
                     self.history.complete(id, self.now_us, Outcome::Unknown);
                     self.stats.unknown += 1;
                     kv_trace!(self, "c{c} completes {id}: unknown (refused: {e})");

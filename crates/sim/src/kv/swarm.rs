@@ -487,7 +487,7 @@ impl KvSwarm {
 
     fn linearizability(&mut self) -> (LinVerdict, Option<Violation>) {
         let options = CheckOptions { timeout: None, max_steps: Some(KV_LINCHECK_STEPS) };
-        let verdict = check(&KvModel::strict(), self.c.history(), &options);
+        let verdict = check(&KvModel::strict(), &self.c.settled_history(), &options);
         let c = &mut self.c;
         let ops = c.history().len();
         kv_trace!(c, "lincheck: {} ({ops} operations)", verdict.label());
