@@ -283,8 +283,8 @@ impl Engine for KvEngine {
         s.leases_revoked
     );
         println!(
-        "  membership ({} seeds): {} changes done, {} refused or lost, {} members joined by snapshot, {} removed",
-        t.member_seeds, s.member_changes, s.member_changes_failed, s.members_joined, s.members_removed
+        "  membership ({} seeds): {} changes done, {} refused or lost, {} members joined by snapshot, {} removed, {} crashes of joined members",
+        t.member_seeds, s.member_changes, s.member_changes_failed, s.members_joined, s.members_removed, s.spare_crashes
     );
         println!(
         "  auth ({} seeds): {} auth changes answered, every replica's auth state the log's at every applied index",
@@ -350,6 +350,7 @@ impl KvTotals {
         t.member_changes_failed += s.member_changes_failed;
         t.members_joined += s.members_joined;
         t.members_removed += s.members_removed;
+        t.spare_crashes += s.spare_crashes;
         self.member_seeds += u64::from(out.params.member_change_interval_us.is_some());
         let bound = sim::kv::raft_state_bytes_bound(&out.params.cluster);
         let ratio = s.raft_state_bytes_max as f64 / bound as f64;

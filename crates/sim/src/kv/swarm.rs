@@ -70,8 +70,11 @@ pub struct KvParams {
 
 impl KvParams {
     fn fault_plan(&self) -> FaultPlan<'_> {
+        // Spare members take part once a membership change started them: crashes and
+        // network faults pick among every slot (a spare never started is down already,
+        // and the restart of a spare never added or of a removed member does nothing).
         FaultPlan {
-            members: self.cluster.members,
+            members: self.cluster.members + self.cluster.spare_members,
             partition_interval_us: self.partition_interval_us,
             partition_duration_us: self.partition_duration_us,
             partition_kinds: &self.partition_kinds,
@@ -381,7 +384,8 @@ impl KvSwarm {
     fn liveness_phase(&mut self) -> Result<(), Violation> {
         self.agenda.clear();
         let start = self.c.now_us();
-        faults::calm(&mut self.c, self.p.cluster.members, &self.p.cluster.net);
+        let slots = self.p.cluster.members + self.p.cluster.spare_members;
+        faults::calm(&mut self.c, slots, &self.p.cluster.net);
         self.check()?;
         let mut leader_seen = false;
         let patience = self.p.cluster.net.patience();
