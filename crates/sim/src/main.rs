@@ -12,7 +12,7 @@
 use clap::{Parser, ValueEnum};
 use sim::bench::run_bench;
 use sim::driver::{self, Engine, SeedRange};
-use sim::kv::swarm::{describe_outcome, run_kv_params, LinVerdict};
+use sim::kv::swarm::{describe_outcome, run_kv_params, LinVerdict, PATIENT};
 use sim::kv::{run_kv_seed, KvOutcome, KvStats};
 use sim::scenario::Scenario;
 use sim::swarm::{run_params, run_seed, Failure, SeedOutcome};
@@ -299,6 +299,10 @@ impl Engine for KvEngine {
             if unknown.is_empty() { "" } else { ": seeds " },
             unknown.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ")
         );
+        println!(
+            "  clients that never give up ({} seeds): every operation ended with a result",
+            t.patient_seeds
+        );
     }
 }
 
@@ -317,6 +321,8 @@ struct KvTotals {
     /// The largest WAL over its seed's bound: (ratio, seed, bytes, bound).
     raft_state_ratio_max: (f64, u64, u64, u64),
     auth_seeds: u64,
+    /// Seeds whose clients never give up (every operation answered).
+    patient_seeds: u64,
 }
 
 impl KvTotals {
@@ -361,6 +367,7 @@ impl KvTotals {
         self.lease_seeds += u64::from(out.params.cluster.mix.lease > 0);
         t.auth_ops += s.auth_ops;
         self.auth_seeds += u64::from(out.params.cluster.auth_share > 0.0);
+        self.patient_seeds += u64::from(out.params.cluster.op_deadline_us == PATIENT);
         match out.verdict {
             LinVerdict::Linearizable => self.linearizable += 1,
             LinVerdict::Unknown(_) => self.unknown.push(seed),

@@ -37,6 +37,9 @@ pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 /// The operation deadline of clients that never give up: they resend the same request
 /// (same session and sequence number) until it has a definite answer.
 pub const PATIENT: u64 = u64::MAX;
+/// Share of kv seeds (of those whose sessions never expire) with clients that never
+/// give up: every operation must end with a result.
+pub const PATIENT_SEEDS: f64 = 0.2;
 /// Share of seeds with spare members and an operator changing the membership.
 pub const MEMBERSHIP_SEEDS: f64 = 0.3;
 
@@ -160,6 +163,12 @@ impl KvParams {
         let mut au = Rng::new(stream_seed(seed, 0x4155_5448));
         if au.chance(AUTH_SEEDS) {
             c.auth_share = [0.02, 0.05, 0.15][au.range(0, 3) as usize];
+        }
+        // Clients that never give up in a share of the seeds whose sessions never expire
+        // (an expired session leaves a write's outcome unknown), from a stream of their own.
+        let mut pa = Rng::new(stream_seed(seed, 0x5041_5449));
+        if c.session_idle_entries_max >= 100_000 && pa.chance(PATIENT_SEEDS) {
+            c.op_deadline_us = PATIENT;
         }
         KvParams {
             seed,
