@@ -54,6 +54,7 @@ pub mod checker;
 pub mod cluster;
 mod conftrack;
 pub mod disk;
+pub mod driver;
 mod faults;
 pub mod kv;
 pub mod network;

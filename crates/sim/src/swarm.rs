@@ -338,7 +338,13 @@ struct Swarm {
     partitions: u64,
     conf_changes: u64,
     transfers: u64,
+    /// Every proposal a leader accepted: (index, term, command hash), at most
+    /// [`PLACED_TRACKED_MAX`]; each must end with a known outcome.
+    placed: Vec<(Index, Term, u64)>,
 }
+
+/// Accepted proposals whose outcome a seed follows (a seed makes a few thousand).
+const PLACED_TRACKED_MAX: usize = 200_000;
 
 /// Runs one seed: safety phase, then liveness phase. `verbose` prints every event.
 pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
@@ -368,8 +374,10 @@ pub fn run_params(mut p: SwarmParams, verbose: bool) -> SeedOutcome {
         partitions: 0,
         conf_changes: 0,
         transfers: 0,
+        placed: Vec::new(),
     };
-    let result = s.safety_phase().and_then(|()| s.liveness_phase());
+    let result =
+        s.safety_phase().and_then(|()| s.liveness_phase()).and_then(|()| s.outcomes_known());
     s.outcome(result.err())
 }
 
@@ -521,6 +529,9 @@ impl Swarm {
             match self.cluster.propose_to(target, data.clone()) {
                 Ok(placed) => {
                     self.accepted += 1;
+                    if self.placed.len() < PLACED_TRACKED_MAX {
+                        self.placed.push((placed.0, placed.1, command_hash(&data)));
+                    }
                     return Some(placed);
                 }
                 Err(ProposeError::NotLeader { leader: Some(l) }) if l != target => {
@@ -607,6 +618,41 @@ impl Swarm {
                 t.accepted = self.propose(client, t.data.clone()).map(|(i, term)| (i, term, now));
             }
         }
+    }
+
+    /// Once the liveness phase is done, every proposal a leader accepted has a known
+    /// outcome: committed (at its index or, proposed again, at another), or dead: another
+    /// entry is committed at its index, or its index lies past the last committed entry
+    /// while its term is older than that entry's (terms never decrease along a log, so
+    /// no log holding the committed entry can hold it after; Raft §5.3-5.4).
+    fn outcomes_known(&self) -> Result<(), Violation> {
+        let checker = &self.cluster.checker;
+        let mut last = 0;
+        while checker.applied_at(last + 1).is_some() {
+            last += 1;
+        }
+        let last_term = checker.applied_at(last).map_or(0, |r| r.term);
+        let open: Vec<(Index, Term)> = self
+            .placed
+            .iter()
+            .filter(|&&(index, term, hash)| {
+                let decided = checker.command_index(hash).is_some()
+                    || checker.applied_at(index).is_some()
+                    || term < last_term;
+                !decided
+            })
+            .map(|&(index, term, _)| (index, term))
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let details = format!(
+            "{} of {} accepted proposals have no known outcome after the liveness phase (last committed: index {last}, term {last_term}); first: {:?}",
+            open.len(),
+            self.placed.len(),
+            &open[..open.len().min(5)]
+        );
+        Err(Violation::new("Proposal outcomes known", details))
     }
 
     fn all_applied_everywhere(&self, tracked: &[Tracked]) -> bool {

@@ -272,6 +272,8 @@ pub struct KvStats {
     pub members_joined: u64,
     /// Members stopped for good after their removal was applied.
     pub members_removed: u64,
+    /// Crashes of members that joined by a membership change (power cuts included).
+    pub spare_crashes: u64,
     /// Most bytes any member's WAL held at one of its ticks (see
     /// [`KvCluster::raft_state_bytes`]).
     pub raft_state_bytes_max: u64,
@@ -782,7 +784,14 @@ impl KvCluster {
     /// Power loss on `id`: it stops; what its disk had not synced is lost or torn;
     /// messages in flight to it are dropped.
     pub fn crash(&mut self, id: NodeId) {
+        self.count_spare_crash(id as usize - 1);
         self.crash_member(id as usize - 1);
+    }
+
+    fn count_spare_crash(&mut self, idx: usize) {
+        let m = &self.members[idx];
+        let joined = m.id > self.cfg.members as NodeId && m.node.is_some();
+        self.stats.spare_crashes += u64::from(joined);
     }
 
     /// Starts `id` again from its disk (cutting its power first if it is up).
@@ -969,6 +978,7 @@ impl KvCluster {
             return;
         }
         kv_trace!(self, "n{} loses power with a sync in flight", self.members[idx].id);
+        self.count_spare_crash(idx);
         self.crash_member(idx);
         let incarnation = self.members[idx].incarnation;
         self.queue.push(
@@ -1459,8 +1469,12 @@ impl FaultTarget for KvCluster {
     fn crash(&mut self, id: NodeId) {
         KvCluster::crash(self, id);
     }
+    /// Only members of the cluster come back: a spare the operator never added stays
+    /// off, a removed member stays stopped.
     fn restart(&mut self, id: NodeId) {
-        KvCluster::restart(self, id);
+        if self.ever_started(id) && !self.is_retired(id) {
+            KvCluster::restart(self, id);
+        }
     }
     fn fault_leader(&self) -> Option<NodeId> {
         self.leader()
@@ -1498,6 +1512,11 @@ impl KvCluster {
     /// The member table as the leader has applied it (`None` without a leader).
     pub fn members_table(&self) -> Option<Vec<node::Member>> {
         Some(self.node(self.leader()?)?.members())
+    }
+
+    /// True once member `id` ran (a founder, or a spare a membership change started).
+    pub fn ever_started(&self, id: NodeId) -> bool {
+        self.members.get((id as usize).wrapping_sub(1)).is_some_and(|m| m.incarnation > 0)
     }
 
     /// True once member `id` was removed and stopped for good.

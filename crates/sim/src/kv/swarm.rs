@@ -37,6 +37,9 @@ pub const KV_LINCHECK_STEPS: u64 = 5_000_000;
 /// The operation deadline of clients that never give up: they resend the same request
 /// (same session and sequence number) until it has a definite answer.
 pub const PATIENT: u64 = u64::MAX;
+/// Share of kv seeds (of those whose sessions never expire) with clients that never
+/// give up: every operation must end with a result.
+pub const PATIENT_SEEDS: f64 = 0.2;
 /// Share of seeds with spare members and an operator changing the membership.
 pub const MEMBERSHIP_SEEDS: f64 = 0.3;
 
@@ -70,8 +73,11 @@ pub struct KvParams {
 
 impl KvParams {
     fn fault_plan(&self) -> FaultPlan<'_> {
+        // Spare members take part once a membership change started them: crashes and
+        // network faults pick among every slot (a spare never started is down already,
+        // and the restart of a spare never added or of a removed member does nothing).
         FaultPlan {
-            members: self.cluster.members,
+            members: self.cluster.members + self.cluster.spare_members,
             partition_interval_us: self.partition_interval_us,
             partition_duration_us: self.partition_duration_us,
             partition_kinds: &self.partition_kinds,
@@ -157,6 +163,12 @@ impl KvParams {
         let mut au = Rng::new(stream_seed(seed, 0x4155_5448));
         if au.chance(AUTH_SEEDS) {
             c.auth_share = [0.02, 0.05, 0.15][au.range(0, 3) as usize];
+        }
+        // Clients that never give up in a share of the seeds whose sessions never expire
+        // (an expired session leaves a write's outcome unknown), from a stream of their own.
+        let mut pa = Rng::new(stream_seed(seed, 0x5041_5449));
+        if c.session_idle_entries_max >= 100_000 && pa.chance(PATIENT_SEEDS) {
+            c.op_deadline_us = PATIENT;
         }
         KvParams {
             seed,
@@ -381,7 +393,8 @@ impl KvSwarm {
     fn liveness_phase(&mut self) -> Result<(), Violation> {
         self.agenda.clear();
         let start = self.c.now_us();
-        faults::calm(&mut self.c, self.p.cluster.members, &self.p.cluster.net);
+        let slots = self.p.cluster.members + self.p.cluster.spare_members;
+        faults::calm(&mut self.c, slots, &self.p.cluster.net);
         self.check()?;
         let mut leader_seen = false;
         let patience = self.p.cluster.net.patience();
