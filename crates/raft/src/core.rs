@@ -401,8 +401,16 @@ pub struct Raft {
     read_round: u64,
     /// Leader: a new read round must be broadcast.
     read_round_due: bool,
-    /// Follower: reads forwarded to the leader, by ctx.
-    reads_forwarded: BTreeSet<u64>,
+    /// Follower: the reads of the one ReadIndex request on its way to the leader (the
+    /// request carries the last one's ctx), oldest first. One request at a time: reads
+    /// that arrive meanwhile wait in `reads_to_forward` and share the next request, so
+    /// a follower costs the leader one ReadIndex per round trip, not one per read.
+    reads_forwarded: Vec<u64>,
+    /// Follower: ticks since the request of `reads_forwarded` left; past an election
+    /// timeout it (or its answer) is taken as lost and the reads are asked for again.
+    reads_forwarded_elapsed: u32,
+    /// Follower: reads that arrived while a request was on its way.
+    reads_to_forward: Vec<u64>,
     read_states: Vec<ReadState>,
     failed_reads: Vec<u64>,
 
@@ -508,7 +516,9 @@ impl Raft {
             reads_pending: VecDeque::new(),
             read_round: 0,
             read_round_due: false,
-            reads_forwarded: BTreeSet::new(),
+            reads_forwarded: Vec::new(),
+            reads_forwarded_elapsed: 0,
+            reads_to_forward: Vec::new(),
             read_states: Vec::new(),
             failed_reads: Vec::new(),
             handed_hard_state: hs,
@@ -536,7 +546,39 @@ impl Raft {
             && self.conf.is_voter(self.cfg.id)
         {
             self.campaign();
+        } else {
+            self.tick_forwarded_reads();
         }
+    }
+
+    /// A follower's ReadIndex request unanswered for an election timeout was lost, or its
+    /// answer was: asks again for its reads and those that queued since. Asking again is
+    /// safe: a later read index only makes the reads wait for more.
+    fn tick_forwarded_reads(&mut self) {
+        if self.reads_forwarded.is_empty() {
+            return;
+        }
+        self.reads_forwarded_elapsed += 1;
+        if self.reads_forwarded_elapsed >= self.cfg.election_timeout_ticks {
+            let mut again = std::mem::take(&mut self.reads_forwarded);
+            again.append(&mut self.reads_to_forward);
+            self.reads_to_forward = again;
+            self.forward_reads();
+        }
+    }
+
+    /// Sends the queued reads to the leader as one ReadIndex request, unless one is on
+    /// its way (they go when its answer comes: a read must not take an index the leader
+    /// fixed before the read arrived).
+    fn forward_reads(&mut self) {
+        let Some(leader) = self.leader else { return };
+        if !self.reads_forwarded.is_empty() || self.reads_to_forward.is_empty() {
+            return;
+        }
+        self.reads_forwarded = std::mem::take(&mut self.reads_to_forward);
+        self.reads_forwarded_elapsed = 0;
+        let ctx = *self.reads_forwarded.last().expect("a request has reads");
+        self.send(leader, MessageBody::ReadIndex { ctx });
     }
 
     fn tick_leader(&mut self) {
@@ -714,13 +756,17 @@ impl Raft {
                 self.become_candidate(true);
             }
             MessageBody::ReadIndexResp { ctx, index }
-                if self.leader == Some(m.from) && self.reads_forwarded.remove(&ctx) =>
+                if self.leader == Some(m.from) && self.reads_forwarded.last() == Some(&ctx) =>
             {
+                // Every read of the request arrived before it left, so the index the
+                // leader fixed on receiving it serves them all.
+                let reads = std::mem::take(&mut self.reads_forwarded);
                 if index == 0 {
-                    self.failed_reads.push(ctx);
+                    self.failed_reads.extend(reads);
                 } else {
-                    self.read_states.push(ReadState { ctx, index });
+                    self.read_states.extend(reads.into_iter().map(|ctx| ReadState { ctx, index }));
                 }
+                self.forward_reads();
             }
             _ => {}
         }
@@ -893,8 +939,10 @@ impl Raft {
 
     /// Starts a linearizable read (ReadIndex, Raft thesis §6.4). The answer comes as a
     /// [`ReadState`] or a failed read in a later [`Ready`]. `ctx` must be unique among
-    /// this member's outstanding reads. A follower forwards the read to its leader; the
-    /// driver should time out reads whose answer never comes (the message may be lost).
+    /// this member's outstanding reads. A follower forwards the read to its leader, in one
+    /// request with the reads that queued while its previous request was on its way (one
+    /// in flight; asked again after an election timeout without answer); the driver
+    /// should still time out reads whose answer never comes.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
         match self.role {
             Role::Leader => {
@@ -902,9 +950,9 @@ impl Raft {
                 Ok(())
             }
             _ => match self.leader {
-                Some(leader) => {
-                    self.reads_forwarded.insert(ctx);
-                    self.send(leader, MessageBody::ReadIndex { ctx });
+                Some(_) => {
+                    self.reads_to_forward.push(ctx);
+                    self.forward_reads();
                     Ok(())
                 }
                 None => Err(ReadError::NoLeader),
@@ -983,6 +1031,8 @@ impl Raft {
     fn fail_forwarded_reads(&mut self) {
         let forwarded = std::mem::take(&mut self.reads_forwarded);
         self.failed_reads.extend(forwarded);
+        let queued = std::mem::take(&mut self.reads_to_forward);
+        self.failed_reads.extend(queued);
     }
 
     /// The service took a snapshot (already durable) at an applied index: discard the log

@@ -266,6 +266,57 @@ fn read_index_needs_a_quorum_round() {
     assert!(net.failed_reads[&1].contains(&43));
 }
 
+/// Raft thesis §6.4, batched at the follower: its reads share one ReadIndex request per
+/// round trip. Reads that arrive while a request is on its way wait for its answer and go
+/// together in the next (never in the one already sent: the leader may have fixed that
+/// one's index before they arrived).
+#[test]
+fn follower_reads_share_one_read_index_request_per_round_trip() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.node(1).propose(b"a".to_vec()).unwrap();
+    net.deliver_all();
+    let commit = net.node(1).commit_index();
+    let before = net.delivered.len();
+    for ctx in [1, 2, 3] {
+        net.node(3).read_index(ctx).unwrap();
+    }
+    net.deliver_all();
+    let requests: Vec<u64> = net.delivered[before..]
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::ReadIndex { ctx } if m.from == 3 => Some(ctx),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests, vec![1, 3], "the first read alone, then the two that waited");
+    let answered: Vec<(u64, u64)> = net.reads[&3].iter().map(|r| (r.ctx, r.index)).collect();
+    assert_eq!(answered, vec![(1, commit), (2, commit), (3, commit)]);
+}
+
+/// A follower's ReadIndex request that is lost (or whose answer is) is asked again after
+/// an election timeout, with the reads that queued meanwhile: one lost message must not
+/// hold every later read of the follower.
+#[test]
+fn a_lost_follower_read_index_request_is_asked_again() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.node(1).propose(b"a".to_vec()).unwrap();
+    net.deliver_all();
+    net.cut.insert((3, 1));
+    net.node(3).read_index(1).unwrap();
+    net.deliver_all();
+    net.node(3).read_index(2).unwrap();
+    net.deliver_all();
+    assert!(net.reads.get(&3).is_none_or(|r| r.is_empty()), "the request was lost");
+    net.heal();
+    let timeout = config(3).election_timeout_ticks;
+    net.tick_all(timeout);
+    let answered: Vec<u64> = net.reads[&3].iter().map(|r| r.ctx).collect();
+    assert_eq!(answered, vec![1, 2]);
+    assert_eq!(net.node(3).role(), Role::Follower);
+}
+
 /// Raft thesis §6.4: a new leader serves no read before an entry of its own term
 /// commits (it does not know the commit index until then).
 #[test]
