@@ -732,12 +732,22 @@ async fn many_leases(endpoint: &str, count: usize) -> CaseResult {
 
     // Keep-alive on a share, on one stream, twice.
     let kept: Vec<i64> = ids.iter().step_by(10).copied().collect();
+    // The first round is queued before the call: etcd (grpc-go) sends a stream's
+    // response headers with its first answer, so a client that waits for the call to
+    // return before sending anything waits forever there.
     let mut lease = LeaseClient::new(channel(endpoint));
     let (tx, rx) = tokio::sync::mpsc::channel(kept.len().max(1));
-    let mut stream = grpc("keep-alive", lease.lease_keep_alive(ReceiverStream::new(rx)).await)?;
-    for _ in 0..2 {
-        for &id in &kept {
-            tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+    for &id in &kept {
+        tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+    }
+    let call = lease.lease_keep_alive(ReceiverStream::new(rx));
+    let mut stream =
+        grpc("keep-alive", within("keep-alive", Duration::from_secs(30), call).await?)?;
+    for round in 0..2 {
+        if round > 0 {
+            for &id in &kept {
+                tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+            }
         }
         for _ in 0..kept.len() {
             let r =
@@ -1105,14 +1115,24 @@ async fn the_quota_case_passes_against_etcd() {
     serves_normally(&cluster, "etcd-quota").await.unwrap();
 }
 
-/// Every case in turn on one cluster (the quota case on its own, with a small quota);
-/// the table first, then the assertions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
-    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let scale = Scale::pick();
-    println!("hostile-load scale ({FULL_ENV}=1 for the issue's sizes): {scale:?}");
-    let cluster = TestCluster::start("hostile", &[]);
+/// Starts the 3-member cluster the cases run on: raftkv members, or real `etcd` 3.4
+/// members for the side-by-side figures.
+fn start_cluster(server: common::Server, tag: &str, flags: &[&str]) -> TestCluster {
+    let spec = match server {
+        common::Server::Raftkv => common::ClusterSpec::raftkv(tag, flags),
+        common::Server::Etcd => {
+            let mut all = vec!["--log-level", "error"];
+            all.extend_from_slice(flags);
+            common::ClusterSpec::etcd(&format!("{tag}-etcd"), &all)
+        }
+    };
+    TestCluster::start_spec(spec)
+}
+
+/// Every case in turn on one cluster of `server` members (the quota case on its own,
+/// with a small quota); the rows of the table.
+async fn run_cases(server: common::Server, scale: &Scale) -> Vec<Row> {
+    let cluster = start_cluster(server, "hostile", &[]);
     cluster.wait_ready().await;
     let mut rows = Vec::new();
 
@@ -1125,7 +1145,7 @@ async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
     let loaded = load_range_keys(&cluster.endpoint(target), scale.range_keys).await;
     let m = Measure::start(&cluster, target, "b big ranges").await;
     let outcome = match loaded {
-        Ok(took) => big_ranges(&cluster, target, &scale)
+        Ok(took) => big_ranges(&cluster, target, scale)
             .await
             .map(|n| format!("{n}; loaded in {} ms", took.as_millis())),
         Err(e) => Err(format!("loading: {e}")),
@@ -1166,9 +1186,9 @@ async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
     rows.push(m.finish(&cluster, outcome).await);
     drop(cluster);
 
-    if quota_supported() {
+    if server == common::Server::Etcd || quota_supported() {
         let quota = scale.quota_bytes.to_string();
-        let cluster = TestCluster::start("hostile-quota", &["--quota-backend-bytes", &quota]);
+        let cluster = start_cluster(server, "hostile-quota", &["--quota-backend-bytes", &quota]);
         cluster.wait_ready().await;
         let target = cluster.leader().await;
         let m = Measure::start(&cluster, target, "g quota").await;
@@ -1177,6 +1197,36 @@ async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
     } else {
         println!("\n!!! hostile case g SKIPPED: no quota support in this build (raftkv server has no --quota-backend-bytes) !!!\n");
     }
+    rows
+}
+
+/// The same cases against real `etcd` 3.4 members, for the side-by-side table; nothing
+/// is asserted (etcd's figures are the reference, not a goal). It takes as long as the
+/// raftkv suite, so it is run by hand:
+/// `cargo test --release -p raftkv --test hostile -- --ignored --nocapture the_hostile_cases_against_etcd`
+/// (with `RAFTKV_HOSTILE_FULL=1` for the sizes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reference figures from etcd, run by hand"]
+async fn the_hostile_cases_against_etcd() {
+    if !common::have("etcd", "--version") {
+        println!("SKIPPED: etcd is not installed");
+        return;
+    }
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let scale = Scale::pick();
+    let rows = run_cases(common::Server::Etcd, &scale).await;
+    println!("\netcd 3.4 members:");
+    print_table(&scale, &rows);
+}
+
+/// Every case in turn on one raftkv cluster (the quota case on its own, with a small
+/// quota); the table first, then the assertions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_load_leaves_the_cluster_serving_without_a_leader_change() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let scale = Scale::pick();
+    println!("hostile-load scale ({FULL_ENV}=1 for the issue's sizes): {scale:?}");
+    let rows = run_cases(common::Server::Raftkv, &scale).await;
 
     print_table(&scale, &rows);
     let slow = rows.iter().find(|r| r.case.starts_with("f ")).expect("case f ran");
