@@ -140,6 +140,7 @@ mod machine;
 pub mod members;
 mod mvcc;
 mod quota;
+mod rev_index;
 mod session;
 pub mod snapshot;
 mod txn_check;

@@ -19,7 +19,7 @@
 //! too, so snapshot views and transaction rollback copy them in O(1):
 //! `changes`, every `(main, sub, key)` of `entries` in revision order (what
 //! a watch reads to list the events of a span of revisions without scanning
-//! every key), and `leases`, each lease's granted TTL and the keys whose
+//! every key; packed densely by [`RevIndex`], as it only grows at its end), and `leases`, each lease's granted TTL and the keys whose
 //! current version is attached to it. Both are kept in step by [`Mvcc::write`]
 //! and [`Mvcc::prune_step`], and rebuilt from the history on restore, so they
 //! never disagree with it.
@@ -32,6 +32,7 @@ use equivalent::{Comparable, Equivalent};
 use imbl::{OrdMap, OrdSet};
 
 use crate::quota::{entry_bytes, LEASE_OVERHEAD_BYTES};
+use crate::rev_index::RevIndex;
 use crate::types::{Event, EventKind, EventLimits, KeyValue};
 
 /// Versions of one key a range scan steps through before it seeks past the
@@ -169,7 +170,7 @@ pub(crate) struct Lease {
 pub(crate) struct Mvcc {
     pub(crate) entries: OrdMap<MvccKey, Record>,
     /// `(rev, sub, key)` of every entry: the watch index, in revision order.
-    pub(crate) changes: OrdSet<(u64, u64, Arc<[u8]>)>,
+    pub(crate) changes: RevIndex,
     /// Live leases by id.
     pub(crate) leases: OrdMap<i64, Lease>,
     /// Revision of the last write transaction that changed something.
@@ -298,7 +299,7 @@ impl Mvcc {
                 l.keys.insert(key.clone());
             }
         }
-        self.changes.insert((rev, sub, key.clone()));
+        self.changes.push((rev, sub, key.clone()));
         self.size_bytes += entry_bytes(&key, &record);
         let replaced = self.entries.insert(MvccKey { key, rev, sub }, record);
         assert!(replaced.is_none(), "revision ({rev}, {sub}) written twice");
@@ -376,7 +377,7 @@ impl Mvcc {
     /// Rebuilds `changes` and the lease attachments from `entries` (after a
     /// restore); `leases` must hold the leases with empty key sets.
     pub(crate) fn rebuild_indices(&mut self) {
-        let mut changes = OrdSet::new();
+        let mut changes = Vec::with_capacity(self.entries.len());
         let mut newest: Option<(&MvccKey, &Record)> = None;
         let attach = |newest: Option<(&MvccKey, &Record)>, leases: &mut OrdMap<i64, Lease>| {
             if let Some((k, Record::Put { lease, .. })) = newest {
@@ -388,14 +389,14 @@ impl Mvcc {
         let mut size_bytes = LEASE_OVERHEAD_BYTES * self.leases.len() as u64;
         for (k, r) in self.entries.iter() {
             size_bytes += entry_bytes(&k.key, r);
-            changes.insert((k.rev, k.sub, k.key.clone()));
+            changes.push((k.rev, k.sub, k.key.clone()));
             if newest.is_some_and(|(n, _)| n.key != k.key) {
                 attach(newest, &mut self.leases);
             }
             newest = Some((k, r));
         }
         attach(newest, &mut self.leases);
-        self.changes = changes;
+        self.changes = RevIndex::from_unsorted(changes);
         self.size_bytes = size_bytes;
     }
 
@@ -435,7 +436,7 @@ impl Mvcc {
         let mut bytes = 0u64;
         let start = (from, 0, Arc::<[u8]>::from(&[][..]));
         let mut last_rev = from.saturating_sub(1);
-        for (visited, (rev, sub, key)) in (0u64..).zip(self.changes.range(start..)) {
+        for (visited, (rev, sub, key)) in (0u64..).zip(self.changes.range_from(&start)) {
             let rev = *rev;
             if rev > to {
                 break;
