@@ -300,7 +300,7 @@ impl Engine for KvEngine {
             unknown.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ")
         );
         println!(
-            "  clients that never give up ({} seeds): every operation ended with a result",
+            "  clients that never give up ({} seeds): every operation ended with an answer",
             t.patient_seeds
         );
     }

@@ -532,6 +532,7 @@ impl KvCluster {
                     }
                     self.history.complete(id, self.now_us, Outcome::Unknown);
                     self.stats.unknown += 1;
+                    self.stats.refused += 1;
                     kv_trace!(self, "c{c} completes {id}: unknown (refused: {e})");
                 }
                 Err(Refusal::Unexpected(what)) => return self.bad_reply(c, what),

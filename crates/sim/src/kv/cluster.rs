@@ -217,6 +217,10 @@ pub struct KvStats {
     pub failed: u64,
     /// Writes given up on, or whose session expired: their effect is unknown.
     pub unknown: u64,
+    /// Operations answered with an auth refusal (permission denied, invalid token):
+    /// a definite answer to the client, counted in `unknown` too because a copy of the
+    /// command sent earlier may still be applied under a later grant.
+    pub refused: u64,
     /// Requests sent again (same command) after a timeout, a redirect or a busy leader.
     pub resends: u64,
     /// Sessions registered by clients.
