@@ -11,71 +11,10 @@
 
 mod common;
 
-use common::{ClusterSpec, TestCluster};
+use common::{ClusterSpec, Load, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::cluster_client::ClusterClient;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Writes `k0`, `k1`... one after the other until told to stop; records when each
-/// write was acknowledged.
-async fn writer(
-    mut client: client::Client,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
-) {
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let key = format!("k{n}");
-        if client.put(key.as_bytes(), b"v").await.is_ok() {
-            acked.lock().unwrap().push((n, Instant::now()));
-            n += 1;
-        }
-    }
-}
-
-/// A writer running against a cluster.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
-    task: tokio::task::JoinHandle<()>,
-    started: Instant,
-}
-
-impl Load {
-    /// Starts writing through `client`; returns once 20 writes are acknowledged.
-    async fn start(client: client::Client) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(writer(client, stop.clone(), acked.clone()));
-        let load = Load { stop, acked, task, started: Instant::now() };
-        load.wait_more(20).await;
-        load
-    }
-
-    /// Waits (up to 30 s) for `n` more acknowledged writes.
-    async fn wait_more(&self, n: usize) {
-        let before = self.acked.lock().unwrap().len();
-        let acked = self.acked.clone();
-        common::wait_for("writes", Duration::from_secs(30), Duration::from_millis(10), || {
-            let now = acked.lock().unwrap().len();
-            async move { (now >= before + n).then_some(()) }
-        })
-        .await;
-    }
-
-    /// Stops the writer; the acknowledged writes and the longest wait between two.
-    async fn stop(self) -> (Vec<u64>, Duration) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let acked = self.acked.lock().unwrap().clone();
-        let times = std::iter::once(self.started).chain(acked.iter().map(|(_, t)| *t));
-        let times: Vec<Instant> = times.collect();
-        let gap = times.windows(2).map(|w| w[1].saturating_duration_since(w[0])).max();
-        (acked.iter().map(|(n, _)| *n).collect(), gap.unwrap_or_default())
-    }
-}
 
 /// Member `i`'s id, from its own status.
 async fn id_of(c: &TestCluster, i: usize) -> u64 {
@@ -109,6 +48,13 @@ macro_rules! until_done {
 /// etcdctl, through gRPC, writing the same lines), and starts it from those lines.
 /// Returns its index.
 async fn add_and_start(c: &mut TestCluster, via: usize, name: &str) -> usize {
+    let i = add(c, via, name).await;
+    c.spawn(i);
+    i
+}
+
+/// Adds a new member `name` as [`add_and_start`] does, without starting it.
+async fn add(c: &mut TestCluster, via: usize, name: &str) -> usize {
     let i = c.plan_member(name);
     let peer = c.peer_url(i);
     let env = if common::have("etcdctl", "version") {
@@ -149,7 +95,6 @@ async fn add_and_start(c: &mut TestCluster, via: usize, name: &str) -> usize {
         ]
     };
     c.set_join_env(i, env);
-    c.spawn(i);
     i
 }
 
@@ -209,14 +154,6 @@ async fn check_writes(c: &TestCluster, acked: &[u64], local: usize) {
     assert!(count as usize >= acked.len(), "member {local} has {count} of {} writes", acked.len());
 }
 
-/// The snapshot files in member `i`'s data dir.
-fn snapshots(c: &TestCluster, i: usize) -> usize {
-    let dir = c.members()[i].dir.join("member");
-    let files =
-        std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
-    files.iter().filter(|f| f.file_name().to_string_lossy().ends_with(".snap")).count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_member_is_replaced_by_a_new_one_that_catches_up_by_snapshot() {
     let mut c = TestCluster::start_spec(ClusterSpec::raftkv("replace", &[]));
@@ -234,9 +171,8 @@ async fn a_dead_member_is_replaced_by_a_new_one_that_catches_up_by_snapshot() {
     load.wait_more(20).await;
     let (acked, gap) = load.stop().await;
     println!("replace: {} writes acknowledged, longest write outage {gap:?}", acked.len());
-    // Its first state came by snapshot: it has the leader's snapshot and wrote none of
-    // its own (every 100,000 entries).
-    assert!(snapshots(&c, new) >= 1, "the new member installed a snapshot");
+    // Its first state came by snapshot (see `snapshot_files`).
+    assert!(c.snapshot_files(new) >= 1, "the new member installed a snapshot");
     check_writes(&c, &acked, new).await;
     let list = cluster(&c, new).member_list(pb::MemberListRequest::default()).await.unwrap();
     let names: Vec<String> = list.into_inner().members.iter().map(|m| m.name.clone()).collect();
@@ -278,4 +214,111 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_and_removed_members_stay
     let refusal = log.lines().last().unwrap_or_default();
     assert!(refusal.contains("which was removed from cluster"), "{refusal}");
     assert!(refusal.contains("`member add` again to rejoin"), "{refusal}");
+}
+
+/// The leader that removes itself (Raft §4.2.2; etcd 3.4's behaviour): `etcdctl member
+/// remove <leader's id>` sent to the leader itself gets etcd's answer (the removal
+/// committed and applied, so the leader knows it is out), and only then does the
+/// leader stop; the two members left elect a leader among themselves and keep every
+/// acknowledged write. The answer must leave before the removed member's process ends,
+/// which its exit (right after the removal is applied) would otherwise race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_removes_itself_answers_before_it_stops() {
+    if !common::have("etcdctl", "version") {
+        eprintln!("SKIPPED: etcdctl is needed for the transcript");
+        return;
+    }
+    let mut c = TestCluster::start_spec(ClusterSpec::raftkv("self-remove", &[]));
+    c.wait_ready().await;
+    let load = Load::start(c.client()).await;
+    let leader = c.leader().await;
+    let header = c.client().status(leader).await.expect("status").header.expect("a header");
+    let (id, cluster_id) = (format!("{:x}", header.member_id), format!("{:x}", header.cluster_id));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = common::etcdctl()
+            .args(["--endpoints", &c.address(leader), "--command-timeout=15s"])
+            .args(["member", "remove", &id])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // etcd's health check wants the leader connected to every voter for 5 s.
+        if stderr.contains("unhealthy cluster") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        break (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr);
+    };
+    assert_eq!(
+        (out.0, out.1.as_str()),
+        (true, format!("Member {id} removed from cluster {cluster_id}\n").as_str()),
+        "stderr: {}",
+        out.2
+    );
+    let status = wait_exit(&mut c, leader).await;
+    assert!(!status.success(), "a removed member exits non-zero: {status}");
+    load.wait_more(20).await;
+    let (acked, gap) = load.stop().await;
+    println!(
+        "leader removed itself: {} writes acknowledged, longest write outage {gap:?}",
+        acked.len()
+    );
+    let left = (leader + 1) % 3;
+    check_writes(&c, &acked, left).await;
+    let list = cluster(&c, left).member_list(pb::MemberListRequest::default()).await.unwrap();
+    let ids: Vec<String> =
+        list.into_inner().members.iter().map(|m| format!("{:x}", m.id)).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!ids.contains(&id), "{ids:?}");
+}
+
+/// A member that joined but was killed before its first snapshot arrived holds its ids
+/// (`raftkv-joined`, the identity file) and no state. Restarted with the same flags
+/// (the same `ETCD_*` lines), it asks the cluster for the member list again, finds
+/// itself still listed (unstarted), and catches up by snapshot as on its first start;
+/// it must not start from its own data as a cluster of one.
+///
+/// No snapshot can reach it the first time: two of the three members are paused
+/// (SIGSTOP) before it starts, so the 4-voter cluster has no quorum and no leader,
+/// while the third still answers the joiner's member-list call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_killed_before_its_first_snapshot_rejoins_with_the_same_flags() {
+    let mut c = TestCluster::start_spec(ClusterSpec::raftkv("joiner-crash", &[]));
+    c.wait_ready().await;
+    let mut client = c.client();
+    client.put(b"before-join", b"yes").await.unwrap();
+    let leader = c.leader().await;
+    let m4 = add(&mut c, leader, "m4").await;
+    let answering = (leader + 1) % 3;
+    let paused = [leader, (leader + 2) % 3];
+    for i in paused {
+        c.pause(i);
+    }
+    c.spawn(m4);
+    // Up: it found its ids (kept in its data dir) and serves /health (unhealthy: no
+    // leader), which it does only once its node runs.
+    let joined = c.members()[m4].dir.join("raftkv-joined");
+    common::wait_for("m4 starts", Duration::from_secs(60), Duration::from_millis(100), || {
+        let started = joined.exists() && c.http_get(m4, "/health").is_some();
+        async move { started.then_some(()) }
+    })
+    .await;
+    c.kill(m4);
+    assert_eq!(c.snapshot_files(m4), 0, "no snapshot could arrive: no leader");
+    for i in paused {
+        c.resume(i);
+    }
+
+    c.spawn(m4);
+    wait_caught_up(&c, answering, m4).await;
+    assert!(c.snapshot_files(m4) >= 1, "m4's first state came by snapshot");
+    let mut kv = pb::kv_client::KvClient::new(c.channel(m4));
+    let read = pb::RangeRequest { key: "before-join".into(), ..Default::default() };
+    let got = common::retry!(kv.range(read.clone())).expect("a linearizable read on m4");
+    let values: Vec<_> = got.into_inner().kvs.into_iter().map(|kv| kv.value).collect();
+    assert_eq!(values, vec![b"yes".to_vec()]);
+    let list = cluster(&c, m4).member_list(pb::MemberListRequest::default()).await.unwrap();
+    let names: Vec<String> = list.into_inner().members.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(&"m4".to_string()), "m4 published itself: {names:?}");
 }

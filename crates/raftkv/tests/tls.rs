@@ -315,3 +315,97 @@ async fn bench_runs_over_https_to_the_leader_and_spread_over_every_member() {
     let (ok, _, err) = raftkv(&["bench", "--endpoints", &endpoints, "--count=1", "--spread"]);
     assert!(!ok && err.contains("--cacert"), "https without a CA is explained: {err}");
 }
+
+/// etcdctl as root (the client certificate's CN, which is the user once auth is on)
+/// against `endpoint`; whether it succeeded and what it printed.
+fn etcdctl_root(c: &Certs, endpoint: &str, args: &[&str]) -> (bool, String) {
+    etcdctl_tls(c, Some(&c.client), endpoint, args)
+}
+
+/// `etcdctl member add NAME --peer-urls=PEER` over https, retried while the cluster is
+/// not yet healthy by etcd's rule (connected to every voter for 5 s); the `ETCD_*` lines
+/// it printed.
+async fn member_add_over_https(c: &Certs, endpoint: &str, name: &str, peer: &str) -> String {
+    let peer_flag = format!("--peer-urls={peer}");
+    common::wait_for("member add", Duration::from_secs(30), Duration::from_millis(200), || {
+        let (ok, out) = etcdctl_root(c, endpoint, &["member", "add", name, &peer_flag]);
+        assert!(ok || out.contains("unhealthy cluster"), "member add {name}: {out}");
+        async move { ok.then_some(out) }
+    })
+    .await
+}
+
+/// A member joins a cluster that runs with mutual TLS on both ports and auth on,
+/// exactly as an operator does it with etcdctl 3.4 (issue 9 with issue 10): `member
+/// add` over https prints the `ETCD_*` lines, a 4th member started from them with an
+/// empty data dir and https peer and client URLs finds its ids through the members'
+/// TLS peer ports, takes its first state by snapshot, serves a linearizable read of a
+/// key written before it existed, publishes itself (`member list`: started), and
+/// leaves again with `member remove`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_member_joins_over_https_with_auth_on_and_catches_up_by_snapshot() {
+    if !have("etcdctl", "version") {
+        eprintln!("SKIPPED: etcdctl is needed to add the member");
+        return;
+    }
+    let c = certs("join");
+    let mut cluster = start("tls-join", &c);
+    cluster.wait_ready().await;
+    let first = cluster.endpoint(0);
+    for args in [&["user", "add", "root:rootpw"][..], &["user", "grant-role", "root", "root"]] {
+        let (ok, out) = etcdctl_root(&c, &first, args);
+        assert!(ok, "etcdctl {args:?}: {out}");
+    }
+    let (ok, out) = etcdctl_root(&c, &first, &["auth", "enable"]);
+    assert!(ok && out == "Authentication Enabled\n", "{out}");
+    let (ok, out) = etcdctl_root(&c, &first, &["put", "before-join", "yes"]);
+    assert!(ok && out == "OK\n", "{out}");
+    let (ok, out) = etcdctl_root(&c, &first, &["--user=root:wrong", "get", "before-join"]);
+    assert!(!ok && out.contains("authentication failed"), "auth is on: {out}");
+
+    let new = cluster.plan_member("m4");
+    let peer = cluster.peer_url(new);
+    let printed = member_add_over_https(&c, &first, "m4", &peer).await;
+    let env = common::member_add_env(&printed);
+    let var = |k: &str| env.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone());
+    assert_eq!(var("ETCD_NAME").as_deref(), Some("m4"), "{printed}");
+    assert_eq!(var("ETCD_INITIAL_CLUSTER_STATE").as_deref(), Some("existing"), "{printed}");
+    assert_eq!(var("ETCD_INITIAL_ADVERTISE_PEER_URLS"), Some(peer.clone()), "{printed}");
+    let listed = var("ETCD_INITIAL_CLUSTER").unwrap_or_default();
+    assert_eq!(listed.matches("=https://127.0.0.1:").count(), 4, "{printed}");
+    cluster.set_join_env(new, env);
+    cluster.spawn(new);
+
+    // Linearizable (etcdctl's default), through the new member only, as root.
+    let own = cluster.endpoint(new);
+    common::wait_for("m4 reads", Duration::from_secs(60), Duration::from_millis(200), || {
+        let (ok, out) = etcdctl_root(&c, &own, &["get", "before-join"]);
+        async move { (ok && out == "before-join\nyes\n").then_some(()) }
+    })
+    .await;
+    assert!(cluster.snapshot_files(new) >= 1, "m4's first state came by snapshot");
+    let started = format!(", started, m4, {peer}, {own}, false");
+    let line =
+        common::wait_for("m4 listed", Duration::from_secs(30), Duration::from_millis(200), || {
+            let (ok, out) = etcdctl_root(&c, &own, &["member", "list"]);
+            assert!(ok, "member list: {out}");
+            let line = out.lines().find(|l| l.ends_with(&started)).map(str::to_string);
+            async move { line }
+        })
+        .await;
+
+    let id = line.split(',').next().unwrap().to_string();
+    let (ok, out) = etcdctl_root(&c, &first, &["member", "remove", &id]);
+    assert!(ok && out.starts_with(&format!("Member {id} removed from cluster ")), "{out}");
+    let status =
+        common::wait_for("m4 exits", Duration::from_secs(30), Duration::from_millis(50), || {
+            let status = cluster.exited(new);
+            async move { status }
+        })
+        .await;
+    assert!(!status.success(), "a removed member exits non-zero: {status}");
+    let (ok, out) = etcdctl_root(&c, &first, &["member", "list"]);
+    assert!(ok && out.lines().count() == 3 && !out.contains("m4"), "{out}");
+    let (ok, out) = etcdctl_root(&c, &first, &["get", "before-join"]);
+    assert!(ok && out == "before-join\nyes\n", "{out}");
+}

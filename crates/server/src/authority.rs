@@ -30,6 +30,7 @@
 //!   tonic's settings refuses far smaller header blocks and lists anyway). The re-encoded block is cut into frames of 16 KiB, the
 //!   smallest frame size limit an HTTP/2 server may set, so `h2` always accepts them.
 
+use crate::cert_user::ClientCertificateUser;
 use bytes::{Buf, BytesMut};
 use std::fmt;
 use std::io;
@@ -435,8 +436,13 @@ fn frame_header(length: usize, kind: u8, flags: u8, stream_id: [u8; 4], output: 
 
 /// An accepted client connection whose HTTP/2 `:authority` is mended before the server
 /// reads it (see the module docs). Writes pass straight through.
+///
+/// It is the one wrapper around every client connection, so it also carries the user
+/// the connection's client certificate names (see [`crate::cert_user`]), as the
+/// connection's info that tonic puts into each request.
 pub struct AuthorityFix<IO> {
     io: IO,
+    user: ClientCertificateUser,
     filter: Filter,
     /// Bytes read and not yet decided on (at most one header frame plus a read).
     input: BytesMut,
@@ -446,10 +452,16 @@ pub struct AuthorityFix<IO> {
 }
 
 impl<IO> AuthorityFix<IO> {
-    /// Wraps a freshly accepted connection.
+    /// Wraps a freshly accepted connection that has no certificate user.
     pub fn new(io: IO) -> AuthorityFix<IO> {
+        AuthorityFix::with_user(io, ClientCertificateUser::default())
+    }
+
+    /// Wraps a freshly accepted connection whose client certificate names `user`.
+    pub fn with_user(io: IO, user: ClientCertificateUser) -> AuthorityFix<IO> {
         AuthorityFix {
             io,
+            user,
             filter: Filter::new(),
             input: BytesMut::new(),
             output: BytesMut::new(),
@@ -466,11 +478,11 @@ where
     incoming.map(|accepted| accepted.map(AuthorityFix::new))
 }
 
-impl<IO: Connected> Connected for AuthorityFix<IO> {
-    type ConnectInfo = IO::ConnectInfo;
+impl<IO> Connected for AuthorityFix<IO> {
+    type ConnectInfo = ClientCertificateUser;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+    fn connect_info(&self) -> ClientCertificateUser {
+        self.user.clone()
     }
 }
 

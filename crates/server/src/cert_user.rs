@@ -3,11 +3,11 @@
 //! client's verified certificate (etcd's `AuthInfoFromTLS`).
 //!
 //! The certificate is known where TLS ends, in the client port's accept stream; the
-//! user is needed by the request handlers. [`CertifiedConnection`] carries the common
-//! name from the one to the other: it wraps each decrypted connection and reports the
-//! name as the connection's info, which tonic puts into every request's extensions,
-//! and [`with_connection_user`] turns it into the [`ConnectionUser`] that
-//! `Api::caller` reads. (tonic's own `TlsConnectInfo` cannot be named without its TLS
+//! user is needed by the request handlers. The client connection wrapper
+//! ([`AuthorityFix`], which every client connection goes through anyway) carries the
+//! common name from the one to the other: it reports the name as the connection's
+//! info, which tonic puts into every request's extensions, and [`with_connection_user`]
+//! turns it into the [`ConnectionUser`] that `Api::caller` reads. (tonic's own `TlsConnectInfo` cannot be named without its TLS
 //! features, which would also change how its channels treat `https://` URLs.)
 //!
 //! The client port asks for a certificate, and rustls verifies it against
@@ -17,53 +17,38 @@
 //! carries one, still wins.
 
 use crate::auth::ConnectionUser;
+use crate::authority::AuthorityFix;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::Connected;
 
 /// The user a connection's client certificate names, as the connection's info.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientCertificateUser(pub Option<ConnectionUser>);
 
-/// A decrypted client connection and the common name of its client certificate.
-pub struct CertifiedConnection<IO> {
-    io: IO,
-    user: ClientCertificateUser,
-}
-
-impl<IO> CertifiedConnection<IO> {
-    /// The connection `io` whose handshake ended with `certificates` from the client
-    /// (the first is the client's own).
-    pub fn new(io: IO, certificates: Option<&[impl AsRef<[u8]>]>) -> Self {
+impl ClientCertificateUser {
+    /// The user named by the common name of the first of `certificates` (the client's
+    /// own) that a handshake ended with; none without a certificate or a readable CN.
+    pub fn of(certificates: Option<&[impl AsRef<[u8]>]>) -> Self {
         let cn = certificates.and_then(|c| c.first()).and_then(|c| tls::common_name(c.as_ref()));
-        CertifiedConnection { io, user: ClientCertificateUser(cn.map(ConnectionUser)) }
+        ClientCertificateUser(cn.map(ConnectionUser))
     }
 }
 
-/// Wraps every connection the TLS accept stream yields.
+/// Wraps every connection the TLS accept stream yields in the client connection
+/// wrapper ([`AuthorityFix`]), carrying its certificate user.
 pub fn wrap_incoming<S, IO>(
     incoming: S,
-) -> impl Stream<Item = io::Result<CertifiedConnection<tls::ServerTlsStream<IO>>>>
+) -> impl Stream<Item = io::Result<AuthorityFix<tls::ServerTlsStream<IO>>>>
 where
     S: Stream<Item = io::Result<tls::ServerTlsStream<IO>>>,
 {
     incoming.map(|accepted| {
         accepted.map(|stream| {
             let certificates = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
-            CertifiedConnection::new(stream, certificates.as_deref())
+            let user = ClientCertificateUser::of(certificates.as_deref());
+            AuthorityFix::with_user(stream, user)
         })
     })
-}
-
-impl<IO> Connected for CertifiedConnection<IO> {
-    type ConnectInfo = ClientCertificateUser;
-
-    fn connect_info(&self) -> ClientCertificateUser {
-        self.user.clone()
-    }
 }
 
 /// Puts the connection's certificate user, if any, into the request as its
@@ -79,46 +64,6 @@ pub fn with_connection_user<B>(mut req: http::Request<B>) -> http::Request<B> {
         }
     }
     req
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for CertifiedConnection<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for CertifiedConnection<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
 }
 
 #[cfg(test)]
@@ -144,10 +89,13 @@ mod tests {
 
     #[test]
     fn a_connection_without_certificates_names_no_user() {
+        use tonic::transport::server::Connected;
         let none: Option<&[Vec<u8>]> = None;
-        let c = CertifiedConnection::new((), none);
-        assert_eq!(c.connect_info(), ClientCertificateUser(None));
-        let garbage = CertifiedConnection::new((), Some(&[vec![0x30, 0x03, 1, 2, 3]][..]));
-        assert_eq!(garbage.connect_info(), ClientCertificateUser(None));
+        assert_eq!(ClientCertificateUser::of(none), ClientCertificateUser(None));
+        let garbage = ClientCertificateUser::of(Some(&[vec![0x30, 0x03, 1, 2, 3]][..]));
+        assert_eq!(garbage, ClientCertificateUser(None));
+        assert_eq!(AuthorityFix::new(()).connect_info(), ClientCertificateUser(None));
+        let carol = ClientCertificateUser(Some(ConnectionUser("carol".into())));
+        assert_eq!(AuthorityFix::with_user((), carol.clone()).connect_info(), carol);
     }
 }

@@ -286,8 +286,7 @@ pub async fn serve_until(
         ),
         Some(tls) => {
             let decrypted = tls.accept_stream(client_connections, "--listen-client-urls");
-            let decrypted = cert_user::wrap_incoming(decrypted);
-            tokio::spawn(client_router.serve_with_incoming(authority::wrap_incoming(decrypted)))
+            tokio::spawn(client_router.serve_with_incoming(cert_user::wrap_incoming(decrypted)))
         }
     };
     if let Some(mode) = cfg.auto_compaction {

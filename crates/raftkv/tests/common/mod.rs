@@ -21,7 +21,8 @@ use proto::etcdserverpb as pb;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which server program the members run.
@@ -295,6 +296,22 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP: member `i` stays up (its ports accept connections) but does nothing
+    /// until [`TestCluster::resume`].
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// SIGCONT: member `i` goes on after [`TestCluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self.pid(i).unwrap_or_else(|| panic!("member {i} is not running")).to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
     /// Kills every member (`kill -9`); the data dirs and logs stay until the drop.
     pub fn kill_all(&mut self) {
         for i in 0..self.members.len() {
@@ -321,6 +338,16 @@ impl TestCluster {
     /// The members, in order.
     pub fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// How many snapshot files member `i`'s data dir holds: a member that joined has at
+    /// least one once its first state arrived (it came by snapshot), before it wrote any
+    /// of its own (every 100,000 entries by default).
+    pub fn snapshot_files(&self, i: usize) -> usize {
+        let dir = self.members[i].dir.join("member");
+        let files =
+            std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        files.iter().filter(|f| f.file_name().to_string_lossy().ends_with(".snap")).count()
     }
 
     /// The directory holding every member's data dir and log.
@@ -491,6 +518,68 @@ where
         }
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// A writer running against a cluster (the membership and rolling restart tests): it
+/// writes `k0`, `k1`... one after the other through one client, until stopped, and
+/// records when each write was acknowledged.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Load {
+    /// Starts writing through `client`; returns once 20 writes are acknowledged. The
+    /// write outage is measured from then on.
+    pub async fn start(client: Client) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(Load::write(client, stop.clone(), acked.clone()));
+        let mut load = Load { stop, acked, task, started: Instant::now() };
+        load.wait_more(20).await;
+        load.started = Instant::now();
+        load
+    }
+
+    async fn write(
+        mut client: Client,
+        stop: Arc<AtomicBool>,
+        acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    ) {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("k{n}");
+            if client.put(key.as_bytes(), b"v").await.is_ok() {
+                acked.lock().unwrap().push((n, Instant::now()));
+                n += 1;
+            }
+        }
+    }
+
+    /// Waits (up to 30 s) for `n` more acknowledged writes.
+    pub async fn wait_more(&self, n: usize) {
+        let before = self.acked.lock().unwrap().len();
+        let acked = self.acked.clone();
+        wait_for("writes", Duration::from_secs(30), Duration::from_millis(10), || {
+            let now = acked.lock().unwrap().len();
+            async move { (now >= before + n).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Stops the writer; the numbers of the acknowledged writes, and the longest wait
+    /// between two acknowledgements since [`Load::start`] returned.
+    pub async fn stop(self) -> (Vec<u64>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let since = acked.iter().map(|(_, t)| *t).filter(|t| *t > self.started);
+        let times: Vec<Instant> = std::iter::once(self.started).chain(since).collect();
+        let gap = times.windows(2).map(|w| w[1].saturating_duration_since(w[0])).max();
+        (acked.iter().map(|(n, _)| *n).collect(), gap.unwrap_or_default())
     }
 }
 
