@@ -18,8 +18,10 @@
 //!
 //! Prints nanoseconds per operation (best of 5 rounds). Wall time on a shared machine
 //! is noisy: for a before/after comparison count instructions instead, e.g.
-//! `valgrind --tool=callgrind --toplevel-collect=no --toggle-collect='*apply_round*'
-//! target/release/deps/hot_paths-* apply_put`. Nothing here asserts a speed.
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*apply_round*'
+//! target/release/deps/hot_paths-* apply_put` (for the large cases
+//! `--toggle-collect='*apply_once*'` with `HOT_PATHS_KEYS=120000 HOT_PATHS_ROUNDS=1`:
+//! the largest transaction needs twice its operations in keys). Nothing here asserts a speed.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -102,7 +104,8 @@ fn decode_put() -> f64 {
     })
 }
 
-/// Live keys of the state the largest requests are applied to.
+/// Live keys of the state the largest requests are applied to (`HOT_PATHS_KEYS` sets
+/// another count, e.g. a smaller one for a run under callgrind).
 const BIG_KEYS: u32 = 1_000_000;
 /// The Raft core's limit on one proposal (`raft::Config::max_proposal_bytes`); with
 /// 4-byte keys it binds before the 1.5 MiB request limit (the server example
@@ -111,8 +114,15 @@ const PROPOSAL_BYTES_MAX: usize = 2 << 20;
 /// Operations per nested transaction in the largest one (at most 128 as etcd's
 /// `--max-txn-ops`; 31 as the server example, so 4 levels hold 900k leaves).
 const FANOUT: usize = 31;
-/// Applies timed per large case (each from a fresh copy of the loaded state).
+/// Applies timed per large case (each from a fresh copy of the loaded state;
+/// `HOT_PATHS_ROUNDS` sets another count).
 const BIG_ROUNDS: usize = 3;
+
+/// [`BIG_KEYS`], or `HOT_PATHS_KEYS` if set.
+fn big_keys() -> u32 {
+    std::env::var("HOT_PATHS_KEYS")
+        .map_or(BIG_KEYS, |n| n.parse().expect("HOT_PATHS_KEYS: a count"))
+}
 
 /// The `i`-th key of the big state: 4 bytes, as the server example's.
 fn big_key(i: u32) -> Vec<u8> {
@@ -123,12 +133,12 @@ fn big_key(i: u32) -> Vec<u8> {
 
 /// [`BIG_KEYS`] keys, written 128 per transaction in a scrambled order (a B-tree built
 /// by appends in key order would be unrealistically tidy).
-fn big_state() -> (StateMachine, u64) {
+fn big_state(keys: u32) -> (StateMachine, u64) {
+    assert!(!keys.is_multiple_of(7919), "7919 must not divide the key count");
     let mut sm = StateMachine::new(Config::default());
     let mut index = 0;
-    // 7919 is prime and not a factor of BIG_KEYS, so this visits every key once.
-    let order: Vec<u32> =
-        (0..BIG_KEYS).map(|i| (i as u64 * 7919 % BIG_KEYS as u64) as u32).collect();
+    // 7919 is prime and does not divide `keys`, so this visits every key once.
+    let order: Vec<u32> = (0..keys).map(|i| (i as u64 * 7919 % keys as u64) as u32).collect();
     for chunk in order.chunks(128) {
         let success = chunk
             .iter()
@@ -160,8 +170,9 @@ fn nest(mut ops: Vec<RequestOp>) -> RequestOp {
 
 /// `n` deletes of existing keys, then `n` puts over other existing keys, both spread
 /// evenly over the key space; each half nested 4 levels deep.
-fn delete_put(n: u32) -> Command {
-    let stride = BIG_KEYS / n;
+fn delete_put(keys: u32, n: u32) -> Command {
+    let stride = keys / n;
+    assert!(stride >= 2, "{keys} keys hold no {n} deletes and {n} other puts");
     let deletes = (0..n)
         .map(|j| {
             RequestOp::DeleteRange(DeleteRangeRequest {
@@ -186,17 +197,17 @@ fn delete_put(n: u32) -> Command {
 }
 
 /// The largest [`delete_put`] within [`PROPOSAL_BYTES_MAX`].
-fn largest_delete_put() -> (u32, Vec<u8>) {
-    let (mut lo, mut hi) = (1u32, BIG_KEYS / 2);
+fn largest_delete_put(keys: u32) -> (u32, Vec<u8>) {
+    let (mut lo, mut hi) = (1u32, keys / 2 + 1);
     while lo + 1 < hi {
         let mid = (lo + hi) / 2;
-        if delete_put(mid).encode().len() <= PROPOSAL_BYTES_MAX {
+        if delete_put(keys, mid).encode().len() <= PROPOSAL_BYTES_MAX {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    (lo, delete_put(lo).encode())
+    (lo, delete_put(keys, lo).encode())
 }
 
 /// Time this thread has spent on a CPU (Linux's schedstat, in ns; zero elsewhere): on
@@ -208,6 +219,12 @@ fn cpu_time() -> Duration {
         .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
+/// One apply, a function of its own for callgrind's `--toggle-collect`.
+#[inline(never)]
+fn apply_once(sm: &mut StateMachine, index: u64, entry: &[u8]) -> kv::Response {
+    black_box(sm.apply(index, entry))
+}
+
 /// Applies `entry` to fresh copies of `base` [`BIG_ROUNDS`] times; prints the best and
 /// worst apply in CPU ms, the worst in wall ms, the CPU time of dropping the copy
 /// afterwards (the applier drops the view it replaced on its thread too) and what the
@@ -216,10 +233,12 @@ fn big_case(name: &str, base: &(StateMachine, u64), entry: &[u8]) {
     let (mut best, mut worst, mut worst_wall, mut worst_drop) = (f64::INFINITY, 0f64, 0f64, 0f64);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut answer = String::new();
-    for _ in 0..BIG_ROUNDS {
+    let rounds = std::env::var("HOT_PATHS_ROUNDS")
+        .map_or(BIG_ROUNDS, |n| n.parse().expect("HOT_PATHS_ROUNDS: a count"));
+    for _ in 0..rounds {
         let mut sm = base.0.clone();
         let (wall, cpu) = (Instant::now(), cpu_time());
-        let response = black_box(sm.apply(base.1 + 1, entry));
+        let response = apply_once(&mut sm, base.1 + 1, entry);
         let (wall, cpu) = (ms(wall.elapsed()), ms(cpu_time() - cpu));
         (best, worst, worst_wall) = (best.min(cpu), worst.max(cpu), worst_wall.max(wall));
         answer = match response {
@@ -242,17 +261,18 @@ fn big_cases(filter: Option<&str>) {
         return;
     }
     let t = Instant::now();
-    let base = big_state();
-    println!("# {BIG_KEYS} keys loaded in {:.1} s", t.elapsed().as_secs_f64());
+    let keys = big_keys();
+    let base = big_state(keys);
+    println!("# {keys} keys loaded in {:.1} s", t.elapsed().as_secs_f64());
     if wanted("largest_txn") {
-        let (n, entry) = largest_delete_put();
+        let (n, entry) = largest_delete_put(keys);
         println!("# largest txn: {n} deletes + {n} puts, {} KiB", entry.len() / 1024);
         big_case("largest_txn", &base, &entry);
     }
     if wanted("largest_put") {
         let value_len = Config::default().value_bytes_max as usize;
         let entry = Command::new(Op::Put(PutRequest {
-            key: big_key(BIG_KEYS / 2),
+            key: big_key(keys / 2),
             value: vec![b'v'; value_len],
             ..PutRequest::default()
         }))
