@@ -502,9 +502,11 @@ impl StateMachine {
                 let lease = m.revoke_lease(*id).ok_or(KvError::LeaseNotFound { id: *id })?;
                 // One revision for all the keys, as a DeleteRange over them.
                 // In key order, as etcd sorts them, so sub-revisions agree.
+                // The newest version of each of its keys carries this lease (what
+                // `leases` records), so no write seeks it.
                 let mut p = Pending::begin(m);
                 for key in lease.keys.iter() {
-                    p.write(m, key.clone(), Record::Tombstone);
+                    p.write_over(m, key.clone(), Record::Tombstone, *id);
                 }
                 p.commit(m);
                 Ok(Response::LeaseRevoked(LeaseRevokeResponse {
@@ -549,15 +551,9 @@ impl Pending {
         Pending { rev: m.revision + 1, sub: 0 }
     }
 
-    /// Writes the transaction's next change.
-    fn write(&mut self, m: &mut Mvcc, key: Arc<[u8]>, record: Record) {
-        m.write(key, self.rev, self.sub, record);
-        self.sub += 1;
-    }
-
-    /// [`Pending::write`] of a key whose newest version the caller read at
-    /// [`Pending::read_rev`] (see [`Mvcc::write_over`]): nothing in the map is newer
-    /// than the pending revision, so that version is the key's newest.
+    /// Writes the transaction's next change, to a key whose newest version the caller
+    /// read at [`Pending::read_rev`] (see [`Mvcc::write_over`]): nothing in the map is
+    /// newer than the pending revision, so that version is the key's newest.
     fn write_over(&mut self, m: &mut Mvcc, key: Arc<[u8]>, record: Record, newest_lease: i64) {
         m.write_over(key, self.rev, self.sub, record, newest_lease);
         self.sub += 1;
@@ -806,10 +802,12 @@ fn append(
 }
 
 fn delete_range(m: &mut Mvcc, p: &mut Pending, r: &DeleteRangeRequest) -> DeleteRangeResponse {
+    // Each key with the lease of its newest version (the one read here: nothing is
+    // newer than the pending revision), so the write needs no second seek for it.
     let mut doomed = Vec::new();
     let mut prev_kvs = Vec::new();
     m.scan_at(KeyRange::new(&r.key, &r.range_end), p.read_rev(), |kv| {
-        doomed.push(kv.key.clone());
+        doomed.push((kv.key.clone(), kv.lease));
         if r.prev_kv {
             prev_kvs.push(kv.to_key_value(true));
         }
@@ -817,8 +815,8 @@ fn delete_range(m: &mut Mvcc, p: &mut Pending, r: &DeleteRangeRequest) -> Delete
     });
     // In key order, each its own sub-revision, as etcd deletes a range. A
     // delete that finds nothing changes nothing and keeps the revision.
-    for key in &doomed {
-        p.write(m, key.clone(), Record::Tombstone);
+    for (key, lease) in &doomed {
+        p.write_over(m, key.clone(), Record::Tombstone, *lease);
     }
     DeleteRangeResponse { revision: 0, deleted: doomed.len() as u64, prev_kvs }
 }

@@ -14,6 +14,11 @@
 //! Only pruning removes from the middle; a block that pruning leaves mostly
 //! empty gives its spare capacity back, and an empty block is dropped, so the
 //! index stays within a constant factor of its contents.
+//!
+//! The block being filled (the tail) lives beside the map, not in it: an append
+//! then touches that one vector instead of finding the last block in the map
+//! (two tree seeks per write, about 9% of a put's apply), and the map takes a
+//! block only once it is full, one insert per [`BLOCK_LEN`] changes.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -34,6 +39,9 @@ pub(crate) struct RevIndex {
     /// was given): every change of a block is `>=` its key and `<` the next
     /// block's key. Never an empty block.
     blocks: OrdMap<Change, Arc<Vec<Change>>>,
+    /// The newest changes, after every change of `blocks`, at most [`BLOCK_LEN`]:
+    /// where appends go (moved into `blocks` once full). May be empty.
+    tail: Arc<Vec<Change>>,
 }
 
 impl PartialEq for RevIndex {
@@ -67,29 +75,33 @@ impl RevIndex {
     /// If `change` does not sort after the last change held: writes come in
     /// revision order.
     pub(crate) fn push(&mut self, change: Change) {
-        if let Some(mut last) = self.blocks.get_max().map(|(k, _)| k.clone()) {
-            let block = self.blocks.get_mut(&last).expect("the last block exists");
-            assert!(
-                block.last().is_some_and(|l| *l < change),
-                "change ({}, {}) appended out of revision order",
-                change.0,
-                change.1
-            );
-            if block.len() < BLOCK_LEN {
-                let block = Arc::make_mut(block);
-                block.reserve_exact(BLOCK_LEN - block.len());
-                block.push(change);
-                return;
-            }
-            last = change.clone();
-            self.blocks.insert(last, Arc::new(vec![change]));
-            return;
+        let last = match self.tail.last() {
+            Some(last) => Some(last),
+            None => self.blocks.get_max().and_then(|(_, b)| b.last()),
+        };
+        assert!(
+            last.is_none_or(|l| *l < change),
+            "change ({}, {}) appended out of revision order",
+            change.0,
+            change.1
+        );
+        if self.tail.len() >= BLOCK_LEN {
+            let full = std::mem::take(&mut self.tail);
+            self.blocks.insert(full[0].clone(), full);
         }
-        self.blocks.insert(change.clone(), Arc::new(vec![change]));
+        let tail = Arc::make_mut(&mut self.tail);
+        tail.reserve_exact(BLOCK_LEN - tail.len());
+        tail.push(change);
     }
 
     /// Removes one change, if held.
     pub(crate) fn remove(&mut self, change: &Change) {
+        if self.tail.first().is_some_and(|first| first <= change) {
+            if let Ok(at) = self.tail.binary_search(change) {
+                Arc::make_mut(&mut self.tail).remove(at);
+            }
+            return;
+        }
         let Some((start, _)) = self.blocks.get_prev(change) else { return };
         let start = start.clone();
         let block = self.blocks.get_mut(&start).expect("the block just found");
@@ -105,7 +117,7 @@ impl RevIndex {
 
     /// Every change in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Change> + '_ {
-        self.blocks.values().flat_map(|b| b.iter())
+        self.blocks.values().flat_map(|b| b.iter()).chain(self.tail.iter())
     }
 
     /// The changes from `start` on (inclusive), in order.
@@ -116,17 +128,20 @@ impl RevIndex {
             None => Bound::Unbounded,
         };
         let blocks = self.blocks.range::<_, Change>((lower, Bound::Unbounded));
+        let tail = &self.tail[self.tail.partition_point(|c| c < start)..];
         let start = start.clone();
-        blocks.flat_map(move |(_, b)| {
-            let from = b.partition_point(|c| *c < start);
-            b[from..].iter()
-        })
+        blocks
+            .flat_map(move |(_, b)| {
+                let from = b.partition_point(|c| *c < start);
+                b[from..].iter()
+            })
+            .chain(tail)
     }
 
     /// Number of changes held (walks the blocks: for tests and checks).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.blocks.values().map(|b| b.len()).sum()
+        self.blocks.values().map(|b| b.len()).sum::<usize>() + self.tail.len()
     }
 
     /// Asserts the blocks' invariants: none empty or over [`BLOCK_LEN`], each
@@ -141,6 +156,11 @@ impl RevIndex {
             if let Some((next, _)) = blocks.peek() {
                 assert!(block[block.len() - 1] < **next, "a block reaching into the next");
             }
+        }
+        assert!(self.tail.len() <= BLOCK_LEN, "tail size {}", self.tail.len());
+        assert!(self.tail.windows(2).all(|w| w[0] < w[1]), "the tail out of order");
+        if let (Some((_, last)), Some(first)) = (self.blocks.get_max(), self.tail.first()) {
+            assert!(last[last.len() - 1] < *first, "the tail below a block");
         }
     }
 }

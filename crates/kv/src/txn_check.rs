@@ -18,6 +18,17 @@
 //! [`TXN_DEPTH_MAX`](crate::TXN_DEPTH_MAX)). The walk, and so the key an error
 //! names, is the first version's: a test keeps that version as a reference
 //! and compares both on random transactions.
+//!
+//! That walk still builds a set per level, so a key is inserted into a tree
+//! once per level it passes through: for the largest transaction (56,883
+//! deletes and 56,883 puts, 4 levels deep) about a sixth of its apply. Every
+//! refusal needs two puts of one key or a put inside a deleted range, so a
+//! branch whose puts (at every level, both branches of nested transactions)
+//! are all distinct and outside every range it deletes anywhere passes the
+//! walk. [`check_branch_keys`] first tries that: one sort of the puts and one
+//! of the deletes, then a merge pass. Only a branch that fails it (a refusal,
+//! or two branches of one nested transaction putting the same key) takes the
+//! walk, which decides, and names the key, as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,7 +109,96 @@ type Written<'a> = (BTreeSet<&'a [u8]>, Deleted<'a>);
 /// module docs); the error names the first offending key in the order of
 /// the walk.
 pub(crate) fn check_branch_keys(ops: &[RequestOp]) -> Result<(), KvError> {
+    if clearly_distinct(ops) {
+        return Ok(());
+    }
     branch_keys(ops).map(|_| ())
+}
+
+/// Whether every key `ops` puts (anywhere in it) is put once and lies outside
+/// every range it deletes (anywhere in it): then [`branch_keys`] finds nothing
+/// to refuse (see the module docs). O(n log n), with no tree built.
+fn clearly_distinct(ops: &[RequestOp]) -> bool {
+    let mut puts: Vec<&[u8]> = Vec::new();
+    // Deleted ranges as `[start, end)`, `None`: no end; a single key is `[k, k]`,
+    // told apart by `single`.
+    let mut dels: Vec<Span<'_>> = Vec::new();
+    gather(ops, &mut puts, &mut dels);
+    puts.sort_unstable();
+    if puts.windows(2).any(|w| w[0] == w[1]) {
+        return false;
+    }
+    dels.sort_unstable_by(|a, b| a.start.cmp(b.start));
+    // Walk the puts in order beside the deleted ranges in order of start: the
+    // ranges started at or before a put reach furthest to `reach`.
+    let mut next = dels.iter().peekable();
+    let mut reach: Option<Span<'_>> = None;
+    for &key in &puts {
+        while let Some(d) = next.next_if(|d| d.start <= key) {
+            if reach.is_none_or(|r| d.reaches_past(&r)) {
+                reach = Some(*d);
+            }
+        }
+        if reach.is_some_and(|r| r.covers(key)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A deleted range, in the form [`clearly_distinct`] sorts.
+#[derive(Clone, Copy)]
+struct Span<'a> {
+    start: &'a [u8],
+    /// Exclusive end; `None`: no end.
+    end: Option<&'a [u8]>,
+    /// Only `start` itself (an empty `range_end`).
+    single: bool,
+}
+
+impl Span<'_> {
+    fn covers(&self, key: &[u8]) -> bool {
+        if self.single {
+            return key == self.start;
+        }
+        key >= self.start && self.end.is_none_or(|e| key < e)
+    }
+
+    /// Whether this range covers some key above everything `other` covers
+    /// (both start at or before the key being checked).
+    fn reaches_past(&self, other: &Span<'_>) -> bool {
+        match (self.single, self.end, other.single, other.end) {
+            (_, _, false, None) => false,
+            (false, None, _, _) => true,
+            // Singles reach their key; spans reach below their end.
+            (true, _, true, _) => self.start > other.start,
+            (true, _, false, Some(oe)) => self.start >= oe,
+            (false, Some(e), true, _) => e > other.start,
+            (false, Some(e), false, Some(oe)) => e > oe,
+        }
+    }
+}
+
+/// The keys `ops` puts and the ranges it deletes, nested transactions included.
+fn gather<'a>(ops: &'a [RequestOp], puts: &mut Vec<&'a [u8]>, dels: &mut Vec<Span<'a>>) {
+    for op in ops {
+        match op {
+            RequestOp::Put(r) => puts.push(&r.key),
+            RequestOp::DeleteRange(r) => match &r.range_end[..] {
+                [] => dels.push(Span { start: &r.key, end: None, single: true }),
+                [0] => dels.push(Span { start: &r.key, end: None, single: false }),
+                end if end > &r.key[..] => {
+                    dels.push(Span { start: &r.key, end: Some(end), single: false })
+                }
+                _ => {} // Empty: etcd deletes nothing.
+            },
+            RequestOp::Txn(t) => {
+                gather(&t.success, puts, dels);
+                gather(&t.failure, puts, dels);
+            }
+            RequestOp::Range(_) => {}
+        }
+    }
 }
 
 fn branch_keys(ops: &[RequestOp]) -> Result<Written<'_>, KvError> {
@@ -269,6 +369,49 @@ mod tests {
         }
         // Both verdicts are common, so the comparison covers both.
         assert!(accepted > 2_000 && refused > 2_000, "accepted {accepted}, refused {refused}");
+    }
+
+    /// Every put key and every deleted range of `ops`, at any depth, both branches.
+    fn naive_gather<'a>(
+        ops: &'a [RequestOp],
+        puts: &mut Vec<&'a [u8]>,
+        dels: &mut Vec<Interval<'a>>,
+    ) {
+        for op in ops {
+            match op {
+                RequestOp::Put(r) => puts.push(&r.key),
+                RequestOp::DeleteRange(r) => dels.push((&r.key, &r.range_end)),
+                RequestOp::Txn(t) => {
+                    naive_gather(&t.success, puts, dels);
+                    naive_gather(&t.failure, puts, dels);
+                }
+                RequestOp::Range(_) => {}
+            }
+        }
+    }
+
+    /// The shortcut in front of the walk must say "clearly distinct" exactly when
+    /// the puts are distinct and outside every deleted range (checked pairwise
+    /// here), and a branch it passes must pass the naive check too.
+    #[test]
+    fn the_shortcut_passes_exactly_the_branches_of_distinct_undeleted_puts() {
+        let mut passed = 0;
+        for seed in 0..20_000 {
+            let mut rng = Rng(seed);
+            let keys_per_op = 2 + rng.below(6);
+            let ops = random_ops(&mut rng, 0, keys_per_op);
+            let (mut puts, mut dels) = (Vec::new(), Vec::new());
+            naive_gather(&ops, &mut puts, &mut dels);
+            let distinct = puts.iter().enumerate().all(|(i, k)| !puts[..i].contains(k));
+            let reference = distinct && puts.iter().all(|k| !in_any(&dels, k));
+            assert_eq!(clearly_distinct(&ops), reference, "seed {seed}: {ops:?}");
+            if reference {
+                passed += 1;
+                assert_eq!(naive_branch_keys(&ops).map(|_| ()), Ok(()), "seed {seed}: {ops:?}");
+            }
+        }
+        // Both answers are common, so the comparison covers both.
+        assert!(passed > 2_000 && passed < 18_000, "passed {passed}");
     }
 
     #[test]
