@@ -1,8 +1,8 @@
 //! # server: one raftkv member as a process
 //!
 //! The thin, IO-heavy shell around the [`node`] driver: a dedicated node thread (see
-//! [`runtime`]) that batches inputs and syncs the WAL once per batch; a gRPC peer transport
-//! ([`peer`]); etcd's v3 API for clients ([`etcd`]); `GET /health` and `GET /metrics`
+//! [`runtime`]) that batches inputs and syncs the WAL once per batch; a peer transport
+//! ([`peer`]: Raft messages on framed streams, [`peer_stream`]; cold calls on gRPC); etcd's v3 API for clients ([`etcd`]); `GET /health` and `GET /metrics`
 //! ([`http`]). Everything that decides anything lives in `raft`, `kv`, `node` and `storage`,
 //! which the simulator runs too; this crate only moves bytes and schedules work.
 
@@ -23,7 +23,9 @@ pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod peer;
+pub mod peer_frame;
 pub mod peer_guard;
+pub mod peer_stream;
 pub mod runtime;
 pub mod snapshot_source;
 pub mod watch;
@@ -208,14 +210,14 @@ pub async fn serve_until(
         me.name.clone(),
         identity.client_urls.clone(),
     ));
-    let peer_service = PeerService {
+    let peer_service = Arc::new(PeerService {
         guard: peer_guard::Guard::new(me.id, peer_limits),
         me: identity,
         members: member_table.clone(),
         node: handle.clone(),
         metrics: metrics.clone(),
         cluster: membership.clone(),
-    };
+    });
     let api = etcd::Api {
         node: handle.clone(),
         transport,
@@ -237,17 +239,23 @@ pub async fn serve_until(
         tracing::warn!("{}", config::GrpcLimits::KEEPALIVE_MIN_TIME_NOT_ENFORCED);
     }
     let peer_router = grpc_server(&cfg.grpc).add_service(
-        PeerServer::new(peer_service)
+        PeerServer::from_arc(peer_service.clone())
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
     );
     let peer_connections = incoming(peer_listener, "--listen-peer-urls", &metrics);
+    // One peer port: frame streams (the Raft messages) are served apart, the rest is
+    // gRPC (see `peer_stream`).
     let peer_task = match &peer_tls {
-        None => tokio::spawn(peer_router.serve_with_incoming(peer_connections)),
-        Some(tls) => tokio::spawn(
+        None => tokio::spawn(
             peer_router
-                .serve_with_incoming(tls.accept_stream(peer_connections, "--listen-peer-urls")),
+                .serve_with_incoming(peer_stream::split_incoming(peer_connections, peer_service)),
         ),
+        Some(tls) => {
+            let decrypted = tls.accept_stream(peer_connections, "--listen-peer-urls");
+            let h2 = peer_stream::split_incoming(decrypted, peer_service);
+            tokio::spawn(peer_router.serve_with_incoming(h2))
+        }
     };
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").

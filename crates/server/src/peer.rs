@@ -14,6 +14,7 @@
 
 use crate::metrics::Metrics;
 use crate::peer_guard::{self, Guard, MemberTable};
+use crate::peer_stream;
 use crate::runtime::{NodeHandle, Outbox, Reply};
 use kv::{Command, Response};
 use node::{Request, RequestError};
@@ -451,7 +452,8 @@ impl Dial {
         let active_since = Arc::new(Mutex::new(None));
         let links = (self.metrics.clone(), self.client_urls.clone(), active_since.clone());
         let removed = self.removed.clone();
-        let task = peer_loop(self.me.clone(), id, url.to_string(), channel.clone(), rx, links);
+        let dialled = (id, url.to_string(), self.tls.clone());
+        let task = peer_loop(self.me.clone(), dialled, channel.clone(), rx, links);
         let task = async move {
             if let Err(refusal) = task.await {
                 // The peer says this member was removed: stop dialling, and stop.
@@ -474,8 +476,7 @@ impl Dial {
 /// member was removed from the cluster.
 async fn peer_loop(
     me: Identity,
-    id: NodeId,
-    url: String,
+    (id, url, tls): (NodeId, String, Option<tls::ClientTls>),
     channel: Channel,
     mut rx: mpsc::Receiver<Vec<Message>>,
     (metrics, client_urls, active_since): (Arc<Metrics>, ClientUrls, Arc<Mutex<Option<Instant>>>),
@@ -484,8 +485,29 @@ async fn peer_loop(
     let mut warned = false;
     loop {
         let mut opened = false;
-        let links = (&*metrics, &client_urls, &*active_since);
-        let streamed = stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened).await;
+        // The frame stream first; the gRPC stream for a peer that does not speak it.
+        let frames = peer_stream::Links {
+            metrics: &metrics,
+            client_urls: &client_urls,
+            active_since: &active_since,
+        };
+        let streamed = match peer_stream::stream_to_peer(
+            &me,
+            (id, &url, tls.as_ref()),
+            &mut rx,
+            frames,
+            &mut opened,
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(peer_stream::Ended::Failed(e)) => Err(e),
+            Err(peer_stream::Ended::NotSpoken(e)) => {
+                tracing::debug!(peer = %url, answer = %e, "no frame stream; using gRPC");
+                let links = (&*metrics, &client_urls, &*active_since);
+                stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened).await
+            }
+        };
         *active_since.lock().expect("active since lock") = None;
         if opened {
             backoff = PEER_RECONNECT_BACKOFF_MIN;
@@ -580,7 +602,7 @@ async fn stream_to_peer(
 
 /// `batch` in consecutive parts of at most `max_bytes` each (by [`Message::size_bytes`]),
 /// a message larger than that alone in its part.
-fn split_batch(batch: &[Message], max_bytes: u64) -> Vec<&[Message]> {
+pub(crate) fn split_batch(batch: &[Message], max_bytes: u64) -> Vec<&[Message]> {
     let mut parts = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (k, m) in batch.iter().enumerate() {
@@ -613,44 +635,67 @@ pub struct PeerService {
     pub cluster: crate::cluster::Membership,
 }
 
+impl PeerService {
+    /// The answer to a peer's Hello, or why it is refused (etcd's words for a removed
+    /// member). Both transports (gRPC `Hello` and the frame stream's first frame) ask here.
+    pub fn check_hello(&self, h: &HelloRequest) -> Result<HelloResponse, String> {
+        if h.cluster_id != self.me.cluster_id {
+            return Err(format!(
+                "member {:?} belongs to cluster {:x}, this member ({}) to cluster {:x}: check \
+                 --initial-cluster on both",
+                h.member_name, h.cluster_id, self.me.name, self.me.cluster_id
+            ));
+        }
+        // A removed member that missed its removal learns it here, as etcd's does.
+        if self.members.is_removed(h.member_id) {
+            return Err(format!(
+                "member {:x}: {}",
+                h.member_id,
+                crate::membership::REMOVED_MESSAGE
+            ));
+        }
+        if !self.members.contains(h.member_id)
+            || (h.target_member_id != 0 && h.target_member_id != self.me.member_id)
+        {
+            return Err(format!(
+                "unknown member {:?} (id {:x}) or wrong target: check --initial-cluster",
+                h.member_name, h.member_id
+            ));
+        }
+        // The caller's client URLs are not taken from here (see `ClientUrls`).
+        Ok(HelloResponse {
+            cluster_id: self.me.cluster_id,
+            member_id: self.me.member_id,
+            member_name: self.me.name.clone(),
+            protocol_version: proto::PEER_PROTOCOL_VERSION,
+            client_urls: self.me.client_urls.clone(),
+        })
+    }
+
+    /// Hands the messages of one batch received on `member`'s stream to the node
+    /// thread, each checked by the guard first (the others dropped, counted, logged).
+    pub fn admit_batch(&self, member: NodeId, messages: Vec<proto::peer::Message>) {
+        let mut admitted = Vec::with_capacity(messages.len());
+        for wire in messages {
+            match Message::try_from(wire) {
+                Ok(m) if self.guard.admit(member, &m, &self.metrics) => admitted.push(m),
+                Ok(_) => {}
+                Err(e) => self.guard.reject(member, "undecodable", &e.to_string(), &self.metrics),
+            }
+        }
+        self.node.peer_messages(admitted);
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn hello(
         &self,
         request: tonic::Request<HelloRequest>,
     ) -> Result<tonic::Response<HelloResponse>, Status> {
-        let h = request.into_inner();
-        if h.cluster_id != self.me.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "member {:?} belongs to cluster {:x}, this member ({}) to cluster {:x}: check \
-                 --initial-cluster on both",
-                h.member_name, h.cluster_id, self.me.name, self.me.cluster_id
-            )));
-        }
-        // A removed member that missed its removal learns it here, as etcd's does.
-        if self.members.is_removed(h.member_id) {
-            return Err(Status::failed_precondition(format!(
-                "member {:x}: {}",
-                h.member_id,
-                crate::membership::REMOVED_MESSAGE
-            )));
-        }
-        if !self.members.contains(h.member_id)
-            || (h.target_member_id != 0 && h.target_member_id != self.me.member_id)
-        {
-            return Err(Status::failed_precondition(format!(
-                "unknown member {:?} (id {:x}) or wrong target: check --initial-cluster",
-                h.member_name, h.member_id
-            )));
-        }
-        // The caller's client URLs are not taken from here (see `ClientUrls`).
-        Ok(tonic::Response::new(HelloResponse {
-            cluster_id: self.me.cluster_id,
-            member_id: self.me.member_id,
-            member_name: self.me.name.clone(),
-            protocol_version: proto::PEER_PROTOCOL_VERSION,
-            client_urls: self.me.client_urls.clone(),
-        }))
+        self.check_hello(&request.into_inner())
+            .map(tonic::Response::new)
+            .map_err(Status::failed_precondition)
     }
 
     async fn stream(
@@ -673,17 +718,7 @@ impl Peer for PeerService {
             }
             ack.batches_received += 1;
             ack.messages_received += batch.messages.len() as u64;
-            let mut admitted = Vec::with_capacity(batch.messages.len());
-            for wire in batch.messages {
-                match Message::try_from(wire) {
-                    Ok(m) if self.guard.admit(member, &m, &self.metrics) => admitted.push(m),
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.guard.reject(member, "undecodable", &e.to_string(), &self.metrics)
-                    }
-                }
-            }
-            self.node.peer_messages(admitted);
+            self.admit_batch(member, batch.messages);
         }
         Ok(tonic::Response::new(ack))
     }
