@@ -70,5 +70,5 @@ pub use cluster::{Cluster, ClusterConfig};
 pub use disk::{DiskConfig, DurableState};
 pub use network::{MessageStats, NetConfig};
 pub use node::StateMachine;
-pub use swarm::{run_seed, SeedOutcome, SwarmParams};
+pub use swarm::{run_seed, Membership, SeedOutcome, SwarmParams};
 pub use trace::{fnv1a64, Fnv64};

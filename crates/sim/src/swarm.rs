@@ -51,6 +51,43 @@ pub(crate) const ALL_KINDS: [PartitionKind; 6] = [
     PartitionKind::RandomLinks,
 ];
 
+/// Which swarm seeds change their membership (both workloads; `sim --membership`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Membership {
+    /// As each seed draws it: about two raft seeds in five (half of those with pre-vote),
+    /// three kv seeds in ten.
+    #[default]
+    Random,
+    /// Every seed gets spare members and an operator. The other draws of a seed stay
+    /// what they are, so a seed that has membership changes under `random` runs exactly
+    /// the same (same trace hash); a raft seed that drew no pre-vote runs with it, as the
+    /// core relies on pre-vote to keep a removed member that missed its removal from
+    /// raising terms (the service drops its messages instead).
+    Always,
+    /// No seed changes its membership.
+    Never,
+}
+
+impl Membership {
+    /// What a seed whose own draw said `drawn` does.
+    pub fn decide(self, drawn: bool) -> bool {
+        match self {
+            Membership::Random => drawn,
+            Membership::Always => true,
+            Membership::Never => false,
+        }
+    }
+
+    /// The CLI flag that selects it (empty for the default), for replay commands.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Membership::Random => "",
+            Membership::Always => " --membership always",
+            Membership::Never => " --membership never",
+        }
+    }
+}
+
 /// Everything a seed decides about its run.
 #[derive(Clone, Debug)]
 pub struct SwarmParams {
@@ -103,6 +140,11 @@ impl SwarmParams {
 
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> SwarmParams {
+        SwarmParams::from_seed_with(seed, Membership::Random)
+    }
+
+    /// Draws a seed's parameters, with membership changes as `membership` says.
+    pub fn from_seed_with(seed: u64, membership: Membership) -> SwarmParams {
         let mut r = Rng::new(stream_seed(seed, 0x0053_5741_524d));
         let nodes = r.range(3, 8) as usize;
         let mut cluster = ClusterConfig::new(nodes, seed);
@@ -135,8 +177,10 @@ impl SwarmParams {
         // removed member that missed its removal bumps terms forever, which the service
         // prevents by refusing messages from removed members, not the core.
         let mut member = Rng::new(stream_seed(seed, 0x004d_454d_4245));
-        let membership = cluster.pre_vote && member.chance(0.5);
+        let drawn = cluster.pre_vote && member.chance(0.5);
+        let membership = membership.decide(drawn);
         if membership {
+            cluster.pre_vote = true;
             cluster.voters = nodes;
             cluster.nodes = (nodes + member.range(1, 3) as usize).min(MAX_NODES);
         }
@@ -349,6 +393,11 @@ const PLACED_TRACKED_MAX: usize = 200_000;
 /// Runs one seed: safety phase, then liveness phase. `verbose` prints every event.
 pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
     run_params(SwarmParams::from_seed(seed), verbose)
+}
+
+/// Runs one seed with membership changes as `membership` says.
+pub fn run_seed_with(seed: u64, membership: Membership, verbose: bool) -> SeedOutcome {
+    run_params(SwarmParams::from_seed_with(seed, membership), verbose)
 }
 
 /// Runs one swarm run with the given parameters (a seed's own, or a named scenario's).

@@ -8,7 +8,7 @@ use crate::checker::Violation;
 use crate::cluster::stream_seed;
 use crate::faults::{self, Agenda, FaultAction, FaultPlan};
 use crate::swarm::{
-    draw_disk, draw_long_delay, draw_net, permille, Failure, PartitionKind, ALL_KINDS,
+    draw_disk, draw_long_delay, draw_net, permille, Failure, Membership, PartitionKind, ALL_KINDS,
 };
 use lincheck::{check, CheckOptions, KvModel, Verdict};
 use node::MemberChange;
@@ -90,6 +90,12 @@ impl KvParams {
 
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> KvParams {
+        KvParams::from_seed_with(seed, Membership::Random)
+    }
+
+    /// Draws a seed's parameters, with membership changes as `membership` says (a seed
+    /// that has them under `random` runs the same under `always`).
+    pub fn from_seed_with(seed: u64, membership: Membership) -> KvParams {
         let mut r = Rng::new(stream_seed(seed, 0x4b56_5357));
         let members = r.range(3, 8) as usize;
         let clients = match r.range(0, 4) {
@@ -155,7 +161,7 @@ impl KvParams {
         }
         // Membership changes draw from a stream of their own, for the same reason.
         let mut m = Rng::new(stream_seed(seed, 0x4b56_4d42));
-        let member_change_interval_us = m.chance(MEMBERSHIP_SEEDS).then(|| {
+        let member_change_interval_us = membership.decide(m.chance(MEMBERSHIP_SEEDS)).then(|| {
             c.spare_members = m.range(1, 3) as usize;
             m.range(300_000, 4_000_000)
         });
@@ -326,6 +332,11 @@ struct KvSwarm {
 /// every event.
 pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
     run_kv_params(KvParams::from_seed(seed), verbose)
+}
+
+/// Runs one kv seed with membership changes as `membership` says.
+pub fn run_kv_seed_with(seed: u64, membership: Membership, verbose: bool) -> KvOutcome {
+    run_kv_params(KvParams::from_seed_with(seed, membership), verbose)
 }
 
 /// Runs one kv swarm run with the given parameters (a seed's own, or a named
