@@ -68,6 +68,7 @@ pub mod trace;
 pub use checker::Violation;
 pub use cluster::{Cluster, ClusterConfig};
 pub use disk::{DiskConfig, DurableState};
+pub use faults::FaultParams;
 pub use network::{MessageStats, NetConfig};
 pub use node::StateMachine;
 pub use swarm::{run_seed, Membership, SeedOutcome, SwarmParams};

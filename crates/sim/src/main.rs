@@ -15,7 +15,7 @@ use sim::bench::run_bench;
 use sim::driver::{self, Engine, SeedRange};
 use sim::kv::swarm::{describe_outcome, run_kv_params, LinVerdict, PATIENT};
 use sim::kv::{run_kv_seed_with, KvOutcome, KvStats};
-use sim::scenario::Scenario;
+use sim::scenario::{Exercised, Scenario};
 use sim::swarm::{run_params, run_seed_with, Failure, Membership, SeedOutcome};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -126,13 +126,18 @@ fn one_scenario(name: &str, kv: bool, verbose: bool) -> ExitCode {
     };
     println!("scenario {} (seed {})", scenario.name(), scenario.seed());
     let (replay, wall, seed) = (scenario.replay_command(kv), Instant::now(), scenario.seed());
-    exit_code(if kv {
+    let (failed, did) = if kv {
         let out = run_kv_params(scenario.kv_params(), verbose);
-        driver::report::<KvEngine>(seed, &out, wall, verbose, &replay)
+        (driver::report::<KvEngine>(seed, &out, wall, verbose, &replay), Exercised::from(&out))
     } else {
         let out = run_params(scenario.raft_params(), verbose);
-        driver::report::<RaftEngine>(seed, &out, wall, verbose, &replay)
-    })
+        (driver::report::<RaftEngine>(seed, &out, wall, verbose, &replay), Exercised::from(&out))
+    };
+    // A run that failed has already said why; one that passed must also have done what
+    // the scenario's name promises.
+    let unexercised =
+        !failed && scenario.check_exercised(&did).map_err(|e| println!("FAILED: {e}")).is_err();
+    exit_code(failed || unexercised)
 }
 
 /// The raft workload: the bare core under the swarm.

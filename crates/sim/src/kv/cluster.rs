@@ -769,6 +769,15 @@ impl KvCluster {
 
     /// Power cut on member `idx`: the disk keeps what was synced and maybe part of the rest.
     fn crash_member(&mut self, idx: usize) {
+        if self.members[idx].node.is_some() {
+            self.stats.crashes += 1;
+        }
+        self.stop_member(idx);
+    }
+
+    /// Member `idx` stops as in a power cut (a crash, or a removed member stopping for
+    /// good; only crashes are counted as such).
+    fn stop_member(&mut self, idx: usize) {
         let m = &mut self.members[idx];
         let Some(node) = m.node.take() else { return };
         m.incarnation += 1;
@@ -780,7 +789,6 @@ impl KvCluster {
         let mut disk = node.into_store().into_disk();
         disk.crash();
         m.disk = Some(disk);
-        self.stats.crashes += 1;
         kv_trace!(self, "n{} crashes", m.id);
         self.break_watch_streams(idx);
     }
@@ -1536,7 +1544,7 @@ impl KvCluster {
         }
         let id = self.members[idx].id;
         kv_trace!(self, "n{id} was removed from the cluster (told by n{from}): stops for good");
-        self.crash_member(idx);
+        self.stop_member(idx);
         self.members[idx].retired = true;
         self.stats.members_removed += 1;
     }
