@@ -1575,6 +1575,13 @@ impl KvCluster {
         if removed {
             return self.retire(idx, id);
         }
+        // Reading the member table clones it (names, URLs): skip it once no spare is
+        // left that never ran (always, in seeds without spares), as this runs after every
+        // drive of every member.
+        let never_ran = |m: &Member| m.incarnation == 0 && m.node.is_none();
+        if !self.members.iter().skip(self.cfg.members).any(never_ran) {
+            return;
+        }
         let Some(node) = self.members[idx].node.as_ref() else { return };
         let named: Vec<NodeId> = node.members().iter().map(|m| m.id).collect();
         for new in named {
