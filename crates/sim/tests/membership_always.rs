@@ -32,3 +32,21 @@ fn a_kept_snapshot_that_conflicts_with_the_log_may_drop_a_synced_suffix() {
     // replaced the whole log (Raft Figure 13), which is no lost synced entry.
     passes_with_changes(229);
 }
+
+#[test]
+fn a_removed_kv_member_that_missed_its_removal_is_not_awaited_at_convergence() {
+    // Seed 794 (kv): n6 joined, was promoted, was removed while its last heartbeat was
+    // lost, then crashed and restarted silent with its old log. The cluster converged
+    // without it; the convergence check waited for it as long as it was up. Members the
+    // leader's configuration no longer holds are not part of the cluster (as in the raft
+    // workload).
+    let seed = 794;
+    let out = sim::kv::run_kv_seed_with(seed, Membership::Always, false);
+    if let Some(f) = &out.failure {
+        panic!(
+            "kv seed {seed} violated {}\nreplay: cargo run --release -p sim -- --seed {seed} --workload kv --membership always -v",
+            f.violation
+        );
+    }
+    assert!(out.stats.member_changes > 0, "kv seed {seed} made no membership change");
+}
