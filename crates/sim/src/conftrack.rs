@@ -20,6 +20,10 @@ pub(crate) struct ConfTrack {
     base_index: Index,
     /// Membership-change entries after `base_index` that the node holds.
     changes: BTreeMap<Index, Arc<[u8]>>,
+    /// The fold of `changes` over `base`, kept between checks (`None` once the log's
+    /// membership entries changed): the check runs after every event, the log's
+    /// membership entries change rarely, and folding clones configurations.
+    folded: Option<ConfState>,
 }
 
 impl ConfTrack {
@@ -42,22 +46,37 @@ impl ConfTrack {
         self.base = s.meta.conf.clone();
         self.base_index = s.meta.index;
         self.changes.clear();
+        self.folded = None;
     }
 
     /// The node appended `entries` (replacing whatever it held from the first one on).
     pub(crate) fn on_entries(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
-        self.changes.split_off(&first.index);
+        if !self.changes.split_off(&first.index).is_empty() {
+            self.folded = None;
+        }
         for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
             if e.index > self.base_index {
                 self.changes.insert(e.index, Arc::clone(&e.data));
+                self.folded = None;
             }
         }
     }
 
     /// The configuration the log says, folding (and forgetting) changes at or below
-    /// `committed`, which can no longer be truncated.
-    fn fold(&mut self, committed: Index) -> ConfState {
+    /// `committed`, which can no longer be truncated. Recomputed only when the log's
+    /// membership entries changed or one of them is newly committed.
+    fn fold(&mut self, committed: Index) -> &ConfState {
+        let newly_committed = self.changes.first_key_value().is_some_and(|(&i, _)| i <= committed);
+        if self.folded.is_none() || newly_committed {
+            let conf = self.fold_now(committed);
+            self.folded = Some(conf);
+        }
+        self.folded.as_ref().expect("set above")
+    }
+
+    /// Folds every change over the base, from scratch.
+    fn fold_now(&mut self, committed: Index) -> ConfState {
         let mut conf = self.base.clone();
         let mut folded = Vec::new();
         for (&index, data) in &self.changes {
@@ -80,7 +99,7 @@ impl ConfTrack {
     /// Checks that `raft`'s configuration is what its log says.
     pub(crate) fn check(&mut self, id: NodeId, raft: &Raft) -> Result<(), Violation> {
         let want = self.fold(raft.commit_index());
-        if *raft.conf_state() != want {
+        if raft.conf_state() != want {
             let details = format!(
                 "n{id} runs with configuration {:?}, but its log says {want:?}",
                 raft.conf_state()
@@ -106,12 +125,12 @@ mod tests {
         let add = ConfChange::single(ConfChangeKind::AddLearner, 4);
         let mut t = ConfTrack::from_durable(&initial, None, &[conf_entry(5, &add)]);
         let with_learner = ConfState { learners: [4].into(), ..initial.clone() };
-        assert_eq!(t.fold(0), with_learner);
+        assert_eq!(*t.fold(0), with_learner);
         let normal = Entry { term: 2, index: 5, kind: EntryKind::Normal, data: Vec::new().into() };
         t.on_entries(&[normal]);
-        assert_eq!(t.fold(0), initial, "the change was truncated away");
+        assert_eq!(*t.fold(0), initial, "the change was truncated away");
         t.on_entries(&[conf_entry(6, &add)]);
-        assert_eq!(t.fold(6), with_learner);
+        assert_eq!(*t.fold(6), with_learner);
         assert!(t.changes.is_empty() && t.base_index == 6, "committed changes fold");
     }
 }

@@ -236,23 +236,35 @@ impl SimDisk {
             }
             let synced_last = self.durable.last_index();
             let synced_term = self.durable.term_at(synced_last);
+            // A snapshot whose last entry the log does not hold replaces the whole log
+            // (Figure 13), if the torn write kept it.
+            let conflicting_snapshot = first
+                .snapshot
+                .as_ref()
+                .filter(|s| self.durable.term_at(s.meta.index) != Some(s.meta.term))
+                .map(|s| s.meta.index);
             self.durable.apply(first, damage.torn_records_kept)?;
-            check_synced_survives(&self.durable, first, synced_last, synced_term)?;
+            let log_replaced =
+                conflicting_snapshot.is_some_and(|index| self.durable.snapshot_index() == index);
+            check_synced_survives(&self.durable, first, synced_last, synced_term, log_replaced)?;
         }
         self.pending.clear();
         Ok(damage)
     }
 }
 
-/// A synced entry may only disappear if a later (here: torn) record replaced it or a
-/// snapshot covers it.
+/// A synced entry may only disappear if a later (here: torn) record replaced it, a
+/// snapshot covers it, or a kept snapshot that conflicts with the log replaced the whole
+/// log (`log_replaced`; seed 229 --membership always: a stale suffix of term 17 behind a
+/// snapshot of term 21).
 fn check_synced_survives(
     durable: &DurableState,
     torn: &PendingWrite,
     synced_last: Index,
     synced_term: Option<Term>,
+    log_replaced: bool,
 ) -> Result<(), String> {
-    let replaced = torn.entries.first().is_some_and(|e| e.index <= synced_last);
+    let replaced = log_replaced || torn.entries.first().is_some_and(|e| e.index <= synced_last);
     let covered = durable.snapshot_index() >= synced_last;
     if replaced || covered || durable.term_at(synced_last) == synced_term {
         return Ok(());

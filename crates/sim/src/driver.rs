@@ -15,8 +15,9 @@ pub trait Engine: Sync {
     type Totals: Default;
     /// Said after "seed N" and "sim" (e.g. `" (kv)"`).
     const LABEL: &'static str;
-    /// The CLI flags that select this workload (e.g. `" --workload kv"`).
-    const FLAG: &'static str;
+    /// The CLI flags that select this workload and its options (e.g.
+    /// `" --workload kv --membership always"`), for replay commands.
+    fn flags(&self) -> String;
 
     /// Runs `seed`; `verbose` prints every event.
     fn run(&self, seed: u64, verbose: bool) -> Self::Outcome;
@@ -35,8 +36,8 @@ pub trait Engine: Sync {
 }
 
 /// The command that replays `seed` of engine `E` with its event trace.
-pub fn replay_command<E: Engine>(seed: u64) -> String {
-    format!("cargo run --release -p sim -- --seed {seed}{} -v", E::FLAG)
+pub fn replay_command<E: Engine>(engine: &E, seed: u64) -> String {
+    format!("cargo run --release -p sim -- --seed {seed}{} -v", engine.flags())
 }
 
 /// Prints a failed run: when, what, the parameters, the last events, how to replay.
@@ -75,7 +76,7 @@ pub fn report<E: Engine>(
 pub fn one_seed<E: Engine>(engine: &E, seed: u64, verbose: bool) -> bool {
     let wall = Instant::now();
     let out = engine.run(seed, verbose);
-    report::<E>(seed, &out, wall, verbose, &replay_command::<E>(seed))
+    report::<E>(seed, &out, wall, verbose, &replay_command(engine, seed))
 }
 
 /// Names the seed a worker was running if the run panics (a bug in the simulator or an
@@ -128,7 +129,7 @@ fn run_parallel<E: Engine>(
                 let guard = SeedGuard(format!(
                     "seed {seed}{} panicked (message above); replay it alone: {}",
                     E::LABEL,
-                    replay_command::<E>(seed)
+                    replay_command(engine, seed)
                 ));
                 let out = engine.run(seed, false);
                 std::mem::forget(guard);
@@ -177,7 +178,7 @@ pub fn many_seeds<E: Engine>(engine: &E, range: SeedRange) -> bool {
     });
     let secs = wall.elapsed().as_secs_f64();
     if let Some((k, out)) = &first {
-        print_failure::<E>(from + k, out, &replay_command::<E>(from + k));
+        print_failure::<E>(from + k, out, &replay_command(engine, from + k));
         if keep_going {
             failing.sort();
             println!("{} of {count} seeds failed:", failing.len());

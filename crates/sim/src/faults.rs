@@ -3,6 +3,7 @@
 //! safety phase's schedule of network faults, heals, crashes and restarts ([`FaultPlan`]
 //! on an [`Agenda`]), applied through [`FaultTarget`].
 
+use crate::checker::Violation;
 use crate::network::NetConfig;
 use crate::swarm::PartitionKind;
 use raft::{NodeId, Rng};
@@ -109,26 +110,66 @@ pub(crate) struct FaultEffect {
     pub(crate) crashes: u64,
 }
 
+/// The safety phase's faults, the same fields for both workloads: how often the network
+/// is cut and for how long, how often members crash, how many and for how long, and how
+/// long the phase lasts. Each workload draws its own values (its own ranges, in its own
+/// order, so seeds keep their runs); [`FaultPlan`] carries them out.
+#[derive(Clone, Debug)]
+pub struct FaultParams {
+    /// Mean time between network faults (`None`: the network stays whole).
+    pub partition_interval_us: Option<u64>,
+    /// Mean time a network fault lasts.
+    pub partition_duration_us: u64,
+    /// Which network faults this seed uses.
+    pub partition_kinds: Vec<PartitionKind>,
+    /// Mean time between crash events (`None`: nothing crashes).
+    pub crash_interval_us: Option<u64>,
+    /// Most members one crash event takes down.
+    pub crash_max_at_once: usize,
+    /// Chance that a crash event takes every member down.
+    pub all_crash: f64,
+    /// Mean time a crashed member stays down.
+    pub restart_delay_us: u64,
+    /// Length of the safety phase.
+    pub safety_duration_us: u64,
+}
+
+impl FaultParams {
+    /// The schedule over members `1..=members`.
+    pub(crate) fn plan(&self, members: usize) -> FaultPlan<'_> {
+        FaultPlan { members, p: self }
+    }
+
+    /// One line for the parameter listing; `kinds_note` follows the partition kinds.
+    pub(crate) fn describe(&self, kinds_note: &str) -> String {
+        let ms = |us: u64| us / 1000;
+        format!(
+            "  faults: partitions every {:?} ms for ~{} ms {:?}{kinds_note}; crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
+            self.partition_interval_us.map(ms),
+            ms(self.partition_duration_us),
+            self.partition_kinds,
+            self.crash_interval_us.map(ms),
+            self.crash_max_at_once,
+            self.all_crash,
+            ms(self.restart_delay_us)
+        )
+    }
+}
+
 /// A seed's fault schedule: network faults and crash events at random intervals, each
 /// network fault healed and each crashed member restarted after a random while.
 pub(crate) struct FaultPlan<'a> {
-    pub(crate) members: usize,
-    pub(crate) partition_interval_us: Option<u64>,
-    pub(crate) partition_duration_us: u64,
-    pub(crate) partition_kinds: &'a [PartitionKind],
-    pub(crate) crash_interval_us: Option<u64>,
-    pub(crate) crash_max_at_once: usize,
-    pub(crate) all_crash: f64,
-    pub(crate) restart_delay_us: u64,
+    members: usize,
+    p: &'a FaultParams,
 }
 
 impl FaultPlan<'_> {
     /// Schedules the first network fault and the first crash event.
     pub(crate) fn start<A: From<FaultAction>>(&self, rng: &mut Rng, agenda: &mut Agenda<A>) {
-        if let Some(mean) = self.partition_interval_us {
+        if let Some(mean) = self.p.partition_interval_us {
             agenda.schedule(around(rng, mean), FaultAction::CutNetwork.into());
         }
-        if let Some(mean) = self.crash_interval_us {
+        if let Some(mean) = self.p.crash_interval_us {
             agenda.schedule(around(rng, mean), FaultAction::Crash.into());
         }
     }
@@ -146,23 +187,23 @@ impl FaultPlan<'_> {
         match fault {
             FaultAction::CutNetwork => {
                 effect.partitions = 1;
-                let kind =
-                    self.partition_kinds[rng.range(0, self.partition_kinds.len() as u64) as usize];
+                let kind = self.p.partition_kinds
+                    [rng.range(0, self.p.partition_kinds.len() as u64) as usize];
                 let leader = target.fault_leader();
                 apply_net_fault(kind, self.members, leader, rng, target);
                 agenda.schedule(
-                    now + around(rng, self.partition_duration_us),
+                    now + around(rng, self.p.partition_duration_us),
                     FaultAction::HealNetwork.into(),
                 );
             }
             FaultAction::HealNetwork => {
                 target.heal();
-                let mean = self.partition_interval_us.expect("partitions on");
+                let mean = self.p.partition_interval_us.expect("partitions on");
                 agenda.schedule(now + around(rng, mean), FaultAction::CutNetwork.into());
             }
             FaultAction::Crash => {
                 effect.crashes = self.crash_some(rng, agenda, target);
-                let mean = self.crash_interval_us.expect("crashes on");
+                let mean = self.p.crash_interval_us.expect("crashes on");
                 agenda.schedule(now + around(rng, mean), FaultAction::Crash.into());
             }
             FaultAction::Restart(id) => {
@@ -183,19 +224,78 @@ impl FaultPlan<'_> {
         target: &mut impl FaultTarget,
     ) -> u64 {
         let up: Vec<NodeId> = (1..=self.members as NodeId).filter(|&id| target.is_up(id)).collect();
-        let count = if rng.chance(self.all_crash) {
+        let count = if rng.chance(self.p.all_crash) {
             up.len()
         } else {
-            (rng.range(1, self.crash_max_at_once as u64 + 1) as usize).min(up.len())
+            (rng.range(1, self.p.crash_max_at_once as u64 + 1) as usize).min(up.len())
         };
         let down = pick(rng, &up, count);
         for &id in &down {
             target.crash(id);
-            let at = target.now_us() + around(rng, self.restart_delay_us);
+            let at = target.now_us() + around(rng, self.p.restart_delay_us);
             agenda.schedule(at, FaultAction::Restart(id).into());
         }
         down.len() as u64
     }
+}
+
+/// An action on a safety phase's agenda: a fault of the shared plan, or one of the
+/// workload's own (client proposals, membership changes...).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Timed<W> {
+    /// A fault, carried out by the [`FaultPlan`].
+    Fault(FaultAction),
+    /// The workload's own action.
+    Work(W),
+}
+
+impl<W> From<FaultAction> for Timed<W> {
+    fn from(f: FaultAction) -> Self {
+        Timed::Fault(f)
+    }
+}
+
+/// What the shared safety-phase loop needs of a workload's swarm run.
+pub(crate) trait SafetyPhase {
+    /// The workload's own timed actions.
+    type Work: Copy;
+    /// The cluster the faults hit.
+    type Target: FaultTarget;
+    /// The plan, its generator, the agenda and the cluster, borrowed together.
+    fn fault_parts(
+        &mut self,
+    ) -> (FaultPlan<'_>, &mut Rng, &mut Agenda<Timed<Self::Work>>, &mut Self::Target);
+    /// Counts what a fault did.
+    fn count(&mut self, effect: FaultEffect);
+    /// Runs the cluster's events up to `at_us`.
+    fn run_until_us(&mut self, at_us: u64);
+    /// The first violation so far, if any.
+    fn check(&self) -> Result<(), Violation>;
+    /// Carries out one of the workload's own actions (and schedules what follows it).
+    fn work(&mut self, work: Self::Work);
+}
+
+/// The safety phase of either workload, once its first actions are on the agenda: each
+/// due action in (time, scheduling) order, the cluster run up to it and checked before
+/// and after, until `end_us`.
+pub(crate) fn run_safety_phase<S: SafetyPhase>(s: &mut S, end_us: u64) -> Result<(), Violation> {
+    loop {
+        let (_, _, agenda, _) = s.fault_parts();
+        let Some((at, action)) = agenda.next_due(end_us) else { break };
+        s.run_until_us(at);
+        s.check()?;
+        match action {
+            Timed::Fault(fault) => {
+                let (plan, rng, agenda, target) = s.fault_parts();
+                let effect = plan.perform(fault, rng, agenda, target);
+                s.count(effect);
+            }
+            Timed::Work(work) => s.work(work),
+        }
+        s.check()?;
+    }
+    s.run_until_us(end_us);
+    s.check()
 }
 
 /// `count` distinct random members of `from` (partial Fisher–Yates).

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p sim -- --seeds 300 [--from 1000] [--jobs 2] [--keep-going]
+//! cargo run --release -p sim -- --seeds 10000 --membership always [--workload kv]
 //! cargo run --release -p sim -- --seed 42 [-v]
 //! cargo run --release -p sim -- --workload kv --seeds 200 | --seed 42 [-v]
 //! cargo run --release -p sim -- --scenario long_delay_crash_all_partitions_snapshots [--workload kv] [-v]
@@ -13,9 +14,9 @@ use clap::{Parser, ValueEnum};
 use sim::bench::run_bench;
 use sim::driver::{self, Engine, SeedRange};
 use sim::kv::swarm::{describe_outcome, run_kv_params, LinVerdict, PATIENT};
-use sim::kv::{run_kv_seed, KvOutcome, KvStats};
-use sim::scenario::Scenario;
-use sim::swarm::{run_params, run_seed, Failure, SeedOutcome};
+use sim::kv::{run_kv_seed_with, KvOutcome, KvStats};
+use sim::scenario::{Exercised, Scenario};
+use sim::swarm::{run_params, run_seed_with, Failure, Membership, SeedOutcome};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -54,6 +55,10 @@ struct Args {
     /// What the cluster replicates.
     #[arg(long, value_enum, default_value_t = Workload::Raft)]
     workload: Workload,
+    /// Which seeds change their membership (spare members and an operator): as each
+    /// seed draws it, every seed, or none. `always` keeps every other draw of a seed.
+    #[arg(long, value_enum, default_value_t = Membership::Random, conflicts_with_all = ["scenario", "bench"])]
+    membership: Membership,
 }
 
 /// The replicated service driven by the simulation.
@@ -79,9 +84,10 @@ fn main() -> ExitCode {
         }
         return bench(args.bench_seconds);
     }
+    let (raft, kv_engine) = (RaftEngine(args.membership), KvEngine(args.membership));
     let failed = match (args.seed, kv) {
-        (Some(seed), false) => driver::one_seed(&RaftEngine, seed, args.verbose),
-        (Some(seed), true) => driver::one_seed(&KvEngine, seed, args.verbose),
+        (Some(seed), false) => driver::one_seed(&raft, seed, args.verbose),
+        (Some(seed), true) => driver::one_seed(&kv_engine, seed, args.verbose),
         (None, _) => {
             let range = SeedRange {
                 from: args.from,
@@ -90,9 +96,9 @@ fn main() -> ExitCode {
                 keep_going: args.keep_going,
             };
             if kv {
-                driver::many_seeds(&KvEngine, range)
+                driver::many_seeds(&kv_engine, range)
             } else {
-                driver::many_seeds(&RaftEngine, range)
+                driver::many_seeds(&raft, range)
             }
         }
     };
@@ -120,17 +126,22 @@ fn one_scenario(name: &str, kv: bool, verbose: bool) -> ExitCode {
     };
     println!("scenario {} (seed {})", scenario.name(), scenario.seed());
     let (replay, wall, seed) = (scenario.replay_command(kv), Instant::now(), scenario.seed());
-    exit_code(if kv {
+    let (failed, did) = if kv {
         let out = run_kv_params(scenario.kv_params(), verbose);
-        driver::report::<KvEngine>(seed, &out, wall, verbose, &replay)
+        (driver::report::<KvEngine>(seed, &out, wall, verbose, &replay), Exercised::from(&out))
     } else {
         let out = run_params(scenario.raft_params(), verbose);
-        driver::report::<RaftEngine>(seed, &out, wall, verbose, &replay)
-    })
+        (driver::report::<RaftEngine>(seed, &out, wall, verbose, &replay), Exercised::from(&out))
+    };
+    // A run that failed has already said why; one that passed must also have done what
+    // the scenario's name promises.
+    let unexercised =
+        !failed && scenario.check_exercised(&did).map_err(|e| println!("FAILED: {e}")).is_err();
+    exit_code(failed || unexercised)
 }
 
 /// The raft workload: the bare core under the swarm.
-struct RaftEngine;
+struct RaftEngine(Membership);
 
 #[derive(Default)]
 struct Totals {
@@ -148,10 +159,13 @@ impl Engine for RaftEngine {
     type Outcome = SeedOutcome;
     type Totals = Totals;
     const LABEL: &'static str = "";
-    const FLAG: &'static str = "";
+
+    fn flags(&self) -> String {
+        self.0.flag().to_string()
+    }
 
     fn run(&self, seed: u64, verbose: bool) -> SeedOutcome {
-        run_seed(seed, verbose)
+        run_seed_with(seed, self.0, verbose)
     }
 
     fn failure(out: &SeedOutcome) -> Option<&Failure> {
@@ -210,16 +224,19 @@ impl Engine for RaftEngine {
 }
 
 /// The kv workload: the real member code, clients, linearizability.
-struct KvEngine;
+struct KvEngine(Membership);
 
 impl Engine for KvEngine {
     type Outcome = KvOutcome;
     type Totals = KvTotals;
     const LABEL: &'static str = " (kv)";
-    const FLAG: &'static str = " --workload kv";
+
+    fn flags(&self) -> String {
+        format!(" --workload kv{}", self.0.flag())
+    }
 
     fn run(&self, seed: u64, verbose: bool) -> KvOutcome {
-        run_kv_seed(seed, verbose)
+        run_kv_seed_with(seed, self.0, verbose)
     }
 
     fn failure(out: &KvOutcome) -> Option<&Failure> {

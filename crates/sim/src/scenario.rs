@@ -9,10 +9,11 @@
 //! ends with every operation's outcome known. Replay one with
 //! `cargo run --release -p sim -- --scenario NAME [--workload kv] -v`.
 
+use crate::faults::FaultParams;
 use crate::kv::swarm::PATIENT;
-use crate::kv::KvParams;
+use crate::kv::{KvOutcome, KvParams};
 use crate::network::{NetConfig, LONG_DELAY_REPLY_SHARE};
-use crate::swarm::{SwarmParams, ALL_KINDS};
+use crate::swarm::{SeedOutcome, SwarmParams, ALL_KINDS};
 
 /// The network of a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,41 @@ pub struct Scenario {
 /// Founding voters in every scenario (one spare member comes on top).
 const VOTERS: usize = 5;
 
+/// A workload's pace in the scenarios: the safety phase's length and how often and how
+/// long each dimension's faults strike. The dimensions a scenario turns on are the same
+/// for both workloads ([`Scenario::faults`]); only the pace differs.
+struct Pace {
+    safety_us: u64,
+    partition_every_us: u64,
+    partition_us: u64,
+    crash_every_us: u64,
+    crash_max_at_once: usize,
+    restart_us: u64,
+    membership_every_us: u64,
+}
+
+/// The raft workload's pace: a 40 s safety phase, a membership move every ~3 s.
+const RAFT_PACE: Pace = Pace {
+    safety_us: 40_000_000,
+    partition_every_us: 5_000_000,
+    partition_us: 2_000_000,
+    crash_every_us: 8_000_000,
+    crash_max_at_once: VOTERS + 1,
+    restart_us: 2_000_000,
+    membership_every_us: 3_000_000,
+};
+
+/// The kv workload's pace: a 15 s safety phase, a membership change every ~2 s.
+const KV_PACE: Pace = Pace {
+    safety_us: 15_000_000,
+    partition_every_us: 3_000_000,
+    partition_us: 1_500_000,
+    crash_every_us: 4_000_000,
+    crash_max_at_once: VOTERS,
+    restart_us: 1_000_000,
+    membership_every_us: 2_000_000,
+};
+
 impl Scenario {
     /// The 24 scenarios, in a fixed order (their seeds follow it).
     pub fn all() -> Vec<Scenario> {
@@ -107,8 +143,32 @@ impl Scenario {
         format!("cargo run --release -p sim -- --scenario {}{workload} -v", self.name())
     }
 
+    /// The safety phase's faults at `pace`: partitions of every kind if on, crash events
+    /// (half of them taking every member down) if on.
+    fn faults(&self, pace: &Pace) -> FaultParams {
+        FaultParams {
+            partition_interval_us: self.partitions.then_some(pace.partition_every_us),
+            partition_duration_us: pace.partition_us,
+            partition_kinds: ALL_KINDS.to_vec(),
+            crash_interval_us: self.crash_all.then_some(pace.crash_every_us),
+            crash_max_at_once: pace.crash_max_at_once,
+            all_crash: 0.5,
+            restart_delay_us: pace.restart_us,
+            safety_duration_us: pace.safety_us,
+        }
+    }
+
+    /// Power cuts during syncs come with the crash dimension.
+    fn crash_during_write(&self) -> f64 {
+        if self.crash_all {
+            0.002
+        } else {
+            0.0
+        }
+    }
+
     /// The raft workload's parameters: 5 voters and a spare node, 3 clients at 20
-    /// proposals/s, a 40 s safety phase, a membership change or transfer every ~3 s.
+    /// proposals/s, [`RAFT_PACE`].
     pub fn raft_params(&self) -> SwarmParams {
         let mut p = SwarmParams::from_seed(self.seed());
         let c = &mut p.cluster;
@@ -117,33 +177,26 @@ impl Scenario {
         c.pre_vote = true;
         c.check_quorum = true;
         c.net = self.net.config();
-        c.crash_during_write = if self.crash_all { 0.002 } else { 0.0 };
+        c.crash_during_write = self.crash_during_write();
         c.compact_threshold_entries = self.snapshots.then_some(50);
         c.snapshot_padding_bytes = 1_000;
         c.snapshot_chunk_bytes = 512;
         p.clients = 3;
         p.propose_interval_us = 150_000;
-        p.safety_duration_us = 40_000_000;
-        p.membership_interval_us = Some(3_000_000);
-        p.partition_interval_us = self.partitions.then_some(5_000_000);
-        p.partition_duration_us = 2_000_000;
-        p.partition_kinds = ALL_KINDS.to_vec();
-        p.crash_interval_us = self.crash_all.then_some(8_000_000);
-        p.crash_max_at_once = VOTERS + 1;
-        p.all_crash = 0.5;
-        p.restart_delay_us = 2_000_000;
+        p.faults = self.faults(&RAFT_PACE);
+        p.membership_interval_us = Some(RAFT_PACE.membership_every_us);
         p
     }
 
     /// The kv workload's parameters: 5 members and a spare, 8 clients that never give up
-    /// at ~400 ops/s over 5 keys, a 15 s safety phase, a membership change every ~2 s.
+    /// at ~400 ops/s over 5 keys, [`KV_PACE`].
     pub fn kv_params(&self) -> KvParams {
         let mut p = KvParams::from_seed(self.seed());
         let c = &mut p.cluster;
         c.members = VOTERS;
         c.spare_members = 1;
         c.net = self.net.config();
-        c.crash_during_write = if self.crash_all { 0.002 } else { 0.0 };
+        c.crash_during_write = self.crash_during_write();
         c.snapshot_interval_entries = if self.snapshots { 30 } else { 1_000_000 };
         c.snapshot_chunk_bytes = 256;
         c.session_idle_entries_max = 100_000;
@@ -155,16 +208,72 @@ impl Scenario {
         if let Some((idx, us)) = c.slow_applier {
             c.slow_applier = Some((idx % VOTERS, us));
         }
-        p.safety_duration_us = 15_000_000;
-        p.member_change_interval_us = Some(2_000_000);
-        p.partition_interval_us = self.partitions.then_some(3_000_000);
-        p.partition_duration_us = 1_500_000;
-        p.partition_kinds = ALL_KINDS.to_vec();
-        p.crash_interval_us = self.crash_all.then_some(4_000_000);
-        p.crash_max_at_once = VOTERS;
-        p.all_crash = 0.5;
-        p.restart_delay_us = 1_000_000;
+        p.faults = self.faults(&KV_PACE);
+        p.member_change_interval_us = Some(KV_PACE.membership_every_us);
         p
+    }
+}
+
+/// What one run of a scenario did along its dimensions (see
+/// [`Scenario::check_exercised`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exercised {
+    /// Membership changes a leader accepted (raft) or the operator saw done (kv).
+    pub membership_changes: u64,
+    /// Members crashed.
+    pub crashes: u64,
+    /// Network faults cut.
+    pub network_faults: u64,
+    /// Snapshots taken.
+    pub snapshots: u64,
+}
+
+impl From<&SeedOutcome> for Exercised {
+    fn from(out: &SeedOutcome) -> Exercised {
+        Exercised {
+            membership_changes: out.conf_changes,
+            crashes: out.crashes,
+            network_faults: out.partitions,
+            snapshots: out.snapshots,
+        }
+    }
+}
+
+impl From<&KvOutcome> for Exercised {
+    fn from(out: &KvOutcome) -> Exercised {
+        Exercised {
+            membership_changes: out.stats.member_changes,
+            crashes: out.stats.crashes,
+            network_faults: out.partitions,
+            snapshots: out.stats.snapshots_taken,
+        }
+    }
+}
+
+impl Scenario {
+    /// A run of this scenario exercised what its name says: membership changes (on in
+    /// every scenario), crashes exactly when `crash_all`, network faults when
+    /// `partitions` (a raft run without them still cuts the split that follows some
+    /// changes of voters), snapshots when `snapshots` (a kv run without them still
+    /// snapshots once for each member that joins). The error names what is missing.
+    pub fn check_exercised(&self, did: &Exercised) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if did.membership_changes == 0 {
+            missing.push("no membership change although membership is on".to_string());
+        }
+        if self.crash_all != (did.crashes > 0) {
+            missing.push(format!("{} crashes with crash_all {}", did.crashes, self.crash_all));
+        }
+        if self.partitions && did.network_faults == 0 {
+            missing.push("no network fault although partitions are on".to_string());
+        }
+        if self.snapshots && did.snapshots == 0 {
+            missing.push("no snapshot although snapshots are on".to_string());
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!("scenario {} did not exercise its name: {}", self.name(), missing.join("; ")))
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::checker::{command_hash, Violation};
 use crate::cluster::{stream_seed, Cluster, ClusterConfig, MAX_NODES};
 use crate::disk::DiskConfig;
-use crate::faults::{self, Agenda, FaultAction, FaultPlan};
+use crate::faults::{self, Agenda, FaultEffect, FaultParams, FaultPlan, SafetyPhase, Timed};
 use crate::network::NetConfig;
 use raft::{ConfChange, ConfChangeKind, ConfChangeSingle, Index, NodeId, ProposeError, Rng, Term};
 use std::fmt;
@@ -51,6 +51,43 @@ pub(crate) const ALL_KINDS: [PartitionKind; 6] = [
     PartitionKind::RandomLinks,
 ];
 
+/// Which swarm seeds change their membership (both workloads; `sim --membership`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Membership {
+    /// As each seed draws it: about two raft seeds in five (half of those with pre-vote),
+    /// three kv seeds in ten.
+    #[default]
+    Random,
+    /// Every seed gets spare members and an operator. The other draws of a seed stay
+    /// what they are, so a seed that has membership changes under `random` runs exactly
+    /// the same (same trace hash); a raft seed that drew no pre-vote runs with it, as the
+    /// core relies on pre-vote to keep a removed member that missed its removal from
+    /// raising terms (the service drops its messages instead).
+    Always,
+    /// No seed changes its membership.
+    Never,
+}
+
+impl Membership {
+    /// What a seed whose own draw said `drawn` does.
+    pub fn decide(self, drawn: bool) -> bool {
+        match self {
+            Membership::Random => drawn,
+            Membership::Always => true,
+            Membership::Never => false,
+        }
+    }
+
+    /// The CLI flag that selects it (empty for the default), for replay commands.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Membership::Random => "",
+            Membership::Always => " --membership always",
+            Membership::Never => " --membership never",
+        }
+    }
+}
+
 /// Everything a seed decides about its run.
 #[derive(Clone, Debug)]
 pub struct SwarmParams {
@@ -62,22 +99,8 @@ pub struct SwarmParams {
     pub clients: usize,
     /// Mean time between one client's proposals.
     pub propose_interval_us: u64,
-    /// Mean time between network faults (`None`: the network stays whole).
-    pub partition_interval_us: Option<u64>,
-    /// Mean time a network fault lasts.
-    pub partition_duration_us: u64,
-    /// Which network faults this seed uses.
-    pub partition_kinds: Vec<PartitionKind>,
-    /// Mean time between crash events (`None`: nothing crashes).
-    pub crash_interval_us: Option<u64>,
-    /// Most nodes one crash event takes down.
-    pub crash_max_at_once: usize,
-    /// Chance that a crash event takes every node down.
-    pub all_crash: f64,
-    /// Mean time a crashed node stays down.
-    pub restart_delay_us: u64,
-    /// Length of the safety phase.
-    pub safety_duration_us: u64,
+    /// The safety phase's network faults and crashes, and its length.
+    pub faults: FaultParams,
     /// Mean time between membership operations (changes and leadership transfers);
     /// `None`: the membership stays as founded.
     pub membership_interval_us: Option<u64>,
@@ -88,21 +111,13 @@ pub(crate) fn permille(rng: &mut Rng, max: u64) -> f64 {
 }
 
 impl SwarmParams {
-    pub(crate) fn fault_plan(&self) -> FaultPlan<'_> {
-        FaultPlan {
-            members: self.cluster.nodes,
-            partition_interval_us: self.partition_interval_us,
-            partition_duration_us: self.partition_duration_us,
-            partition_kinds: &self.partition_kinds,
-            crash_interval_us: self.crash_interval_us,
-            crash_max_at_once: self.crash_max_at_once,
-            all_crash: self.all_crash,
-            restart_delay_us: self.restart_delay_us,
-        }
-    }
-
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> SwarmParams {
+        SwarmParams::from_seed_with(seed, Membership::Random)
+    }
+
+    /// Draws a seed's parameters, with membership changes as `membership` says.
+    pub fn from_seed_with(seed: u64, membership: Membership) -> SwarmParams {
         let mut r = Rng::new(stream_seed(seed, 0x0053_5741_524d));
         let nodes = r.range(3, 8) as usize;
         let mut cluster = ClusterConfig::new(nodes, seed);
@@ -135,8 +150,10 @@ impl SwarmParams {
         // removed member that missed its removal bumps terms forever, which the service
         // prevents by refusing messages from removed members, not the core.
         let mut member = Rng::new(stream_seed(seed, 0x004d_454d_4245));
-        let membership = cluster.pre_vote && member.chance(0.5);
+        let drawn = cluster.pre_vote && member.chance(0.5);
+        let membership = membership.decide(drawn);
         if membership {
+            cluster.pre_vote = true;
             cluster.voters = nodes;
             cluster.nodes = (nodes + member.range(1, 3) as usize).min(MAX_NODES);
         }
@@ -145,14 +162,17 @@ impl SwarmParams {
             cluster,
             clients,
             propose_interval_us: clients as u64 * 1_000_000 / proposals_per_second,
-            partition_interval_us: (!r.chance(0.15)).then(|| r.range(500_000, 20_000_000)),
-            partition_duration_us: r.range(300_000, 15_000_000),
-            partition_kinds: kinds,
-            crash_interval_us: (!r.chance(0.15)).then(|| r.range(1_000_000, 30_000_000)),
-            crash_max_at_once: r.range(1, nodes as u64 + 1) as usize,
-            all_crash: permille(&mut r, 200),
-            restart_delay_us: r.range(100_000, 10_000_000),
-            safety_duration_us: r.range(120_000_000, 180_000_001),
+            // Drawn in this order (a struct literal's fields evaluate in order).
+            faults: FaultParams {
+                partition_interval_us: (!r.chance(0.15)).then(|| r.range(500_000, 20_000_000)),
+                partition_duration_us: r.range(300_000, 15_000_000),
+                partition_kinds: kinds,
+                crash_interval_us: (!r.chance(0.15)).then(|| r.range(1_000_000, 30_000_000)),
+                crash_max_at_once: r.range(1, nodes as u64 + 1) as usize,
+                all_crash: permille(&mut r, 200),
+                restart_delay_us: r.range(100_000, 10_000_000),
+                safety_duration_us: r.range(120_000_000, 180_000_001),
+            },
             membership_interval_us: membership.then(|| member.range(500_000, 10_000_000)),
         }
     }
@@ -216,7 +236,7 @@ impl fmt::Display for SwarmParams {
             c.nodes,
             self.clients,
             ms(self.propose_interval_us),
-            self.safety_duration_us / 1_000_000
+            self.faults.safety_duration_us / 1_000_000
         )?;
         writeln!(f, "  protocol: pre-vote {}, check-quorum {}", c.pre_vote, c.check_quorum)?;
         if let Some(every) = self.membership_interval_us {
@@ -248,17 +268,7 @@ impl fmt::Display for SwarmParams {
             c.crash_during_write, ms(c.crash_restart_us), c.clock_drift,
             c.compact_threshold_entries, c.snapshot_padding_bytes, c.snapshot_chunk_bytes
         )?;
-        write!(
-            f,
-            "  faults: partitions every {:?} ms for ~{} ms {:?}; crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
-            self.partition_interval_us.map(ms),
-            ms(self.partition_duration_us),
-            self.partition_kinds,
-            self.crash_interval_us.map(ms),
-            self.crash_max_at_once,
-            self.all_crash,
-            ms(self.restart_delay_us)
-        )
+        write!(f, "{}", self.faults.describe(""))
     }
 }
 
@@ -296,25 +306,21 @@ pub struct SeedOutcome {
     pub conf_changes: u64,
     /// Leadership transfers a leader started.
     pub transfers: u64,
+    /// Snapshots taken (log compactions), on every node.
+    pub snapshots: u64,
     /// FNV-1a 64 of the whole trace.
     pub trace_hash: u64,
     /// The failure, if the seed failed.
     pub failure: Option<Failure>,
 }
 
+/// The raft workload's own actions in the safety phase.
 #[derive(Clone, Copy, Debug)]
 enum Action {
     Propose(usize),
-    Fault(FaultAction),
     Membership,
     /// End of the split cut right after a change of voters.
     HealSplit,
-}
-
-impl From<FaultAction> for Action {
-    fn from(f: FaultAction) -> Action {
-        Action::Fault(f)
-    }
 }
 
 /// A liveness-phase proposal, followed until it is applied everywhere.
@@ -331,7 +337,7 @@ struct Swarm {
     rng: Rng,
     /// Each client's idea of the leader.
     targets: Vec<NodeId>,
-    agenda: Agenda<Action>,
+    agenda: Agenda<Timed<Action>>,
     proposals: u64,
     accepted: u64,
     crashes: u64,
@@ -349,6 +355,11 @@ const PLACED_TRACKED_MAX: usize = 200_000;
 /// Runs one seed: safety phase, then liveness phase. `verbose` prints every event.
 pub fn run_seed(seed: u64, verbose: bool) -> SeedOutcome {
     run_params(SwarmParams::from_seed(seed), verbose)
+}
+
+/// Runs one seed with membership changes as `membership` says.
+pub fn run_seed_with(seed: u64, membership: Membership, verbose: bool) -> SeedOutcome {
+    run_params(SwarmParams::from_seed_with(seed, membership), verbose)
 }
 
 /// Runs one swarm run with the given parameters (a seed's own, or a named scenario's).
@@ -381,14 +392,24 @@ pub fn run_params(mut p: SwarmParams, verbose: bool) -> SeedOutcome {
     s.outcome(result.err())
 }
 
-impl Swarm {
-    fn schedule(&mut self, at_us: u64, action: Action) {
-        self.agenda.schedule(at_us, action);
+impl SafetyPhase for Swarm {
+    type Work = Action;
+    type Target = Cluster;
+
+    fn fault_parts(
+        &mut self,
+    ) -> (FaultPlan<'_>, &mut Rng, &mut Agenda<Timed<Action>>, &mut Cluster) {
+        let plan = self.p.faults.plan(self.p.cluster.nodes);
+        (plan, &mut self.rng, &mut self.agenda, &mut self.cluster)
     }
 
-    /// A random delay with mean `mean_us`, never 0.
-    fn around(&mut self, mean_us: u64) -> u64 {
-        faults::around(&mut self.rng, mean_us)
+    fn count(&mut self, effect: FaultEffect) {
+        self.partitions += effect.partitions;
+        self.crashes += effect.crashes;
+    }
+
+    fn run_until_us(&mut self, at_us: u64) {
+        self.cluster.run_until_us(at_us);
     }
 
     fn check(&self) -> Result<(), Violation> {
@@ -398,26 +419,35 @@ impl Swarm {
         }
     }
 
+    fn work(&mut self, action: Action) {
+        self.perform(action);
+    }
+}
+
+impl Swarm {
+    fn schedule(&mut self, at_us: u64, action: Action) {
+        self.agenda.schedule(at_us, Timed::Work(action));
+    }
+
+    /// A random delay with mean `mean_us`, never 0.
+    fn around(&mut self, mean_us: u64) -> u64 {
+        faults::around(&mut self.rng, mean_us)
+    }
+
+    /// Clients' first proposals, the first faults and the first membership operation on
+    /// the agenda (in this order: the draws decide the run), then the shared loop.
     fn safety_phase(&mut self) -> Result<(), Violation> {
         let now = self.cluster.now_us();
         for c in 0..self.p.clients {
             let at = now + self.around(self.p.propose_interval_us);
             self.schedule(at, Action::Propose(c));
         }
-        self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
+        self.p.faults.plan(self.p.cluster.nodes).start(&mut self.rng, &mut self.agenda);
         if let Some(every) = self.p.membership_interval_us {
             let at = now + self.around(every);
             self.schedule(at, Action::Membership);
         }
-        let end = self.p.safety_duration_us;
-        while let Some((at, action)) = self.agenda.next_due(end) {
-            self.cluster.run_until_us(at);
-            self.check()?;
-            self.perform(action);
-            self.check()?;
-        }
-        self.cluster.run_until_us(end);
-        self.check()
+        faults::run_safety_phase(self, self.p.faults.safety_duration_us)
     }
 
     fn perform(&mut self, action: Action) {
@@ -427,13 +457,6 @@ impl Swarm {
                 self.propose_fresh(c);
                 let at = now + self.around(self.p.propose_interval_us);
                 self.schedule(at, Action::Propose(c));
-            }
-            Action::Fault(fault) => {
-                let plan = self.p.fault_plan();
-                let effect =
-                    plan.perform(fault, &mut self.rng, &mut self.agenda, &mut self.cluster);
-                self.partitions += effect.partitions;
-                self.crashes += effect.crashes;
             }
             Action::Membership => {
                 self.change_membership();
@@ -700,6 +723,7 @@ impl Swarm {
             partitions: self.partitions,
             conf_changes: self.conf_changes,
             transfers: self.transfers,
+            snapshots: self.cluster.compactions(),
             trace_hash: self.cluster.trace_hash(),
             failure,
             params: self.p,

@@ -1,11 +1,13 @@
 //! Named deterministic scenarios (`sim::scenario`): each combination of network
 //! {reliable, unreliable, long-delay} x {no crash, crash of all members} x {no
 //! partitions, partitions} x {no snapshots, snapshots}, for both workloads, with
-//! membership changes on; each a fixed seed with fixed parameters. A failure names its
-//! scenario and the command that replays it.
+//! membership changes on; each a fixed seed with fixed parameters. Each run must also
+//! exercise what its name says (`Scenario::check_exercised`: a membership change, crashes
+//! exactly with crash_all, network faults with partitions, snapshots with snapshots). A
+//! failure names its scenario and the command that replays it.
 
 use sim::kv::swarm::{describe_outcome, run_kv_params, LinVerdict};
-use sim::scenario::Scenario;
+use sim::scenario::{Exercised, Scenario};
 use sim::swarm::run_params;
 
 fn scenario(name: &str) -> Scenario {
@@ -27,6 +29,9 @@ fn raft(name: &str) {
         );
     }
     assert!(out.commands_committed >= 100, "{name}: only {} committed", out.commands_committed);
+    if let Err(e) = s.check_exercised(&Exercised::from(&out)) {
+        panic!("{e}\nreplay: {}", s.replay_command(false));
+    }
 }
 
 /// Safety, liveness, linearizability of the kv workload, and clients that never give up:
@@ -48,11 +53,15 @@ fn kv(name: &str) {
     let summary = describe_outcome(&out);
     assert_eq!(out.verdict, LinVerdict::Linearizable, "{name}: {summary}\nreplay: {replay}");
     assert!(st.ops >= 30, "{name}: too few operations to mean anything: {summary}");
+    // An auth refusal is a definite answer (counted in `unknown` too, see KvStats).
     assert_eq!(
         (st.ok + st.refused, st.unknown - st.refused, st.failed),
         (st.ops, 0, 0),
         "{name}: an operation ended without an answer: {summary}\nreplay: {replay}"
     );
+    if let Err(e) = s.check_exercised(&Exercised::from(&out)) {
+        panic!("{e}: {summary}\nreplay: {replay}");
+    }
 }
 
 macro_rules! scenarios {

@@ -69,5 +69,5 @@ pub use cluster::{
     raft_state_bytes_bound, sim_peer_url, KvCluster, KvConfig, KvStats, RAFT_STATE_ENTRY_BYTES_MAX,
     RAFT_STATE_SLACK_ENTRIES,
 };
-pub use swarm::{run_kv_seed, KvOutcome, KvParams};
+pub use swarm::{run_kv_seed, run_kv_seed_with, KvOutcome, KvParams};
 pub use watch::WatchSpec;

@@ -6,9 +6,9 @@ use super::client::OpMix;
 use super::cluster::{kv_trace, sim_peer_url, KvCluster, KvConfig, KvStats};
 use crate::checker::Violation;
 use crate::cluster::stream_seed;
-use crate::faults::{self, Agenda, FaultAction, FaultPlan};
+use crate::faults::{self, Agenda, FaultEffect, FaultParams, FaultPlan, SafetyPhase, Timed};
 use crate::swarm::{
-    draw_disk, draw_long_delay, draw_net, permille, Failure, PartitionKind, ALL_KINDS,
+    draw_disk, draw_long_delay, draw_net, permille, Failure, Membership, PartitionKind, ALL_KINDS,
 };
 use lincheck::{check, CheckOptions, KvModel, Verdict};
 use node::MemberChange;
@@ -50,46 +50,30 @@ pub struct KvParams {
     pub seed: u64,
     /// Cluster, clients, network, disk, snapshots.
     pub cluster: KvConfig,
-    /// Mean time between network faults (`None`: the network stays whole).
-    pub partition_interval_us: Option<u64>,
-    /// Mean time a network fault lasts.
-    pub partition_duration_us: u64,
-    /// Which network faults this seed uses.
-    pub partition_kinds: Vec<PartitionKind>,
-    /// Mean time between crash events (`None`: nothing crashes).
-    pub crash_interval_us: Option<u64>,
-    /// Most members one crash event takes down.
-    pub crash_max_at_once: usize,
-    /// Chance that a crash event takes every member down.
-    pub all_crash: f64,
-    /// Mean time a crashed member stays down.
-    pub restart_delay_us: u64,
-    /// Length of the safety phase.
-    pub safety_duration_us: u64,
+    /// The safety phase's network faults and crashes, and its length.
+    pub faults: FaultParams,
     /// Mean time between the operator's membership changes during the safety phase
     /// (`None`: the membership stays as founded). Seeds with changes have spare members.
     pub member_change_interval_us: Option<u64>,
 }
 
 impl KvParams {
-    fn fault_plan(&self) -> FaultPlan<'_> {
-        // Spare members take part once a membership change started them: crashes and
-        // network faults pick among every slot (a spare never started is down already,
-        // and the restart of a spare never added or of a removed member does nothing).
-        FaultPlan {
-            members: self.cluster.members + self.cluster.spare_members,
-            partition_interval_us: self.partition_interval_us,
-            partition_duration_us: self.partition_duration_us,
-            partition_kinds: &self.partition_kinds,
-            crash_interval_us: self.crash_interval_us,
-            crash_max_at_once: self.crash_max_at_once,
-            all_crash: self.all_crash,
-            restart_delay_us: self.restart_delay_us,
-        }
+    /// Member slots the faults pick among. Spare members take part once a membership
+    /// change started them: crashes and network faults pick among every slot (a spare
+    /// never started is down already, and the restart of a spare never added or of a
+    /// removed member does nothing).
+    fn fault_slots(&self) -> usize {
+        self.cluster.members + self.cluster.spare_members
     }
 
     /// Draws a seed's parameters.
     pub fn from_seed(seed: u64) -> KvParams {
+        KvParams::from_seed_with(seed, Membership::Random)
+    }
+
+    /// Draws a seed's parameters, with membership changes as `membership` says (a seed
+    /// that has them under `random` runs the same under `always`).
+    pub fn from_seed_with(seed: u64, membership: Membership) -> KvParams {
         let mut r = Rng::new(stream_seed(seed, 0x4b56_5357));
         let members = r.range(3, 8) as usize;
         let clients = match r.range(0, 4) {
@@ -155,7 +139,7 @@ impl KvParams {
         }
         // Membership changes draw from a stream of their own, for the same reason.
         let mut m = Rng::new(stream_seed(seed, 0x4b56_4d42));
-        let member_change_interval_us = m.chance(MEMBERSHIP_SEEDS).then(|| {
+        let member_change_interval_us = membership.decide(m.chance(MEMBERSHIP_SEEDS)).then(|| {
             c.spare_members = m.range(1, 3) as usize;
             m.range(300_000, 4_000_000)
         });
@@ -173,14 +157,17 @@ impl KvParams {
         KvParams {
             seed,
             cluster: c,
-            partition_interval_us: (!r.chance(0.15)).then(|| r.range(300_000, 5_000_000)),
-            partition_duration_us: r.range(200_000, 4_000_000),
-            partition_kinds: kinds,
-            crash_interval_us: (!r.chance(0.15)).then(|| r.range(500_000, 6_000_000)),
-            crash_max_at_once: r.range(1, members as u64 + 1) as usize,
-            all_crash: permille(&mut r, 200),
-            restart_delay_us: r.range(50_000, 3_000_000),
-            safety_duration_us: r.range(15_000_000, 30_000_001),
+            // Drawn in this order (a struct literal's fields evaluate in order).
+            faults: FaultParams {
+                partition_interval_us: (!r.chance(0.15)).then(|| r.range(300_000, 5_000_000)),
+                partition_duration_us: r.range(200_000, 4_000_000),
+                partition_kinds: kinds,
+                crash_interval_us: (!r.chance(0.15)).then(|| r.range(500_000, 6_000_000)),
+                crash_max_at_once: r.range(1, members as u64 + 1) as usize,
+                all_crash: permille(&mut r, 200),
+                restart_delay_us: r.range(50_000, 3_000_000),
+                safety_duration_us: r.range(15_000_000, 30_000_001),
+            },
             member_change_interval_us,
         }
     }
@@ -204,7 +191,7 @@ impl fmt::Display for KvParams {
             } else {
                 format!("{} ms", ms(c.op_deadline_us))
             },
-            self.safety_duration_us / 1_000_000
+            self.faults.safety_duration_us / 1_000_000
         )?;
         let (n, d) = (&c.net, &c.disk);
         writeln!(
@@ -259,18 +246,8 @@ impl fmt::Display for KvParams {
                 ms(every)
             )?;
         }
-        write!(
-            f,
-            "  faults: partitions every {:?} ms for ~{} ms {:?} (clients confined {:.2}); crashes every {:?} ms, up to {} at once, all {:.3}, down ~{} ms",
-            self.partition_interval_us.map(ms),
-            ms(self.partition_duration_us),
-            self.partition_kinds,
-            c.client_confined,
-            self.crash_interval_us.map(ms),
-            self.crash_max_at_once,
-            self.all_crash,
-            ms(self.restart_delay_us)
-        )
+        let confined = format!(" (clients confined {:.2})", c.client_confined);
+        write!(f, "{}", self.faults.describe(&confined))
     }
 }
 
@@ -318,14 +295,24 @@ struct KvSwarm {
     /// never reused, as etcd's members_removed; the leader would pick a fresh id that
     /// names no simulated slot).
     removal_asked: BTreeSet<NodeId>,
-    agenda: Agenda<FaultAction>,
+    agenda: Agenda<Timed<ChangeMembers>>,
     partitions: u64,
 }
+
+/// The kv workload's own action in the safety phase: the operator's next membership
+/// change.
+#[derive(Clone, Copy, Debug)]
+struct ChangeMembers;
 
 /// Runs one kv seed: safety phase, liveness phase, linearizability. `verbose` prints
 /// every event.
 pub fn run_kv_seed(seed: u64, verbose: bool) -> KvOutcome {
     run_kv_params(KvParams::from_seed(seed), verbose)
+}
+
+/// Runs one kv seed with membership changes as `membership` says.
+pub fn run_kv_seed_with(seed: u64, membership: Membership, verbose: bool) -> KvOutcome {
+    run_kv_params(KvParams::from_seed_with(seed, membership), verbose)
 }
 
 /// Runs one kv swarm run with the given parameters (a seed's own, or a named
@@ -357,7 +344,25 @@ pub fn run_kv_params(mut p: KvParams, verbose: bool) -> KvOutcome {
     s.outcome(verdict, violation)
 }
 
-impl KvSwarm {
+impl SafetyPhase for KvSwarm {
+    type Work = ChangeMembers;
+    type Target = KvCluster;
+
+    fn fault_parts(
+        &mut self,
+    ) -> (FaultPlan<'_>, &mut Rng, &mut Agenda<Timed<ChangeMembers>>, &mut KvCluster) {
+        let plan = self.p.faults.plan(self.p.fault_slots());
+        (plan, &mut self.rng, &mut self.agenda, &mut self.c)
+    }
+
+    fn count(&mut self, effect: FaultEffect) {
+        self.partitions += effect.partitions;
+    }
+
+    fn run_until_us(&mut self, at_us: u64) {
+        self.c.run_until_us(at_us);
+    }
+
     fn check(&self) -> Result<(), Violation> {
         match self.c.violation() {
             Some((v, _)) => Err(v.clone()),
@@ -365,27 +370,27 @@ impl KvSwarm {
         }
     }
 
+    /// One change, and the next one half to one and a half mean intervals later (drawn
+    /// from the operator's own stream).
+    fn work(&mut self, _: ChangeMembers) {
+        self.change_members();
+        let mean = self.p.member_change_interval_us.expect("scheduled only when set");
+        let at = self.c.now_us() + self.rng_members.range(mean / 2, mean * 3 / 2 + 1);
+        self.agenda.schedule(at, Timed::Work(ChangeMembers));
+    }
+}
+
+impl KvSwarm {
+    /// The first faults and the first membership change (half a mean interval in) on
+    /// the agenda, then the shared loop. Changes are on the agenda like faults, so they
+    /// go on whether or not faults do (they once ran only between faults, so seeds
+    /// without faults, and the six fault-free named scenarios, never changed members).
     fn safety_phase(&mut self) -> Result<(), Violation> {
-        self.p.fault_plan().start(&mut self.rng, &mut self.agenda);
-        let end = self.p.safety_duration_us;
-        let mut next_change = self.p.member_change_interval_us.map(|mean| mean / 2);
-        while let Some((at, fault)) = self.agenda.next_due(end) {
-            while let Some(t) = next_change.filter(|&t| t <= at) {
-                self.c.run_until_us(t);
-                self.check()?;
-                self.change_members();
-                let mean = self.p.member_change_interval_us.expect("changes are on");
-                next_change = Some(t + self.rng_members.range(mean / 2, mean * 3 / 2 + 1));
-            }
-            self.c.run_until_us(at);
-            self.check()?;
-            let plan = self.p.fault_plan();
-            let effect = plan.perform(fault, &mut self.rng, &mut self.agenda, &mut self.c);
-            self.partitions += effect.partitions;
-            self.check()?;
+        self.p.faults.plan(self.p.fault_slots()).start(&mut self.rng, &mut self.agenda);
+        if let Some(mean) = self.p.member_change_interval_us {
+            self.agenda.schedule(mean / 2, Timed::Work(ChangeMembers));
         }
-        self.c.run_until_us(end);
-        self.check()
+        faults::run_safety_phase(self, self.p.faults.safety_duration_us)
     }
 
     /// Heal everything; require a leader, an operation completed by every client, and
