@@ -41,7 +41,7 @@ impl StateMachine {
     ) -> Result<(), E> {
         let mvcc = &self.mvcc;
         for (rev, sub, key) in mvcc.changes.iter() {
-            let k = MvccKey { key: key.clone(), rev: *rev, sub: *sub };
+            let k = MvccKey::new(key.clone(), *rev, *sub);
             let record = mvcc.entries.get(&k).expect("the change index mirrors the entries");
             if !mvcc.survives_compaction(&k, record) {
                 continue;
@@ -124,7 +124,7 @@ impl Import {
                 lease: kv.lease,
             }
         };
-        let key = MvccKey { key: Arc::from(kv.key), rev, sub: change.sub };
+        let key = MvccKey::new(Arc::from(kv.key), rev, change.sub);
         if self.mvcc.entries.insert(key, record).is_some() {
             return Err(format!("{at}: the same key changed twice at one revision"));
         }

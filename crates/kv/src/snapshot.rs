@@ -679,7 +679,7 @@ fn read_entry<R: Read>(
         Some(last) if *last.key == key[..] => last.key.clone(),
         _ => key.into(),
     };
-    let mvcc_key = MvccKey { key, rev, sub };
+    let mvcc_key = MvccKey::new(key, rev, sub);
     if last.is_some_and(|last| *last >= mvcc_key) {
         return Err(r.corrupt("entries out of order"));
     }
