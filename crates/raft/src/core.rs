@@ -542,9 +542,7 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_election_timeout
-            && self.conf.is_voter(self.cfg.id)
-        {
+        } else if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
             self.campaign();
         } else {
             self.tick_forwarded_reads();
@@ -1067,6 +1065,19 @@ impl Raft {
         self.election_elapsed = 0;
         let min = self.cfg.election_timeout_ticks as u64;
         self.randomized_election_timeout = self.rng.range(min, 2 * min) as u32;
+    }
+
+    /// Whether this member may campaign: it is a voter in the configuration in force (the
+    /// latest in its log), or in the one at its commit index. The second case is a member
+    /// that holds a change removing it (or making it a learner) that it does not know to
+    /// be committed: the members still in the configuration before that change may need
+    /// its vote, which it refuses while its log is ahead of theirs, so it must be able to
+    /// win and finish the change itself (docs/ARCHITECTURE.md, "A removed member that
+    /// holds its removal"). Votes are counted in the configuration in force, where its
+    /// own vote does not count, so this changes who may ask, never what wins.
+    fn promotable(&self) -> bool {
+        let id = self.cfg.id;
+        self.conf.is_voter(id) || self.conf_ref_at(self.log.committed).is_voter(id)
     }
 
     fn campaign(&mut self) {
@@ -1877,8 +1888,11 @@ impl Raft {
     /// The configuration in force at log index `index` (at or after the snapshot index):
     /// what a snapshot taken at `index` must carry.
     pub fn conf_at(&self, index: Index) -> ConfState {
+        self.conf_ref_at(index).clone()
+    }
+    fn conf_ref_at(&self, index: Index) -> &ConfState {
         let at = self.conf_history.partition_point(|(i, _)| *i <= index);
-        self.conf_history[at.saturating_sub(1)].1.clone()
+        &self.conf_history[at.saturating_sub(1)].1
     }
     /// Index of the entry that made the configuration in force (0 for the initial one).
     /// A change is in flight while this is above the commit index.

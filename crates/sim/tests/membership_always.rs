@@ -50,3 +50,17 @@ fn a_removed_kv_member_that_missed_its_removal_is_not_awaited_at_convergence() {
     }
     assert!(out.stats.member_changes > 0, "kv seed {seed} made no membership change");
 }
+
+#[test]
+fn a_removed_member_holding_its_uncommitted_removal_campaigns_to_finish_it() {
+    // Seeds 226, 888, 1462: a leader (or a demoted voter) got the leave entry that took
+    // it out of the voters, and no voter of the new configuration got it (a crash lost it,
+    // or the leader stepped down by check-quorum first). The others were still joint and
+    // needed its vote, which it refused (its log was ahead), and it never campaigned as
+    // it was no voter in its latest configuration: no leader ever again ("Liveness
+    // (election)"). It now campaigns while it is a voter in the configuration at its
+    // commit index (`Raft::promotable`).
+    for seed in [226, 888, 1462] {
+        passes_with_changes(seed);
+    }
+}
