@@ -1398,7 +1398,16 @@ impl Raft {
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
             ProgressState::Replicate if pr.inflights.is_full() => pr.inflights.free_first(),
-            ProgressState::Snapshot { .. } => pr.chunk_sent = false,
+            ProgressState::Snapshot { index, .. } => {
+                pr.chunk_sent = false;
+                // The follower said it is behind us and said nothing newer since: resend
+                // from where it is. Answers a previous copy of its partial snapshot sent
+                // before it restarted can move us past it (simulator seed 2764), and a
+                // chunk beyond its copy only earns the same answer again.
+                if let Some(offset) = pr.snapshot_behind.take() {
+                    pr.state = ProgressState::Snapshot { index, offset };
+                }
+            }
             _ => {}
         }
         let behind = pr.match_index < last;
@@ -1611,7 +1620,11 @@ impl Raft {
             if next_offset > offset || restart {
                 pr.state = ProgressState::Snapshot { index, offset: next_offset };
                 pr.chunk_sent = false;
+                pr.snapshot_behind = None;
                 self.send_snapshot_chunk(from);
+            } else if next_offset < offset {
+                let lowest = pr.snapshot_behind.map_or(next_offset, |o| o.min(next_offset));
+                pr.snapshot_behind = Some(lowest);
             }
         }
     }

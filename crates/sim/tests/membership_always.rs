@@ -64,3 +64,14 @@ fn a_removed_member_holding_its_uncommitted_removal_campaigns_to_finish_it() {
         passes_with_changes(seed);
     }
 }
+
+#[test]
+fn a_snapshot_transfer_resumes_from_a_restarted_follower_behind_late_answers() {
+    // Seed 2764: n7 restarted mid-transfer and asked for the snapshot from byte 0; the
+    // leader started over, then answers of n7's earlier copy (next 128, next 192), held
+    // back by the long-delay network, moved it to byte 192. n7, at 64, answered "next 64"
+    // to every chunk and the leader ignored answers below its offset: no commit for 120 s
+    // ("Liveness (commit)"). A leader now goes back to the lowest offset asked below its
+    // own at the next heartbeat answer (`Progress::snapshot_behind`).
+    passes_with_changes(2764);
+}
