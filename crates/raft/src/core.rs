@@ -542,9 +542,7 @@ impl Raft {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_election_timeout
-            && self.conf.is_voter(self.cfg.id)
-        {
+        } else if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {
             self.campaign();
         } else {
             self.tick_forwarded_reads();
@@ -1069,6 +1067,19 @@ impl Raft {
         self.randomized_election_timeout = self.rng.range(min, 2 * min) as u32;
     }
 
+    /// Whether this member may campaign: it is a voter in the configuration in force (the
+    /// latest in its log), or in the one at its commit index. The second case is a member
+    /// that holds a change removing it (or making it a learner) that it does not know to
+    /// be committed: the members still in the configuration before that change may need
+    /// its vote, which it refuses while its log is ahead of theirs, so it must be able to
+    /// win and finish the change itself (docs/ARCHITECTURE.md, "A removed member that
+    /// holds its removal"). Votes are counted in the configuration in force, where its
+    /// own vote does not count, so this changes who may ask, never what wins.
+    fn promotable(&self) -> bool {
+        let id = self.cfg.id;
+        self.conf.is_voter(id) || self.conf_ref_at(self.log.committed).is_voter(id)
+    }
+
     fn campaign(&mut self) {
         if self.term.checked_add(1).is_none() {
             // Only a corrupt hard state gets here (peers' terms stop at TERM_MAX): never
@@ -1387,7 +1398,16 @@ impl Raft {
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
             ProgressState::Replicate if pr.inflights.is_full() => pr.inflights.free_first(),
-            ProgressState::Snapshot { .. } => pr.chunk_sent = false,
+            ProgressState::Snapshot { index, .. } => {
+                pr.chunk_sent = false;
+                // The follower said it is behind us and said nothing newer since: resend
+                // from where it is. Answers a previous copy of its partial snapshot sent
+                // before it restarted can move us past it (simulator seed 2764), and a
+                // chunk beyond its copy only earns the same answer again.
+                if let Some(offset) = pr.snapshot_behind.take() {
+                    pr.state = ProgressState::Snapshot { index, offset };
+                }
+            }
             _ => {}
         }
         let behind = pr.match_index < last;
@@ -1600,7 +1620,11 @@ impl Raft {
             if next_offset > offset || restart {
                 pr.state = ProgressState::Snapshot { index, offset: next_offset };
                 pr.chunk_sent = false;
+                pr.snapshot_behind = None;
                 self.send_snapshot_chunk(from);
+            } else if next_offset < offset {
+                let lowest = pr.snapshot_behind.map_or(next_offset, |o| o.min(next_offset));
+                pr.snapshot_behind = Some(lowest);
             }
         }
     }
@@ -1877,8 +1901,11 @@ impl Raft {
     /// The configuration in force at log index `index` (at or after the snapshot index):
     /// what a snapshot taken at `index` must carry.
     pub fn conf_at(&self, index: Index) -> ConfState {
+        self.conf_ref_at(index).clone()
+    }
+    fn conf_ref_at(&self, index: Index) -> &ConfState {
         let at = self.conf_history.partition_point(|(i, _)| *i <= index);
-        self.conf_history[at.saturating_sub(1)].1.clone()
+        &self.conf_history[at.saturating_sub(1)].1
     }
     /// Index of the entry that made the configuration in force (0 for the initial one).
     /// A change is in flight while this is above the commit index.

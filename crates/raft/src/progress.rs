@@ -104,6 +104,11 @@ pub struct Progress {
     pub probe_sent: bool,
     /// In Snapshot: a chunk is outstanding.
     pub chunk_sent: bool,
+    /// In Snapshot: the lowest offset the follower asked to resume from, below the
+    /// leader's, since the transfer last moved forward. It may be a late answer or the
+    /// truth (the follower restarted and late answers of its earlier copy moved the
+    /// leader past it), so the leader goes back to it only at the next heartbeat answer.
+    pub snapshot_behind: Option<u64>,
     /// The pipelining window.
     pub inflights: Inflights,
     /// Heard from since the last check-quorum round.
@@ -123,6 +128,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             chunk_sent: false,
+            snapshot_behind: None,
             inflights: Inflights::new(max_count, max_bytes),
             recent_active: true,
             read_round_acked: 0,
@@ -158,6 +164,7 @@ impl Progress {
     pub fn become_snapshot(&mut self, index: Index) {
         self.state = ProgressState::Snapshot { index, offset: 0 };
         self.chunk_sent = false;
+        self.snapshot_behind = None;
         self.inflights.reset();
     }
 

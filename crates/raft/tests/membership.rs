@@ -334,3 +334,53 @@ fn config_is_recovered_from_log_and_snapshot() {
     let back = Raft::restore(config(2), &voters(3), restored).unwrap();
     assert_eq!(*back.conf_state(), plain(&[1, 2, 3], &[4]));
 }
+
+/// A member that holds the change removing it, and does not know it committed, may
+/// still campaign (docs/ARCHITECTURE.md, "A removed member that holds its removal"). Here
+/// leader 1 of {1, 2} removes itself: the joint entry commits, and only member 1 gets
+/// the leave entry before it is cut off; check-quorum makes it step down (member 2 does
+/// not answer). Member 2 is still joint, so it needs member 1's vote, which member 1
+/// refuses (its log is ahead). Unless member 1 campaigns and finishes the change, no one
+/// ever leads again (simulator seed 226 with `--membership always`).
+#[test]
+fn removed_member_holding_its_uncommitted_removal_campaigns_to_finish_it() {
+    let mut net = net_with_spares(2, 0);
+    net.elect(1);
+    net.deliver_all();
+    let (joint, _) = net.node(1).propose_conf_change(change(&[(Remove, 1)])).unwrap();
+    // Deliver one message at a time until member 1 appends the leave entry.
+    while net.node(1).pending_conf_index() == joint {
+        for id in [1, 2] {
+            net.process(id);
+        }
+        let m = net.queue.pop_front().expect("the exchange goes on until the leave entry");
+        let to = m.to;
+        net.node(to).step(m);
+    }
+    net.isolate(1);
+    net.deliver_all();
+    assert_eq!(*net.node(1).conf_state(), plain(&[2], &[]));
+    assert!(net.node(2).conf_state().is_joint(), "member 2 never got the leave entry");
+    assert!(net.node(1).last_index() > net.node(2).last_index());
+    let timeout = Config::new(1).election_timeout_ticks;
+    net.tick_all(2 * timeout);
+    assert_eq!(net.node(1).role(), Role::Follower, "check-quorum: no voter answers");
+
+    net.heal();
+    let mut led = false;
+    for _ in 0..40 * timeout {
+        net.tick_all(1);
+        let r = net.node(2);
+        if r.role() == Role::Leader && r.commit_index() >= r.pending_conf_index() {
+            led = true;
+            break;
+        }
+    }
+    assert!(led, "member 2 never led in the configuration without member 1");
+    assert_eq!(*net.node(2).conf_state(), plain(&[2], &[]));
+    net.tick_all(4 * timeout);
+    assert_eq!(net.leaders(), vec![2], "the removed member stepped down for good");
+    net.node(2).propose(b"after".to_vec()).unwrap();
+    net.deliver_all();
+    assert_eq!(net.applied_data(2).last(), Some(&b"after".to_vec()));
+}

@@ -50,3 +50,28 @@ fn a_removed_kv_member_that_missed_its_removal_is_not_awaited_at_convergence() {
     }
     assert!(out.stats.member_changes > 0, "kv seed {seed} made no membership change");
 }
+
+#[test]
+fn a_removed_member_holding_its_uncommitted_removal_campaigns_to_finish_it() {
+    // Seeds 226, 888, 1462: a leader (or a demoted voter) got the leave entry that took
+    // it out of the voters, and no voter of the new configuration got it (a crash lost it,
+    // or the leader stepped down by check-quorum first). The others were still joint and
+    // needed its vote, which it refused (its log was ahead), and it never campaigned as
+    // it was no voter in its latest configuration: no leader ever again ("Liveness
+    // (election)"). It now campaigns while it is a voter in the configuration at its
+    // commit index (`Raft::promotable`).
+    for seed in [226, 888, 1462] {
+        passes_with_changes(seed);
+    }
+}
+
+#[test]
+fn a_snapshot_transfer_resumes_from_a_restarted_follower_behind_late_answers() {
+    // Seed 2764: n7 restarted mid-transfer and asked for the snapshot from byte 0; the
+    // leader started over, then answers of n7's earlier copy (next 128, next 192), held
+    // back by the long-delay network, moved it to byte 192. n7, at 64, answered "next 64"
+    // to every chunk and the leader ignored answers below its offset: no commit for 120 s
+    // ("Liveness (commit)"). A leader now goes back to the lowest offset asked below its
+    // own at the next heartbeat answer (`Progress::snapshot_behind`).
+    passes_with_changes(2764);
+}

@@ -457,6 +457,12 @@ impl KvCluster {
         if wt.spec.is_none() {
             return self.on_watch_start(w);
         }
+        if wt.created && !self.clients_active {
+            // Clients stopped: watchers stop moving too, or a move every half second
+            // against replies held back up to 2 s could keep one behind for good (kv
+            // seed 1642). A stream that breaks or a create that times out still retries.
+            return;
+        }
         let n = self.members.len() as u64;
         let next = (wt.member as u64 + 1 + self.rng_watch.range(0, n.max(2) - 1)) % n;
         if wt.created {
@@ -507,7 +513,7 @@ impl KvCluster {
             self.watch_set_floor(w, start_revision);
         }
         self.watchers[w].created = true;
-        match self.cfg.watch_move_mean_us {
+        match self.cfg.watch_move_mean_us.filter(|_| self.clients_active) {
             Some(mean) => {
                 let after = self.rng_watch.range(1, 2 * mean.max(1) + 1);
                 self.arm_watch_timer(w, after);
