@@ -89,7 +89,7 @@ pub use peer_convert::ConvertError;
 
 /// Version of the `raftkv.peer` protocol this build speaks, for `HelloRequest` and
 /// `HelloResponse`. Bump it on a change a peer of the previous version cannot read.
-pub const PEER_PROTOCOL_VERSION: u32 = 1;
+pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
 #[cfg(test)]
 mod tests {

@@ -165,6 +165,8 @@ const HELLO: u8 = 1;
 const WELCOME: u8 = 2;
 const REFUSED: u8 = 3;
 const BATCH: u8 = 4;
+const FORWARD: u8 = 6;
+const FORWARD_ANSWERS: u8 = 7;
 
 fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32 + 1).to_be_bytes().to_vec();
@@ -248,6 +250,28 @@ async fn attack_frames(
     assert_eq!(first_frame(&answer).0, WELCOME, "a member's name is accepted");
     let answer = exchange(cluster, i, &opened(&[&hello(member), &frame(BATCH, &[0xff; 9])])).await;
     assert_eq!(first_frame(&answer).0, WELCOME);
+    // Forwarded writes in a member's name that break the rules: each ends its stream
+    // with the reason (counted), before anything is executed or decoded.
+    let forward = |cluster_id, commands: Vec<Bytes>| {
+        let f = wire::ForwardFrame { cluster_id, batch_id: 1, timeout_ms: 0, commands };
+        frame(FORWARD, &f.encode_to_vec())
+    };
+    let forgeries = [
+        (forward(cluster_id, vec![Bytes::new(); 1025]), "more than 1024"),
+        (forward(cluster_id ^ 1, vec![Bytes::from_static(b"x")]), "another cluster"),
+        (frame(FORWARD, &[0x22, 0x7f]), "bad Forward frame"),
+        (frame(FORWARD_ANSWERS, &[]), "unexpected ForwardAnswers"),
+    ];
+    for (bytes, words) in &forgeries {
+        let answer = exchange(cluster, i, &opened(&[&hello(member), bytes])).await;
+        assert_eq!(first_frame(&answer).0, WELCOME, "a member's name is accepted");
+        let welcome_len = u32::from_be_bytes(answer[8..12].try_into().unwrap()) as usize;
+        let after_welcome = [&PREFACE[..], &answer[12 + welcome_len..]].concat();
+        let (kind, text) = first_frame(&after_welcome);
+        let text = String::from_utf8_lossy(&text).into_owned();
+        assert_eq!(kind, REFUSED, "{text}");
+        assert!(text.contains(words), "{text:?} should say {words:?}");
+    }
     // The hostile messages, one per frame: each dropped, the stream kept.
     let messages = hostile_messages(member, other, to, term);
     let sent = messages.len() as u64;
@@ -257,8 +281,9 @@ async fn attack_frames(
     parts.extend(frames.iter().map(|f| &f[..]));
     let answer = exchange(cluster, i, &opened(&parts)).await;
     assert_eq!(first_frame(&answer).0, WELCOME);
-    // The guard drops all but the two the core drops itself; plus the two broken streams.
-    sent - 2 + 2
+    // The guard drops all but the two the core drops itself; plus the two broken streams
+    // and the four forged forward frames.
+    sent - 2 + 2 + 4
 }
 
 /// Every member's client URLs as member `i` lists them, sorted by member id.

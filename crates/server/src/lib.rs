@@ -23,6 +23,7 @@ pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod peer;
+pub mod peer_forward;
 pub mod peer_frame;
 pub mod peer_guard;
 pub mod peer_stream;

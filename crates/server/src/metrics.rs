@@ -98,6 +98,9 @@ pub struct Metrics {
     pub node_loop_longest_micros: AtomicU64,
     /// The longest apply of one batch so far (on the applier thread), in microseconds.
     pub apply_longest_micros: AtomicU64,
+    /// Batches of writes this member forwarded to a leader: on the peer frame stream
+    /// (`[0]`) and as gRPC calls (`[1]`: a leader of an earlier version, or no stream).
+    pub forwarded_batches: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -123,6 +126,7 @@ impl Default for Metrics {
             node_loop_seconds: Histogram::new(LATENCY_BOUNDS),
             node_loop_longest_micros: AtomicU64::new(0),
             apply_longest_micros: AtomicU64::new(0),
+            forwarded_batches: Default::default(),
         }
     }
 }
@@ -209,6 +213,15 @@ impl Metrics {
             "# HELP {db_size} estimated bytes of the state (what --quota-backend-bytes counts)\n# TYPE {db_size} gauge\n{db_size} {}",
             self.db_size_bytes.load(Ordering::Relaxed)
         );
+        let forwarded = "raftkv_forwarded_batches_total";
+        let _ = writeln!(
+            out,
+            "# HELP {forwarded} batches of writes forwarded to a leader, by transport\n# TYPE {forwarded} counter"
+        );
+        for (transport, n) in ["frame", "grpc"].iter().zip(&self.forwarded_batches) {
+            let n = n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{forwarded}{{transport=\"{transport}\"}} {n}");
+        }
         self.fsync_seconds.render(&mut out, "raftkv_wal_fsync_seconds", "WAL sync latency");
         self.apply_seconds.render(&mut out, "raftkv_apply_seconds", "apply latency per batch");
         self.peer_rtt_seconds.render(&mut out, "raftkv_peer_rtt_seconds", "peer round-trip time");

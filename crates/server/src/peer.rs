@@ -4,15 +4,18 @@
 //!
 //! Forwarded writes are batched: each leader has one queue of writes on this member, and
 //! a forwarding task sends whatever queued while the previous batch was on the way as
-//! one `ForwardBatch` call (at most [`FORWARD_BATCHES_IN_FLIGHT`] at a time). Under load
-//! one RPC, one HTTP/2 stream and one node wake-up on the leader serve many writes
-//! instead of one each; a lone write goes at once, alone, so latency does not change.
+//! one batch (at most [`FORWARD_BATCHES_IN_FLIGHT`] at a time): a `Forward` frame on the
+//! frame stream to the leader ([`crate::peer_forward`]), or a `ForwardBatch` call to a
+//! leader of an earlier version or while no frame stream is open. Under load one frame
+//! (or RPC) and one node wake-up on the leader serve many writes instead of one each; a
+//! lone write goes at once, alone, so latency does not change.
 //!
 //! The transport never blocks the node thread: each peer has a bounded queue, and a
 //! batch that does not fit, or that arrives while the peer is unreachable, is dropped.
 //! Raft tolerates lost messages; a blocked node thread would stall the whole member.
 
 use crate::metrics::Metrics;
+use crate::peer_forward::{self, Route, Unanswered};
 use crate::peer_guard::{self, Guard, MemberTable};
 use crate::peer_stream;
 use crate::runtime::{NodeHandle, Outbox, Reply};
@@ -281,6 +284,10 @@ struct Forwarded {
 struct ForwardLink {
     channel: Channel,
     cluster_id: u64,
+    /// The frame stream to the peer, while one is open and the peer serves forwards.
+    route: Route,
+    /// Counts the batches per transport.
+    metrics: Arc<Metrics>,
 }
 
 impl ForwardLink {
@@ -325,12 +332,21 @@ fn take_forward_batch(first: Forwarded, rx: &mut mpsc::Receiver<Forwarded>) -> V
     batch
 }
 
-/// One `ForwardBatch` call and its answers. A failed call may have reached the leader
-/// and been applied: every write in it gets `Timeout` (unknown), never `NotLeader`
-/// (not applied), which would be resent. A leader that predates `ForwardBatch` gets
-/// the writes one `Forward` call each.
+/// One batch and its answers: a `Forward` frame on the frame stream while one is open,
+/// else (or if the stream ended before the frame was written) one `ForwardBatch` call.
+/// A batch that may have reached the leader and been applied gets `Timeout` (unknown)
+/// for every write, never `NotLeader` (not applied), which would be resent. A leader that
+/// predates `ForwardBatch` gets the writes one `Forward` call each.
 async fn send_forward_batch(link: &ForwardLink, batch: Vec<Forwarded>, timeout: Duration) {
     let commands: Vec<bytes::Bytes> = batch.iter().map(|f| f.command.clone()).collect();
+    let started = tokio::time::Instant::now();
+    let framed = link.route.forward(commands.clone(), timeout).await;
+    if framed != Err(Unanswered::NotSent) {
+        link.metrics.forwarded_batches[0].fetch_add(1, Ordering::Relaxed);
+        return answer_forwarded(batch, framed.unwrap_or_default());
+    }
+    link.metrics.forwarded_batches[1].fetch_add(1, Ordering::Relaxed);
+    let timeout = timeout.saturating_sub(started.elapsed());
     let mut req =
         tonic::Request::new(ForwardBatchRequest { cluster_id: link.cluster_id, commands });
     req.set_timeout(timeout);
@@ -349,6 +365,12 @@ async fn send_forward_batch(link: &ForwardLink, batch: Vec<Forwarded>, timeout: 
         }
         Ok(Err(_)) | Err(_) => Vec::new(),
     };
+    answer_forwarded(batch, responses);
+}
+
+/// Answers each write of `batch` with its response; `Timeout` (unknown) for all if the
+/// responses are not one per write.
+fn answer_forwarded(batch: Vec<Forwarded>, responses: Vec<ForwardResponse>) {
     if responses.len() != batch.len() {
         for f in batch {
             let _ = f.reply.send((Err(RequestError::Timeout), 0));
@@ -382,30 +404,6 @@ fn forward_answer(resp: ForwardResponse) -> (Reply, u64) {
         ForwardError::Busy | ForwardError::Malformed => Err(RequestError::Busy),
     };
     (reply, resp.applied_index)
-}
-
-/// What the leader answers for one forwarded write (`applied`: its applied index after
-/// the write's answer).
-fn forward_response(reply: Reply, applied: u64) -> ForwardResponse {
-    let mut out = ForwardResponse::default();
-    match reply {
-        Ok(resp) => {
-            out.response = resp.encode().into();
-            out.applied_index = applied;
-        }
-        Err(RequestError::NotLeader { leader }) => {
-            out.error = ForwardError::NotLeader as i32;
-            out.leader = leader.unwrap_or(0);
-        }
-        Err(RequestError::Timeout) => out.error = ForwardError::Timeout as i32,
-        Err(RequestError::TooLarge { size, max }) => {
-            out.error = ForwardError::TooLarge as i32;
-            out.size = size;
-            out.max = max;
-        }
-        Err(RequestError::Busy) => out.error = ForwardError::Busy as i32,
-    }
-    out
 }
 
 impl Outbox for Transport {
@@ -450,7 +448,9 @@ impl Dial {
         };
         let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
         let active_since = Arc::new(Mutex::new(None));
-        let links = (self.metrics.clone(), self.client_urls.clone(), active_since.clone());
+        let route = Route::default();
+        let links =
+            (self.metrics.clone(), self.client_urls.clone(), active_since.clone(), route.clone());
         let removed = self.removed.clone();
         let dialled = (id, url.to_string(), self.tls.clone());
         let task = peer_loop(self.me.clone(), dialled, channel.clone(), rx, links);
@@ -463,7 +463,9 @@ impl Dial {
         };
         let task = tokio::spawn(task).abort_handle();
         let (forwards, forward_rx) = mpsc::channel(FORWARD_QUEUED_MAX);
-        let link = ForwardLink { channel: channel.clone(), cluster_id: self.me.cluster_id };
+        let cluster_id = self.me.cluster_id;
+        let metrics = self.metrics.clone();
+        let link = ForwardLink { channel: channel.clone(), cluster_id, route, metrics };
         tokio::spawn(forward_loop(link, forward_rx, self.forward_timeout));
         Ok(Link { url: url.to_string(), queue: tx, forwards, channel, task, active_since })
     }
@@ -479,7 +481,12 @@ async fn peer_loop(
     (id, url, tls): (NodeId, String, Option<tls::ClientTls>),
     channel: Channel,
     mut rx: mpsc::Receiver<Vec<Message>>,
-    (metrics, client_urls, active_since): (Arc<Metrics>, ClientUrls, Arc<Mutex<Option<Instant>>>),
+    (metrics, client_urls, active_since, forwards): (
+        Arc<Metrics>,
+        ClientUrls,
+        Arc<Mutex<Option<Instant>>>,
+        Route,
+    ),
 ) -> Result<(), String> {
     let mut backoff = PEER_RECONNECT_BACKOFF_MIN;
     let mut warned = false;
@@ -490,6 +497,7 @@ async fn peer_loop(
             metrics: &metrics,
             client_urls: &client_urls,
             active_since: &active_since,
+            forwards: &forwards,
         };
         let streamed = match peer_stream::stream_to_peer(
             &me,
@@ -756,7 +764,7 @@ impl Peer for PeerService {
             }
             Ok(cmd) => {
                 let reply = self.node.request(Request::Write(cmd)).await;
-                forward_response(reply, self.node.applied_index())
+                peer_forward::response(reply, self.node.applied_index())
             }
         };
         Ok(tonic::Response::new(out))
@@ -776,24 +784,9 @@ impl Peer for PeerService {
                 req.commands.len()
             )));
         }
-        let mut decodes = Vec::with_capacity(req.commands.len());
-        let mut cmds = Vec::with_capacity(req.commands.len());
-        for c in &req.commands {
-            let cmd = Command::decode(c).ok();
-            decodes.push(cmd.is_some());
-            cmds.extend(cmd);
-        }
-        let mut replies = self.node.writes(cmds).await.into_iter();
-        let applied = self.node.applied_index();
-        let malformed =
-            || ForwardResponse { error: ForwardError::Malformed as i32, ..Default::default() };
-        let responses = decodes
-            .into_iter()
-            .map(|decoded| match decoded {
-                true => forward_response(replies.next().expect("one reply per write"), applied),
-                false => malformed(),
-            })
-            .collect();
+        // tonic ends the call at the caller's deadline (`grpc-timeout`).
+        let timeout = peer_forward::FORWARD_TIMEOUT_MAX;
+        let responses = peer_forward::serve(&self.node, &req.commands, timeout).await;
         Ok(tonic::Response::new(ForwardBatchResponse { responses }))
     }
 }

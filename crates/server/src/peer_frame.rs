@@ -14,6 +14,9 @@
 //! | 1 | frame kind ([`Kind`]) |
 //! | n - 1 | payload: a `raftkv.peer` protobuf message, or text for [`Kind::Refused`] |
 //!
+//! Kinds 6 and 7 (forwarded writes and their answers) came with peer protocol version 2;
+//! a member sends them only to a peer whose Welcome says 2 or later.
+//!
 //! The first bytes a client sends on an HTTP/2 connection are `PRI * HTTP/2.0`, so the
 //! preface tells the two apart on the one peer port (see [`crate::peer_stream`]).
 //!
@@ -49,6 +52,11 @@ pub enum Kind {
     Batch = 4,
     /// Either side, when it has sent nothing for a while: proof of life, empty.
     Keepalive = 5,
+    /// Dialling side, to a peer that welcomed it with protocol version 2 or later: a
+    /// `ForwardFrame` (client writes for the leader; see [`crate::peer_forward`]).
+    Forward = 6,
+    /// Answering side: a `ForwardAnswerFrame`, the answers to one `Forward` frame.
+    ForwardAnswers = 7,
 }
 
 impl Kind {
@@ -59,6 +67,8 @@ impl Kind {
             3 => Kind::Refused,
             4 => Kind::Batch,
             5 => Kind::Keepalive,
+            6 => Kind::Forward,
+            7 => Kind::ForwardAnswers,
             _ => return None,
         })
     }

@@ -33,6 +33,7 @@
 
 use crate::metrics::Metrics;
 use crate::peer::{split_batch, ClientUrls, Identity, PeerService, PEER_BATCH_BYTES_MAX};
+use crate::peer_forward::{self, Incoming, Outgoing, Pending, Route};
 use crate::peer_frame::{self, put_message, put_raw, read_frame, Frame, Kind, PREFACE};
 use bytes::BytesMut;
 use prost::Message as _;
@@ -237,11 +238,16 @@ where
     let mut ticker = tokio::time::interval(KEEPALIVE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_until = tokio::time::Instant::now() + IDLE_TIMEOUT;
+    let mut forwarded = Incoming::default();
     loop {
         let frame = tokio::select! {
             read = tokio::time::timeout_at(idle_until, read_frame(rd, &mut buf)) => read,
             _ = ticker.tick() => {
                 write(wr, &keepalive).await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            answer = forwarded.next() => {
+                write_answers(wr, answer, &mut forwarded).await.map_err(|e| e.to_string())?;
                 continue;
             }
         };
@@ -263,6 +269,16 @@ where
                     return Err(why);
                 }
             }
+            Kind::Forward => match forward(svc, member, frame, &forwarded) {
+                Ok(None) => {}
+                Ok(Some(busy)) => {
+                    write(wr, &busy.frame).await.map_err(|e| e.to_string())?;
+                }
+                Err(why) => {
+                    refuse_open(wr, &why).await;
+                    return Err(why);
+                }
+            },
             other => {
                 let why = format!("unexpected {other:?} frame on an open peer stream");
                 svc.guard.reject(member, "frame", &why, &svc.metrics);
@@ -292,6 +308,40 @@ fn batch(svc: &PeerService, member: NodeId, frame: Frame) -> Result<(), String> 
     }
     svc.admit_batch(member, batch.messages);
     Ok(())
+}
+
+/// Checks and serves one `Forward` frame of `member`'s stream (see
+/// [`Incoming::accept`]); `Err`: close the stream.
+fn forward(
+    svc: &PeerService,
+    member: NodeId,
+    frame: Frame,
+    forwarded: &Incoming,
+) -> Result<Option<peer_forward::Answer>, String> {
+    // Removed since the stream opened: its writes are refused from now on.
+    if !svc.members.contains(member) {
+        return Err(format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE));
+    }
+    forwarded.accept(&svc.node, svc.me.cluster_id, frame.payload).inspect_err(|why| {
+        svc.guard.reject(member, "forward", why, &svc.metrics);
+    })
+}
+
+/// Writes `first` and every other answer ready now, in one write (at most
+/// [`WRITE_BYTES_MAX`] bytes gathered).
+async fn write_answers<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    first: peer_forward::Answer,
+    forwarded: &mut Incoming,
+) -> io::Result<()> {
+    let mut out = first.frame;
+    let mut held = Vec::new();
+    while out.len() < WRITE_BYTES_MAX {
+        let Some(more) = forwarded.try_next() else { break };
+        out.extend_from_slice(&more.frame);
+        held.push(more); // each batch keeps its place until its answer is written
+    }
+    write(wr, &out).await
 }
 
 async fn write<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> io::Result<()> {
@@ -388,6 +438,8 @@ pub struct Links<'a> {
     pub client_urls: &'a ClientUrls,
     /// Set while the stream is open.
     pub active_since: &'a Mutex<Option<Instant>>,
+    /// Where forwarded writes for the peer go while the stream is open.
+    pub forwards: &'a Route,
 }
 
 /// Dials `url` (with `tls` for `https://`) and connects within [`CONNECT_TIMEOUT`].
@@ -448,8 +500,12 @@ pub async fn stream_to_peer(
         links.client_urls.set(id, &welcome.client_urls);
     }
     links.metrics.peer_rtt_seconds.observe(started.elapsed().as_secs_f64());
-    let reader = AbortOnDrop(tokio::spawn(async move { listen(&mut rd, buf).await }));
-    send(me.cluster_id, &mut wr, rx, reader).await
+    // Forwarded writes take this stream while it is open, if the peer serves them.
+    let mut outgoing = (welcome.protocol_version >= peer_forward::FORWARD_FRAMES_VERSION)
+        .then(|| links.forwards.open());
+    let pending = outgoing.as_ref().map(Outgoing::pending);
+    let reader = AbortOnDrop(tokio::spawn(async move { listen(&mut rd, buf, pending).await }));
+    send(me.cluster_id, &mut wr, rx, &mut outgoing, reader).await
 }
 
 /// Reads the peer's preface and its Welcome (or refusal).
@@ -474,13 +530,22 @@ async fn welcome<R: AsyncRead + Unpin>(
     }
 }
 
-/// The reading half of an open stream to a peer: keepalives, or a refusal; ends with why
-/// the stream is over.
-async fn listen<R: AsyncRead + Unpin>(rd: &mut R, mut buf: BytesMut) -> String {
+/// The reading half of an open stream to a peer: keepalives, answers to forwarded writes
+/// (with `pending`: the peer serves them), or a refusal; ends with why the stream is over.
+async fn listen<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    mut buf: BytesMut,
+    pending: Option<Pending>,
+) -> String {
     loop {
         match tokio::time::timeout(IDLE_TIMEOUT, read_frame(rd, &mut buf)).await {
             Err(_) => return format!("nothing from the peer for {IDLE_TIMEOUT:?}"),
             Ok(Ok(Some(Frame { kind: Kind::Keepalive, .. }))) => {}
+            Ok(Ok(Some(Frame { kind: Kind::ForwardAnswers, payload }))) if pending.is_some() => {
+                if let Err(why) = pending.as_ref().expect("checked").answer(payload) {
+                    return why;
+                }
+            }
             Ok(Ok(Some(Frame { kind: Kind::Refused, payload }))) => {
                 return String::from_utf8_lossy(&payload).into_owned()
             }
@@ -491,16 +556,30 @@ async fn listen<R: AsyncRead + Unpin>(rd: &mut R, mut buf: BytesMut) -> String {
     }
 }
 
-/// The writing half: every queued batch as frames, as many as queued in one write.
+/// The writing half: every queued batch (of Raft messages and, with `outgoing`, of
+/// forwarded writes) as frames, as many as queued in one write.
 async fn send<W: AsyncWrite + Unpin>(
     cluster_id: u64,
     wr: &mut W,
     rx: &mut mpsc::Receiver<Vec<Message>>,
+    outgoing: &mut Option<Outgoing>,
     mut reader: AbortOnDrop,
 ) -> Result<(), Ended> {
     let mut out = BytesMut::new();
     loop {
         tokio::select! {
+            job = next_job(outgoing) => {
+                let outgoing = outgoing.as_mut().expect("a job came from it");
+                outgoing.put(&mut out, cluster_id, job);
+                while out.len() < WRITE_BYTES_MAX {
+                    let Some(more) = outgoing.try_next() else { break };
+                    outgoing.put(&mut out, cluster_id, more);
+                }
+                while out.len() < WRITE_BYTES_MAX {
+                    let Ok(more) = rx.try_recv() else { break };
+                    put_batch(&mut out, cluster_id, &more);
+                }
+            }
             next = tokio::time::timeout(KEEPALIVE_INTERVAL, rx.recv()) => match next {
                 Err(_) => put_raw(&mut out, Kind::Keepalive, &[]),
                 Ok(None) => return Ok(()),
@@ -509,6 +588,10 @@ async fn send<W: AsyncWrite + Unpin>(
                     while out.len() < WRITE_BYTES_MAX {
                         let Ok(more) = rx.try_recv() else { break };
                         put_batch(&mut out, cluster_id, &more);
+                    }
+                    while let Some(outgoing) = outgoing.as_mut().filter(|_| out.len() < WRITE_BYTES_MAX) {
+                        let Some(job) = outgoing.try_next() else { break };
+                        outgoing.put(&mut out, cluster_id, job);
                     }
                 }
             },
@@ -522,6 +605,14 @@ async fn send<W: AsyncWrite + Unpin>(
         } else {
             out.clear();
         }
+    }
+}
+
+/// The next forwarded batch to send, if the stream carries them (else never).
+async fn next_job(outgoing: &mut Option<Outgoing>) -> peer_forward::Job {
+    match outgoing {
+        Some(outgoing) => outgoing.next().await,
+        None => std::future::pending().await,
     }
 }
 

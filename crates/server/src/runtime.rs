@@ -955,7 +955,7 @@ fn status<S: LogStore>(node: &Node<S>) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kv::{Command, Op, PutRequest};
     use node::{MemStore, NodeConfig};
@@ -992,7 +992,7 @@ mod tests {
     }
 
     /// A one-member cluster on its own node thread, leading.
-    async fn leader() -> (NodeHandle, std::thread::JoinHandle<()>) {
+    pub(crate) async fn leader() -> (NodeHandle, std::thread::JoinHandle<()>) {
         let store = MemStore::default();
         let restored = store.recover();
         let mut cfg = NodeConfig::new(1, [1].into());
