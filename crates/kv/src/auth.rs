@@ -184,6 +184,21 @@ pub enum AuthOp {
         /// Its range end.
         range_end: Vec<u8>,
     },
+    /// Assigns a simple token to a user whose password the proposing member checked
+    /// (etcd's `InternalAuthenticateRequest`): every member records the token when it
+    /// applies this, so the token is valid on every member. The token is etcd's
+    /// `prefix.index`: the proposer draws the random prefix, which travels in the entry,
+    /// and the index is the entry's own, so apply takes no clock and no randomness.
+    /// Refused with [`AuthError::OldRevision`] if auth changed since the check, and with
+    /// [`AuthError::AuthFailed`] if the password hash is no longer the user's.
+    Authenticate {
+        /// The user.
+        name: String,
+        /// The password hash the proposer checked the password against.
+        password_hash: Vec<u8>,
+        /// The random part of the token (before `.index`).
+        token_prefix: String,
+    },
 }
 
 /// What an [`AuthOp`] answered; the fields its etcd response has are set.
@@ -431,6 +446,13 @@ impl AuthState {
     /// etcd needs admin for every auth call but UserGet of oneself and RoleGet
     /// of one's own role.
     fn check_caller(&self, stamp: &AuthStamp, op: &AuthOp) -> AResult<()> {
+        if let AuthOp::Authenticate { .. } = op {
+            // Anyone may log in; the password was checked against this revision.
+            if self.enabled && stamp.revision < self.revision {
+                return Err(AuthError::OldRevision);
+            }
+            return Ok(());
+        }
         let admin = self.check_admin(stamp);
         let own = match op {
             AuthOp::UserGet { name } => *name == stamp.user,
@@ -557,6 +579,16 @@ impl AuthState {
                     .ok_or(AuthError::PermissionNotGranted)?;
                 perms.remove(at);
                 Ok(Changed)
+            }
+            AuthOp::Authenticate { name, password_hash, token_prefix } => {
+                if !self.enabled {
+                    return Err(AuthError::NotEnabled);
+                }
+                let current = self.users.get(name).and_then(|u| u.password_hash.as_ref());
+                if token_prefix.is_empty() || current != Some(password_hash) {
+                    return Err(AuthError::AuthFailed);
+                }
+                Ok(Unchanged)
             }
         }
     }

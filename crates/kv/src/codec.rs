@@ -1073,6 +1073,7 @@ const AUTH_ROLE_LIST: u8 = 13;
 const AUTH_ROLE_DELETE: u8 = 14;
 const AUTH_ROLE_GRANT_PERMISSION: u8 = 15;
 const AUTH_ROLE_REVOKE_PERMISSION: u8 = 16;
+const AUTH_AUTHENTICATE: u8 = 17;
 
 fn encode_opt_bytes(e: &mut Encoder, b: Option<&Vec<u8>>) {
     match b {
@@ -1151,6 +1152,11 @@ fn encode_auth_op(e: &mut Encoder, op: &AuthOp) {
             e.bytes(key);
             e.bytes(range_end);
         }
+        AuthOp::Authenticate { name: n, password_hash, token_prefix } => {
+            name(e, AUTH_AUTHENTICATE, n);
+            e.bytes(password_hash);
+            e.bytes(token_prefix.as_bytes());
+        }
     }
 }
 
@@ -1187,6 +1193,11 @@ fn decode_auth_op(d: &mut Decoder) -> DResult<AuthOp> {
             role: d.string("role")?,
             key: d.bytes()?,
             range_end: d.bytes()?,
+        },
+        AUTH_AUTHENTICATE => AuthOp::Authenticate {
+            name: d.string("user")?,
+            password_hash: d.bytes()?,
+            token_prefix: d.string("token")?,
         },
         tag => return Err(d.bad_tag("auth op", tag)),
     })

@@ -460,9 +460,8 @@ const AUTH_FLAGS: &[&str] =
     &["--tick-ms", "50", "--snapshot-count", "100", "--auth-token-ttl", "2", "--bcrypt-cost", "4"];
 
 /// A client of the first member as `user` (its token refreshed on expiry if
-/// `refresh`). One member: a token is valid on the member that issued it (README,
-/// "Security"), and etcd-client re-authenticates only once per call, so a client
-/// balancing over several members could be sent to a third one.
+/// `refresh`). Tokens are valid on every member (`tests/tokens.rs`); one member keeps
+/// the expiry checks here on one member's clock.
 async fn connect_as(
     cluster: &TestCluster,
     user: &str,

@@ -8,12 +8,15 @@
 //!   password against the replicated hash here too. Both run off the async runtime
 //!   (`spawn_blocking`), at most [`HASHING_MAX`] at a time; more are refused with
 //!   etcd's "too many requests".
-//! * **Tokens** are etcd's *simple* tokens: random, kept in this member's memory only,
-//!   valid for `--auth-token-ttl` after their last use. etcd 3.4 assigns a simple
-//!   token on every member through the log; here a token is valid on the member that
-//!   issued it (clients re-authenticate on "invalid auth token", as etcd's clients
-//!   do). A token dies with its user's password: it is refused once the user is
-//!   deleted or its password hash changed.
+//! * **Tokens** are etcd's *simple* tokens, `prefix.index`, assigned through the log as
+//!   etcd 3.4 does: Authenticate checks the password here, then proposes the
+//!   assignment ([`AuthOp::Authenticate`]: the user, the random prefix, the password
+//!   hash checked, stamped with the auth revision of the check); every member records
+//!   the token when it applies the entry ([`crate::tokens`]), so a token is valid on
+//!   every member, for `--auth-token-ttl` after its last use there. Apply refuses the
+//!   assignment if auth changed since the check ("revision of auth store is old"), and
+//!   it is checked and proposed again. A token dies with its user's password: it is
+//!   refused once the user is deleted or its password hash changed.
 //! * **Who is calling** ([`Api::caller`]): the `token` metadata (etcd's key) while
 //!   auth is on; without a token, the user a TLS layer found in the client
 //!   certificate ([`ConnectionUser`], etcd's CN rule), else nobody. The caller and
@@ -22,11 +25,11 @@
 //!   between, and the write is then checked and proposed again (a bounded number of
 //!   times), as etcd's server does.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::etcd::{command, into_result, Api, TOO_MANY_REQUESTS};
+use crate::etcd::{command, into_result, request_error, Api, TOO_MANY_REQUESTS};
+use crate::tokens::{split_token, TokenKeeper};
 use kv::{AuthError, AuthOp, AuthStamp, AuthState, KvError, Op, PermissionType};
 use proto::{authpb, etcdserverpb as pb};
 use tokio::sync::Semaphore;
@@ -41,12 +44,9 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 300;
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 /// bcrypt hashings and checks running or queued at once; more are refused.
 pub const HASHING_MAX: usize = 8;
-/// Live tokens kept per member; past it, expired ones are dropped and, if still
-/// full, Authenticate is refused with "too many requests".
-pub const TOKENS_MAX: usize = 100_000;
 /// How often a write refused for an old auth revision is checked and proposed again.
 const STALE_AUTH_RETRIES_MAX: usize = 5;
-/// Random letters in a token, as etcd's simple tokens.
+/// Random letters in a token's prefix, as etcd's simple tokens.
 const TOKEN_LETTERS: usize = 16;
 
 /// The member-local auth settings (etcd's flags).
@@ -73,68 +73,26 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionUser(pub String);
 
-struct TokenEntry {
-    user: String,
-    /// The password hash the token was issued under: a changed password (or a
-    /// deleted user) kills the token.
-    password_hash: Vec<u8>,
-    expires: Instant,
-}
-
 /// This member's tokens and its bound on bcrypt work.
 pub struct AuthGate {
     config: AuthConfig,
-    tokens: Mutex<HashMap<String, TokenEntry>>,
+    tokens: Arc<TokenKeeper>,
     hashing: Arc<Semaphore>,
 }
 
 impl AuthGate {
-    /// A gate with no tokens.
-    pub fn new(config: AuthConfig) -> Self {
-        AuthGate {
-            config,
-            tokens: Mutex::new(HashMap::new()),
-            hashing: Arc::new(Semaphore::new(HASHING_MAX)),
-        }
+    /// A gate over `tokens`, the table the member's applier fills.
+    pub fn new(config: AuthConfig, tokens: Arc<TokenKeeper>) -> Self {
+        AuthGate { config, tokens, hashing: Arc::new(Semaphore::new(HASHING_MAX)) }
     }
 
-    /// The user of a live `token`, renewing its TTL (etcd's simple tokens live for
-    /// the TTL after their last use).
-    fn user_of(&self, token: &str, state: &AuthState) -> Result<String, AuthError> {
-        let now = Instant::now();
-        let mut tokens = self.tokens.lock().expect("token map lock");
-        let Some(entry) = tokens.get_mut(token) else { return Err(AuthError::InvalidToken) };
-        let current = state.users.get(&entry.user).and_then(|u| u.password_hash.as_ref());
-        if entry.expires <= now || current != Some(&entry.password_hash) {
-            tokens.remove(token);
-            return Err(AuthError::InvalidToken);
-        }
-        entry.expires = now + self.config.token_ttl;
-        Ok(entry.user.clone())
-    }
-
-    /// A new token for `user`.
-    fn issue(&self, user: &str, password_hash: Vec<u8>, index: u64) -> Result<String, Status> {
+    /// A new random token prefix (etcd's simple token: letters; the entry's index
+    /// completes it).
+    fn new_prefix() -> Result<String, Status> {
         let mut letters = [0u8; TOKEN_LETTERS];
         getrandom::fill(&mut letters)
             .map_err(|e| Status::internal(format!("no randomness for a token: {e}")))?;
-        let prefix: String = letters.iter().map(|b| char::from(b'a' + b % 26)).collect();
-        let token = format!("{prefix}.{index}");
-        let now = Instant::now();
-        let mut tokens = self.tokens.lock().expect("token map lock");
-        if tokens.len() >= TOKENS_MAX {
-            tokens.retain(|_, e| e.expires > now);
-        }
-        if tokens.len() >= TOKENS_MAX {
-            return Err(Status::resource_exhausted(TOO_MANY_REQUESTS));
-        }
-        let entry = TokenEntry {
-            user: user.to_string(),
-            password_hash,
-            expires: now + self.config.token_ttl,
-        };
-        tokens.insert(token.clone(), entry);
-        Ok(token)
+        Ok(letters.iter().map(|b| char::from(b'a' + b % 26)).collect())
     }
 
     /// Runs bcrypt work off the async runtime, within [`HASHING_MAX`].
@@ -206,19 +164,28 @@ impl Api {
         metadata: &MetadataMap,
         connection: Option<&ConnectionUser>,
     ) -> Result<(AuthStamp, AuthState), Status> {
-        let state = self.auth_state().await?;
-        let mut stamp = AuthStamp { user: String::new(), revision: state.revision };
+        let mut state = self.auth_state().await?;
         if !state.enabled {
+            let stamp = AuthStamp { user: String::new(), revision: state.revision };
             return Ok((stamp, state));
         }
-        stamp.user = match metadata.get(TOKEN_METADATA) {
+        let user = match metadata.get(TOKEN_METADATA) {
             Some(token) => {
                 let token = token.to_str().map_err(|_| auth_status(AuthError::InvalidToken))?;
-                self.auth.user_of(token, &state).map_err(auth_status)?
+                // A token assigned at an index this member has not applied yet (it was
+                // issued by a member ahead of this one) is waited for, as etcd's
+                // `isValidSimpleToken` does, within a request timeout.
+                let index = split_token(token).map_or(0, |(_, index)| index);
+                if index > self.node.applied_index() {
+                    let deadline = tokio::time::Instant::now() + self.request_timeout;
+                    self.node.wait_applied(index, deadline).await;
+                    state = self.auth_state().await?;
+                }
+                self.auth.tokens.user_of(token, &state).map_err(auth_status)?
             }
             None => connection.map(|c| c.0.clone()).unwrap_or_default(),
         };
-        Ok((stamp, state))
+        Ok((AuthStamp { user, revision: state.revision }, state))
     }
 
     /// [`Api::caller`] of a request.
@@ -529,34 +496,64 @@ impl pb::auth_server::Auth for Api {
         }))
     }
 
-    /// etcd's CheckPassword, then a new simple token. Wrong user, wrong password and a
-    /// user without a password all answer the same "authentication failed".
+    /// etcd's CheckPassword, then a new simple token assigned through the log (see
+    /// the module docs). Wrong user, wrong password and a user without a password all
+    /// answer the same "authentication failed".
     async fn authenticate(
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let r = request.into_inner();
-        let state =
-            self.node.state().await.ok_or_else(|| Status::unavailable("member stopping"))?;
-        let (auth, revision, index) = (state.auth(), state.revision(), state.applied_index());
-        if !auth.enabled {
-            return Err(auth_status(AuthError::NotEnabled));
+        for _ in 0..STALE_AUTH_RETRIES_MAX {
+            let state = self.auth_state().await?;
+            if !state.enabled {
+                return Err(auth_status(AuthError::NotEnabled));
+            }
+            let hash = state.users.get(&r.name).and_then(|u| u.password_hash.clone());
+            let Some(hash) = hash else { return Err(auth_status(AuthError::AuthFailed)) };
+            let (password, stored) = (r.password.clone(), hash.clone());
+            let matches = self
+                .auth
+                .hashing(move || {
+                    std::str::from_utf8(&stored)
+                        .is_ok_and(|h| bcrypt::verify(password, h).unwrap_or(false))
+                })
+                .await?;
+            if !matches {
+                return Err(auth_status(AuthError::AuthFailed));
+            }
+            if !self.auth.tokens.has_room() {
+                return Err(Status::resource_exhausted(TOO_MANY_REQUESTS));
+            }
+            let token_prefix = AuthGate::new_prefix()?;
+            let op = AuthOp::Authenticate {
+                name: r.name.clone(),
+                password_hash: hash,
+                token_prefix: token_prefix.clone(),
+            };
+            // Nobody is the caller yet; the stamp carries the revision of the check.
+            let stamp = AuthStamp { user: String::new(), revision: state.revision };
+            let a = match self.write_reply(kv::Command::new(Op::Auth(op)).stamped(stamp)).await {
+                Ok(kv::Response::Error(KvError::Auth(AuthError::OldRevision))) => continue,
+                Ok(kv::Response::Auth(a)) => a,
+                other => {
+                    into_result(other)?;
+                    return Err(Status::internal("unexpected state machine response"));
+                }
+            };
+            // Answered once this member applied it (or past the request deadline, when
+            // the table may not have it yet: the outcome is then unknown here).
+            let token = self
+                .auth
+                .tokens
+                .token_of_prefix(&token_prefix)
+                .ok_or_else(|| request_error(&node::RequestError::Timeout))?;
+            return Ok(Response::new(pb::AuthenticateResponse {
+                header: self.header(a.revision),
+                token,
+            }));
         }
-        let hash = auth.users.get(&r.name).and_then(|u| u.password_hash.clone());
-        let Some(hash) = hash else { return Err(auth_status(AuthError::AuthFailed)) };
-        let (password, stored) = (r.password, hash.clone());
-        let matches = self
-            .auth
-            .hashing(move || {
-                std::str::from_utf8(&stored)
-                    .is_ok_and(|h| bcrypt::verify(password, h).unwrap_or(false))
-            })
-            .await?;
-        if !matches {
-            return Err(auth_status(AuthError::AuthFailed));
-        }
-        let token = self.auth.issue(&r.name, hash, index)?;
-        Ok(Response::new(pb::AuthenticateResponse { header: self.header(revision), token }))
+        Err(auth_status(AuthError::OldRevision))
     }
 }
 
@@ -575,47 +572,17 @@ pub(crate) fn cancel_reason(e: AuthError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
-
-    fn state_with(user: &str, hash: &[u8]) -> AuthState {
-        let u = kv::User { password_hash: Some(hash.to_vec()), roles: BTreeSet::new() };
-        AuthState {
-            enabled: true,
-            users: Arc::new(BTreeMap::from([(user.to_string(), u)])),
-            ..AuthState::default()
-        }
-    }
 
     fn gate(ttl: Duration) -> AuthGate {
-        AuthGate::new(AuthConfig { token_ttl: ttl, bcrypt_cost: 4 })
+        let tokens = Arc::new(TokenKeeper::new(ttl, 0));
+        AuthGate::new(AuthConfig { token_ttl: ttl, bcrypt_cost: 4 }, tokens)
     }
 
     #[test]
-    fn a_token_names_its_user_until_the_password_changes_or_the_user_goes() {
-        let g = gate(Duration::from_secs(60));
-        let token = g.issue("alice", b"h1".to_vec(), 7).unwrap();
-        assert!(token.ends_with(".7") && token.len() == TOKEN_LETTERS + 2, "{token}");
-        assert_eq!(g.user_of(&token, &state_with("alice", b"h1")), Ok("alice".to_string()));
-        assert_eq!(g.user_of("nope", &state_with("alice", b"h1")), Err(AuthError::InvalidToken));
-        let changed = state_with("alice", b"h2");
-        assert_eq!(g.user_of(&token, &changed), Err(AuthError::InvalidToken));
-        let token = g.issue("alice", b"h1".to_vec(), 8).unwrap();
-        assert_eq!(g.user_of(&token, &state_with("bob", b"h1")), Err(AuthError::InvalidToken));
-    }
-
-    #[test]
-    fn a_token_unused_for_its_ttl_is_refused() {
-        let g = gate(Duration::ZERO);
-        let token = g.issue("alice", b"h1".to_vec(), 1).unwrap();
-        assert_eq!(g.user_of(&token, &state_with("alice", b"h1")), Err(AuthError::InvalidToken));
-    }
-
-    #[test]
-    fn tokens_are_distinct() {
-        let g = gate(Duration::from_secs(60));
-        let a = g.issue("alice", b"h".to_vec(), 1).unwrap();
-        let b = g.issue("alice", b"h".to_vec(), 1).unwrap();
+    fn token_prefixes_are_letters_and_distinct() {
+        let (a, b) = (AuthGate::new_prefix().unwrap(), AuthGate::new_prefix().unwrap());
         assert_ne!(a, b);
+        assert!(a.len() == TOKEN_LETTERS && a.bytes().all(|c| c.is_ascii_lowercase()), "{a}");
     }
 
     #[tokio::test]

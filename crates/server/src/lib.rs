@@ -29,6 +29,7 @@ pub mod peer_guard;
 pub mod peer_stream;
 pub mod runtime;
 pub mod snapshot_source;
+pub mod tokens;
 pub mod watch;
 
 use crate::config::{check_data_dir, ServerConfig};
@@ -185,7 +186,11 @@ pub async fn serve_until(
         peer_client_tls,
     );
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let (handle, join) = runtime::spawn(
+    // Tokens in the entries this member applies again at start are not recorded (a
+    // restarted member has no tokens, as etcd's).
+    let tokens = Arc::new(tokens::TokenKeeper::new(cfg.auth.token_ttl, node.raft().last_index()));
+    let keeper = tokens.clone();
+    let (handle, join) = runtime::spawn_with_hook(
         node,
         Duration::from_millis(cfg.tick_ms),
         transport.clone(),
@@ -194,6 +199,7 @@ pub async fn serve_until(
         move |e| {
             let _ = fatal_tx.send(e);
         },
+        Box::new(move |applied| keeper.record(applied)),
     );
 
     let membership = cluster::Membership {
@@ -229,7 +235,7 @@ pub async fn serve_until(
         lease_ttl_min_secs,
         request_timeout,
         quota_bytes: cfg.quota_bytes,
-        auth: Arc::new(auth::AuthGate::new(cfg.auth)),
+        auth: Arc::new(auth::AuthGate::new(cfg.auth, tokens)),
     };
 
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;

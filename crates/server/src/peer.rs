@@ -608,14 +608,16 @@ async fn stream_to_peer(
     }
 }
 
-/// `batch` in consecutive parts of at most `max_bytes` each (by [`Message::size_bytes`]),
+/// `batch` in consecutive parts of at most `max_bytes` each (by [`Message::size_bytes`])
+/// and at most [`crate::peer_frame::BATCH_MESSAGES_MAX`] messages,
 /// a message larger than that alone in its part.
 pub(crate) fn split_batch(batch: &[Message], max_bytes: u64) -> Vec<&[Message]> {
     let mut parts = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (k, m) in batch.iter().enumerate() {
         let size = m.size_bytes();
-        if k > start && bytes + size > max_bytes {
+        let full = k - start >= crate::peer_frame::BATCH_MESSAGES_MAX;
+        if k > start && (bytes + size > max_bytes || full) {
             parts.push(&batch[start..k]);
             (start, bytes) = (k, 0);
         }
@@ -822,6 +824,11 @@ mod tests {
         assert_eq!(sizes, [2, 1, 1], "two fit, the large one alone, then the rest");
         assert_eq!(parts.concat(), batch);
         assert!(split_batch(&[], 200).is_empty());
+        // Tiny messages are split by count too, for the receiver's bound.
+        let many = vec![append(0); 2 * crate::peer_frame::BATCH_MESSAGES_MAX + 1];
+        let sizes: Vec<usize> = split_batch(&many, u64::MAX).iter().map(|p| p.len()).collect();
+        let max = crate::peer_frame::BATCH_MESSAGES_MAX;
+        assert_eq!(sizes, [max, max, 1]);
     }
 
     fn forwarded(bytes: usize) -> (Forwarded, oneshot::Receiver<(Reply, u64)>) {

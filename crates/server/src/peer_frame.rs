@@ -33,10 +33,38 @@ pub const PREFACE: [u8; 8] = *b"raftkvP\x01";
 pub const PREFACE_NAME: &[u8] = b"raftkvP";
 /// The largest frame (kind and payload); as gRPC's message limit between peers was.
 pub const FRAME_BYTES_MAX: usize = crate::peer::PEER_MESSAGE_BYTES_MAX;
+/// The most messages one `Batch` frame may carry; senders split larger batches
+/// ([`crate::peer::split_batch`]). Why: a message costs 2 bytes on the wire but about a
+/// hundred and fifty decoded, so a frame of tiny messages at [`FRAME_BYTES_MAX`] would
+/// make the receiver allocate over a gigabyte; this caps it near a megabyte.
+pub const BATCH_MESSAGES_MAX: usize = 4096;
 /// Bytes of the length prefix.
 const LENGTH_BYTES: usize = 4;
 /// The read buffer grows by at most this much before a read (more only as bytes arrive).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What the first bytes of a connection to the peer port say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sniffed {
+    /// Our [`PREFACE`]: a frame stream of this version.
+    Frames,
+    /// A raftkv frame stream of another version (the byte it sent).
+    OtherVersion(u8),
+    /// Anything else (HTTP/2 for gRPC, or garbage gRPC will refuse).
+    Other,
+}
+
+/// Tells a frame stream from anything else by the (up to [`PREFACE`]-long) `head` that
+/// arrived before the connection went quiet or ended.
+pub fn sniff(head: &[u8]) -> Sniffed {
+    if head == PREFACE {
+        Sniffed::Frames
+    } else if head.len() == PREFACE.len() && head.starts_with(PREFACE_NAME) {
+        Sniffed::OtherVersion(head[PREFACE.len() - 1])
+    } else {
+        Sniffed::Other
+    }
+}
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +209,30 @@ where
     }
 }
 
+/// How many messages a `MessageBatch` payload holds (its field 2), counted by walking
+/// the top level of the encoding without decoding them; `None` if that top level is not
+/// well-formed protobuf.
+pub fn batch_message_count(mut payload: &[u8]) -> Option<usize> {
+    use prost::encoding::decode_varint;
+    const MESSAGES_FIELD: u64 = 2;
+    let mut count = 0;
+    while !payload.is_empty() {
+        let key = decode_varint(&mut payload).ok()?;
+        match key & 7 {
+            0 => drop(decode_varint(&mut payload).ok()?),
+            1 => payload = payload.get(8..)?,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut payload).ok()?).ok()?;
+                payload = payload.get(len..)?;
+                count += usize::from(key >> 3 == MESSAGES_FIELD);
+            }
+            5 => payload = payload.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(count)
+}
+
 /// A frame error as an I/O error of kind `InvalidData`.
 pub fn invalid(e: FrameError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
@@ -247,6 +299,22 @@ mod tests {
         assert!(buf.capacity() <= 5 + READ_CHUNK_BYTES + 64, "{}", buf.capacity());
     }
 
+    /// Forgery: a batch of many tiny messages is counted before anything is decoded,
+    /// so the receiver refuses it past [`BATCH_MESSAGES_MAX`] instead of allocating
+    /// ~75 times the frame's size.
+    #[test]
+    fn batch_messages_are_counted_without_decoding() {
+        let empty = proto::peer::Message::default();
+        let many = MessageBatch { cluster_id: u64::MAX, messages: vec![empty; 10_000] };
+        let bytes = prost::Message::encode_to_vec(&many);
+        assert_eq!(bytes.len(), 11 + 2 * 10_000, "2 bytes a message on the wire");
+        assert_eq!(batch_message_count(&bytes), Some(10_000));
+        assert_eq!(batch_message_count(&bytes[..bytes.len() - 1]), None, "truncated");
+        assert_eq!(batch_message_count(&[0x13]), None, "a group wire type");
+        assert_eq!(batch_message_count(&[]), Some(0));
+        assert!(std::mem::size_of::<proto::peer::Message>() > 50);
+    }
+
     #[test]
     fn unknown_kinds_are_refused() {
         let (_, end, _) = frames(&[0, 0, 0, 1, 0]);
@@ -307,5 +375,175 @@ mod tests {
                 let _ = <MessageBatch as prost::Message>::decode(f.payload);
             }
         }
+    }
+
+    /// Hands out a byte stream in chunks of random sizes (1 byte to 2 chunks), as a
+    /// socket may.
+    struct Chunked {
+        bytes: Vec<u8>,
+        at: usize,
+        rng: raft::Rng,
+    }
+
+    impl tokio::io::AsyncRead for Chunked {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            let want = this.rng.range(1, 2 * READ_CHUNK_BYTES as u64 + 1) as usize;
+            let n = want.min(out.remaining()).min(this.bytes.len() - this.at);
+            out.put_slice(&this.bytes[this.at..this.at + n]);
+            this.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A varint of an extreme value.
+    fn extreme(rng: &mut raft::Rng) -> u64 {
+        [0, 1, u64::MAX, u64::MAX - 1, 1 << 62, u32::MAX as u64, FRAME_BYTES_MAX as u64]
+            [rng.range(0, 7) as usize]
+    }
+
+    /// One piece of a hostile stream: a valid frame with extreme field values, a frame
+    /// header announcing a length at or around the limits (then truncated), an unknown
+    /// kind, a batch of very many tiny messages, or random bytes.
+    fn piece(rng: &mut raft::Rng, out: &mut BytesMut) {
+        use proto::peer::{HelloRequest, Message, MessageBatch};
+        match rng.range(0, 6) {
+            0 => {
+                let hello = HelloRequest {
+                    cluster_id: extreme(rng),
+                    member_id: extreme(rng),
+                    target_member_id: extreme(rng),
+                    protocol_version: extreme(rng) as u32,
+                    ..Default::default()
+                };
+                put_message(out, Kind::Hello, &hello);
+            }
+            1 => {
+                let m = |rng: &mut raft::Rng| Message {
+                    from: extreme(rng),
+                    to: extreme(rng),
+                    term: extreme(rng),
+                    body: None,
+                };
+                let count = rng.range(0, 2000) as usize;
+                let batch = MessageBatch {
+                    cluster_id: extreme(rng),
+                    messages: (0..count).map(|_| m(rng)).collect(),
+                };
+                put_message(out, Kind::Batch, &batch);
+            }
+            2 => {
+                let len = [0, 1, 2, FRAME_BYTES_MAX - 1, FRAME_BYTES_MAX, FRAME_BYTES_MAX + 1]
+                    .map(|l| l as u32)
+                    .into_iter()
+                    .chain([u32::MAX, u32::MAX / 2])
+                    .nth(rng.range(0, 8) as usize)
+                    .expect("8 lengths");
+                out.put_u32(len);
+                out.put_u8(rng.range(0, 7) as u8);
+                for _ in 0..rng.range(0, 64) {
+                    out.put_u8(rng.next_u64() as u8);
+                }
+            }
+            3 => put_raw(out, Kind::Keepalive, &[]),
+            4 => {
+                out.put_u32(1 + rng.range(0, 16) as u32);
+                out.put_u8(6 + rng.range(0, 250) as u8); // unknown kinds
+            }
+            _ => {
+                for _ in 0..rng.range(0, 256) {
+                    out.put_u8(rng.next_u64() as u8);
+                }
+            }
+        }
+    }
+
+    /// Fuzz (issue 10): hostile streams, read as the receiver reads them (random chunk
+    /// sizes), never panic; every frame that comes out is within the bound; the read
+    /// buffer never holds more than what arrived plus one chunk (no allocation for a
+    /// length that was only announced); every payload decodes to a value or an error
+    /// (then its messages go through the same conversion the receiver uses); and the
+    /// sniffing of the first bytes tells our preface, another version and anything
+    /// else apart exactly.
+    #[tokio::test]
+    async fn hostile_streams_never_panic_nor_allocate_past_what_arrived() {
+        use proto::peer::{HelloRequest, MessageBatch};
+        let cases: u64 = std::env::var("PEER_FRAME_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000);
+        let (mut frames_seen, mut messages_seen) = (0u64, 0u64);
+        for case in 0..cases {
+            let mut rng = raft::Rng::new(case);
+            let mut bytes = BytesMut::new();
+            for _ in 0..rng.range(1, 6) {
+                piece(&mut rng, &mut bytes);
+            }
+            if rng.range(0, 4) == 0 && !bytes.is_empty() {
+                let cut = rng.range(0, bytes.len() as u64) as usize;
+                bytes.truncate(cut); // a stream that ends anywhere
+            }
+            let arrived = bytes.len();
+            let mut io = Chunked { bytes: bytes.to_vec(), at: 0, rng: raft::Rng::new(!case) };
+            let mut buf = BytesMut::new();
+            loop {
+                let read = read_frame(&mut io, &mut buf).await;
+                // Growth may double a buffer, never follow an announced length.
+                assert!(
+                    buf.capacity() <= 2 * (arrived + 2 * READ_CHUNK_BYTES),
+                    "case {case}: buffer of {} bytes for a stream of {arrived}",
+                    buf.capacity()
+                );
+                let frame = match read {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) | Err(_) => break,
+                };
+                frames_seen += 1;
+                assert!(frame.payload.len() < FRAME_BYTES_MAX, "case {case}");
+                match frame.kind {
+                    Kind::Hello => drop(<HelloRequest as prost::Message>::decode(frame.payload)),
+                    _ => {
+                        let counted = batch_message_count(&frame.payload);
+                        let Ok(batch) = <MessageBatch as prost::Message>::decode(frame.payload)
+                        else {
+                            continue;
+                        };
+                        assert_eq!(counted, Some(batch.messages.len()), "case {case}");
+                        for m in batch.messages {
+                            messages_seen += 1;
+                            let _ = raft::Message::try_from(m);
+                        }
+                    }
+                }
+            }
+            // The preface sniff over every cut of a random head, ours, and another
+            // version's.
+            let mut head = PREFACE.to_vec();
+            match case % 3 {
+                0 => head[7] = rng.next_u64() as u8,
+                1 => head = (0..8).map(|_| rng.next_u64() as u8).collect(),
+                _ => {}
+            }
+            for n in 0..=head.len() {
+                let expected = if head[..n] == PREFACE {
+                    Sniffed::Frames
+                } else if n == 8 && head.starts_with(PREFACE_NAME) {
+                    Sniffed::OtherVersion(head[7])
+                } else {
+                    Sniffed::Other
+                };
+                assert_eq!(sniff(&head[..n]), expected, "case {case}: {:?}", &head[..n]);
+            }
+        }
+        assert_eq!(sniff(b"PRI * HT"), Sniffed::Other);
+        println!("{cases} hostile streams: {frames_seen} frames, {messages_seen} messages");
+        assert!(
+            frames_seen > cases / 2 && messages_seen > cases,
+            "the generator reaches the decoders"
+        );
     }
 }

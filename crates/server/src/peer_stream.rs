@@ -34,7 +34,7 @@
 use crate::metrics::Metrics;
 use crate::peer::{split_batch, ClientUrls, Identity, PeerService, PEER_BATCH_BYTES_MAX};
 use crate::peer_forward::{self, Incoming, Outgoing, Pending, Route};
-use crate::peer_frame::{self, put_message, put_raw, read_frame, Frame, Kind, PREFACE};
+use crate::peer_frame::{self, put_message, put_raw, read_frame, Frame, Kind, Sniffed, PREFACE};
 use bytes::BytesMut;
 use prost::Message as _;
 use proto::peer::{HelloRequest, HelloResponse, MessageBatch};
@@ -118,17 +118,18 @@ async fn sniff_all<S, IO>(
             let read = tokio::time::timeout(SNIFF_TIMEOUT, read_head(&mut conn, &mut head)).await;
             drop(slot);
             let Ok(Ok(n)) = read else { return }; // silent or broken: dropped
-            if head == PREFACE {
-                serve_stream(conn, svc, streams).await;
-            } else if n == head.len() && head.starts_with(peer_frame::PREFACE_NAME) {
-                let why = format!(
-                    "peer stream version {} is not spoken here (version {})",
-                    head[PREFACE.len() - 1],
-                    PREFACE[PREFACE.len() - 1]
-                );
-                refuse(&mut conn, &why).await;
-            } else {
-                let _ = h2.send(Ok(Rewound { head: head[..n].to_vec(), at: 0, io: conn })).await;
+            match peer_frame::sniff(&head[..n]) {
+                Sniffed::Frames => serve_stream(conn, svc, streams).await,
+                Sniffed::OtherVersion(v) => {
+                    let ours = PREFACE[PREFACE.len() - 1];
+                    let why =
+                        format!("peer stream version {v} is not spoken here (version {ours})");
+                    refuse(&mut conn, &why).await;
+                }
+                Sniffed::Other => {
+                    let head = head[..n].to_vec();
+                    let _ = h2.send(Ok(Rewound { head, at: 0, io: conn })).await;
+                }
             }
         });
     }
@@ -291,6 +292,19 @@ where
 
 /// Checks and hands on one `Batch` frame of `member`'s stream; `Err`: close the stream.
 fn batch(svc: &PeerService, member: NodeId, frame: Frame) -> Result<(), String> {
+    match peer_frame::batch_message_count(&frame.payload) {
+        Some(n) if n <= peer_frame::BATCH_MESSAGES_MAX => {}
+        counted => {
+            let why = match counted {
+                Some(n) => {
+                    format!("batch of {n} messages (at most {})", peer_frame::BATCH_MESSAGES_MAX)
+                }
+                None => "undecodable batch".to_string(),
+            };
+            svc.guard.reject(member, "batch", &why, &svc.metrics);
+            return Err(why);
+        }
+    }
     let batch = match MessageBatch::decode(frame.payload) {
         Ok(batch) => batch,
         Err(e) => {

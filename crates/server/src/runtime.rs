@@ -494,12 +494,31 @@ impl NodeHandle {
 /// error (its disk failed, or a snapshot from the leader cannot be restored); the thread
 /// then stops.
 pub fn spawn<S: LogStore + Send + 'static>(
+    node: Node<S>,
+    tick: Duration,
+    outbox: impl Outbox,
+    metrics: Arc<Metrics>,
+    snapshot_dir: PathBuf,
+    on_fatal: impl FnOnce(String) + Send + 'static,
+) -> (NodeHandle, std::thread::JoinHandle<()>) {
+    let no_hook: AppliedHook = Box::new(|_| {});
+    spawn_with_hook(node, tick, outbox, metrics, snapshot_dir, on_fatal, no_hook)
+}
+
+/// Sees each applied batch on the applier thread, before its applied index is published
+/// (the member's token table, [`crate::tokens`], learns its assignments here). Must be
+/// quick: apply waits for it.
+pub type AppliedHook = Box<dyn Fn(&Applied) + Send>;
+
+/// [`spawn`], with `hook` run on every applied batch.
+pub fn spawn_with_hook<S: LogStore + Send + 'static>(
     mut node: Node<S>,
     tick: Duration,
     outbox: impl Outbox,
     metrics: Arc<Metrics>,
     snapshot_dir: PathBuf,
     on_fatal: impl FnOnce(String) + Send + 'static,
+    hook: AppliedHook,
 ) -> (NodeHandle, std::thread::JoinHandle<()>) {
     // Snapshot bytes stay in their files (`snapshot_source`), not in the core.
     let source = crate::snapshot_source::FileSnapshotSource::new(snapshot_dir.clone());
@@ -524,7 +543,7 @@ pub fn spawn<S: LogStore + Send + 'static>(
     };
     let applier = ApplierThread::spawn(
         node.applier(),
-        AppliedViews { revision_tx, applied_tx, view_tx },
+        AppliedViews { revision_tx, applied_tx, view_tx, hook },
         tx.clone(),
         metrics.clone(),
     );
@@ -559,6 +578,8 @@ struct AppliedViews {
     view_tx: watch::Sender<StateMachine>,
     applied_tx: watch::Sender<u64>,
     revision_tx: watch::Sender<u64>,
+    /// Runs first.
+    hook: AppliedHook,
 }
 
 /// What the node thread sends the applier thread.
@@ -640,6 +661,7 @@ fn run_applier(
             }
         };
         metrics.observe_apply(started.elapsed());
+        (views.hook)(&applied);
         // The replaced view is dropped here, on this thread.
         drop(views.view_tx.send_replace(applied.view.clone()));
         views.applied_tx.send_replace(applier.applied_index());

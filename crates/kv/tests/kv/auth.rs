@@ -267,6 +267,41 @@ fn a_command_checked_before_a_revoke_is_refused_at_apply() {
     );
 }
 
+fn login(hash: &[u8]) -> AuthOp {
+    let token_prefix = "abcdefghijklmnop".to_string();
+    AuthOp::Authenticate { name: "alice".into(), password_hash: hash.to_vec(), token_prefix }
+}
+
+/// etcd 3.4 assigns a simple token at apply, on every member (its
+/// `applierV3backend.Authenticate`): the assignment needs no caller, changes no auth
+/// state, and is refused if auth moved on since the password was checked, if the
+/// checked hash is no longer the user's, or while auth is off.
+#[test]
+fn a_token_assignment_is_refused_once_auth_moved_on_since_the_password_check() {
+    let mut n = enabled_store();
+    let hash = b"$2b$10$hash";
+    let checked_at = stamp("", n.sm.auth().revision);
+    let before = n.sm.auth().clone();
+    let ok = n.apply(Command::new(Op::Auth(login(hash))).stamped(checked_at.clone()));
+    assert!(matches!(ok, Response::Auth(_)), "{ok:?}");
+    assert_eq!(*n.sm.auth(), before, "an assignment changes no replicated auth state");
+    let wrong = n.apply(Command::new(Op::Auth(login(b"other"))).stamped(checked_at.clone()));
+    assert_eq!(refusal(&wrong), Some(AuthError::AuthFailed));
+    let change = AuthOp::UserChangePassword {
+        name: "alice".into(),
+        password_hash: Some(b"$2b$10$new".to_vec()),
+    };
+    n.auth_as("root", change).unwrap();
+    let late = n.apply(Command::new(Op::Auth(login(hash))).stamped(checked_at));
+    assert_eq!(refusal(&late), Some(AuthError::OldRevision));
+    let current = stamp("", n.sm.auth().revision);
+    let stale_hash = n.apply(Command::new(Op::Auth(login(hash))).stamped(current.clone()));
+    assert_eq!(refusal(&stale_hash), Some(AuthError::AuthFailed));
+    n.auth_as("root", AuthOp::Disable).unwrap();
+    let off = n.apply(Command::new(Op::Auth(login(b"$2b$10$new"))).stamped(current));
+    assert_eq!(refusal(&off), Some(AuthError::NotEnabled));
+}
+
 #[test]
 fn a_refused_command_does_not_use_up_its_session_sequence() {
     let mut n = enabled_store();
@@ -340,6 +375,13 @@ fn auth_commands_and_errors_round_trip_through_the_codec() {
         }],
     });
     assert_eq!(Response::decode(&r.encode()), Ok(r));
+    let login = Command::new(Op::Auth(AuthOp::Authenticate {
+        name: "alice".into(),
+        password_hash: b"$2b$10$hash".to_vec(),
+        token_prefix: "abcdefghijklmnop".into(),
+    }))
+    .stamped(stamp("", 4));
+    assert_eq!(Command::decode(&login.encode()), Ok(login));
     // A command without a stamp encodes exactly as before stamps existed.
     assert_eq!(Command::new(Op::RegisterSession).encode(), vec![WIRE_FORMAT_VERSION, 0, 8]);
     let bad_name = Command::new(Op::Auth(AuthOp::RoleAdd { name: "x".into() })).encode();
