@@ -119,6 +119,21 @@ pub struct Identity {
     pub client_urls: Vec<String>,
 }
 
+impl Identity {
+    /// The Hello this member opens a stream to member `target` with (the frame stream and
+    /// the gRPC stream send the same one).
+    pub fn hello(&self, target: NodeId) -> HelloRequest {
+        HelloRequest {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            member_name: self.name.clone(),
+            target_member_id: target,
+            protocol_version: proto::PEER_PROTOCOL_VERSION,
+            client_urls: self.client_urls.clone(),
+        }
+    }
+}
+
 /// The sending side: one queue and one connection task per peer. The peer set follows
 /// the applied member table ([`Transport::set_peers`]): a member is dialled when it
 /// appears, re-dialled when its peer URL changes, and dropped when it is removed.
@@ -561,14 +576,7 @@ async fn stream_to_peer(
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let started = Instant::now();
-    let hello = HelloRequest {
-        cluster_id: me.cluster_id,
-        member_id: me.member_id,
-        member_name: me.name.clone(),
-        target_member_id: id,
-        protocol_version: proto::PEER_PROTOCOL_VERSION,
-        client_urls: me.client_urls.clone(),
-    };
+    let hello = me.hello(id);
     let mut hello = tonic::Request::new(hello);
     hello.set_timeout(PEER_HELLO_TIMEOUT);
     let answer = match tokio::time::timeout(PEER_HELLO_TIMEOUT, client.hello(hello)).await {

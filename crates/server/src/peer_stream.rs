@@ -464,14 +464,7 @@ pub async fn stream_to_peer(
     let started = Instant::now();
     let io = connect(url, tls).await.map_err(Ended::Failed)?;
     let (mut rd, mut wr) = tokio::io::split(io);
-    let hello = HelloRequest {
-        cluster_id: me.cluster_id,
-        member_id: me.member_id,
-        member_name: me.name.clone(),
-        target_member_id: id,
-        protocol_version: proto::PEER_PROTOCOL_VERSION,
-        client_urls: me.client_urls.clone(),
-    };
+    let hello = me.hello(id);
     let mut out = BytesMut::from(&PREFACE[..]);
     put_message(&mut out, Kind::Hello, &hello);
     write(&mut wr, &out).await.map_err(|e| Ended::Failed(e.to_string()))?;
