@@ -167,3 +167,35 @@ fn add_and_promote_existing(c: &mut KvCluster, id: NodeId) {
     }
     panic!("n{id} never caught up");
 }
+
+#[test]
+fn a_removed_learner_that_restarts_is_told_by_its_peers_and_stops() {
+    // Kv seeds 1271 and 8302 (--membership always): a joined member was removed while
+    // down (or missed its removal) and restarted. A learner or a joiner never campaigns
+    // and the leader no longer sends it anything, so Raft alone never told it: it stayed
+    // up, stale, and a watch opened on it waited for revisions it never applied. The
+    // server dials every peer at start and a peer that applied the removal answers
+    // "removed" (etcd's 410): the member stops for good.
+    let mut cfg = KvConfig::new(3, 4, 61);
+    cfg.spare_members = 1;
+    let mut c = KvCluster::new(cfg);
+    run(&mut c, Duration::from_secs(1));
+    let add = MemberChange::Add { peer_urls: vec![sim_peer_url(4)], is_learner: true };
+    change(&mut c, add).expect("learner added");
+    run(&mut c, Duration::from_secs(1));
+    c.crash(4);
+    remove(&mut c, 4);
+    c.restart(4);
+    assert!(c.is_up(4), "n4 restarted");
+    for _ in 0..50 {
+        if c.is_retired(4) {
+            assert!(!c.is_up(4), "a retired member stays down");
+            return finish(&mut c);
+        }
+        run(&mut c, Duration::from_millis(100));
+    }
+    panic!(
+        "n4 stayed up 5 s after restarting as a removed member\n{}",
+        c.recent_events().join("\n")
+    );
+}

@@ -347,6 +347,20 @@ pub(crate) enum KvEvent {
         watcher: usize,
         token: u64,
     },
+    /// A member's Hello reaches a peer it dials (see [`super::dial`]).
+    PeerHello {
+        member: usize,
+        incarnation: u64,
+        peer: usize,
+        backoff_us: u64,
+    },
+    /// A member dials a peer again after a backoff.
+    PeerDial {
+        member: usize,
+        incarnation: u64,
+        peer: usize,
+        backoff_us: u64,
+    },
 }
 
 /// Which client operation a member's request id answers.
@@ -381,7 +395,9 @@ pub(crate) struct Member {
     /// Watch streams it serves, by watcher.
     pub(crate) watch_streams: BTreeMap<usize, WatchStream>,
     /// Removed from the cluster: stopped for good, never started again.
-    retired: bool,
+    pub(crate) retired: bool,
+    /// Peers this incarnation dials until a Hello gets through (see [`super::dial`]).
+    pub(crate) dialing: BTreeSet<usize>,
 }
 
 /// A simulated raftkv cluster with clients. See the module docs of [`crate::kv`].
@@ -402,6 +418,7 @@ pub struct KvCluster {
     pub(crate) rng_ops: Rng,
     rng_faults: Rng,
     pub(crate) rng_watch: Rng,
+    pub(crate) rng_dial: Rng,
     /// The committed history replayed: the watch and lease checkers' oracle.
     pub(crate) reference: Reference,
     /// Lease id → simulated time before which it must not expire.
@@ -478,6 +495,7 @@ impl KvCluster {
                     ticks: 0,
                     watch_streams: BTreeMap::new(),
                     retired: false,
+                    dialing: BTreeSet::new(),
                 }
             })
             .collect();
@@ -507,6 +525,7 @@ impl KvCluster {
             rng_ops,
             rng_faults: Rng::new(stream_seed(cfg.seed, 0x4b56_0005)),
             rng_watch,
+            rng_dial: Rng::new(stream_seed(cfg.seed, 0x4b56_0009)),
             reference: Reference::new(kv_config),
             lease_protected_until: BTreeMap::new(),
             history: History::new(),
@@ -751,6 +770,7 @@ impl KvCluster {
         m.apply_scheduled = false;
         m.requests.clear();
         m.ticks = 0;
+        m.dialing.clear();
         let (applied, term, last) = (m.applied, node.raft().term(), node.raft().last_index());
         m.node = Some(node);
         let first_tick = self.rng_clock.range(1, m.tick_period_us + 1);
@@ -764,6 +784,7 @@ impl KvCluster {
         if let Err(v) = self.check_member_leases(idx, applied) {
             return self.record(v);
         }
+        self.dial_peers_at_start(idx);
         self.drive(idx);
     }
 
@@ -840,6 +861,12 @@ impl KvCluster {
                 self.on_watch_deliver(watcher, conn, msg)
             }
             KvEvent::WatchTimer { watcher, token } => self.on_watch_timer(watcher, token),
+            KvEvent::PeerHello { member, incarnation, peer, backoff_us } => {
+                self.on_peer_hello((member, incarnation), peer, backoff_us)
+            }
+            KvEvent::PeerDial { member, incarnation, peer, backoff_us } => {
+                self.on_peer_dial((member, incarnation), peer, backoff_us)
+            }
         }
     }
 
@@ -1549,7 +1576,7 @@ impl KvCluster {
 
     /// Member `idx` learnt (from its own log, or from member `from` refusing it) that
     /// it was removed: it stops for good.
-    fn retire(&mut self, idx: usize, from: NodeId) {
+    pub(crate) fn retire(&mut self, idx: usize, from: NodeId) {
         if self.members[idx].retired {
             return;
         }

@@ -59,6 +59,7 @@
 mod auth_check;
 mod client;
 mod cluster;
+mod dial;
 pub mod lease;
 mod reference;
 pub mod swarm;
