@@ -388,3 +388,97 @@ async fn forged_peer_traffic_leaves_every_member_serving() {
         sent_per_attack
     );
 }
+
+/// A member removed while its stream is open, that then sends only keepalives (it missed
+/// its removal and has nothing to say), is told it was removed within a keepalive
+/// interval, not left connected until it speaks (found by the kv simulator's h-watch:
+/// before, only Batch and Forward frames were checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_sending_only_keepalives_is_told_on_its_open_stream() {
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const KEEPALIVE: u8 = 5;
+    let cluster = TestCluster::start("peer-removed-keepalive", &[]);
+    cluster.wait_ready().await;
+    let status = cluster.client().status(0).await.unwrap().header.unwrap();
+    let (cluster_id, to) = (status.cluster_id, status.member_id);
+    // A learner that never starts: its name is what the stream speaks for.
+    let add =
+        pb::MemberAddRequest { peer_ur_ls: vec!["http://127.0.0.1:1".into()], is_learner: true };
+    let learner = common::wait_for(
+        "learner added",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let add = add.clone();
+            let mut c = ClusterClient::new(cluster.channel(0));
+            async move { c.member_add(add).await.ok().map(|r| r.into_inner().member.unwrap().id) }
+        },
+    )
+    .await;
+    let hello = wire::HelloRequest {
+        cluster_id,
+        member_id: learner,
+        member_name: "n4".into(),
+        target_member_id: to,
+        protocol_version: proto::PEER_PROTOCOL_VERSION,
+        client_urls: vec![],
+    };
+    let addr = cluster.peer_url(0).trim_start_matches("http://").to_string();
+    let opening = [&PREFACE[..], &frame(HELLO, &hello.encode_to_vec())].concat();
+    // Member 0 knows the learner once it has applied the addition: dial until welcomed.
+    let conn = common::wait_for(
+        "the learner's Hello welcomed",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let (addr, opening) = (addr.clone(), opening.clone());
+            async move {
+                let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+                conn.write_all(&opening).await.ok()?;
+                let mut head = [0u8; 13];
+                conn.read_exact(&mut head).await.ok()?;
+                let len = u32::from_be_bytes(head[8..12].try_into().unwrap()) as usize;
+                let mut rest = vec![0u8; len - 1];
+                conn.read_exact(&mut rest).await.ok()?;
+                (head[12] == WELCOME).then_some(conn)
+            }
+        },
+    )
+    .await;
+
+    common::wait_for(
+        "learner removed",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let mut c = ClusterClient::new(cluster.channel(0));
+            async move { c.member_remove(pb::MemberRemoveRequest { id: learner }).await.ok() }
+        },
+    )
+    .await;
+    // From now on only keepalives, one a second; the member must refuse the stream
+    // within its keepalive interval (5 s), well before its idle timeout (15 s).
+    let (mut rd, mut wr) = conn.into_split();
+    let pinger = tokio::spawn(async move {
+        while wr.write_all(&frame(KEEPALIVE, &[])).await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let refusal = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            let mut head = [0u8; 5];
+            rd.read_exact(&mut head).await.expect("the stream stays open until refused");
+            let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+            let mut payload = vec![0u8; len - 1];
+            rd.read_exact(&mut payload).await.unwrap();
+            if head[4] == REFUSED {
+                return String::from_utf8_lossy(&payload).into_owned();
+            }
+        }
+    })
+    .await
+    .expect("a removed member's open stream is refused within 12 s");
+    pinger.abort();
+    assert!(refusal.contains("permanently removed"), "{refusal:?}");
+}

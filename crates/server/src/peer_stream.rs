@@ -17,7 +17,8 @@
 //! the member it named, a known member other than this one: the peer guard's rule (see
 //! [`crate::peer_guard`]): a message whose sender differs is dropped and logged, every
 //! field is validated, and a member removed since the stream opened gets etcd's text
-//! and the stream closes. With TLS on the peer port the connection has passed the
+//! and the stream closes (at its next frame, or at the next keepalive tick if it sends
+//! only keepalives). With TLS on the peer port the connection has passed the
 //! handshake (CA, `--peer-cert-allowed-cn`) before a byte of this is read.
 //!
 //! **Frames.** One `Batch` frame carries every message of one Ready for this peer (split
@@ -244,6 +245,12 @@ where
         let frame = tokio::select! {
             read = tokio::time::timeout_at(idle_until, read_frame(rd, &mut buf)) => read,
             _ = ticker.tick() => {
+                // A member removed since the stream opened that sends only keepalives
+                // (it missed its removal and has nothing to say) is told at the next tick.
+                if let Err(why) = still_member(svc, member) {
+                    refuse_open(wr, &why).await;
+                    return Err(why);
+                }
                 write(wr, &keepalive).await.map_err(|e| e.to_string())?;
                 continue;
             }
@@ -290,6 +297,16 @@ where
     }
 }
 
+/// `Err` with etcd's text once `member` has been removed (the stream is then refused
+/// and closed; the member's redial is refused with the same text, and it stops).
+fn still_member(svc: &PeerService, member: NodeId) -> Result<(), String> {
+    if svc.members.contains(member) {
+        Ok(())
+    } else {
+        Err(format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE))
+    }
+}
+
 /// Checks and hands on one `Batch` frame of `member`'s stream; `Err`: close the stream.
 fn batch(svc: &PeerService, member: NodeId, frame: Frame) -> Result<(), String> {
     match peer_frame::batch_message_count(&frame.payload) {
@@ -317,9 +334,7 @@ fn batch(svc: &PeerService, member: NodeId, frame: Frame) -> Result<(), String> 
         return Err("batch from another cluster".into());
     }
     // Removed since the stream opened: its messages are dropped from now on.
-    if !svc.members.contains(member) {
-        return Err(format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE));
-    }
+    still_member(svc, member)?;
     svc.admit_batch(member, batch.messages);
     Ok(())
 }
@@ -333,9 +348,7 @@ fn forward(
     forwarded: &Incoming,
 ) -> Result<Option<peer_forward::Answer>, String> {
     // Removed since the stream opened: its writes are refused from now on.
-    if !svc.members.contains(member) {
-        return Err(format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE));
-    }
+    still_member(svc, member)?;
     forwarded.accept(&svc.node, svc.me.cluster_id, frame.payload).inspect_err(|why| {
         svc.guard.reject(member, "forward", why, &svc.metrics);
     })
