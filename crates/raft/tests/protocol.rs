@@ -227,6 +227,54 @@ fn prevote_partitioned_member_does_not_disrupt_leader() {
     assert_eq!(net.node(1).term(), term);
 }
 
+/// Raft thesis §9.6: a pre-candidate grows its term only on a majority's word for that
+/// term; a grant held back from a round it ran for its current term does not count.
+///
+/// Simulator seeds 5476 and 6355 (`--membership always`): a removed member counted such
+/// grants, held back 1-2 s by the long-delay network, became a candidate one term above
+/// the leader, and was ignored by the leader's followers (leader lease) and never heard
+/// from again (removed): its term stayed above the leader's for good. A member still in
+/// the configuration does the same after a partition and deposes a healthy leader on
+/// its return, which is what pre-vote exists to prevent.
+#[test]
+fn prevote_grant_held_back_from_an_earlier_term_does_not_count() {
+    let mut a = Raft::new(config(1), &voters(3)).unwrap();
+    tick_until_role(&mut a, Role::PreCandidate);
+    assert_eq!(a.term(), 0);
+    let asked = a.ready().messages;
+    assert!(asked.iter().all(|m| m.term == 1 && matches!(m.body, MessageBody::PreVote { .. })));
+    // Round for term 1: node 3, already in term 1, refuses; node 2's grant is held back.
+    let answer = |from, term, reject| Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::PreVoteResp { reject },
+    };
+    a.step(answer(3, 1, true));
+    assert_eq!((a.role(), a.term()), (Role::Follower, 1));
+    // Next round, for term 2: the held-back grant for term 1 arrives first.
+    tick_until_role(&mut a, Role::PreCandidate);
+    a.step(answer(2, 1, false));
+    assert_eq!(
+        (a.role(), a.term()),
+        (Role::PreCandidate, 1),
+        "a grant for term 1 counted in the round for term 2"
+    );
+    // Node 2's answer to this round counts.
+    a.step(answer(2, 2, false));
+    assert_eq!((a.role(), a.term()), (Role::Candidate, 2));
+}
+
+fn tick_until_role(raft: &mut Raft, role: Role) {
+    for _ in 0..2 * Config::new(raft.id()).election_timeout_ticks {
+        raft.tick();
+        if raft.role() == role {
+            return;
+        }
+    }
+    panic!("node {} did not become {role:?} within two election timeouts", raft.id());
+}
+
 /// Raft thesis §6.2: with check-quorum, a leader that cannot reach a majority steps
 /// down within an election timeout or two.
 #[test]
