@@ -791,7 +791,14 @@ impl Raft {
                 self.become_follower(term, Some(m.from));
                 self.step_follower(m);
             }
-            MessageBody::PreVoteResp { reject } if self.role == Role::PreCandidate => {
+            // A grant carries the term it was asked for, ours being `term + 1`; a grant
+            // for `term` answers a round run before we reached this term (a reply held
+            // back), so it says nothing of this one (thesis §9.6: grow the term only on a
+            // majority's word for that term).
+            MessageBody::PreVoteResp { reject }
+                if self.role == Role::PreCandidate
+                    && (reject || self.term.checked_add(1) == Some(m.term)) =>
+            {
                 self.record_vote(m.from, !reject);
             }
             MessageBody::VoteResp { reject } if self.role == Role::Candidate => {

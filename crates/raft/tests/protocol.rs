@@ -227,6 +227,54 @@ fn prevote_partitioned_member_does_not_disrupt_leader() {
     assert_eq!(net.node(1).term(), term);
 }
 
+/// Raft thesis §9.6: a pre-candidate grows its term only on a majority's word for that
+/// term; a grant held back from a round it ran for its current term does not count.
+///
+/// Simulator seeds 5476 and 6355 (`--membership always`): a removed member counted such
+/// grants, held back 1-2 s by the long-delay network, became a candidate one term above
+/// the leader, and was ignored by the leader's followers (leader lease) and never heard
+/// from again (removed): its term stayed above the leader's for good. A member still in
+/// the configuration does the same after a partition and deposes a healthy leader on
+/// its return, which is what pre-vote exists to prevent.
+#[test]
+fn prevote_grant_held_back_from_an_earlier_term_does_not_count() {
+    let mut a = Raft::new(config(1), &voters(3)).unwrap();
+    tick_until_role(&mut a, Role::PreCandidate);
+    assert_eq!(a.term(), 0);
+    let asked = a.ready().messages;
+    assert!(asked.iter().all(|m| m.term == 1 && matches!(m.body, MessageBody::PreVote { .. })));
+    // Round for term 1: node 3, already in term 1, refuses; node 2's grant is held back.
+    let answer = |from, term, reject| Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::PreVoteResp { reject },
+    };
+    a.step(answer(3, 1, true));
+    assert_eq!((a.role(), a.term()), (Role::Follower, 1));
+    // Next round, for term 2: the held-back grant for term 1 arrives first.
+    tick_until_role(&mut a, Role::PreCandidate);
+    a.step(answer(2, 1, false));
+    assert_eq!(
+        (a.role(), a.term()),
+        (Role::PreCandidate, 1),
+        "a grant for term 1 counted in the round for term 2"
+    );
+    // Node 2's answer to this round counts.
+    a.step(answer(2, 2, false));
+    assert_eq!((a.role(), a.term()), (Role::Candidate, 2));
+}
+
+fn tick_until_role(raft: &mut Raft, role: Role) {
+    for _ in 0..2 * Config::new(raft.id()).election_timeout_ticks {
+        raft.tick();
+        if raft.role() == role {
+            return;
+        }
+    }
+    panic!("node {} did not become {role:?} within two election timeouts", raft.id());
+}
+
 /// Raft thesis §6.2: with check-quorum, a leader that cannot reach a majority steps
 /// down within an election timeout or two.
 #[test]
@@ -597,4 +645,77 @@ fn late_duplicate_first_chunk_keeps_snapshot_progress() {
     f.step(chunk(20, true));
     assert_eq!(answer(&mut f), (30, true));
     assert_eq!(f.snapshot_meta().index, 50);
+}
+
+/// Raft Figure 13, chunked InstallSnapshot resumed from the follower's offset: a follower
+/// that answers it holds less than the leader's offset (it restarted and lost its copy,
+/// while answers of its earlier copy, held back, moved the leader past it) gets the
+/// snapshot from its own offset at the next heartbeat answer, unless an answer moved the
+/// transfer forward meanwhile (then the low answer was only late).
+///
+/// Regression (simulator seed 2764, `--membership always`): the leader ignored every
+/// answer below its offset, the follower answered every chunk past its copy with the same
+/// offset, and it never caught up.
+#[test]
+fn snapshot_transfer_resumes_from_a_follower_behind_the_leaders_offset() {
+    let mut net = Net::new(3);
+    for id in 1..=3 {
+        let mut c = config(id);
+        c.snapshot_chunk_bytes = 10;
+        *net.node(id) = Raft::new(c, &voters(3)).unwrap();
+    }
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..20u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    let applied = net.node(1).applied_index();
+    let term = net.node(1).term();
+    let meta = SnapshotMeta {
+        index: applied,
+        term: net.node(1).term_at(applied).unwrap(),
+        conf: ConfState::from_voters(voters(3)),
+    };
+    net.node(1).compact(Snapshot { meta, data: vec![7u8; 95].into() }).unwrap();
+    let held = net.node(1).progress(3).unwrap().match_index;
+    // Node 3's side is played by hand: the leader's answer to each of its messages is
+    // the offset of the chunk it sends node 3 next.
+    let mut from_3 = |body: MessageBody| -> Option<u64> {
+        net.node(1).step(Message { from: 3, to: 1, term, body });
+        net.process(1);
+        let sent = std::mem::take(&mut net.queue);
+        sent.into_iter().rev().find_map(|m| match m.body {
+            MessageBody::Snapshot { offset, .. } if m.to == 3 => Some(offset),
+            _ => None,
+        })
+    };
+    let heartbeat_answer = || MessageBody::HeartbeatResp { read_round: 0 };
+    let answer = |next_offset| MessageBody::SnapshotResp {
+        snapshot_index: applied,
+        next_offset,
+        done: false,
+        last_index: 0,
+    };
+    // Node 3 has nothing past its match: the leader must send the snapshot.
+    let no_match = MessageBody::AppendResp {
+        index: held + 1,
+        reject: Some(RejectHint { conflict_term: 0, conflict_first_index: 0, log_len: held + 1 }),
+    };
+    assert_eq!(from_3(no_match), Some(0), "the transfer starts");
+    assert_eq!(from_3(answer(10)), Some(10));
+    assert_eq!(from_3(answer(20)), Some(20));
+    // Node 3 restarts without its copy: asked from 0, the leader starts over.
+    assert_eq!(from_3(answer(0)), Some(0));
+    // The answer its earlier copy gave to chunk 20, held back, moves the leader to 30.
+    assert_eq!(from_3(answer(30)), Some(30));
+    // Node 3 holds 10 bytes (chunk 0 of the new start) and says so; not at once (it
+    // could be late), but at the next heartbeat answer the leader resends from there.
+    assert_eq!(from_3(answer(10)), None);
+    assert_eq!(from_3(heartbeat_answer()), Some(10), "resent from the follower's offset");
+    // A low answer overtaken by one that moves the transfer forward was only late.
+    assert_eq!(from_3(answer(20)), Some(20));
+    assert_eq!(from_3(answer(10)), None);
+    assert_eq!(from_3(answer(30)), Some(30));
+    assert_eq!(from_3(heartbeat_answer()), Some(30), "a late answer does not move it back");
 }

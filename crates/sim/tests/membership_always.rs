@@ -92,3 +92,17 @@ fn a_snapshot_transfer_resumes_from_a_restarted_follower_behind_late_answers() {
     // own at the next heartbeat answer (`Progress::snapshot_behind`).
     passes_with_changes(2764);
 }
+
+#[test]
+fn a_removed_member_does_not_count_prevote_grants_held_back_from_an_earlier_term() {
+    // Seeds 5476, 6355: a removed member that held its leave entry but did not know it
+    // committed kept campaigning (as it may). At term T, in its round for T+1, it counted
+    // grants of its earlier round for T, held back 1-2 s by the long-delay network, and
+    // became a candidate in T+1. The leader's followers ignored its vote requests (leader
+    // lease) and the leader, whose configuration no longer held it, never wrote to it: its
+    // term stayed above the leader's for good ("Liveness (election)", no leader in the
+    // highest term). A pre-candidate now counts only grants for the term it asks for.
+    for seed in [5476, 6355] {
+        passes_with_changes(seed);
+    }
+}
