@@ -2,6 +2,16 @@
 //! one (raftkv or etcd: both speak etcd's v3 API).
 
 mod bench;
+
+/// The binary's allocator (the libraries leave the choice to the program that uses them):
+/// jemalloc, built with its background thread on, which returns freed pages to the OS
+/// after its 10 s decay even when the member is idle. Measured against glibc malloc and
+/// mimalloc (README "Performance"): 19-26% less server CPU per operation than glibc, the
+/// same peak and idle memory; mimalloc saved less CPU and peaked 14% higher.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod config_file;
 mod playground;
 mod snapshot;
