@@ -53,19 +53,7 @@ run() {
     [ $SECONDS -lt $deadline ] || { echo "$label: no leader after 30 s" >&2; tail "$dir"/m*.log >&2; exit 1; }
     sleep 0.2
   done
-  python3 - "$dir/rss.csv" "$dir/STOP" "${servers[@]}" <<'PY' &
-import os, sys, time
-out, stop, pids = sys.argv[1], sys.argv[2], sys.argv[3:]
-def rss(p):
-    try:
-        with open(f"/proc/{p}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return 0
-with open(out, "w") as f:
-    while not os.path.exists(stop):
-        f.write(" ".join(str(rss(p)) for p in pids) + "\n"); f.flush(); time.sleep(0.1)
-PY
+  python3 "$(dirname "$0")/rss_sampler.py" "$dir/rss.csv" "$dir/STOP" "${servers[@]}" &
   sampler=$!; PIDS+=($sampler)
   "$LOADGEN" bench --endpoints "$ep" --preload --duration-secs 0 --clients 64 --keys "$KEYS" --value-size 256 --quiet >/dev/null
   : >"$out"

@@ -36,19 +36,7 @@ until "$RAFTKV" bench --endpoints "$EP" --keys 1 --count 1 --duration-secs 2 --q
   [ $SECONDS -lt $deadline ] || { echo "no leader after 30 s" >&2; tail "$WORK"/m*.log >&2; exit 1; }
   sleep 0.2
 done
-python3 - "$WORK/rss.csv" "$WORK/STOP" "${SERVERS[@]}" <<'PY' &
-import os, sys, time
-out, stop, pids = sys.argv[1], sys.argv[2], sys.argv[3:]
-def rss(p):
-    try:
-        with open(f"/proc/{p}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return 0
-with open(out, "w") as f:
-    while not os.path.exists(stop):
-        f.write(" ".join(str(rss(p)) for p in pids) + "\n"); f.flush(); time.sleep(0.1)
-PY
+python3 bench/rss_sampler.py "$WORK/rss.csv" "$WORK/STOP" "${SERVERS[@]}" &
 SAMPLER=$!; PIDS+=($SAMPLER)
 ticks() { local t=0 p; for p in "${SERVERS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 "$RAFTKV" bench --endpoints "$EP" --preload --duration-secs 0 --clients 64 --keys "$KEYS" --quiet >/dev/null

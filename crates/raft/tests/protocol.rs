@@ -566,12 +566,10 @@ fn restart_after_torn_write_adopts_the_term_of_surviving_entries() {
     assert_eq!(r.last_index(), 2);
 }
 
-/// Regression (simulator, kv seed 8971): on a network that duplicates messages, every
-/// duplicated InstallSnapshot answer used to send another chunk, each starting another
-/// endless chunk/answer exchange — a message storm. Only an answer that moves the transfer
-/// forward may send the next chunk.
-#[test]
-fn duplicated_snapshot_answers_do_not_multiply_chunks() {
+/// Three voters with 10-byte snapshot chunks; node 1 leads and, while node 3 was cut
+/// off, committed 20 entries and compacted them into a 95-byte snapshot (node 3 then
+/// needs it, in 10 chunks). Node 3 stays isolated. Returns the snapshot's index too.
+fn leader_1_with_a_snapshot_node_3_lacks() -> (Net, u64) {
     let mut net = Net::new(3);
     for id in 1..=3 {
         let mut c = config(id);
@@ -591,6 +589,16 @@ fn duplicated_snapshot_answers_do_not_multiply_chunks() {
         conf: ConfState::from_voters(voters(3)),
     };
     net.node(1).compact(Snapshot { meta, data: vec![7u8; 95].into() }).unwrap();
+    (net, applied)
+}
+
+/// Regression (simulator, kv seed 8971): on a network that duplicates messages, every
+/// duplicated InstallSnapshot answer used to send another chunk, each starting another
+/// endless chunk/answer exchange — a message storm. Only an answer that moves the transfer
+/// forward may send the next chunk.
+#[test]
+fn duplicated_snapshot_answers_do_not_multiply_chunks() {
+    let (mut net, applied) = leader_1_with_a_snapshot_node_3_lacks();
     net.heal();
     net.duplicate = true;
     net.delivered.clear();
@@ -658,26 +666,8 @@ fn late_duplicate_first_chunk_keeps_snapshot_progress() {
 /// offset, and it never caught up.
 #[test]
 fn snapshot_transfer_resumes_from_a_follower_behind_the_leaders_offset() {
-    let mut net = Net::new(3);
-    for id in 1..=3 {
-        let mut c = config(id);
-        c.snapshot_chunk_bytes = 10;
-        *net.node(id) = Raft::new(c, &voters(3)).unwrap();
-    }
-    net.elect(1);
-    net.isolate(3);
-    for k in 0..20u8 {
-        net.node(1).propose(vec![k]).unwrap();
-        net.deliver_all();
-    }
-    let applied = net.node(1).applied_index();
+    let (mut net, applied) = leader_1_with_a_snapshot_node_3_lacks();
     let term = net.node(1).term();
-    let meta = SnapshotMeta {
-        index: applied,
-        term: net.node(1).term_at(applied).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
-    net.node(1).compact(Snapshot { meta, data: vec![7u8; 95].into() }).unwrap();
     let held = net.node(1).progress(3).unwrap().match_index;
     // Node 3's side is played by hand: the leader's answer to each of its messages is
     // the offset of the chunk it sends node 3 next.
