@@ -210,6 +210,28 @@ impl Cluster {
         self.leaders().into_iter().find(|&(_, t)| t == max_term).map(|(id, _)| id)
     }
 
+    /// The leader of the highest term among up nodes, if no up member of its own
+    /// configuration is in a higher term: the cluster has converged on it. Up nodes
+    /// outside that configuration do not count: a removed member, or one whose addition
+    /// never committed and that still holds it in its log, may campaign in a higher term
+    /// for good without disturbing anyone (the members it asks are in the leader's lease,
+    /// and the leader never writes to it) — as a real one would be refused by every peer.
+    /// Every `stable_leader` is a converged leader; the liveness phase asks for this one
+    /// (raft seed 4875 `--membership always`: n6, whose addition was cut off uncommitted
+    /// by a partition, sat in term 16 above the leader's 15).
+    pub fn converged_leader(&self) -> Option<NodeId> {
+        let (id, term) =
+            self.leaders().into_iter().max_by_key(|&(id, t)| (t, std::cmp::Reverse(id)))?;
+        let members = self.raft(id)?.conf_state().members();
+        let above = self
+            .nodes
+            .iter()
+            .filter(|n| members.contains(&n.id))
+            .filter_map(|n| n.raft.as_ref())
+            .any(|r| r.term() > term);
+        (!above).then_some(id)
+    }
+
     /// Role of `id`, if up.
     pub fn role(&self, id: NodeId) -> Option<Role> {
         self.raft(id).map(|r| r.role())

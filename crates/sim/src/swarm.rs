@@ -583,7 +583,7 @@ impl Swarm {
             self.cluster.run_until_us(now);
             self.check()?;
             let elapsed = now - start;
-            leader_seen = leader_seen || self.cluster.stable_leader().is_some();
+            leader_seen = leader_seen || self.cluster.converged_leader().is_some();
             if !leader_seen && elapsed > LIVENESS_LEADER_BOUND_US * patience {
                 let details = format!(
                     "no leader within {} s of healing everything\n{}",
@@ -684,7 +684,7 @@ impl Swarm {
         };
         let need = max.into_iter().max().unwrap_or(0);
         // Every member of the leader's configuration; removed nodes no longer follow.
-        let Some(leader) = self.cluster.stable_leader() else { return false };
+        let Some(leader) = self.cluster.converged_leader() else { return false };
         let members = self.cluster.raft(leader).expect("a leader is up").conf_state().members();
         members.into_iter().all(|id| self.cluster.state_machine(id).applied_index >= need)
     }

@@ -106,3 +106,15 @@ fn a_removed_member_does_not_count_prevote_grants_held_back_from_an_earlier_term
         passes_with_changes(seed);
     }
 }
+
+#[test]
+fn a_node_whose_addition_never_committed_may_sit_in_a_higher_term() {
+    // Seed 4875: n5 led term 12, appended "add voter n6" and was cut off with n6 by a
+    // partition at once; the majority elected another leader and the addition was
+    // overwritten everywhere but on n6, which still holds it (a configuration takes effect
+    // at append) and so campaigns for good, in term 16 above the leader's 15. It disturbs
+    // no one: the members it asks are in the leader's lease and the leader never writes to
+    // it. The liveness check wanted a leader in the highest term of every up node
+    // ("Liveness (election)"); it now wants one no member of its configuration is above.
+    passes_with_changes(4875);
+}
