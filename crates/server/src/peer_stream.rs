@@ -247,7 +247,11 @@ where
             _ = ticker.tick() => {
                 // A member removed since the stream opened that sends only keepalives
                 // (it missed its removal and has nothing to say) is told at the next tick.
-                if let Err(why) = still_member(svc, member) {
+                // Only one this member's table marks removed: a member it does not know
+                // (a table restored from a snapshot older than the member's addition)
+                // is not told it was removed, or it would stop.
+                if svc.members.is_removed(member) {
+                    let why = format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE);
                     refuse_open(wr, &why).await;
                     return Err(why);
                 }
