@@ -29,6 +29,12 @@ pub const JOINED_FILE: &str = "raftkv-joined";
 pub const REMOVED_FILE: &str = "raftkv-removed";
 /// etcd's words when a member learns it was removed.
 pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
+
+/// What a member is told when a peer refuses it as removed: its id and etcd's words
+/// (the receiver stops when the reason contains [`REMOVED_MESSAGE`]).
+pub fn removed_reason(member: NodeId) -> String {
+    format!("member {member:x}: {REMOVED_MESSAGE}")
+}
 /// How long a joining member keeps asking the members `--initial-cluster` names for the
 /// member list before it gives up (etcd: a few seconds per peer URL).
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -666,11 +666,7 @@ impl PeerService {
         }
         // A removed member that missed its removal learns it here, as etcd's does.
         if self.members.is_removed(h.member_id) {
-            return Err(format!(
-                "member {:x}: {}",
-                h.member_id,
-                crate::membership::REMOVED_MESSAGE
-            ));
+            return Err(crate::membership::removed_reason(h.member_id));
         }
         if !self.members.contains(h.member_id)
             || (h.target_member_id != 0 && h.target_member_id != self.me.member_id)
@@ -729,10 +725,7 @@ impl Peer for PeerService {
             }
             // Removed since the stream opened: its messages are dropped from now on.
             if !self.members.contains(member) {
-                return Err(Status::permission_denied(format!(
-                    "member {member:x}: {}",
-                    crate::membership::REMOVED_MESSAGE
-                )));
+                return Err(Status::permission_denied(crate::membership::removed_reason(member)));
             }
             ack.batches_received += 1;
             ack.messages_received += batch.messages.len() as u64;

@@ -251,7 +251,7 @@ where
                 // (a table restored from a snapshot older than the member's addition)
                 // is not told it was removed, or it would stop.
                 if svc.members.is_removed(member) {
-                    let why = format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE);
+                    let why = crate::membership::removed_reason(member);
                     refuse_open(wr, &why).await;
                     return Err(why);
                 }
@@ -307,7 +307,7 @@ fn still_member(svc: &PeerService, member: NodeId) -> Result<(), String> {
     if svc.members.contains(member) {
         Ok(())
     } else {
-        Err(format!("member {member:x}: {}", crate::membership::REMOVED_MESSAGE))
+        Err(crate::membership::removed_reason(member))
     }
 }
 
