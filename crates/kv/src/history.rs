@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::auth::{AuthState, Permission, User, ROOT_ROLE, ROOT_USER};
 use crate::machine::{Config, StateMachine, INITIAL_REVISION};
-use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
+use crate::mvcc::{Lease, Mvcc, MvccKey, PutMeta, Record, Version};
 use crate::quota::Alarms;
 use crate::session::Sessions;
 use crate::types::KeyValue;
@@ -52,14 +52,14 @@ impl StateMachine {
                     sub: *sub,
                     tombstone: true,
                 },
-                Record::Put { value, create_revision, version, lease } => StoredChange {
+                Record::Put(v) => StoredChange {
                     kv: KeyValue {
                         key: key.to_vec(),
-                        create_revision: *create_revision,
+                        create_revision: v.meta().create_revision,
                         mod_revision: *rev,
-                        version: *version,
-                        value: value.to_vec(),
-                        lease: *lease,
+                        version: v.meta().version,
+                        value: v.value().to_vec(),
+                        lease: v.meta().lease,
                     },
                     sub: *sub,
                     tombstone: false,
@@ -116,13 +116,12 @@ impl Import {
                     self.config.value_bytes_max
                 ));
             }
-            let value = kv.value.into();
-            Record::Put {
-                value,
+            let meta = PutMeta {
                 create_revision: kv.create_revision,
                 version: kv.version,
                 lease: kv.lease,
-            }
+            };
+            Record::Put(Version::new(&kv.value, meta))
         };
         let key = MvccKey::new(Arc::from(kv.key), rev, change.sub);
         if self.mvcc.entries.insert(key, record).is_some() {

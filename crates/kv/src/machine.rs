@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::auth::{AuthError, AuthStamp, AuthState, PermissionType};
 use crate::codec::DecodeError;
 use crate::members::{Member, MemberOp, Members};
-use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, Record};
+use crate::mvcc::{KeyRange, KvRef, Lease, Mvcc, PutMeta, Record, Version};
 use crate::quota::{Alarms, STATE_BASE_BYTES};
 use crate::session::{kept_response, SessionCheck, Sessions};
 use crate::txn_check::check_branch_keys;
@@ -727,23 +727,24 @@ fn range(m: &Mvcc, r: &RangeRequest, current: u64) -> Result<RangeResponse, KvEr
     Ok(RangeResponse { revision: 0, kvs, more, count })
 }
 
-/// Owned copy of what a write needs from the previous version of a key.
+/// What a write needs from the previous version of a key: handles to its shared
+/// key and version, and the client's copy when it asked for one.
 struct Prev {
     key: Arc<[u8]>,
-    value: Arc<[u8]>,
-    create_revision: u64,
-    version: u64,
-    lease: i64,
+    put: Version,
     kv: KeyValue,
+}
+
+impl Prev {
+    fn meta(&self) -> &PutMeta {
+        self.put.meta()
+    }
 }
 
 fn prev_of(m: &Mvcc, key: &[u8], rev: u64, want_kv: bool) -> Option<Prev> {
     m.get_at(key, rev).map(|kv| Prev {
         key: kv.key.clone(),
-        value: kv.value.clone(),
-        create_revision: kv.create_revision,
-        version: kv.version,
-        lease: kv.lease,
+        put: kv.put.clone(),
         kv: if want_kv { kv.to_key_value(true) } else { KeyValue::default() },
     })
 }
@@ -756,16 +757,16 @@ fn write_put(
     p: &mut Pending,
     key: &[u8],
     prev: Option<&Prev>,
-    value: Arc<[u8]>,
+    value: &[u8],
     lease: i64,
 ) {
     let (key, create_revision, version) = match prev {
         // Reuse the stored key so all versions of a key share one allocation.
-        Some(prev) => (prev.key.clone(), prev.create_revision, prev.version + 1),
+        Some(prev) => (prev.key.clone(), prev.meta().create_revision, prev.meta().version + 1),
         None => (Arc::from(key), p.rev, 1),
     };
-    let record = Record::Put { value, create_revision, version, lease };
-    p.write_over(m, key, record, prev.map_or(0, |prev| prev.lease));
+    let record = Record::Put(Version::new(value, PutMeta { create_revision, version, lease }));
+    p.write_over(m, key, record, prev.map_or(0, |prev| prev.meta().lease));
 }
 
 fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvError> {
@@ -773,13 +774,13 @@ fn put(m: &mut Mvcc, p: &mut Pending, r: &PutRequest) -> Result<PutResponse, KvE
         return Err(KvError::LeaseNotFound { id: r.lease });
     }
     let prev = prev_of(m, &r.key, p.read_rev(), r.prev_kv);
-    let (value, lease) = match (&prev, r.ignore_value || r.ignore_lease) {
+    let (value, lease): (&[u8], i64) = match (&prev, r.ignore_value || r.ignore_lease) {
         (None, true) => return Err(KvError::KeyNotFound { key: r.key.clone() }),
         (Some(prev), true) => (
-            if r.ignore_value { prev.value.clone() } else { Arc::from(&r.value[..]) },
-            if r.ignore_lease { prev.lease } else { r.lease },
+            if r.ignore_value { prev.put.value() } else { &r.value },
+            if r.ignore_lease { prev.meta().lease } else { r.lease },
         ),
-        (_, false) => (Arc::from(&r.value[..]), r.lease),
+        (_, false) => (&r.value, r.lease),
     };
     write_put(m, p, &r.key, prev.as_ref(), value, lease);
     Ok(PutResponse { revision: 0, prev_kv: prev.filter(|_| r.prev_kv).map(|prev| prev.kv) })
@@ -793,11 +794,11 @@ fn append(
     suffix: &[u8],
 ) -> Result<PutResponse, KvError> {
     let prev = prev_of(m, key, p.read_rev(), false);
-    let old: &[u8] = prev.as_ref().map_or(&[], |prev| &prev.value);
+    let old: &[u8] = prev.as_ref().map_or(&[], |prev| prev.put.value());
     check_value_len(cfg, old.len() + suffix.len())?;
-    let value: Arc<[u8]> = [old, suffix].concat().into();
-    let lease = prev.as_ref().map_or(0, |prev| prev.lease);
-    write_put(m, p, key, prev.as_ref(), value, lease);
+    let value = [old, suffix].concat();
+    let lease = prev.as_ref().map_or(0, |prev| prev.meta().lease);
+    write_put(m, p, key, prev.as_ref(), &value, lease);
     Ok(PutResponse { revision: 0, prev_kv: None })
 }
 

@@ -30,7 +30,7 @@ pub const STATE_BASE_BYTES: u64 = 16 * 1024;
 /// What one history entry counts toward the size estimate.
 pub(crate) fn entry_bytes(key: &[u8], record: &Record) -> u64 {
     let value = match record {
-        Record::Put { value, .. } => value.len() as u64,
+        Record::Put(v) => v.value().len() as u64,
         Record::Tombstone => 0,
     };
     ENTRY_OVERHEAD_BYTES + key.len() as u64 + value

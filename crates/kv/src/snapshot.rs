@@ -60,7 +60,7 @@ use crate::machine::{Config, StateMachine};
 use crate::members::{
     Member, Members, MEMBER_NAME_BYTES_MAX, MEMBER_URLS_MAX, MEMBER_URL_BYTES_MAX,
 };
-use crate::mvcc::{Lease, Mvcc, MvccKey, Record};
+use crate::mvcc::{Lease, Mvcc, MvccKey, PutMeta, Record, Version};
 use crate::quota::Alarms;
 use crate::session::{ClientSession, Sessions};
 use crate::types::{AlarmMember, AlarmType, Response};
@@ -271,12 +271,13 @@ fn write_state<W: Write>(w: &mut SnapWriter<W>, s: &StateMachine) -> io::Result<
         w.u64(k.sub)?;
         match record {
             Record::Tombstone => w.u8(0)?,
-            Record::Put { value, create_revision, version, lease } => {
+            Record::Put(v) => {
+                let m = v.meta();
                 w.u8(1)?;
-                w.u64(*create_revision)?;
-                w.u64(*version)?;
-                w.i64(*lease)?;
-                w.bytes(value)?;
+                w.u64(m.create_revision)?;
+                w.u64(m.version)?;
+                w.i64(m.lease)?;
+                w.bytes(v.value())?;
             }
         }
     }
@@ -695,7 +696,7 @@ fn read_entry<R: Read>(
                 )));
             }
             let value = r.bytes(config.value_bytes_max, "value")?;
-            Record::Put { value: value.into(), create_revision, version, lease }
+            Record::Put(Version::new(&value, PutMeta { create_revision, version, lease }))
         }
         tag => return Err(r.corrupt(format!("entry kind {tag}"))),
     };
