@@ -13,8 +13,10 @@
 use clap::{Parser, ValueEnum};
 use sim::bench::run_bench;
 use sim::driver::{self, Engine, SeedRange};
-use sim::kv::swarm::{describe_outcome, run_kv_params, LinVerdict, PATIENT};
-use sim::kv::{run_kv_seed_with, KvOutcome, KvStats};
+use sim::kv::swarm::{
+    describe_outcome, run_kv_params, KvParams, LinVerdict, KV_LINCHECK_STEPS, PATIENT,
+};
+use sim::kv::{KvOutcome, KvStats};
 use sim::scenario::{Exercised, Scenario};
 use sim::swarm::{run_params, run_seed_with, Failure, Membership, SeedOutcome};
 use std::process::ExitCode;
@@ -59,6 +61,11 @@ struct Args {
     /// seed draws it, every seed, or none. `always` keeps every other draw of a seed.
     #[arg(long, value_enum, default_value_t = Membership::Random, conflicts_with_all = ["scenario", "bench"])]
     membership: Membership,
+    /// kv workload: search steps the linearizability check may take per seed. A check
+    /// that runs out says "unknown (step budget)" for its seed, which is counted, not a
+    /// failure; a larger budget settles such seeds (the default keeps swarms fast).
+    #[arg(long, default_value_t = KV_LINCHECK_STEPS)]
+    lincheck_steps: u64,
 }
 
 /// The replicated service driven by the simulation.
@@ -84,7 +91,12 @@ fn main() -> ExitCode {
         }
         return bench(args.bench_seconds);
     }
-    let (raft, kv_engine) = (RaftEngine(args.membership), KvEngine(args.membership));
+    if !kv && args.lincheck_steps != KV_LINCHECK_STEPS {
+        eprintln!("error: --lincheck-steps is for --workload kv (the raft workload has no linearizability check)");
+        return ExitCode::from(2);
+    }
+    let raft = RaftEngine(args.membership);
+    let kv_engine = KvEngine { membership: args.membership, lincheck_steps: args.lincheck_steps };
     let failed = match (args.seed, kv) {
         (Some(seed), false) => driver::one_seed(&raft, seed, args.verbose),
         (Some(seed), true) => driver::one_seed(&kv_engine, seed, args.verbose),
@@ -224,7 +236,10 @@ impl Engine for RaftEngine {
 }
 
 /// The kv workload: the real member code, clients, linearizability.
-struct KvEngine(Membership);
+struct KvEngine {
+    membership: Membership,
+    lincheck_steps: u64,
+}
 
 impl Engine for KvEngine {
     type Outcome = KvOutcome;
@@ -232,11 +247,18 @@ impl Engine for KvEngine {
     const LABEL: &'static str = " (kv)";
 
     fn flags(&self) -> String {
-        format!(" --workload kv{}", self.0.flag())
+        let steps = if self.lincheck_steps == KV_LINCHECK_STEPS {
+            String::new()
+        } else {
+            format!(" --lincheck-steps {}", self.lincheck_steps)
+        };
+        format!(" --workload kv{}{steps}", self.membership.flag())
     }
 
     fn run(&self, seed: u64, verbose: bool) -> KvOutcome {
-        run_kv_seed_with(seed, self.0, verbose)
+        let mut p = KvParams::from_seed_with(seed, self.membership);
+        p.lincheck_steps = self.lincheck_steps;
+        run_kv_params(p, verbose)
     }
 
     fn failure(out: &KvOutcome) -> Option<&Failure> {

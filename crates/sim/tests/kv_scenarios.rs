@@ -367,3 +367,26 @@ fn a_sequential_client_does_not_wait_for_heartbeats() {
     let ok = finish(&mut c);
     assert_eq!(ok, APPENDS, "every append completed");
 }
+
+#[test]
+fn a_larger_checker_budget_settles_a_seed_the_default_leaves_unknown() {
+    // `sim --lincheck-steps`: seed 96's history outgrows the default search budget (so
+    // swarms report it "unknown", not proven); the budget must reach the checker, and a
+    // larger one must prove the same history linearizable.
+    use sim::kv::swarm::{run_kv_params, KvParams, LinVerdict, KV_LINCHECK_STEPS};
+    let run = |steps: u64| {
+        let mut p = KvParams::from_seed(96);
+        p.lincheck_steps = steps;
+        let out = run_kv_params(p, false);
+        assert!(out.failure.is_none(), "seed 96 failed: {:?}", out.failure.map(|f| f.violation));
+        (out.verdict, out.stats)
+    };
+    let (default, stats) = run(KV_LINCHECK_STEPS);
+    assert!(
+        matches!(default, LinVerdict::Unknown(_)),
+        "the default budget settled seed 96: {default:?}"
+    );
+    let (larger, same_stats) = run(100_000_000);
+    assert!(matches!(larger, LinVerdict::Linearizable), "100M steps: {larger:?}");
+    assert_eq!(stats, same_stats, "the budget changes only the check, not the run");
+}

@@ -55,6 +55,9 @@ pub struct KvParams {
     /// Mean time between the operator's membership changes during the safety phase
     /// (`None`: the membership stays as founded). Seeds with changes have spare members.
     pub member_change_interval_us: Option<u64>,
+    /// Search steps the linearizability check may take ([`KV_LINCHECK_STEPS`] unless
+    /// `sim --lincheck-steps` says otherwise; not drawn from the seed).
+    pub lincheck_steps: u64,
 }
 
 impl KvParams {
@@ -169,6 +172,7 @@ impl KvParams {
                 safety_duration_us: r.range(15_000_000, 30_000_001),
             },
             member_change_interval_us,
+            lincheck_steps: KV_LINCHECK_STEPS,
         }
     }
 }
@@ -505,7 +509,7 @@ impl KvSwarm {
     }
 
     fn linearizability(&mut self) -> (LinVerdict, Option<Violation>) {
-        let options = CheckOptions { timeout: None, max_steps: Some(KV_LINCHECK_STEPS) };
+        let options = CheckOptions { timeout: None, max_steps: Some(self.p.lincheck_steps) };
         let verdict = check(&KvModel::strict(), &self.c.settled_history(), &options);
         let c = &mut self.c;
         let ops = c.history().len();
