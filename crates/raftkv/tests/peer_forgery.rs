@@ -487,7 +487,7 @@ async fn a_removed_member_sending_only_keepalives_is_told_on_its_open_stream() {
 /// `Stream` batch of 4097 empty messages, or a `ForwardBatch` of 1025 empty commands, is
 /// refused by count before it is decoded (INVALID_ARGUMENT naming the count, the call and
 /// the bound); one at the bound is taken. Before, tonic decoded any batch up to 16 MiB:
-/// 2 bytes per empty message on the wire, about 150 in memory, so one call could make a
+/// 2 bytes per empty message on the wire, 192 in memory, so one call could make a
 /// member allocate over a gigabyte (the frame stream had counted since ba95225).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_batches_past_the_count_bound_are_refused() {

@@ -5,7 +5,7 @@
 //! the message past its bound before anything is decoded.
 //!
 //! Why: protobuf spends 2 bytes on an empty element of a repeated field, the decoded
-//! form far more (about 150 bytes for a Raft `Message`, 32 for a `Bytes` command, plus
+//! form far more (192 bytes for a Raft `Message`, 32 for a `Bytes` command, plus
 //! the vector's spare capacity), so one gRPC message at [`PEER_MESSAGE_BYTES_MAX`] made
 //! of empty elements had a member allocate over a gigabyte before any check could run.
 //! The frame stream counts its `Batch` and `Forward` frames the same way, against the
