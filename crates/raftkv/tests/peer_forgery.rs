@@ -519,6 +519,9 @@ async fn grpc_batches_past_the_count_bound_are_refused() {
     let message = refused.message();
     assert!(message.starts_with("4097 Raft messages in one MessageBatch"), "{message}");
     assert!(message.contains("(at most 4096): the sender must split"), "{message}");
+    // Both counted as invalid peer input: the 4096 malformed messages and the refusal.
+    let invalid = counter(&cluster, 0, "raftkv_peer_messages_invalid_total");
+    assert!(invalid > 4096, "{invalid} invalid peer messages counted");
 
     let forward = |n| wire::ForwardBatchRequest { cluster_id, commands: vec![Bytes::new(); n] };
     let answer = peer.forward_batch(forward(1024)).await.expect("1024 are taken").into_inner();
