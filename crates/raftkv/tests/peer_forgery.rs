@@ -482,3 +482,59 @@ async fn a_removed_member_sending_only_keepalives_is_told_on_its_open_stream() {
     pinger.abort();
     assert!(refusal.contains("permanently removed"), "{refusal:?}");
 }
+
+/// Forgery on the gRPC peer calls, which members of earlier versions still use: a
+/// `Stream` batch of 4097 empty messages, or a `ForwardBatch` of 1025 empty commands, is
+/// refused by count before it is decoded (INVALID_ARGUMENT naming the count, the call and
+/// the bound); one at the bound is taken. Before, tonic decoded any batch up to 16 MiB:
+/// 2 bytes per empty message on the wire, 192 in memory, so one call could make a
+/// member allocate over a gigabyte (the frame stream had counted since ba95225).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_batches_past_the_count_bound_are_refused() {
+    let cluster = TestCluster::start("peer-grpc-count", &[]);
+    cluster.wait_ready().await;
+    let status = cluster.client().status(0).await.unwrap().header.unwrap();
+    let (cluster_id, to) = (status.cluster_id, status.member_id);
+    let mut c = ClusterClient::new(cluster.channel(0));
+    let list = c.member_list(pb::MemberListRequest::default()).await.unwrap().into_inner();
+    let member = list.members.iter().map(|m| m.id).find(|&id| id != to).expect("a peer");
+    let channel = tonic::transport::Channel::from_shared(cluster.peer_url(0))
+        .unwrap()
+        .connect()
+        .await
+        .expect("peer port reachable");
+    let mut peer = PeerClient::new(channel);
+
+    let stream = |n| {
+        let batch = wire::MessageBatch { cluster_id, messages: vec![wire::Message::default(); n] };
+        let mut req = tonic::Request::new(tokio_stream::iter(vec![batch]));
+        req.metadata_mut().insert("raftkv-member-id", format!("{member:x}").parse().unwrap());
+        req
+    };
+    // At the bound: taken (each message malformed, dropped by the guard, counted).
+    let ack = peer.stream(stream(4096)).await.expect("4096 messages are taken").into_inner();
+    assert_eq!((ack.batches_received, ack.messages_received), (1, 4096));
+    let refused = peer.stream(stream(4097)).await.expect_err("4097 messages are refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let message = refused.message();
+    assert!(message.starts_with("4097 Raft messages in one MessageBatch"), "{message}");
+    assert!(message.contains("(at most 4096): the sender must split"), "{message}");
+    // Both counted as invalid peer input: the 4096 malformed messages and the refusal.
+    let invalid = counter(&cluster, 0, "raftkv_peer_messages_invalid_total");
+    assert!(invalid > 4096, "{invalid} invalid peer messages counted");
+
+    let forward = |n| wire::ForwardBatchRequest { cluster_id, commands: vec![Bytes::new(); n] };
+    let answer = peer.forward_batch(forward(1024)).await.expect("1024 are taken").into_inner();
+    assert_eq!(answer.responses.len(), 1024);
+    let malformed = wire::ForwardError::Malformed as i32;
+    assert!(answer.responses.iter().all(|r| r.error == malformed), "empty commands");
+    let refused = peer.forward_batch(forward(1025)).await.expect_err("1025 are refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let message = refused.message();
+    assert!(message.starts_with("1025 forwarded writes in one ForwardBatchRequest"), "{message}");
+    assert!(message.contains("(at most 1024): the sender must split"), "{message}");
+
+    // The refused member still serves its clients.
+    let mut client = cluster.client();
+    client.put(b"after", b"refusals").await.expect("a write after the refusals");
+}

@@ -68,6 +68,7 @@ pub mod metrics;
 pub mod peer;
 pub mod peer_forward;
 pub mod peer_frame;
+pub mod peer_grpc;
 pub mod peer_guard;
 pub mod peer_stream;
 pub mod runtime;
@@ -77,7 +78,7 @@ pub mod watch;
 
 use crate::config::{check_data_dir, ServerConfig};
 use crate::metrics::Metrics;
-use crate::peer::{ClientUrls, Identity, PeerService, Transport, PEER_MESSAGE_BYTES_MAX};
+use crate::peer::{ClientUrls, Identity, PeerService, Transport};
 use node::{Node, NodeConfig};
 use std::fmt;
 use std::sync::Arc;
@@ -284,15 +285,12 @@ pub async fn serve_until(
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;
     use proto::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer};
     use proto::etcdserverpb::{lease_server::LeaseServer, watch_server::WatchServer};
-    use proto::peer::peer_server::PeerServer;
     if cfg.grpc.keepalive_min_time != config::GrpcLimits::default().keepalive_min_time {
         tracing::warn!("{}", config::GrpcLimits::KEEPALIVE_MIN_TIME_NOT_ENFORCED);
     }
-    let peer_router = grpc_server(&cfg.grpc).add_service(
-        PeerServer::from_arc(peer_service.clone())
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
-    );
+    // `Stream` and `ForwardBatch` count their batches before decoding (see `peer_grpc`).
+    let peer_router =
+        grpc_server(&cfg.grpc).add_service(peer_grpc::CountedPeerServer::new(peer_service.clone()));
     let peer_connections = incoming(peer_listener, "--listen-peer-urls", &metrics);
     // One peer port: frame streams (the Raft messages) are served apart, the rest is
     // gRPC (see `peer_stream`).

@@ -701,6 +701,8 @@ impl PeerService {
     }
 }
 
+/// Served through [`crate::peer_grpc::CountedPeerServer`], which bounds the batches of
+/// `stream` and `forward_batch` before they are decoded; these handlers rely on it.
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn hello(
@@ -719,7 +721,18 @@ impl Peer for PeerService {
         let member = peer_guard::stream_member(&request, &self.members.ids(), self.me.member_id)?;
         let mut stream = request.into_inner();
         let mut ack = StreamAck::default();
-        while let Some(batch) = stream.message().await? {
+        loop {
+            let batch = match stream.message().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(status) => {
+                    // Refused by the count before decoding (`peer_grpc`), or not protobuf.
+                    if status.code() == tonic::Code::InvalidArgument {
+                        self.guard.reject(member, "batch", status.message(), &self.metrics);
+                    }
+                    return Err(status);
+                }
+            };
             if batch.cluster_id != self.me.cluster_id {
                 return Err(Status::failed_precondition("batch from another cluster"));
             }
@@ -781,12 +794,7 @@ impl Peer for PeerService {
         if req.cluster_id != self.me.cluster_id {
             return Err(Status::failed_precondition("forward from another cluster"));
         }
-        if req.commands.len() > FORWARD_BATCH_COMMANDS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "{} forwarded writes in one call; at most {FORWARD_BATCH_COMMANDS_MAX}",
-                req.commands.len()
-            )));
-        }
+        // At most FORWARD_BATCH_COMMANDS_MAX: counted before decoding (`peer_grpc`).
         // tonic ends the call at the caller's deadline (`grpc-timeout`).
         let timeout = peer_forward::FORWARD_TIMEOUT_MAX;
         let responses = peer_forward::serve(&self.node, &req.commands, timeout).await;

@@ -34,9 +34,10 @@ pub const PREFACE_NAME: &[u8] = b"raftkvP";
 /// The largest frame (kind and payload); as gRPC's message limit between peers was.
 pub const FRAME_BYTES_MAX: usize = crate::peer::PEER_MESSAGE_BYTES_MAX;
 /// The most messages one `Batch` frame may carry; senders split larger batches
-/// ([`crate::peer::split_batch`]). Why: a message costs 2 bytes on the wire but about a
-/// hundred and fifty decoded, so a frame of tiny messages at [`FRAME_BYTES_MAX`] would
-/// make the receiver allocate over a gigabyte; this caps it near a megabyte.
+/// ([`crate::peer::split_batch`]). Why: a message costs 2 bytes on the wire but 192
+/// decoded (`size_of::<proto::peer::Message>()`), so a frame of tiny messages at
+/// [`FRAME_BYTES_MAX`] would make the receiver allocate over 1.5 GiB; this caps it under
+/// a megabyte. The gRPC `Stream` call has the same bound ([`crate::peer_grpc`]).
 pub const BATCH_MESSAGES_MAX: usize = 4096;
 /// Bytes of the length prefix.
 const LENGTH_BYTES: usize = 4;
@@ -210,27 +211,12 @@ where
 }
 
 /// How many messages a `MessageBatch` payload holds (its field 2), counted by walking
-/// the top level of the encoding without decoding them; `None` if that top level is not
-/// well-formed protobuf.
-pub fn batch_message_count(mut payload: &[u8]) -> Option<usize> {
-    use prost::encoding::decode_varint;
+/// the top level of the encoding without decoding them
+/// ([`crate::peer_forward::count_field`], which the gRPC calls' count uses too); `None`
+/// if that top level is not well-formed protobuf.
+pub fn batch_message_count(payload: &[u8]) -> Option<usize> {
     const MESSAGES_FIELD: u64 = 2;
-    let mut count = 0;
-    while !payload.is_empty() {
-        let key = decode_varint(&mut payload).ok()?;
-        match key & 7 {
-            0 => drop(decode_varint(&mut payload).ok()?),
-            1 => payload = payload.get(8..)?,
-            2 => {
-                let len = usize::try_from(decode_varint(&mut payload).ok()?).ok()?;
-                payload = payload.get(len..)?;
-                count += usize::from(key >> 3 == MESSAGES_FIELD);
-            }
-            5 => payload = payload.get(4..)?,
-            _ => return None,
-        }
-    }
-    Some(count)
+    crate::peer_forward::count_field(payload, MESSAGES_FIELD, usize::MAX).ok()
 }
 
 /// A frame error as an I/O error of kind `InvalidData`.
