@@ -177,8 +177,9 @@ pub(crate) struct PutMeta {
 /// the entry's size is paid per version and again per copy. With the metadata
 /// and a fat `Arc<[u8]>` inline an entry was 80 bytes (a leaf 1,312, a 1,536-byte
 /// allocation); with this pointer it is 48 (a leaf 800, an 896-byte one). The
-/// metadata costs the value's allocation 32 bytes, which its size class often
-/// absorbs (a 256-byte value: 272 bytes before, 296 now, both in the 320 class).
+/// value's allocation gains the metadata (24 bytes) and the slice length and loses
+/// the weak count, 24 bytes net, which its size class often absorbs (a 256-byte
+/// value: 272 bytes before, 296 now, both in the 320 class).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Version(triomphe::ThinArc<PutMeta, u8>);
 
