@@ -1384,9 +1384,19 @@ impl<S: LogStore> Node<S> {
     /// `poll`, then `sync` and `poll` again until nothing is left: the whole cycle, for
     /// drivers that sync inline (the server's node thread, tests).
     pub fn run_once(&mut self, send: &mut impl FnMut(Vec<Message>)) -> Result<Output, NodeError> {
+        self.run_once_with(send, Node::sync)
+    }
+
+    /// [`Node::run_once`] with each sync made through `sync` (which must call
+    /// [`Node::sync`]), for a driver that observes it, e.g. times it with its own clock.
+    pub fn run_once_with(
+        &mut self,
+        send: &mut impl FnMut(Vec<Message>),
+        mut sync: impl FnMut(&mut Self) -> Result<(), NodeError>,
+    ) -> Result<Output, NodeError> {
         let mut out = self.poll(send)?;
         while self.needs_sync() {
-            self.sync()?;
+            sync(self)?;
             let more = self.poll(send)?;
             out.replies.extend(more.replies);
             out.events.extend(more.events);

@@ -29,6 +29,11 @@ impl Histogram {
         }
     }
 
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Records one observation.
     pub fn observe(&self, seconds: f64) {
         for (b, c) in self.bounds.iter().zip(&self.counts) {
@@ -137,6 +142,11 @@ impl Metrics {
         self.node_loop_seconds.observe(took.as_secs_f64());
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.node_loop_longest_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// Records one WAL sync (the node thread's group commit) that took `took`.
+    pub fn observe_fsync(&self, took: std::time::Duration) {
+        self.fsync_seconds.observe(took.as_secs_f64());
     }
 
     /// Records one applied batch that took `took`.
