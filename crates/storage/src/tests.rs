@@ -443,6 +443,29 @@ fn snapshot_that_reads_back_wrong_is_never_renamed_and_the_wal_is_kept() {
     assert_eq!(restored.entries, entries(1..=20, 1));
 }
 
+/// A snapshot being written is synced as it goes (every `SNAPSHOT_SYNC_EVERY_BYTES`), so
+/// it never leaves tens of MiB dirty for the WAL's next fdatasync to wait for: here the
+/// write fails after 9 MiB, and most of those are already durable.
+#[test]
+fn a_snapshot_being_written_is_synced_as_it_goes() {
+    let mut storage = member_with_twenty_entries(61);
+    let meta = snapshot(15, 1).meta;
+    let piece = vec![7u8; 64 * 1024];
+    let failed = write_snapshot_file_with(storage.disk_mut(), &meta, |w| {
+        for _ in 0..(9 << 20) / piece.len() {
+            w.write_all(&piece)?;
+        }
+        Err(std::io::Error::other("stop here"))
+    });
+    assert!(failed.is_err());
+    let tmp = format!("{}{}", crate::codec::snapshot_name(15, 1), crate::codec::TMP_SUFFIX);
+    let durable = storage.disk().durable_len(&tmp).expect("the temp file is there");
+    assert!(
+        durable as u64 >= 2 * crate::storage::SNAPSHOT_SYNC_EVERY_BYTES,
+        "only {durable} of 9 MiB synced"
+    );
+}
+
 /// Issue 12: a snapshot was serialized whole into memory, then copied into the file's
 /// bytes, then read back whole: three copies of the largest thing a member holds. Now
 /// the service streams its data into the file in pieces (here in writes of every size,
