@@ -1170,9 +1170,6 @@ pub(crate) mod tests {
         assert_eq!(readers.queued.load(Ordering::Acquire), 0, "every read left the queue");
     }
 
-    /// Reads are served on read workers from a view, never on the node thread: with
-    /// every worker taken, reads wait while the node thread goes on committing writes
-    /// and answering status queries; once a worker is free they are answered, each
     /// `raftkv_wal_fsync_seconds` counts the node thread's WAL syncs: a write is answered
     /// only after one (it read 0 for ever before stop 21: declared, never observed).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1187,6 +1184,9 @@ pub(crate) mod tests {
         join.join().unwrap();
     }
 
+    /// Reads are served on read workers from a view, never on the node thread: with
+    /// every worker taken, reads wait while the node thread goes on committing writes
+    /// and answering status queries; once a worker is free they are answered, each
     /// from a state that has its ReadIndex applied.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_wait_for_read_workers_not_the_node_thread() {

@@ -508,14 +508,7 @@ pub fn write_snapshot_file_with<D: Disk>(
     if disk.list().map_err(io_error("list", ""))?.contains(&tmp) {
         disk.remove(&tmp).map_err(io_error("remove", &tmp))?;
     }
-    let mut w = ChunkedAppend {
-        disk: &mut *disk,
-        name: &tmp,
-        buf: Vec::new(),
-        crc: 0,
-        len: 0,
-        unsynced: 0,
-    };
+    let mut w = ChunkedAppend { disk: &mut *disk, name: &tmp, buf: Vec::new(), crc: 0, len: 0 };
     w.push(&encode_snapshot_header(meta)).map_err(io_error("append", &tmp))?;
     let header_len = w.len + w.buf.len() as u64;
     write_data(&mut w).map_err(io_error("append", &tmp))?;
@@ -542,8 +535,6 @@ struct ChunkedAppend<'a, D: Disk> {
     buf: Vec<u8>,
     crc: u32,
     len: u64,
-    /// Bytes appended since the last sync (see [`SNAPSHOT_SYNC_EVERY_BYTES`]).
-    unsynced: u64,
 }
 
 impl<D: Disk> ChunkedAppend<'_, D> {
@@ -559,12 +550,12 @@ impl<D: Disk> ChunkedAppend<'_, D> {
         if !self.buf.is_empty() {
             self.disk.append(self.name, &self.buf)?;
             self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+            let synced_up_to = self.len / SNAPSHOT_SYNC_EVERY_BYTES;
             self.len += self.buf.len() as u64;
-            self.unsynced += self.buf.len() as u64;
             self.buf.clear();
-            if self.unsynced >= SNAPSHOT_SYNC_EVERY_BYTES {
+            // Synced each time the length passes a multiple of SNAPSHOT_SYNC_EVERY_BYTES.
+            if self.len / SNAPSHOT_SYNC_EVERY_BYTES > synced_up_to {
                 self.disk.sync(self.name)?;
-                self.unsynced = 0;
             }
         }
         Ok(())
