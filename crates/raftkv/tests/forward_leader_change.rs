@@ -60,11 +60,15 @@ async fn member_id(cluster: &TestCluster, i: usize) -> u64 {
     cluster.client().status(i).await.unwrap().header.unwrap().member_id
 }
 
-fn forwarded_by_frame(cluster: &TestCluster, i: usize) -> u64 {
+/// The value of the `/metrics` line of member `i` that starts with `series ` (0 if none).
+fn metric(cluster: &TestCluster, i: usize, series: &str) -> u64 {
     let Some((_, body)) = cluster.http_get(i, "/metrics") else { return 0 };
-    let line =
-        body.lines().find(|l| l.starts_with("raftkv_forwarded_batches_total{transport=\"frame\"}"));
+    let line = body.lines().find(|l| l.strip_prefix(series).is_some_and(|r| r.starts_with(' ')));
     line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+fn forwarded_by_frame(cluster: &TestCluster, i: usize) -> u64 {
+    metric(cluster, i, "raftkv_forwarded_batches_total{transport=\"frame\"}")
 }
 
 /// Waits until `n` more puts are acknowledged (the cluster makes progress again).
@@ -150,6 +154,12 @@ async fn forwarded_writes_survive_leader_changes_without_loss_or_duplicates() {
     assert!(twice.is_empty(), "puts applied more than once: {twice:?}");
     let framed: u64 = (0..3).map(|i| forwarded_by_frame(&cluster, i)).sum();
     assert!(framed > 0, "the forwards took the frame stream");
+    // Each forwarded write is timed, and so is the wait to apply it here too.
+    let timed: u64 = (0..3).map(|i| metric(&cluster, i, "raftkv_forward_seconds_count")).sum();
+    let waited: u64 =
+        (0..3).map(|i| metric(&cluster, i, "raftkv_forward_apply_wait_seconds_count")).sum();
+    assert!(timed >= framed, "{timed} forwarded writes timed, fewer than {framed} batches");
+    assert!(waited > 0 && waited <= timed, "{waited} apply waits timed of {timed} forwards");
     println!(
         "{} puts acknowledged, {} stored, {framed} batches forwarded by frame (members up now)",
         acked.len(),

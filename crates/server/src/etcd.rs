@@ -102,12 +102,17 @@ impl Api {
             }
             match leader {
                 Some(l) if l != self.member_id => {
+                    let sent = std::time::Instant::now();
                     let (answer, leader_applied) = self.transport.forward(l, &cmd).await;
+                    self.metrics.forward_seconds.observe(sent.elapsed().as_secs_f64());
                     if answer.is_ok() {
                         // As etcd's: answer once this member has applied the write too,
                         // so a serializable read here sees it. Past the deadline the
                         // write is still done: answer anyway.
+                        let answered = std::time::Instant::now();
                         self.node.wait_applied(leader_applied, deadline).await;
+                        let waited = answered.elapsed().as_secs_f64();
+                        self.metrics.forward_apply_wait_seconds.observe(waited);
                     }
                     if let Err(RequestError::NotLeader { leader: None }) = answer {
                         tokio::time::sleep(NO_LEADER_RETRY).await;

@@ -93,6 +93,12 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Round trip of peer message batches (send to acknowledgement).
     pub peer_rtt_seconds: Histogram,
+    /// A write this member forwarded to the leader: from queueing it to the leader's
+    /// answer (the batch's wait to be sent included).
+    pub forward_seconds: Histogram,
+    /// A forwarded write the leader answered: the wait until this member has applied
+    /// the leader's applied index too, before the client is answered.
+    pub forward_apply_wait_seconds: Histogram,
     /// Client requests refused with "too many requests" because the node thread's input
     /// or the read workers' queue was full.
     pub too_many_requests: AtomicU64,
@@ -127,6 +133,8 @@ impl Default for Metrics {
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
             peer_rtt_seconds: Histogram::new(LATENCY_BOUNDS),
+            forward_seconds: Histogram::new(LATENCY_BOUNDS),
+            forward_apply_wait_seconds: Histogram::new(LATENCY_BOUNDS),
             too_many_requests: AtomicU64::new(0),
             node_loop_seconds: Histogram::new(LATENCY_BOUNDS),
             node_loop_longest_micros: AtomicU64::new(0),
@@ -235,6 +243,16 @@ impl Metrics {
         self.fsync_seconds.render(&mut out, "raftkv_wal_fsync_seconds", "WAL sync latency");
         self.apply_seconds.render(&mut out, "raftkv_apply_seconds", "apply latency per batch");
         self.peer_rtt_seconds.render(&mut out, "raftkv_peer_rtt_seconds", "peer round-trip time");
+        self.forward_seconds.render(
+            &mut out,
+            "raftkv_forward_seconds",
+            "a write forwarded to the leader, until its answer",
+        );
+        self.forward_apply_wait_seconds.render(
+            &mut out,
+            "raftkv_forward_apply_wait_seconds",
+            "a forwarded write's wait to be applied on this member too",
+        );
         self.node_loop_seconds.render(
             &mut out,
             "raftkv_node_loop_seconds",
