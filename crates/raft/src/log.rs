@@ -228,13 +228,16 @@ impl RaftLog {
         out
     }
 
-    /// Discards entries up to the service's snapshot (which must be applied already).
-    pub(crate) fn compact(&mut self, snapshot: Snapshot) {
+    /// Discards entries up to the service's snapshot (which must be applied already) and
+    /// returns them, unfreed: the kept tail moves to a new vector, so this costs
+    /// O(entries kept), not O(entries dropped).
+    pub(crate) fn compact(&mut self, snapshot: Snapshot) -> Vec<Entry> {
         let index = snapshot.meta.index;
         assert!(index > self.snapshot.meta.index && index <= self.applied);
         let drop = (index - self.snapshot.meta.index) as usize;
-        self.entries.drain(..drop);
+        let kept = self.entries.split_off(drop);
         self.snapshot = snapshot;
+        std::mem::replace(&mut self.entries, kept)
     }
 
     /// Replaces the whole log with a snapshot received from the leader (InstallSnapshot

@@ -709,3 +709,34 @@ fn snapshot_transfer_resumes_from_a_follower_behind_the_leaders_offset() {
     assert_eq!(from_3(answer(30)), Some(30));
     assert_eq!(from_3(heartbeat_answer()), Some(30), "a late answer does not move it back");
 }
+
+#[test]
+fn compaction_hands_back_the_entries_it_discards_and_keeps_the_rest() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    for k in 0..20u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    let (first, last) = (net.node(1).first_index(), net.node(1).last_index());
+    let index = net.node(1).applied_index() - 5;
+    let expected: Vec<Entry> =
+        (first..=index).map(|i| net.node(1).entry(i).unwrap().clone()).collect();
+    let kept: Vec<Entry> =
+        (index + 1..=last).map(|i| net.node(1).entry(i).unwrap().clone()).collect();
+    let meta = SnapshotMeta {
+        index,
+        term: net.node(1).term_at(index).unwrap(),
+        conf: ConfState::from_voters(voters(3)),
+    };
+    let discarded = net.node(1).compact(Snapshot { meta, data: vec![1u8].into() }).unwrap();
+    assert_eq!(discarded, expected, "the discarded entries, in order, unchanged");
+    assert_eq!(net.node(1).first_index(), index + 1);
+    let now: Vec<Entry> =
+        (index + 1..=last).map(|i| net.node(1).entry(i).unwrap().clone()).collect();
+    assert_eq!(now, kept, "the entries after the snapshot stay");
+    // The leader still replicates from the kept log.
+    net.node(1).propose(vec![99]).unwrap();
+    net.deliver_all();
+    assert_eq!(net.node(2).last_index(), last + 1);
+}

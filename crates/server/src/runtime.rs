@@ -776,6 +776,20 @@ impl SnapshotWriter {
     }
 }
 
+/// Frees the log entries a snapshot's compaction discarded on a short-lived thread of
+/// their own, not on the node thread: freeing the 100k entries of a snapshot interval
+/// held a loaded member's node thread 10-30 ms (spread put-256, 3 members on 2 cores),
+/// and every forwarded write, heartbeat and answer waited for it. At most one such
+/// thread per adopted snapshot, and the node adopts one snapshot at a time.
+fn free_elsewhere(discarded: Vec<raft::Entry>) {
+    if discarded.is_empty() {
+        return;
+    }
+    // If no thread can be spawned, the closure, entries and all, is dropped right here.
+    let _ =
+        std::thread::Builder::new().name("raftkv-free-log".into()).spawn(move || drop(discarded));
+}
+
 /// Streams a snapshot's file (verified, see `storage::write_snapshot_file_with`) into
 /// `dir`; returns the data's length.
 fn write_snapshot(dir: &std::path::Path, job: &SnapshotJob) -> Result<u64, String> {
@@ -845,7 +859,7 @@ fn run<S: LogStore>(
                     node.change_members(id, change);
                 }
                 Input::SnapshotDone(s) => {
-                    node.finish_snapshot_file(s).map_err(|e| e.to_string())?
+                    free_elsewhere(node.finish_snapshot_file(s).map_err(|e| e.to_string())?);
                 }
                 Input::Applied(applied) => {
                     let replaced = node.on_applied(*applied).map_err(|e| e.to_string())?;
