@@ -90,6 +90,7 @@ pub struct SimDisk {
     fail_next_sync: bool,
     fail_after_ops: Option<u64>,
     corrupt_next_write: bool,
+    synced_bytes: u64,
 }
 
 fn injected() -> io::Error {
@@ -114,6 +115,7 @@ impl SimDisk {
             fail_next_sync: false,
             fail_after_ops: None,
             corrupt_next_write: false,
+            synced_bytes: 0,
         }
     }
 
@@ -181,6 +183,12 @@ impl SimDisk {
     pub fn durable_len(&self, name: &str) -> Option<usize> {
         let inode = self.names.get(name)?;
         Some(self.inodes[inode].durable.len())
+    }
+
+    /// Bytes that file syncs have made durable so far, over all files (each byte counted
+    /// once, by the sync that first made it durable).
+    pub fn synced_bytes(&self) -> u64 {
+        self.synced_bytes
     }
 
     /// Bytes of file `name` written so far (synced or not), if the file exists.
@@ -303,7 +311,9 @@ impl Disk for SimDisk {
             return Err(injected());
         }
         let file = self.file_mut(name)?;
+        let newly = file.live.len().saturating_sub(file.durable.len()) as u64;
         file.durable = file.live.clone();
+        self.synced_bytes += newly;
         Ok(())
     }
 

@@ -508,22 +508,42 @@ pub fn write_snapshot_file_with<D: Disk>(
     if disk.list().map_err(io_error("list", ""))?.contains(&tmp) {
         disk.remove(&tmp).map_err(io_error("remove", &tmp))?;
     }
-    let mut w = ChunkedAppend { disk: &mut *disk, name: &tmp, buf: Vec::new(), crc: 0, len: 0 };
-    w.push(&encode_snapshot_header(meta)).map_err(io_error("append", &tmp))?;
-    let header_len = w.len + w.buf.len() as u64;
-    write_data(&mut w).map_err(io_error("append", &tmp))?;
-    let data_len = w.len + w.buf.len() as u64 - header_len;
-    w.push(&data_len.to_le_bytes()).map_err(io_error("append", &tmp))?;
-    w.flush_buf().map_err(io_error("append", &tmp))?;
-    let (crc, body_len) = (w.crc, w.len);
-    disk.append(&tmp, &crc.to_le_bytes()).map_err(io_error("append", &tmp))?;
-    disk.sync(&tmp).map_err(io_error("sync", &tmp))?;
-    if let Err(found) = verify_snapshot_file(disk, &tmp, meta, body_len + 4) {
-        let _ = disk.remove(&tmp);
-        return Err(StorageError::SnapshotUnverified { file: tmp, found });
-    }
+    let data_len = match write_snapshot_tmp(disk, &tmp, meta, write_data) {
+        Ok(data_len) => data_len,
+        Err(e) => {
+            // No temp file is left behind until the retry: a full disk is the commonest
+            // reason for a failed write, and the partial file kept it full, so the next
+            // WAL append failed too and the member stopped.
+            let _ = disk.remove(&tmp);
+            return Err(e);
+        }
+    };
     disk.rename(&tmp, &name).map_err(io_error("rename", &tmp))?;
     disk.sync_dir().map_err(io_error("sync_dir", ""))?;
+    Ok(data_len)
+}
+
+/// [`write_snapshot_file_with`]'s temp file `tmp`, written, synced and verified; returns
+/// the data's length.
+fn write_snapshot_tmp<D: Disk>(
+    disk: &mut D,
+    tmp: &str,
+    meta: &SnapshotMeta,
+    write_data: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<u64, StorageError> {
+    let mut w = ChunkedAppend { disk: &mut *disk, name: tmp, buf: Vec::new(), crc: 0, len: 0 };
+    w.push(&encode_snapshot_header(meta)).map_err(io_error("append", tmp))?;
+    let header_len = w.len + w.buf.len() as u64;
+    write_data(&mut w).map_err(io_error("append", tmp))?;
+    let data_len = w.len + w.buf.len() as u64 - header_len;
+    w.push(&data_len.to_le_bytes()).map_err(io_error("append", tmp))?;
+    w.flush_buf().map_err(io_error("append", tmp))?;
+    let (crc, body_len) = (w.crc, w.len);
+    disk.append(tmp, &crc.to_le_bytes()).map_err(io_error("append", tmp))?;
+    disk.sync(tmp).map_err(io_error("sync", tmp))?;
+    if let Err(found) = verify_snapshot_file(disk, tmp, meta, body_len + 4) {
+        return Err(StorageError::SnapshotUnverified { file: tmp.to_string(), found });
+    }
     Ok(data_len)
 }
 
