@@ -371,7 +371,15 @@ fn init_logging(level: &str) -> Result<(), String> {
     let level: tracing::Level = level
         .parse()
         .map_err(|_| format!("--log-level {level:?}: use error, warn, info or debug"))?;
-    tracing_subscriber::fmt().with_max_level(level).with_target(false).with_ansi(false).init();
+    // A log reader that went away (`| head`, a restarted collector) costs the logs, not
+    // the member: the subscriber's own report of a failed write went to stderr with
+    // `eprintln!`, which panicked when stderr was that same closed pipe.
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .init();
     Ok(())
 }
 
@@ -394,7 +402,10 @@ fn install_panic_hook() {
         let thread = std::thread::current();
         let message = info.payload_as_str().unwrap_or("(a panic without a message)");
         let location = info.location().map_or("an unknown place".to_string(), |l| l.to_string());
-        eprintln!("{}", panic_line(thread.name().unwrap_or("unnamed"), message, &location));
+        let line = panic_line(thread.name().unwrap_or("unnamed"), message, &location);
+        // Not `eprintln!`: with stderr closed it panics again, inside the hook, and the
+        // process aborts (SIGABRT) instead of exiting with the status promised.
+        let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("{line}\n"));
         std::process::exit(PANIC_EXIT_STATUS);
     }));
 }

@@ -113,3 +113,45 @@ fn port_in_use_is_explained() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_data_dir_in_use_by_a_running_member_is_refused() {
+    let mut c = one_member("cli-lock");
+    c.spawn_all();
+    c.wait_ready().await;
+    // The same member again, same cluster, on ports of its own: before the lock it started
+    // on the same WAL and served stale reads under the first one's id.
+    let m = &c.members()[0];
+    let peer = format!("http://127.0.0.1:{}", common::free_port());
+    let client = format!("http://127.0.0.1:{}", common::free_port());
+    let args = server_args(&m.name, m.dir.to_str().unwrap(), &peer, &client, c.initial_cluster());
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second member started on a data dir in use");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "refused: {err}");
+    let pid = c.pid(0).expect("the first member runs");
+    assert!(
+        err.contains("is in use by another raftkv process") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    assert!(c.is_running(0), "the first member is untouched");
+    // Once the first member is gone, the data dir is free again.
+    c.kill(0);
+    c.spawn(0);
+    c.wait_ready().await;
+}

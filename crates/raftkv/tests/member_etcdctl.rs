@@ -12,6 +12,7 @@ mod common;
 use common::{ClusterSpec, Server, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::cluster_client::ClusterClient;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -190,6 +191,21 @@ fn add(c: &mut TestCluster, name: &str, learner: bool) -> (usize, Vec<String>) {
     (i, lines)
 }
 
+/// What member `i`'s Status says of it being a learner, once it says `expected` or after
+/// 10 s (a promotion reaches the member a moment after `member promote` answers).
+async fn says_learner(c: &TestCluster, i: usize, expected: bool) -> bool {
+    let mut m = MaintenanceClient::new(c.channel(i));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = m.status(pb::StatusRequest {}).await.map(|r| r.into_inner().is_learner);
+        match status {
+            Ok(says) if says == expected || Instant::now() > deadline => return says,
+            Err(e) if Instant::now() > deadline => panic!("status of member {i}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// A gRPC call's outcome, as a line.
 fn outcome<T>(what: &str, r: Result<tonic::Response<T>, tonic::Status>) -> String {
     match r {
@@ -233,11 +249,14 @@ async fn transcript(spec: ClusterSpec) -> Vec<String> {
     t.run(&["member", "update", &id4, &format!("--peer-urls={}", c.peer_url(m4))]);
     lines.append(&mut t.lines);
 
-    // The learner starts, catches up and is promoted.
+    // The learner starts, catches up and is promoted; its own Status says which it is
+    // (`endpoint status`'s IS LEARNER).
     c.spawn(m5);
     wait_started(&c, m5);
+    lines.push(format!("m5 status says learner: {}", says_learner(&c, m5, true).await));
     let mut t = Transcript { c: &c, names: Names::default(), lines: Vec::new() };
     t.run_until(&["member", "promote", &id5], "in sync with leader");
+    t.note(format!("m5 status says learner: {}", says_learner(&c, m5, false).await));
     t.run(&["member", "list"]);
     t.run(&["member", "remove", "ffff"]);
     t.run_until(&["member", "remove", &id5], "unhealthy cluster");

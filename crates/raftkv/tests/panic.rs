@@ -94,3 +94,44 @@ async fn a_panic_on_the_snapshot_thread_ends_the_process_with_one_line_and_it_re
         assert_eq!(found.kvs.len(), 1, "acknowledged {key} survives the panic");
     }
 }
+
+/// A member whose log reader goes away (`raftkv server ... 2>&1 | head -1`, a log
+/// collector restarting) keeps serving without its logs. It used to die of SIGABRT: the
+/// log subscriber reported the failed write on stderr with `eprintln!`, which panicked on
+/// that same closed pipe, and so did the panic hook's own line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_log_pipe_closes_keeps_serving() {
+    use std::io::BufRead;
+    let cluster = TestCluster::plan(ClusterSpec::raftkv("log-pipe", &[]).members(1));
+    let m = &cluster.members()[0];
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .arg("server")
+        .args(["--name", &m.name])
+        .arg("--data-dir")
+        .arg(&m.dir)
+        .args(["--listen-client-urls", &cluster.endpoint(0)])
+        .args(["--listen-peer-urls", &cluster.peer_url(0)])
+        .args(["--initial-cluster", cluster.initial_cluster()])
+        .args(["--log-level", "debug"]) // a log line for every request
+        .stdout(writer.try_clone().expect("a second end"))
+        .stderr(writer)
+        .spawn()
+        .expect("starting the member");
+    let mut member = Reaper(child);
+    // Read the first line, as `head -1` does, then close the only reading end.
+    let mut first = String::new();
+    std::io::BufReader::new(reader).read_line(&mut first).expect("a first log line");
+    assert!(!first.is_empty());
+    cluster.wait_ready().await;
+    let mut kv = pb::kv_client::KvClient::new(cluster.channel(0));
+    for i in 0..50 {
+        let put = pb::PutRequest { key: format!("k{i}").into(), ..Default::default() };
+        let answer = kv.put(put).await;
+        if let Some(status) = member.0.try_wait().unwrap() {
+            panic!("the member died after its log pipe closed: {status}");
+        }
+        answer.expect("the member serves");
+    }
+    assert!(member.0.try_wait().unwrap().is_none(), "still running");
+}

@@ -700,6 +700,7 @@ impl pb::maintenance_server::Maintenance for Api {
             raft_applied_index: s.applied_index,
             errors,
             db_size_in_use: s.db_size_bytes as i64,
+            is_learner: s.is_learner,
             ..Default::default()
         }))
     }

@@ -107,6 +107,53 @@ async fn bind(flag: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Ser
     })
 }
 
+/// The file in a data dir that a running member holds locked (see [`lock_data_dir`]).
+pub const LOCK_FILE: &str = "raftkv.lock";
+
+/// Creates `data_dir` if need be and takes an exclusive lock on its [`LOCK_FILE`] for as
+/// long as the returned file is open (the OS drops the lock when the process ends,
+/// however it ends). A second member started on the same data dir would write the same
+/// WAL and serve its own stale reads under the first one's id; etcd refuses it with its
+/// bbolt file lock, and so does this. The file holds the holder's process id, for the
+/// error message.
+pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read, Seek, Write};
+    let shown = data_dir.display();
+    let err =
+        |what: &str, e: std::io::Error| ServerError(format!("--data-dir {shown}: {what}: {e}"));
+    std::fs::create_dir_all(data_dir).map_err(|e| err("cannot create", e))?;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| err(&format!("cannot open {LOCK_FILE}"), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let pid = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            return Err(ServerError(format!(
+                "--data-dir {shown} is in use by another raftkv process{pid}, which holds                  {}: stop it first, or give this member a data dir of its own",
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(err(&format!("cannot lock {LOCK_FILE}"), e))
+        }
+    }
+    // Only the holder writes its pid; a failure to write it costs only the message.
+    let _ = file.set_len(0).and_then(|()| file.rewind());
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 /// Runs a member until Ctrl-C (or SIGTERM), or until it hits a fatal error.
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     serve_until(cfg, std::future::pending()).await
@@ -118,6 +165,8 @@ pub async fn serve_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let mut cfg = cfg;
+    // Before anything reads or writes the data dir; held until this function returns.
+    let _data_dir_lock = lock_data_dir(&cfg.data_dir)?;
     membership::refuse_removed(&cfg.data_dir).map_err(|e| ServerError(e.0))?;
     // Load the certificates before anything else: a wrong path is a start-up error.
     let tls_err = |e: tls::TlsError| ServerError(e.0);

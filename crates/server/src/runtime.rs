@@ -110,6 +110,8 @@ pub struct Status {
     pub db_size_bytes: u64,
     /// The raised alarms (replicated state).
     pub alarms: Vec<kv::AlarmMember>,
+    /// True while this member is a learner (in the latest configuration it holds).
+    pub is_learner: bool,
 }
 
 /// What the node thread accepts.
@@ -794,7 +796,14 @@ fn free_elsewhere(discarded: Vec<raft::Entry>) {
 /// `dir`; returns the data's length.
 fn write_snapshot(dir: &std::path::Path, job: &SnapshotJob) -> Result<u64, String> {
     let mut disk = storage::RealDisk::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    job.write_file(&mut disk).map_err(|e| e.to_string())
+    job.write_file(&mut disk).map_err(|e| match e {
+        // Not the WAL's advice ("storage now refuses further writes, restart"): a snapshot
+        // file is written apart from the WAL, which stays usable, and is retried.
+        storage::StorageError::Io { op, file, source } => {
+            format!("{op} {file:?} failed: {source} (the partial file is removed)")
+        }
+        other => other.to_string(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)] // one call site: `spawn`
@@ -994,6 +1003,7 @@ fn status<S: LogStore>(node: &Node<S>) -> Status {
         snapshot_index: raft.snapshot_meta().index,
         db_size_bytes: node.state().size_bytes(),
         alarms: node.state().alarms(),
+        is_learner: raft.conf_state().is_learner(raft.id()),
     }
 }
 
