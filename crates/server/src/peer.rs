@@ -753,7 +753,7 @@ impl Peer for PeerService {
         request: tonic::Request<MembersRequest>,
     ) -> Result<tonic::Response<MembersResponse>, Status> {
         let asking = request.into_inner().peer_urls;
-        tracing::info!(peer_urls = ?asking, "a joining member asked for the member list");
+        tracing::info!(peer_urls = ?asking, "a member asked for the member list (to join, or to check it may bootstrap)");
         let members = self.members.members();
         Ok(tonic::Response::new(MembersResponse { cluster_id: self.me.cluster_id, members }))
     }
