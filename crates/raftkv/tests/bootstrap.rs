@@ -7,6 +7,10 @@
 //!   acknowledged write is lost;
 //! - a member that never started (the others list it, unpublished) still bootstraps,
 //!   whether it starts late or together with the others.
+//!
+//! And `--initial-cluster-token` counts: two clusters on the same names and peer URLs
+//! that differ by token (a cluster restored from a backup and the old one) refuse each
+//! other's members.
 
 mod common;
 
@@ -14,6 +18,7 @@ use common::{ClusterSpec, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::peer::peer_client::PeerClient;
 use proto::peer::MembersRequest;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// Whether member `i`'s peer service answers that member `of` has published its client
@@ -126,4 +131,56 @@ async fn a_member_that_never_started_bootstraps_late_or_with_the_others() {
     let c = TestCluster::start("boot-together", &[]);
     c.wait_ready().await;
     c.client().put(b"k", b"v").await.expect("put");
+}
+
+/// A process killed (`kill -9`) when dropped, failing test or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_that_differ_only_by_token_refuse_each_others_members() {
+    let flags = ["--initial-cluster-token", "new-token"];
+    let mut c = TestCluster::plan(ClusterSpec::raftkv("boot-token", &flags));
+    c.spawn(0);
+    c.spawn(1);
+    c.wait_ready().await;
+    // m3 of the old cluster (etcd's default token): same name, URLs and member list.
+    let m = &c.members()[2];
+    let log_path = m.dir.with_extension("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let client_url = format!("http://127.0.0.1:{}", m.client_port);
+    let _old = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(["--name", &m.name, "--initial-cluster", c.initial_cluster()])
+            .args(["--listen-client-urls", &client_url, "--listen-peer-urls", &c.peer_url(2)])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // Its logs (stdout) and errors: the new cluster's members refuse its Hello.
+    common::wait_for("m3 is refused", Duration::from_secs(30), Duration::from_millis(100), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        std::future::ready(log.contains("belongs to cluster").then_some(()))
+    })
+    .await;
+    // The new cluster goes on with its own two members; m3 follows nobody.
+    c.client().put(b"k", b"v").await.expect("put");
+    let status = pb::maintenance_client::MaintenanceClient::new(c.channel(2))
+        .status(pb::StatusRequest {})
+        .await
+        .expect("m3's status")
+        .into_inner();
+    let ids = [c.client().status(0).await.unwrap(), c.client().status(1).await.unwrap()];
+    let members = ids.map(|s| s.header.unwrap().member_id);
+    assert!(!members.contains(&status.leader), "m3 follows no member of the new cluster");
 }

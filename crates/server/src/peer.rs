@@ -660,7 +660,7 @@ impl PeerService {
         if h.cluster_id != self.me.cluster_id {
             return Err(format!(
                 "member {:?} belongs to cluster {:x}, this member ({}) to cluster {:x}: check \
-                 --initial-cluster on both",
+                 --initial-cluster and --initial-cluster-token on both",
                 h.member_name, h.cluster_id, self.me.name, self.me.cluster_id
             ));
         }
