@@ -20,8 +20,8 @@ mod tls_flags;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 use client::{Client, ClientOptions};
 use server::config::{
-    parse_auto_compaction, parse_duration, parse_initial_cluster, parse_url, quota_bytes,
-    ClusterState, GrpcLimits, ServerConfig,
+    parse_auto_compaction, parse_duration, parse_initial_cluster_with_token, parse_url,
+    quota_bytes, ClusterState, GrpcLimits, ServerConfig,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -166,7 +166,8 @@ struct ServerArgs {
     /// --listen-client-urls).
     #[arg(long)]
     advertise_client_urls: Option<String>,
-    /// Accepted for etcd compatibility (cluster ids derive from the member list).
+    /// Mixed into the cluster and member ids unless it is etcd's default
+    /// "etcd-cluster": clusters that differ by it refuse each other's members.
     #[arg(long)]
     initial_cluster_token: Option<String>,
     /// Length of a Raft tick in milliseconds (heartbeats every 5 ticks, elections after 20-40).
@@ -251,7 +252,8 @@ fn grpc_limits(a: &ServerArgs) -> Result<GrpcLimits, String> {
 
 fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
     let (named, initial_cluster_urls) = server::config::split_initial_cluster(&a.initial_cluster);
-    let (members, cluster_id) = parse_initial_cluster(&named).map_err(|e| e.0)?;
+    let token = a.initial_cluster_token.as_deref();
+    let (members, cluster_id) = parse_initial_cluster_with_token(&named, token).map_err(|e| e.0)?;
     if !members.iter().any(|m| m.name == a.name) {
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
         return Err(format!(

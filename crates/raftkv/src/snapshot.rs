@@ -11,7 +11,7 @@ use clap::Subcommand;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::SnapshotRequest;
 use server::backup::{read_backup, restore_data_dir, Backup};
-use server::config::parse_initial_cluster;
+use server::config::parse_initial_cluster_with_token;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,7 +45,8 @@ pub enum SnapshotCmd {
         /// Where to write the member's data (must be new or empty); default NAME.etcd.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Accepted for etcd compatibility (cluster ids derive from the member list).
+        /// Mixed into the new cluster's ids unless it is etcd's default "etcd-cluster"
+        /// (start the members with the same token).
         #[arg(long)]
         initial_cluster_token: Option<String>,
         /// Restore a file without a SHA-256 at its end (an etcd db file copied from a
@@ -74,12 +75,13 @@ pub async fn run(cmd: SnapshotCmd) -> Result<(), String> {
             initial_cluster,
             initial_advertise_peer_urls,
             data_dir,
-            initial_cluster_token: _,
+            initial_cluster_token,
             skip_hash_check,
         } => {
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
             let peer_url = initial_advertise_peer_urls.as_deref();
-            let target = Target { name: &name, initial_cluster: &initial_cluster, peer_url };
+            let token = initial_cluster_token.as_deref();
+            let target = Target { name: &name, initial_cluster: &initial_cluster, peer_url, token };
             restore(&file, target, &data_dir, skip_hash_check)
         }
         SnapshotCmd::Status { file, write_out } => status(&file, &write_out),
@@ -163,11 +165,14 @@ struct Target<'a> {
     name: &'a str,
     initial_cluster: &'a str,
     peer_url: Option<&'a str>,
+    /// `--initial-cluster-token`.
+    token: Option<&'a str>,
 }
 
 fn restore(file: &Path, t: Target, data_dir: &Path, skip_hash_check: bool) -> Result<(), String> {
-    let Target { name, initial_cluster, peer_url } = t;
-    let (members, cluster_id) = parse_initial_cluster(initial_cluster).map_err(|e| e.0)?;
+    let Target { name, initial_cluster, peer_url, token } = t;
+    let (members, cluster_id) =
+        parse_initial_cluster_with_token(initial_cluster, token).map_err(|e| e.0)?;
     let Some(me) = members.iter().find(|m| m.name == name) else {
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
         return Err(format!(

@@ -277,8 +277,25 @@ pub fn split_initial_cluster(spec: &str) -> (String, Vec<String>) {
     (named.join(","), urls.collect())
 }
 
+/// etcd's default `--initial-cluster-token`: with it (or none) the ids are those raftkv
+/// always derived, so existing data dirs keep theirs.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
+
 /// Parses `--initial-cluster n1=http://…,n2=http://…`.
 pub fn parse_initial_cluster(spec: &str) -> Result<(Vec<Member>, u64), ConfigError> {
+    parse_initial_cluster_with_token(spec, None)
+}
+
+/// [`parse_initial_cluster`] for a cluster started with `--initial-cluster-token`: a
+/// token other than [`DEFAULT_CLUSTER_TOKEN`] is mixed into the cluster id (and so into
+/// every member id), as etcd does, so that two clusters on the same names and peer URLs
+/// (a cluster restored from a backup and the old one) refuse each other's members. The
+/// default token changes nothing: ids are derived at each start and checked against the
+/// data dir's identity file, so existing data dirs keep their ids.
+pub fn parse_initial_cluster_with_token(
+    spec: &str,
+    token: Option<&str>,
+) -> Result<(Vec<Member>, u64), ConfigError> {
     let mut members: Vec<Member> = Vec::new();
     for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
         let Some((name, url)) = part.split_once('=') else {
@@ -297,9 +314,13 @@ pub fn parse_initial_cluster(spec: &str) -> Result<(Vec<Member>, u64), ConfigErr
         return Err(ConfigError("--initial-cluster: no members given".into()));
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
-    let token: String =
+    let mut key: String =
         members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-    let cluster_id = fnv64(token.as_bytes()) | 1;
+    if let Some(token) = token.filter(|t| !t.is_empty() && *t != DEFAULT_CLUSTER_TOKEN) {
+        key.push_str("#token=");
+        key.push_str(token);
+    }
+    let cluster_id = fnv64(key.as_bytes()) | 1;
     for m in &mut members {
         m.id = fnv64(format!("{}/{}", m.name, cluster_id).as_bytes()).max(1);
     }
@@ -358,8 +379,9 @@ pub fn check_data_dir(cfg: &ServerConfig) -> Result<bool, ConfigError> {
         Ok(found) if found == expected => Ok(true),
         Ok(found) => Err(ConfigError(format!(
             "--data-dir {} belongs to another member or cluster ({}), not to member {:?} of \
-             cluster {:x}; point --data-dir at this member's own directory, or use an empty one \
-             for a new cluster",
+             cluster {:x}; point --data-dir at this member's own directory (with the \
+             --initial-cluster-token it was started or restored with), or use an empty one for \
+             a new cluster",
             dir.display(),
             found.trim().replace('\n', ", "),
             me.name,
@@ -417,6 +439,23 @@ mod tests {
         let (_, other) =
             parse_initial_cluster("n1=http://127.0.0.1:1,n2=http://127.0.0.1:3").unwrap();
         assert_ne!(ca, other, "a different member list is a different cluster");
+    }
+
+    #[test]
+    fn only_a_token_other_than_etcds_default_changes_the_ids() {
+        let spec = "n1=http://127.0.0.1:1,n2=http://127.0.0.1:2";
+        let with = |t| parse_initial_cluster_with_token(spec, t).unwrap();
+        let none = with(None);
+        assert_eq!(with(Some(DEFAULT_CLUSTER_TOKEN)), none, "existing data dirs keep their ids");
+        assert_eq!(with(Some("")), none);
+        let (a, ca) = with(Some("new-token"));
+        let (b, cb) = with(Some("other-token"));
+        assert_ne!(ca, none.1, "a restored cluster is another cluster");
+        assert_ne!(ca, cb);
+        for (x, y) in a.iter().zip(&none.0).chain(a.iter().zip(&b)) {
+            assert_eq!(x.name, y.name);
+            assert_ne!(x.id, y.id, "member {} gets another id", x.name);
+        }
     }
 
     #[test]

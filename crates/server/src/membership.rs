@@ -1,6 +1,7 @@
 //! A member's place in a cluster whose membership changes: joining a running cluster
 //! (`--initial-cluster-state existing` on an empty data dir), restarting after having
-//! joined, and refusing to start once removed.
+//! joined, refusing to start once removed, and refusing to bootstrap again on a lost
+//! data dir (`refuse_bootstrapped`).
 //!
 //! Why here and not in `config`: the ids of a member that joined are not derived from
 //! `--initial-cluster` (that is how the members of a new cluster get theirs); the leader
@@ -40,6 +41,12 @@ pub fn removed_reason(member: NodeId) -> String {
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one `Members` call may take.
 const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a new member on an empty data dir waits for the other members to say
+/// whether it already started (`refuse_bootstrapped`): etcd gives each peer 1 s, one
+/// after the other; ours are asked at once, and 2 s leaves a loaded member time to
+/// answer (a TLS handshake included) while a fresh cluster's first start never waits
+/// that long unless a host does not answer at all.
+pub const BOOTSTRAP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two rounds over the peer URLs.
 const DISCOVERY_RETRY: Duration = Duration::from_millis(500);
 
@@ -146,6 +153,9 @@ pub async fn settle_identity(
     }
     let fresh = !cfg.data_dir.join(IDENTITY_FILE).exists();
     if cfg.state != crate::config::ClusterState::Existing || !fresh {
+        if fresh && !holds_state(&cfg.data_dir) {
+            refuse_bootstrapped(cfg, tls).await?;
+        }
         return Ok(Start::Bootstrap);
     }
     let (cluster_id, members) = discover(cfg, tls).await?;
@@ -157,6 +167,73 @@ pub async fn settle_identity(
     crate::config::write_new_identity(&cfg.data_dir, cfg.me(), cluster_id)?;
     write_synced(&cfg.data_dir, JOINED_FILE, "")?;
     Ok(Start::Joining(members))
+}
+
+/// Whether `data_dir` holds any Raft state (its `member` directory has an entry): a
+/// data dir from before identity files existed has state and no identity file.
+fn holds_state(data_dir: &Path) -> bool {
+    std::fs::read_dir(data_dir.join("member")).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// For a member of a new cluster starting on an empty data dir: refuses to start if a
+/// member `--initial-cluster` lists answers that this member has already started (it
+/// has published its client URLs), as etcd's `isMemberBootstrapped` does. A member
+/// whose data dir was lost would otherwise start from nothing, vote and count towards
+/// a quorum with an empty log, and acknowledged writes it held would be lost.
+///
+/// One round: every other member asked at once, and whoever has not answered within
+/// [`BOOTSTRAP_CHECK_TIMEOUT`] counts as not answering. Members of a new cluster
+/// starting together do not listen yet (each listens after this check), so they refuse
+/// the connection at once and the start does not wait; only an unreachable host costs
+/// the whole bound. A member that answers from another cluster is not asked about.
+async fn refuse_bootstrapped(
+    cfg: &ServerConfig,
+    tls: Option<&tls::ClientTls>,
+) -> Result<(), ConfigError> {
+    let me = cfg.me().clone();
+    let mine: Vec<String> = if cfg.initial_advertise_peer.is_empty() {
+        vec![me.peer_url.clone()]
+    } else {
+        cfg.initial_advertise_peer.clone()
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for url in cfg.initial_cluster_urls.iter().filter(|u| !mine.contains(u)) {
+        let (url, own, tls) = (url.clone(), mine.clone(), tls.cloned());
+        asks.spawn(async move {
+            let answer = ask_members(&url, &own, tls.as_ref(), BOOTSTRAP_CHECK_TIMEOUT).await;
+            (url, answer)
+        });
+    }
+    let deadline = tokio::time::Instant::now() + BOOTSTRAP_CHECK_TIMEOUT;
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, asks.join_next()).await {
+        let Ok((url, Ok((cluster_id, members)))) = done else { continue };
+        if cluster_id != cfg.cluster_id {
+            continue;
+        }
+        let started = members.iter().find(|m| {
+            (m.id == me.id || m.peer_urls.iter().any(|u| mine.contains(u)))
+                && !m.client_urls.is_empty()
+        });
+        if let Some(m) = started {
+            return Err(ConfigError(format!(
+                "member {:x} has already been bootstrapped: the member at {url} lists {:?} \
+                 (id {:x}) as started, with client URLs {}, but --data-dir {} holds no data \
+                 of it. Its data was lost: starting it empty could lose acknowledged writes. \
+                 If its old data dir exists, start it on that; otherwise remove the member \
+                 (`etcdctl member remove {:x}`) and add it again (`etcdctl member add`, then \
+                 start with --initial-cluster-state existing on an empty data dir), or \
+                 restore the cluster from a backup",
+                me.id,
+                m.name,
+                m.id,
+                m.client_urls.join(","),
+                cfg.data_dir.display(),
+                m.id
+            )));
+        }
+    }
+    asks.abort_all();
+    Ok(())
 }
 
 /// For a member that joined and restarts before its first snapshot arrived (its data
@@ -283,7 +360,7 @@ async fn discover(
     loop {
         errors.clear();
         for url in &urls {
-            match ask_members(url, &cfg.initial_advertise_peer, tls).await {
+            match ask_members(url, &cfg.initial_advertise_peer, tls, MEMBERS_CALL_TIMEOUT).await {
                 Ok(found) => return Ok(found),
                 Err(e) => errors.push(format!("{url}: {e}")),
             }
@@ -305,18 +382,19 @@ async fn ask_members(
     url: &str,
     own: &[String],
     tls: Option<&tls::ClientTls>,
+    timeout: Duration,
 ) -> Result<(u64, Vec<PeerMember>), String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| e.to_string())?
-        .connect_timeout(MEMBERS_CALL_TIMEOUT);
+        .connect_timeout(timeout);
     let channel = match tls {
         Some(tls) if tls::is_https(url) => endpoint.connect_with_connector_lazy(tls.connector()),
         _ => endpoint.connect_lazy(),
     };
     let mut client = PeerClient::new(channel);
     let mut request = tonic::Request::new(MembersRequest { peer_urls: own.to_vec() });
-    request.set_timeout(MEMBERS_CALL_TIMEOUT);
-    match tokio::time::timeout(MEMBERS_CALL_TIMEOUT, client.members(request)).await {
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.members(request)).await {
         Ok(Ok(answer)) => {
             let answer = answer.into_inner();
             if answer.cluster_id == 0 || answer.members.is_empty() {
@@ -325,7 +403,7 @@ async fn ask_members(
             Ok((answer.cluster_id, answer.members))
         }
         Ok(Err(status)) => Err(status.message().to_string()),
-        Err(_) => Err(format!("no answer within {MEMBERS_CALL_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 

@@ -660,7 +660,7 @@ impl PeerService {
         if h.cluster_id != self.me.cluster_id {
             return Err(format!(
                 "member {:?} belongs to cluster {:x}, this member ({}) to cluster {:x}: check \
-                 --initial-cluster on both",
+                 --initial-cluster and --initial-cluster-token on both",
                 h.member_name, h.cluster_id, self.me.name, self.me.cluster_id
             ));
         }
@@ -753,7 +753,7 @@ impl Peer for PeerService {
         request: tonic::Request<MembersRequest>,
     ) -> Result<tonic::Response<MembersResponse>, Status> {
         let asking = request.into_inner().peer_urls;
-        tracing::info!(peer_urls = ?asking, "a joining member asked for the member list");
+        tracing::info!(peer_urls = ?asking, "a member asked for the member list (to join, or to check it may bootstrap)");
         let members = self.members.members();
         Ok(tonic::Response::new(MembersResponse { cluster_id: self.me.cluster_id, members }))
     }
