@@ -396,7 +396,9 @@ async fn a_new_member_joins_over_https_with_auth_on_and_catches_up_by_snapshot()
 
     let id = line.split(',').next().unwrap().to_string();
     let (ok, out) = etcdctl_root(&c, &first, &["member", "remove", &id]);
-    assert!(ok && out.starts_with(&format!("Member {id} removed from cluster ")), "{out}");
+    // `member list` prints ids as `%x`, `member remove` as `%16x` (space-padded).
+    let id16 = format!("{:16x}", u64::from_str_radix(&id, 16).expect("a hex member id"));
+    assert!(ok && out.starts_with(&format!("Member {id16} removed from cluster ")), "{out}");
     let status =
         common::wait_for("m4 exits", Duration::from_secs(30), Duration::from_millis(50), || {
             let status = cluster.exited(new);
