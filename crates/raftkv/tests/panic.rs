@@ -25,18 +25,25 @@ impl Drop for Reaper {
     }
 }
 
-/// Starts member 0 of `cluster` as `TestCluster::spawn` would, with the injection set
-/// and stderr captured.
-fn spawn_with_injected_panic(cluster: &TestCluster) -> Reaper {
+/// The command that starts member 0 of `cluster` as `TestCluster::spawn` would.
+fn member_command(cluster: &TestCluster) -> Command {
     let m = &cluster.members()[0];
-    let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_raftkv"));
+    command
         .arg("server")
         .args(["--name", &m.name])
         .arg("--data-dir")
         .arg(&m.dir)
         .args(["--listen-client-urls", &cluster.endpoint(0)])
         .args(["--listen-peer-urls", &cluster.peer_url(0)])
-        .args(["--initial-cluster", cluster.initial_cluster()])
+        .args(["--initial-cluster", cluster.initial_cluster()]);
+    command
+}
+
+/// Starts member 0 of `cluster` as `TestCluster::spawn` would, with the injection set
+/// and stderr captured.
+fn spawn_with_injected_panic(cluster: &TestCluster) -> Reaper {
+    let child = member_command(cluster)
         .args(["--snapshot-count", "5"])
         .env("RAFTKV_TEST_PANIC_IN_SNAPSHOT_THREAD", "1")
         .env_remove("RUST_BACKTRACE") // which would add the standard report
@@ -103,16 +110,8 @@ async fn a_panic_on_the_snapshot_thread_ends_the_process_with_one_line_and_it_re
 async fn a_member_whose_log_pipe_closes_keeps_serving() {
     use std::io::BufRead;
     let cluster = TestCluster::plan(ClusterSpec::raftkv("log-pipe", &[]).members(1));
-    let m = &cluster.members()[0];
     let (reader, writer) = std::io::pipe().expect("a pipe");
-    let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .arg("server")
-        .args(["--name", &m.name])
-        .arg("--data-dir")
-        .arg(&m.dir)
-        .args(["--listen-client-urls", &cluster.endpoint(0)])
-        .args(["--listen-peer-urls", &cluster.peer_url(0)])
-        .args(["--initial-cluster", cluster.initial_cluster()])
+    let child = member_command(&cluster)
         .args(["--log-level", "debug"]) // a log line for every request
         .stdout(writer.try_clone().expect("a second end"))
         .stderr(writer)
