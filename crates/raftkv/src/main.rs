@@ -407,7 +407,8 @@ fn install_panic_hook() {
         let line = panic_line(thread.name().unwrap_or("unnamed"), message, &location);
         // Not `eprintln!`: with stderr closed it panics again, inside the hook, and the
         // process aborts (SIGABRT) instead of exiting with the status promised.
-        let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("{line}\n"));
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{line}");
         std::process::exit(PANIC_EXIT_STATUS);
     }));
 }

@@ -140,7 +140,8 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, Server
                 pid => format!(" (pid {pid})"),
             };
             return Err(ServerError(format!(
-                "--data-dir {shown} is in use by another raftkv process{pid}, which holds                  {}: stop it first, or give this member a data dir of its own",
+                "--data-dir {shown} is in use by another raftkv process{pid}, which holds \
+                 {}: stop it first, or give this member a data dir of its own",
                 path.display()
             )));
         }

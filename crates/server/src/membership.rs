@@ -232,7 +232,7 @@ async fn refuse_bootstrapped(
             )));
         }
     }
-    asks.abort_all();
+    // Dropping `asks` aborts the calls still running.
     Ok(())
 }
 

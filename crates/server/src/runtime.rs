@@ -800,7 +800,7 @@ fn write_snapshot(dir: &std::path::Path, job: &SnapshotJob) -> Result<u64, Strin
         // Not the WAL's advice ("storage now refuses further writes, restart"): a snapshot
         // file is written apart from the WAL, which stays usable, and is retried.
         storage::StorageError::Io { op, file, source } => {
-            format!("{op} {file:?} failed: {source} (the partial file is removed)")
+            format!("{op} {file:?} failed: {source}")
         }
         other => other.to_string(),
     })
