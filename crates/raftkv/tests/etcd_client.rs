@@ -573,3 +573,38 @@ async fn lease_time_to_live_needs_read_permission_on_the_attached_keys() {
     let nobody = anonymous.lease_time_to_live(lease[2], None).await.map_err(grpc_message);
     assert_eq!(nobody.err().as_deref(), Some("etcdserver: user name is empty"));
 }
+
+/// etcd's Authenticate first waits for a linearizable read: a user added or auth enabled
+/// through one member logs in through any other member at once, though that member may
+/// not have applied the write yet (a follower learns the commit at the next message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_through_the_leader_logs_in_through_a_follower_at_once() {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = TestCluster::start("etcd-client-auth-follower", AUTH_FLAGS);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let only = |i: usize| vec![cluster.endpoint(i)];
+    let mut through_leader = connect(&only(leader)).await.unwrap();
+    retry!(through_leader.user_add("root", "rootpw", None)).unwrap();
+    retry!(through_leader.user_grant_role("root", "root")).unwrap();
+    retry!(through_leader.auth_enable()).unwrap();
+    let options = |user: &str, password: &str| {
+        ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(10))
+            .with_user(user, password)
+    };
+    let root = Client::connect(only(follower), Some(options("root", "rootpw"))).await;
+    let mut root = root.expect("root logs in through a follower right after auth enable");
+    let mut root_at_leader =
+        Client::connect(only(leader), Some(options("root", "rootpw"))).await.unwrap();
+    for i in 0..10 {
+        let (user, password) = (format!("u{i}"), format!("p{i}"));
+        root_at_leader.user_add(user.as_str(), password.as_str(), None).await.unwrap();
+        let login = Client::connect(only(follower), Some(options(&user, &password))).await;
+        let login = login.map(|_| ()).map_err(grpc_message);
+        assert_eq!(login, Ok(()), "{user} added through the leader logs in through a follower");
+    }
+    let users = root.user_list().await.unwrap();
+    assert_eq!(users.users().len(), 11, "{users:?}");
+}

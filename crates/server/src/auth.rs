@@ -504,6 +504,10 @@ impl pb::auth_server::Auth for Api {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let r = request.into_inner();
+        // As etcd's Authenticate (`linearizableReadNotify` first): the auth state checked
+        // below is at least as new as every write acknowledged before this call, so a
+        // client that enabled auth through one member can log in through another at once.
+        self.read(node::ReadQuery::Get(Vec::new()), false).await?;
         for _ in 0..STALE_AUTH_RETRIES_MAX {
             let state = self.auth_state().await?;
             if !state.enabled {
