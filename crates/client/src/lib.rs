@@ -34,6 +34,12 @@ pub use proto::mvccpb::KeyValue;
 pub struct ClientOptions {
     /// Give up on a request after this long.
     pub deadline: Duration,
+    /// Give up on one attempt (one member) after this long: the connection to that
+    /// member is rebuilt and the next member is tried, within `deadline`. A connection
+    /// that never answers (a member that stopped mid-request, a channel that did not
+    /// reconnect after its member restarted) then costs this, not the whole deadline.
+    /// Writes tagged with a session (`exactly_once`) are safe to send again.
+    pub attempt_timeout: Duration,
     /// Tag writes with a raftkv session so retries execute once (needs a raftkv server;
     /// turn off to talk to etcd).
     pub exactly_once: bool,
@@ -41,7 +47,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { deadline: Duration::from_secs(10), exactly_once: true }
+        ClientOptions {
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            exactly_once: true,
+        }
     }
 }
 
@@ -103,6 +113,7 @@ pub fn channel(endpoint: &str, tls: Option<&tls::ClientTls>) -> Result<Channel, 
 pub struct Client {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
+    tls: Option<tls::ClientTls>,
     clerk: Clerk,
     opts: ClientOptions,
 }
@@ -150,7 +161,13 @@ impl Client {
         }
         let channels = endpoints.iter().map(|e| channel(e, tls)).collect::<Result<Vec<_>, _>>()?;
         let ids = (1..=endpoints.len() as u64).collect();
-        Ok(Client { endpoints: endpoints.to_vec(), channels, clerk: Clerk::new(ids, 0), opts })
+        Ok(Client {
+            endpoints: endpoints.to_vec(),
+            channels,
+            tls: tls.cloned(),
+            clerk: Clerk::new(ids, 0),
+            opts,
+        })
     }
 
     /// The endpoint that answered last.
@@ -171,7 +188,7 @@ impl Client {
             let target = self.clerk.target();
             let channel = self.channels[(target - 1) as usize].clone();
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, call(channel)).await {
+            match tokio::time::timeout(left.min(self.opts.attempt_timeout), call(channel)).await {
                 Ok(Ok(v)) => {
                     self.clerk.on_success(target);
                     return Ok(v);
@@ -184,7 +201,12 @@ impl Client {
                     }
                 },
                 Err(_) => {
-                    last = "deadline passed".into();
+                    let endpoint = &self.endpoints[(target - 1) as usize];
+                    last = format!("{endpoint}: no answer within {:?}", self.opts.attempt_timeout);
+                    // A fresh connection next time: the old one may never answer again.
+                    if let Ok(fresh) = self::channel(endpoint, self.tls.as_ref()) {
+                        self.channels[(target - 1) as usize] = fresh;
+                    }
                     self.clerk.on_no_answer();
                 }
             }
@@ -324,14 +346,18 @@ impl Client {
 
     /// The status of the member at `endpoint` (an index into the endpoints given).
     pub async fn status(&self, endpoint: usize) -> Result<StatusResponse, ClientError> {
-        let ch = self.channels[endpoint].clone();
-        MaintenanceClient::new(ch)
-            .status(pb::StatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| ClientError::Unavailable {
-                last: format!("{}: {}", self.endpoints[endpoint], s.message()),
-            })
+        let mut maintenance = MaintenanceClient::new(self.channels[endpoint].clone());
+        let call = maintenance.status(pb::StatusRequest {});
+        let unavailable = |why: &str| ClientError::Unavailable {
+            last: format!("{}: {why}", self.endpoints[endpoint]),
+        };
+        match tokio::time::timeout(self.opts.attempt_timeout, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(unavailable(s.message())),
+            Err(_) => {
+                Err(unavailable(&format!("no answer within {:?}", self.opts.attempt_timeout)))
+            }
+        }
     }
 }
 

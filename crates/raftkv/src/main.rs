@@ -503,7 +503,11 @@ fn main() -> ExitCode {
 }
 
 fn client(ep: &Endpoints) -> Result<Client, String> {
-    let opts = ClientOptions { deadline: Duration::from_secs(ep.timeout_secs), exactly_once: true };
+    let opts = ClientOptions {
+        deadline: Duration::from_secs(ep.timeout_secs),
+        exactly_once: true,
+        ..ClientOptions::default()
+    };
     let tls = ep.tls.client_tls()?;
     Client::connect_tls(&ep.endpoints, opts, tls.as_ref()).map_err(|e| e.to_string())
 }

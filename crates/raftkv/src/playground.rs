@@ -245,7 +245,7 @@ async fn wait_ready(
     data_dir: &Path,
     tls: Option<&tls::ClientTls>,
 ) -> Result<(), String> {
-    let opts = client::ClientOptions { deadline: Duration::from_secs(10), exactly_once: true };
+    let opts = client::ClientOptions::default();
     let mut c = client::Client::connect_tls(endpoints, opts, tls).map_err(|e| e.to_string())?;
     let ready = c.get(b"playground-ready-check", false).await;
     for m in &mut members.0 {

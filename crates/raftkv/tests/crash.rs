@@ -27,7 +27,11 @@ async fn check_all(cluster: &TestCluster, acked: &[(String, String)]) {
     }
     cluster.wait_applied(max_commit).await;
     for (i, ep) in cluster.endpoints().into_iter().enumerate() {
-        let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: false };
+        let opts = ClientOptions {
+            deadline: Duration::from_secs(20),
+            exactly_once: false,
+            ..ClientOptions::default()
+        };
         let mut one = Client::connect(&[ep], opts).unwrap();
         for (k, v) in acked {
             let got = one.get(k.as_bytes(), true).await.unwrap();

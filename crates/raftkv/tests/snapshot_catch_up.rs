@@ -29,7 +29,11 @@ async fn stopped_follower_catches_up_from_the_leaders_snapshot_file() {
         c.put(format!("k{n:04}").as_bytes(), value.as_bytes()).await.unwrap();
     }
     cluster.spawn(behind);
-    let opts = ClientOptions { deadline: Duration::from_secs(5), exactly_once: false };
+    let opts = ClientOptions {
+        deadline: Duration::from_secs(5),
+        exactly_once: false,
+        ..ClientOptions::default()
+    };
     let connect = || Client::connect(&[cluster.endpoint(behind)], opts.clone()).unwrap();
     common::wait_for(
         "the restarted member serves the last write from its own state",

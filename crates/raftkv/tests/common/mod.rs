@@ -430,7 +430,15 @@ impl TestCluster {
 
     /// A client of every member, writing exactly once (sessions), with a 20 s deadline.
     pub fn client(&self) -> Client {
-        let opts = ClientOptions { deadline: Duration::from_secs(20), exactly_once: true };
+        self.client_with(ClientOptions {
+            deadline: Duration::from_secs(20),
+            exactly_once: true,
+            ..ClientOptions::default()
+        })
+    }
+
+    /// A client of every member with `opts`.
+    pub fn client_with(&self, opts: ClientOptions) -> Client {
         Client::connect_tls(&self.endpoints(), opts, self.client_tls.as_ref()).unwrap()
     }
 
@@ -527,6 +535,7 @@ where
 pub struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+    failed: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
 }
@@ -537,8 +546,9 @@ impl Load {
     pub async fn start(client: Client) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(Load::write(client, stop.clone(), acked.clone()));
-        let mut load = Load { stop, acked, task, started: Instant::now() };
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(Load::write(client, stop.clone(), acked.clone(), failed.clone()));
+        let mut load = Load { stop, acked, failed, task, started: Instant::now() };
         load.wait_more(20).await;
         load.started = Instant::now();
         load
@@ -548,15 +558,27 @@ impl Load {
         mut client: Client,
         stop: Arc<AtomicBool>,
         acked: Arc<Mutex<Vec<(u64, Instant)>>>,
+        failed: Arc<Mutex<Vec<String>>>,
     ) {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let key = format!("k{n}");
-            if client.put(key.as_bytes(), b"v").await.is_ok() {
-                acked.lock().unwrap().push((n, Instant::now()));
-                n += 1;
+            let sent = Instant::now();
+            match client.put(key.as_bytes(), b"v").await {
+                Ok(_) => {
+                    acked.lock().unwrap().push((n, Instant::now()));
+                    n += 1;
+                }
+                Err(e) => {
+                    failed.lock().unwrap().push(format!("k{n} after {:?}: {e}", sent.elapsed()))
+                }
             }
         }
+    }
+
+    /// The writes that failed so far (the client gave up on them), with why and when.
+    pub fn failures(&self) -> Vec<String> {
+        self.failed.lock().unwrap().clone()
     }
 
     /// Waits (up to 30 s) for `n` more acknowledged writes.
