@@ -245,6 +245,10 @@ mod tests {
             "--election-timeout[1000ms] should be at least as 5 times as \
              --heartbeat-interval[300ms]"
         );
+        let at_the_bound = ["--heartbeat-interval", "200", "--election-timeout", "1000"];
+        assert_eq!(timing(&at_the_bound), Ok((200, ticks(5))));
+        let below = ["--heartbeat-interval", "200", "--election-timeout", "999"];
+        assert!(timing(&below).unwrap_err().contains("at least as 5 times"));
         let e = timing(&["--election-timeout", "60000"]).unwrap_err();
         assert!(e.contains("is too long, and should be set less than 50000ms"), "{e}");
         assert_eq!(timing(&["--election-timeout", "50000"]), Ok((100, ticks(500))));

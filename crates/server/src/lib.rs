@@ -54,6 +54,7 @@ pub mod auth;
 pub mod authority;
 pub mod backup;
 pub mod cert_user;
+pub mod client_http;
 pub mod cluster;
 pub mod compactor;
 pub mod concurrency;
@@ -367,7 +368,10 @@ pub async fn serve_until(
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").
     let recv_max = cfg.limits.request_bytes + 512 * 1024;
+    // HTTP/1.1 too, and `/health` and `/metrics` before gRPC, as etcd (`client_http`).
     let client_router = grpc_server(&cfg.grpc)
+        .accept_http1(true)
+        .layer(client_http::HttpEndpointsLayer::new(handle.clone(), metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
