@@ -13,6 +13,7 @@ mod bench;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod config_file;
+mod etcd_flags;
 mod playground;
 mod snapshot;
 mod tls_flags;
@@ -145,7 +146,8 @@ struct ServerArgs {
     /// URL to listen on for peers.
     #[arg(long)]
     listen_peer_urls: String,
-    /// URL to listen on for clients (etcd v3 gRPC API).
+    /// URLs to listen on for clients (etcd v3 gRPC API, and /health and /metrics),
+    /// comma-separated; all http:// or all https://.
     #[arg(long)]
     listen_client_urls: String,
     /// URL to serve /health and /metrics on.
@@ -170,13 +172,15 @@ struct ServerArgs {
     /// "etcd-cluster": clusters that differ by it refuse each other's members.
     #[arg(long)]
     initial_cluster_token: Option<String>,
-    /// Length of a Raft tick in milliseconds (heartbeats every 5 ticks, elections after 20-40).
-    #[arg(long, default_value_t = 50)]
-    tick_ms: u64,
+    /// Length of a Raft tick in milliseconds (heartbeats every 5 ticks, elections after
+    /// 20-40); default 50. etcd's --heartbeat-interval and --election-timeout set it
+    /// instead (the tick becomes the heartbeat interval).
+    #[arg(long)]
+    tick_ms: Option<u64>,
     /// Snapshot the state every this many applied entries (etcd's default too).
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
-    /// Log level: error, warn, info, debug.
+    /// Log level: debug, info, warn, error (etcd's dpanic, panic and fatal: error).
     #[arg(long, default_value = "info")]
     log_level: String,
     /// Raise the NOSPACE alarm when the state would reach this many bytes (its size
@@ -230,6 +234,8 @@ struct ServerArgs {
     stop_when_stdin_closes: bool,
     #[command(flatten)]
     tls: tls_flags::TlsArgs,
+    #[command(flatten)]
+    etcd: etcd_flags::EtcdArgs,
 }
 
 /// The gRPC limit flags, checked.
@@ -274,9 +280,8 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
             a.initial_cluster
         ));
     }
-    if a.tick_ms == 0 {
-        return Err("--tick-ms must be at least 1".into());
-    }
+    let (tick_ms, raft_ticks) = etcd_flags::raft_timing(a.tick_ms, &a.etcd)?;
+    let (listen_client, more_listen_client) = listen_client_urls(&a.listen_client_urls)?;
     let auto_compaction =
         parse_auto_compaction(&a.auto_compaction_mode, &a.auto_compaction_retention)
             .map_err(|e| e.0)?;
@@ -293,12 +298,12 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
             })?;
     let peer_urls: Vec<&str> = members.iter().map(|m| m.peer_url.as_str()).collect();
     let (client_tls, peer_tls, peer_client_tls) =
-        tls_flags::settings(&a.tls, &a.listen_client_urls, &a.listen_peer_urls, &peer_urls)?;
+        tls_flags::settings(&a.tls, listen_client.0, &a.listen_peer_urls, &peer_urls)?;
     Ok(ServerConfig {
         name: a.name.clone(),
         data_dir: a.data_dir.clone(),
         listen_peer: parse_url("--listen-peer-urls", &a.listen_peer_urls).map_err(|e| e.0)?,
-        listen_client: parse_url("--listen-client-urls", &a.listen_client_urls).map_err(|e| e.0)?,
+        listen_client: listen_client.1,
         listen_metrics: match &a.listen_metrics_urls {
             Some(u) => Some(parse_url("--listen-metrics-urls", u).map_err(|e| e.0)?),
             None => None,
@@ -312,7 +317,7 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
             .collect(),
         state,
         cluster_id,
-        tick_ms: a.tick_ms,
+        tick_ms,
         snapshot_count: a.snapshot_count,
         quota_bytes: quota_bytes(a.quota_backend_bytes),
         auto_compaction,
@@ -325,7 +330,37 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         initial_advertise_peer: initial_advertise_peer(a, &members)?,
         initial_cluster_urls,
         members,
+        raft_ticks,
+        limits: etcd_flags::request_limits(&a.etcd)?,
+        more_listen_client,
     })
+}
+
+/// `--listen-client-urls`: the first URL with its address, and the others' addresses.
+/// etcd serves http:// and https:// URLs side by side; raftkv's client TLS is one
+/// setting, so the URLs must agree.
+fn listen_client_urls(
+    flag: &str,
+) -> Result<((&str, std::net::SocketAddr), Vec<std::net::SocketAddr>), String> {
+    let urls: Vec<&str> = flag.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let Some(first) = urls.first() else {
+        return Err("--listen-client-urls: give at least one URL".into());
+    };
+    let mut addrs = Vec::new();
+    for u in &urls {
+        if tls::is_https(u) != tls::is_https(first) {
+            return Err(format!(
+                "--listen-client-urls {flag:?}: mixes http:// and https:// URLs; raftkv                  serves all client URLs with the same TLS setting, so give one scheme"
+            ));
+        }
+        let addr = parse_url("--listen-client-urls", u).map_err(|e| e.0)?;
+        if addrs.contains(&addr) {
+            return Err(format!("--listen-client-urls {flag:?}: {u} is listed twice"));
+        }
+        addrs.push(addr);
+    }
+    let more = addrs.split_off(1);
+    Ok(((first, addrs[0]), more))
 }
 
 /// This member's peer URLs: `--initial-advertise-peer-urls`, or its `--initial-cluster`
@@ -369,19 +404,20 @@ fn auth_config(a: &ServerArgs) -> Result<server::auth::AuthConfig, String> {
     })
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
-    let level: tracing::Level = level
-        .parse()
-        .map_err(|_| format!("--log-level {level:?}: use error, warn, info or debug"))?;
+fn init_logging(level: &str, output: etcd_flags::LogOutput) -> Result<(), String> {
+    let level = etcd_flags::log_level(level)?;
     // A log reader that went away (`| head`, a restarted collector) costs the logs, not
     // the member: the subscriber's own report of a failed write went to stderr with
     // `eprintln!`, which panicked when stderr was that same closed pipe.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
         .with_ansi(false)
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    match output {
+        etcd_flags::LogOutput::Stderr => logs.with_writer(std::io::stderr).init(),
+        etcd_flags::LogOutput::Stdout => logs.with_writer(std::io::stdout).init(),
+    }
     Ok(())
 }
 
@@ -433,12 +469,18 @@ fn etcd_env_var(long: &str) -> String {
 /// variable as etcd does (a flag given on the command line wins), so the lines
 /// `etcdctl member add` prints, and etcd's container images' settings, work unchanged.
 fn cli_command() -> clap::Command {
-    Cli::command().mut_subcommand("server", |server| {
+    server_command().mut_subcommand("server", |server| {
         server.mut_args(|arg| match arg.get_long().map(etcd_env_var) {
             Some(var) => arg.env(var),
             None => arg,
         })
     })
+}
+
+/// The command line without the variables: `raftkv server`'s switches also take
+/// `=true` and `=false`, as etcd's.
+fn server_command() -> clap::Command {
+    Cli::command().mut_subcommand("server", etcd_flags::go_bools)
 }
 
 /// The value of `raftkv server`'s `--config-file` (or `ETCD_CONFIG_FILE`), if given.
@@ -477,7 +519,7 @@ fn parse_cli() -> Cli {
         None => cli_command().get_matches(),
         Some(path) => match config_file_argv(&path) {
             // etcd: with a config file, flags and variables are ignored.
-            Ok(argv) => Cli::command().get_matches_from(argv),
+            Ok(argv) => server_command().get_matches_from(argv),
             Err(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(1);
@@ -519,7 +561,8 @@ fn show(bytes: &[u8]) -> String {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Server(a) => {
-            init_logging(&a.log_level)?;
+            let output = etcd_flags::check(&a.etcd)?;
+            init_logging(&a.log_level, output)?;
             let cfg = server_config(&a)?;
             let served = if a.stop_when_stdin_closes {
                 server::serve_until(cfg, stdin_closed()).await

@@ -79,6 +79,45 @@ pub struct ServerConfig {
     /// `etcdctl member add` prints for members that have not started): where a joining
     /// member asks for the member list.
     pub initial_cluster_urls: Vec<String>,
+    /// The Raft heartbeat interval and election timeout in ticks, when etcd's
+    /// `--heartbeat-interval` and `--election-timeout` set them; `None`: the Raft core's
+    /// defaults (a heartbeat every 5 ticks, elections after 20).
+    pub raft_ticks: Option<RaftTicks>,
+    /// `--max-request-bytes` and `--max-txn-ops`.
+    pub limits: RequestLimits,
+    /// The second and later `--listen-client-urls` addresses (the first is
+    /// `listen_client`): each serves the same client API, and `/health` and `/metrics`.
+    pub more_listen_client: Vec<SocketAddr>,
+}
+
+/// Raft timing in ticks (see [`ServerConfig::raft_ticks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTicks {
+    /// Ticks between heartbeats.
+    pub heartbeat: u32,
+    /// Ticks without a leader before an election.
+    pub election: u32,
+}
+
+/// Limits on one client request, checked when it arrives (not on apply, so members may
+/// differ, as etcd's may).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Largest put, delete or txn request, encoded (etcd's `--max-request-bytes`); at
+    /// most [`crate::etcd::REQUEST_BYTES_MAX`], which the log and apply are sized for.
+    pub request_bytes: usize,
+    /// Most operations in a txn's compares or either branch (etcd's `--max-txn-ops`); at
+    /// most [`crate::etcd::TXN_OPS_MAX`], what apply allows.
+    pub txn_ops: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            request_bytes: crate::etcd::REQUEST_BYTES_MAX,
+            txn_ops: crate::etcd::TXN_OPS_MAX,
+        }
+    }
 }
 
 /// etcd's default space quota: 2 GiB.
@@ -354,6 +393,9 @@ impl ServerConfig {
             peer_client_tls: None,
             auth: crate::auth::AuthConfig::default(),
             initial_advertise_peer: Vec::new(),
+            raft_ticks: None,
+            limits: RequestLimits::default(),
+            more_listen_client: Vec::new(),
         }
     }
 
@@ -428,6 +470,11 @@ fn write_identity(dir: &Path, path: &Path, content: &str) -> Result<(), ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_max_txn_ops_is_what_apply_allows() {
+        assert_eq!(RequestLimits::default().txn_ops, kv::Config::default().txn_ops_max);
+    }
 
     #[test]
     fn initial_cluster_parses_and_ids_are_stable() {

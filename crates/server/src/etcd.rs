@@ -28,6 +28,9 @@ const SNAPSHOT_CHUNKS_QUEUED: usize = 16;
 
 /// etcd's default limit on one request (`--max-request-bytes`, 1.5 MiB).
 pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
+/// Most operations in a txn's compares or either branch that apply accepts (etcd's
+/// default `--max-txn-ops`): the most `--max-txn-ops` may be.
+pub const TXN_OPS_MAX: u64 = 128;
 /// The version string `Maintenance.Status` reports: the etcd API level, then ours.
 pub const VERSION: &str = concat!("3.4.0+raftkv.", env!("CARGO_PKG_VERSION"));
 
@@ -65,6 +68,8 @@ pub struct Api {
     pub quota_bytes: Option<u64>,
     /// This member's auth tokens and password hashing (see [`crate::auth`]).
     pub auth: Arc<crate::auth::AuthGate>,
+    /// `--max-request-bytes` and `--max-txn-ops`.
+    pub limits: crate::config::RequestLimits,
 }
 
 impl Api {
@@ -511,8 +516,8 @@ pub(crate) fn command<T>(req: &tonic::Request<T>, op: Op) -> Result<Command, Sta
     })
 }
 
-fn check_size<T: prost::Message>(req: &T) -> Result<(), Status> {
-    if req.encoded_len() > REQUEST_BYTES_MAX {
+fn check_size<T: prost::Message>(req: &T, max: usize) -> Result<(), Status> {
+    if req.encoded_len() > max {
         return Err(Status::invalid_argument("etcdserver: request is too large"));
     }
     Ok(())
@@ -587,7 +592,7 @@ impl pb::kv_server::Kv for Api {
         &self,
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        check_size(request.get_ref())?;
+        check_size(request.get_ref(), self.limits.request_bytes)?;
         let put = put_request(request.get_ref())?;
         let check: Check<'_> = &|auth, stamp| auth.check_put(stamp, &put);
         let op = Op::Put(put.clone());
@@ -602,7 +607,7 @@ impl pb::kv_server::Kv for Api {
         &self,
         request: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        check_size(request.get_ref())?;
+        check_size(request.get_ref(), self.limits.request_bytes)?;
         let delete = delete_request(request.get_ref());
         let check: Check<'_> = &|auth, stamp| auth.check_delete(stamp, &delete);
         match self.checked_write(&request, Op::DeleteRange(delete.clone()), check).await? {
@@ -615,11 +620,13 @@ impl pb::kv_server::Kv for Api {
         &self,
         request: tonic::Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        check_size(request.get_ref())?;
+        check_size(request.get_ref(), self.limits.request_bytes)?;
         let txn = txn_request(request.get_ref())?;
         // Refused here, a bad txn never reaches the log (apply checks again). Every
-        // member runs with the default kv limits (`NodeConfig::new` in lib.rs).
-        kv::Config::default().check_txn(&txn).map_err(|e| kv_error(&e))?;
+        // member runs with the default kv limits (`NodeConfig::new` in lib.rs), whose
+        // operation count `--max-txn-ops` may only lower.
+        let limits = kv::Config { txn_ops_max: self.limits.txn_ops, ..Default::default() };
+        limits.check_txn(&txn).map_err(|e| kv_error(&e))?;
         let check: Check<'_> = &|auth, stamp| auth.check_txn(stamp, &txn);
         let op = Op::Txn(txn.clone());
         self.check_quota(&op).await?;

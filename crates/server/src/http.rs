@@ -21,6 +21,36 @@ fn alarm_names(alarms: &[kv::AlarmMember]) -> String {
     names.join(",")
 }
 
+/// The status line (code and reason) and body of `GET path`: `/metrics` or `/health`
+/// (as etcd's), anything else 404. The metrics listener and the client port (see
+/// `client_http`) both answer with it.
+pub async fn answer(path: &str, node: &NodeHandle, metrics: &Metrics) -> (&'static str, String) {
+    match path {
+        "/metrics" => ("200 OK", metrics.render()),
+        "/health" => match node.status().await {
+            // As etcd's: unhealthy while an alarm is raised (etcd 3.4.23 answers
+            // {"health":"false"}; the reason is etcd 3.5's).
+            Some(s) if !s.alarms.is_empty() => (
+                "503 Service Unavailable",
+                format!(
+                    "{{\"health\":\"false\",\"reason\":\"ALARM {}\"}}\n",
+                    alarm_names(&s.alarms)
+                ),
+            ),
+            Some(s) if s.leader.is_some() => ("200 OK", "{\"health\":\"true\"}\n".into()),
+            Some(_) => (
+                "503 Service Unavailable",
+                "{\"health\":\"false\",\"reason\":\"no leader\"}\n".into(),
+            ),
+            None => (
+                "503 Service Unavailable",
+                "{\"health\":\"false\",\"reason\":\"stopping\"}\n".into(),
+            ),
+        },
+        _ => ("404 Not Found", "try /health or /metrics\n".into()),
+    }
+}
+
 /// Serves health and metrics until the listener fails.
 pub async fn serve(listener: TcpListener, node: NodeHandle, metrics: Arc<Metrics>) {
     let mut backoff = crate::accept::AcceptBackoff::default();
@@ -37,30 +67,7 @@ pub async fn serve(listener: TcpListener, node: NodeHandle, metrics: Arc<Metrics
             };
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (code, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
-                "/health" => match node.status().await {
-                    // As etcd's: unhealthy while an alarm is raised (etcd 3.4.23 answers
-                    // {"health":"false"}; the reason is etcd 3.5's).
-                    Some(s) if !s.alarms.is_empty() => (
-                        "503 Service Unavailable",
-                        format!(
-                            "{{\"health\":\"false\",\"reason\":\"ALARM {}\"}}\n",
-                            alarm_names(&s.alarms)
-                        ),
-                    ),
-                    Some(s) if s.leader.is_some() => ("200 OK", "{\"health\":\"true\"}\n".into()),
-                    Some(_) => (
-                        "503 Service Unavailable",
-                        "{\"health\":\"false\",\"reason\":\"no leader\"}\n".into(),
-                    ),
-                    None => (
-                        "503 Service Unavailable",
-                        "{\"health\":\"false\",\"reason\":\"stopping\"}\n".into(),
-                    ),
-                },
-                _ => ("404 Not Found", "try /health or /metrics\n".into()),
-            };
+            let (code, body) = answer(path, &node, &metrics).await;
             let resp = format!(
                 "HTTP/1.1 {code}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()

@@ -54,6 +54,7 @@ pub mod auth;
 pub mod authority;
 pub mod backup;
 pub mod cert_user;
+pub mod client_http;
 pub mod cluster;
 pub mod compactor;
 pub mod concurrency;
@@ -185,6 +186,10 @@ pub async fn serve_until(
     // Bind first: a port in use is the commonest start-up mistake, report it before work.
     let peer_listener = bind("--listen-peer-urls", cfg.listen_peer).await?;
     let client_listener = bind("--listen-client-urls", cfg.listen_client).await?;
+    let mut more_client_listeners = Vec::new();
+    for a in &cfg.more_listen_client {
+        more_client_listeners.push(bind("--listen-client-urls", *a).await?);
+    }
     let metrics_listener = match cfg.listen_metrics {
         Some(a) => Some(bind("--listen-metrics-urls", a).await?),
         None => None,
@@ -220,6 +225,10 @@ pub async fn serve_until(
     let voters = cfg.members.iter().map(|m| m.id).collect();
     let mut node_cfg = NodeConfig::new(me.id, voters);
     membership::configure(&mut node_cfg, &cfg, &start);
+    if let Some(ticks) = cfg.raft_ticks {
+        node_cfg.raft.heartbeat_interval_ticks = ticks.heartbeat;
+        node_cfg.raft.election_timeout_ticks = ticks.election;
+    }
     node_cfg.raft.rng_seed = me.id ^ std::process::id() as u64;
     node_cfg.snapshot_interval_entries = cfg.snapshot_count;
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
@@ -330,6 +339,7 @@ pub async fn serve_until(
         request_timeout,
         quota_bytes: cfg.quota_bytes,
         auth: Arc::new(auth::AuthGate::new(cfg.auth, tokens)),
+        limits: cfg.limits,
     };
 
     use proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -357,8 +367,11 @@ pub async fn serve_until(
     };
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").
-    let recv_max = etcd::REQUEST_BYTES_MAX + 512 * 1024;
+    let recv_max = cfg.limits.request_bytes + 512 * 1024;
+    // HTTP/1.1 too, and `/health` and `/metrics` before gRPC, as etcd (`client_http`).
     let client_router = grpc_server(&cfg.grpc)
+        .accept_http1(true)
+        .layer(client_http::HttpEndpointsLayer::new(handle.clone(), metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
@@ -385,7 +398,13 @@ pub async fn serve_until(
     // etcdctl sends `http://host:port` as :authority on some connections; h2 would
     // reset those requests (see authority.rs). The fix reads plaintext, so TLS ends
     // below it, in the accept stream.
-    let client_connections = incoming(client_listener, "--listen-client-urls", &metrics);
+    // Every `--listen-client-urls` address feeds the one client server.
+    let mut client_connections = tokio_stream::StreamMap::new();
+    client_connections.insert(0, incoming(client_listener, "--listen-client-urls", &metrics));
+    for (i, l) in more_client_listeners.into_iter().enumerate() {
+        client_connections.insert(i + 1, incoming(l, "--listen-client-urls", &metrics));
+    }
+    let client_connections = tokio_stream::StreamExt::map(client_connections, |(_, c)| c);
     let client_task = match &client_tls {
         None => tokio::spawn(
             client_router.serve_with_incoming(authority::wrap_incoming(client_connections)),

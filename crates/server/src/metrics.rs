@@ -57,6 +57,13 @@ impl Histogram {
     }
 }
 
+/// etcd's bucket bounds for its disk latencies (`etcd_disk_wal_fsync_duration_seconds`):
+/// 1 ms doubling to 8.192 s, so dashboards and alert thresholds read the same buckets.
+pub const ETCD_DISK_BOUNDS: &[f64] = &[
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+
 /// Everything `/metrics` shows.
 #[derive(Debug)]
 pub struct Metrics {
@@ -89,6 +96,8 @@ pub struct Metrics {
     pub accept_errors: AtomicU64,
     /// Duration of each WAL sync.
     pub fsync_seconds: Histogram,
+    /// The same, in etcd's buckets ([`ETCD_DISK_BOUNDS`]).
+    pub etcd_fsync_seconds: Histogram,
     /// Duration of applying a batch of committed entries.
     pub apply_seconds: Histogram,
     /// Round trip of peer message batches (send to acknowledgement).
@@ -131,6 +140,7 @@ impl Default for Metrics {
             peer_messages_invalid: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
             fsync_seconds: Histogram::new(LATENCY_BOUNDS),
+            etcd_fsync_seconds: Histogram::new(ETCD_DISK_BOUNDS),
             apply_seconds: Histogram::new(LATENCY_BOUNDS),
             peer_rtt_seconds: Histogram::new(LATENCY_BOUNDS),
             forward_seconds: Histogram::new(LATENCY_BOUNDS),
@@ -155,6 +165,7 @@ impl Metrics {
     /// Records one WAL sync (the node thread's group commit) that took `took`.
     pub fn observe_fsync(&self, took: std::time::Duration) {
         self.fsync_seconds.observe(took.as_secs_f64());
+        self.etcd_fsync_seconds.observe(took.as_secs_f64());
     }
 
     /// Records one applied batch that took `took`.
@@ -258,7 +269,57 @@ impl Metrics {
             "raftkv_node_loop_seconds",
             "node thread time per batch of inputs",
         );
+        self.render_etcd(&mut out);
         out
+    }
+
+    /// etcd 3.4's series that dashboards and alerts use most, with etcd's names, types
+    /// and (absent) labels, from the same counters as the `raftkv_*` series.
+    fn render_etcd(&self, out: &mut String) {
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let has_leader = u64::from(load(&self.leader) != 0);
+        let series: [(&str, &str, &str, u64); 7] = [
+            ("etcd_server_has_leader", "gauge", "1 if a leader exists", has_leader),
+            ("etcd_server_is_leader", "gauge", "1 if this member leads", load(&self.is_leader)),
+            (
+                "etcd_server_leader_changes_seen_total",
+                "counter",
+                "leader changes seen",
+                load(&self.leader_changes),
+            ),
+            (
+                "etcd_server_proposals_committed_total",
+                "gauge",
+                "the Raft commit index (etcd's meaning)",
+                load(&self.commit_index),
+            ),
+            (
+                "etcd_server_proposals_applied_total",
+                "gauge",
+                "the applied index (etcd's meaning)",
+                load(&self.applied_index),
+            ),
+            (
+                "etcd_server_proposals_failed_total",
+                "counter",
+                "writes answered with an error",
+                load(&self.proposals_failed),
+            ),
+            (
+                "etcd_mvcc_db_total_size_in_bytes",
+                "gauge",
+                "raftkv's estimate of the state's bytes (what the quota counts)",
+                load(&self.db_size_bytes),
+            ),
+        ];
+        for (name, kind, help, v) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        self.etcd_fsync_seconds.render(
+            out,
+            "etcd_disk_wal_fsync_duration_seconds",
+            "WAL sync latency (the node thread's group commit)",
+        );
     }
 }
 
@@ -278,5 +339,29 @@ mod tests {
         assert!(s.contains("x_bucket{le=\"0.01\"} 2"), "{s}");
         assert!(s.contains("x_bucket{le=\"+Inf\"} 3"), "{s}");
         assert!(s.contains("x_count 3"), "{s}");
+    }
+
+    #[test]
+    fn etcds_series_come_from_the_same_counters() {
+        let m = Metrics::default();
+        m.leader.store(7, Ordering::Relaxed);
+        m.commit_index.store(12, Ordering::Relaxed);
+        m.applied_index.store(11, Ordering::Relaxed);
+        m.db_size_bytes.store(4096, Ordering::Relaxed);
+        m.observe_fsync(std::time::Duration::from_millis(3));
+        let s = m.render();
+        for line in [
+            "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader 1",
+            "# TYPE etcd_server_proposals_committed_total gauge\netcd_server_proposals_committed_total 12",
+            "etcd_server_proposals_applied_total 11",
+            "# TYPE etcd_mvcc_db_total_size_in_bytes gauge\netcd_mvcc_db_total_size_in_bytes 4096",
+            "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 0",
+            "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.004\"} 1",
+            "raftkv_commit_index 12",
+        ] {
+            assert!(s.contains(line), "{line} not in {s}");
+        }
+        m.leader.store(0, Ordering::Relaxed);
+        assert!(m.render().contains("etcd_server_has_leader 0"));
     }
 }

@@ -1,0 +1,150 @@
+//! An etcd operator's set-up on a raftkv member: etcd 3.4's server flags in a unit
+//! file, etcd's `/health` and `/metrics` on every client URL (HTTP/1.1 next to gRPC),
+//! etcd's metric names and types, and a config file with several bad keys.
+
+mod common;
+
+use proto::etcdserverpb as pb;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// etcd 3.4's series this member must export, with etcd's types.
+const ETCD_SERIES: [(&str, &str); 9] = [
+    ("etcd_server_has_leader", "gauge"),
+    ("etcd_server_is_leader", "gauge"),
+    ("etcd_server_leader_changes_seen_total", "counter"),
+    ("etcd_server_proposals_committed_total", "gauge"),
+    ("etcd_server_proposals_applied_total", "gauge"),
+    ("etcd_server_proposals_failed_total", "counter"),
+    ("etcd_mvcc_db_total_size_in_bytes", "gauge"),
+    ("etcd_disk_wal_fsync_duration_seconds", "histogram"),
+    ("raftkv_commit_index", "gauge"),
+];
+
+/// Kills the member when the test ends, failing or not.
+struct Member(Child);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` over HTTP/1.1 on `port`: the status code and body, or `None`.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    sock.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let _ = sock.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
+}
+
+/// The value of the unlabelled series `name` in a scrape.
+fn value(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_flags_metrics_and_health_on_every_client_url() {
+    let root = std::env::temp_dir().join(format!("raftkv-etcdops-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (c1, c2, peer) = (common::free_port(), common::free_port(), common::free_port());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(root.with_extension("log")).unwrap();
+    let member = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .arg("server")
+        .args(["--name", "m1", "--data-dir"])
+        .arg(&root)
+        .args(["--listen-peer-urls", &peer_url, "--initial-cluster", &format!("m1={peer_url}")])
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{c1},http://127.0.0.1:{c2}"))
+        .args(["--heartbeat-interval=50", "--election-timeout=500"])
+        .args(["--max-txn-ops=2", "--max-request-bytes=4096"])
+        .args(["--logger=zap", "--log-outputs=stderr", "--log-level=info", "--metrics=extensive"])
+        .args(["--enable-v2=false", "--strict-reconfig-check", "--enable-pprof=false"])
+        .args(["--client-cert-auth=false"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut member = Member(member);
+
+    // Healthy (a leader) on the second client URL, over HTTP/1.1 next to gRPC.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, body)) = http_get(c2, "/health") {
+            assert_eq!(body, "{\"health\":\"true\"}\n");
+            break;
+        }
+        let exited = member.0.try_wait().unwrap();
+        assert!(exited.is_none(), "member exited: {exited:?}; log {}", root.display());
+        assert!(Instant::now() < deadline, "no healthy answer on the client port in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, before) = http_get(c1, "/metrics").expect("metrics on the first client URL");
+    assert_eq!(code, 200);
+    for (name, kind) in ETCD_SERIES {
+        assert!(before.contains(&format!("\n# TYPE {name} {kind}\n")), "{name} {kind}: {before}");
+    }
+    assert_eq!(value(&before, "etcd_server_has_leader"), Some(1.0), "{before}");
+    assert_eq!(value(&before, "etcd_server_is_leader"), Some(1.0), "{before}");
+    assert!(before.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} "));
+
+    // gRPC on both URLs, with the lowered limits.
+    let channel = |port: u16| client::channel(&format!("http://127.0.0.1:{port}"), None).unwrap();
+    let mut kv1 = pb::kv_client::KvClient::new(channel(c1));
+    let mut kv2 = pb::kv_client::KvClient::new(channel(c2));
+    fn put(k: &str, v: Vec<u8>) -> pb::PutRequest {
+        pb::PutRequest { key: k.as_bytes().to_vec().into(), value: v.into(), ..Default::default() }
+    }
+    const PUTS: usize = 5;
+    for i in 0..PUTS {
+        let kv = if i % 2 == 0 { &mut kv1 } else { &mut kv2 };
+        kv.put(put(&format!("k{i}"), b"v".to_vec())).await.expect("a put");
+    }
+    let e = kv1.put(put("big", vec![b'v'; 5000])).await.unwrap_err();
+    assert_eq!(e.message(), "etcdserver: request is too large");
+    let op = |k: &str| pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(put(k, b"v".to_vec()))),
+    };
+    let txn = pb::TxnRequest { success: vec![op("a"), op("b"), op("c")], ..Default::default() };
+    let e = kv2.txn(txn).await.unwrap_err();
+    assert_eq!(e.message(), "etcdserver: too many operations in txn request");
+
+    let (_, after) = http_get(c2, "/metrics").expect("metrics on the second client URL");
+    let committed = |s: &str| value(s, "etcd_server_proposals_committed_total").unwrap();
+    assert!(
+        committed(&after) >= committed(&before) + PUTS as f64,
+        "{PUTS} puts: committed {} then {}",
+        committed(&before),
+        committed(&after)
+    );
+    drop(member);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(root.with_extension("log"));
+}
+
+#[test]
+fn a_config_file_with_bad_keys_names_every_one_and_the_member_does_not_start() {
+    let path = std::env::temp_dir().join(format!("raftkv-etcdops-{}.yml", std::process::id()));
+    let text = "name: m1\ndata-dir: /nonexistent/m1\nsnap-dir: x\nwal-dir:\n\
+        initial-cluster: m1=http://127.0.0.1:1\nbogus: 1\nproxy: 'on'\nlog-outputs: [stderr]\n";
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["server", "--config-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 3: unknown key \"snap-dir\""), "{stderr}");
+    assert!(stderr.contains("line 6: unknown key \"bogus\""), "{stderr}");
+    assert!(stderr.contains("line 7: key \"proxy\" is \"on\""), "{stderr}");
+    assert!(!stderr.contains("line 4") && !stderr.contains("line 8"), "{stderr}");
+}

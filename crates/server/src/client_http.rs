@@ -1,0 +1,115 @@
+//! `GET /health` and `GET /metrics` on the client port too, as etcd 3.4 serves them next
+//! to gRPC (Prometheus scrape configs and load balancer health checks point there).
+//!
+//! The client server accepts HTTP/1.1 besides HTTP/2 (hyper tells them apart by the
+//! HTTP/2 preface; the `:authority` fix passes anything that is not HTTP/2 through
+//! untouched), and this layer, outermost on the client router, answers a request for
+//! either path that is not gRPC (no `application/grpc` content type) with
+//! [`crate::http::answer`]; everything else goes on to gRPC. Over TLS the handshake offers
+//! only ALPN `h2` (grpc-go insists on it), so an HTTPS scrape arrives as HTTP/2, which the
+//! same layer answers (curl and Go's HTTP client offer h2).
+
+use crate::metrics::Metrics;
+use crate::runtime::NodeHandle;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The paths answered here rather than by gRPC.
+const PATHS: [&str; 2] = ["/health", "/metrics"];
+
+/// Wraps the client router with [`HttpEndpoints`].
+#[derive(Clone)]
+pub struct HttpEndpointsLayer {
+    node: NodeHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl HttpEndpointsLayer {
+    /// Answers with this member's health and metrics.
+    pub fn new(node: NodeHandle, metrics: Arc<Metrics>) -> Self {
+        HttpEndpointsLayer { node, metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for HttpEndpointsLayer {
+    type Service = HttpEndpoints<S>;
+
+    fn layer(&self, inner: S) -> HttpEndpoints<S> {
+        HttpEndpoints { inner, node: self.node.clone(), metrics: self.metrics.clone() }
+    }
+}
+
+/// The client router, with `/health` and `/metrics` answered before it.
+#[derive(Clone)]
+pub struct HttpEndpoints<S> {
+    inner: S,
+    node: NodeHandle,
+    metrics: Arc<Metrics>,
+}
+
+/// Whether `req` is a plain HTTP request for `/health` or `/metrics`.
+fn is_endpoint<B>(req: &http::Request<B>) -> bool {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    !grpc && PATHS.contains(&req.uri().path())
+}
+
+impl<S, B> tower::Service<http::Request<B>> for HttpEndpoints<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !is_endpoint(&req) {
+            return Box::pin(self.inner.call(req));
+        }
+        let (node, metrics) = (self.node.clone(), self.metrics.clone());
+        let path = req.uri().path().to_string();
+        Box::pin(async move {
+            let (status, body) = crate::http::answer(&path, &node, &metrics).await;
+            let code = status.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(500);
+            let mut response = http::Response::new(tonic::body::Body::new(body));
+            *response.status_mut() = http::StatusCode::from_u16(code).unwrap_or_default();
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, content_type: Option<&str>) -> http::Request<()> {
+        let mut b = http::Request::get(path);
+        if let Some(t) = content_type {
+            b = b.header(http::header::CONTENT_TYPE, t);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_plain_requests_for_the_two_paths_are_answered_here() {
+        assert!(is_endpoint(&get("/metrics", None)));
+        assert!(is_endpoint(&get("/health", Some("text/plain"))));
+        assert!(!is_endpoint(&get("/health", Some("application/grpc"))));
+        assert!(!is_endpoint(&get("/metrics", Some("application/grpc+proto"))));
+        assert!(!is_endpoint(&get("/etcdserverpb.KV/Range", Some("application/grpc"))));
+        assert!(!is_endpoint(&get("/version", None)));
+    }
+}
