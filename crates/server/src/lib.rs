@@ -62,6 +62,7 @@ pub mod etcd;
 pub mod etcd_db;
 pub mod hash;
 pub mod http;
+pub mod learner;
 pub mod lease;
 pub mod membership;
 pub mod metrics;
@@ -361,6 +362,7 @@ pub async fn serve_until(
     let client_router = grpc_server(&cfg.grpc)
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
+        .layer(learner::LearnerLayer::new(member_table.clone(), me.id))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(recv_max))
