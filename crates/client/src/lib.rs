@@ -330,9 +330,26 @@ impl Client {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| ClientError::Unavailable {
-                last: format!("{}: {}", self.endpoints[endpoint], s.message()),
+                last: format!("{}: {}", self.endpoints[endpoint], with_causes(&s)),
             })
     }
+}
+
+/// A status's message and its causes (tonic's "transport error" says nothing of a refused
+/// connection; its source does).
+fn with_causes(s: &tonic::Status) -> String {
+    let mut text = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    // Bounded: error chains are short, and a cyclic one must not loop.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The first key after every key starting with `prefix` (etcd's prefix range end).
