@@ -598,7 +598,9 @@ async fn status(ep: &Endpoints) -> Result<(), String> {
             Err(err) => {
                 failures += 1;
                 let reason = match err {
-                    client::ClientError::Unavailable { last } => last,
+                    client::ClientError::Unavailable { last } => {
+                        last.strip_prefix(&format!("{e}: ")).unwrap_or(&last).to_string()
+                    }
                     other => other.to_string(),
                 };
                 // As etcdctl's endpoint status: the reason on stderr, and exit 1 at the end.
