@@ -627,7 +627,14 @@ async fn status(ep: &Endpoints) -> Result<(), String> {
     );
     let mut failures = 0;
     for (i, e) in ep.endpoints.iter().enumerate() {
-        match c.status(i).await {
+        // Bounded: an endpoint that never answers (a dropped SYN) must not hang the rest.
+        let answer = tokio::time::timeout(Duration::from_secs(ep.timeout_secs), c.status(i))
+            .await
+            .unwrap_or_else(|_| {
+                let last = format!("{e}: no answer within --timeout-secs {}", ep.timeout_secs);
+                Err(client::ClientError::Unavailable { last })
+            });
+        match answer {
             Ok(s) => {
                 let id = s.header.as_ref().map_or(0, |h| h.member_id);
                 println!(
@@ -637,12 +644,19 @@ async fn status(ep: &Endpoints) -> Result<(), String> {
             }
             Err(err) => {
                 failures += 1;
-                println!("{e:<28} unreachable: {err}");
+                let reason = match err {
+                    client::ClientError::Unavailable { last } => {
+                        last.strip_prefix(&format!("{e}: ")).unwrap_or(&last).to_string()
+                    }
+                    other => other.to_string(),
+                };
+                // As etcdctl's endpoint status: the reason on stderr, and exit 1 at the end.
+                eprintln!("Failed to get the status of endpoint {e} ({reason})");
             }
         }
     }
-    if failures == ep.endpoints.len() {
-        return Err("no member answered".into());
+    if failures > 0 {
+        return Err(format!("{failures} of {} endpoints did not answer", ep.endpoints.len()));
     }
     Ok(())
 }

@@ -155,3 +155,25 @@ async fn a_data_dir_in_use_by_a_running_member_is_refused() {
     c.spawn(0);
     c.wait_ready().await;
 }
+
+/// `raftkv status` exits non-zero when an endpoint does not answer, as `etcdctl endpoint
+/// status` does, with the endpoint and the reason on stderr; the members that answer are
+/// still shown.
+#[tokio::test]
+async fn status_with_an_unreachable_endpoint_fails_and_says_why() {
+    let mut c = one_member("cli-status");
+    c.spawn_all();
+    c.wait_ready().await;
+    let live = c.endpoint(0);
+    // A port nobody listens on: bound, then released.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let (ok, out, err) = common::raftkv(&["status", "--endpoints", &format!("{live},{dead}")]);
+    assert!(!ok, "an unreachable endpoint fails the command: {out}{err}");
+    assert!(out.lines().any(|l| l.starts_with(&live)), "the live member is shown: {out}");
+    let line = err.lines().find(|l| l.contains(&dead)).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.starts_with("Failed to get the status of endpoint"), "{err}");
+    assert!(line.to_lowercase().contains("refused"), "the reason is given: {err}");
+    assert!(err.contains("1 of 2 endpoints did not answer"), "{err}");
+    let (ok, out, err) = common::raftkv(&["status", "--endpoints", &live]);
+    assert!(ok, "every endpoint answers: {out}{err}");
+}

@@ -4,6 +4,7 @@
 //! line, the exit status) must be equal once member ids, the cluster id and ports are
 //! replaced by names. New members start from exactly the lines `member add` prints.
 //! A few calls etcdctl refuses before sending are made through gRPC, with their codes.
+//! The learner's own endpoint is asked what it serves, before and after its promotion.
 //!
 //! Needs `etcd` and `etcdctl`; without them the test prints SKIPPED and passes.
 
@@ -13,6 +14,7 @@ use common::{ClusterSpec, Server, TestCluster};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use proto::etcdserverpb::watch_client::WatchClient;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -206,6 +208,63 @@ async fn says_learner(c: &TestCluster, i: usize, expected: bool) -> bool {
     }
 }
 
+/// What member `i` answers on its own endpoint (`label`: "learner" or "voter"): etcdctl
+/// put, linearizable and serializable get, lease grant, member list and endpoint status
+/// (its IS LEADER and IS LEARNER columns), and a Watch stream opened through gRPC
+/// (etcdctl watch retries a refused stream for ever). etcd 3.4 refuses all but Status
+/// and serializable reads on a learner, with `Unavailable "etcdserver: rpc not supported
+/// for learner"`, and serves everything once the member is promoted.
+async fn answers_of(c: &TestCluster, i: usize, label: &str) -> Vec<String> {
+    let endpoint = c.address(i);
+    let mut lines = Vec::new();
+    let calls: [&[&str]; 7] = [
+        &["put", "learner-key", "v"],
+        &["get", "learner-key"],
+        &["get", "learner-key", "--consistency=s"],
+        &["lease", "grant", "60"],
+        &["member", "list"],
+        &["endpoint", "status"],
+        &["endpoint", "status", "-w", "fields"],
+    ];
+    for args in calls {
+        let out = common::etcdctl()
+            .args(["--endpoints", &endpoint, "--command-timeout=15s"])
+            .args(args)
+            .output()
+            .expect("running etcdctl");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Only what both servers must agree on: ids, sizes and versions differ.
+        let shown: Vec<String> = match args[..2] {
+            ["lease", "grant"] => {
+                stdout.lines().map(|l| l.split(' ').skip(2).collect::<Vec<_>>().join(" ")).collect()
+            }
+            ["member", "list"] => vec![format!("{} members", stdout.lines().count())],
+            ["endpoint", "status"] if args.len() == 2 => stdout
+                .lines()
+                .map(|l| l.split(", ").skip(4).take(2).collect::<Vec<_>>().join(", "))
+                .collect(),
+            ["endpoint", "status"] => stdout
+                .lines()
+                .filter(|l| l.starts_with("\"IsLearner\""))
+                .map(String::from)
+                .collect(),
+            _ => stdout.lines().map(String::from).collect(),
+        };
+        lines.push(format!("{label} $ etcdctl {}", args.join(" ")));
+        lines.extend(shown);
+        lines.extend(stderr.lines().filter(|l| l.starts_with("Error:")).map(String::from));
+        lines.push(format!("exit {}", out.status.code().unwrap_or(-1)));
+    }
+    let create = pb::WatchCreateRequest { key: "learner-key".into(), ..Default::default() };
+    let union = pb::watch_request::RequestUnion::CreateRequest(create);
+    let requests = vec![pb::WatchRequest { request_union: Some(union) }];
+    let mut watch = WatchClient::new(c.channel(i));
+    let opened = watch.watch(tonic::codegen::tokio_stream::iter(requests)).await;
+    lines.push(format!("{label} {}", outcome("watch", opened)));
+    lines
+}
+
 /// A gRPC call's outcome, as a line.
 fn outcome<T>(what: &str, r: Result<tonic::Response<T>, tonic::Status>) -> String {
     match r {
@@ -254,9 +313,12 @@ async fn transcript(spec: ClusterSpec) -> Vec<String> {
     c.spawn(m5);
     wait_started(&c, m5);
     lines.push(format!("m5 status says learner: {}", says_learner(&c, m5, true).await));
+    lines.append(&mut answers_of(&c, m5, "learner").await);
     let mut t = Transcript { c: &c, names: Names::default(), lines: Vec::new() };
     t.run_until(&["member", "promote", &id5], "in sync with leader");
     t.note(format!("m5 status says learner: {}", says_learner(&c, m5, false).await));
+    // Promoted: served at once (the status above said voter).
+    t.lines.append(&mut answers_of(&c, m5, "voter").await);
     t.run(&["member", "list"]);
     t.run(&["member", "remove", "ffff"]);
     t.run_until(&["member", "remove", &id5], "unhealthy cluster");

@@ -579,6 +579,8 @@ impl pb::kv_server::Kv for Api {
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let r = request.get_ref();
+        // The one request-dependent part of the learner rule (see `crate::learner`).
+        crate::learner::refuse_range(&self.membership.table, self.member_id, r.serializable)?;
         let req = range_request(r)?;
         let check: Check<'_> = &|auth, stamp| auth.check_read(stamp, &req);
         let read = || self.read(ReadQuery::Range(req.clone()), r.serializable);
@@ -707,7 +709,9 @@ impl pb::maintenance_server::Maintenance for Api {
             raft_applied_index: s.applied_index,
             errors,
             db_size_in_use: s.db_size_bytes as i64,
-            is_learner: s.is_learner,
+            // From the member table the learner gate reads (`crate::learner`), as
+            // etcd's: a member says it is a learner exactly while it refuses as one.
+            is_learner: self.membership.table.is_learner(self.member_id),
             ..Default::default()
         }))
     }

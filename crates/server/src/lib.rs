@@ -63,6 +63,7 @@ pub mod etcd;
 pub mod etcd_db;
 pub mod hash;
 pub mod http;
+pub mod learner;
 pub mod lease;
 pub mod membership;
 pub mod metrics;
@@ -374,6 +375,7 @@ pub async fn serve_until(
         .layer(client_http::HttpEndpointsLayer::new(handle.clone(), metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
+        .layer(learner::LearnerLayer::new(member_table.clone(), me.id))
         .add_service(KvServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(recv_max))
         .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(recv_max))

@@ -92,6 +92,12 @@ impl MemberTable {
         self.0.read().expect("member table lock").iter().find(|m| m.id == id).cloned()
     }
 
+    /// Whether `id` is a member, and a learner (checked on every client request of a
+    /// learner, so it reads in place rather than cloning the record).
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.0.read().expect("member table lock").iter().any(|m| m.id == id && m.is_learner)
+    }
+
     /// Whether `id` is a member.
     pub fn contains(&self, id: NodeId) -> bool {
         self.0.read().expect("member table lock").iter().any(|m| m.id == id)
