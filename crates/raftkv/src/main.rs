@@ -350,7 +350,8 @@ fn listen_client_urls(
     for u in &urls {
         if tls::is_https(u) != tls::is_https(first) {
             return Err(format!(
-                "--listen-client-urls {flag:?}: mixes http:// and https:// URLs; raftkv                  serves all client URLs with the same TLS setting, so give one scheme"
+                "--listen-client-urls {flag:?}: mixes http:// and https:// URLs; raftkv \
+                 serves all client URLs with the same TLS setting, so give one scheme"
             ));
         }
         let addr = parse_url("--listen-client-urls", u).map_err(|e| e.0)?;
