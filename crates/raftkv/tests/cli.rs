@@ -177,3 +177,17 @@ async fn status_with_an_unreachable_endpoint_fails_and_says_why() {
     let (ok, out, err) = common::raftkv(&["status", "--endpoints", &live]);
     assert!(ok, "every endpoint answers: {out}{err}");
 }
+
+/// SIGTERM on the only member of a cluster: it exits at once, and quietly, since having no
+/// other voter to hand leadership to is nothing to warn an operator of (it warned
+/// "leadership not handed over; stopping anyway").
+#[tokio::test]
+async fn sigterm_on_a_single_member_stops_it_without_a_warning() {
+    let mut c = one_member("cli-term");
+    c.spawn_all();
+    c.wait_ready().await;
+    c.terminate(0);
+    let log = std::fs::read_to_string(c.members()[0].dir.with_extension("log")).unwrap();
+    assert!(log.contains("stopping on signal"), "{log}");
+    assert!(!log.contains(" WARN "), "no warning on a clean stop: {log}");
+}

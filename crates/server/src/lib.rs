@@ -527,6 +527,10 @@ async fn hand_over_leadership(handle: &runtime::NodeHandle, election: Duration) 
     }
     match tokio::time::timeout(2 * election, handle.transfer_leader(None)).await {
         Ok(Ok(to)) => tracing::info!(to = format_args!("{to:x}"), "leadership handed over"),
+        // A single voter has nobody to hand over to; nothing went wrong.
+        Ok(Err(node::TransferFailure::NoTransferee)) => {
+            tracing::info!("no other voter to hand leadership to")
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "leadership not handed over; stopping anyway"),
         Err(_) => tracing::warn!("leadership hand-over took too long; stopping anyway"),
     }
