@@ -79,9 +79,8 @@ where
         let path = req.uri().path().to_string();
         Box::pin(async move {
             let (status, body) = crate::http::answer(&path, &node, &metrics).await;
-            let code = status.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(500);
             let mut response = http::Response::new(tonic::body::Body::new(body));
-            *response.status_mut() = http::StatusCode::from_u16(code).unwrap_or_default();
+            *response.status_mut() = status;
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -3,6 +3,7 @@
 
 use crate::metrics::Metrics;
 use crate::runtime::NodeHandle;
+use ::http::StatusCode;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -21,33 +22,33 @@ fn alarm_names(alarms: &[kv::AlarmMember]) -> String {
     names.join(",")
 }
 
-/// The status line (code and reason) and body of `GET path`: `/metrics` or `/health`
+/// The status code and body of `GET path`: `/metrics` or `/health`
 /// (as etcd's), anything else 404. The metrics listener and the client port (see
 /// `client_http`) both answer with it.
-pub async fn answer(path: &str, node: &NodeHandle, metrics: &Metrics) -> (&'static str, String) {
+pub async fn answer(path: &str, node: &NodeHandle, metrics: &Metrics) -> (StatusCode, String) {
     match path {
-        "/metrics" => ("200 OK", metrics.render()),
+        "/metrics" => (StatusCode::OK, metrics.render()),
         "/health" => match node.status().await {
             // As etcd's: unhealthy while an alarm is raised (etcd 3.4.23 answers
             // {"health":"false"}; the reason is etcd 3.5's).
             Some(s) if !s.alarms.is_empty() => (
-                "503 Service Unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "{{\"health\":\"false\",\"reason\":\"ALARM {}\"}}\n",
                     alarm_names(&s.alarms)
                 ),
             ),
-            Some(s) if s.leader.is_some() => ("200 OK", "{\"health\":\"true\"}\n".into()),
+            Some(s) if s.leader.is_some() => (StatusCode::OK, "{\"health\":\"true\"}\n".into()),
             Some(_) => (
-                "503 Service Unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
                 "{\"health\":\"false\",\"reason\":\"no leader\"}\n".into(),
             ),
             None => (
-                "503 Service Unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
                 "{\"health\":\"false\",\"reason\":\"stopping\"}\n".into(),
             ),
         },
-        _ => ("404 Not Found", "try /health or /metrics\n".into()),
+        _ => (StatusCode::NOT_FOUND, "try /health or /metrics\n".into()),
     }
 }
 

@@ -110,8 +110,6 @@ pub struct Status {
     pub db_size_bytes: u64,
     /// The raised alarms (replicated state).
     pub alarms: Vec<kv::AlarmMember>,
-    /// True while this member is a learner (in the latest configuration it holds).
-    pub is_learner: bool,
 }
 
 /// What the node thread accepts.
@@ -1003,7 +1001,6 @@ fn status<S: LogStore>(node: &Node<S>) -> Status {
         snapshot_index: raft.snapshot_meta().index,
         db_size_bytes: node.state().size_bytes(),
         alarms: node.state().alarms(),
-        is_learner: raft.conf_state().is_learner(raft.id()),
     }
 }
 
