@@ -43,6 +43,11 @@ async fn alarm_list(c: &TestCluster, i: usize) -> Vec<pb::AlarmMember> {
     retry!(maintenance(c, i).alarm(get)).unwrap().into_inner().alarms
 }
 
+async fn member_id(c: &TestCluster, i: usize) -> u64 {
+    let s = retry!(maintenance(c, i).status(pb::StatusRequest {})).unwrap().into_inner();
+    s.header.unwrap().member_id
+}
+
 fn assert_no_space(what: &str, r: Result<impl std::fmt::Debug, tonic::Status>) {
     let e = r.expect_err(what);
     assert_eq!(e.code(), Code::ResourceExhausted, "{what}: {e:?}");
@@ -75,15 +80,22 @@ async fn writes_until_the_quota_trips_then_compact_defrag_disarm_recovers() {
     // 50 kB values, 1 MiB quota, a 16 KiB base: the 20th would reach it.
     assert!((15..=20).contains(&accepted), "{accepted} writes accepted");
 
-    // The member the client reached raised NOSPACE for itself, as etcd's does, through
-    // the log: every member lists it.
-    let member_id = retry!(maintenance(&c, follower).status(pb::StatusRequest {}))
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .member_id;
-    let nospace = pb::AlarmMember { member_id, alarm: pb::AlarmType::Nospace as i32 };
+    // NOSPACE is raised through the log by the member that refused the write: the
+    // member the client reached (etcd's check, on its own size estimate) or the leader
+    // (which checks again before proposing, counting writes in flight, and may trip
+    // first when the follower's estimate lags one apply behind). Exactly one alarm,
+    // and every member lists it.
+    let (follower_id, leader_id) = (member_id(&c, follower).await, member_id(&c, leader).await);
+    let listed = alarm_list(&c, 0).await;
+    assert_eq!(listed.len(), 1, "one alarm after the refused write: {listed:?}");
+    let nospace = listed[0];
+    assert_eq!(nospace.alarm, pb::AlarmType::Nospace as i32, "{listed:?}");
+    assert!(
+        [follower_id, leader_id].contains(&nospace.member_id),
+        "NOSPACE raised for member {} (follower {follower_id}, leader {leader_id})",
+        nospace.member_id
+    );
+    let member_id = nospace.member_id;
     for i in 0..3 {
         assert_eq!(alarm_list(&c, i).await, vec![nospace], "alarm list on member {i}");
     }
