@@ -108,6 +108,8 @@ struct Member {
     child: Child,
     /// The write end of the member's stdin: closing it stops the member.
     stdin: Option<ChildStdin>,
+    /// Whether its exit was already reported (see [`watch_members`]).
+    exit_reported: bool,
 }
 
 /// The running members; dropping this stops them.
@@ -179,7 +181,10 @@ pub async fn run(opts: Options) -> Result<(), String> {
     if let Some(r) = started {
         r?;
         print_usage(&opts, &endpoints, certs.as_ref());
-        stop.recv().await;
+        tokio::select! {
+            _ = watch_members(&mut members, data_dir) => {}
+            _ = stop.recv() => {}
+        }
     }
     let killed = members.stop();
     if !killed.is_empty() {
@@ -235,7 +240,7 @@ fn start_member(
         .spawn()
         .map_err(|e| format!("starting member {name}: {e}"))?;
     let stdin = child.stdin.take();
-    Ok(Member { name, child, stdin })
+    Ok(Member { name, child, stdin, exit_reported: false })
 }
 
 /// Waits for a leader so the printed commands work right away; fails if a member exited.
@@ -259,6 +264,56 @@ async fn wait_ready(
         eprintln!("warning: the cluster did not answer yet: {e}");
     }
     Ok(())
+}
+
+/// How often a running playground checks that its members still run.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// How many of its log's last lines a member that exited is reported with.
+const LOG_TAIL_LINES: usize = 10;
+
+/// Reports, once each, members that exit while the playground runs (killed by hand, or
+/// failed), with the end of their log, and what that leaves; returns when none is left.
+/// The others keep running: two of three members still make a quorum, which is what a
+/// user killing a member in a playground usually wants to see.
+async fn watch_members(members: &mut Members, data_dir: &Path) {
+    let quorum = members.0.len() / 2 + 1;
+    let mut quorum_loss_reported = false;
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        for m in &mut members.0 {
+            if m.exit_reported {
+                continue;
+            }
+            let Ok(Some(status)) = m.child.try_wait() else { continue };
+            m.exit_reported = true;
+            let log = data_dir.join(format!("{}.log", m.name));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n    ");
+            eprintln!(
+                "warning: member {} (pid {}) exited ({status}); the others keep running \
+                 (to restart it: Ctrl-C, then run the playground again); the last lines of \
+                 {}:\n    {tail}",
+                m.name,
+                m.child.id(),
+                log.display()
+            );
+        }
+        let running = members.0.iter().filter(|m| !m.exit_reported).count();
+        if running == 0 {
+            eprintln!("every member exited; stopping the playground");
+            return;
+        }
+        if running < quorum && !quorum_loss_reported {
+            quorum_loss_reported = true;
+            eprintln!(
+                "warning: {running} of {} members run, fewer than a quorum ({quorum}): the \
+                 cluster cannot serve until a member is back (Ctrl-C, then run the playground \
+                 again: it restarts the same cluster)",
+                members.0.len()
+            );
+        }
+    }
 }
 
 fn print_usage(opts: &Options, endpoints: &[String], certs: Option<&CertFiles>) {

@@ -248,3 +248,32 @@ fn a_tls_playground_serves_etcdctl_and_the_cli_over_https_with_the_printed_flags
     let (ok, out) = etcdctl(&[flags[0], flags[1], "get", "greeting"]);
     assert!(!ok, "etcdctl without a client certificate is refused: {out}");
 }
+
+/// A member killed while the playground runs is reported, once, with its log's end;
+/// the playground keeps the others (a quorum) serving, and says when a quorum is lost.
+#[test]
+fn a_member_that_dies_is_reported_and_the_others_keep_serving() {
+    let ports = ports();
+    let mut p = Playground::start("die", ports);
+    p.wait_line("raftkv playground: 3 members running");
+    let endpoints: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let endpoints = endpoints.join(",");
+    let kill = |pid: u32| {
+        assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success())
+    };
+    kill(p.members[1]);
+    let line = p.wait_line("warning: member n2");
+    assert!(line.contains(&format!("(pid {})", p.members[1])), "{line}");
+    assert!(line.contains("signal: 9") && line.contains("n2.log"), "{line}");
+    let (ok, out) = raftkv(&["put", "--endpoints", &endpoints, "after", "n2"]);
+    assert!(ok, "two of three members serve: {out}");
+    kill(p.members[2]);
+    p.wait_line("warning: member n3");
+    let line = p.wait_line("warning: 1 of 3 members run, fewer than a quorum (2)");
+    assert!(line.contains("cannot serve"), "{line}");
+    p.signal("TERM");
+    let (ok, out) = p.wait_exit();
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("warning: member n2").count(), 1, "reported once:\n{out}");
+    assert_eq!(p.members_alive(), [], "no member outlives the playground");
+}
