@@ -22,7 +22,7 @@ use clap::{CommandFactory, FromArgMatches, Subcommand};
 use client::{Client, ClientOptions};
 use server::config::{
     parse_auto_compaction, parse_duration, parse_initial_cluster_with_token, parse_url,
-    quota_bytes, ClusterState, GrpcLimits, ServerConfig,
+    quota_bytes, ClientListener, ClusterState, GrpcLimits, ServerConfig,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,8 +146,9 @@ struct ServerArgs {
     /// URL to listen on for peers.
     #[arg(long)]
     listen_peer_urls: String,
-    /// URLs to listen on for clients (etcd v3 gRPC API, and /health and /metrics),
-    /// comma-separated; all http:// or all https://.
+    /// URLs to listen on for clients (etcd v3 gRPC API, and /health, /metrics and
+    /// /version), comma-separated; each https:// one with TLS (--cert-file, --key-file),
+    /// each http:// one without.
     #[arg(long)]
     listen_client_urls: String,
     /// URL to serve /health and /metrics on.
@@ -164,8 +165,8 @@ struct ServerArgs {
     /// --initial-cluster-state existing, how it finds itself in the running cluster.
     #[arg(long)]
     initial_advertise_peer_urls: Option<String>,
-    /// Client URLs this member advertises in member lists (default: its
-    /// --listen-client-urls).
+    /// Client URLs this member advertises in member lists, comma-separated, http://
+    /// and https:// alike (default: its --listen-client-urls).
     #[arg(long)]
     advertise_client_urls: Option<String>,
     /// Mixed into the cluster and member ids unless it is etcd's default
@@ -281,7 +282,7 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         ));
     }
     let (tick_ms, raft_ticks) = etcd_flags::raft_timing(a.tick_ms, &a.etcd)?;
-    let (listen_client, more_listen_client) = listen_client_urls(&a.listen_client_urls)?;
+    let listen_client = listen_client_urls(&a.listen_client_urls)?;
     let auto_compaction =
         parse_auto_compaction(&a.auto_compaction_mode, &a.auto_compaction_retention)
             .map_err(|e| e.0)?;
@@ -297,13 +298,14 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
                 )
             })?;
     let peer_urls: Vec<&str> = members.iter().map(|m| m.peer_url.as_str()).collect();
+    let client_urls: Vec<&str> = listen_client.iter().map(|(url, _)| *url).collect();
     let (client_tls, peer_tls, peer_client_tls) =
-        tls_flags::settings(&a.tls, listen_client.0, &a.listen_peer_urls, &peer_urls)?;
+        tls_flags::settings(&a.tls, &client_urls, &a.listen_peer_urls, &peer_urls)?;
     Ok(ServerConfig {
         name: a.name.clone(),
         data_dir: a.data_dir.clone(),
         listen_peer: parse_url("--listen-peer-urls", &a.listen_peer_urls).map_err(|e| e.0)?,
-        listen_client: listen_client.1,
+        listen_client: listen_client.into_iter().map(|(_, l)| l).collect(),
         listen_metrics: match &a.listen_metrics_urls {
             Some(u) => Some(parse_url("--listen-metrics-urls", u).map_err(|e| e.0)?),
             None => None,
@@ -332,36 +334,28 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         members,
         raft_ticks,
         limits: etcd_flags::request_limits(&a.etcd)?,
-        more_listen_client,
     })
 }
 
-/// `--listen-client-urls`: the first URL with its address, and the others' addresses.
-/// etcd serves http:// and https:// URLs side by side; raftkv's client TLS is one
-/// setting, so the URLs must agree.
-fn listen_client_urls(
-    flag: &str,
-) -> Result<((&str, std::net::SocketAddr), Vec<std::net::SocketAddr>), String> {
+/// `--listen-client-urls`: each URL with where it listens and whether with TLS. As
+/// etcd's, `http://` and `https://` URLs may be mixed: each scheme decides for its URL.
+fn listen_client_urls(flag: &str) -> Result<Vec<(&str, ClientListener)>, String> {
     let urls: Vec<&str> = flag.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-    let Some(first) = urls.first() else {
+    if urls.is_empty() {
         return Err("--listen-client-urls: give at least one URL".into());
-    };
-    let mut addrs = Vec::new();
-    for u in &urls {
-        if tls::is_https(u) != tls::is_https(first) {
+    }
+    let mut listeners: Vec<(&str, ClientListener)> = Vec::new();
+    for u in urls {
+        let addr = parse_url("--listen-client-urls", u).map_err(|e| e.0)?;
+        if listeners.iter().any(|(_, l)| l.addr == addr) {
             return Err(format!(
-                "--listen-client-urls {flag:?}: mixes http:// and https:// URLs; raftkv \
-                 serves all client URLs with the same TLS setting, so give one scheme"
+                "--listen-client-urls {flag:?}: {addr} is listed twice; an address serves one \
+                 URL, http:// or https://"
             ));
         }
-        let addr = parse_url("--listen-client-urls", u).map_err(|e| e.0)?;
-        if addrs.contains(&addr) {
-            return Err(format!("--listen-client-urls {flag:?}: {u} is listed twice"));
-        }
-        addrs.push(addr);
+        listeners.push((u, ClientListener { addr, https: tls::is_https(u) }));
     }
-    let more = addrs.split_off(1);
-    Ok(((first, addrs[0]), more))
+    Ok(listeners)
 }
 
 /// This member's peer URLs: `--initial-advertise-peer-urls`, or its `--initial-cluster`
@@ -725,6 +719,28 @@ mod tests {
         for (k, _) in vars {
             std::env::remove_var(k);
         }
+    }
+
+    #[test]
+    fn client_urls_may_mix_http_and_https_but_not_share_an_address() {
+        let urls = listen_client_urls("http://127.0.0.1:2379, https://127.0.0.1:2381,").unwrap();
+        let got: Vec<(&str, String)> = urls.iter().map(|(u, l)| (*u, l.url())).collect();
+        assert_eq!(
+            got,
+            [
+                ("http://127.0.0.1:2379", "http://127.0.0.1:2379".to_string()),
+                ("https://127.0.0.1:2381", "https://127.0.0.1:2381".to_string())
+            ]
+        );
+        let e = listen_client_urls("http://127.0.0.1:2379,https://127.0.0.1:2379").unwrap_err();
+        assert!(
+            e.ends_with(
+                "127.0.0.1:2379 is listed twice; an address serves one URL, http:// or https://"
+            ),
+            "{e}"
+        );
+        assert!(listen_client_urls(" , ").unwrap_err().contains("at least one URL"));
+        assert!(listen_client_urls("http://127.0.0.1:x").unwrap_err().contains("not a URL"));
     }
 
     #[test]

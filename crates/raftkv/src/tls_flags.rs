@@ -40,17 +40,18 @@ pub struct TlsArgs {
 /// The server's TLS settings: client port, peer port, dialling peers.
 pub type TlsSettings = (Option<ServerFiles>, Option<ServerFiles>, Option<ClientFiles>);
 
-/// Checks the flags against the URLs and builds the settings.
+/// Checks the flags against the URLs and builds the settings. As etcd's, every client
+/// URL gets TLS or not by its own scheme: `http://` and `https://` may be mixed.
 pub fn settings(
     a: &TlsArgs,
-    listen_client_url: &str,
+    listen_client_urls: &[&str],
     listen_peer_url: &str,
     peer_urls: &[&str],
 ) -> Result<TlsSettings, String> {
     let client = listener(
         "client",
         "--",
-        listen_client_url,
+        listen_client_urls,
         (&a.cert_file, &a.key_file, &a.trusted_ca_file),
         a.client_cert_auth,
         None,
@@ -58,7 +59,7 @@ pub fn settings(
     let peer = listener(
         "peer",
         "--peer-",
-        listen_peer_url,
+        &[listen_peer_url],
         (&a.peer_cert_file, &a.peer_key_file, &a.peer_trusted_ca_file),
         a.peer_client_cert_auth,
         a.peer_cert_allowed_cn.clone(),
@@ -82,23 +83,37 @@ pub fn settings(
 
 type Files<'a> = (&'a Option<PathBuf>, &'a Option<PathBuf>, &'a Option<PathBuf>);
 
+/// The TLS of the `https://` ones of `urls` (one listener kind); `None` if all are
+/// `http://`. Each `http://` URL is warned about when the flags ask for TLS (a
+/// certificate, client certificate auth), as etcd does: they are ignored for it.
 fn listener(
     kind: &str,
     prefix: &str,
-    url: &str,
+    urls: &[&str],
     (cert, key, ca): Files<'_>,
     client_cert_auth: bool,
     allowed_cn: Option<String>,
 ) -> Result<Option<ServerFiles>, String> {
-    if !tls::is_https(url) {
+    for url in urls.iter().filter(|u| !tls::is_https(u)) {
         if cert.is_some() || key.is_some() {
             tracing::warn!(
                 url,
                 "scheme is HTTP while key and cert files are present; ignoring key and cert files"
             );
         }
-        return Ok(None);
+        if client_cert_auth {
+            let flag = format!("{prefix}client-cert-auth");
+            tracing::warn!(
+                url,
+                flag = %flag,
+                "scheme is HTTP while client cert auth is enabled; ignoring client cert auth for \
+                 this URL"
+            );
+        }
     }
+    let Some(url) = urls.iter().find(|u| tls::is_https(u)) else {
+        return Ok(None);
+    };
     let (Some(cert), Some(key)) = (cert, key) else {
         return Err(format!(
             "TLS key/cert ({prefix}cert-file, {prefix}key-file) must be provided for {kind} url \
@@ -112,6 +127,9 @@ fn listener(
         client_cert_auth,
         allowed_cn,
         flag_prefix: prefix.to_string(),
+        // The client port serves HTTP/1.1 too (`/health`, `/metrics`, `/version`); the
+        // peer port only HTTP/2.
+        http1: kind == "client",
     }))
 }
 
@@ -147,5 +165,49 @@ impl ClientTlsArgs {
             flags: ["--cacert", "--cert", "--key"],
         };
         tls::ClientTls::new(files).map(Some).map_err(|e| e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_certificate() -> TlsArgs {
+        TlsArgs {
+            cert_file: Some("server.crt".into()),
+            key_file: Some("server.key".into()),
+            ..TlsArgs::default()
+        }
+    }
+
+    fn client_side(a: &TlsArgs, urls: &[&str]) -> Result<Option<ServerFiles>, String> {
+        settings(a, urls, "http://127.0.0.1:2380", &["http://127.0.0.1:2380"]).map(|s| s.0)
+    }
+
+    #[test]
+    fn client_urls_may_mix_schemes_and_https_needs_a_certificate() {
+        let mixed = ["http://127.0.0.1:2379", "https://127.0.0.1:2381"];
+        let tls = client_side(&with_certificate(), &mixed).unwrap().expect("TLS for https://");
+        assert_eq!(tls.cert_file, PathBuf::from("server.crt"));
+        assert!(tls.http1, "the client port offers http/1.1 too");
+        assert_eq!(client_side(&with_certificate(), &mixed[..1]), Ok(None), "http:// only");
+        let e = client_side(&TlsArgs::default(), &mixed).unwrap_err();
+        assert_eq!(
+            e,
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url \
+             https://127.0.0.1:2381 with HTTPS scheme"
+        );
+    }
+
+    #[test]
+    fn the_peer_port_offers_h2_only() {
+        let a = TlsArgs {
+            peer_cert_file: Some("peer.crt".into()),
+            peer_key_file: Some("peer.key".into()),
+            ..TlsArgs::default()
+        };
+        let (_, peer, _) =
+            settings(&a, &["http://127.0.0.1:2379"], "https://127.0.0.1:2380", &[]).unwrap();
+        assert!(!peer.expect("TLS on the peer port").http1);
     }
 }

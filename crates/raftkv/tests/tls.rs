@@ -1,8 +1,9 @@
 //! TLS on both ports (issue 10): a 3-member cluster with mutual TLS on the client and
 //! the peer port, reached by our client, our CLI and etcdctl 3.4 over `https://`;
 //! clients and peers without an acceptable certificate refused at the handshake;
-//! certificates rotated on disk without a restart; and etcdctl's transcript against a
-//! real etcd 3.4 on the same certificates.
+//! certificates rotated on disk without a restart; etcdctl's transcript against a
+//! real etcd 3.4 on the same certificates; and a member serving an `http://` and an
+//! `https://` client URL side by side, with HTTP/1.1 (`/health`, `/version`) over TLS.
 //!
 //! Certificates are made in-process (`tls::generate`, rcgen). The etcdctl parts print
 //! SKIPPED and pass without `etcdctl`; the side-by-side without `etcd`.
@@ -410,4 +411,155 @@ async fn a_new_member_joins_over_https_with_auth_on_and_catches_up_by_snapshot()
     assert!(ok && out.lines().count() == 3 && !out.contains("m4"), "{out}");
     let (ok, out) = etcdctl_root(&c, &first, &["get", "before-join"]);
     assert!(ok && out == "before-join\nyes\n", "{out}");
+}
+
+/// Kills a member started by hand when the test ends, failing or not.
+struct Member(std::process::Child);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP/1.1 answer: status code, content type, body.
+#[derive(Debug, PartialEq, Eq)]
+struct Http1Answer {
+    code: u16,
+    content_type: String,
+    body: String,
+}
+
+/// `GET path` as HTTP/1.1 on `stream` (one request, then the server closes).
+async fn http1_get<S>(mut stream: S, path: &str) -> std::io::Result<Http1Answer>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+    // A server that closes without TLS's close_notify still said all it had to say.
+    if raw.is_empty() {
+        read.map_err(|_| std::io::Error::other("no answer in 10 s"))??;
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let bad = || std::io::Error::other(format!("not an HTTP/1.1 answer: {text:?}"));
+    let status = head.strip_prefix("HTTP/1.1 ").ok_or_else(bad)?;
+    let code = status.get(..3).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+    let content_type = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map_or(String::new(), |(_, v)| v.trim().to_string());
+    Ok(Http1Answer { code, content_type, body: body.to_string() })
+}
+
+/// `GET path` over TLS on `port`, offering only ALPN `http/1.1` (`curl --http1.1`): the
+/// protocol the server agreed to and its answer.
+async fn https1_get(ca: &Path, port: u16, path: &str) -> Result<(String, Http1Answer), String> {
+    let files = tls::ClientFiles { ca_file: ca.into(), cert_and_key: None, flags: ["--cacert"; 3] };
+    let mut config = (*files.build().map_err(|e| e.0)?).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let stream = connector.connect(name, tcp).await?;
+        let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
+        let answer = http1_get(stream, path).await?;
+        Ok::<_, std::io::Error>((String::from_utf8_lossy(&alpn).into_owned(), answer))
+    };
+    attempt.await.map_err(|e| e.to_string())
+}
+
+/// `GET path` in plaintext HTTP/1.1 on `port`.
+async fn http1_get_plain(port: u16, path: &str) -> Result<Http1Answer, String> {
+    let tcp =
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    http1_get(tcp, path).await.map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
+    let c = certs("mixed");
+    let (plain, secure, peer) = (common::free_port(), common::free_port(), common::free_port());
+    let (plain_url, secure_url) =
+        (format!("http://127.0.0.1:{plain}"), format!("https://127.0.0.1:{secure}"));
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let data_dir = c.dir.join("m1");
+    // etcd's flags for it, as an operator writes them (etcd also wants
+    // --advertise-client-urls; raftkv advertises every listen URL without it).
+    let member = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["server", "--name", "m1", "--data-dir", &p(&data_dir)])
+        .args(["--listen-peer-urls", &peer_url, "--initial-cluster", &format!("m1={peer_url}")])
+        .arg(format!("--listen-client-urls={plain_url},{secure_url}"))
+        .args(["--cert-file", &p(&c.server.cert_file), "--key-file", &p(&c.server.key_file)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(c.dir.join("m1.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _member = Member(member);
+    let healthy = move || async move {
+        http1_get_plain(plain, "/health").await.ok().filter(|a| a.code == 200)
+    };
+    common::wait_for(
+        "a leader, on the http:// URL",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        healthy,
+    )
+    .await;
+
+    // HTTP/1.1 inside TLS on the https:// URL, as `curl --http1.1` asks for it.
+    let ca = c.ca.cert_file.clone();
+    let (alpn, health) = https1_get(&ca, secure, "/health").await.unwrap();
+    assert_eq!(alpn, "http/1.1");
+    assert_eq!((health.code, health.body.as_str()), (200, "{\"health\":\"true\"}\n"));
+    // etcd's /version, the same on both URLs; the version is Status's.
+    let version = format!(
+        "{{\"etcdserver\":\"3.4.0+raftkv.{}\",\"etcdcluster\":\"3.4.0\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let expected =
+        Http1Answer { code: 200, content_type: "application/json".into(), body: version };
+    assert_eq!(https1_get(&ca, secure, "/version").await.unwrap().1, expected);
+    assert_eq!(http1_get_plain(plain, "/version").await.unwrap(), expected);
+    let (_, metrics) = https1_get(&ca, secure, "/metrics").await.unwrap();
+    assert!(metrics.body.contains("\n# TYPE etcd_server_has_leader gauge\n"), "{metrics:?}");
+    // Each URL with its own scheme: no plaintext on the https:// one, no TLS on the other.
+    let e = http1_get_plain(secure, "/health").await;
+    assert!(e.is_err(), "plaintext HTTP on the https:// URL: {e:?}");
+    let e = https1_get(&ca, plain, "/health").await;
+    assert!(e.is_err(), "TLS on the http:// URL: {e:?}");
+
+    // Our CLI over each URL, and both in one --endpoints.
+    let cacert = format!("--cacert={}", p(&ca));
+    let (ok, out, err) = raftkv(&["put", "mixed", "plain", "--endpoints", &plain_url]);
+    assert!(ok, "raftkv put over http://: {err}");
+    assert!(out.starts_with("OK"), "{out}");
+    let (ok, out, err) = raftkv(&["get", "mixed", "--endpoints", &secure_url, &cacert]);
+    assert!(ok && out == "mixed\nplain\n", "raftkv get over https://: {out}{err}");
+    let both = format!("{plain_url},{secure_url}");
+    let (ok, out, err) = raftkv(&["status", "--endpoints", &both, &cacert]);
+    assert!(ok, "raftkv status over both: {err}");
+    for url in [&plain_url, &secure_url] {
+        assert!(out.lines().any(|l| l.starts_with(url.as_str())), "{url}: {out}");
+    }
+
+    if !have("etcdctl", "version") {
+        eprintln!("SKIPPED the etcdctl part: etcdctl is not installed");
+        return;
+    }
+    let (ok, out) = etcdctl_tls(&c, None, &secure_url, &["put", "mixed", "secure"]);
+    assert!(ok && out == "OK\n", "etcdctl put over https://: {out}");
+    let (ok, out) = etcdctl_tls(&c, None, &plain_url, &["get", "mixed"]);
+    assert!(ok && out == "mixed\nsecure\n", "etcdctl get over http://: {out}");
+    // The member table carries both URLs, each with its scheme, as etcd's does.
+    let (ok, out) = etcdctl_tls(&c, None, &both, &["member", "list"]);
+    assert!(ok && out.trim_end().ends_with(&format!(", {plain_url},{secure_url}, false")), "{out}");
+    let (ok, out) = etcdctl_tls(&c, None, &both, &["endpoint", "health"]);
+    assert!(ok && out.lines().filter(|l| l.contains("is healthy")).count() == 2, "{out}");
 }

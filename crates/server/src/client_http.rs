@@ -1,13 +1,15 @@
-//! `GET /health` and `GET /metrics` on the client port too, as etcd 3.4 serves them next
-//! to gRPC (Prometheus scrape configs and load balancer health checks point there).
+//! `GET /health`, `GET /metrics` and `GET /version` on the client port too, as etcd 3.4
+//! serves them next to gRPC (Prometheus scrape configs and load balancer health checks
+//! point there; `/version` is etcd's JSON with the version `Maintenance.Status` reports).
 //!
 //! The client server accepts HTTP/1.1 besides HTTP/2 (hyper tells them apart by the
 //! HTTP/2 preface; the `:authority` fix passes anything that is not HTTP/2 through
 //! untouched), and this layer, outermost on the client router, answers a request for
-//! either path that is not gRPC (no `application/grpc` content type) with
-//! [`crate::http::answer`]; everything else goes on to gRPC. Over TLS the handshake offers
-//! only ALPN `h2` (grpc-go insists on it), so an HTTPS scrape arrives as HTTP/2, which the
-//! same layer answers (curl and Go's HTTP client offer h2).
+//! one of these paths that is not gRPC (no `application/grpc` content type), with
+//! [`crate::http::answer`] for the first two; everything else goes on to gRPC. Over TLS
+//! the handshake offers ALPN `h2` and then `http/1.1` (`tls::ServerFiles::http1`):
+//! grpc-go insists on `h2` and gets it, `curl --http1.1` and HTTP/1.1-only scrapers get
+//! `http/1.1`, as from etcd. `/version` is not on `--listen-metrics-urls`, as etcd's.
 
 use crate::metrics::Metrics;
 use crate::runtime::NodeHandle;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// The paths answered here rather than by gRPC.
-const PATHS: [&str; 2] = ["/health", "/metrics"];
+const PATHS: [&str; 3] = ["/health", "/metrics", "/version"];
 
 /// Wraps the client router with [`HttpEndpoints`].
 #[derive(Clone)]
@@ -41,7 +43,7 @@ impl<S> tower::Layer<S> for HttpEndpointsLayer {
     }
 }
 
-/// The client router, with `/health` and `/metrics` answered before it.
+/// The client router, with `/health`, `/metrics` and `/version` answered before it.
 #[derive(Clone)]
 pub struct HttpEndpoints<S> {
     inner: S,
@@ -49,7 +51,7 @@ pub struct HttpEndpoints<S> {
     metrics: Arc<Metrics>,
 }
 
-/// Whether `req` is a plain HTTP request for `/health` or `/metrics`.
+/// Whether `req` is a plain HTTP request for one of [`PATHS`].
 fn is_endpoint<B>(req: &http::Request<B>) -> bool {
     let grpc = req
         .headers()
@@ -78,13 +80,20 @@ where
         let (node, metrics) = (self.node.clone(), self.metrics.clone());
         let path = req.uri().path().to_string();
         Box::pin(async move {
-            let (status, body) = crate::http::answer(&path, &node, &metrics).await;
+            let (status, body, content_type) = match path.as_str() {
+                "/version" => {
+                    (http::StatusCode::OK, crate::etcd::version_json(), "application/json")
+                }
+                _ => {
+                    let (status, body) = crate::http::answer(&path, &node, &metrics).await;
+                    (status, body, "text/plain; version=0.0.4")
+                }
+            };
             let mut response = http::Response::new(tonic::body::Body::new(body));
             *response.status_mut() = status;
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             Ok(response)
         })
     }
@@ -103,12 +112,24 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_requests_for_the_two_paths_are_answered_here() {
+    fn only_plain_requests_for_its_three_paths_are_answered_here() {
         assert!(is_endpoint(&get("/metrics", None)));
         assert!(is_endpoint(&get("/health", Some("text/plain"))));
         assert!(!is_endpoint(&get("/health", Some("application/grpc"))));
         assert!(!is_endpoint(&get("/metrics", Some("application/grpc+proto"))));
         assert!(!is_endpoint(&get("/etcdserverpb.KV/Range", Some("application/grpc"))));
-        assert!(!is_endpoint(&get("/version", None)));
+        assert!(is_endpoint(&get("/version", None)));
+        assert!(!is_endpoint(&get("/version", Some("application/grpc"))));
+        assert!(!is_endpoint(&get("/versions", None)));
+    }
+
+    #[test]
+    fn version_is_etcds_json_with_the_status_version() {
+        let body = crate::etcd::version_json();
+        assert_eq!(
+            body,
+            format!("{{\"etcdserver\":\"{}\",\"etcdcluster\":\"3.4.0\"}}", crate::etcd::VERSION)
+        );
+        assert!(crate::etcd::VERSION.starts_with("3.4.0+raftkv."), "{body}");
     }
 }

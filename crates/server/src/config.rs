@@ -36,10 +36,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Address for peer traffic.
     pub listen_peer: SocketAddr,
-    /// Address for client traffic (etcd v3 gRPC API).
-    pub listen_client: SocketAddr,
+    /// Where clients connect (`--listen-client-urls`, at least one): each serves etcd's
+    /// v3 gRPC API, `/health`, `/metrics` and `/version`, with TLS or not by its scheme.
+    pub listen_client: Vec<ClientListener>,
     /// Client URLs to advertise to other members and clients (`MemberList`); empty:
-    /// `http://` and the client listen address.
+    /// every `listen_client` URL (see [`ClientListener::url`]).
     pub advertise_client: Vec<String>,
     /// Address for `GET /health` and `GET /metrics` (none: not served).
     pub listen_metrics: Option<SocketAddr>,
@@ -63,7 +64,7 @@ pub struct ServerConfig {
     pub auto_compaction_revision_interval: Duration,
     /// Limits of the gRPC listeners.
     pub grpc: GrpcLimits,
-    /// TLS on the client port (an `https://` `--listen-client-urls`); `None`: plaintext.
+    /// TLS of the `https://` `listen_client` URLs; `None` when all are `http://`.
     pub client_tls: Option<tls::ServerFiles>,
     /// TLS on the peer port (an `https://` `--listen-peer-urls`); `None`: plaintext.
     pub peer_tls: Option<tls::ServerFiles>,
@@ -85,9 +86,24 @@ pub struct ServerConfig {
     pub raft_ticks: Option<RaftTicks>,
     /// `--max-request-bytes` and `--max-txn-ops`.
     pub limits: RequestLimits,
-    /// The second and later `--listen-client-urls` addresses (the first is
-    /// `listen_client`): each serves the same client API, and `/health` and `/metrics`.
-    pub more_listen_client: Vec<SocketAddr>,
+}
+
+/// One `--listen-client-urls` URL. As etcd's, each URL's scheme decides on its own: a
+/// member may serve `http://` and `https://` client URLs side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientListener {
+    /// The address to listen on.
+    pub addr: SocketAddr,
+    /// `https://`: TLS with [`ServerConfig::client_tls`]; `http://`: plaintext.
+    pub https: bool,
+}
+
+impl ClientListener {
+    /// The URL this listener is reached at, as advertised by default.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
 }
 
 /// Raft timing in ticks (see [`ServerConfig::raft_ticks`]).
@@ -375,7 +391,7 @@ impl ServerConfig {
             name: name.to_string(),
             data_dir: std::env::temp_dir(),
             listen_peer: localhost,
-            listen_client: localhost,
+            listen_client: vec![ClientListener { addr: localhost, https: false }],
             advertise_client: Vec::new(),
             listen_metrics: None,
             initial_cluster_urls: members.iter().map(|m| m.peer_url.clone()).collect(),
@@ -395,7 +411,6 @@ impl ServerConfig {
             initial_advertise_peer: Vec::new(),
             raft_ticks: None,
             limits: RequestLimits::default(),
-            more_listen_client: Vec::new(),
         }
     }
 

@@ -33,6 +33,15 @@ pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
 pub const TXN_OPS_MAX: u64 = 128;
 /// The version string `Maintenance.Status` reports: the etcd API level, then ours.
 pub const VERSION: &str = concat!("3.4.0+raftkv.", env!("CARGO_PKG_VERSION"));
+/// The cluster version etcd 3.4 reports (`/version`, the snapshot's `clusterVersion`):
+/// every raftkv member speaks the same API level, so it is fixed.
+pub const CLUSTER_VERSION: &str = "3.4.0";
+
+/// The body of `GET /version` on a client URL, etcd's JSON:
+/// `{"etcdserver":"3.4.0+raftkv.X","etcdcluster":"3.4.0"}` (no newline, as etcd's).
+pub fn version_json() -> String {
+    format!("{{\"etcdserver\":\"{VERSION}\",\"etcdcluster\":\"{CLUSTER_VERSION}\"}}")
+}
 
 /// etcd's message when a member has too much work queued (gRPC `ResourceExhausted`).
 pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";

@@ -169,7 +169,7 @@ pub fn write_etcd_db(
                         db.put(name.as_bytes(), &user_value(name, user))?;
                     }
                 }
-                b"cluster" => db.put(b"clusterVersion", b"3.4.0")?,
+                b"cluster" => db.put(b"clusterVersion", crate::etcd::CLUSTER_VERSION.as_bytes())?,
                 b"key" => state.for_each_stored_change(&mut |c| {
                     let key = revision_key(c.kv.mod_revision, c.sub, c.tombstone);
                     db.put(&key, &change_value(c))

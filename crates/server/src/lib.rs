@@ -175,6 +175,13 @@ pub async fn serve_until(
     let tls_err = |e: tls::TlsError| ServerError(e.0);
     let client_tls =
         cfg.client_tls.clone().map(tls::ServerTls::new).transpose().map_err(tls_err)?;
+    if let (None, Some(l)) = (&client_tls, cfg.listen_client.iter().find(|l| l.https)) {
+        return Err(ServerError(format!(
+            "--listen-client-urls {}: an https:// URL needs the client port's certificate \
+             (--cert-file and --key-file)",
+            l.url()
+        )));
+    }
     let peer_tls = cfg.peer_tls.clone().map(tls::ServerTls::new).transpose().map_err(tls_err)?;
     let peer_client_tls =
         cfg.peer_client_tls.clone().map(tls::ClientTls::new).transpose().map_err(tls_err)?;
@@ -186,10 +193,9 @@ pub async fn serve_until(
     let me = cfg.me().clone();
     // Bind first: a port in use is the commonest start-up mistake, report it before work.
     let peer_listener = bind("--listen-peer-urls", cfg.listen_peer).await?;
-    let client_listener = bind("--listen-client-urls", cfg.listen_client).await?;
-    let mut more_client_listeners = Vec::new();
-    for a in &cfg.more_listen_client {
-        more_client_listeners.push(bind("--listen-client-urls", *a).await?);
+    let mut client_listeners = Vec::new();
+    for l in &cfg.listen_client {
+        client_listeners.push((bind("--listen-client-urls", l.addr).await?, l.https));
     }
     let metrics_listener = match cfg.listen_metrics {
         Some(a) => Some(bind("--listen-metrics-urls", a).await?),
@@ -260,8 +266,7 @@ pub async fn serve_until(
 
     let metrics = Arc::new(Metrics::default());
     let own_client_urls = if cfg.advertise_client.is_empty() {
-        let scheme = if client_tls.is_some() { "https" } else { "http" };
-        vec![format!("{scheme}://{}", cfg.listen_client)]
+        cfg.listen_client.iter().map(config::ClientListener::url).collect()
     } else {
         cfg.advertise_client.clone()
     };
@@ -369,7 +374,8 @@ pub async fn serve_until(
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").
     let recv_max = cfg.limits.request_bytes + 512 * 1024;
-    // HTTP/1.1 too, and `/health` and `/metrics` before gRPC, as etcd (`client_http`).
+    // HTTP/1.1 too, and `/health`, `/metrics` and `/version` before gRPC, as etcd
+    // (`client_http`).
     let client_router = grpc_server(&cfg.grpc)
         .accept_http1(true)
         .layer(client_http::HttpEndpointsLayer::new(handle.clone(), metrics.clone()))
@@ -399,23 +405,30 @@ pub async fn serve_until(
         );
     // etcdctl sends `http://host:port` as :authority on some connections; h2 would
     // reset those requests (see authority.rs). The fix reads plaintext, so TLS ends
-    // below it, in the accept stream.
-    // Every `--listen-client-urls` address feeds the one client server.
-    let mut client_connections = tokio_stream::StreamMap::new();
-    client_connections.insert(0, incoming(client_listener, "--listen-client-urls", &metrics));
-    for (i, l) in more_client_listeners.into_iter().enumerate() {
-        client_connections.insert(i + 1, incoming(l, "--listen-client-urls", &metrics));
-    }
-    let client_connections = tokio_stream::StreamExt::map(client_connections, |(_, c)| c);
-    let client_task = match &client_tls {
-        None => tokio::spawn(
-            client_router.serve_with_incoming(authority::wrap_incoming(client_connections)),
-        ),
-        Some(tls) => {
-            let decrypted = tls.accept_stream(client_connections, "--listen-client-urls");
-            tokio::spawn(client_router.serve_with_incoming(cert_user::wrap_incoming(decrypted)))
+    // below it, in the accept stream. The `http://` and the `https://` client URLs are
+    // two streams of connections, each served by a copy of the one router.
+    let mut plain_connections = tokio_stream::StreamMap::new();
+    let mut tls_connections = tokio_stream::StreamMap::new();
+    for (i, (listener, https)) in client_listeners.into_iter().enumerate() {
+        let connections = incoming(listener, "--listen-client-urls", &metrics);
+        if https {
+            tls_connections.insert(i, connections);
+        } else {
+            plain_connections.insert(i, connections);
         }
-    };
+    }
+    let mut client_servers = tokio::task::JoinSet::new();
+    if !plain_connections.is_empty() {
+        let plain = tokio_stream::StreamExt::map(plain_connections, |(_, c)| c);
+        let router = client_router.clone();
+        client_servers.spawn(router.serve_with_incoming(authority::wrap_incoming(plain)));
+    }
+    if let (false, Some(tls)) = (tls_connections.is_empty(), &client_tls) {
+        let encrypted = tokio_stream::StreamExt::map(tls_connections, |(_, c)| c);
+        let decrypted = tls.accept_stream(encrypted, "--listen-client-urls");
+        client_servers
+            .spawn(client_router.serve_with_incoming(cert_user::wrap_incoming(decrypted)));
+    }
     if let Some(mode) = cfg.auto_compaction {
         tracing::info!(?mode, "auto compaction on");
         let interval = cfg.auto_compaction_revision_interval;
@@ -451,7 +464,9 @@ pub async fn serve_until(
             )))
         }
         r = peer_task => Err(ServerError(format!("peer server ended: {r:?}"))),
-        r = client_task => Err(ServerError(format!("client server ended: {r:?}"))),
+        Some(r) = client_servers.join_next() => {
+            Err(ServerError(format!("client server ended: {r:?}")))
+        }
     };
     handle.stop();
     let _ = tokio::task::spawn_blocking(move || join.join()).await;

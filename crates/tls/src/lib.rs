@@ -119,6 +119,10 @@ pub struct ServerFiles {
     pub allowed_cn: Option<String>,
     /// Flag prefix for messages: `--` or `--peer-`.
     pub flag_prefix: String,
+    /// Offer ALPN `http/1.1` after `h2`: the client port, which serves `/health`,
+    /// `/metrics` and `/version` over HTTP/1.1 too (as etcd's does over TLS); a client
+    /// that offers both still gets `h2`. Off for the peer port, which speaks HTTP/2 only.
+    pub http1: bool,
 }
 
 impl ServerFiles {
@@ -169,8 +173,12 @@ impl ServerFiles {
                 self.key_file.display()
             ))
         })?;
-        // gRPC is HTTP/2 only; grpc-go clients (etcdctl) insist on ALPN "h2".
+        // gRPC is HTTP/2 only; grpc-go clients (etcdctl) insist on ALPN "h2". rustls picks
+        // the first of these the client offers, so "h2" wins whenever it is offered.
         config.alpn_protocols = vec![b"h2".to_vec()];
+        if self.http1 {
+            config.alpn_protocols.push(b"http/1.1".to_vec());
+        }
         Ok(Arc::new(config))
     }
 

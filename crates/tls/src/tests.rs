@@ -30,6 +30,7 @@ fn server_files(ca: &TestCa, server: &Issued, auth: bool, cn: Option<&str>) -> S
         client_cert_auth: auth,
         allowed_cn: cn.map(str::to_string),
         flag_prefix: "--peer-".into(),
+        http1: false,
     }
 }
 
@@ -143,6 +144,48 @@ async fn replaced_certificate_files_are_used_by_new_handshakes_without_restart()
         assert!(Instant::now() < deadline, "still serving the old certificate");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The ALPN protocol a handshake with `server` settles on when the client offers
+/// `offered`, or the handshake's error.
+async fn negotiated(server: ServerFiles, ca: &Path, offered: &[&str]) -> Result<String, String> {
+    let uri = echo_server(ServerTls::new(server).unwrap()).await;
+    let files = ClientFiles { ca_file: ca.to_path_buf(), cert_and_key: None, flags: ["", "", ""] };
+    let mut config = (*files.build().unwrap()).clone();
+    config.alpn_protocols = offered.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let port = uri.port_u16().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let attempt = async {
+        let mut conn =
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        conn.write_all(b"x").await?;
+        conn.read_exact(&mut [0u8; 1]).await?;
+        Ok::<_, std::io::Error>(conn.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+    };
+    match attempt.await {
+        Ok(p) => Ok(String::from_utf8_lossy(&p.unwrap_or_default()).into_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn the_client_port_offers_http1_after_h2_and_the_peer_port_h2_only() {
+    let dir = Dir::new("alpn");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "member-1", &["127.0.0.1"]).unwrap();
+    let client_port = ServerFiles { http1: true, ..server_files(&ca, &server, false, None) };
+    let peer_port = server_files(&ca, &server, false, None);
+    let ca = &ca.cert_file;
+    // curl --http1.1, a Prometheus scrape without HTTP/2.
+    assert_eq!(negotiated(client_port.clone(), ca, &["http/1.1"]).await.as_deref(), Ok("http/1.1"));
+    // curl's default and grpc-go: h2 wins whichever order the client lists them in.
+    let both = negotiated(client_port.clone(), ca, &["http/1.1", "h2"]).await;
+    assert_eq!(both.as_deref(), Ok("h2"));
+    assert_eq!(negotiated(client_port, ca, &["h2"]).await.as_deref(), Ok("h2"));
+    assert_eq!(negotiated(peer_port.clone(), ca, &["h2", "http/1.1"]).await.as_deref(), Ok("h2"));
+    let e = negotiated(peer_port, ca, &["http/1.1"]).await.unwrap_err();
+    assert!(e.contains("NoApplicationProtocol"), "{e}");
 }
 
 #[test]
