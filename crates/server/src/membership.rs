@@ -51,7 +51,7 @@ pub const BOOTSTRAP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const DISCOVERY_RETRY: Duration = Duration::from_millis(500);
 /// Rounds in which a member refused the TLS handshake (or we refused its certificate)
 /// before a joining member gives up: a certificate from the wrong CA does not fix
-/// itself, but three rounds (about 1.5 s) outlast a rotation caught half-way, whose
+/// itself, but three rounds (about a second) outlast a rotation caught half-way, whose
 /// files are re-read at most [`tls::RELOAD_CHECK_INTERVAL`] apart.
 pub const DISCOVERY_TLS_REFUSED_ROUNDS_MAX: u32 = 3;
 
