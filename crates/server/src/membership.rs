@@ -49,6 +49,11 @@ const MEMBERS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const BOOTSTRAP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two rounds over the peer URLs.
 const DISCOVERY_RETRY: Duration = Duration::from_millis(500);
+/// Rounds in which a member refused the TLS handshake (or we refused its certificate)
+/// before a joining member gives up: a certificate from the wrong CA does not fix
+/// itself, but three rounds (about a second) outlast a rotation caught half-way, whose
+/// files are re-read at most [`tls::RELOAD_CHECK_INTERVAL`] apart.
+pub const DISCOVERY_TLS_REFUSED_ROUNDS_MAX: u32 = 3;
 
 /// Refuses a data dir whose member was removed from its cluster.
 pub fn refuse_removed(data_dir: &Path) -> Result<(), ConfigError> {
@@ -356,13 +361,21 @@ async fn discover(
         ));
     }
     let deadline = Instant::now() + DISCOVERY_TIMEOUT;
-    let mut errors = Vec::new();
+    let (mut errors, mut refusals, mut refused_rounds) = (Vec::new(), Vec::new(), 0);
     loop {
         errors.clear();
+        refusals.clear();
         for url in &urls {
             match ask_members(url, &cfg.initial_advertise_peer, tls, MEMBERS_CALL_TIMEOUT).await {
                 Ok(found) => return Ok(found),
-                Err(e) => errors.push(format!("{url}: {e}")),
+                Err(Unanswered::Tls(why)) => refusals.push((url.as_str(), why)),
+                Err(Unanswered::Other(e)) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        if !refusals.is_empty() {
+            refused_rounds += 1;
+            if refused_rounds >= DISCOVERY_TLS_REFUSED_ROUNDS_MAX {
+                return Err(ConfigError(format!("joining: {}", tls_refusals(&refusals))));
             }
         }
         if Instant::now() + DISCOVERY_RETRY >= deadline {
@@ -377,19 +390,63 @@ async fn discover(
     }
 }
 
+/// Why a member did not answer a `Members` call.
+#[derive(Debug)]
+enum Unanswered {
+    /// The TLS handshake failed on a certificate (theirs or ours), in TLS terms, with
+    /// the flag to check: it does not get better by asking again.
+    Tls(String),
+    /// Anything else (not running, not reachable yet, not answering in time).
+    Other(String),
+}
+
+/// `peer URL refused our TLS handshake (...)`, one clause per distinct cause: the
+/// members of a cluster usually share a CA, so they refuse for the same reason.
+fn tls_refusals(refusals: &[(&str, String)]) -> String {
+    let mut causes: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (url, why) in refusals {
+        match causes.iter_mut().find(|(w, _)| w == why) {
+            Some((_, urls)) => urls.push(url),
+            None => causes.push((why, vec![url])),
+        }
+    }
+    let clause = |(why, urls): &(&str, Vec<&str>)| match urls.as_slice() {
+        [one] => format!("peer {one} {why}"),
+        many => format!("peers {} each {why}", many.join(", ")),
+    };
+    causes.iter().map(clause).collect::<Vec<_>>().join("; ")
+}
+
+/// The text of a failed call with its innermost cause: tonic says "transport error"
+/// for every failure to connect, and the cause (connection refused...) is in its source.
+fn call_error(status: &tonic::Status) -> String {
+    let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
+    let mut next = std::error::Error::source(status);
+    for _ in 0..16 {
+        let Some(e) = next else { break };
+        innermost = Some(e);
+        next = e.source();
+    }
+    match innermost.map(ToString::to_string) {
+        Some(cause) if cause != status.message() => format!("{}: {cause}", status.message()),
+        _ => status.message().to_string(),
+    }
+}
+
 /// One `Members` call to the member at `url`.
 async fn ask_members(
     url: &str,
     own: &[String],
     tls: Option<&tls::ClientTls>,
     timeout: Duration,
-) -> Result<(u64, Vec<PeerMember>), String> {
+) -> Result<(u64, Vec<PeerMember>), Unanswered> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Unanswered::Other(e.to_string()))?
         .connect_timeout(timeout);
+    let tls = tls.filter(|_| tls::is_https(url));
     let channel = match tls {
-        Some(tls) if tls::is_https(url) => endpoint.connect_with_connector_lazy(tls.connector()),
-        _ => endpoint.connect_lazy(),
+        Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+        None => endpoint.connect_lazy(),
     };
     let mut client = PeerClient::new(channel);
     let mut request = tonic::Request::new(MembersRequest { peer_urls: own.to_vec() });
@@ -398,12 +455,25 @@ async fn ask_members(
         Ok(Ok(answer)) => {
             let answer = answer.into_inner();
             if answer.cluster_id == 0 || answer.members.is_empty() {
-                return Err("answered without a cluster".into());
+                return Err(Unanswered::Other("answered without a cluster".into()));
             }
             Ok((answer.cluster_id, answer.members))
         }
-        Ok(Err(status)) => Err(status.message().to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(Err(status)) => {
+            // gRPC keeps the TLS error's text, not its type: ask TLS itself why.
+            if let Some(tls) = tls {
+                if let Some(why) = tls.explain(&status) {
+                    return Err(Unanswered::Tls(why));
+                }
+                if let Ok(uri) = url.parse::<http::Uri>() {
+                    if let Some(why) = tls.probe(&uri, timeout).await {
+                        return Err(Unanswered::Tls(why));
+                    }
+                }
+            }
+            Err(Unanswered::Other(call_error(&status)))
+        }
+        Err(_) => Err(Unanswered::Other(format!("no answer within {timeout:?}"))),
     }
 }
 

@@ -48,6 +48,9 @@ const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest pause before reconnecting a peer stream (doubling in between).
 const PEER_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const PEER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// While a peer stays unreachable, the warning is repeated at most this often (it is
+/// redialled every [`PEER_RECONNECT_BACKOFF_MAX`]).
+pub const PEER_UNREACHABLE_WARN_INTERVAL: Duration = Duration::from_secs(30);
 /// Batches queued per peer before new ones are dropped.
 const PEER_QUEUE_BATCHES: usize = 4096;
 /// Largest gRPC message between peers. Senders split batches at [`PEER_BATCH_BYTES_MAX`]
@@ -504,7 +507,7 @@ async fn peer_loop(
     ),
 ) -> Result<(), String> {
     let mut backoff = PEER_RECONNECT_BACKOFF_MIN;
-    let mut warned = false;
+    let mut warned: Option<(Instant, String)> = None;
     loop {
         let mut opened = false;
         // The frame stream first; the gRPC stream for a peer that does not speak it.
@@ -523,25 +526,43 @@ async fn peer_loop(
         )
         .await
         {
-            Ok(()) => Ok(()),
-            Err(peer_stream::Ended::Failed(e)) => Err(e),
             Err(peer_stream::Ended::NotSpoken(e)) => {
                 tracing::debug!(peer = %url, answer = %e, "no frame stream; using gRPC");
                 let links = (&*metrics, &client_urls, &*active_since);
-                stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened).await
+                stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened)
+                    .await
+                    .map_err(peer_stream::Ended::Failed)
             }
+            other => other,
         };
         *active_since.lock().expect("active since lock") = None;
         if opened {
             backoff = PEER_RECONNECT_BACKOFF_MIN;
+            warned = None;
         }
         match streamed {
             Ok(()) => return Ok(()), // the node stopped: queue closed
-            Err(e) if e.contains(crate::membership::REMOVED_MESSAGE) => return Err(e),
-            Err(e) => {
-                if !warned {
-                    tracing::warn!(peer = %url, error = %e, "peer unreachable; retrying with backoff");
-                    warned = true;
+            Err(peer_stream::Ended::Failed(e) | peer_stream::Ended::NotSpoken(e))
+                if e.contains(crate::membership::REMOVED_MESSAGE) =>
+            {
+                return Err(e)
+            }
+            Err(ended) => {
+                // Once, again when the cause changes, and a reminder now and then.
+                let said = format!("{ended:?}");
+                let repeat = warned.as_ref().is_some_and(|(at, before)| {
+                    *before == said && at.elapsed() < PEER_UNREACHABLE_WARN_INTERVAL
+                });
+                if !repeat {
+                    match ended {
+                        peer_stream::Ended::Tls(why) => {
+                            tracing::warn!(peer = %url, "peer {url} {why}; retrying with backoff")
+                        }
+                        peer_stream::Ended::Failed(e) | peer_stream::Ended::NotSpoken(e) => {
+                            tracing::warn!(peer = %url, error = %e, "peer unreachable; retrying with backoff")
+                        }
+                    }
+                    warned = Some((Instant::now(), said));
                 }
             }
         }
@@ -556,9 +577,6 @@ async fn peer_loop(
             return Ok(());
         }
         backoff = (backoff * 2).min(PEER_RECONNECT_BACKOFF_MAX);
-        if backoff == PEER_RECONNECT_BACKOFF_MAX {
-            warned = false; // remind now and then
-        }
     }
 }
 

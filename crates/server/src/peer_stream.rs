@@ -427,6 +427,22 @@ pub enum Ended {
     NotSpoken(String),
     /// The stream failed or was refused: the peer's or the error's words.
     Failed(String),
+    /// The TLS handshake failed on a certificate, ours or the peer's: in TLS terms, with
+    /// the flag to check (`tls::ClientTls::explain`), after "peer URL ".
+    Tls(String),
+}
+
+/// `error` from a connection to a peer: a TLS failure said in TLS terms
+/// ([`Ended::Tls`]), anything else as `other` makes it.
+fn ended(
+    error: &io::Error,
+    tls: Option<&tls::ClientTls>,
+    other: impl Fn(&io::Error) -> Ended,
+) -> Ended {
+    match tls.and_then(|t| t.explain(error)) {
+        Some(why) => Ended::Tls(why),
+        None => other(error),
+    }
 }
 
 /// A connection to a peer, plain or TLS.
@@ -446,8 +462,9 @@ pub struct Links<'a> {
 }
 
 /// Dials `url` (with `tls` for `https://`) and connects within [`CONNECT_TIMEOUT`].
-async fn connect(url: &str, tls: Option<&tls::ClientTls>) -> Result<Box<dyn PeerIo>, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: not a URL: {e}"))?;
+async fn connect(url: &str, tls: Option<&tls::ClientTls>) -> Result<Box<dyn PeerIo>, Ended> {
+    let uri: http::Uri =
+        url.parse().map_err(|e| Ended::Failed(format!("{url}: not a URL: {e}")))?;
     let dialled = async {
         match tls {
             Some(tls) if tls::is_https(url) => {
@@ -464,8 +481,10 @@ async fn connect(url: &str, tls: Option<&tls::ClientTls>) -> Result<Box<dyn Peer
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, dialled).await {
         Ok(Ok(io)) => Ok(io),
-        Ok(Err(e)) => Err(format!("connecting to {url}: {e}")),
-        Err(_) => Err(format!("connecting to {url}: no connection within {CONNECT_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(ended(&e, tls, |e| Ended::Failed(format!("connecting to {url}: {e}")))),
+        Err(_) => Err(Ended::Failed(format!(
+            "connecting to {url}: no connection within {CONNECT_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -479,14 +498,22 @@ pub async fn stream_to_peer(
     opened: &mut bool,
 ) -> Result<(), Ended> {
     let started = Instant::now();
-    let io = connect(url, tls).await.map_err(Ended::Failed)?;
+    let io = connect(url, tls).await?;
     let (mut rd, mut wr) = tokio::io::split(io);
     let hello = me.hello(id);
     let mut out = BytesMut::from(&PREFACE[..]);
     put_message(&mut out, Kind::Hello, &hello);
-    write(&mut wr, &out).await.map_err(|e| Ended::Failed(e.to_string()))?;
     let mut buf = BytesMut::new();
-    let welcome = tokio::time::timeout(HELLO_TIMEOUT, welcome(&mut rd, &mut buf)).await;
+    if let Err(e) = write(&mut wr, &out).await {
+        // A peer that refused our certificate may have closed before our Hello came and
+        // so reset the connection: its alert may still wait to be read.
+        let alert = tokio::time::timeout(CONNECT_TIMEOUT, welcome(&mut rd, &mut buf, tls)).await;
+        if let Ok(Err(Ended::Tls(why))) = alert {
+            return Err(Ended::Tls(why));
+        }
+        return Err(ended(&e, tls, |e| Ended::Failed(e.to_string())));
+    }
+    let welcome = tokio::time::timeout(HELLO_TIMEOUT, welcome(&mut rd, &mut buf, tls)).await;
     let welcome = welcome.unwrap_or_else(|_| {
         Err(Ended::Failed(format!("no answer to hello within {HELLO_TIMEOUT:?}")))
     })?;
@@ -504,13 +531,18 @@ pub async fn stream_to_peer(
     send(me.cluster_id, &mut wr, rx, &mut outgoing, reader).await
 }
 
-/// Reads the peer's preface and its Welcome (or refusal).
+/// Reads the peer's preface and its Welcome (or refusal). With TLS 1.3, a peer that
+/// refuses our certificate says so here, at our first read: that is no reason to try
+/// gRPC instead.
 async fn welcome<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
+    tls: Option<&tls::ClientTls>,
 ) -> Result<HelloResponse, Ended> {
     let mut head = [0u8; PREFACE.len()];
-    let n = read_head(rd, &mut head).await.map_err(|e| Ended::NotSpoken(e.to_string()))?;
+    let n = read_head(rd, &mut head)
+        .await
+        .map_err(|e| ended(&e, tls, |e| Ended::NotSpoken(e.to_string())))?;
     if head != PREFACE {
         return Err(Ended::NotSpoken(format!("the peer answered {:?}", &head[..n])));
     }

@@ -26,14 +26,23 @@
 //!
 //! **Refused at the handshake.** Without an acceptable certificate (none, another CA's,
 //! or under `--peer-cert-allowed-cn` another common name) the TLS handshake fails, so a
-//! refused client never reaches gRPC, as with etcd.
+//! refused client never reaches gRPC, as with etcd. Both sides say why in TLS terms,
+//! told apart by rustls's typed errors (`diagnose`): the listener logs "rejected
+//! connection from ADDRESS" with the cause (at most once per address per
+//! [`REJECTION_LOG_INTERVAL`]), and a dialer's [`ClientTls::explain`] and
+//! [`ClientTls::probe`] say whether the other side refused our certificate or we
+//! refused theirs, naming the flag to check.
 
 mod cn;
+mod diagnose;
 #[cfg(feature = "generate")]
 pub mod generate;
 mod reload;
 
 pub use cn::common_name;
+pub use diagnose::{
+    failure, Failure, RejectionLog, REJECTION_LOG_ADDRESSES_MAX, REJECTION_LOG_INTERVAL,
+};
 pub use reload::{Reloading, RELOAD_CHECK_INTERVAL};
 
 use std::fmt;
@@ -193,6 +202,21 @@ impl ServerFiles {
 #[derive(Clone)]
 pub struct ServerTls {
     config: Arc<Reloading<rustls::ServerConfig>>,
+    /// `--` or `--peer-`: the flags rejection warnings name.
+    flag_prefix: Arc<str>,
+    rejections: Arc<RejectionLog>,
+}
+
+/// A connection that knows the address it came from, for the rejection warnings.
+pub trait RemoteAddr {
+    /// The remote end's address, if the socket still knows it.
+    fn remote_addr(&self) -> Option<std::net::SocketAddr>;
+}
+
+impl RemoteAddr for tokio::net::TcpStream {
+    fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer_addr().ok()
+    }
 }
 
 impl ServerTls {
@@ -200,8 +224,9 @@ impl ServerTls {
     /// watching them.
     pub fn new(files: ServerFiles) -> Result<ServerTls, TlsError> {
         let paths = files.files();
+        let flag_prefix = Arc::from(files.flag_prefix.as_str());
         let config = Reloading::new(paths, move || files.build())?;
-        Ok(ServerTls { config: Arc::new(config) })
+        Ok(ServerTls { config: Arc::new(config), flag_prefix, rejections: Arc::default() })
     }
 
     /// The configuration a handshake starting now uses.
@@ -209,10 +234,31 @@ impl ServerTls {
         self.config.current()
     }
 
+    /// One warning per remote address and cause per [`REJECTION_LOG_INTERVAL`] (etcd: "rejected
+    /// connection from ... (error ...)" for every attempt).
+    fn log_rejection(&self, listener: &str, remote: Option<std::net::SocketAddr>, why: &str) {
+        let Some(quiet) = self.rejections.admit(remote, why, std::time::Instant::now()) else {
+            return;
+        };
+        let from = remote.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        if quiet == 0 {
+            tracing::warn!(listener, "rejected connection from {from}: {why}");
+        } else {
+            tracing::warn!(
+                listener,
+                not_logged = quiet,
+                "rejected connection from {from}: {why} ({quiet} more rejections from this \
+                 address since the last warning)"
+            );
+        }
+    }
+
     /// Runs the TLS handshake of every connection `incoming` yields, concurrently (at
     /// most [`HANDSHAKES_IN_FLIGHT_MAX`], each within [`HANDSHAKE_TIMEOUT`]), and yields
-    /// the connections whose handshake succeeded. Failed handshakes are logged with the
-    /// listener's flag name and dropped. Must be called inside a tokio runtime.
+    /// the connections whose handshake succeeded. Failed handshakes are dropped and
+    /// logged with the listener's flag name, the remote address and the cause in TLS
+    /// terms, at most once per address per [`REJECTION_LOG_INTERVAL`]. Must be called
+    /// inside a tokio runtime.
     pub fn accept_stream<S, IO>(
         &self,
         incoming: S,
@@ -220,7 +266,7 @@ impl ServerTls {
     ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerTlsStream<IO>>>
     where
         S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + Unpin + 'static,
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + RemoteAddr + Unpin + Send + 'static,
     {
         let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
         tokio::spawn(handshakes(self.clone(), incoming, listener, tx));
@@ -235,7 +281,7 @@ async fn handshakes<S, IO>(
     accepted: tokio::sync::mpsc::Sender<std::io::Result<ServerTlsStream<IO>>>,
 ) where
     S: tokio_stream::Stream<Item = std::io::Result<IO>> + Unpin,
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + RemoteAddr + Unpin + Send + 'static,
 {
     use tokio_stream::StreamExt;
     let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
@@ -251,22 +297,20 @@ async fn handshakes<S, IO>(
             }
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let accepted = accepted.clone();
+        let (accepted, tls) = (accepted.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
-                Ok(Ok(stream)) => {
-                    let _ = accepted.send(Ok(stream)).await;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(listener, %error, "rejected connection: TLS handshake failed")
-                }
-                Err(_) => tracing::warn!(
-                    listener,
-                    timeout_secs = HANDSHAKE_TIMEOUT.as_secs(),
-                    "rejected connection: TLS handshake not finished in time"
-                ),
-            }
+            let remote = connection.remote_addr();
+            let why =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = accepted.send(Ok(stream)).await;
+                        return;
+                    }
+                    Ok(Err(error)) => diagnose::explain_rejection(&tls.flag_prefix, &error),
+                    Err(_) => format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
+                };
+            tls.log_rejection(listener, remote, &why);
         });
     }
 }
@@ -324,14 +368,17 @@ impl ClientFiles {
 #[derive(Clone)]
 pub struct ClientTls {
     config: Arc<Reloading<rustls::ClientConfig>>,
+    /// CA, certificate and key flag names, for [`ClientTls::explain`].
+    flags: [&'static str; 3],
 }
 
 impl ClientTls {
     /// Loads the files once (an error names the flag and file) and keeps watching them.
     pub fn new(files: ClientFiles) -> Result<ClientTls, TlsError> {
         let paths = files.files();
+        let flags = files.flags;
         let config = Reloading::new(paths, move || files.build())?;
-        Ok(ClientTls { config: Arc::new(config) })
+        Ok(ClientTls { config: Arc::new(config), flags })
     }
 
     /// Connects to `uri`'s host and port over TCP (Nagle off) and runs the TLS
@@ -349,6 +396,46 @@ impl ClientTls {
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         tokio_rustls::TlsConnector::from(self.config.current()).connect(name, tcp).await
+    }
+
+    /// Why a connection with this TLS failed, if `error` (or one of its sources) is a
+    /// TLS failure: whether the other side refused our certificate or we refused its
+    /// own, in TLS terms, with the flag to check. Reads after "peer URL " or "member
+    /// URL ": "refused our TLS handshake (bad certificate: check that --peer-cert-file
+    /// is issued by a CA in the cluster's --peer-trusted-ca-file)". `None` for other
+    /// failures (connection refused, timeouts).
+    pub fn explain(&self, error: &(dyn std::error::Error + 'static)) -> Option<String> {
+        let [ca, cert, key] = self.flags;
+        Some(diagnose::DialerFlags { ca, cert, key }.explain(&failure(error)?))
+    }
+
+    /// Connects to `uri` on a connection of its own and says why TLS fails there, as
+    /// [`ClientTls::explain`] does; `None` if the handshake succeeds, if the failure is
+    /// not TLS's (connection refused...) or if it takes longer than `timeout`.
+    ///
+    /// For callers whose own connection went through gRPC, which loses the type of the
+    /// error (h2 keeps an I/O error's kind and text only). Sends the HTTP/2 preface and
+    /// an empty SETTINGS frame, so that an HTTP/2 server answers at once: in TLS 1.3 the
+    /// server's verdict on our certificate comes at our first read.
+    pub async fn probe(&self, uri: &http::Uri, timeout: Duration) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let attempt = async {
+            let mut conn = self.connect(uri).await?;
+            let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+            let wrote = match conn.write_all(preface).await {
+                Ok(()) => conn.flush().await,
+                Err(e) => Err(e),
+            };
+            // Read even if the write failed: a server that refused our certificate and
+            // closed may have reset the connection, and its alert still waits to be read.
+            let mut first = [0u8; 1];
+            let _bytes = conn.read(&mut first).await?;
+            wrote
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Err(e)) => self.explain(&e),
+            Ok(Ok(())) | Err(_) => None,
+        }
     }
 
     /// A connector for `tonic`'s `Endpoint::connect_with_connector` that dials with

@@ -245,3 +245,126 @@ fn common_name_reads_the_subject_and_survives_garbage() {
     assert_eq!(common_name(&[]), None);
     assert_eq!(common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
 }
+
+fn peer_client(ca: &Path, cert: &Issued) -> ClientTls {
+    ClientTls::new(ClientFiles {
+        ca_file: ca.to_path_buf(),
+        cert_and_key: Some((cert.cert_file.clone(), cert.key_file.clone())),
+        flags: ["--peer-trusted-ca-file", "--peer-cert-file", "--peer-key-file"],
+    })
+    .unwrap()
+}
+
+/// A member joining with a peer certificate from another CA than the cluster's waited
+/// 30 s and said "transport error". The two cases are told apart by rustls's types: the
+/// server's alert about our certificate (at the first read, TLS 1.3), or our verifier's
+/// verdict on theirs (at connect). Each names the flag to check.
+#[tokio::test]
+async fn a_dialer_says_whether_they_refused_our_certificate_or_we_refused_theirs() {
+    let dir = Dir::new("explain");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let other = TestCa::create(&dir.0, "other-ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "peer", &["127.0.0.1"]).unwrap();
+    let ours = ca.issue(&dir.0, "ours", "peer", &[]).unwrap();
+    let stranger = other.issue(&dir.0, "stranger", "peer", &[]).unwrap();
+    let uri = echo_server(ServerTls::new(server_files(&ca, &server, true, None)).unwrap()).await;
+
+    let theirs_refused = peer_client(&ca.cert_file, &stranger);
+    let e = round_trip(&theirs_refused, &uri).await.unwrap_err();
+    assert_eq!(failure(&e), Some(Failure::RefusedOurs(rustls::AlertDescription::UnknownCA)));
+    assert_eq!(
+        theirs_refused.explain(&e).unwrap(),
+        "refused our TLS handshake (unknown certificate authority: check that --peer-cert-file \
+         is issued by a CA in the cluster's --peer-trusted-ca-file)"
+    );
+    let probed = theirs_refused.probe(&uri, Duration::from_secs(5)).await;
+    assert_eq!(probed, theirs_refused.explain(&e), "a probe finds the same");
+
+    let we_refuse = peer_client(&other.cert_file, &ours);
+    let e = round_trip(&we_refuse, &uri).await.unwrap_err();
+    assert_eq!(failure(&e), Some(Failure::RefusedTheirs(rustls::CertificateError::UnknownIssuer)));
+    assert_eq!(
+        we_refuse.explain(&e).unwrap(),
+        "presented a certificate we do not trust (unknown issuer: check that our \
+         --peer-trusted-ca-file holds the CA that issued its certificate)"
+    );
+    assert_eq!(we_refuse.probe(&uri, Duration::from_secs(5)).await, we_refuse.explain(&e));
+
+    let good = peer_client(&ca.cert_file, &ours);
+    assert!(round_trip(&good, &uri).await.is_ok());
+    assert_eq!(good.probe(&uri, Duration::from_secs(5)).await, None, "nothing to say");
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(good.explain(&refused), None, "not a TLS failure");
+}
+
+/// The listener's side of the same handshakes, as its warning says them.
+#[tokio::test]
+async fn a_listener_says_why_it_rejected_a_connection() {
+    let dir = Dir::new("reject");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let other = TestCa::create(&dir.0, "other-ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "peer", &["127.0.0.1"]).unwrap();
+    let stranger = other.issue(&dir.0, "stranger", "peer", &[]).unwrap();
+    let files = server_files(&ca, &server, true, None);
+    let tls = ServerTls::new(files).unwrap();
+    let rejection = |client: ClientTls| {
+        let tls = tls.clone();
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let uri: http::Uri = format!("https://127.0.0.1:{port}").parse().unwrap();
+            let dial = tokio::spawn(async move { round_trip(&client, &uri).await });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(tcp).await;
+            let _ = dial.await;
+            diagnose::explain_rejection("--peer-", &accept.expect_err("rejected"))
+        }
+    };
+    assert_eq!(
+        rejection(peer_client(&ca.cert_file, &stranger)).await,
+        "its certificate is refused (unknown issuer: it is not issued by a CA in \
+         --peer-trusted-ca-file)"
+    );
+    assert_eq!(
+        rejection(client(&ca.cert_file, None)).await,
+        "it sent no certificate, which --peer-client-cert-auth requires"
+    );
+    assert_eq!(
+        rejection(client(&other.cert_file, None)).await,
+        "it refused our certificate (unknown certificate authority: check that \
+         --peer-cert-file is issued by a CA in its --peer-trusted-ca-file)"
+    );
+}
+
+/// A peer with a refused certificate redials every 2 s for as long as it runs; etcd
+/// logs each attempt. Here: the first at once, then one per address and cause per
+/// interval with the count of those not logged; past the bound, new ones share an entry.
+#[test]
+fn rejections_are_logged_once_per_address_and_cause_per_interval() {
+    let log = RejectionLog::default();
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let a: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let a_again: std::net::SocketAddr = "10.0.0.1:5001".parse().unwrap();
+    let b: std::net::SocketAddr = "10.0.0.2:5000".parse().unwrap();
+    assert_eq!(log.admit(Some(a), "x", t0), Some(0), "first: at once");
+    assert_eq!(log.admit(Some(a_again), "x", t0 + s(1)), None, "same address and cause");
+    assert_eq!(log.admit(Some(a), "y", t0 + s(1)), Some(0), "another cause");
+    assert_eq!(log.admit(Some(b), "x", t0 + s(1)), Some(0), "another address");
+    assert_eq!(log.admit(Some(a), "x", t0 + s(2)), None);
+    assert_eq!(log.admit(Some(a), "x", t0 + REJECTION_LOG_INTERVAL), Some(2), "2 not logged");
+    assert_eq!(log.admit(Some(a), "x", t0 + REJECTION_LOG_INTERVAL * 2), Some(0));
+
+    let full = RejectionLog::default();
+    let at = |i: usize| -> Option<std::net::SocketAddr> {
+        Some(std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 1)))
+    };
+    for i in 0..REJECTION_LOG_ADDRESSES_MAX {
+        assert_eq!(full.admit(at(i), "x", t0), Some(0));
+    }
+    let past = REJECTION_LOG_ADDRESSES_MAX;
+    assert_eq!(full.admit(at(past), "x", t0), Some(0), "the shared entry: logged once");
+    assert_eq!(full.admit(at(past + 1), "y", t0), None, "then shared");
+    let later = t0 + REJECTION_LOG_INTERVAL;
+    assert_eq!(full.admit(at(past + 2), "x", later), Some(0), "stale entries make room");
+}

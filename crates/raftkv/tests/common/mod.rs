@@ -100,6 +100,8 @@ pub struct Member {
     /// For a member added to the running cluster: the `ETCD_*` lines `member add`
     /// printed, which it starts with instead of the cluster's `--initial-cluster`.
     pub join_env: Option<Vec<(String, String)>>,
+    /// Extra flags for this member instead of the cluster's (its own certificates).
+    pub flags: Option<Vec<String>>,
     child: Option<Child>,
 }
 
@@ -169,6 +171,7 @@ impl TestCluster {
                     peer_port: free_port(),
                     metrics_port: free_port(),
                     join_env: None,
+                    flags: None,
                     child: None,
                 }
             })
@@ -240,7 +243,7 @@ impl TestCluster {
                 cmd.args(["--initial-cluster-token", "compat"]);
             }
         }
-        cmd.args(&self.flags);
+        cmd.args(m.flags.as_ref().unwrap_or(&self.flags));
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("starting a member");
         m.child = Some(child);
     }
@@ -256,6 +259,7 @@ impl TestCluster {
             peer_port: free_port(),
             metrics_port: free_port(),
             join_env: None,
+            flags: None,
             child: None,
         });
         self.members.len() - 1
@@ -265,6 +269,16 @@ impl TestCluster {
     /// the cluster's `--initial-cluster`.
     pub fn set_join_env(&mut self, i: usize, env: Vec<(String, String)>) {
         self.members[i].join_env = Some(env);
+    }
+
+    /// Makes member `i` start with `flags` instead of the cluster's extra flags.
+    pub fn set_flags(&mut self, i: usize, flags: Vec<String>) {
+        self.members[i].flags = Some(flags);
+    }
+
+    /// Member `i`'s log (stderr, appended to across restarts), as it is now.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.members[i].dir.with_extension("log")).unwrap_or_default()
     }
 
     /// Whether member `i`'s process has exited (it was started and ended by itself);
