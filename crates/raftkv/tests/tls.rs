@@ -569,6 +569,8 @@ async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
     assert!(ok && out.trim_end().ends_with(&format!(", {plain_url},{secure_url}, false")), "{out}");
     let (ok, out) = etcdctl_tls(&c, None, &both, &["endpoint", "health"]);
     assert!(ok && out.lines().filter(|l| l.contains("is healthy")).count() == 2, "{out}");
+}
+
 /// [`server_flags`] with another peer certificate and key, and another CA trusted for
 /// peers.
 fn flags_with_peer(c: &Certs, (cert, key): (&Path, &Path), peer_ca: &Path) -> Vec<String> {
