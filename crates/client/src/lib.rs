@@ -353,29 +353,12 @@ impl Client {
         };
         match tokio::time::timeout(self.opts.attempt_timeout, call).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(unavailable(&with_causes(&s))),
+            Ok(Err(s)) => Err(unavailable(&proto::status_with_causes(&s))),
             Err(_) => {
                 Err(unavailable(&format!("no answer within {:?}", self.opts.attempt_timeout)))
             }
         }
     }
-}
-
-/// A status's message and its causes (tonic's "transport error" says nothing of a refused
-/// connection; its source does).
-fn with_causes(s: &tonic::Status) -> String {
-    let mut text = s.message().to_string();
-    let mut cause = std::error::Error::source(s);
-    // Bounded: error chains are short, and a cyclic one must not loop.
-    for _ in 0..8 {
-        let Some(c) = cause else { break };
-        let line = c.to_string();
-        if !text.contains(&line) {
-            text = format!("{text}: {line}");
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// The first key after every key starting with `prefix` (etcd's prefix range end).

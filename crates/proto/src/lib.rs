@@ -91,6 +91,24 @@ pub use peer_convert::ConvertError;
 /// `HelloResponse`. Bump it on a change a peer of the previous version cannot read.
 pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
+/// A status's message and its causes, each once: tonic's "transport error" says nothing
+/// of a refused connection or a failed handshake; its sources do. Shared by the client
+/// and the server's joining path.
+pub fn status_with_causes(s: &tonic::Status) -> String {
+    let mut text = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    // Bounded: error chains are short, and a cyclic one must not loop.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use tonic::server::NamedService;

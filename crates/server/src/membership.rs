@@ -417,22 +417,6 @@ fn tls_refusals(refusals: &[(&str, String)]) -> String {
     causes.iter().map(clause).collect::<Vec<_>>().join("; ")
 }
 
-/// The text of a failed call with its innermost cause: tonic says "transport error"
-/// for every failure to connect, and the cause (connection refused...) is in its source.
-fn call_error(status: &tonic::Status) -> String {
-    let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
-    let mut next = std::error::Error::source(status);
-    for _ in 0..16 {
-        let Some(e) = next else { break };
-        innermost = Some(e);
-        next = e.source();
-    }
-    match innermost.map(ToString::to_string) {
-        Some(cause) if cause != status.message() => format!("{}: {cause}", status.message()),
-        _ => status.message().to_string(),
-    }
-}
-
 /// One `Members` call to the member at `url`.
 async fn ask_members(
     url: &str,
@@ -471,7 +455,7 @@ async fn ask_members(
                     }
                 }
             }
-            Err(Unanswered::Other(call_error(&status)))
+            Err(Unanswered::Other(proto::status_with_causes(&status)))
         }
         Err(_) => Err(Unanswered::Other(format!("no answer within {timeout:?}"))),
     }
