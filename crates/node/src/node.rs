@@ -414,7 +414,8 @@ pub struct Applier {
 
 impl Applier {
     /// Applies one batch. An error means a snapshot from the leader could not be
-    /// restored: the member must stop.
+    /// restored, or a committed entry holds what this build cannot decode (see
+    /// [`apply_entry`]): the member must stop.
     pub fn apply(&mut self, batch: ApplyBatch) -> Result<Applied, NodeError> {
         let installed = match batch.install {
             Some(snap) => {
@@ -428,8 +429,8 @@ impl Applier {
         let mut entries = Vec::with_capacity(batch.entries.len());
         for e in batch.entries {
             assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
+            let response = apply_entry(&mut self.sm, &e)?;
             self.applied = e.index;
-            let response = apply_entry(&mut self.sm, &e);
             entries.push((e, response));
         }
         Ok(Applied { installed, entries, view: self.sm.clone() })
@@ -1264,7 +1265,7 @@ impl<S: LogStore> Node<S> {
                     self.install(snap)?;
                 }
                 for e in rd.committed_entries {
-                    self.apply(e);
+                    self.apply(e)?;
                 }
             }
             for rs in rd.read_states {
@@ -1410,10 +1411,11 @@ impl<S: LogStore> Node<S> {
         Ok(out)
     }
 
-    fn apply(&mut self, e: Entry) {
+    fn apply(&mut self, e: Entry) -> Result<(), NodeError> {
         assert_eq!(e.index, self.applied + 1, "entries are applied densely, in order");
-        let response = apply_entry(&mut self.sm, &e);
+        let response = apply_entry(&mut self.sm, &e)?;
         self.applied_entry(e, response);
+        Ok(())
     }
 
     /// Bookkeeping after entry `e` was applied (here or by the applier) with `response`.
@@ -1713,18 +1715,44 @@ impl<S: LogStore> Node<S> {
 /// Applies one committed entry to the state machine: a command, or the member-table
 /// part of a configuration change (its context). `None` for entries with nothing to
 /// apply (no-ops, configuration changes without a member record).
-fn apply_entry(sm: &mut StateMachine, e: &Entry) -> Option<Response> {
+///
+/// An entry this build cannot decode is an error, and the member must stop before it:
+/// a leader proposes only commands it decoded (forwarded ones included), and the log
+/// is checksummed on disk and on the wire, so such an entry was proposed by a newer
+/// build. Answering it as malformed here while newer members execute it would make
+/// this member's state diverge from theirs for good; stopping keeps it where it is,
+/// and the same binary upgraded applies the entry on restart.
+fn apply_entry(sm: &mut StateMachine, e: &Entry) -> Result<Option<Response>, NodeError> {
     match e.kind {
-        EntryKind::Normal => Some(sm.apply(e.index, &e.data)),
-        EntryKind::Noop => None,
+        EntryKind::Normal => {
+            let command = Command::decode(&e.data).map_err(|why| undecodable(e, "command", why))?;
+            Ok(Some(sm.apply_command(e.index, &command)))
+        }
+        EntryKind::Noop => Ok(None),
         // The configuration itself took effect inside the core when appended; the
         // member record rides along as the change's context.
         EntryKind::ConfChange => {
-            let cc = ConfChange::decode(&e.data).ok()?;
-            let op = MemberOp::decode(&cc.context).ok()?;
-            Some(Response::Member(sm.apply_member_change(e.index, &op)))
+            let Ok(cc) = ConfChange::decode(&e.data) else { return Ok(None) };
+            if cc.context.is_empty() {
+                return Ok(None);
+            }
+            let op = MemberOp::decode(&cc.context)
+                .map_err(|why| undecodable(e, "member change", why))?;
+            Ok(Some(Response::Member(sm.apply_member_change(e.index, &op))))
         }
     }
+}
+
+/// Why a committed entry that does not decode stops the member (see [`apply_entry`]).
+fn undecodable(e: &Entry, what: &str, why: kv::DecodeError) -> NodeError {
+    NodeError(format!(
+        "the committed entry at index {} (term {}) holds a {what} this build cannot decode \
+         ({why}): a member running a newer raftkv proposed it; stopping before applying it \
+         so this member's state does not diverge. Upgrade this member's binary to the \
+         cluster's newest build and start it again: it applies the entry then (README, \
+         Upgrading)",
+        e.index, e.term
+    ))
 }
 
 fn restore_state(snap: &Snapshot) -> Result<StateMachine, NodeError> {
@@ -2470,5 +2498,91 @@ mod transfer_tests {
                 }
             }
         }
+    }
+}
+
+/// A committed entry this build cannot decode (a newer build's command) stops the member
+/// before it applies anything of it, on both apply paths; nothing after it applies.
+#[cfg(test)]
+mod newer_build_tests {
+    use super::*;
+    use crate::MemStore;
+    use kv::PutRequest;
+
+    fn put(key: &[u8]) -> Vec<u8> {
+        let put = PutRequest { key: key.to_vec(), value: b"v".to_vec(), ..Default::default() };
+        Command::new(Op::Put(put)).encode()
+    }
+
+    /// A put whose op tag no build here knows, as a newer build would encode a new op.
+    fn newer_command() -> Vec<u8> {
+        let mut data = put(b"k");
+        // The format version byte, the flags byte, then the op's tag.
+        data[2] = 0xEE;
+        assert!(Command::decode(&data).is_err(), "the tag must be unknown to this build");
+        data
+    }
+
+    /// A follower of leader 2 that was sent and told committed: a put of `a`, a newer
+    /// build's command, a put of `b` (indices 1-3).
+    fn follower(apply_apart: bool) -> Node<MemStore> {
+        let store = MemStore::default();
+        let restored = store.recover();
+        let cfg = NodeConfig { apply_apart, ..NodeConfig::new(1, [1, 2, 3].into()) };
+        let mut n = Node::new(cfg, store, restored).unwrap();
+        let data = [put(b"a"), newer_command(), put(b"b")];
+        let entries = (1..)
+            .zip(data)
+            .map(|(index, d)| Entry { term: 1, index, kind: EntryKind::Normal, data: d.into() })
+            .collect();
+        let append = MessageBody::Append { prev_index: 0, prev_term: 0, entries, commit: 3 };
+        n.step(Message { from: 2, to: 1, term: 1, body: append });
+        n.poll(&mut |_| {}).unwrap();
+        n.sync().unwrap();
+        n
+    }
+
+    fn says_why(e: &NodeError) {
+        for part in ["entry at index 2 (term 1)", "newer raftkv", "Upgrade this member"] {
+            assert!(e.0.contains(part), "{part:?} not in: {e}");
+        }
+    }
+
+    #[test]
+    fn applied_inline_the_member_stops_at_the_entry() {
+        let mut n = follower(false);
+        let Err(e) = n.poll(&mut |_| {}) else { panic!("the member must stop") };
+        says_why(&e);
+        assert_eq!(n.applied_index(), 1, "stopped at index 2");
+        assert!(n.state().get(b"a").is_some() && n.state().get(b"b").is_none());
+    }
+
+    #[test]
+    fn applied_apart_the_applier_stops_at_the_entry() {
+        let mut n = follower(true);
+        let mut a = n.applier();
+        let out = n.poll(&mut |_| {}).unwrap();
+        let [batch] = &out.apply[..] else { panic!("one batch: {:?}", out.apply) };
+        let e = a.apply(batch.clone()).expect_err("the member must stop");
+        says_why(&e);
+        assert_eq!(a.applied_index(), 1, "stopped at index 2");
+        assert!(a.state().get(b"a").is_some() && a.state().get(b"b").is_none());
+    }
+
+    /// A membership change's record from a newer build stops it too; a change without a
+    /// record (the core's own, such as leaving a joint configuration) applies as nothing.
+    #[test]
+    fn a_member_record_this_build_cannot_decode_stops_the_member() {
+        let mut sm = StateMachine::new(kv::Config::default());
+        let step = ConfChangeSingle { kind: ConfChangeKind::AddLearner, node: 4 };
+        let entry = |index, context: Vec<u8>| {
+            let cc = ConfChange { changes: vec![step], context };
+            Entry { term: 1, index, kind: EntryKind::ConfChange, data: cc.encode().into() }
+        };
+        assert_eq!(apply_entry(&mut sm, &entry(1, Vec::new())), Ok(None));
+        let mut record = MemberOp::Remove(4).encode();
+        record[1] = 0xEE;
+        let e = apply_entry(&mut sm, &entry(2, record)).expect_err("the member must stop");
+        assert!(e.0.contains("index 2") && e.0.contains("member change"), "{e}");
     }
 }
