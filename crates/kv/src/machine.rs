@@ -107,7 +107,9 @@ impl StateMachine {
 
     /// Applies the committed log entry at `index` holding an encoded
     /// [`Command`]. Bytes that do not decode give
-    /// [`KvError::MalformedCommand`] on every replica alike.
+    /// [`KvError::MalformedCommand`] on every replica alike. (The member driver, `node`,
+    /// decodes committed entries itself and stops at one it cannot decode: in a live
+    /// cluster that is a newer build's command, which other members execute.)
     ///
     /// # Panics
     /// If `index` is not above [`applied_index`](Self::applied_index): the
