@@ -1690,6 +1690,11 @@ impl<S: LogStore> Node<S> {
         self.last_snapshot_bytes
     }
 
+    /// Writes proposed by this member and not yet applied (or refused).
+    pub fn writes_pending(&self) -> usize {
+        self.writes.len()
+    }
+
     /// Index of the last applied entry.
     pub fn applied_index(&self) -> Index {
         self.applied

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// etcd 3.4's series this member must export, with etcd's types.
-const ETCD_SERIES: [(&str, &str); 9] = [
+const ETCD_SERIES: [(&str, &str); 13] = [
     ("etcd_server_has_leader", "gauge"),
     ("etcd_server_is_leader", "gauge"),
     ("etcd_server_leader_changes_seen_total", "counter"),
@@ -19,6 +19,10 @@ const ETCD_SERIES: [(&str, &str); 9] = [
     ("etcd_server_proposals_failed_total", "counter"),
     ("etcd_mvcc_db_total_size_in_bytes", "gauge"),
     ("etcd_disk_wal_fsync_duration_seconds", "histogram"),
+    ("etcd_server_proposals_pending", "gauge"),
+    ("etcd_server_quota_backend_bytes", "gauge"),
+    ("grpc_server_handled_total", "counter"),
+    ("grpc_server_handling_seconds", "histogram"),
     ("raftkv_commit_index", "gauge"),
 ];
 
@@ -124,6 +128,47 @@ async fn etcd_flags_metrics_and_health_on_every_client_url() {
         committed(&before),
         committed(&after)
     );
+    assert_eq!(value(&after, "etcd_server_quota_backend_bytes"), Some(2147483648.0));
+    assert_eq!(value(&after, "etcd_server_proposals_pending"), Some(0.0));
+
+    // etcd's gRPC series, which its standard alerts read: every call by method and code
+    // (the refusals above are InvalidArgument, as etcd's), a stream the client drops as
+    // Canceled. A call's code is recorded as its answer ends, so scrape until it shows.
+    let mut watch = pb::watch_client::WatchClient::new(channel(c1));
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest { key: b"k0".to_vec().into(), ..Default::default() },
+        )),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(create).await.unwrap();
+    let rx = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut events = watch.watch(rx).await.unwrap().into_inner();
+    assert!(events.message().await.unwrap().unwrap().created);
+    drop(events);
+    drop(tx);
+    drop(watch);
+    let handled = |s: &str, service: &str, method: &str, kind: &str, code: &str| {
+        let labels = format!(
+            "grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"etcdserverpb.{service}\",grpc_type=\"{kind}\""
+        );
+        value(s, &format!("grpc_server_handled_total{{{labels}}}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (_, scrape) = http_get(c2, "/metrics").expect("metrics");
+        if handled(&scrape, "Watch", "Watch", "bidi_stream", "Canceled").is_some() {
+            break scrape;
+        }
+        assert!(Instant::now() < deadline, "no canceled watch counted in 10 s: {scrape}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(handled(&scrape, "KV", "Put", "unary", "OK"), Some(PUTS as f64), "{scrape}");
+    assert_eq!(handled(&scrape, "KV", "Put", "unary", "InvalidArgument"), Some(1.0), "{scrape}");
+    assert_eq!(handled(&scrape, "KV", "Txn", "unary", "InvalidArgument"), Some(1.0), "{scrape}");
+    assert_eq!(handled(&scrape, "Watch", "Watch", "bidi_stream", "Canceled"), Some(1.0));
+    let put_seconds = "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}";
+    assert_eq!(value(&scrape, put_seconds), Some(PUTS as f64 + 1.0), "{scrape}");
     drop(member);
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_file(root.with_extension("log"));

@@ -61,6 +61,7 @@ pub mod concurrency;
 pub mod config;
 pub mod etcd;
 pub mod etcd_db;
+pub mod grpc_metrics;
 pub mod hash;
 pub mod http;
 pub mod learner;
@@ -265,6 +266,7 @@ pub async fn serve_until(
     let node = Node::new(node_cfg, store, restored).map_err(|e| ServerError(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::default());
+    metrics.quota_bytes.store(cfg.quota_bytes.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     let own_client_urls = if cfg.advertise_client.is_empty() {
         cfg.listen_client.iter().map(config::ClientListener::url).collect()
     } else {
@@ -379,6 +381,7 @@ pub async fn serve_until(
     let client_router = grpc_server(&cfg.grpc)
         .accept_http1(true)
         .layer(client_http::HttpEndpointsLayer::new(handle.clone(), metrics.clone()))
+        .layer(grpc_metrics::GrpcMetricsLayer::new(metrics.grpc.clone()))
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
         .layer(learner::LearnerLayer::new(member_table.clone(), me.id))

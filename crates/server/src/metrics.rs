@@ -47,13 +47,22 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The histogram's lines without HELP and TYPE, each with `labels` (`a="x",b="y"`,
+    /// or empty) besides the bucket's `le`.
+    pub fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        let (sep, braced) =
+            if labels.is_empty() { ("", String::new()) } else { (",", format!("{{{labels}}}")) };
         for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", c.load(Ordering::Relaxed));
+            let n = c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        let _ = writeln!(out, "{name}_sum{braced} {sum}\n{name}_count{braced} {count}");
     }
 }
 
@@ -121,6 +130,12 @@ pub struct Metrics {
     /// Batches of writes this member forwarded to a leader: on the peer frame stream
     /// (`[0]`) and as gRPC calls (`[1]`: a leader of an earlier version, or no stream).
     pub forwarded_batches: [AtomicU64; 2],
+    /// Writes proposed on this member and not yet applied (etcd's `proposals_pending`).
+    pub proposals_pending: AtomicU64,
+    /// `--quota-backend-bytes` (0: no quota).
+    pub quota_bytes: AtomicU64,
+    /// The client gRPC calls, by method and code.
+    pub grpc: std::sync::Arc<crate::grpc_metrics::GrpcMetrics>,
 }
 
 impl Default for Metrics {
@@ -150,6 +165,9 @@ impl Default for Metrics {
             node_loop_longest_micros: AtomicU64::new(0),
             apply_longest_micros: AtomicU64::new(0),
             forwarded_batches: Default::default(),
+            proposals_pending: AtomicU64::new(0),
+            quota_bytes: AtomicU64::new(0),
+            grpc: Default::default(),
         }
     }
 }
@@ -278,7 +296,7 @@ impl Metrics {
     fn render_etcd(&self, out: &mut String) {
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let has_leader = u64::from(load(&self.leader) != 0);
-        let series: [(&str, &str, &str, u64); 7] = [
+        let series: [(&str, &str, &str, u64); 9] = [
             ("etcd_server_has_leader", "gauge", "1 if a leader exists", has_leader),
             ("etcd_server_is_leader", "gauge", "1 if this member leads", load(&self.is_leader)),
             (
@@ -306,6 +324,18 @@ impl Metrics {
                 load(&self.proposals_failed),
             ),
             (
+                "etcd_server_proposals_pending",
+                "gauge",
+                "writes proposed on this member and not yet applied",
+                load(&self.proposals_pending),
+            ),
+            (
+                "etcd_server_quota_backend_bytes",
+                "gauge",
+                "--quota-backend-bytes (0: no quota)",
+                load(&self.quota_bytes),
+            ),
+            (
                 "etcd_mvcc_db_total_size_in_bytes",
                 "gauge",
                 "raftkv's estimate of the state's bytes (what the quota counts)",
@@ -320,6 +350,7 @@ impl Metrics {
             "etcd_disk_wal_fsync_duration_seconds",
             "WAL sync latency (the node thread's group commit)",
         );
+        self.grpc.render(out);
     }
 }
 

@@ -934,6 +934,7 @@ fn run<S: LogStore>(
         metrics.is_leader.store((raft.role() == Role::Leader) as u64, Ordering::Relaxed);
         metrics.commit_index.store(raft.commit_index(), Ordering::Relaxed);
         metrics.applied_index.store(node.applied_index(), Ordering::Relaxed);
+        metrics.proposals_pending.store(node.writes_pending() as u64, Ordering::Relaxed);
         log_alarm_changes(&mut last_alarms, node.state().alarms());
         let now = status(&node);
         published.status_tx.send_if_modified(|s| std::mem::replace(s, now.clone()) != now);
