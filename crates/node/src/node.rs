@@ -261,6 +261,10 @@ pub enum RequestError {
     /// entries not yet applied, or a full input queue); nothing was proposed: retry
     /// shortly. etcd's "too many requests".
     Busy,
+    /// The leader could not read this write, which this member forwarded to it: the
+    /// leader runs an older build that does not know the request (README, Upgrading).
+    /// Nothing was proposed. etcd's "not capable".
+    NotCapable,
 }
 
 impl fmt::Display for RequestError {
@@ -279,6 +283,11 @@ impl fmt::Display for RequestError {
                 write!(f, "request of {size} bytes exceeds the limit of {max} bytes")
             }
             RequestError::Busy => write!(f, "too many requests; retry shortly"),
+            RequestError::NotCapable => write!(
+                f,
+                "the leader runs an older raftkv build that cannot read this request; nothing \
+                 was applied: upgrade every member before using it"
+            ),
         }
     }
 }

@@ -274,6 +274,8 @@ pub fn request_error(e: &RequestError) -> Status {
         }
         // etcd's ErrGRPCTooManyRequests.
         RequestError::Busy => Status::resource_exhausted(TOO_MANY_REQUESTS),
+        // etcd's ErrGRPCNotCapable, its answer to a request the cluster's version lacks.
+        RequestError::NotCapable => Status::unavailable("etcdserver: not capable"),
     }
 }
 

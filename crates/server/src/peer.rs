@@ -412,14 +412,17 @@ async fn forward_one(link: &ForwardLink, command: bytes::Bytes, timeout: Duratio
 
 /// The leader's answer to one forwarded write, and its applied index then.
 fn forward_answer(resp: ForwardResponse) -> (Reply, u64) {
-    let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Malformed) {
+    let reply = match ForwardError::try_from(resp.error).unwrap_or(ForwardError::Busy) {
         ForwardError::None => Response::decode(&resp.response).map_err(|_| RequestError::Timeout),
         ForwardError::NotLeader => {
             Err(RequestError::NotLeader { leader: (resp.leader != 0).then_some(resp.leader) })
         }
         ForwardError::Timeout => Err(RequestError::Timeout),
         ForwardError::TooLarge => Err(RequestError::TooLarge { size: resp.size, max: resp.max }),
-        ForwardError::Busy | ForwardError::Malformed => Err(RequestError::Busy),
+        ForwardError::Busy => Err(RequestError::Busy),
+        // The leader decodes a forwarded write before it proposes it; one it cannot decode
+        // is a request its build does not know (this member's is newer).
+        ForwardError::Malformed => Err(RequestError::NotCapable),
     };
     (reply, resp.applied_index)
 }
@@ -923,5 +926,23 @@ mod tests {
         assert_eq!(applied, 0);
         assert!(started.elapsed() >= timeout, "not before the deadline: {:?}", started.elapsed());
         held.abort();
+    }
+
+    /// A write the leader could not decode (a newer member forwarded a request an older
+    /// leader does not know) is etcd's "not capable", never "too many requests", which
+    /// clients retry.
+    #[test]
+    fn a_forwarded_write_the_leader_cannot_read_is_not_capable() {
+        let answer = |error: ForwardError| {
+            forward_answer(ForwardResponse { error: error as i32, ..Default::default() }).0
+        };
+        let reply = answer(ForwardError::Malformed);
+        assert!(matches!(reply, Err(RequestError::NotCapable)), "{reply:?}");
+        let status = crate::etcd::request_error(&RequestError::NotCapable);
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "etcdserver: not capable")
+        );
+        assert!(matches!(answer(ForwardError::Busy), Err(RequestError::Busy)));
     }
 }

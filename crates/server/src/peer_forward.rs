@@ -343,6 +343,8 @@ pub fn response(reply: Reply, applied: u64) -> ForwardResponse {
             out.max = max;
         }
         Err(RequestError::Busy) => out.error = ForwardError::Busy as i32,
+        // Only a forward answer makes it; passed on as it came.
+        Err(RequestError::NotCapable) => out.error = ForwardError::Malformed as i32,
     }
     out
 }
