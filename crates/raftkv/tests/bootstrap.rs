@@ -39,22 +39,6 @@ async fn lists_as_started(c: &TestCluster, i: usize, of: usize) -> bool {
         .any(|m| m.peer_urls.contains(&peer_url) && !m.client_urls.is_empty())
 }
 
-/// Waits (up to 30 s) for member `i`'s process to exit by itself.
-async fn wait_exit(c: &mut TestCluster, i: usize) -> std::process::ExitStatus {
-    let mut status = None;
-    common::wait_for(
-        "the member exits",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || {
-            status = status.or_else(|| c.exited(i));
-            std::future::ready(status.map(|_| ()))
-        },
-    )
-    .await;
-    status.unwrap()
-}
-
 /// Reads `key` linearizably from member `i` (retrying while there is no leader).
 async fn get(c: &TestCluster, i: usize, key: &str) -> Option<Vec<u8>> {
     let kv = pb::kv_client::KvClient::new(c.channel(i));
@@ -97,7 +81,7 @@ async fn a_member_whose_data_dir_was_lost_refuses_to_bootstrap_again() {
     )
     .await;
     c.spawn(2);
-    let status = wait_exit(&mut c, 2).await;
+    let status = c.wait_exit(2).await;
     assert!(!status.success(), "m3 on an empty data dir must not start: {status}");
     let log = std::fs::read_to_string(c.members()[2].dir.with_extension("log")).unwrap();
     assert!(log.contains("has already been bootstrapped"), "etcd's words: {log}");

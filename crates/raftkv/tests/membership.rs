@@ -122,18 +122,6 @@ async fn remove(c: &TestCluster, via: usize, id: u64) -> pb::MemberRemoveRespons
     until_done!(cluster(c, via).member_remove(pb::MemberRemoveRequest { id }))
 }
 
-/// Waits (up to 30 s) for member `i` to exit by itself; its exit status.
-async fn wait_exit(c: &mut TestCluster, i: usize) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = c.exited(i) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "member {i} still runs 30 s after its removal");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every acknowledged write reads back through `client` (linearizably), and through a
 /// serializable read on member `local` (which has caught up).
 async fn check_writes(c: &TestCluster, acked: &[u64], local: usize) {
@@ -195,7 +183,7 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_and_removed_members_stay
     for i in [m4, m5] {
         let id = id_of(&c, i).await;
         remove(&c, 2, id).await;
-        let status = wait_exit(&mut c, i).await;
+        let status = c.wait_exit(i).await;
         assert!(!status.success(), "a removed member exits non-zero: {status}");
         load.wait_more(10).await;
     }
@@ -207,7 +195,7 @@ async fn the_cluster_grows_to_five_and_shrinks_to_three_and_removed_members_stay
 
     // A removed member's data dir refuses to start, and says why.
     c.spawn(m5);
-    let status = wait_exit(&mut c, m5).await;
+    let status = c.wait_exit(m5).await;
     assert!(!status.success());
     let log = std::fs::read_to_string(c.members()[m5].dir.with_extension("log")).unwrap();
     assert!(log.contains("the member has been permanently removed from the cluster"), "{log}");
@@ -259,7 +247,7 @@ async fn a_leader_that_removes_itself_answers_before_it_stops() {
         "stderr: {}",
         out.2
     );
-    let status = wait_exit(&mut c, leader).await;
+    let status = c.wait_exit(leader).await;
     assert!(!status.success(), "a removed member exits non-zero: {status}");
     load.wait_more(20).await;
     let (acked, gap) = load.stop().await;

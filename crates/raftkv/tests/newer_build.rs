@@ -11,7 +11,6 @@
 mod common;
 
 use common::{ClusterSpec, TestCluster};
-use std::time::{Duration, Instant};
 
 /// A put whose op tag this build does not know.
 fn newer_command() -> Vec<u8> {
@@ -42,18 +41,6 @@ fn append_committed(cluster: &TestCluster, i: usize, data: Vec<u8>) -> u64 {
     index
 }
 
-/// Waits (up to 30 s) for member `i` to exit by itself; its exit status.
-async fn wait_exit(c: &mut TestCluster, i: usize) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = c.exited(i) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "member {i} still runs 30 s after it started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_stops_at_a_newer_builds_command_at_every_start_and_keeps_its_data() {
     let mut cluster = TestCluster::start_spec(ClusterSpec::raftkv("newer", &[]).members(1));
@@ -67,7 +54,7 @@ async fn a_member_stops_at_a_newer_builds_command_at_every_start_and_keeps_its_d
     let stopped = format!("the committed entry at index {index} ");
     for start in 1..=2 {
         cluster.spawn(0);
-        let status = wait_exit(&mut cluster, 0).await;
+        let status = cluster.wait_exit(0).await;
         assert!(!status.success(), "start {start}: it exits non-zero: {status}");
         let log = cluster.log(0);
         let lines: Vec<&str> = log.lines().filter(|l| l.contains(&stopped)).collect();

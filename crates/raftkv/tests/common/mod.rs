@@ -289,6 +289,16 @@ impl TestCluster {
         Some(status)
     }
 
+    /// Waits (up to 30 s) for member `i`'s process to exit by itself; its exit status.
+    #[allow(dead_code)] // Not every test binary has a member that exits by itself.
+    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let (timeout, every) = (Duration::from_secs(30), Duration::from_millis(50));
+        wait_for("the member exits by itself", timeout, every, || {
+            std::future::ready(self.exited(i))
+        })
+        .await
+    }
+
     /// `kill -9`: no chance to flush or sync anything. A no-op if it is not running.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
