@@ -175,6 +175,11 @@ async fn mutual_tls_cluster_serves_clients_with_certificates_and_refuses_others(
     assert_eq!(handshake(&with(Some(&c.peer)), &peer).await, Ok(PEER_CN.into()));
     let wrong = handshake(&with(Some(&c.wrong_peer)), &peer).await;
     assert!(wrong.is_err(), "a peer with a wrong CN is refused: {wrong:?}");
+    // Said once, by the listener, with both names (the verifier used to say it too).
+    let cn = ["rejected connection from 127.0.0.1:", "common name", "intruder", "cert-allowed-cn"];
+    let line = wait_log_line(&cluster, 1, &cn).await;
+    assert!(line.contains(&format!("allows (\"{PEER_CN}\")")), "{line}");
+    assert_eq!(log_lines(&cluster, 1, &["cert-allowed-cn"]), vec![line], "one line per refusal");
     assert!(handshake(&with(None), &peer).await.is_err(), "a peer without a certificate");
 
     // Still serving after the refusals.

@@ -28,8 +28,9 @@
 //! or under `--peer-cert-allowed-cn` another common name) the TLS handshake fails, so a
 //! refused client never reaches gRPC, as with etcd. Both sides say why in TLS terms,
 //! told apart by rustls's typed errors (`diagnose`): the listener logs "rejected
-//! connection from ADDRESS" with the cause (at most once per address per
-//! [`REJECTION_LOG_INTERVAL`]), and a dialer's [`ClientTls::explain`] and
+//! connection from ADDRESS" with the cause, one line per connection (a refused common
+//! name included, which the verifier hands over rather than logs: `cn`), at most once
+//! per address per [`REJECTION_LOG_INTERVAL`], and a dialer's [`ClientTls::explain`] and
 //! [`ClientTls::probe`] say whether the other side refused our certificate or we
 //! refused theirs, naming the flag to check.
 
@@ -301,15 +302,17 @@ async fn handshakes<S, IO>(
         tokio::spawn(async move {
             let _slot = slot;
             let remote = connection.remote_addr();
-            let why =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = accepted.send(Ok(stream)).await;
-                        return;
-                    }
-                    Ok(Err(error)) => diagnose::explain_rejection(&tls.flag_prefix, &error),
-                    Err(_) => format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
-                };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection));
+            let why = match cn::with_refused_cn(handshake).await {
+                (Ok(Ok(stream)), _) => {
+                    let _ = accepted.send(Ok(stream)).await;
+                    return;
+                }
+                (Ok(Err(error)), refused) => {
+                    diagnose::explain_rejection(&tls.flag_prefix, &error, refused.as_ref())
+                }
+                (Err(_), _) => format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
+            };
             tls.log_rejection(listener, remote, &why);
         });
     }
