@@ -861,12 +861,26 @@ async fn a_member_whose_peer_certificate_is_replaced_by_another_cas_says_why_rat
     cluster.spawn_all();
     cluster.wait_ready().await;
 
-    copy(&c.stranger_peer);
     cluster.kill(0);
-    // Not a guess: every handshake that starts a reload interval after the files changed
-    // uses the new ones (m3's first dial to the new m1 would otherwise take the old ones
-    // if m3 had looked at its files just before they changed, and be welcome).
-    tokio::time::sleep(tls::RELOAD_CHECK_INTERVAL).await;
+    copy(&c.stranger_peer);
+    // m1 comes back once m3 said it reloaded the new files, both for its peer listener
+    // and for its dialer (else m3's first dial to the new m1 could take the old ones and
+    // be welcome). Each looks at the files at a handshake, at most once per
+    // RELOAD_CHECK_INTERVAL: the dialer as m3 redials m1, the listener at a handshake
+    // from here. A half-copied pair does not load: one line each, once both are new.
+    let reloaded = ["TLS files changed: reloaded", "m3-peer.pem"];
+    let peer_tls = client_tls(&c.ca.cert_file, Some(&c.peer));
+    let m3_peer = cluster.peer_url(2);
+    let wait = Duration::from_secs(30);
+    let (m3_log, reloaded) = (&cluster, &reloaded);
+    common::wait_for("m3 reloads its peer files", wait, Duration::from_millis(100), || {
+        let poke = handshake(&peer_tls, &m3_peer);
+        async move {
+            let _ = poke.await;
+            (log_lines(m3_log, 2, reloaded).len() >= 2).then_some(())
+        }
+    })
+    .await;
     cluster.spawn(0);
     let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
     let refused = format!(

@@ -14,7 +14,7 @@
 //! [`RELOAD_CHECK_INTERVAL`] and rebuilds the whole configuration when one changed; a
 //! new configuration that does not load (a key not yet matching the new certificate
 //! while an operator copies files) is logged and the previous one stays in use until
-//! the files change again. Established connections keep the certificate they
+//! the files change again; a reload logs one info line, "TLS files changed: reloaded". Established connections keep the certificate they
 //! negotiated, as with etcd.
 //!
 //! **Why not tonic's own TLS.** tonic's server TLS takes one fixed configuration at
@@ -386,6 +386,8 @@ impl ClientTls {
 
     /// Connects to `uri`'s host and port over TCP (Nagle off) and runs the TLS
     /// handshake, checking the server's certificate against the CA and the URI's host.
+    /// The files are looked at when the dial starts, so a dialer that keeps redialling
+    /// a peer that is down notices (and logs) changed files too.
     pub async fn connect(
         &self,
         uri: &http::Uri,
@@ -396,9 +398,10 @@ impl ClientTls {
         let port = uri.port_u16().unwrap_or(443);
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| invalid(format!("{uri}: {host:?} is not a host name or IP: {e}")))?;
+        let config = self.config.current();
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
-        tokio_rustls::TlsConnector::from(self.config.current()).connect(name, tcp).await
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
     }
 
     /// Why a connection with this TLS failed, if `error` (or one of its sources) is a
