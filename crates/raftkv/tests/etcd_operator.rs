@@ -82,7 +82,7 @@ async fn etcd_flags_metrics_and_health_on_every_client_url() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some((200, body)) = http_get(c2, "/health") {
-            assert_eq!(body, "{\"health\":\"true\"}\n");
+            assert_eq!(body, "{\"health\":\"true\"}", "etcd's body, no newline");
             break;
         }
         let exited = member.0.try_wait().unwrap();

@@ -175,6 +175,11 @@ async fn mutual_tls_cluster_serves_clients_with_certificates_and_refuses_others(
     assert_eq!(handshake(&with(Some(&c.peer)), &peer).await, Ok(PEER_CN.into()));
     let wrong = handshake(&with(Some(&c.wrong_peer)), &peer).await;
     assert!(wrong.is_err(), "a peer with a wrong CN is refused: {wrong:?}");
+    // Said once, by the listener, with both names (the verifier used to say it too).
+    let cn = ["rejected connection from 127.0.0.1:", "common name", "intruder", "cert-allowed-cn"];
+    let line = wait_log_line(&cluster, 1, &cn).await;
+    assert!(line.contains(&format!("allows (\"{PEER_CN}\")")), "{line}");
+    assert_eq!(log_lines(&cluster, 1, &["cert-allowed-cn"]), vec![line], "one line per refusal");
     assert!(handshake(&with(None), &peer).await.is_err(), "a peer without a certificate");
 
     // Still serving after the refusals.
@@ -430,6 +435,9 @@ impl Drop for Member {
     }
 }
 
+/// `/metrics`'s content type, as etcd's Prometheus handler sends it.
+const METRICS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// An HTTP/1.1 answer: status code, content type, body.
 #[derive(Debug, PartialEq, Eq)]
 struct Http1Answer {
@@ -439,11 +447,25 @@ struct Http1Answer {
 }
 
 /// `GET path` as HTTP/1.1 on `stream` (one request, then the server closes).
-async fn http1_get<S>(mut stream: S, path: &str) -> std::io::Result<Http1Answer>
+async fn http1_get<S>(stream: S, path: &str) -> std::io::Result<Http1Answer>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    http1_ask(stream, "GET", path).await.map(|(answer, _)| answer)
+}
+
+/// `method path` as HTTP/1.1 on `stream` (one request, then the server closes): the
+/// answer and its head (status line and headers) as sent.
+async fn http1_ask<S>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(Http1Answer, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
@@ -461,12 +483,23 @@ where
         .filter_map(|l| l.split_once(':'))
         .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
         .map_or(String::new(), |(_, v)| v.trim().to_string());
-    Ok(Http1Answer { code, content_type, body: body.to_string() })
+    Ok((Http1Answer { code, content_type, body: body.to_string() }, head.to_string()))
 }
 
 /// `GET path` over TLS on `port`, offering only ALPN `http/1.1` (`curl --http1.1`): the
 /// protocol the server agreed to and its answer.
 async fn https1_get(ca: &Path, port: u16, path: &str) -> Result<(String, Http1Answer), String> {
+    https1_ask(ca, port, "GET", path).await.map(|(alpn, answer, _)| (alpn, answer))
+}
+
+/// `method path` over TLS on `port`, offering only ALPN `http/1.1` (`curl --http1.1`):
+/// the protocol the server agreed to, its answer and the answer's head.
+async fn https1_ask(
+    ca: &Path,
+    port: u16,
+    method: &str,
+    path: &str,
+) -> Result<(String, Http1Answer, String), String> {
     let files = tls::ClientFiles { ca_file: ca.into(), cert_and_key: None, flags: ["--cacert"; 3] };
     let mut config = (*files.build().map_err(|e| e.0)?).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -476,8 +509,8 @@ async fn https1_get(ca: &Path, port: u16, path: &str) -> Result<(String, Http1An
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let stream = connector.connect(name, tcp).await?;
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
-        let answer = http1_get(stream, path).await?;
-        Ok::<_, std::io::Error>((String::from_utf8_lossy(&alpn).into_owned(), answer))
+        let (answer, head) = http1_ask(stream, method, path).await?;
+        Ok::<_, std::io::Error>((String::from_utf8_lossy(&alpn).into_owned(), answer, head))
     };
     attempt.await.map_err(|e| e.to_string())
 }
@@ -489,10 +522,10 @@ async fn http1_get_plain(port: u16, path: &str) -> Result<Http1Answer, String> {
     http1_get(tcp, path).await.map_err(|e| e.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
-    let c = certs("mixed");
-    let (plain, secure, peer) = (common::free_port(), common::free_port(), common::free_port());
+/// One member with an `http://` client URL on port `plain` and an `https://` one on
+/// `secure` (and `extra` flags), waited for until `/health` on `plain` is 200.
+async fn start_mixed_member(c: &Certs, plain: u16, secure: u16, extra: &[String]) -> Member {
+    let peer = common::free_port();
     let (plain_url, secure_url) =
         (format!("http://127.0.0.1:{plain}"), format!("https://127.0.0.1:{secure}"));
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -504,11 +537,12 @@ async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
         .args(["--listen-peer-urls", &peer_url, "--initial-cluster", &format!("m1={peer_url}")])
         .arg(format!("--listen-client-urls={plain_url},{secure_url}"))
         .args(["--cert-file", &p(&c.server.cert_file), "--key-file", &p(&c.server.key_file)])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(c.dir.join("m1.log")).unwrap())
         .spawn()
         .unwrap();
-    let _member = Member(member);
+    let member = Member(member);
     let healthy = move || async move {
         http1_get_plain(plain, "/health").await.ok().filter(|a| a.code == 200)
     };
@@ -519,12 +553,22 @@ async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
         healthy,
     )
     .await;
+    member
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
+    let c = certs("mixed");
+    let (plain, secure) = (common::free_port(), common::free_port());
+    let (plain_url, secure_url) =
+        (format!("http://127.0.0.1:{plain}"), format!("https://127.0.0.1:{secure}"));
+    let _member = start_mixed_member(&c, plain, secure, &[]).await;
 
     // HTTP/1.1 inside TLS on the https:// URL, as `curl --http1.1` asks for it.
     let ca = c.ca.cert_file.clone();
     let (alpn, health) = https1_get(&ca, secure, "/health").await.unwrap();
     assert_eq!(alpn, "http/1.1");
-    assert_eq!((health.code, health.body.as_str()), (200, "{\"health\":\"true\"}\n"));
+    assert_eq!((health.code, health.body.as_str()), (200, "{\"health\":\"true\"}"));
     // etcd's /version, the same on both URLs; the version is Status's.
     let version = format!(
         "{{\"etcdserver\":\"3.4.0+raftkv.{}\",\"etcdcluster\":\"3.4.0\"}}",
@@ -569,6 +613,74 @@ async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
     assert!(ok && out.trim_end().ends_with(&format!(", {plain_url},{secure_url}, false")), "{out}");
     let (ok, out) = etcdctl_tls(&c, None, &both, &["endpoint", "health"]);
     assert!(ok && out.lines().filter(|l| l.contains("is healthy")).count() == 2, "{out}");
+}
+
+/// Operator pass: `curl http://127.0.0.1:2379/foo` was answered as gRPC (200 with grpc
+/// headers) and `/health` differed from etcd's in content type and a trailing newline.
+/// Now every plain HTTP request (not HTTP/2 with a gRPC content type) to a client URL,
+/// over TLS too, and to `--listen-metrics-urls` is answered as etcd 3.4's answers it,
+/// compared by hand with `curl -si` (see the README for the headers that still differ).
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_requests_are_answered_as_etcd_3_4_answers_them() {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let c = certs("http-answers");
+    let (plain, secure, metrics) = (common::free_port(), common::free_port(), common::free_port());
+    let metrics_flag = format!("--listen-metrics-urls=http://127.0.0.1:{metrics}");
+    let _member = start_mixed_member(&c, plain, secure, &[metrics_flag]).await;
+    let ca = c.ca.cert_file.clone();
+    let ask = |port: u16, method: &'static str, path: &'static str| {
+        let ca = ca.clone();
+        async move {
+            let answer = if port == secure {
+                https1_ask(&ca, port, method, path).await.map(|(_, a, head)| (a, head))
+            } else {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+                let tcp = tcp.map_err(|e| e.to_string())?;
+                http1_ask(tcp, method, path).await.map_err(|e| e.to_string())
+            };
+            answer.map(|(a, head)| (a, head.to_ascii_lowercase()))
+        }
+    };
+    let answer = |code, content_type: &str, body: &str| Http1Answer {
+        code,
+        content_type: content_type.into(),
+        body: body.into(),
+    };
+    let health = answer(200, TEXT, "{\"health\":\"true\"}");
+    let not_found = answer(404, TEXT, "404 page not found\n");
+    let not_allowed = answer(405, TEXT, "Method Not Allowed\n");
+    for (port, url) in [(plain, "http://"), (secure, "https://"), (metrics, "metrics")] {
+        let get = |path| ask(port, "GET", path);
+        assert_eq!(get("/health").await.unwrap().0, health, "{url}");
+        for path in ["/foo", "/", "/health/", "/v3/kv/range"] {
+            let (got, head) = get(path).await.unwrap();
+            assert_eq!(got, not_found, "{url} {path}");
+            assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{url}: {head}");
+        }
+        let (got, head) = ask(port, "POST", "/health").await.unwrap();
+        assert_eq!(got, not_allowed, "{url}");
+        assert!(head.contains("\r\nallow: get\r\n"), "{url}: {head}");
+        let (got, _) = ask(port, "POST", "/metrics").await.unwrap();
+        assert_eq!((got.code, got.content_type.as_str()), (200, METRICS_TEXT), "{url}");
+        assert!(got.body.contains("\n# TYPE etcd_server_has_leader gauge\n"), "{url}");
+    }
+    // /version on client URLs only, GET only.
+    for port in [plain, secure] {
+        let (got, _) = ask(port, "GET", "/version").await.unwrap();
+        assert_eq!((got.code, got.content_type.as_str()), (200, "application/json"));
+        assert!(!got.body.ends_with('\n'), "{got:?}");
+        assert_eq!(ask(port, "PUT", "/version").await.unwrap().0, not_allowed);
+    }
+    assert_eq!(ask(metrics, "GET", "/version").await.unwrap().0, not_found);
+
+    // gRPC still reaches tonic on both client URLs.
+    let cacert = format!("--cacert={}", p(&c.ca.cert_file));
+    let urls = [format!("http://127.0.0.1:{plain}"), format!("https://127.0.0.1:{secure}")];
+    let (ok, out, err) = raftkv(&["status", "--endpoints", &urls.join(","), &cacert]);
+    assert!(ok, "raftkv status over both: {err}");
+    for url in &urls {
+        assert!(out.lines().any(|l| l.starts_with(url.as_str())), "{url}: {out}");
+    }
 }
 
 /// [`server_flags`] with another peer certificate and key, and another CA trusted for
@@ -749,12 +861,26 @@ async fn a_member_whose_peer_certificate_is_replaced_by_another_cas_says_why_rat
     cluster.spawn_all();
     cluster.wait_ready().await;
 
-    copy(&c.stranger_peer);
     cluster.kill(0);
-    // Not a guess: every handshake that starts a reload interval after the files changed
-    // uses the new ones (m3's first dial to the new m1 would otherwise take the old ones
-    // if m3 had looked at its files just before they changed, and be welcome).
-    tokio::time::sleep(tls::RELOAD_CHECK_INTERVAL).await;
+    copy(&c.stranger_peer);
+    // m1 comes back once m3 said it reloaded the new files, both for its peer listener
+    // and for its dialer (else m3's first dial to the new m1 could take the old ones and
+    // be welcome). Each looks at the files at a handshake, at most once per
+    // RELOAD_CHECK_INTERVAL: the dialer as m3 redials m1, the listener at a handshake
+    // from here. A half-copied pair does not load: one line each, once both are new.
+    let reloaded = ["TLS files changed: reloaded", "m3-peer.pem"];
+    let peer_tls = client_tls(&c.ca.cert_file, Some(&c.peer));
+    let m3_peer = cluster.peer_url(2);
+    let wait = Duration::from_secs(30);
+    let (m3_log, reloaded) = (&cluster, &reloaded);
+    common::wait_for("m3 reloads its peer files", wait, Duration::from_millis(100), || {
+        let poke = handshake(&peer_tls, &m3_peer);
+        async move {
+            let _ = poke.await;
+            (log_lines(m3_log, 2, reloaded).len() >= 2).then_some(())
+        }
+    })
+    .await;
     cluster.spawn(0);
     let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
     let refused = format!(

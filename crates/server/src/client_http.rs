@@ -4,12 +4,13 @@
 //!
 //! The client server accepts HTTP/1.1 besides HTTP/2 (hyper tells them apart by the
 //! HTTP/2 preface; the `:authority` fix passes anything that is not HTTP/2 through
-//! untouched), and this layer, outermost on the client router, answers a request for
-//! one of these paths that is not gRPC (no `application/grpc` content type), with
-//! [`crate::http::answer`] for the first two; everything else goes on to gRPC. Over TLS
-//! the handshake offers ALPN `h2` and then `http/1.1` (`tls::ServerFiles::http1`):
-//! grpc-go insists on `h2` and gets it, `curl --http1.1` and HTTP/1.1-only scrapers get
-//! `http/1.1`, as from etcd. `/version` is not on `--listen-metrics-urls`, as etcd's.
+//! untouched), and this layer, outermost on the client router, sends on to gRPC what
+//! etcd's does (HTTP/2 with an `application/grpc` content type) and answers every other
+//! request with [`crate::http::answer`]: the three paths, and for any other path Go's
+//! `404 page not found`, as etcd (not a gRPC status in a 200). Over TLS the handshake
+//! offers ALPN `h2` and then `http/1.1` (`tls::ServerFiles::http1`): grpc-go insists on
+//! `h2` and gets it, `curl --http1.1` and HTTP/1.1-only scrapers get `http/1.1`, as from
+//! etcd. `/version` is not on `--listen-metrics-urls`, as etcd's.
 
 use crate::metrics::Metrics;
 use crate::runtime::NodeHandle;
@@ -17,9 +18,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-/// The paths answered here rather than by gRPC.
-const PATHS: [&str; 3] = ["/health", "/metrics", "/version"];
 
 /// Wraps the client router with [`HttpEndpoints`].
 #[derive(Clone)]
@@ -51,13 +49,13 @@ pub struct HttpEndpoints<S> {
     metrics: Arc<Metrics>,
 }
 
-/// Whether `req` is a plain HTTP request for one of [`PATHS`].
-fn is_endpoint<B>(req: &http::Request<B>) -> bool {
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    !grpc && PATHS.contains(&req.uri().path())
+/// Whether `req` goes to gRPC, by etcd's rule: HTTP/2 with a content type that
+/// contains `application/grpc`. Anything else is a plain HTTP request, answered here.
+fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    let grpc_type = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().windows(b"application/grpc".len()).any(|w| w == b"application/grpc")
+    });
+    req.version() == http::Version::HTTP_2 && grpc_type
 }
 
 impl<S, B> tower::Service<http::Request<B>> for HttpEndpoints<S>
@@ -74,26 +72,22 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !is_endpoint(&req) {
+        if is_grpc(&req) {
             return Box::pin(self.inner.call(req));
         }
         let (node, metrics) = (self.node.clone(), self.metrics.clone());
-        let path = req.uri().path().to_string();
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
         Box::pin(async move {
-            let (status, body, content_type) = match path.as_str() {
-                "/version" => {
-                    (http::StatusCode::OK, crate::etcd::version_json(), "application/json")
-                }
-                _ => {
-                    let (status, body) = crate::http::answer(&path, &node, &metrics).await;
-                    (status, body, "text/plain; version=0.0.4")
-                }
-            };
-            let mut response = http::Response::new(tonic::body::Body::new(body));
-            *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+            let listener = crate::http::Listener::Client;
+            let answer = crate::http::answer(listener, &method, &path, &node, &metrics).await;
+            let mut response = http::Response::new(tonic::body::Body::new(answer.body));
+            *response.status_mut() = answer.status;
+            let headers = response.headers_mut();
+            let content_type = http::HeaderValue::from_static(answer.content_type);
+            headers.insert(http::header::CONTENT_TYPE, content_type);
+            for (name, value) in answer.headers {
+                headers.insert(name, http::HeaderValue::from_static(value));
+            }
             Ok(response)
         })
     }
@@ -103,8 +97,12 @@ where
 mod tests {
     use super::*;
 
-    fn get(path: &str, content_type: Option<&str>) -> http::Request<()> {
-        let mut b = http::Request::get(path);
+    fn request(
+        version: http::Version,
+        path: &str,
+        content_type: Option<&str>,
+    ) -> http::Request<()> {
+        let mut b = http::Request::get(path).version(version);
         if let Some(t) = content_type {
             b = b.header(http::header::CONTENT_TYPE, t);
         }
@@ -112,15 +110,18 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_requests_for_its_three_paths_are_answered_here() {
-        assert!(is_endpoint(&get("/metrics", None)));
-        assert!(is_endpoint(&get("/health", Some("text/plain"))));
-        assert!(!is_endpoint(&get("/health", Some("application/grpc"))));
-        assert!(!is_endpoint(&get("/metrics", Some("application/grpc+proto"))));
-        assert!(!is_endpoint(&get("/etcdserverpb.KV/Range", Some("application/grpc"))));
-        assert!(is_endpoint(&get("/version", None)));
-        assert!(!is_endpoint(&get("/version", Some("application/grpc"))));
-        assert!(!is_endpoint(&get("/versions", None)));
+    fn only_http2_requests_with_a_grpc_content_type_go_to_grpc_as_in_etcd() {
+        let h2 = |path, t| is_grpc(&request(http::Version::HTTP_2, path, t));
+        let h1 = |path, t| is_grpc(&request(http::Version::HTTP_11, path, t));
+        assert!(h2("/etcdserverpb.KV/Range", Some("application/grpc")));
+        assert!(h2("/etcdserverpb.KV/Range", Some("application/grpc+proto")));
+        assert!(h2("/health", Some("application/grpc")), "gRPC decides, even on these paths");
+        // Anything else is answered here: these paths, and 404 for any other.
+        assert!(!h2("/health", None));
+        assert!(!h2("/foo", Some("text/plain")));
+        assert!(!h1("/foo", None), "curl http://host:2379/foo");
+        assert!(!h1("/metrics", None));
+        assert!(!h1("/etcdserverpb.KV/Range", Some("application/grpc")), "etcd: 404 too");
     }
 
     #[test]

@@ -69,6 +69,33 @@ pub fn common_name(cert: &[u8]) -> Option<String> {
     None
 }
 
+/// A certificate [`AllowedCn`] refused: its common name (if it has one) and the one
+/// allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RefusedCn {
+    pub(crate) common_name: Option<String>,
+    pub(crate) allowed: String,
+}
+
+tokio::task_local! {
+    /// Where [`AllowedCn`] leaves what it refused in the handshake this task runs, for
+    /// the listener's one warning about the connection (see [`with_refused_cn`]).
+    static REFUSED_CN: std::cell::RefCell<Option<RefusedCn>>;
+}
+
+/// Runs `handshake` and returns its output with the certificate [`AllowedCn`] refused
+/// in it, if it refused one. The verifier itself logs nothing: the listener's
+/// "rejected connection" warning (rate-limited, with the address) says it once.
+pub(crate) async fn with_refused_cn<F: std::future::Future>(
+    handshake: F,
+) -> (F::Output, Option<RefusedCn>) {
+    let run = async {
+        let output = handshake.await;
+        (output, REFUSED_CN.with(|refused| refused.borrow_mut().take()))
+    };
+    REFUSED_CN.scope(std::cell::RefCell::new(None), run).await
+}
+
 /// A client certificate verifier that also requires one subject common name
 /// (`--peer-cert-allowed-cn`), as etcd's "CommonName authentication".
 #[derive(Debug)]
@@ -110,11 +137,9 @@ impl ClientCertVerifier for AllowedCn {
         if cn.as_deref() == Some(self.allowed.as_str()) {
             return Ok(verified);
         }
-        tracing::warn!(
-            common_name = ?cn,
-            allowed = %self.allowed,
-            "rejected peer certificate: CommonName authentication failed (--peer-cert-allowed-cn)"
-        );
+        // Outside [`with_refused_cn`] (a bare rustls acceptor) nobody asks.
+        let refused = RefusedCn { common_name: cn, allowed: self.allowed.clone() };
+        let _ = REFUSED_CN.try_with(|slot| *slot.borrow_mut() = Some(refused));
         Err(rustls::Error::InvalidCertificate(
             rustls::CertificateError::ApplicationVerificationFailure,
         ))

@@ -217,8 +217,13 @@ impl DialerFlags {
 }
 
 /// What a listener with flags `prefix` (`--` or `--peer-`) logs about a connection
-/// whose handshake failed with `error` (after "rejected connection from ADDRESS: ").
-pub(crate) fn explain_rejection(prefix: &str, error: &io::Error) -> String {
+/// whose handshake failed with `error` (after "rejected connection from ADDRESS: "),
+/// with the common name `--peer-cert-allowed-cn` refused if it refused one.
+pub(crate) fn explain_rejection(
+    prefix: &str,
+    error: &io::Error,
+    refused_cn: Option<&crate::cn::RefusedCn>,
+) -> String {
     let Some(failure) = failure(error) else {
         return format!("TLS handshake failed ({error})");
     };
@@ -229,9 +234,18 @@ pub(crate) fn explain_rejection(prefix: &str, error: &io::Error) -> String {
                 CertificateError::UnknownIssuer => {
                     format!("it is not issued by a CA in {prefix}trusted-ca-file")
                 }
-                CertificateError::ApplicationVerificationFailure => {
-                    format!("its common name is not the one {prefix}cert-allowed-cn allows")
-                }
+                CertificateError::ApplicationVerificationFailure => match refused_cn {
+                    Some(crate::cn::RefusedCn { common_name: Some(cn), allowed }) => format!(
+                        "its common name {cn:?} is not the one {prefix}cert-allowed-cn allows \
+                         ({allowed:?})"
+                    ),
+                    Some(crate::cn::RefusedCn { common_name: None, allowed }) => format!(
+                        "it has no common name; {prefix}cert-allowed-cn allows only {allowed:?}"
+                    ),
+                    None => {
+                        format!("its common name is not the one {prefix}cert-allowed-cn allows")
+                    }
+                },
                 _ => format!("checked against {prefix}trusted-ca-file"),
             };
             format!("its certificate is refused ({}: {advice})", certificate_text(&why))

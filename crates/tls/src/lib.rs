@@ -14,7 +14,7 @@
 //! [`RELOAD_CHECK_INTERVAL`] and rebuilds the whole configuration when one changed; a
 //! new configuration that does not load (a key not yet matching the new certificate
 //! while an operator copies files) is logged and the previous one stays in use until
-//! the files change again. Established connections keep the certificate they
+//! the files change again; a reload logs one info line, "TLS files changed: reloaded". Established connections keep the certificate they
 //! negotiated, as with etcd.
 //!
 //! **Why not tonic's own TLS.** tonic's server TLS takes one fixed configuration at
@@ -28,8 +28,9 @@
 //! or under `--peer-cert-allowed-cn` another common name) the TLS handshake fails, so a
 //! refused client never reaches gRPC, as with etcd. Both sides say why in TLS terms,
 //! told apart by rustls's typed errors (`diagnose`): the listener logs "rejected
-//! connection from ADDRESS" with the cause (at most once per address per
-//! [`REJECTION_LOG_INTERVAL`]), and a dialer's [`ClientTls::explain`] and
+//! connection from ADDRESS" with the cause, one line per connection (a refused common
+//! name included, which the verifier hands over rather than logs: `cn`), at most once
+//! per address per [`REJECTION_LOG_INTERVAL`], and a dialer's [`ClientTls::explain`] and
 //! [`ClientTls::probe`] say whether the other side refused our certificate or we
 //! refused theirs, naming the flag to check.
 
@@ -301,15 +302,17 @@ async fn handshakes<S, IO>(
         tokio::spawn(async move {
             let _slot = slot;
             let remote = connection.remote_addr();
-            let why =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = accepted.send(Ok(stream)).await;
-                        return;
-                    }
-                    Ok(Err(error)) => diagnose::explain_rejection(&tls.flag_prefix, &error),
-                    Err(_) => format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
-                };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection));
+            let why = match cn::with_refused_cn(handshake).await {
+                (Ok(Ok(stream)), _) => {
+                    let _ = accepted.send(Ok(stream)).await;
+                    return;
+                }
+                (Ok(Err(error)), refused) => {
+                    diagnose::explain_rejection(&tls.flag_prefix, &error, refused.as_ref())
+                }
+                (Err(_), _) => format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}"),
+            };
             tls.log_rejection(listener, remote, &why);
         });
     }
@@ -383,6 +386,8 @@ impl ClientTls {
 
     /// Connects to `uri`'s host and port over TCP (Nagle off) and runs the TLS
     /// handshake, checking the server's certificate against the CA and the URI's host.
+    /// The files are looked at when the dial starts, so a dialer that keeps redialling
+    /// a peer that is down notices (and logs) changed files too.
     pub async fn connect(
         &self,
         uri: &http::Uri,
@@ -393,9 +398,10 @@ impl ClientTls {
         let port = uri.port_u16().unwrap_or(443);
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| invalid(format!("{uri}: {host:?} is not a host name or IP: {e}")))?;
+        let config = self.config.current();
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
-        tokio_rustls::TlsConnector::from(self.config.current()).connect(name, tcp).await
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
     }
 
     /// Why a connection with this TLS failed, if `error` (or one of its sources) is a

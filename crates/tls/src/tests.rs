@@ -297,6 +297,20 @@ async fn a_dialer_says_whether_they_refused_our_certificate_or_we_refused_theirs
     assert_eq!(good.explain(&refused), None, "not a TLS failure");
 }
 
+/// What the listener `tls` says about the connection `client` dials to it, as in
+/// `accept_stream` (the handshake inside [`crate::cn::with_refused_cn`]).
+async fn rejection(tls: &ServerTls, client: ClientTls) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let uri: http::Uri = format!("https://127.0.0.1:{port}").parse().unwrap();
+    let dial = tokio::spawn(async move { round_trip(&client, &uri).await });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(tcp);
+    let (accept, refused_cn) = crate::cn::with_refused_cn(accept).await;
+    let _ = dial.await;
+    diagnose::explain_rejection("--peer-", &accept.expect_err("rejected"), refused_cn.as_ref())
+}
+
 /// The listener's side of the same handshakes, as its warning says them.
 #[tokio::test]
 async fn a_listener_says_why_it_rejected_a_connection() {
@@ -305,34 +319,36 @@ async fn a_listener_says_why_it_rejected_a_connection() {
     let other = TestCa::create(&dir.0, "other-ca").unwrap();
     let server = ca.issue(&dir.0, "server", "peer", &["127.0.0.1"]).unwrap();
     let stranger = other.issue(&dir.0, "stranger", "peer", &[]).unwrap();
-    let files = server_files(&ca, &server, true, None);
-    let tls = ServerTls::new(files).unwrap();
-    let rejection = |client: ClientTls| {
-        let tls = tls.clone();
-        async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let uri: http::Uri = format!("https://127.0.0.1:{port}").parse().unwrap();
-            let dial = tokio::spawn(async move { round_trip(&client, &uri).await });
-            let (tcp, _) = listener.accept().await.unwrap();
-            let accept = tokio_rustls::TlsAcceptor::from(tls.current()).accept(tcp).await;
-            let _ = dial.await;
-            diagnose::explain_rejection("--peer-", &accept.expect_err("rejected"))
-        }
-    };
+    let tls = ServerTls::new(server_files(&ca, &server, true, None)).unwrap();
     assert_eq!(
-        rejection(peer_client(&ca.cert_file, &stranger)).await,
+        rejection(&tls, peer_client(&ca.cert_file, &stranger)).await,
         "its certificate is refused (unknown issuer: it is not issued by a CA in \
          --peer-trusted-ca-file)"
     );
     assert_eq!(
-        rejection(client(&ca.cert_file, None)).await,
+        rejection(&tls, client(&ca.cert_file, None)).await,
         "it sent no certificate, which --peer-client-cert-auth requires"
     );
     assert_eq!(
-        rejection(client(&other.cert_file, None)).await,
+        rejection(&tls, client(&other.cert_file, None)).await,
         "it refused our certificate (unknown certificate authority: check that \
          --peer-cert-file is issued by a CA in its --peer-trusted-ca-file)"
+    );
+}
+
+/// `--peer-cert-allowed-cn`: the verifier logs nothing itself; the listener's one
+/// warning names the common name it refused and the one allowed.
+#[tokio::test]
+async fn a_listener_names_the_common_name_it_refused() {
+    let dir = Dir::new("reject-cn");
+    let ca = TestCa::create(&dir.0, "ca").unwrap();
+    let server = ca.issue(&dir.0, "server", "etcd-peer", &["127.0.0.1"]).unwrap();
+    let intruder = ca.issue(&dir.0, "intruder", "intruder", &[]).unwrap();
+    let tls = ServerTls::new(server_files(&ca, &server, true, Some("etcd-peer"))).unwrap();
+    assert_eq!(
+        rejection(&tls, peer_client(&ca.cert_file, &intruder)).await,
+        "its certificate is refused (common name not allowed: its common name \"intruder\" \
+         is not the one --peer-cert-allowed-cn allows (\"etcd-peer\"))"
     );
 }
 
