@@ -889,3 +889,43 @@ async fn the_cli_names_the_tls_flag_to_check_and_exits_at_once() {
     let (ok, out, _) = cli_get(&both, &tls_flags(&c.other_ca_file, None));
     assert!(ok, "{out}");
 }
+
+/// Operator pass: a NEW cluster (`--initial-cluster-state new`) where m3's peer
+/// certificate is from another CA. Both sides say why in the joining path's words: m3's
+/// dialler that m1 refused its handshake (naming --peer-cert-file and the cluster's
+/// --peer-trusted-ca-file), m1's dialler that m3's certificate is not trusted (naming
+/// --peer-trusted-ca-file), m1's listener whom it rejected; m1 and m2 serve meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_cluster_with_a_peer_certificate_of_another_ca_says_why_on_both_sides() {
+    let c = certs("newbad");
+    let mut cluster = TestCluster::plan(ClusterSpec::raftkv("tls-newbad", &[]).https());
+    let stranger = (c.stranger_peer.cert_file.as_path(), c.stranger_peer.key_file.as_path());
+    for i in 0..3 {
+        let flags =
+            if i == 2 { flags_with_peer(&c, stranger, &c.ca.cert_file) } else { server_flags(&c) };
+        cluster.set_flags(i, flags);
+    }
+    cluster.set_client_tls(client_tls(&c.ca.cert_file, Some(&c.client)));
+    cluster.spawn_all();
+    let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
+    let refused = format!(
+        "peer {m1} refused our TLS handshake (unknown certificate authority: check that \
+         --peer-cert-file is issued by a CA in the cluster's --peer-trusted-ca-file); \
+         retrying with backoff"
+    );
+    wait_log_line(&cluster, 2, &[&refused]).await;
+    let distrusted = format!(
+        "peer {m3} presented a certificate we do not trust (unknown issuer: check that our \
+         --peer-trusted-ca-file holds the CA that issued its certificate); retrying with \
+         backoff"
+    );
+    wait_log_line(&cluster, 0, &[&distrusted]).await;
+    let rejected = "its certificate is refused (unknown issuer: it is not issued by a CA in \
+                    --peer-trusted-ca-file)";
+    wait_log_line(&cluster, 0, &["rejected connection from 127.0.0.1:", rejected]).await;
+    let opts = client::ClientOptions { deadline: Duration::from_secs(20), ..Default::default() };
+    let tls = client_tls(&c.ca.cert_file, Some(&c.client));
+    let endpoints = cluster.endpoints();
+    let mut two = client::Client::connect_tls(&endpoints[..2], opts, Some(&tls)).unwrap();
+    two.put(b"two-of-three", b"yes").await.expect("m1 and m2 serve");
+}
