@@ -18,11 +18,14 @@
 use bytes::Bytes;
 use node::{Clerk, RequestError};
 use proto::etcdserverpb as pb;
+use proto::etcdserverpb::auth_client::AuthClient;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::session::session_client::SessionClient;
+use std::error::Error as _;
 use std::fmt;
 use std::time::{Duration, Instant};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -43,6 +46,26 @@ pub struct ClientOptions {
     /// Tag writes with a raftkv session so retries execute once (needs a raftkv server;
     /// turn off to talk to etcd).
     pub exactly_once: bool,
+    /// Authenticate as this user (etcd's Auth service) before the first request and
+    /// send its token with every request; against a cluster whose auth is off, requests
+    /// go without a token, as etcd's clients do ([`Client::auth_not_enabled`] says so).
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password for etcd's authentication (etcdctl's `--user`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user's name.
+    pub user: String,
+    /// The user's password.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password: options end up in logs and panic messages.
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientOptions {
@@ -51,6 +74,7 @@ impl Default for ClientOptions {
             deadline: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(3),
             exactly_once: true,
+            credentials: None,
         }
     }
 }
@@ -72,6 +96,11 @@ pub enum ClientError {
         /// The last error seen.
         last: String,
     },
+    /// Every endpoint failed for a reason retrying cannot mend: a TLS handshake refused
+    /// (a certificate or CA given wrong), or a URL whose scheme is not what the member
+    /// serves (`http://` for a TLS port, or the reverse). One line per cause, naming
+    /// the endpoints and the flag to check.
+    Misconfigured(String),
 }
 
 impl fmt::Display for ClientError {
@@ -82,6 +111,7 @@ impl fmt::Display for ClientError {
             ClientError::Unavailable { last } => {
                 write!(f, "no member answered in time; last error: {last}")
             }
+            ClientError::Misconfigured(why) => f.write_str(why),
         }
     }
 }
@@ -116,7 +146,42 @@ pub struct Client {
     tls: Option<tls::ClientTls>,
     clerk: Clerk,
     opts: ClientOptions,
+    auth: Auth,
 }
+
+/// Where the client stands with etcd's authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Auth {
+    /// No credentials given.
+    Off,
+    /// Credentials given; authenticate before the next request.
+    Pending,
+    /// The token to send.
+    Token(AsciiMetadataValue),
+    /// The cluster's auth is off: requests go without a token.
+    NotEnabled,
+}
+
+impl Auth {
+    /// `message` as a request, with the token if there is one.
+    fn request<M>(&self, message: M) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        if let Auth::Token(token) = self {
+            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+        }
+        request
+    }
+}
+
+/// The metadata key etcd reads a client's auth token from.
+const TOKEN_METADATA: &str = "token";
+/// etcd's answer to a token that expired or that it never issued.
+const INVALID_TOKEN: &str = "etcdserver: invalid auth token";
+/// etcd's answer to Authenticate while auth is off.
+const AUTH_NOT_ENABLED: &str = "etcdserver: authentication is not enabled";
+/// Longest each check of why an endpoint failed may take (a probe connection of its
+/// own, see [`Client::diagnose`]).
+const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What went wrong on one attempt.
 enum Attempt {
@@ -161,13 +226,94 @@ impl Client {
         }
         let channels = endpoints.iter().map(|e| channel(e, tls)).collect::<Result<Vec<_>, _>>()?;
         let ids = (1..=endpoints.len() as u64).collect();
+        let auth = if opts.credentials.is_some() { Auth::Pending } else { Auth::Off };
         Ok(Client {
             endpoints: endpoints.to_vec(),
             channels,
             tls: tls.cloned(),
             clerk: Clerk::new(ids, 0),
             opts,
+            auth,
         })
+    }
+
+    /// Authenticates now with the credentials of [`ClientOptions::credentials`], if not
+    /// done yet (requests otherwise do it first). Fails as etcd does on a wrong user or
+    /// password: "etcdserver: authentication failed, invalid user ID or password".
+    pub async fn authenticate(&mut self) -> Result<(), ClientError> {
+        // Every attempt authenticates first when it has to: a call that does nothing
+        // else is authentication alone, with the retries and diagnosis of any call.
+        self.with_retries(|_, _| async { Ok(()) }).await
+    }
+
+    /// Whether credentials were given but the cluster's auth turned out to be off, so
+    /// requests go without a token (etcdctl says nothing of it).
+    pub fn auth_not_enabled(&self) -> bool {
+        self.auth == Auth::NotEnabled
+    }
+
+    /// Authenticates on `channel` if credentials are given and there is no token yet.
+    async fn ensure_token(&mut self, channel: Channel) -> Result<(), tonic::Status> {
+        let (Auth::Pending, Some(credentials)) = (&self.auth, &self.opts.credentials) else {
+            return Ok(());
+        };
+        let request = pb::AuthenticateRequest {
+            name: credentials.user.clone(),
+            password: credentials.password.clone(),
+        };
+        match AuthClient::new(channel).authenticate(request).await {
+            Ok(answer) => {
+                let token = answer.into_inner().token;
+                let token = AsciiMetadataValue::try_from(token.as_str()).map_err(|_| {
+                    tonic::Status::internal(format!(
+                        "the member sent a token {token:?} that \
+                     cannot be sent back (not visible ASCII)"
+                    ))
+                })?;
+                self.auth = Auth::Token(token);
+                Ok(())
+            }
+            Err(s) if s.message() == AUTH_NOT_ENABLED => {
+                self.auth = Auth::NotEnabled;
+                Ok(())
+            }
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Why endpoint `i` failed with `status`, if the reason is one retrying cannot
+    /// mend: its URL's scheme is not what it serves, or the TLS handshake is refused
+    /// (our certificate by it, or its own by us). Reads after the endpoint. Asks on
+    /// connections of its own, each within [`DIAGNOSIS_TIMEOUT`]: gRPC keeps an error's
+    /// text, not its type.
+    async fn diagnose(&self, i: usize, status: &tonic::Status) -> Option<String> {
+        let endpoint = &self.endpoints[i];
+        let url =
+            if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") };
+        let uri: tonic::codegen::http::Uri = url.parse().ok()?;
+        let https = tls::is_https(&url);
+        let host = uri.host()?;
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let timeout = DIAGNOSIS_TIMEOUT.min(self.opts.attempt_timeout);
+        match tls::speaks_otherwise(host, port, https, timeout).await {
+            Some(tls::Speaks::PlainHttp2) => {
+                return Some(format!(
+                    "serves plain HTTP/2, not TLS: use http://{host}:{port} in --endpoints"
+                ))
+            }
+            Some(tls::Speaks::Tls) => {
+                return Some(format!(
+                    "serves TLS, not plain HTTP/2: use https://{host}:{port} in --endpoints, \
+                     with --cacert (the CA that signs the members' certificates)"
+                ))
+            }
+            None => {}
+        }
+        let tls = self.tls.as_ref().filter(|_| https)?;
+        match tls.explain(status) {
+            Some(why) => Some(why),
+            None => tls.probe(&uri, timeout).await,
+        }
     }
 
     /// The endpoint that answered last.
@@ -175,31 +321,65 @@ impl Client {
         &self.endpoints[(self.clerk.target() - 1) as usize]
     }
 
-    /// Runs `call` against members until one succeeds or the deadline passes.
+    /// Runs `call` (given a channel and the authentication to build requests with)
+    /// against members until one succeeds or the deadline passes; authenticates first
+    /// when credentials are given and there is no token yet, and again once when a
+    /// token is refused as invalid (it expired unused). Stops early when every endpoint
+    /// failed for a reason retrying cannot mend ([`ClientError::Misconfigured`]).
     async fn with_retries<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Channel, Auth) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let deadline = Instant::now() + self.opts.deadline;
         let mut backoff = Duration::from_millis(20);
         let mut last = String::from("no attempt");
+        let mut misconfigured: Vec<Option<String>> = vec![None; self.endpoints.len()];
+        let mut authenticated_again = false;
         while Instant::now() < deadline {
             let target = self.clerk.target();
-            let channel = self.channels[(target - 1) as usize].clone();
+            let i = (target - 1) as usize;
+            let channel = self.channels[i].clone();
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left.min(self.opts.attempt_timeout), call(channel)).await {
+            let attempt_timeout = left.min(self.opts.attempt_timeout);
+            let attempt = async {
+                self.ensure_token(channel.clone()).await?;
+                call(channel, self.auth.clone()).await
+            };
+            match tokio::time::timeout(attempt_timeout, attempt).await {
                 Ok(Ok(v)) => {
                     self.clerk.on_success(target);
                     return Ok(v);
                 }
-                Ok(Err(status)) => match classify(status) {
-                    Attempt::Fatal(e) => return Err(e),
-                    Attempt::Retry(err, msg) => {
-                        last = format!("{}: {msg}", self.endpoints[(target - 1) as usize]);
-                        self.clerk.on_error(target, &err);
+                Ok(Err(status))
+                    if status.message() == INVALID_TOKEN
+                        && matches!(self.auth, Auth::Token(_))
+                        && !authenticated_again =>
+                {
+                    self.auth = Auth::Pending;
+                    authenticated_again = true;
+                    continue;
+                }
+                Ok(Err(status)) => {
+                    // A failure on our side of the connection (it carries the transport's
+                    // error) may be a TLS or scheme mistake: find out once per endpoint.
+                    if status.source().is_some() && misconfigured[i].is_none() {
+                        misconfigured[i] = self.diagnose(i, &status).await;
+                        if misconfigured.iter().all(Option::is_some) {
+                            return Err(ClientError::Misconfigured(self.summary(&misconfigured)));
+                        }
                     }
-                },
+                    match classify(status) {
+                        Attempt::Fatal(e) => return Err(e),
+                        Attempt::Retry(err, msg) => {
+                            last = match &misconfigured[i] {
+                                Some(why) => format!("{} {why}", self.endpoints[i]),
+                                None => format!("{}: {msg}", self.endpoints[i]),
+                            };
+                            self.clerk.on_error(target, &err);
+                        }
+                    }
+                }
                 Err(_) => {
                     let endpoint = &self.endpoints[(target - 1) as usize];
                     last = format!("{endpoint}: no answer within {:?}", self.opts.attempt_timeout);
@@ -217,6 +397,24 @@ impl Client {
         Err(ClientError::Unavailable { last })
     }
 
+    /// The endpoints' causes (one per endpoint, as [`Client::diagnose`] says them), one
+    /// clause per cause: "https://a:1, https://b:2 each refused our TLS handshake (...)".
+    fn summary(&self, causes: &[Option<String>]) -> String {
+        let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (endpoint, why) in self.endpoints.iter().zip(causes) {
+            let Some(why) = why else { continue };
+            match grouped.iter_mut().find(|(w, _)| w == why) {
+                Some((_, endpoints)) => endpoints.push(endpoint),
+                None => grouped.push((why, vec![endpoint])),
+            }
+        }
+        let clause = |(why, endpoints): &(&str, Vec<&str>)| match endpoints.as_slice() {
+            [one] => format!("{one} {why}"),
+            many => format!("{} each {why}", many.join(", ")),
+        };
+        grouped.iter().map(clause).collect::<Vec<_>>().join("; ")
+    }
+
     /// Metadata for a write: the session and a new sequence number, if exactly-once.
     async fn session_tag(&mut self) -> Result<Option<(u64, u64)>, ClientError> {
         if !self.opts.exactly_once {
@@ -224,9 +422,9 @@ impl Client {
         }
         if self.clerk.session().is_none() {
             let id = self
-                .with_retries(|ch| async move {
-                    let r =
-                        SessionClient::new(ch).register(proto::session::RegisterRequest {}).await?;
+                .with_retries(|ch, auth| async move {
+                    let request = auth.request(proto::session::RegisterRequest {});
+                    let r = SessionClient::new(ch).register(request).await?;
                     Ok(r.into_inner().client_id)
                 })
                 .await?;
@@ -243,8 +441,8 @@ impl Client {
     {
         let tag = self.session_tag().await?;
         let r = self
-            .with_retries(|ch| {
-                let mut req = tonic::Request::new(msg.clone());
+            .with_retries(|ch, auth| {
+                let mut req = auth.request(msg.clone());
                 if let Some((client_id, seq)) = tag {
                     let md = req.metadata_mut();
                     md.insert("raftkv-client-id", client_id.to_string().parse().expect("digits"));
@@ -288,8 +486,8 @@ impl Client {
 
     /// Any Range request.
     pub async fn range(&mut self, req: pb::RangeRequest) -> Result<RangeResponse, ClientError> {
-        self.with_retries(|ch| {
-            let req = req.clone();
+        self.with_retries(|ch, auth| {
+            let req = auth.request(req.clone());
             async move { Ok(KvClient::new(ch).range(req).await?.into_inner()) }
         })
         .await
@@ -344,15 +542,21 @@ impl Client {
         }
     }
 
-    /// The status of the member at `endpoint` (an index into the endpoints given).
+    /// The status of the member at `endpoint` (an index into the endpoints given), with
+    /// the token if [`Client::authenticate`] got one. A failure says why in TLS terms,
+    /// or that the URL's scheme is wrong, when that is the cause.
     pub async fn status(&self, endpoint: usize) -> Result<StatusResponse, ClientError> {
         let mut maintenance = MaintenanceClient::new(self.channels[endpoint].clone());
-        let call = maintenance.status(pb::StatusRequest {});
+        let call = maintenance.status(self.auth.request(pb::StatusRequest {}));
         let unavailable = |why: &str| ClientError::Unavailable {
             last: format!("{}: {why}", self.endpoints[endpoint]),
         };
         match tokio::time::timeout(self.opts.attempt_timeout, call).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) if s.source().is_some() => match self.diagnose(endpoint, &s).await {
+                Some(why) => Err(unavailable(&why)),
+                None => Err(unavailable(&proto::status_with_causes(&s))),
+            },
             Ok(Err(s)) => Err(unavailable(&proto::status_with_causes(&s))),
             Err(_) => {
                 Err(unavailable(&format!("no answer within {:?}", self.opts.attempt_timeout)))

@@ -191,3 +191,91 @@ async fn sigterm_on_a_single_member_stops_it_without_a_warning() {
     assert!(log.contains("stopping on signal"), "{log}");
     assert!(!log.contains(" WARN "), "no warning on a clean stop: {log}");
 }
+
+/// Runs `raftkv` with `stdin` as its standard input; whether it succeeded, its stdout,
+/// its stderr and how long it took.
+fn raftkv_with_stdin(
+    args: &[&str],
+    stdin: std::process::Stdio,
+) -> (bool, String, String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(args)
+        .stdin(stdin)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "raftkv {args:?} does not panic: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), stdout, stderr, started.elapsed())
+}
+
+/// `--user` and `--password` as etcdctl 3.4 takes them: NAME:PASSWORD, NAME with
+/// --password, or NAME alone with the password as the first line of a standard input
+/// that is not a terminal (a closed one fails at once saying how to pass it, never
+/// hangs); a wrong password fails with etcd's words; against a cluster whose auth is
+/// off, the command runs without a token (as etcdctl) and a note says so.
+#[tokio::test]
+async fn user_and_password_authenticate_as_etcdctls_do() {
+    use proto::etcdserverpb as pb;
+    let mut c = TestCluster::plan(
+        ClusterSpec::raftkv("cli-user", &["--bcrypt-cost", "4"]).named("n").members(1),
+    );
+    c.spawn_all();
+    c.wait_ready().await;
+    let ep = c.endpoint(0);
+    let (ok, _, err) = common::raftkv(&["put", "--endpoints", &ep, "--user", "root:x", "k", "v"]);
+    assert!(ok, "auth off: the command runs without a token: {err}");
+    assert!(err.contains("--user is not used: authentication is not enabled"), "{err}");
+
+    let mut auth = pb::auth_client::AuthClient::new(c.channel(0));
+    let root = pb::AuthUserAddRequest {
+        name: "root".into(),
+        password: "rootpw".into(),
+        ..Default::default()
+    };
+    auth.user_add(root).await.expect("user add");
+    let grant = pb::AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() };
+    auth.user_grant_role(grant).await.expect("grant root");
+    auth.auth_enable(pb::AuthEnableRequest {}).await.expect("auth enable");
+
+    let (ok, _, err) = common::raftkv(&["get", "--endpoints", &ep, "k"]);
+    assert!(!ok && err.contains("etcdserver: user name is empty"), "no --user: {err}");
+    for user in [&["--user", "root:wrong"][..], &["--user", "root", "--password", "wrong"]] {
+        let args = [&["get", "--endpoints", &ep], user, &["k"]].concat();
+        let (ok, _, err) = common::raftkv(&args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            err.contains("etcdserver: authentication failed, invalid user ID or password"),
+            "{args:?}: {err}"
+        );
+    }
+    let (ok, out, err) = common::raftkv(&["get", "--endpoints", &ep, "--user", "root:rootpw", "k"]);
+    assert!(ok && out == "k\nv\n", "{out}{err}");
+    let args = ["get", "--endpoints", &ep, "--user", "root", "--password", "rootpw", "k"];
+    let (ok, out, err) = common::raftkv(&args);
+    assert!(ok && out == "k\nv\n", "{out}{err}");
+
+    // `--user root` alone: the password is the first line of standard input.
+    let args = ["get", "--endpoints", &ep, "--user", "root", "k"];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"rootpw\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout == "k\nv\n", "{stdout}{stderr}");
+    let (ok, out, err, took) = raftkv_with_stdin(&args, std::process::Stdio::null());
+    assert!(!ok, "no password on a closed standard input: {out}");
+    assert!(
+        err.contains("--user root: no password: standard input is not a terminal")
+            && err.contains("pass --user root:PASSWORD, --password PASSWORD"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "at once, not at a timeout: {took:?}");
+}

@@ -30,6 +30,7 @@ async fn a_rolling_restart_has_no_election_timeout_outage_and_loses_no_write() {
         deadline: Duration::from_secs(20),
         attempt_timeout: Duration::from_millis(500),
         exactly_once: true,
+        ..ClientOptions::default()
     }))
     .await;
     let mut leaders_stopped = 0;

@@ -917,3 +917,141 @@ async fn a_member_whose_peer_certificate_is_replaced_by_another_cas_says_why_rat
     .await;
     kv.range(read).await.expect("m3 serves again");
 }
+
+/// Runs `raftkv get k` on `endpoint` with the TLS flags `flags`; whether it succeeded,
+/// its stderr and how long it took.
+fn cli_get(endpoint: &str, flags: &[String]) -> (bool, String, Duration) {
+    let started = std::time::Instant::now();
+    // A deadline far above the bound checked: failing at once is the diagnosis's doing.
+    let mut args = vec!["get", "--endpoints", endpoint, "--timeout-secs", "20"];
+    args.extend(flags.iter().map(String::as_str));
+    args.push("k");
+    let (ok, out, err) = raftkv(&args);
+    (ok, format!("{out}{err}"), started.elapsed())
+}
+
+/// Operator pass: the CLI given a wrong `--cacert`, no `--cert`, another CA's `--cert`,
+/// `http://` for a TLS port or `https://` for a plain one retried for 10 s and said
+/// "no member answered in time; last error: ... transport error" (etcdctl 3.4 says
+/// "context deadline exceeded" after its timeout for all of these). Now it exits
+/// non-zero at once with one line naming the endpoint, the cause in TLS terms and the
+/// flag to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_names_the_tls_flag_to_check_and_exits_at_once() {
+    let c = certs("cli");
+    let flags = server_flags(&c);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut spec = ClusterSpec::raftkv("tls-cli", &flags).https().members(1);
+    spec = spec.named("t");
+    let mut cluster = TestCluster::start_spec(spec);
+    cluster.set_client_tls(client_tls(&c.ca.cert_file, Some(&c.client)));
+    cluster.wait_ready().await;
+    let plain = TestCluster::start_spec(ClusterSpec::raftkv("tls-cli-plain", &[]).members(1));
+    plain.wait_ready().await;
+    let (https, http) = (cluster.endpoint(0), plain.endpoint(0));
+    let tls_flags = |ca: &Path, cert: Option<&Issued>| {
+        let mut flags = vec![format!("--cacert={}", p(ca))];
+        if let Some(cert) = cert {
+            flags.push(format!("--cert={}", p(&cert.cert_file)));
+            flags.push(format!("--key={}", p(&cert.key_file)));
+        }
+        flags
+    };
+    let good = tls_flags(&c.ca.cert_file, Some(&c.client));
+    let (ok, out, _) = cli_get(&https, &good);
+    assert!(ok, "the right flags work: {out}");
+
+    let cases = [
+        (
+            &https,
+            tls_flags(&c.other_ca_file, Some(&c.client)),
+            format!(
+                "error: {https} presented a certificate we do not trust (unknown issuer: check \
+                 that our --cacert holds the CA that issued its certificate)"
+            ),
+        ),
+        (
+            &https,
+            tls_flags(&c.ca.cert_file, None),
+            format!(
+                "error: {https} refused our TLS handshake (certificate required: it requires a \
+                 client certificate: give --cert and --key)"
+            ),
+        ),
+        (
+            &https,
+            tls_flags(&c.ca.cert_file, Some(&c.stranger)),
+            format!(
+                "error: {https} refused our TLS handshake (unknown certificate authority: check \
+                 that --cert is issued by a CA in the server's --trusted-ca-file)"
+            ),
+        ),
+        (
+            &https.replace("https://", "http://"),
+            good.clone(),
+            format!(
+                "error: {} serves TLS, not plain HTTP/2: use {https} in --endpoints, with \
+                 --cacert (the CA that signs the members' certificates)",
+                https.replace("https://", "http://")
+            ),
+        ),
+        (
+            &http.replace("http://", "https://"),
+            good.clone(),
+            format!(
+                "error: {} serves plain HTTP/2, not TLS: use {http} in --endpoints",
+                http.replace("http://", "https://")
+            ),
+        ),
+    ];
+    for (endpoint, flags, says) in cases {
+        let (ok, out, took) = cli_get(endpoint, &flags);
+        assert!(!ok, "{flags:?}: {out}");
+        assert_eq!(out.trim_end(), says, "{flags:?}");
+        assert!(took < Duration::from_secs(5), "at once, not at the deadline: {took:?}");
+    }
+    // One endpoint refused, another fine: the command is served.
+    let both = format!("{https},{http}");
+    let (ok, out, _) = cli_get(&both, &tls_flags(&c.other_ca_file, None));
+    assert!(ok, "{out}");
+}
+
+/// Operator pass: a NEW cluster (`--initial-cluster-state new`) where m3's peer
+/// certificate is from another CA. Both sides say why in the joining path's words: m3's
+/// dialler that m1 refused its handshake (naming --peer-cert-file and the cluster's
+/// --peer-trusted-ca-file), m1's dialler that m3's certificate is not trusted (naming
+/// --peer-trusted-ca-file), m1's listener whom it rejected; m1 and m2 serve meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_cluster_with_a_peer_certificate_of_another_ca_says_why_on_both_sides() {
+    let c = certs("newbad");
+    let mut cluster = TestCluster::plan(ClusterSpec::raftkv("tls-newbad", &[]).https());
+    let stranger = (c.stranger_peer.cert_file.as_path(), c.stranger_peer.key_file.as_path());
+    for i in 0..3 {
+        let flags =
+            if i == 2 { flags_with_peer(&c, stranger, &c.ca.cert_file) } else { server_flags(&c) };
+        cluster.set_flags(i, flags);
+    }
+    cluster.set_client_tls(client_tls(&c.ca.cert_file, Some(&c.client)));
+    cluster.spawn_all();
+    let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
+    let refused = format!(
+        "peer {m1} refused our TLS handshake (unknown certificate authority: check that \
+         --peer-cert-file is issued by a CA in the cluster's --peer-trusted-ca-file); \
+         retrying with backoff"
+    );
+    wait_log_line(&cluster, 2, &[&refused]).await;
+    let distrusted = format!(
+        "peer {m3} presented a certificate we do not trust (unknown issuer: check that our \
+         --peer-trusted-ca-file holds the CA that issued its certificate); retrying with \
+         backoff"
+    );
+    wait_log_line(&cluster, 0, &[&distrusted]).await;
+    let rejected = "its certificate is refused (unknown issuer: it is not issued by a CA in \
+                    --peer-trusted-ca-file)";
+    wait_log_line(&cluster, 0, &["rejected connection from 127.0.0.1:", rejected]).await;
+    let opts = client::ClientOptions { deadline: Duration::from_secs(20), ..Default::default() };
+    let tls = client_tls(&c.ca.cert_file, Some(&c.client));
+    let endpoints = cluster.endpoints();
+    let mut two = client::Client::connect_tls(&endpoints[..2], opts, Some(&tls)).unwrap();
+    two.put(b"two-of-three", b"yes").await.expect("m1 and m2 serve");
+}

@@ -39,12 +39,14 @@ mod diagnose;
 #[cfg(feature = "generate")]
 pub mod generate;
 mod reload;
+mod speaks;
 
 pub use cn::common_name;
 pub use diagnose::{
     failure, Failure, RejectionLog, REJECTION_LOG_ADDRESSES_MAX, REJECTION_LOG_INTERVAL,
 };
 pub use reload::{Reloading, RELOAD_CHECK_INTERVAL};
+pub use speaks::{speaks_otherwise, Speaks};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
