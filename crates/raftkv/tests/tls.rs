@@ -758,6 +758,26 @@ fn log_lines(cluster: &TestCluster, i: usize, parts: &[&str]) -> Vec<String> {
     log.lines().filter(|l| parts.iter().all(|p| l.contains(p))).map(str::to_string).collect()
 }
 
+/// Waits until member 2, whose peer certificate is from another CA, logs that member 0
+/// refused its handshake, and member 0 that member 2's certificate is not trusted: each
+/// dialer names the flag to check on its side. Returns the two lines' texts.
+async fn wait_both_dialers_say_why(cluster: &TestCluster) -> (String, String) {
+    let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
+    let refused = format!(
+        "peer {m1} refused our TLS handshake (unknown certificate authority: check that \
+         --peer-cert-file is issued by a CA in the cluster's --peer-trusted-ca-file); \
+         retrying with backoff"
+    );
+    wait_log_line(cluster, 2, &[&refused]).await;
+    let distrusted = format!(
+        "peer {m3} presented a certificate we do not trust (unknown issuer: check that our \
+         --peer-trusted-ca-file holds the CA that issued its certificate); retrying with \
+         backoff"
+    );
+    wait_log_line(cluster, 0, &[&distrusted]).await;
+    (refused, distrusted)
+}
+
 /// Waits (up to 30 s) for a line in member `i`'s log with every one of `parts`.
 async fn wait_log_line(cluster: &TestCluster, i: usize, parts: &[&str]) -> String {
     let what = format!("member {i} logs {parts:?}");
@@ -882,19 +902,7 @@ async fn a_member_whose_peer_certificate_is_replaced_by_another_cas_says_why_rat
     })
     .await;
     cluster.spawn(0);
-    let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
-    let refused = format!(
-        "peer {m1} refused our TLS handshake (unknown certificate authority: check that \
-         --peer-cert-file is issued by a CA in the cluster's --peer-trusted-ca-file); \
-         retrying with backoff"
-    );
-    wait_log_line(&cluster, 2, &[&refused]).await;
-    let distrusted = format!(
-        "peer {m3} presented a certificate we do not trust (unknown issuer: check that our \
-         --peer-trusted-ca-file holds the CA that issued its certificate); retrying with \
-         backoff"
-    );
-    wait_log_line(&cluster, 0, &[&distrusted]).await;
+    let (refused, distrusted) = wait_both_dialers_say_why(&cluster).await;
     let rejected = "its certificate is refused (unknown issuer: it is not issued by a CA in \
                     --peer-trusted-ca-file)";
     // The listener's second warning comes 10 s after its first, with what it did not log.
@@ -1033,19 +1041,7 @@ async fn a_new_cluster_with_a_peer_certificate_of_another_ca_says_why_on_both_si
     }
     cluster.set_client_tls(client_tls(&c.ca.cert_file, Some(&c.client)));
     cluster.spawn_all();
-    let (m1, m3) = (cluster.peer_url(0), cluster.peer_url(2));
-    let refused = format!(
-        "peer {m1} refused our TLS handshake (unknown certificate authority: check that \
-         --peer-cert-file is issued by a CA in the cluster's --peer-trusted-ca-file); \
-         retrying with backoff"
-    );
-    wait_log_line(&cluster, 2, &[&refused]).await;
-    let distrusted = format!(
-        "peer {m3} presented a certificate we do not trust (unknown issuer: check that our \
-         --peer-trusted-ca-file holds the CA that issued its certificate); retrying with \
-         backoff"
-    );
-    wait_log_line(&cluster, 0, &[&distrusted]).await;
+    wait_both_dialers_say_why(&cluster).await;
     let rejected = "its certificate is refused (unknown issuer: it is not issued by a CA in \
                     --peer-trusted-ca-file)";
     wait_log_line(&cluster, 0, &["rejected connection from 127.0.0.1:", rejected]).await;
