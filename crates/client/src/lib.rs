@@ -366,7 +366,12 @@ impl Client {
                     if status.source().is_some() && misconfigured[i].is_none() {
                         misconfigured[i] = self.diagnose(i, &status).await;
                         if misconfigured.iter().all(Option::is_some) {
-                            return Err(ClientError::Misconfigured(self.summary(&misconfigured)));
+                            let causes = self.endpoints.iter().zip(&misconfigured);
+                            let causes =
+                                causes.filter_map(|(e, why)| Some((e.as_str(), why.as_deref()?)));
+                            return Err(ClientError::Misconfigured(tls::join_by_cause(
+                                causes, "", "",
+                            )));
                         }
                     }
                     match classify(status) {
@@ -395,24 +400,6 @@ impl Client {
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
         Err(ClientError::Unavailable { last })
-    }
-
-    /// The endpoints' causes (one per endpoint, as [`Client::diagnose`] says them), one
-    /// clause per cause: "https://a:1, https://b:2 each refused our TLS handshake (...)".
-    fn summary(&self, causes: &[Option<String>]) -> String {
-        let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
-        for (endpoint, why) in self.endpoints.iter().zip(causes) {
-            let Some(why) = why else { continue };
-            match grouped.iter_mut().find(|(w, _)| w == why) {
-                Some((_, endpoints)) => endpoints.push(endpoint),
-                None => grouped.push((why, vec![endpoint])),
-            }
-        }
-        let clause = |(why, endpoints): &(&str, Vec<&str>)| match endpoints.as_slice() {
-            [one] => format!("{one} {why}"),
-            many => format!("{} each {why}", many.join(", ")),
-        };
-        grouped.iter().map(clause).collect::<Vec<_>>().join("; ")
     }
 
     /// Metadata for a write: the session and a new sequence number, if exactly-once.

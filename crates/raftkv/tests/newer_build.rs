@@ -22,12 +22,21 @@ fn newer_command() -> Vec<u8> {
     data
 }
 
+/// The log of the stopped member `i`, and what it recovered.
+fn open_log(
+    cluster: &TestCluster,
+    i: usize,
+) -> (storage::Storage<storage::RealDisk>, raft::Restored) {
+    let dir = cluster.members()[i].dir.join("member");
+    let disk = storage::RealDisk::open(&dir).unwrap();
+    let (store, restored, _) = storage::Storage::open(disk, storage::Options::default()).unwrap();
+    (store, restored)
+}
+
 /// Appends `data` to the log of the stopped member `i` as a committed entry of its
 /// current term; returns its index.
 fn append_committed(cluster: &TestCluster, i: usize, data: Vec<u8>) -> u64 {
-    let dir = cluster.members()[i].dir.join("member");
-    let disk = storage::RealDisk::open(&dir).unwrap();
-    let (mut store, _, _) = storage::Storage::open(disk, storage::Options::default()).unwrap();
+    let (mut store, _) = open_log(cluster, i);
     let hard_state = store.hard_state();
     let index = store.last_index() + 1;
     let entry = raft::Entry {
@@ -69,10 +78,7 @@ async fn a_member_stops_at_a_newer_builds_command_at_every_start_and_keeps_its_d
     // the newer command) applies it and serves everything.
     let put = kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
     let known = kv::Command::new(kv::Op::Put(put)).encode();
-    let dir = cluster.members()[0].dir.join("member");
-    let disk = storage::RealDisk::open(&dir).unwrap();
-    let (mut store, restored, _) =
-        storage::Storage::open(disk, storage::Options::default()).unwrap();
+    let (mut store, restored) = open_log(&cluster, 0);
     let kept = restored.entries.last().expect("the log");
     assert_eq!(kept.index, index, "the entry is kept");
     let replaced = raft::Entry { data: known.into(), ..kept.clone() };

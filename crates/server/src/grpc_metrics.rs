@@ -245,6 +245,16 @@ struct CountedBody {
     call: Option<Call>,
 }
 
+impl CountedBody {
+    /// Records the call now, if not yet: with the code its end `said`, else the one its
+    /// headers gave, else `otherwise`.
+    fn end(&mut self, said: Option<usize>, otherwise: usize) {
+        if let Some(mut call) = self.call.take() {
+            call.code = Some(said.or(call.code).unwrap_or(otherwise));
+        }
+    }
+}
+
 impl http_body::Body for CountedBody {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
@@ -257,26 +267,13 @@ impl http_body::Body for CountedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(status_code) {
-                    if let Some(call) = &mut self.call {
-                        call.code = Some(code);
-                    }
-                    self.call.take();
+                    self.end(Some(code), UNKNOWN);
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(call) = &mut self.call {
-                    call.code.get_or_insert(UNKNOWN);
-                }
-                self.call.take();
-            }
-            Poll::Ready(None) => {
-                // The end: a status in the headers (an error answered at once) or none
-                // (an HTTP answer, not a gRPC call: not counted).
-                if let Some(call) = &mut self.call {
-                    call.code.get_or_insert(NOT_GRPC);
-                }
-                self.call.take();
-            }
+            Poll::Ready(Some(Err(_))) => self.end(None, UNKNOWN),
+            // The end: a status in the headers (an error answered at once) or none (an
+            // HTTP answer, not a gRPC call: not counted).
+            Poll::Ready(None) => self.end(None, NOT_GRPC),
             Poll::Pending => {}
         }
         polled

@@ -375,7 +375,14 @@ async fn discover(
         if !refusals.is_empty() {
             refused_rounds += 1;
             if refused_rounds >= DISCOVERY_TLS_REFUSED_ROUNDS_MAX {
-                return Err(ConfigError(format!("joining: {}", tls_refusals(&refusals))));
+                return Err(ConfigError(format!(
+                    "joining: {}",
+                    tls::join_by_cause(
+                        refusals.iter().map(|(u, w)| (*u, w.as_str())),
+                        "peer ",
+                        "peers "
+                    )
+                )));
             }
         }
         if Instant::now() + DISCOVERY_RETRY >= deadline {
@@ -398,23 +405,6 @@ enum Unanswered {
     Tls(String),
     /// Anything else (not running, not reachable yet, not answering in time).
     Other(String),
-}
-
-/// `peer URL refused our TLS handshake (...)`, one clause per distinct cause: the
-/// members of a cluster usually share a CA, so they refuse for the same reason.
-fn tls_refusals(refusals: &[(&str, String)]) -> String {
-    let mut causes: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (url, why) in refusals {
-        match causes.iter_mut().find(|(w, _)| w == why) {
-            Some((_, urls)) => urls.push(url),
-            None => causes.push((why, vec![url])),
-        }
-    }
-    let clause = |(why, urls): &(&str, Vec<&str>)| match urls.as_slice() {
-        [one] => format!("peer {one} {why}"),
-        many => format!("peers {} each {why}", many.join(", ")),
-    };
-    causes.iter().map(clause).collect::<Vec<_>>().join("; ")
 }
 
 /// One `Members` call to the member at `url`.

@@ -313,3 +313,27 @@ impl RejectionLog {
         }
     }
 }
+
+/// Endpoints and why each failed, as one line with one clause per distinct cause (the
+/// members of a cluster usually share a CA, so they fail for the same reason):
+/// `{one}URL cause` for a cause of one endpoint, `{many}URL, URL each cause` for more,
+/// in the order the causes first appear. `one` and `many` name the endpoints
+/// (`"peer "` / `"peers "`, or empty).
+pub fn join_by_cause<'a>(
+    failures: impl IntoIterator<Item = (&'a str, &'a str)>,
+    one: &str,
+    many: &str,
+) -> String {
+    let mut causes: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (endpoint, why) in failures {
+        match causes.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, endpoints)) => endpoints.push(endpoint),
+            None => causes.push((why, vec![endpoint])),
+        }
+    }
+    let clause = |(why, endpoints): &(&str, Vec<&str>)| match endpoints.as_slice() {
+        [single] => format!("{one}{single} {why}"),
+        several => format!("{many}{} each {why}", several.join(", ")),
+    };
+    causes.iter().map(clause).collect::<Vec<_>>().join("; ")
+}

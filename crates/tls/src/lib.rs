@@ -43,7 +43,8 @@ mod speaks;
 
 pub use cn::common_name;
 pub use diagnose::{
-    failure, Failure, RejectionLog, REJECTION_LOG_ADDRESSES_MAX, REJECTION_LOG_INTERVAL,
+    failure, join_by_cause, Failure, RejectionLog, REJECTION_LOG_ADDRESSES_MAX,
+    REJECTION_LOG_INTERVAL,
 };
 pub use reload::{Reloading, RELOAD_CHECK_INTERVAL};
 pub use speaks::{speaks_otherwise, Speaks};

@@ -384,3 +384,14 @@ fn rejections_are_logged_once_per_address_and_cause_per_interval() {
     let later = t0 + REJECTION_LOG_INTERVAL;
     assert_eq!(full.admit(at(past + 2), "x", later), Some(0), "stale entries make room");
 }
+
+/// Endpoints failing for the same cause share one clause, in the order causes appear.
+#[test]
+fn failures_are_joined_one_clause_per_cause() {
+    let failures = [("a:1", "refused X"), ("b:2", "distrusts Y"), ("c:3", "refused X")];
+    assert_eq!(
+        crate::join_by_cause(failures, "peer ", "peers "),
+        "peers a:1, c:3 each refused X; peer b:2 distrusts Y"
+    );
+    assert_eq!(crate::join_by_cause([("a:1", "refused X")], "", ""), "a:1 refused X");
+}
