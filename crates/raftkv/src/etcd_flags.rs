@@ -33,7 +33,8 @@ pub struct EtcdArgs {
     /// Most operations in a txn's compares or either branch; at most etcd's default 128.
     #[arg(long, default_value_t = TXN_OPS_MAX)]
     pub max_txn_ops: u64,
-    /// `zap` or `capnslog` (etcd 3.4's default): accepted, raftkv's log lines are its own.
+    /// `capnslog` (etcd 3.4's default): plain text lines; `zap`: one JSON object a line, as
+    /// etcd's zap logger writes them.
     #[arg(long, default_value = "capnslog")]
     pub logger: String,
     /// Where logs go: `default` or `stderr` (the same), or `stdout`.

@@ -18,6 +18,7 @@ mod etcd_flags;
 mod playground;
 mod snapshot;
 mod tls_flags;
+mod zap_log;
 
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 use client::{Client, ClientOptions};
@@ -402,7 +403,7 @@ fn auth_config(a: &ServerArgs) -> Result<server::auth::AuthConfig, String> {
     })
 }
 
-fn init_logging(level: &str, output: etcd_flags::LogOutput) -> Result<(), String> {
+fn init_logging(level: &str, output: etcd_flags::LogOutput, zap: bool) -> Result<(), String> {
     let level = etcd_flags::log_level(level)?;
     // A log reader that went away (`| head`, a restarted collector) costs the logs, not
     // the member: the subscriber's own report of a failed write went to stderr with
@@ -412,9 +413,12 @@ fn init_logging(level: &str, output: etcd_flags::LogOutput) -> Result<(), String
         .with_target(false)
         .with_ansi(false)
         .log_internal_errors(false);
-    match output {
-        etcd_flags::LogOutput::Stderr => logs.with_writer(std::io::stderr).init(),
-        etcd_flags::LogOutput::Stdout => logs.with_writer(std::io::stdout).init(),
+    let stdout = output == etcd_flags::LogOutput::Stdout;
+    match (zap, stdout) {
+        (true, true) => logs.event_format(zap_log::ZapFormat).with_writer(std::io::stdout).init(),
+        (true, false) => logs.event_format(zap_log::ZapFormat).with_writer(std::io::stderr).init(),
+        (false, true) => logs.with_writer(std::io::stdout).init(),
+        (false, false) => logs.with_writer(std::io::stderr).init(),
     }
     Ok(())
 }
@@ -574,7 +578,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Server(a) => {
             let output = etcd_flags::check(&a.etcd)?;
-            init_logging(&a.log_level, output)?;
+            init_logging(&a.log_level, output, a.etcd.logger == "zap")?;
             let cfg = server_config(&a)?;
             let served = if a.stop_when_stdin_closes {
                 server::serve_until(cfg, stdin_closed()).await

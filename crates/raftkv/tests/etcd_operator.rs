@@ -49,6 +49,22 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
 }
 
+/// True if `line` has the shape of an etcd 3.4 zap line: `{"level":"info","ts":
+/// "2026-12-04T05:31:43.460Z","caller":"embed/etcd.go:117","msg":"…"` and more fields.
+fn is_zap_line(line: &str) -> bool {
+    let Some(rest) = ["debug", "info", "warn", "error"]
+        .iter()
+        .find_map(|l| line.strip_prefix(&format!("{{\"level\":\"{l}\",\"ts\":\"")))
+    else {
+        return false;
+    };
+    let (ts, rest) = rest.split_at(rest.len().min(24));
+    let ts_ok = ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.';
+    let caller = rest.strip_prefix("\",\"caller\":\"").and_then(|r| r.split_once("\",\"msg\":\""));
+    let caller_ok = caller.is_some_and(|(c, _)| c.contains(".rs:") && !c.starts_with("crates/"));
+    ts_ok && caller_ok && line.ends_with('}') && !line.chars().any(|c| c.is_control())
+}
+
 /// The value of the unlabelled series `name` in a scrape.
 fn value(scrape: &str, name: &str) -> Option<f64> {
     scrape.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -169,7 +185,16 @@ async fn etcd_flags_metrics_and_health_on_every_client_url() {
     assert_eq!(handled(&scrape, "Watch", "Watch", "bidi_stream", "Canceled"), Some(1.0));
     let put_seconds = "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}";
     assert_eq!(value(&scrape, put_seconds), Some(PUTS as f64 + 1.0), "{scrape}");
+
+    // `--logger=zap`: every line etcd's JSON, the default quota's with its field.
     drop(member);
+    let logged = std::fs::read_to_string(root.with_extension("log")).unwrap();
+    assert!(logged.lines().count() >= 3, "{logged}");
+    for line in logged.lines() {
+        assert!(is_zap_line(line), "not a zap line: {line}");
+    }
+    let quota = "\"msg\":\"enabled backend quota\",\"quota-bytes\":2147483648}";
+    assert!(logged.lines().any(|l| l.ends_with(quota)), "{logged}");
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_file(root.with_extension("log"));
 }
