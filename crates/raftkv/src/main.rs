@@ -31,6 +31,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `raftkv --version` and the server's first log line: the package version and the
+/// commit built (`-dirty` when tracked files differed from it; `unknown` outside a git
+/// checkout), from build.rs.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RAFTKV_COMMIT"), ")");
+
 /// Default client endpoints: the playground's three members.
 const DEFAULT_ENDPOINTS: &str =
     "http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379";
@@ -38,7 +43,7 @@ const DEFAULT_ENDPOINTS: &str =
 #[derive(clap::Parser)]
 #[command(
     name = "raftkv",
-    version,
+    version = VERSION,
     about = "A Raft-replicated, linearizable key/value store with etcd's v3 API"
 )]
 struct Cli {
@@ -597,6 +602,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Server(a) => {
             let output = etcd_flags::check(&a.etcd)?;
             init_logging(&a.log_level, output)?;
+            // The first log line (before the flags' warnings), so every log names the
+            // build that wrote it.
+            tracing::info!("raftkv {VERSION}");
             let cfg = server_config(&a)?;
             let served = if a.stop_when_stdin_closes {
                 server::serve_until(cfg, stdin_closed()).await

@@ -545,3 +545,38 @@ async fn bench_and_snapshot_save_authenticate_with_user() {
         std::fs::remove_file(&file).unwrap();
     }
 }
+
+/// `raftkv --version` names the package version and the commit built (12 hex digits,
+/// `-dirty` with uncommitted changes; `unknown` outside a git checkout), and a member
+/// logs the same as its first line, so a log names the build that wrote it.
+#[tokio::test]
+async fn version_names_the_commit_and_the_server_logs_it() {
+    let (ok, out, err) = common::raftkv(&["--version"]);
+    assert!(ok, "{err}");
+    let version = out.strip_prefix("raftkv ").and_then(|v| v.strip_suffix('\n'));
+    let version = version.unwrap_or_else(|| panic!("`raftkv VERSION`: {out:?}"));
+    let commit = version
+        .strip_prefix(concat!(env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|v| v.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`{} (COMMIT)`: {version:?}", env!("CARGO_PKG_VERSION")));
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => {
+            let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+            assert_eq!(hash, &head[..12], "HEAD's first 12 hex digits: {commit:?}");
+        }
+        None => assert_eq!(commit, "unknown", "built outside a git checkout"),
+    }
+
+    let mut c = one_member("cli-version");
+    c.spawn_all();
+    c.wait_ready().await;
+    let log = c.log(0);
+    let first = log.lines().next().unwrap_or_default();
+    assert!(first.ends_with(&format!(" INFO raftkv {version}")), "first line: {first:?}\n{log}");
+}
