@@ -427,7 +427,7 @@ fn init_logging(level: &str, output: etcd_flags::LogOutput) -> Result<(), String
 }
 
 /// Exit status of a process a panic ended: 70, `EX_SOFTWARE` ("internal software
-/// error") in sysexits.h, apart from 1 (a reported error) and 2 (a usage error).
+/// error") in sysexits.h, apart from the statuses etcdctl uses (`exit.rs`).
 const PANIC_EXIT_STATUS: i32 = 70;
 
 /// The panic policy: a panic on any thread (the node thread, a snapshot thread, a tokio
