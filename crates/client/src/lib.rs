@@ -167,10 +167,27 @@ impl Auth {
     fn request<M>(&self, message: M) -> tonic::Request<M> {
         let mut request = tonic::Request::new(message);
         if let Auth::Token(token) = self {
-            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+            attach_token(&mut request, token);
         }
         request
     }
+}
+
+/// An etcd auth token, as the `token` metadata of a request carries it.
+pub type Token = AsciiMetadataValue;
+
+/// Adds `token` to `request` where etcd reads it (the `token` gRPC metadata): for
+/// callers that build their own gRPC clients on [`channel`]s, as `raftkv bench` does.
+pub fn attach_token<M>(request: &mut tonic::Request<M>, token: &Token) {
+    request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+}
+
+/// Whether `status` refuses a request's token as invalid: it expired unused
+/// (`--auth-token-ttl`), or the member restarted since it was issued (simple tokens
+/// live in memory). etcd's clients then authenticate again, once
+/// ([`Client::authenticate_again`]); another refusal is final.
+pub fn is_invalid_token(status: &tonic::Status) -> bool {
+    status.message() == INVALID_TOKEN
 }
 
 /// The metadata key etcd reads a client's auth token from.
@@ -244,6 +261,26 @@ impl Client {
         // Every attempt authenticates first when it has to: a call that does nothing
         // else is authentication alone, with the retries and diagnosis of any call.
         self.with_retries(|_, _| async { Ok(()) }).await
+    }
+
+    /// Forgets the token and authenticates again (with the retries of any call): what
+    /// to do, once, when a token of [`Client::token`] is refused ([`is_invalid_token`]).
+    /// Without credentials it does nothing.
+    pub async fn authenticate_again(&mut self) -> Result<(), ClientError> {
+        if matches!(self.auth, Auth::Token(_)) {
+            self.auth = Auth::Pending;
+        }
+        self.authenticate().await
+    }
+
+    /// The token requests carry, once [`Client::authenticate`] got one; for gRPC clients
+    /// of the caller's own ([`attach_token`]). `None` without credentials, before
+    /// authenticating, or when the cluster's auth is off.
+    pub fn token(&self) -> Option<&Token> {
+        match &self.auth {
+            Auth::Token(token) => Some(token),
+            _ => None,
+        }
     }
 
     /// Whether credentials were given but the cluster's auth turned out to be off, so
@@ -352,7 +389,7 @@ impl Client {
                     return Ok(v);
                 }
                 Ok(Err(status))
-                    if status.message() == INVALID_TOKEN
+                    if is_invalid_token(&status)
                         && matches!(self.auth, Auth::Token(_))
                         && !authenticated_again =>
                 {

@@ -1,17 +1,25 @@
 //! `raftkv bench`: a load generator over etcd's v3 API, so the same tool measures raftkv
 //! and a real etcd. Prints throughput and latency percentiles, and can write JSON and an
 //! SVG latency histogram.
+//!
+//! With `--user` every request carries the user's token, renewed once when a member
+//! refuses it as invalid. A request the cluster refuses for a reason every other
+//! request would meet too (no or a wrong user, a permission, a bad argument) stops the
+//! run at once with that reason, instead of counting thousands of the same failure.
 
+use crate::exit::{self, Failure, OrExit};
 use bytes::Bytes;
+use client::{Client, ClientOptions, Token};
 use proto::etcdserverpb as pb;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+use tonic::Code;
 
 /// What the benchmark does.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +79,132 @@ pub struct BenchArgs {
     /// TLS for https:// endpoints, as etcdctl's flags.
     #[command(flatten)]
     tls: crate::tls_flags::ClientTlsArgs,
+    /// --user and --password, as etcdctl's.
+    #[command(flatten)]
+    auth: crate::auth_flags::AuthArgs,
+}
+
+/// How long authenticating may take (and waiting for a password on standard input).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The token every benchmark client sends (none without --user, or when the cluster's
+/// auth is off), shared: when a member refuses it as invalid, the first client to see
+/// that authenticates again and the others take its new token.
+struct SharedToken {
+    /// The token now, and how many times it was renewed.
+    current: RwLock<(u64, Option<Token>)>,
+    /// The authenticated client that renews it; `None` without --user.
+    renewer: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl SharedToken {
+    /// Authenticates with --user on `endpoints`, as etcdctl does before a command.
+    async fn new(a: &BenchArgs, tls: Option<&tls::ClientTls>) -> Result<SharedToken, Failure> {
+        let credentials = a.auth.credentials(AUTH_TIMEOUT)?;
+        let renewer = match credentials {
+            None => None,
+            Some(credentials) => {
+                let opts = ClientOptions {
+                    deadline: AUTH_TIMEOUT,
+                    exactly_once: false,
+                    credentials: Some(credentials),
+                    ..ClientOptions::default()
+                };
+                let mut c = Client::connect_tls(&a.endpoints, opts, tls).or_exit(exit::BAD_ARGS)?;
+                crate::authenticate(&mut c).await?;
+                Some(c)
+            }
+        };
+        let token = renewer.as_ref().and_then(|c| c.token().cloned());
+        Ok(SharedToken {
+            current: RwLock::new((0, token)),
+            renewer: tokio::sync::Mutex::new(renewer),
+        })
+    }
+
+    /// `message` as a request with the token; and the token's renewal count.
+    fn request<M>(&self, message: M) -> (tonic::Request<M>, u64) {
+        let mut request = tonic::Request::new(message);
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(token) = &current.1 {
+            client::attach_token(&mut request, token);
+        }
+        (request, current.0)
+    }
+
+    /// A new token in place of renewal `seen`, unless another client renewed it since.
+    async fn renew(&self, seen: u64) -> Result<(), tonic::Status> {
+        let mut renewer = self.renewer.lock().await;
+        if self.current.read().unwrap_or_else(|e| e.into_inner()).0 != seen {
+            return Ok(());
+        }
+        let Some(c) = renewer.as_mut() else { return Ok(()) };
+        let unauthenticated =
+            |e: client::ClientError| tonic::Status::unauthenticated(e.to_string());
+        c.authenticate_again().await.map_err(unauthenticated)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (seen + 1, c.token().cloned());
+        Ok(())
+    }
+}
+
+/// One benchmark request.
+#[derive(Clone)]
+enum Op {
+    Put(pb::PutRequest),
+    Range(pb::RangeRequest),
+}
+
+/// Sends `op` with the shared token; a token refused as invalid is renewed and the
+/// request sent again, once.
+async fn send(
+    kv: &mut KvClient<Channel>,
+    token: &SharedToken,
+    op: &Op,
+) -> Result<(), tonic::Status> {
+    let mut renewed = false;
+    loop {
+        let answer = match op.clone() {
+            Op::Put(m) => {
+                let (request, seen) = token.request(m);
+                (kv.put(request).await.map(drop), seen)
+            }
+            Op::Range(m) => {
+                let (request, seen) = token.request(m);
+                (kv.range(request).await.map(drop), seen)
+            }
+        };
+        match answer {
+            (Err(s), seen) if client::is_invalid_token(&s) && !renewed => {
+                renewed = true;
+                token.renew(seen).await?;
+            }
+            (answer, _) => return answer,
+        }
+    }
+}
+
+/// Whether every other request would be refused the same way, so the run stops: no or a
+/// wrong user (etcd's InvalidArgument "user name is empty", Unauthenticated "invalid
+/// auth token" after a renewal), a missing permission, a request etcd will not take.
+fn stops_the_run(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated)
+}
+
+/// The one line a refusal that stopped the run prints: etcd's reason, and what to do.
+fn stopped_by(status: &tonic::Status, done: u64) -> String {
+    let what_to_do = match status.code() {
+        Code::InvalidArgument if status.message().contains("user name is empty") => {
+            "; auth is enabled on the cluster: pass --user NAME:PASSWORD"
+        }
+        Code::PermissionDenied => "; give --user a role that may read and write the bench/ keys",
+        Code::Unauthenticated => "; check --user and its password",
+        _ => "",
+    };
+    format!(
+        "bench stopped at the first refused request, after {done} successful ones: {} ({:?}){what_to_do}",
+        status.message(),
+        status.code()
+    )
 }
 
 /// What one run measured.
@@ -79,6 +213,8 @@ struct Results {
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// The refusal that stopped the run ([`stops_the_run`]), if one did.
+    stopped_by: Option<tonic::Status>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -116,11 +252,12 @@ fn next_rand(state: &mut u64) -> u64 {
 }
 
 /// Runs the benchmark.
-pub async fn run(a: BenchArgs) -> Result<(), String> {
+pub async fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.clients == 0 || a.connections == 0 || a.keys == 0 {
         return Err("--clients, --connections and --keys must be at least 1".into());
     }
-    let tls = a.tls.client_tls()?;
+    let tls = a.tls.client_tls().or_exit(exit::BAD_ARGS)?;
+    let token = Arc::new(SharedToken::new(&a, tls.as_ref()).await?);
     let targets = if a.spread {
         a.endpoints.clone()
     } else {
@@ -140,14 +277,18 @@ pub async fn run(a: BenchArgs) -> Result<(), String> {
     }
     let value = Bytes::from(vec![b'v'; a.value_size]);
     if a.preload {
-        preload(&channels, a.keys, &value, a.clients).await?;
+        preload(&channels, &token, a.keys, &value, a.clients).await?;
     }
-    let results = measure(&a, &channels, value).await;
-    report(&a, &targets, &results)
+    let results = measure(&a, &channels, &token, value).await;
+    if let Some(refusal) = &results.stopped_by {
+        return Err(stopped_by(refusal, results.ops).into());
+    }
+    Ok(report(&a, &targets, &results)?)
 }
 
 async fn preload(
     channels: &[Channel],
+    token: &Arc<SharedToken>,
     keys: u64,
     value: &Bytes,
     clients: usize,
@@ -156,7 +297,7 @@ async fn preload(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let mut kv = KvClient::new(channels[c % channels.len()].clone());
-        let next = next.clone();
+        let (next, token) = (next.clone(), token.clone());
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -166,7 +307,9 @@ async fn preload(
                 }
                 let req =
                     pb::PutRequest { key: key_of(i), value: value.clone(), ..Default::default() };
-                kv.put(req).await.map_err(|e| format!("preload: {}", e.message()))?;
+                send(&mut kv, &token, &Op::Put(req))
+                    .await
+                    .map_err(|e| format!("preload: {} ({:?})", e.message(), e.code()))?;
             }
         }));
     }
@@ -176,8 +319,14 @@ async fn preload(
     Ok(())
 }
 
-async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
+async fn measure(
+    a: &BenchArgs,
+    channels: &[Channel],
+    token: &Arc<SharedToken>,
+    value: Bytes,
+) -> Results {
     let stop = Arc::new(AtomicBool::new(false));
+    let refusal: Arc<OnceLock<tonic::Status>> = Arc::new(OnceLock::new());
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -187,6 +336,7 @@ async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
         let mut kv = KvClient::new(channels[c % channels.len()].clone());
         let (stop, done, errors, value) =
             (stop.clone(), done.clone(), errors.clone(), value.clone());
+        let (token, refusal) = (token.clone(), refusal.clone());
         let (workload, keys, count) = (a.workload, a.keys, a.count);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -199,17 +349,23 @@ async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
                     Workload::Mixed => r >> 63 == 1,
                     _ => false,
                 };
-                let t0 = Instant::now();
-                let ok = if put {
-                    let req = pb::PutRequest { key, value: value.clone(), ..Default::default() };
-                    kv.put(req).await.is_ok()
+                let op = if put {
+                    Op::Put(pb::PutRequest { key, value: value.clone(), ..Default::default() })
                 } else {
                     let serializable = workload == Workload::GetSerializable;
-                    let req = pb::RangeRequest { key, serializable, ..Default::default() };
-                    kv.range(req).await.is_ok()
+                    Op::Range(pb::RangeRequest { key, serializable, ..Default::default() })
                 };
+                let t0 = Instant::now();
+                let answer = send(&mut kv, &token, &op).await;
                 let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                if ok {
+                if let Err(status) = &answer {
+                    if stops_the_run(status) {
+                        let _ = refusal.set(status.clone());
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                if answer.is_ok() {
                     lat.push(us);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if count > 0 && n >= count {
@@ -244,7 +400,9 @@ async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     progress.abort();
-    if !a.quiet {
+    // End the progress line, if one was drawn (the first comes after a second): a run a
+    // refusal stopped at once has only its error line on stderr.
+    if !a.quiet && elapsed >= Duration::from_secs(1) {
         eprintln!();
     }
     latencies_us.sort_unstable();
@@ -253,6 +411,7 @@ async fn measure(a: &BenchArgs, channels: &[Channel], value: Bytes) -> Results {
         errors: errors.load(Ordering::Relaxed),
         elapsed,
         latencies_us,
+        stopped_by: refusal.get().cloned(),
     }
 }
 

@@ -15,6 +15,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod config_file;
 mod etcd_flags;
+mod exit;
 mod playground;
 mod snapshot;
 mod tls_flags;
@@ -22,6 +23,7 @@ mod zap_log;
 
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 use client::{Client, ClientOptions};
+use exit::{Failure, OrExit};
 use server::config::{
     parse_auto_compaction, parse_duration, parse_initial_cluster_with_token, parse_url,
     quota_bytes, ClientListener, ClusterState, GrpcLimits, ServerConfig,
@@ -30,6 +32,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `raftkv --version` and the server's first log line: the package version and the
+/// commit built (`-dirty` when tracked files differed from it; `unknown` outside a git
+/// checkout), from build.rs.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RAFTKV_COMMIT"), ")");
+
 /// Default client endpoints: the playground's three members.
 const DEFAULT_ENDPOINTS: &str =
     "http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379";
@@ -37,7 +44,7 @@ const DEFAULT_ENDPOINTS: &str =
 #[derive(clap::Parser)]
 #[command(
     name = "raftkv",
-    version,
+    version = VERSION,
     about = "A Raft-replicated, linearizable key/value store with etcd's v3 API"
 )]
 struct Cli {
@@ -424,7 +431,7 @@ fn init_logging(level: &str, output: etcd_flags::LogOutput, zap: bool) -> Result
 }
 
 /// Exit status of a process a panic ended: 70, `EX_SOFTWARE` ("internal software
-/// error") in sysexits.h, apart from 1 (a reported error) and 2 (a usage error).
+/// error") in sysexits.h, apart from the statuses etcdctl uses (`exit.rs`).
 const PANIC_EXIT_STATUS: i32 = 70;
 
 /// The panic policy: a panic on any thread (the node thread, a snapshot thread, a tokio
@@ -518,17 +525,30 @@ fn config_file_argv(path: &str) -> Result<Vec<String>, String> {
 fn parse_cli() -> Cli {
     let argv: Vec<String> = std::env::args().collect();
     let matches = match config_file_arg(&argv) {
-        None => cli_command().get_matches(),
+        None => cli_command().try_get_matches(),
         Some(path) => match config_file_argv(&path) {
             // etcd: with a config file, flags and variables are ignored.
-            Ok(argv) => server_command().get_matches_from(argv),
+            Ok(argv) => server_command().try_get_matches_from(argv),
             Err(e) => {
                 eprintln!("error: {e}");
-                std::process::exit(1);
+                std::process::exit(exit::ERROR.into());
             }
         },
     };
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    matches.and_then(|m| Cli::from_arg_matches(&m)).unwrap_or_else(|e| usage_exit(e))
+}
+
+/// Prints clap's answer to a command line it did not run and exits with etcdctl's
+/// status for it ([`exit::of_usage_error`]). Help shown because no command was given
+/// goes to stdout with status 0, as etcdctl's.
+fn usage_exit(e: clap::Error) -> ! {
+    let status = exit::of_usage_error(&e);
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        print!("{}", e.render());
+    } else {
+        let _ = e.print();
+    }
+    std::process::exit(status.into())
 }
 
 fn main() -> ExitCode {
@@ -540,15 +560,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.status)
         }
     }
 }
 
 /// A client for the command's endpoints, authenticated when --user is given (so a wrong
-/// password fails before the command, as with etcdctl).
-async fn client(ep: &Endpoints) -> Result<Client, String> {
+/// password fails before the command, as with etcdctl). Fails with etcdctl's statuses:
+/// a TLS flag's mistake is bad arguments, failing to authenticate a bad connection.
+async fn client(ep: &Endpoints) -> Result<Client, Failure> {
     let deadline = Duration::from_secs(ep.timeout_secs);
     let opts = ClientOptions {
         deadline,
@@ -556,47 +577,56 @@ async fn client(ep: &Endpoints) -> Result<Client, String> {
         credentials: ep.auth.credentials(deadline)?,
         ..ClientOptions::default()
     };
-    let tls = ep.tls.client_tls()?;
-    let mut c =
-        Client::connect_tls(&ep.endpoints, opts, tls.as_ref()).map_err(|e| e.to_string())?;
+    let tls = ep.tls.client_tls().or_exit(exit::BAD_ARGS)?;
+    let mut c = Client::connect_tls(&ep.endpoints, opts, tls.as_ref()).or_exit(exit::BAD_ARGS)?;
     if ep.auth.user.is_some() {
-        c.authenticate().await.map_err(|e| e.to_string())?;
-        if c.auth_not_enabled() {
-            // etcdctl goes on silently; the note costs nothing and explains a role
-            // that seems to have no effect.
-            eprintln!("note: --user is not used: authentication is not enabled on the cluster");
-        }
+        authenticate(&mut c).await?;
     }
     Ok(c)
+}
+
+/// Authenticates `c` with its credentials now, as etcdctl does before a command: a
+/// failure (a wrong password, no member reached) is a bad connection.
+async fn authenticate(c: &mut Client) -> Result<(), Failure> {
+    c.authenticate().await.or_exit(exit::BAD_CONNECTION)?;
+    if c.auth_not_enabled() {
+        // etcdctl goes on silently; the note costs nothing and explains a role that
+        // seems to have no effect.
+        eprintln!("note: --user is not used: authentication is not enabled on the cluster");
+    }
+    Ok(())
 }
 
 fn show(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Server(a) => {
             let output = etcd_flags::check(&a.etcd)?;
             init_logging(&a.log_level, output, a.etcd.logger == "zap")?;
+            // The first log line (before the flags' warnings), so every log names the
+            // build that wrote it.
+            tracing::info!("raftkv {VERSION}");
             let cfg = server_config(&a)?;
             let served = if a.stop_when_stdin_closes {
                 server::serve_until(cfg, stdin_closed()).await
             } else {
                 server::serve(cfg).await
             };
-            served.map_err(|e| e.to_string())
+            served.or_exit(exit::ERROR)
         }
         Cmd::Playground { data_dir, fresh, client_ports, server_flags, tls } => {
             let opts = playground::Options { data_dir, fresh, client_ports, server_flags, tls };
-            playground::run(opts).await
+            Ok(playground::run(opts).await?)
         }
         Cmd::Put { ep, key, value } => {
             let r = client(&ep)
                 .await?
                 .put(key.as_bytes(), value.as_bytes())
                 .await
-                .map_err(|e| e.to_string())?;
+                .or_exit(exit::ERROR)?;
             println!("OK (revision {})", r.header.map_or(0, |h| h.revision));
             Ok(())
         }
@@ -610,18 +640,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             if prefix {
                 req.range_end = client::prefix_end(key.as_bytes()).into();
             }
-            let r = c.range(req).await.map_err(|e| e.to_string())?;
+            let r = c.range(req).await.or_exit(exit::ERROR)?;
             for kv in r.kvs {
                 println!("{}\n{}", show(&kv.key), show(&kv.value));
             }
             Ok(())
         }
         Cmd::Del { ep, key, prefix } => {
-            let r = client(&ep)
-                .await?
-                .delete(key.as_bytes(), prefix)
-                .await
-                .map_err(|e| e.to_string())?;
+            let r = client(&ep).await?.delete(key.as_bytes(), prefix).await.or_exit(exit::ERROR)?;
             println!("{}", r.deleted);
             Ok(())
         }
@@ -630,7 +656,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await?
                 .append(key.as_bytes(), suffix.as_bytes())
                 .await
-                .map_err(|e| e.to_string())?;
+                .or_exit(exit::ERROR)?;
             println!("{}", show(&v));
             Ok(())
         }
@@ -640,7 +666,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn status(ep: &Endpoints) -> Result<(), String> {
+async fn status(ep: &Endpoints) -> Result<(), Failure> {
     let c = client(ep).await?;
     let header = ["ENDPOINT", "ID", "LEADER", "TERM", "COMMIT", "APPLIED", "VERSION"];
     println!(
@@ -678,7 +704,8 @@ async fn status(ep: &Endpoints) -> Result<(), String> {
         }
     }
     if failures > 0 {
-        return Err(format!("{failures} of {} endpoints did not answer", ep.endpoints.len()));
+        let how_many = format!("{failures} of {} endpoints did not answer", ep.endpoints.len());
+        return Err(how_many.into());
     }
     Ok(())
 }

@@ -5,7 +5,11 @@
 //! same); `restore` checks the file and writes the data dir of one member of a new
 //! cluster holding its data; `status` checks the file and shows what it holds. The file
 //! format is in `server::backup`.
+//!
+//! `save` authenticates with `--user` as etcdctl does, and fails as etcdctl's does with
+//! status 5 (`exit::INTERRUPTED`) whatever the cause, but for a TLS flag's mistake (128).
 
+use crate::exit::{self, Failure, OrExit};
 use crate::Endpoints;
 use clap::Subcommand;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -66,9 +70,12 @@ pub enum SnapshotCmd {
 }
 
 /// Runs a snapshot command.
-pub async fn run(cmd: SnapshotCmd) -> Result<(), String> {
+pub async fn run(cmd: SnapshotCmd) -> Result<(), Failure> {
     match cmd {
-        SnapshotCmd::Save { file, ep } => save(&file, &ep).await,
+        SnapshotCmd::Save { file, ep } => save(&file, &ep).await.map_err(|e| match e.status {
+            exit::BAD_ARGS => e,
+            _ => Failure::new(exit::INTERRUPTED, e.message),
+        }),
         SnapshotCmd::Restore {
             file,
             name,
@@ -82,19 +89,39 @@ pub async fn run(cmd: SnapshotCmd) -> Result<(), String> {
             let peer_url = initial_advertise_peer_urls.as_deref();
             let token = initial_cluster_token.as_deref();
             let target = Target { name: &name, initial_cluster: &initial_cluster, peer_url, token };
-            restore(&file, target, &data_dir, skip_hash_check)
+            Ok(restore(&file, target, &data_dir, skip_hash_check)?)
         }
-        SnapshotCmd::Status { file, write_out } => status(&file, &write_out),
+        SnapshotCmd::Status { file, write_out } => Ok(status(&file, &write_out)?),
     }
 }
 
-async fn save(file: &Path, ep: &Endpoints) -> Result<(), String> {
+/// Why streaming a snapshot from one member failed.
+enum SaveError {
+    /// The member refused the token as invalid: authenticate again and retry, once.
+    InvalidToken,
+    /// Anything else, said in one line.
+    Failed(String),
+}
+
+impl From<String> for SaveError {
+    fn from(why: String) -> SaveError {
+        SaveError::Failed(why)
+    }
+}
+
+async fn save(file: &Path, ep: &Endpoints) -> Result<(), Failure> {
     let part = PathBuf::from(format!("{}.part", file.display()));
     let mut errors = Vec::new();
-    let tls = ep.tls.client_tls()?;
-    for endpoint in &ep.endpoints {
+    let tls = ep.tls.client_tls().or_exit(exit::BAD_ARGS)?;
+    // With --user: authenticated now, as etcdctl does, so a wrong password fails here.
+    let mut authenticated = crate::client(ep).await?;
+    let mut authenticated_again = false;
+    let mut endpoints = ep.endpoints.iter();
+    let mut next = endpoints.next();
+    while let Some(endpoint) = next {
         let timeout = Duration::from_secs(ep.timeout_secs);
-        match save_from(endpoint, tls.as_ref(), &part, timeout).await {
+        let token = authenticated.token().cloned();
+        match save_from(endpoint, tls.as_ref(), token.as_ref(), &part, timeout).await {
             Ok(()) => {
                 let checked = read_backup(&part, false).map_err(|e| e.to_string());
                 let renamed = checked.and_then(|_| {
@@ -104,35 +131,59 @@ async fn save(file: &Path, ep: &Endpoints) -> Result<(), String> {
                 });
                 if let Err(e) = renamed {
                     let _ = std::fs::remove_file(&part);
-                    return Err(e);
+                    return Err(e.into());
                 }
                 sync_parent_dir(file);
                 println!("Snapshot saved at {}", file.display());
                 return Ok(());
             }
-            Err(e) => errors.push(format!("{endpoint}: {e}")),
+            Err(SaveError::InvalidToken) if !authenticated_again => {
+                // The same member again, with a new token.
+                authenticated_again = true;
+                authenticated.authenticate_again().await.or_exit(exit::BAD_CONNECTION)?;
+                continue;
+            }
+            Err(SaveError::InvalidToken) => {
+                errors.push(format!("{endpoint}: {INVALID_TOKEN_AGAIN}"));
+            }
+            Err(SaveError::Failed(e)) => errors.push(format!("{endpoint}: {e}")),
         }
+        next = endpoints.next();
     }
     let _ = std::fs::remove_file(&part);
-    Err(format!("no member sent a snapshot: {}", errors.join("; ")))
+    Err(format!("no member sent a snapshot: {}", errors.join("; ")).into())
 }
 
+/// Why a member that refused a new token too did not send a snapshot.
+const INVALID_TOKEN_AGAIN: &str = "etcdserver: invalid auth token (refused again after \
+     authenticating again)";
+
 /// Streams one member's snapshot into `part` and fsyncs it (over TLS for an
-/// `https://` endpoint, with `tls`: etcdctl's `--cacert --cert --key`).
+/// `https://` endpoint, with `tls`: etcdctl's `--cacert --cert --key`), sending
+/// `token` if --user gave one.
 async fn save_from(
     endpoint: &str,
     tls: Option<&tls::ClientTls>,
+    token: Option<&client::Token>,
     part: &Path,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), SaveError> {
     let channel = client::channel(endpoint, tls).map_err(|e| e.to_string())?;
-    let mut client = MaintenanceClient::new(channel);
-    let call = tokio::time::timeout(timeout, client.snapshot(SnapshotRequest {}));
-    let mut stream = call
-        .await
-        .map_err(|_| "no answer in time".to_string())?
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
+    let mut maintenance = MaintenanceClient::new(channel);
+    let mut request = tonic::Request::new(SnapshotRequest {});
+    if let Some(token) = token {
+        client::attach_token(&mut request, token);
+    }
+    let refused = |s: tonic::Status| {
+        if client::is_invalid_token(&s) {
+            SaveError::InvalidToken
+        } else {
+            SaveError::Failed(s.message().to_string())
+        }
+    };
+    let call = tokio::time::timeout(timeout, maintenance.snapshot(request));
+    let mut stream =
+        call.await.map_err(|_| "no answer in time".to_string())?.map_err(refused)?.into_inner();
     let io = |e: std::io::Error| format!("writing {}: {e}", part.display());
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -150,7 +201,7 @@ async fn save_from(
             None => break,
         }
     }
-    out.sync_all().map_err(io)
+    Ok(out.sync_all().map_err(io)?)
 }
 
 fn sync_parent_dir(file: &Path) {

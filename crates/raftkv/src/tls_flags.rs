@@ -140,17 +140,24 @@ pub struct ClientTlsArgs {
     #[arg(long)]
     pub cacert: Option<PathBuf>,
     /// Client certificate, for members started with --client-cert-auth (PEM).
-    #[arg(long = "cert", id = "tls_cert", requires = "tls_key")]
+    #[arg(long = "cert", id = "tls_cert")]
     pub cert: Option<PathBuf>,
     /// Private key of --cert (PEM).
     // Ids apart from the flag names: `put`, `get`... have a KEY argument.
-    #[arg(long = "key", id = "tls_key", requires = "tls_cert")]
+    // No clap `requires` between --cert and --key: `client_tls` checks the pair, so the
+    // mistake exits as a bad argument (128), as etcdctl's, not as a usage error (1).
+    #[arg(long = "key", id = "tls_key")]
     pub key: Option<PathBuf>,
 }
 
 impl ClientTlsArgs {
     /// The TLS to reach https:// endpoints with (`None`: no --cacert given).
     pub fn client_tls(&self) -> Result<Option<tls::ClientTls>, String> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("--cert and --key go together: give both (the client certificate \
+                        and its private key) or neither"
+                .into());
+        }
         let Some(ca) = &self.cacert else {
             if self.cert.is_some() {
                 return Err(
