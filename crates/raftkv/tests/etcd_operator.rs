@@ -1,9 +1,11 @@
 //! An etcd operator's set-up on a raftkv member: etcd 3.4's server flags in a unit
 //! file, etcd's `/health` and `/metrics` on every client URL (HTTP/1.1 next to gRPC),
-//! etcd's metric names and types, and a config file with several bad keys.
+//! etcd's metric names and types, a config file with several bad keys, and the per-peer
+//! series the etcd mixin's alerts read on a 3-member cluster as members fail and leave.
 
 mod common;
 
+use common::TestCluster;
 use proto::etcdserverpb as pb;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -217,4 +219,110 @@ fn a_config_file_with_bad_keys_names_every_one_and_the_member_does_not_start() {
     assert!(stderr.contains("line 6: unknown key \"bogus\""), "{stderr}");
     assert!(stderr.contains("line 7: key \"proxy\" is \"on\""), "{stderr}");
     assert!(!stderr.contains("line 4") && !stderr.contains("line 8"), "{stderr}");
+}
+
+/// `name{To="<peer>"}`'s value in `scrape`, `peer` a member id.
+fn to_peer(scrape: &str, name: &str, peer: u64) -> Option<f64> {
+    value(scrape, &format!("{name}{{To=\"{peer:x}\"}}"))
+}
+
+/// Member `i`'s scrape of its metrics listener (empty if it does not answer).
+fn scrape(c: &TestCluster, i: usize) -> String {
+    c.http_get(i, "/metrics").map(|(_, body)| body).unwrap_or_default()
+}
+
+const RTT: &str = "etcd_network_peer_round_trip_time_seconds";
+const FAILURES: &str = "etcd_network_peer_sent_failures_total";
+
+/// Whether `s` has both per-peer series to `peer`, round trips sampled (of plausible
+/// size: loopback, well under a second on average) in etcd's buckets.
+fn has_peer_series(s: &str, peer: u64) -> bool {
+    let count = to_peer(s, &format!("{RTT}_count"), peer).unwrap_or(0.0);
+    let sum = to_peer(s, &format!("{RTT}_sum"), peer).unwrap_or(f64::MAX);
+    let top = format!("{RTT}_bucket{{To=\"{peer:x}\",le=\"3.2768\"}} ");
+    count > 0.0 && sum / count < 1.0 && s.contains(&top) && to_peer(s, FAILURES, peer).is_some()
+}
+
+/// The etcd mixin's `etcdMembersDown` and `etcdMemberCommunicationSlow` read
+/// `etcd_network_peer_sent_failures_total` and `etcd_network_peer_round_trip_time_seconds`
+/// by `To`. On a real 3-member cluster: every member has both for each of its peers, named
+/// by the peer's id, with round trips sampled; the leader's failures to a member rise once
+/// that member is killed while writes go on; once `etcdctl member remove` removed it, no
+/// member shows a series `To` it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_mixins_peer_series_name_each_peer_and_leave_with_a_removed_member() {
+    if !common::have("etcdctl", "version") {
+        eprintln!("skipped: no etcdctl on PATH");
+        return;
+    }
+    let mut c = TestCluster::start("mixin-peers", &[]);
+    c.wait_ready().await;
+    let mut client = c.client();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let status = client.status(i).await.expect("status");
+        ids.push(status.header.expect("a header").member_id);
+    }
+
+    // Every member, every peer (and no series to itself).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrapes: Vec<String> = (0..3).map(|i| scrape(&c, i)).collect();
+        let each =
+            |i: usize| (0..3).filter(|&j| j != i).all(|j| has_peer_series(&scrapes[i], ids[j]));
+        if (0..3).all(each) {
+            assert!(to_peer(&scrapes[0], FAILURES, ids[0]).is_none(), "{}", scrapes[0]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "peer series missing after 30 s: {scrapes:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A follower killed while writes go on: the leader's sends to it fail.
+    let leader = c.leader().await;
+    let victim = (leader + 1) % 3;
+    let before = to_peer(&scrape(&c, leader), FAILURES, ids[victim]).expect("the series");
+    c.kill(victim);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0.. {
+        client.put(format!("k{n}").as_bytes(), b"v").await.expect("a put, two members up");
+        let s = scrape(&c, leader);
+        if to_peer(&s, FAILURES, ids[victim]).is_some_and(|now| now > before) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed send counted in 30 s (was {before}): {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Removed: its series are gone from both members left; the other peer's stay.
+    let endpoints: Vec<String> = (0..3).filter(|&i| i != victim).map(|i| c.address(i)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let removed = common::etcdctl()
+            .args(["--endpoints", &endpoints.join(","), "--command-timeout=15s"])
+            .args(["member", "remove", &format!("{:x}", ids[victim])])
+            .output()
+            .expect("running etcdctl");
+        let said = String::from_utf8_lossy(&removed.stderr);
+        if removed.status.success() {
+            break;
+        }
+        // etcd's rule: not until the leader has been connected to every voter left for 5 s.
+        let unhealthy = said.contains("unhealthy cluster") && Instant::now() < deadline;
+        assert!(unhealthy, "member remove: {said}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = format!("To=\"{:x}\"", ids[victim]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in (0..3).filter(|&i| i != victim) {
+        let other = ids[3 - i - victim];
+        loop {
+            let s = scrape(&c, i);
+            if !s.contains(&gone) && has_peer_series(&s, other) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {i} still shows {gone} after 30 s: {s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -1,8 +1,17 @@
 //! Prometheus metrics, kept as atomics the node thread and the gRPC handlers update and
 //! `GET /metrics` renders in the text exposition format.
+//!
+//! Besides raftkv's own `raftkv_*` series, the series etcd 3.4 exports that its
+//! operators' dashboards and the etcd mixin's alerts read are rendered with etcd's names,
+//! label names, types and buckets (see [`ETCD_MIXIN_ALERT_SERIES`]), so those alerts work
+//! unchanged against a raftkv cluster.
 
+use raft::NodeId;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A histogram with fixed bucket bounds in seconds.
 #[derive(Debug)]
@@ -73,6 +82,136 @@ pub const ETCD_DISK_BOUNDS: &[f64] = &[
     8.192,
 ];
 
+/// etcd's bucket bounds for `etcd_network_peer_round_trip_time_seconds`
+/// (`prometheus.ExponentialBuckets(0.0001, 2, 16)`): 0.1 ms doubling to 3.2768 s.
+pub const ETCD_PEER_RTT_BOUNDS: &[f64] = &[
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
+/// Most peers with series of their own: far more members than any cluster has (etcd
+/// advises at most 7), so that a member table grown without bound cannot grow a scrape
+/// without bound; peers past it (by id) are counted only in the unlabelled series.
+pub const PEER_SERIES_MAX: usize = 1024;
+
+/// One peer's series, etcd's `{To="<member id in hex>"}`.
+#[derive(Debug)]
+pub struct PeerSeries {
+    sent_failures: AtomicU64,
+    round_trip_seconds: Histogram,
+}
+
+impl Default for PeerSeries {
+    fn default() -> Self {
+        PeerSeries {
+            sent_failures: AtomicU64::new(0),
+            round_trip_seconds: Histogram::new(ETCD_PEER_RTT_BOUNDS),
+        }
+    }
+}
+
+impl PeerSeries {
+    /// Records `messages` Raft messages to this peer that were not sent: dropped because
+    /// its queue was full or no stream to it was open, or lost in a write that failed
+    /// (`etcd_network_peer_sent_failures_total`, which etcd counts per message too).
+    pub fn failed(&self, messages: u64) {
+        self.sent_failures.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    /// Records one round trip to this peer that took `took`.
+    pub fn observe_round_trip(&self, took: Duration) {
+        self.round_trip_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Messages counted by [`PeerSeries::failed`] so far.
+    pub fn sent_failures(&self) -> u64 {
+        self.sent_failures.load(Ordering::Relaxed)
+    }
+
+    /// Round trips observed so far.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trip_seconds.count()
+    }
+}
+
+/// The per-peer series: one [`PeerSeries`] per peer of the member table, created when
+/// the transport learns a member and dropped (its series gone from the scrape) when the
+/// member is removed, so a removed member leaves no stale `To` series behind (etcd 3.4
+/// keeps them until it restarts).
+#[derive(Debug, Default)]
+pub struct PeerMetrics {
+    peers: Mutex<BTreeMap<NodeId, Arc<PeerSeries>>>,
+}
+
+impl PeerMetrics {
+    /// Makes the peer set `peers` (this member left out by the caller): keeps the series
+    /// of peers still listed, adds empty ones for new peers (at most
+    /// [`PEER_SERIES_MAX`], lowest ids first), drops the others.
+    pub fn set_peers(&self, peers: impl IntoIterator<Item = NodeId>) {
+        let mut wanted: Vec<NodeId> = peers.into_iter().collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.truncate(PEER_SERIES_MAX);
+        let mut map = self.peers.lock().expect("peer metrics lock");
+        map.retain(|id, _| wanted.binary_search(id).is_ok());
+        for id in wanted {
+            map.entry(id).or_default();
+        }
+        assert!(map.len() <= PEER_SERIES_MAX, "peer series are bounded");
+    }
+
+    /// `peer`'s series, if it is a peer now.
+    pub fn get(&self, peer: NodeId) -> Option<Arc<PeerSeries>> {
+        self.peers.lock().expect("peer metrics lock").get(&peer).cloned()
+    }
+
+    /// etcd's two per-peer series, with etcd's help texts; nothing without peers, as
+    /// etcd shows no vector without children. Unlike etcd's, a peer's failure counter is
+    /// shown from 0 before its first failure, so `rate()` sees the first one.
+    fn render(&self, out: &mut String) {
+        let peers = self.peers.lock().expect("peer metrics lock").clone();
+        if peers.is_empty() {
+            return;
+        }
+        let failures = "etcd_network_peer_sent_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {failures} The total number of send failures from peers.\n# TYPE {failures} counter"
+        );
+        for (id, series) in &peers {
+            let _ = writeln!(out, "{failures}{{To=\"{id:x}\"}} {}", series.sent_failures());
+        }
+        let rtt = "etcd_network_peer_round_trip_time_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {rtt} Round-Trip-Time histogram between peers\n# TYPE {rtt} histogram"
+        );
+        for (id, series) in &peers {
+            series.round_trip_seconds.render_series(out, rtt, &format!("To=\"{id:x}\""));
+        }
+    }
+}
+
+/// The series the etcd mixin's alerts read (etcd-io/etcd `contrib/mixin/alerts/
+/// alerts.libsonnet`, read at commit c34dc7ee, August 2026; a histogram by its `_bucket`
+/// series, as the alerts name it). Prometheus's own `up` is left out: the scraper makes
+/// it, not the target. Each is rendered by [`Metrics::render`] or listed in the README's
+/// table of series not exported, with the reason (a test checks it).
+pub const ETCD_MIXIN_ALERT_SERIES: &[&str] = &[
+    "etcd_network_peer_sent_failures_total",
+    "etcd_server_has_leader",
+    "etcd_server_leader_changes_seen_total",
+    "grpc_server_handled_total",
+    "grpc_server_handling_seconds_bucket",
+    "etcd_network_peer_round_trip_time_seconds_bucket",
+    "etcd_server_proposals_failed_total",
+    "etcd_disk_wal_fsync_duration_seconds_bucket",
+    "etcd_disk_backend_commit_duration_seconds_bucket",
+    "etcd_mvcc_db_total_size_in_bytes",
+    "etcd_server_quota_backend_bytes",
+    "etcd_mvcc_db_total_size_in_use_in_bytes",
+];
+
 /// Everything `/metrics` shows.
 #[derive(Debug)]
 pub struct Metrics {
@@ -136,6 +275,8 @@ pub struct Metrics {
     pub quota_bytes: AtomicU64,
     /// The client gRPC calls, by method and code.
     pub grpc: std::sync::Arc<crate::grpc_metrics::GrpcMetrics>,
+    /// etcd's per-peer series (`To`), fed by the peer transport.
+    pub peers: PeerMetrics,
 }
 
 impl Default for Metrics {
@@ -168,6 +309,7 @@ impl Default for Metrics {
             proposals_pending: AtomicU64::new(0),
             quota_bytes: AtomicU64::new(0),
             grpc: Default::default(),
+            peers: PeerMetrics::default(),
         }
     }
 }
@@ -296,7 +438,7 @@ impl Metrics {
     fn render_etcd(&self, out: &mut String) {
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let has_leader = u64::from(load(&self.leader) != 0);
-        let series: [(&str, &str, &str, u64); 9] = [
+        let series: [(&str, &str, &str, u64); 10] = [
             ("etcd_server_has_leader", "gauge", "1 if a leader exists", has_leader),
             ("etcd_server_is_leader", "gauge", "1 if this member leads", load(&self.is_leader)),
             (
@@ -341,6 +483,12 @@ impl Metrics {
                 "raftkv's estimate of the state's bytes (what the quota counts)",
                 load(&self.db_size_bytes),
             ),
+            (
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "gauge",
+                "the same estimate: raftkv's state has no free pages, all of it is in use",
+                load(&self.db_size_bytes),
+            ),
         ];
         for (name, kind, help, v) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -351,6 +499,7 @@ impl Metrics {
             "WAL sync latency (the node thread's group commit)",
         );
         self.grpc.render(out);
+        self.peers.render(out);
     }
 }
 
@@ -394,5 +543,132 @@ mod tests {
         }
         m.leader.store(0, Ordering::Relaxed);
         assert!(m.render().contains("etcd_server_has_leader 0"));
+    }
+
+    /// The `le` labels etcd 3.4.23 renders for `etcd_network_peer_round_trip_time_seconds`
+    /// (`curl /metrics` on a 3-member etcd), without `+Inf`.
+    const ETCD_RTT_LE: [&str; 16] = [
+        "0.0001", "0.0002", "0.0004", "0.0008", "0.0016", "0.0032", "0.0064", "0.0128", "0.0256",
+        "0.0512", "0.1024", "0.2048", "0.4096", "0.8192", "1.6384", "3.2768",
+    ];
+
+    #[test]
+    fn peer_round_trip_buckets_are_etcds_exponential_buckets() {
+        // prometheus.ExponentialBuckets(0.0001, 2, 16): start, then each times the factor.
+        let mut bound = 0.0001f64;
+        for (k, b) in ETCD_PEER_RTT_BOUNDS.iter().enumerate() {
+            assert_eq!(*b, bound, "bucket {k}");
+            assert_eq!(b.to_string(), ETCD_RTT_LE[k], "rendered as etcd renders it");
+            bound *= 2.0;
+        }
+        assert_eq!(ETCD_PEER_RTT_BOUNDS.len(), ETCD_RTT_LE.len());
+    }
+
+    #[test]
+    fn peer_series_carry_etcds_names_and_to_label_and_leave_with_the_member() {
+        let m = Metrics::default();
+        m.peers.set_peers([0xa, 0x3760a4ec3b84f7fa]);
+        let a = m.peers.get(0xa).expect("a peer");
+        a.failed(3);
+        a.observe_round_trip(Duration::from_micros(300));
+        let s = m.render();
+        for line in [
+            "# HELP etcd_network_peer_sent_failures_total The total number of send failures from peers.\n# TYPE etcd_network_peer_sent_failures_total counter\n",
+            "etcd_network_peer_sent_failures_total{To=\"a\"} 3\n",
+            "etcd_network_peer_sent_failures_total{To=\"3760a4ec3b84f7fa\"} 0\n",
+            "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time histogram between peers\n# TYPE etcd_network_peer_round_trip_time_seconds histogram\n",
+            "etcd_network_peer_round_trip_time_seconds_bucket{To=\"a\",le=\"0.0002\"} 0\n",
+            "etcd_network_peer_round_trip_time_seconds_bucket{To=\"a\",le=\"0.0004\"} 1\n",
+            "etcd_network_peer_round_trip_time_seconds_bucket{To=\"a\",le=\"+Inf\"} 1\n",
+            "etcd_network_peer_round_trip_time_seconds_sum{To=\"a\"} 0.0003\n",
+            "etcd_network_peer_round_trip_time_seconds_count{To=\"a\"} 1\n",
+            "etcd_network_peer_round_trip_time_seconds_count{To=\"3760a4ec3b84f7fa\"} 0\n",
+            "# TYPE etcd_mvcc_db_total_size_in_use_in_bytes gauge\netcd_mvcc_db_total_size_in_use_in_bytes 0\n",
+        ] {
+            assert!(s.contains(line), "{line} not in {s}");
+        }
+        let buckets: Vec<&str> = s
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("etcd_network_peer_round_trip_time_seconds_bucket{To=\"a\",le=\"")
+            })
+            .filter_map(|l| l.split_once('"').map(|(le, _)| le))
+            .collect();
+        let mut expected = ETCD_RTT_LE.to_vec();
+        expected.push("+Inf");
+        assert_eq!(buckets, expected);
+
+        // Member a removed: its series go, the other's stay with their counts.
+        m.peers.get(0x3760a4ec3b84f7fa).expect("a peer").failed(1);
+        m.peers.set_peers([0x3760a4ec3b84f7fa]);
+        let s = m.render();
+        assert!(!s.contains("To=\"a\""), "{s}");
+        assert!(s.contains("etcd_network_peer_sent_failures_total{To=\"3760a4ec3b84f7fa\"} 1\n"));
+        assert!(m.peers.get(0xa).is_none());
+
+        // No peers (a single member): no per-peer series at all, as etcd's empty vectors.
+        m.peers.set_peers([]);
+        assert!(!m.render().contains("etcd_network_peer"), "{}", m.render());
+    }
+
+    #[test]
+    fn peer_series_are_bounded() {
+        let m = PeerMetrics::default();
+        m.set_peers(1..=(PEER_SERIES_MAX as u64 + 10));
+        assert_eq!(m.peers.lock().unwrap().len(), PEER_SERIES_MAX);
+        assert!(m.get(1).is_some() && m.get(PEER_SERIES_MAX as u64 + 1).is_none());
+    }
+
+    /// The README's table of etcd mixin series raftkv does not export: `(name, reason)`
+    /// for each row `| \`name\` | reason |` between the table's marker comments.
+    fn readme_not_exported() -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        let start = "<!-- etcd mixin series not exported: start -->";
+        let end = "<!-- etcd mixin series not exported: end -->";
+        let (_, table) = readme.split_once(start).expect("the README's table start marker");
+        let (table, _) = table.split_once(end).expect("the README's table end marker");
+        table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once("` |"))
+            .map(|(name, rest)| {
+                (name.to_string(), rest.trim().trim_end_matches('|').trim().to_string())
+            })
+            .collect()
+    }
+
+    /// An operator brings the etcd mixin's alerts to a raftkv cluster: each series they
+    /// read is on `/metrics` (a member with peers, so the `To` series show) or the README
+    /// says it is not exported and why, and the README lists nothing that is exported.
+    #[test]
+    fn every_series_the_etcd_mixin_alerts_read_is_exported_or_explained() {
+        let m = Metrics::default();
+        m.peers.set_peers([2, 3]);
+        m.observe_fsync(Duration::from_millis(1));
+        m.grpc.observe("/etcdserverpb.KV/Put", 0, 0.001);
+        let scrape = m.render();
+        let rendered = |name: &str| {
+            scrape.lines().any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+        };
+        let explained = readme_not_exported();
+        for name in ETCD_MIXIN_ALERT_SERIES {
+            let reason = explained.iter().find(|(n, _)| n == name).map(|(_, r)| r.as_str());
+            match (rendered(name), reason) {
+                (true, None) => {}
+                (false, Some(reason)) => {
+                    assert!(reason.len() > 10, "{name}: say why, not {reason:?}")
+                }
+                (true, Some(_)) => panic!("{name} is exported but the README says it is not"),
+                (false, None) => {
+                    panic!("{name} is neither on /metrics nor in the README's table:\n{scrape}")
+                }
+            }
+        }
+        for (name, _) in &explained {
+            assert!(ETCD_MIXIN_ALERT_SERIES.contains(&name.as_str()), "{name}: not a mixin series");
+        }
     }
 }

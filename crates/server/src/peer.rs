@@ -14,7 +14,7 @@
 //! batch that does not fit, or that arrives while the peer is unreachable, is dropped.
 //! Raft tolerates lost messages; a blocked node thread would stall the whole member.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PeerSeries};
 use crate::peer_forward::{self, Route, Unanswered};
 use crate::peer_guard::{self, Guard, MemberTable};
 use crate::peer_stream;
@@ -51,6 +51,9 @@ const PEER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// While a peer stays unreachable, the warning is repeated at most this often (it is
 /// redialled every [`PEER_RECONNECT_BACKOFF_MAX`]).
 pub const PEER_UNREACHABLE_WARN_INTERVAL: Duration = Duration::from_secs(30);
+/// How often each peer's round trip is sampled for `etcd_network_peer_round_trip_time_seconds`
+/// ([`probe_loop`]); etcd's prober asks every 4 s and records every 30 s.
+pub const PEER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Batches queued per peer before new ones are dropped.
 const PEER_QUEUE_BATCHES: usize = 4096;
 /// Largest gRPC message between peers. Senders split batches at [`PEER_BATCH_BYTES_MAX`]
@@ -169,14 +172,19 @@ struct Link {
     forwards: mpsc::Sender<Forwarded>,
     channel: Channel,
     task: tokio::task::AbortHandle,
+    /// Its round-trip probe.
+    probe: tokio::task::AbortHandle,
     /// Since when a stream to it has been open (its Hello answered); `None`: not now.
     active_since: Arc<Mutex<Option<Instant>>>,
+    /// Its series (`To`), for the messages its queue could not take.
+    series: Arc<PeerSeries>,
 }
 
 impl Drop for Link {
     /// A peer dropped (removed, or re-dialled at a new URL) stops being dialled at once.
     fn drop(&mut self) {
         self.task.abort();
+        self.probe.abort();
     }
 }
 
@@ -203,16 +211,21 @@ impl Transport {
 
     /// Makes the peer set `peers` (`(id, peer URL)`, this member left out): starts a
     /// connection task for each new peer or new URL, stops the tasks of peers no longer
-    /// listed. Messages queued for a dropped peer are dropped with it.
+    /// listed. Messages queued for a dropped peer are dropped with it, and so are the
+    /// series of a peer no longer listed ([`crate::metrics::PeerMetrics`]); a peer
+    /// re-dialled at a new URL keeps its series.
     pub fn set_peers(&self, peers: &[(NodeId, String)]) {
         let me = self.dial.me.member_id;
         let mut links = self.links.write().expect("peer links lock");
         links.retain(|id, link| peers.iter().any(|(p, url)| p == id && *url == link.url));
+        self.metrics.peers.set_peers(peers.iter().map(|(id, _)| *id).filter(|id| *id != me));
         for (id, url) in peers {
             if *id == me || links.contains_key(id) {
                 continue;
             }
-            match self.dial.link(*id, url) {
+            // Past `PEER_SERIES_MAX` peers, a detached series nothing renders.
+            let series = self.metrics.peers.get(*id).unwrap_or_default();
+            match self.dial.link(*id, url, series) {
                 Ok(link) => {
                     tracing::info!(peer = format_args!("{id:x}"), url = %url, "dialling peer");
                     links.insert(*id, link);
@@ -436,7 +449,22 @@ impl Outbox for Transport {
         let links = self.links.read().expect("peer links lock");
         for (to, batch) in by_peer {
             let n = batch.len() as u64;
-            let sent = links.get(&to).is_some_and(|l| l.queue.try_send(batch).is_ok());
+            let sent = match links.get(&to) {
+                Some(link) => {
+                    let sent = link.queue.try_send(batch).is_ok();
+                    if !sent {
+                        link.series.failed(n); // its queue is full
+                    }
+                    sent
+                }
+                None => {
+                    // A member that could not be dialled (its URL) is a peer all the same.
+                    if let Some(series) = self.metrics.peers.get(to) {
+                        series.failed(n);
+                    }
+                    false
+                }
+            };
             if !sent {
                 self.metrics.peer_messages_dropped.fetch_add(n, Ordering::Relaxed);
             }
@@ -445,8 +473,8 @@ impl Outbox for Transport {
 }
 
 impl Dial {
-    /// A connection task for peer `id` at `url`, started.
-    fn link(&self, id: NodeId, url: &str) -> Result<Link, String> {
+    /// A connection task for peer `id` at `url`, started, counting in `series`.
+    fn link(&self, id: NodeId, url: &str, series: Arc<PeerSeries>) -> Result<Link, String> {
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| format!("not a URL: {e}"))?
             .connect_timeout(Duration::from_secs(1))
@@ -470,11 +498,16 @@ impl Dial {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
         let active_since = Arc::new(Mutex::new(None));
         let route = Route::default();
-        let links =
-            (self.metrics.clone(), self.client_urls.clone(), active_since.clone(), route.clone());
+        let shared = Shared {
+            metrics: self.metrics.clone(),
+            client_urls: self.client_urls.clone(),
+            active_since: active_since.clone(),
+            forwards: route.clone(),
+            series: series.clone(),
+        };
         let removed = self.removed.clone();
         let dialled = (id, url.to_string(), self.tls.clone());
-        let task = peer_loop(self.me.clone(), dialled, channel.clone(), rx, links);
+        let task = peer_loop(self.me.clone(), dialled, channel.clone(), rx, shared);
         let task = async move {
             if let Err(refusal) = task.await {
                 // The peer says this member was removed: stop dialling, and stop.
@@ -488,8 +521,56 @@ impl Dial {
         let metrics = self.metrics.clone();
         let link = ForwardLink { channel: channel.clone(), cluster_id, route, metrics };
         tokio::spawn(forward_loop(link, forward_rx, self.forward_timeout));
-        Ok(Link { url: url.to_string(), queue: tx, forwards, channel, task, active_since })
+        let probe = tokio::spawn(probe_loop(channel.clone(), self.me.hello(id), series.clone()));
+        let probe = probe.abort_handle();
+        Ok(Link {
+            url: url.to_string(),
+            queue: tx,
+            forwards,
+            channel,
+            task,
+            probe,
+            active_since,
+            series,
+        })
     }
+}
+
+/// Samples the round trip to a peer every [`PEER_PROBE_INTERVAL`], the first at once,
+/// for `etcd_network_peer_round_trip_time_seconds`: a `Hello` call on the peer's gRPC
+/// channel (a connection of its own on the peer port, as etcd probes `/raft/probing`
+/// on a connection of its own), from the request to its answer. A probe that fails or is
+/// not answered within [`PEER_HELLO_TIMEOUT`] records nothing: the peer being down shows
+/// in the failed sends. A probe that had to (re)connect the channel includes the
+/// connection's set-up. Ends when aborted, with its [`Link`].
+async fn probe_loop(channel: Channel, hello: HelloRequest, series: Arc<PeerSeries>) {
+    let mut client = PeerClient::new(channel);
+    let mut ticker = tokio::time::interval(PEER_PROBE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut request = tonic::Request::new(hello.clone());
+        request.set_timeout(PEER_HELLO_TIMEOUT);
+        let asked = Instant::now();
+        let answered = tokio::time::timeout(PEER_HELLO_TIMEOUT, client.hello(request)).await;
+        if let Ok(Ok(_)) = answered {
+            series.observe_round_trip(asked.elapsed());
+        }
+    }
+}
+
+/// What a peer's connection task updates, shared with its [`Link`] and the transport.
+struct Shared {
+    /// Counters and the unlabelled round-trip histogram.
+    metrics: Arc<Metrics>,
+    /// Where the peer's client URLs from its Welcome go.
+    client_urls: ClientUrls,
+    /// Set while a stream to the peer is open.
+    active_since: Arc<Mutex<Option<Instant>>>,
+    /// Where forwarded writes for the peer go while a frame stream is open.
+    forwards: Route,
+    /// The peer's series (`To`): messages not sent.
+    series: Arc<PeerSeries>,
 }
 
 /// Keeps one stream open to peer `id`, reconnecting with exponential backoff (from
@@ -502,13 +583,9 @@ async fn peer_loop(
     (id, url, tls): (NodeId, String, Option<tls::ClientTls>),
     channel: Channel,
     mut rx: mpsc::Receiver<Vec<Message>>,
-    (metrics, client_urls, active_since, forwards): (
-        Arc<Metrics>,
-        ClientUrls,
-        Arc<Mutex<Option<Instant>>>,
-        Route,
-    ),
+    shared: Shared,
 ) -> Result<(), String> {
+    let Shared { metrics, client_urls, active_since, forwards, series } = shared;
     let mut backoff = PEER_RECONNECT_BACKOFF_MIN;
     let mut warned: Option<(Instant, String)> = None;
     loop {
@@ -519,6 +596,7 @@ async fn peer_loop(
             client_urls: &client_urls,
             active_since: &active_since,
             forwards: &forwards,
+            series: &series,
         };
         let streamed = match peer_stream::stream_to_peer(
             &me,
@@ -531,7 +609,7 @@ async fn peer_loop(
         {
             Err(peer_stream::Ended::NotSpoken(e)) => {
                 tracing::debug!(peer = %url, answer = %e, "no frame stream; using gRPC");
-                let links = (&*metrics, &client_urls, &*active_since);
+                let links = (&*metrics, &client_urls, &*active_since, &*series);
                 stream_to_peer(&me, id, channel.clone(), &mut rx, links, &mut opened)
                     .await
                     .map_err(peer_stream::Ended::Failed)
@@ -575,6 +653,7 @@ async fn peer_loop(
             tokio::time::timeout_at(deadline.into(), rx.recv()).await.map_err(|_| ())
         {
             metrics.peer_messages_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            series.failed(batch.len() as u64);
         }
         if rx.is_closed() && rx.is_empty() {
             return Ok(());
@@ -584,13 +663,19 @@ async fn peer_loop(
 }
 
 /// One stream to peer `id`, until it fails (`Err`) or the node stops (`Ok`); `opened` is
-/// set once the peer answered the Hello.
+/// set once the peer answered the Hello. Messages a closed stream did not take count as
+/// failed sends.
 async fn stream_to_peer(
     me: &Identity,
     id: NodeId,
     channel: Channel,
     rx: &mut mpsc::Receiver<Vec<Message>>,
-    (metrics, client_urls, active_since): (&Metrics, &ClientUrls, &Mutex<Option<Instant>>),
+    (metrics, client_urls, active_since, series): (
+        &Metrics,
+        &ClientUrls,
+        &Mutex<Option<Instant>>,
+        &PeerSeries,
+    ),
     opened: &mut bool,
 ) -> Result<(), String> {
     let mut client = PeerClient::new(channel)
@@ -619,11 +704,14 @@ async fn stream_to_peer(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { return Ok(()) };
+                let mut unsent = batch.len() as u64;
                 for part in split_batch(&batch, PEER_BATCH_BYTES_MAX) {
                     let pb = MessageBatch::from_raft(me.cluster_id, part);
                     if tx.send(pb).await.is_err() {
+                        series.failed(unsent);
                         return Err("stream closed".into());
                     }
+                    unsent -= part.len() as u64;
                 }
             }
             ended = &mut call => {

@@ -32,7 +32,7 @@
 //! [`IDLE_TIMEOUT`] or whose write does not finish within [`WRITE_TIMEOUT`]: a peer that
 //! vanished without a FIN is noticed in seconds, as the HTTP/2 pings did before.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PeerSeries};
 use crate::peer::{split_batch, ClientUrls, Identity, PeerService, PEER_BATCH_BYTES_MAX};
 use crate::peer_forward::{self, Incoming, Outgoing, Pending, Route};
 use crate::peer_frame::{self, put_message, put_raw, read_frame, Frame, Kind, Sniffed, PREFACE};
@@ -459,6 +459,8 @@ pub struct Links<'a> {
     pub active_since: &'a Mutex<Option<Instant>>,
     /// Where forwarded writes for the peer go while the stream is open.
     pub forwards: &'a Route,
+    /// The peer's series: the messages a failed write lost count as failed sends.
+    pub series: &'a PeerSeries,
 }
 
 /// Dials `url` (with `tls` for `https://`) and connects within [`CONNECT_TIMEOUT`].
@@ -528,7 +530,7 @@ pub async fn stream_to_peer(
         .then(|| links.forwards.open());
     let pending = outgoing.as_ref().map(Outgoing::pending);
     let reader = AbortOnDrop(tokio::spawn(async move { listen(&mut rd, buf, pending).await }));
-    send(me.cluster_id, &mut wr, rx, &mut outgoing, reader).await
+    send(me.cluster_id, &mut wr, rx, &mut outgoing, reader, links.series).await
 }
 
 /// Reads the peer's preface and its Welcome (or refusal). With TLS 1.3, a peer that
@@ -585,15 +587,19 @@ async fn listen<R: AsyncRead + Unpin>(
 }
 
 /// The writing half: every queued batch (of Raft messages and, with `outgoing`, of
-/// forwarded writes) as frames, as many as queued in one write.
+/// forwarded writes) as frames, as many as queued in one write. The Raft messages of a
+/// write that fails count as failed sends in `series`.
 async fn send<W: AsyncWrite + Unpin>(
     cluster_id: u64,
     wr: &mut W,
     rx: &mut mpsc::Receiver<Vec<Message>>,
     outgoing: &mut Option<Outgoing>,
     mut reader: AbortOnDrop,
+    series: &PeerSeries,
 ) -> Result<(), Ended> {
     let mut out = BytesMut::new();
+    // Raft messages in `out`.
+    let mut messages = 0u64;
     loop {
         tokio::select! {
             job = next_job(outgoing) => {
@@ -605,17 +611,17 @@ async fn send<W: AsyncWrite + Unpin>(
                 }
                 while out.len() < WRITE_BYTES_MAX {
                     let Ok(more) = rx.try_recv() else { break };
-                    put_batch(&mut out, cluster_id, &more);
+                    messages += put_batch(&mut out, cluster_id, &more);
                 }
             }
             next = tokio::time::timeout(KEEPALIVE_INTERVAL, rx.recv()) => match next {
                 Err(_) => put_raw(&mut out, Kind::Keepalive, &[]),
                 Ok(None) => return Ok(()),
                 Ok(Some(first)) => {
-                    put_batch(&mut out, cluster_id, &first);
+                    messages += put_batch(&mut out, cluster_id, &first);
                     while out.len() < WRITE_BYTES_MAX {
                         let Ok(more) = rx.try_recv() else { break };
-                        put_batch(&mut out, cluster_id, &more);
+                        messages += put_batch(&mut out, cluster_id, &more);
                     }
                     while let Some(outgoing) = outgoing.as_mut().filter(|_| out.len() < WRITE_BYTES_MAX) {
                         let Some(job) = outgoing.try_next() else { break };
@@ -627,7 +633,11 @@ async fn send<W: AsyncWrite + Unpin>(
                 return Err(Ended::Failed(ended.unwrap_or_else(|e| e.to_string())));
             }
         }
-        write(wr, &out).await.map_err(|e| Ended::Failed(e.to_string()))?;
+        if let Err(e) = write(wr, &out).await {
+            series.failed(messages);
+            return Err(Ended::Failed(e.to_string()));
+        }
+        messages = 0;
         if out.capacity() > WRITE_BUFFER_KEEP_BYTES {
             out = BytesMut::new();
         } else {
@@ -645,11 +655,12 @@ async fn next_job(outgoing: &mut Option<Outgoing>) -> peer_forward::Job {
 }
 
 /// Appends `batch` (one Ready's messages for this peer) as one frame, or a few where it
-/// passes [`PEER_BATCH_BYTES_MAX`].
-fn put_batch(out: &mut BytesMut, cluster_id: u64, batch: &[Message]) {
+/// passes [`PEER_BATCH_BYTES_MAX`]; how many messages it appended.
+fn put_batch(out: &mut BytesMut, cluster_id: u64, batch: &[Message]) -> u64 {
     for part in split_batch(batch, PEER_BATCH_BYTES_MAX) {
         put_message(out, Kind::Batch, &MessageBatch::from_raft(cluster_id, part));
     }
+    batch.len() as u64
 }
 
 /// A task aborted when its handle is dropped.
