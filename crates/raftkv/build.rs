@@ -1,21 +1,25 @@
 //! Names the commit the `raftkv` binary is built from, for `raftkv --version` and the
 //! server's first log line: `RAFTKV_COMMIT` is HEAD's first 12 hex digits, with
-//! `-dirty` when tracked files differ from HEAD, or `unknown` when there is no git or
-//! no repository (a tarball, a vendored copy). It never fails the build.
+//! `-dirty` when tracked files differed from HEAD when this script last ran, or
+//! `unknown` when there is no git or no repository (a tarball, a vendored copy). It
+//! never fails the build.
 //!
 //! When it runs again (`cargo:rerun-if-changed`): when HEAD moves (HEAD, the branch's
-//! ref, `packed-refs` and the index change on a commit, checkout, reset or `git add`),
-//! and when the workspace's sources or manifests change (an edit makes the build dirty,
-//! or clean again). Not on every build: an unchanged tree reuses its answer. An edit
-//! outside `crates/` and the manifests (the README) shows as `-dirty` only from the next
-//! run. Without a repository it runs again only when this file or `GIT_DIR` changes.
-
+//! ref, `packed-refs` and the HEAD reflog change on a commit, checkout or reset), not on
+//! an edit: a run makes cargo rebuild every target of this package (the binary and each
+//! integration test), so watching the sources or the index made a change anywhere in
+//! the workspace, or a `git status` that refreshed the index, cost a rebuild of all of
+//! them. So `-dirty` is as of the last time HEAD moved (or a clean build). Without a
+//! repository it runs again only when this file or a `GIT_*` variable it reads changes.
+//!
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=GIT_DIR");
+    for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let commit = commit(&manifest_dir).unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=RAFTKV_COMMIT={commit}");
@@ -33,9 +37,12 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// HEAD's commit (12 hex digits), `-dirty` if tracked files differ from it; `None`
 /// outside a repository. Declares the files to watch.
 fn commit(dir: &Path) -> Option<String> {
+    git(dir, &["rev-parse", "--git-dir"])?;
+    // Before HEAD is read: in a repository without a commit yet, the first one runs
+    // this again.
+    watch_repository(dir);
     let head = git(dir, &["rev-parse", "--verify", "--quiet", "HEAD"])?;
     let short = head.get(..12).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
-    watch_repository(dir);
     // No optional locks: the index is not rewritten (a rewrite would look like a change
     // and run this again), and a git command running at the same time is not disturbed.
     let changes =
@@ -44,17 +51,14 @@ fn commit(dir: &Path) -> Option<String> {
     Some(format!("{short}{dirty}"))
 }
 
-/// `cargo:rerun-if-changed` for what moves HEAD or changes the tree's state. Only paths
-/// that exist: cargo runs the script every time for a missing one.
+/// `cargo:rerun-if-changed` for what moves HEAD. Only paths that exist: cargo runs the
+/// script every time for a missing one.
 fn watch_repository(dir: &Path) {
     let git_path = |name: &str| git(dir, &["rev-parse", "--git-path", name]).map(|p| dir.join(p));
     let mut paths: Vec<PathBuf> =
-        ["HEAD", "index", "packed-refs"].iter().filter_map(|n| git_path(n)).collect();
+        ["HEAD", "packed-refs", "logs/HEAD"].iter().filter_map(|n| git_path(n)).collect();
     if let Some(branch) = git(dir, &["symbolic-ref", "--quiet", "HEAD"]) {
         paths.extend(git_path(&branch));
-    }
-    if let Some(top) = git(dir, &["rev-parse", "--show-toplevel"]).map(PathBuf::from) {
-        paths.extend(["crates", "Cargo.toml", "Cargo.lock"].map(|p| top.join(p)));
     }
     for p in paths.iter().filter(|p| p.exists()) {
         println!("cargo:rerun-if-changed={}", p.display());

@@ -322,7 +322,9 @@ async fn failures_exit_with_etcdctls_statuses() {
         eprintln!("SKIPPED the etcdctl half: no etcd installed");
         None
     };
-    let dead = format!("127.0.0.1:{}", common::free_port());
+    // Port 1: only root may listen there, and nothing does, so the connection is refused
+    // (a free port could be taken by a member another test of this binary starts).
+    let dead = "127.0.0.1:1".to_string();
     let dir = c.root().to_path_buf();
     let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let (saved, nowhere) = (file("saved.db"), file("no/such/dir/s.db"));
@@ -506,7 +508,7 @@ async fn bench_and_snapshot_save_authenticate_with_user() {
                 && lines[0].contains(what_to_do),
             "{err}"
         );
-        assert!(took < std::time::Duration::from_secs(10), "at once, not after 30 s: {took:?}");
+        assert!(took < std::time::Duration::from_secs(20), "at once, not after 30 s: {took:?}");
     }
     let (status, _, err, _) = bench(&["--user", "root:wrong"]);
     assert_eq!(status, Some(2), "a wrong password is a bad connection, as etcdctl's: {err}");

@@ -234,13 +234,14 @@ fn scrape(c: &TestCluster, i: usize) -> String {
 const RTT: &str = "etcd_network_peer_round_trip_time_seconds";
 const FAILURES: &str = "etcd_network_peer_sent_failures_total";
 
-/// Whether `s` has both per-peer series to `peer`, round trips sampled (of plausible
-/// size: loopback, well under a second on average) in etcd's buckets.
+/// Whether `s` has both per-peer series to `peer`, round trips sampled in etcd's buckets,
+/// at least one of plausible size (loopback: under 0.82 s; not an average, which the first
+/// probe, made while the peer may still be starting, can dominate on a loaded machine).
 fn has_peer_series(s: &str, peer: u64) -> bool {
-    let count = to_peer(s, &format!("{RTT}_count"), peer).unwrap_or(0.0);
-    let sum = to_peer(s, &format!("{RTT}_sum"), peer).unwrap_or(f64::MAX);
-    let top = format!("{RTT}_bucket{{To=\"{peer:x}\",le=\"3.2768\"}} ");
-    count > 0.0 && sum / count < 1.0 && s.contains(&top) && to_peer(s, FAILURES, peer).is_some()
+    let bucket = |le: &str| format!("{RTT}_bucket{{To=\"{peer:x}\",le=\"{le}\"}}");
+    let fast = value(s, &bucket("0.8192")).unwrap_or(0.0);
+    let top = format!("{} ", bucket("3.2768"));
+    fast > 0.0 && s.contains(&top) && to_peer(s, FAILURES, peer).is_some()
 }
 
 /// The etcd mixin's `etcdMembersDown` and `etcdMemberCommunicationSlow` read
@@ -307,9 +308,9 @@ async fn the_etcd_mixins_peer_series_name_each_peer_and_leave_with_a_removed_mem
         if removed.status.success() {
             break;
         }
-        // etcd's rule: not until the leader has been connected to every voter left for 5 s.
-        let unhealthy = said.contains("unhealthy cluster") && Instant::now() < deadline;
-        assert!(unhealthy, "member remove: {said}");
+        // etcd's rule: not until the leader has been connected to every voter left for 5 s
+        // ("unhealthy cluster"); on a loaded machine a timeout or an election too.
+        assert!(Instant::now() < deadline, "member remove failed for 30 s: {said}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let gone = format!("To=\"{:x}\"", ids[victim]);

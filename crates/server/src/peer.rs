@@ -484,17 +484,19 @@ impl Dial {
             .keep_alive_while_idle(true);
         // An https:// peer is dialled with the peer certificate and CA (checked at
         // start-up for the peers of --initial-cluster).
-        let channel = match &self.tls {
+        let dial = || match &self.tls {
             Some(tls) if tls::is_https(url) => {
-                endpoint.connect_with_connector_lazy(tls.connector())
+                Ok(endpoint.connect_with_connector_lazy(tls.connector()))
             }
             Some(_) | None if tls::is_https(url) => {
-                return Err(
-                    "an https:// peer needs --peer-trusted-ca-file and a peer certificate".into()
-                )
+                Err("an https:// peer needs --peer-trusted-ca-file and a peer certificate")
             }
-            _ => endpoint.connect_lazy(),
+            _ => Ok(endpoint.connect_lazy()),
         };
+        let channel = dial()?;
+        // The round-trip probe's own connection: on `channel` it would wait behind the
+        // gRPC fallback stream's batches and forwarded writes.
+        let probe_channel = dial()?;
         let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
         let active_since = Arc::new(Mutex::new(None));
         let route = Route::default();
@@ -521,7 +523,7 @@ impl Dial {
         let metrics = self.metrics.clone();
         let link = ForwardLink { channel: channel.clone(), cluster_id, route, metrics };
         tokio::spawn(forward_loop(link, forward_rx, self.forward_timeout));
-        let probe = tokio::spawn(probe_loop(channel.clone(), self.me.hello(id), series.clone()));
+        let probe = tokio::spawn(probe_loop(probe_channel, self.me.hello(id), series.clone()));
         let probe = probe.abort_handle();
         Ok(Link {
             url: url.to_string(),
