@@ -122,8 +122,16 @@ async fn a_member_whose_log_pipe_closes_keeps_serving() {
     let mut first = String::new();
     std::io::BufReader::new(reader).read_line(&mut first).expect("a first log line");
     assert!(!first.is_empty());
-    cluster.wait_ready().await;
+    // The first line (the version) comes before the ports are bound, and `wait_ready`
+    // skips a member this test started itself: wait until it answers.
     let mut kv = pb::kv_client::KvClient::new(cluster.channel(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let probe = pb::RangeRequest { key: "ready".into(), ..Default::default() };
+    while let Err(e) = kv.range(probe.clone()).await {
+        assert!(member.0.try_wait().unwrap().is_none(), "the member died: {e}");
+        assert!(Instant::now() < deadline, "the member does not serve in 30 s: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for i in 0..50 {
         let put = pb::PutRequest { key: format!("k{i}").into(), ..Default::default() };
         let answer = kv.put(put).await;
