@@ -1291,6 +1291,10 @@ impl<S: LogStore> Node<S> {
             self.serve_reads();
             self.maybe_snapshot()?;
         }
+        if self.raft.wants_snapshot() {
+            // Asked for while stepping a message that needed no Ready.
+            self.maybe_snapshot()?;
+        }
         let replies = std::mem::take(&mut self.replies);
         let events = std::mem::take(&mut self.events);
         let reads = std::mem::take(&mut self.ready_reads);
@@ -1537,7 +1541,9 @@ impl<S: LogStore> Node<S> {
 
     fn maybe_snapshot(&mut self) -> Result<(), NodeError> {
         let interval = self.cfg.snapshot_interval_entries;
-        let interval_due = interval != 0 && self.applied >= self.last_snapshot_index + interval;
+        // The core asks for one when a follower needs entries it trimmed from memory.
+        let interval_due = (interval != 0 && self.applied >= self.last_snapshot_index + interval)
+            || (self.raft.wants_snapshot() && self.applied > self.raft.snapshot_meta().index);
         // With apply apart, the log may already have been replaced by a newer snapshot
         // from the leader that the applier has not installed yet: wait for it.
         if !(interval_due || self.snapshot_due)

@@ -46,6 +46,16 @@ pub struct Config {
     pub max_snapshot_bytes: u64,
     /// Most entries accepted in one AppendEntries from a peer.
     pub max_append_entries: u64,
+    /// Applied entries kept in memory for catching followers up, besides those a leader
+    /// knows a follower still needs (etcd keeps 5000 after a snapshot). Older applied
+    /// entries are dropped from memory before a snapshot covers them: they stay in the
+    /// driver's durable log, and a follower that needs them after all gets a snapshot
+    /// (the core asks for a new one, [`Raft::wants_snapshot`]). `u64::MAX` keeps every
+    /// entry until the snapshot covers it; a driver that never takes snapshots must.
+    pub catch_up_entries: u64,
+    /// The same bound in bytes ([`Entry::size_bytes`]): fewer entries are kept when they
+    /// are large.
+    pub catch_up_bytes: u64,
 }
 
 impl Config {
@@ -67,6 +77,8 @@ impl Config {
             rng_seed: id,
             max_snapshot_bytes: 16 << 30,
             max_append_entries: 1 << 20,
+            catch_up_entries: 5_000,
+            catch_up_bytes: 16 << 20,
         }
     }
 
@@ -425,6 +437,13 @@ pub struct Raft {
     /// Where snapshot bytes come from when the service keeps them; `None`: the core
     /// holds them (`log.snapshot.data`).
     snapshot_source: Option<Box<dyn SnapshotSource>>,
+    /// Leader: a follower needs entries trimmed from memory that the snapshot does not
+    /// cover; the driver should take a snapshot ([`Raft::wants_snapshot`]).
+    snapshot_wanted: bool,
+    /// The applied index at the last trim of the in-memory log (see `maybe_trim`).
+    trim_checked: Index,
+    /// Bytes of the entries handed out for applying since then.
+    trim_bytes_since: u64,
 }
 
 impl Raft {
@@ -526,6 +545,9 @@ impl Raft {
             persisted_number: 0,
             persist_marks: VecDeque::new(),
             invalid_dropped: 0,
+            snapshot_wanted: false,
+            trim_checked: 0,
+            trim_bytes_since: 0,
             cfg,
         };
         r.handed_hard_state = r.hard_state();
@@ -1065,6 +1087,9 @@ impl Raft {
         self.conf_history = history;
         let discarded = self.log.compact(snapshot);
         self.drop_held_snapshot_data();
+        // If a follower still needs more than this one covers, the next append to it
+        // asks again.
+        self.snapshot_wanted = false;
         Ok(discarded)
     }
 
@@ -1448,6 +1473,13 @@ impl Raft {
                 return;
             }
             let prev_index = next - 1;
+            if next <= self.log.trimmed_to() && prev_index >= self.log.snapshot.meta.index {
+                // Those entries were trimmed from memory once applied (`maybe_trim`) and
+                // the snapshot does not cover them: wait for a newer snapshot, which
+                // will (it is taken at the applied index, past every trimmed entry).
+                self.snapshot_wanted = true;
+                return;
+            }
             let Some(prev_term) = self.log.term_at(prev_index) else {
                 // The entries this follower needs were compacted: send the snapshot.
                 let snap_index = self.log.snapshot.meta.index;
@@ -1544,6 +1576,42 @@ impl Raft {
             self.release_reads_awaiting_commit();
             self.after_conf_commit();
         }
+    }
+
+    /// Drops applied entries from memory that neither the catch-up allowance
+    /// ([`Config::catch_up_entries`], [`Config::catch_up_bytes`]) nor, on a leader, a
+    /// follower's known position keeps. Runs once a quarter of the allowance (in entries
+    /// or in bytes) has been applied since the last time, so its O(kept entries) cost is
+    /// spread thin.
+    fn maybe_trim(&mut self) {
+        let applied = self.log.applied;
+        let step = (self.cfg.catch_up_entries / 4).max(1);
+        let due = applied >= self.trim_checked.saturating_add(step)
+            || self.trim_bytes_since >= self.cfg.catch_up_bytes / 4;
+        if self.cfg.catch_up_entries == u64::MAX || !due {
+            return;
+        }
+        self.trim_checked = applied;
+        self.trim_bytes_since = 0;
+        let mut to = applied.saturating_sub(self.cfg.catch_up_entries);
+        let (mut i, mut bytes) = (applied, 0);
+        while i > to.max(self.log.trimmed_to()) {
+            bytes += self.log.entry(i).map_or(0, |e| e.size_bytes());
+            if bytes > self.cfg.catch_up_bytes {
+                to = i;
+                break;
+            }
+            i -= 1;
+        }
+        if self.role == Role::Leader {
+            let me = self.cfg.id;
+            for (id, pr) in &self.progress {
+                if *id != me {
+                    to = to.min(pr.match_index);
+                }
+            }
+        }
+        drop(self.log.trim(to));
     }
 
     // ------------------------------------------------------------- snapshots
@@ -1794,6 +1862,9 @@ impl Raft {
             self.msgs_waiting.extend(after.into_iter().map(|m| (number, m)));
         }
         let committed_entries = self.log.take_committed();
+        let handed: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
+        self.trim_bytes_since = self.trim_bytes_since.saturating_add(handed);
+        self.maybe_trim();
         Ready {
             number,
             messages,
@@ -1879,9 +1950,17 @@ impl Raft {
     pub fn persisted_index(&self) -> Index {
         self.log.persisted
     }
-    /// Index of the first entry held in memory (the snapshot index plus one).
+    /// Index of the first entry held in memory: the snapshot index plus one, or later
+    /// once applied entries were trimmed ([`Config::catch_up_entries`]).
     pub fn first_index(&self) -> Index {
         self.log.first_index()
+    }
+    /// Whether the leader needs a snapshot newer than the current one: a follower needs
+    /// entries that were trimmed from memory (see [`Config::catch_up_entries`]). The
+    /// driver should take one at its applied index and hand it to [`Raft::compact`],
+    /// which clears this; until then that follower waits.
+    pub fn wants_snapshot(&self) -> bool {
+        self.snapshot_wanted
     }
     /// Index of the last log entry (the snapshot index if the log is empty).
     pub fn last_index(&self) -> Index {

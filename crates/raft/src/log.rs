@@ -1,8 +1,15 @@
 //! The in-memory Raft log: a snapshot followed by the entries after it.
 //!
-//! Indices are absolute. `entries[k]` has index `snapshot.meta.index + 1 + k`, so
-//! discarding a prefix (compaction) or replacing everything with a received snapshot
+//! Indices are absolute. `entries[k]` has index `offset + 1 + k`, so discarding a
+//! prefix (compaction, trimming) or replacing everything with a received snapshot
 //! changes the offset, never an index.
+//!
+//! The offset is the snapshot's index, or later: entries that are applied and that no
+//! follower is known to need are *trimmed* from memory before the next snapshot covers
+//! them (see [`RaftLog::trim`]; they stay in the driver's durable log). Only their terms
+//! are kept, as runs, so [`RaftLog::term_at`] answers for every index from the
+//! snapshot's on; their contents are gone, and a follower that needs them gets a newer
+//! snapshot instead.
 //!
 //! Besides the entries, the log tracks four positions:
 //! - `committed`: known committed (Raft Figure 2 `commitIndex`);
@@ -14,6 +21,11 @@ use crate::types::{Entry, Index, Snapshot, Term};
 
 pub(crate) struct RaftLog {
     pub(crate) snapshot: Snapshot,
+    /// The index before `entries[0]`: the snapshot's, or the last trimmed entry's.
+    offset: Index,
+    /// The terms of the trimmed entries `(snapshot.meta.index, offset]`, as runs
+    /// `(first index, term)` in index order; empty when nothing is trimmed.
+    trimmed_terms: Vec<(Index, Term)>,
     entries: Vec<Entry>,
     pub(crate) committed: Index,
     pub(crate) applied: Index,
@@ -35,6 +47,8 @@ impl RaftLog {
         let last = snap_index + entries.len() as u64;
         RaftLog {
             snapshot,
+            offset: snap_index,
+            trimmed_terms: Vec::new(),
             entries,
             committed: commit.clamp(snap_index, last),
             applied: snap_index,
@@ -44,22 +58,38 @@ impl RaftLog {
         }
     }
 
+    /// The first entry held in memory.
     pub(crate) fn first_index(&self) -> Index {
-        self.snapshot.meta.index + 1
+        self.offset + 1
+    }
+
+    /// The last entry trimmed from memory (see [`RaftLog::trim`]), or the snapshot's
+    /// index if none is.
+    pub(crate) fn trimmed_to(&self) -> Index {
+        self.offset
     }
 
     pub(crate) fn last_index(&self) -> Index {
-        self.snapshot.meta.index + self.entries.len() as u64
+        self.offset + self.entries.len() as u64
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.last().map_or(self.snapshot.meta.term, |e| e.term)
+        match self.entries.last() {
+            Some(e) => e.term,
+            None => self.term_at(self.offset).expect("the offset's term is kept"),
+        }
     }
 
+    /// The term of the entry at `index`, from the snapshot's index on (trimmed entries
+    /// included); `None` below it or past the end.
     pub(crate) fn term_at(&self, index: Index) -> Option<Term> {
         let snap = &self.snapshot.meta;
         if index == snap.index {
             return Some(snap.term);
+        }
+        if index > snap.index && index <= self.offset {
+            let run = self.trimmed_terms.partition_point(|&(first, _)| first <= index);
+            return Some(self.trimmed_terms[run.checked_sub(1)?].1);
         }
         self.entry(index).map(|e| e.term)
     }
@@ -98,7 +128,7 @@ impl RaftLog {
     /// The first index of the run of entries with `term` that contains `index`.
     pub(crate) fn first_index_of_term(&self, index: Index, term: Term) -> Index {
         let mut i = index;
-        while i > self.first_index() && self.term_at(i - 1) == Some(term) {
+        while i > self.snapshot.meta.index + 1 && self.term_at(i - 1) == Some(term) {
             i -= 1;
         }
         i
@@ -139,7 +169,8 @@ impl RaftLog {
         }
         for (k, e) in entries.iter().enumerate() {
             assert_eq!(e.index, prev_index + 1 + k as u64, "entries must be contiguous");
-            if e.index <= self.snapshot.meta.index {
+            if e.index <= self.offset {
+                // Committed (trimmed entries are applied): it matches (Log Matching).
                 continue;
             }
             match self.term_at(e.index) {
@@ -234,10 +265,43 @@ impl RaftLog {
     pub(crate) fn compact(&mut self, snapshot: Snapshot) -> Vec<Entry> {
         let index = snapshot.meta.index;
         assert!(index > self.snapshot.meta.index && index <= self.applied);
-        let drop = (index - self.snapshot.meta.index) as usize;
+        if index <= self.offset {
+            // Covers trimmed entries only: keep the runs of those after it.
+            let after = (index < self.offset).then(|| self.term_at(index + 1)).flatten();
+            self.trimmed_terms.retain(|&(first, _)| first > index + 1);
+            if let Some(term) = after {
+                self.trimmed_terms.insert(0, (index + 1, term));
+            }
+            self.snapshot = snapshot;
+            return Vec::new();
+        }
+        let drop = (index - self.offset) as usize;
         let kept = self.entries.split_off(drop);
         self.snapshot = snapshot;
+        self.offset = index;
+        self.trimmed_terms.clear();
         std::mem::replace(&mut self.entries, kept)
+    }
+
+    /// Drops the entries up to `to` (at most the applied index) from memory, keeping their
+    /// terms, and returns them, unfreed. They stay in the driver's durable log until a
+    /// snapshot covers them; only a follower that needs them is affected, and it gets a
+    /// snapshot instead (the core asks the driver for one, `Raft::wants_snapshot`).
+    /// Costs O(entries kept): call it for many entries at a time.
+    pub(crate) fn trim(&mut self, to: Index) -> Vec<Entry> {
+        let to = to.min(self.applied);
+        if to <= self.offset {
+            return Vec::new();
+        }
+        let kept = self.entries.split_off((to - self.offset) as usize);
+        let trimmed = std::mem::replace(&mut self.entries, kept);
+        for e in &trimmed {
+            if self.trimmed_terms.last().is_none_or(|&(_, term)| term != e.term) {
+                self.trimmed_terms.push((e.index, e.term));
+            }
+        }
+        self.offset = to;
+        trimmed
     }
 
     /// Replaces the whole log with a snapshot received from the leader (InstallSnapshot
@@ -247,6 +311,8 @@ impl RaftLog {
         let index = snapshot.meta.index;
         assert!(index > self.committed, "never install a snapshot older than the commit");
         self.entries.clear();
+        self.trimmed_terms.clear();
+        self.offset = index;
         self.persisted = self.persisted.min(self.snapshot.meta.index);
         self.snapshot = snapshot.clone();
         self.committed = index;

@@ -740,3 +740,151 @@ fn compaction_hands_back_the_entries_it_discards_and_keeps_the_rest() {
     net.deliver_all();
     assert_eq!(net.node(2).last_index(), last + 1);
 }
+
+/// A net of three whose members keep `catch_up` applied entries in memory past what a
+/// leader knows its followers need, with node 1 leading.
+fn net_keeping(catch_up: u64) -> Net {
+    let mut net = Net::new(3);
+    for id in 1..=3 {
+        let mut c = config(id);
+        c.catch_up_entries = catch_up;
+        *net.node(id) = Raft::new(c, &voters(3)).unwrap();
+    }
+    net.elect(1);
+    net
+}
+
+/// Issue 12: applied entries leave memory once past the catch-up allowance, before any
+/// snapshot covers them (etcd keeps 5000 after a snapshot; raftkv kept everything up to
+/// the next snapshot, 100k entries). Their terms stay, so the log answers for every
+/// index, and a leader keeps what a lagging follower it knows of still needs, so that
+/// follower catches up from the log, with no snapshot.
+#[test]
+fn applied_entries_past_the_catch_up_allowance_leave_memory_but_not_what_a_follower_needs() {
+    let mut net = net_keeping(4);
+    net.isolate(3);
+    for k in 0..40u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    let (applied, behind) = (net.node(2).applied_index(), net.node(3).last_index());
+    assert!(applied >= 40, "applied {applied}");
+    let first = net.node(2).first_index();
+    assert!(first > applied - 8 && first <= applied - 3, "follower 2 holds from {first}");
+    assert_eq!(net.node(2).entry(first - 1), None, "trimmed");
+    for i in 1..=applied {
+        assert_eq!(net.node(2).term_at(i), net.node(1).term_at(i), "term at {i}");
+    }
+    assert!(
+        net.node(1).first_index() <= behind + 1,
+        "the leader keeps from {} although follower 3 needs {}",
+        net.node(1).first_index(),
+        behind + 1
+    );
+    net.heal();
+    net.tick_all(20);
+    assert!(!net.node(1).wants_snapshot());
+    assert_eq!(net.node(3).snapshot_meta().index, 0, "caught up from the log");
+    assert_eq!(net.node(3).last_index(), net.node(1).last_index());
+    assert_eq!(net.applied_data(3), net.applied_data(1));
+    // Once the follower has it all, the leader lets go of it too.
+    for k in 0..8u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    assert!(
+        net.node(1).first_index() > applied - 8,
+        "leader holds from {}",
+        net.node(1).first_index()
+    );
+}
+
+/// Large entries: `catch_up_bytes` keeps fewer of them than `catch_up_entries` allows.
+#[test]
+fn the_catch_up_allowance_in_bytes_keeps_fewer_large_entries() {
+    let mut net = Net::new(1);
+    let mut c = config(1);
+    c.catch_up_bytes = 10_000;
+    *net.node(1) = Raft::new(c, &voters(1)).unwrap();
+    net.elect(1);
+    for _ in 0..20 {
+        net.node(1).propose(vec![7u8; 3_000]).unwrap();
+        net.deliver_all();
+    }
+    let kept = net.node(1).applied_index() + 1 - net.node(1).first_index();
+    assert!((3..=4).contains(&kept), "{kept} entries of 3 kB kept for a 10 kB allowance");
+}
+
+/// A follower that lags behind a *new* leader, which trimmed as a follower what it did
+/// not know would be needed: the leader sends it nothing it cannot (no entries, not the
+/// old snapshot, which would not reach past the trimmed ones), asks its service for a
+/// snapshot, and sends that once it has it.
+#[test]
+fn a_follower_behind_a_new_leaders_trimmed_entries_gets_the_snapshot_the_core_asks_for() {
+    let mut net = net_keeping(4);
+    net.isolate(3);
+    for k in 0..40u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    // Node 3, cut off, stops expecting a leader; then node 1 goes and node 2 leads.
+    for _ in 0..60 {
+        net.node(3).tick();
+    }
+    net.deliver_all();
+    net.heal();
+    net.isolate(1);
+    net.elect(2);
+    net.tick_all(10);
+    assert!(net.node(2).wants_snapshot(), "node 2 needs a snapshot for node 3");
+    assert!(net.node(3).commit_index() < 40, "node 3 still lags");
+    assert!(
+        !net.delivered
+            .iter()
+            .any(|m| m.from == 2 && m.to == 3 && matches!(&m.body, MessageBody::Snapshot { .. })),
+        "no old snapshot sent"
+    );
+    let applied = net.node(2).applied_index();
+    let meta = SnapshotMeta {
+        index: applied,
+        term: net.node(2).term_at(applied).unwrap(),
+        conf: ConfState::from_voters(voters(3)),
+    };
+    net.node(2).compact(Snapshot { meta, data: vec![1u8; 10].into() }).unwrap();
+    assert!(!net.node(2).wants_snapshot());
+    net.tick_all(20);
+    assert_eq!(net.node(3).snapshot_meta().index, applied, "node 3 installed it");
+    assert_eq!(net.node(3).commit_index(), net.node(2).commit_index());
+    net.node(2).propose(vec![99]).unwrap();
+    net.deliver_all();
+    assert_eq!(net.node(3).last_index(), net.node(2).last_index());
+}
+
+/// A snapshot that covers only entries already trimmed keeps the terms of the ones
+/// after it, and none before.
+#[test]
+fn a_snapshot_inside_the_trimmed_entries_keeps_the_later_terms() {
+    let mut net = net_keeping(2);
+    for k in 0..20u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    let first = net.node(2).first_index();
+    let index = first - 5;
+    let terms: Vec<Option<Term>> =
+        (0..=net.node(2).last_index()).map(|i| net.node(2).term_at(i)).collect();
+    let meta = SnapshotMeta {
+        index,
+        term: net.node(2).term_at(index).unwrap(),
+        conf: ConfState::from_voters(voters(3)),
+    };
+    let discarded = net.node(2).compact(Snapshot { meta, data: vec![1u8].into() }).unwrap();
+    assert!(discarded.is_empty(), "they were trimmed already");
+    assert_eq!(net.node(2).first_index(), first);
+    for i in 0..index {
+        assert_eq!(net.node(2).term_at(i), None, "below the snapshot: {i}");
+    }
+    for i in index..terms.len() as u64 {
+        assert_eq!(net.node(2).term_at(i), terms[i as usize], "term at {i}");
+    }
+}

@@ -46,6 +46,11 @@ pub struct ClusterConfig {
     /// Take a snapshot and compact once this many entries are applied past the last
     /// snapshot; `None` never compacts.
     pub compact_threshold_entries: Option<u64>,
+    /// Raft's [`raft::Config::catch_up_entries`]: applied entries kept in memory past
+    /// what followers are known to need. Small values make followers that lag behind a
+    /// new leader need a fresh snapshot, which the service takes when the core asks
+    /// (even with `compact_threshold_entries` `None`).
+    pub catch_up_entries: u64,
     /// Chance, per write issued, that the node loses power before the write syncs (a
     /// crash aimed at the moments where durability matters). 0 turns it off.
     pub crash_during_write: f64,
@@ -84,6 +89,7 @@ impl ClusterConfig {
             tick_interval_us: 10_000,
             clock_drift: 0.01,
             compact_threshold_entries: None,
+            catch_up_entries: u64::MAX,
             crash_during_write: 0.0,
             crash_restart_us: 100_000,
             snapshot_padding_bytes: 0,
@@ -126,6 +132,8 @@ pub struct Cluster {
     events: u64,
     /// Snapshots taken (log compactions), on every node.
     compactions: u64,
+    /// Of those, the ones the core asked for.
+    compactions_asked: u64,
 }
 
 macro_rules! trace_line {
@@ -166,6 +174,7 @@ impl Cluster {
             panic_on_violation: false,
             events: 0,
             compactions: 0,
+            compactions_asked: 0,
             cfg,
         };
         trace_line!(c, "boot {} nodes seed {}", c.cfg.nodes, c.cfg.seed);
@@ -211,6 +220,11 @@ impl Cluster {
     /// Snapshots taken so far (log compactions), on every node.
     pub fn compactions(&self) -> u64 {
         self.compactions
+    }
+
+    /// Snapshots taken because the core asked for one ([`raft::Raft::wants_snapshot`]).
+    pub fn compactions_asked(&self) -> u64 {
+        self.compactions_asked
     }
 
     /// The FNV-1a 64 hash of the trace so far.
@@ -292,6 +306,7 @@ impl Cluster {
         c.election_timeout_ticks = self.cfg.election_timeout_ticks;
         c.heartbeat_interval_ticks = self.cfg.heartbeat_interval_ticks;
         c.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        c.catch_up_entries = self.cfg.catch_up_entries;
         c.pre_vote = self.cfg.pre_vote;
         c.check_quorum = self.cfg.check_quorum;
         c.rng_seed = stream_seed(self.cfg.seed, 1_000 + id * 1_000 + incarnation);
@@ -719,15 +734,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// The service side of log compaction: once enough is applied, write a snapshot
-    /// durably, then tell the core to discard the log up to it.
+    /// The service side of log compaction: once enough is applied, or when the core
+    /// asks for a snapshot, write one durably, then tell the core to discard the log up
+    /// to it.
     fn maybe_compact(&mut self, idx: usize) -> Result<(), Violation> {
-        let Some(threshold) = self.cfg.compact_threshold_entries else { return Ok(()) };
+        let threshold = self.cfg.compact_threshold_entries;
         let node = &mut self.nodes[idx];
         let id = node.id;
         let Some(raft) = node.raft.as_mut() else { return Ok(()) };
         let applied = node.sm.applied_index;
-        if applied < raft.snapshot_meta().index + threshold.max(1) {
+        let covered = raft.snapshot_meta().index;
+        let due = threshold.is_some_and(|t| applied >= covered + t.max(1));
+        if !(due || (raft.wants_snapshot() && applied > covered)) {
             return Ok(());
         }
         let term = raft.term_at(applied).ok_or_else(|| {
@@ -745,6 +763,7 @@ impl Cluster {
         })?;
         trace_line!(self, "n{id} compacts through ({applied}, t{term})");
         self.compactions += 1;
+        self.compactions_asked += u64::from(!due);
         Ok(())
     }
 

@@ -165,6 +165,8 @@ struct Totals {
     membership_seeds: u64,
     conf_changes: u64,
     transfers: u64,
+    snapshots: u64,
+    snapshots_asked: u64,
 }
 
 impl Engine for RaftEngine {
@@ -217,6 +219,8 @@ impl Engine for RaftEngine {
         t.membership_seeds += u64::from(out.params.membership_interval_us.is_some());
         t.conf_changes += out.conf_changes;
         t.transfers += out.transfers;
+        t.snapshots += out.snapshots;
+        t.snapshots_asked += out.snapshots_asked;
     }
 
     fn print_totals(t: &Totals) {
@@ -231,6 +235,10 @@ impl Engine for RaftEngine {
         println!(
             "  membership: {} seeds with changes, {} changes accepted, {} leadership transfers",
             t.membership_seeds, t.conf_changes, t.transfers
+        );
+        println!(
+            "  {} snapshots taken, {} of them because a leader asked (entries trimmed from memory)",
+            t.snapshots, t.snapshots_asked
         );
     }
 }

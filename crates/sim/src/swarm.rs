@@ -106,6 +106,18 @@ pub struct SwarmParams {
     pub membership_interval_us: Option<u64>,
 }
 
+/// Raft's catch-up allowance for a seed: off (every entry kept until a snapshot covers
+/// it) in a quarter of seeds, the server's default in a quarter, and small in half, so
+/// followers that lag behind a new leader often need a snapshot the core asks for.
+pub(crate) fn draw_catch_up(r: &mut Rng) -> u64 {
+    match r.range(0, 4) {
+        0 => u64::MAX,
+        1 => raft::Config::new(1).catch_up_entries,
+        2 => r.range(0, 8),
+        _ => r.range(8, 200),
+    }
+}
+
 pub(crate) fn permille(rng: &mut Rng, max: u64) -> f64 {
     rng.range(0, max + 1) as f64 / 1000.0
 }
@@ -146,6 +158,8 @@ impl SwarmParams {
         let mut protocol = Rng::new(stream_seed(seed, 0x0050_5245_564f));
         cluster.pre_vote = !protocol.chance(0.25);
         cluster.check_quorum = !protocol.chance(0.25);
+        // Drawn from their own stream, so the other parameters stay as they were.
+        cluster.catch_up_entries = draw_catch_up(&mut Rng::new(stream_seed(seed, 0x4341_5443)));
         // Membership changes in half of the seeds that run pre-vote: without pre-vote, a
         // removed member that missed its removal bumps terms forever, which the service
         // prevents by refusing messages from removed members, not the core.
@@ -263,10 +277,10 @@ impl fmt::Display for SwarmParams {
         let d = &c.disk;
         writeln!(
             f,
-            "  disk: sync {}..{} us, slow {:.3} up to {} ms, torn {:.3}, crash during write {:.4} (down {} ms); drift {:.3}; compact {:?}, snapshot +{} B in {} B chunks",
+            "  disk: sync {}..{} us, slow {:.3} up to {} ms, torn {:.3}, crash during write {:.4} (down {} ms); drift {:.3}; compact {:?}, catch-up {}, snapshot +{} B in {} B chunks",
             d.sync_min_us, d.sync_max_us, d.slow_sync, ms(d.slow_sync_max_us), d.torn_write,
             c.crash_during_write, ms(c.crash_restart_us), c.clock_drift,
-            c.compact_threshold_entries, c.snapshot_padding_bytes, c.snapshot_chunk_bytes
+            c.compact_threshold_entries, c.catch_up_entries, c.snapshot_padding_bytes, c.snapshot_chunk_bytes
         )?;
         write!(f, "{}", self.faults.describe(""))
     }
@@ -308,6 +322,8 @@ pub struct SeedOutcome {
     pub transfers: u64,
     /// Snapshots taken (log compactions), on every node.
     pub snapshots: u64,
+    /// Of those, the ones taken because the core asked ([`raft::Raft::wants_snapshot`]).
+    pub snapshots_asked: u64,
     /// FNV-1a 64 of the whole trace.
     pub trace_hash: u64,
     /// The failure, if the seed failed.
@@ -724,6 +740,7 @@ impl Swarm {
             conf_changes: self.conf_changes,
             transfers: self.transfers,
             snapshots: self.cluster.compactions(),
+            snapshots_asked: self.cluster.compactions_asked(),
             trace_hash: self.cluster.trace_hash(),
             failure,
             params: self.p,

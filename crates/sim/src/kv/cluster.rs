@@ -66,6 +66,9 @@ pub struct KvConfig {
     pub snapshot_chunk_bytes: u64,
     /// A member snapshots its state machine every this many applied entries.
     pub snapshot_interval_entries: u64,
+    /// Raft's [`raft::Config::catch_up_entries`] (small values make lagging followers
+    /// need a snapshot the core asks for).
+    pub catch_up_entries: u64,
     /// WAL segment size.
     pub segment_bytes_max: u64,
     /// A member answers a request it could not finish within this many ticks with a
@@ -157,6 +160,7 @@ impl KvConfig {
             heartbeat_interval_ticks: 5,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_interval_entries: 50,
+            catch_up_entries: raft::Config::new(1).catch_up_entries,
             segment_bytes_max: 4 << 10,
             request_timeout_ticks: 100,
             session_idle_entries_max: 100_000,
@@ -719,6 +723,7 @@ impl KvCluster {
         c.raft.election_timeout_ticks = self.cfg.election_timeout_ticks;
         c.raft.heartbeat_interval_ticks = self.cfg.heartbeat_interval_ticks;
         c.raft.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        c.raft.catch_up_entries = self.cfg.catch_up_entries;
         c.raft.rng_seed = stream_seed(self.cfg.seed, 0x4b56_2000 + id * 1_000 + incarnation);
         c.kv = kv_config(&self.cfg);
         c.snapshot_interval_entries = self.cfg.snapshot_interval_entries;

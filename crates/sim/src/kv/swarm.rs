@@ -8,7 +8,8 @@ use crate::checker::Violation;
 use crate::cluster::stream_seed;
 use crate::faults::{self, Agenda, FaultEffect, FaultParams, FaultPlan, SafetyPhase, Timed};
 use crate::swarm::{
-    draw_disk, draw_long_delay, draw_net, permille, Failure, Membership, PartitionKind, ALL_KINDS,
+    draw_catch_up, draw_disk, draw_long_delay, draw_net, permille, Failure, Membership,
+    PartitionKind, ALL_KINDS,
 };
 use lincheck::{check, CheckOptions, KvModel, Verdict};
 use node::MemberChange;
@@ -91,6 +92,8 @@ impl KvParams {
         c.clock_drift = permille(&mut r, 50);
         c.keys = r.range(3, 11) as usize;
         c.snapshot_interval_entries = r.range(10, 201);
+        // Drawn from their own stream, so the other parameters stay as they were.
+        c.catch_up_entries = draw_catch_up(&mut Rng::new(stream_seed(seed, 0x4b43_5543)));
         c.segment_bytes_max = r.range(1 << 10, 16 << 10);
         c.snapshot_chunk_bytes = [256, 4096, 1 << 20][r.range(0, 3) as usize];
         c.session_idle_entries_max = if r.chance(0.25) { r.range(150, 1_500) } else { 100_000 };
@@ -207,8 +210,9 @@ impl fmt::Display for KvParams {
         )?;
         writeln!(
             f,
-            "  snapshot every {} entries in {} B chunks, {} B segments, sessions idle max {}, drift {:.3}, mix {:?}",
+            "  snapshot every {} entries (catch-up {}) in {} B chunks, {} B segments, sessions idle max {}, drift {:.3}, mix {:?}",
             c.snapshot_interval_entries,
+            c.catch_up_entries,
             c.snapshot_chunk_bytes,
             c.segment_bytes_max,
             c.session_idle_entries_max,
