@@ -192,6 +192,11 @@ struct ServerArgs {
     /// Snapshot the state every this many applied entries (etcd's default too).
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Applied entries a member keeps in memory for followers that lag behind, past what
+    /// the leader knows they need (etcd keeps 5000; etcd 3.5's flag). A follower behind
+    /// them gets a snapshot. At least 1.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    experimental_snapshot_catchup_entries: u64,
     /// Log level: debug, info, warn, error (etcd's dpanic, panic and fatal: error).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -332,6 +337,7 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         cluster_id,
         tick_ms,
         snapshot_count: a.snapshot_count,
+        snapshot_catchup_entries: a.experimental_snapshot_catchup_entries,
         quota_bytes: quota_bytes(a.quota_backend_bytes),
         auto_compaction,
         auto_compaction_revision_interval: revision_interval,

@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub tick_ms: u64,
     /// Take a snapshot every this many applied entries.
     pub snapshot_count: u64,
+    /// Applied entries kept in memory for followers that lag (`raft::Config::catch_up_entries`;
+    /// etcd 3.5's `--experimental-snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
     /// The space quota (`--quota-backend-bytes`) in bytes of the state machine's size
     /// estimate; `None`: no quota. See [`quota_bytes`].
     pub quota_bytes: Option<u64>,
@@ -400,6 +403,7 @@ impl ServerConfig {
             cluster_id,
             tick_ms: 50,
             snapshot_count: 100_000,
+            snapshot_catchup_entries: 5_000,
             quota_bytes: None,
             auto_compaction: None,
             auto_compaction_revision_interval: Duration::from_secs(300),

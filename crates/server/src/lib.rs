@@ -239,6 +239,7 @@ pub async fn serve_until(
     }
     node_cfg.raft.rng_seed = me.id ^ std::process::id() as u64;
     node_cfg.snapshot_interval_entries = cfg.snapshot_count;
+    node_cfg.raft.catch_up_entries = cfg.snapshot_catchup_entries;
     node_cfg.request_timeout_ticks = (7_000 / cfg.tick_ms).max(10);
     node_cfg.background_snapshots = true;
     node_cfg.quota_bytes = cfg.quota_bytes;
