@@ -754,6 +754,17 @@ fn net_keeping(catch_up: u64) -> Net {
     net
 }
 
+/// [`net_keeping`] 4 entries, where node 3 is cut off and misses 40 commands.
+fn net_with_3_left_behind() -> Net {
+    let mut net = net_keeping(4);
+    net.isolate(3);
+    for k in 0..40u8 {
+        net.node(1).propose(vec![k]).unwrap();
+        net.deliver_all();
+    }
+    net
+}
+
 /// Issue 12: applied entries leave memory once past the catch-up allowance, before any
 /// snapshot covers them (etcd keeps 5000 after a snapshot; raftkv kept everything up to
 /// the next snapshot, 100k entries). Their terms stay, so the log answers for every
@@ -761,12 +772,7 @@ fn net_keeping(catch_up: u64) -> Net {
 /// follower catches up from the log, with no snapshot.
 #[test]
 fn applied_entries_past_the_catch_up_allowance_leave_memory_but_not_what_a_follower_needs() {
-    let mut net = net_keeping(4);
-    net.isolate(3);
-    for k in 0..40u8 {
-        net.node(1).propose(vec![k]).unwrap();
-        net.deliver_all();
-    }
+    let mut net = net_with_3_left_behind();
     let (applied, behind) = (net.node(2).applied_index(), net.node(3).last_index());
     assert!(applied >= 40, "applied {applied}");
     let first = net.node(2).first_index();
@@ -821,12 +827,7 @@ fn the_catch_up_allowance_in_bytes_keeps_fewer_large_entries() {
 /// snapshot, and sends that once it has it.
 #[test]
 fn a_follower_behind_a_new_leaders_trimmed_entries_gets_the_snapshot_the_core_asks_for() {
-    let mut net = net_keeping(4);
-    net.isolate(3);
-    for k in 0..40u8 {
-        net.node(1).propose(vec![k]).unwrap();
-        net.deliver_all();
-    }
+    let mut net = net_with_3_left_behind();
     // Node 3, cut off, stops expecting a leader; then node 1 goes and node 2 leads.
     for _ in 0..60 {
         net.node(3).tick();
