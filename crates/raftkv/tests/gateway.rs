@@ -157,6 +157,9 @@ fn documented_flows(port: u16) -> usize {
     let beta = p("/v3beta/kv/range", r#"{"key": "Zm9v", "keys_only": true, "limit": "1"}"#);
     let keys = r#""kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1"}],"count":"1""#;
     expect(beta, ok(&format!(r#"{{H:"2","raft_term":N}},{keys}}}"#)), "the /v3beta alias");
+    // A null field is an absent one, as Go's jsonpb reads it.
+    let null = p("/v3/kv/range", r#"{"key": "Zm9v", "range_end": null, "limit": null}"#);
+    expect(null, ok(&format!(r#"{{H:"2","raft_term":N}},{kvs}}}"#)), "null fields");
 
     // A watch from before the txn sees its put.
     let mut watch = Watch::start(port, r#"{"create_request": {"key":"Zm9v"}}"#);

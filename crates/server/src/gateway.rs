@@ -35,7 +35,7 @@ use proto::v3electionpb::election_server::Election;
 use proto::v3lockpb::lock_server::Lock;
 use raft::NodeId;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
@@ -237,11 +237,40 @@ pub fn error_answer(status: &Status) -> Answer {
 /// `InvalidArgument`, as etcd's gateway answers it.
 pub fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
     let text = body.trim_ascii();
-    if text.is_empty() || text == b"null" {
+    if text.is_empty() {
         return Ok(T::default());
     }
     let mut de = serde_json::Deserializer::from_slice(text);
-    T::deserialize(&mut de).map_err(|e| Status::invalid_argument(decode_error(&e)))
+    let value = serde_json::Value::deserialize(&mut de)
+        .map_err(|e| Status::invalid_argument(decode_error(&e)))?;
+    from_value(value).map_err(Status::invalid_argument)
+}
+
+/// A request of type `T` from a JSON value, read as Go's `jsonpb` reads one: a `null`
+/// (the whole request, or any field's value) is the default, as if it were absent.
+fn from_value<T: DeserializeOwned + Default>(mut value: serde_json::Value) -> Result<T, String> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    drop_nulls(&mut value);
+    T::deserialize(value).map_err(|e| e.to_string())
+}
+
+/// Removes every object member whose value is `null`, at any depth. Iterative, so a
+/// deeply nested body cannot exhaust the stack (serde_json already bounds nesting at
+/// 128 levels while parsing).
+fn drop_nulls(value: &mut serde_json::Value) {
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            serde_json::Value::Object(members) => {
+                members.retain(|_, m| !m.is_null());
+                pending.extend(members.values_mut());
+            }
+            serde_json::Value::Array(items) => pending.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
 }
 
 /// A decoding error's text; a body that ends inside its value in Go's words, as etcd.
@@ -584,17 +613,18 @@ impl<B: RequestBody> JsonRequests<B> {
     /// The next request; `None` at the body's end (or when it cannot be read, or a
     /// request is larger than the limit); an error if the next value is not one, or the
     /// body ends inside it.
-    async fn next<T: DeserializeOwned>(&mut self) -> Option<Result<T, String>> {
+    async fn next<T: DeserializeOwned + Default>(&mut self) -> Option<Result<T, String>> {
         loop {
             let text = self.buf.trim_ascii_start();
             let pending = !text.is_empty();
             if pending {
-                let mut values = serde_json::Deserializer::from_slice(text).into_iter::<T>();
+                let mut values =
+                    serde_json::Deserializer::from_slice(text).into_iter::<serde_json::Value>();
                 match values.next() {
                     Some(Ok(value)) => {
                         let used = self.buf.len() - text.len() + values.byte_offset();
                         let _ = self.buf.split_to(used);
-                        return Some(Ok(value));
+                        return Some(from_value(value));
                     }
                     Some(Err(e)) if !e.is_eof() => return Some(Err(e.to_string())),
                     _ => {}
@@ -707,6 +737,12 @@ mod tests {
         assert_eq!(decode::<pb::RangeRequest>(b" null ").unwrap(), pb::RangeRequest::default());
         let r: pb::PutRequest = decode(br#"{"key": "Zm9v"} trailing"#).unwrap();
         assert_eq!(&r.key[..], b"foo");
+        // A null field is an absent one, as Go's jsonpb reads it, at any depth.
+        let r: pb::RangeRequest = decode(br#"{"key": null, "limit": null}"#).unwrap();
+        assert_eq!(r, pb::RangeRequest::default());
+        let txn: pb::TxnRequest =
+            decode(br#"{"success": [{"requestPut": {"key": "Zm9v", "lease": null}}]}"#).unwrap();
+        assert_eq!(txn.success.len(), 1);
         let e = decode::<pb::RangeRequest>(b"{\"key\": ").unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "unexpected EOF"));
         for bad in [&b"[]"[..], b"{\"key\": \"!!!\"}", b"{\"limit\": 1.5}"] {
