@@ -1,8 +1,8 @@
 //! etcd 3.4's JSON gateway on a raftkv member's client URL: the curl flows of etcd's
 //! "gRPC gateway" page (put, range, txn, lease grant + put with the lease + time to
-//! live, watch, auth enable / authenticate / the token in `Authorization`) and its
-//! errors (no key, malformed JSON, a compacted revision, a bad token, an unknown path,
-//! a GET), over plain HTTP/1.1, as `curl` sends them.
+//! live + keep-alive, watch, auth enable / authenticate / the token in `Authorization`)
+//! and its errors (no key, malformed JSON, a compacted revision, a bad token, an unknown
+//! path, a GET), over plain HTTP/1.1, as `curl` sends them.
 //!
 //! Each answer (status, content type, body) must be the one written down here, which
 //! is etcd 3.4.23's with what must differ masked (cluster and member ids, raft term,
@@ -96,17 +96,18 @@ fn mask(body: &str) -> String {
     out
 }
 
-/// A watch on `port`: the request sent, its answer read as it streams.
+/// A stream (`/v3/watch`, `/v3/lease/keepalive`) on `port`: the request sent, its
+/// answer read as it streams.
 struct Watch {
     sock: TcpStream,
     raw: Vec<u8>,
 }
 
 impl Watch {
-    fn start(port: u16, body: &str) -> Watch {
+    fn start(port: u16, path: &str, body: &str) -> Watch {
         let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        sock.write_all(request("POST", "/v3/watch", body, None).as_bytes()).unwrap();
+        sock.write_all(request("POST", path, body, None).as_bytes()).unwrap();
         Watch { sock, raw: Vec::new() }
     }
 
@@ -162,7 +163,7 @@ fn documented_flows(port: u16) -> usize {
     expect(null, ok(&format!(r#"{{H:"2","raft_term":N}},{kvs}}}"#)), "null fields");
 
     // A watch from before the txn sees its put.
-    let mut watch = Watch::start(port, r#"{"create_request": {"key":"Zm9v"}}"#);
+    let mut watch = Watch::start(port, "/v3/watch", r#"{"create_request": {"key":"Zm9v"}}"#);
     let created = watch.until_lines(1);
     let created_line = r#"{"result":{H:"2","raft_term":N},"created":true}}"#.replace("H:", HEADER);
     expect(created, (200, JSON.into(), format!("{created_line}\n")), "watch created");
@@ -191,6 +192,9 @@ fn documented_flows(port: u16) -> usize {
     let ttl = p("/v3/lease/timetolive", r#"{"ID": "1234", "keys": true}"#);
     let ttl_ok = r#"{H:"4","raft_term":N},"ID":"1234","TTL":N,"grantedTTL":"60","keys":["a2V5"]}"#;
     expect(ttl, ok(ttl_ok), "time to live");
+    let mut keepalive = Watch::start(port, "/v3/lease/keepalive", r#"{"ID": "1234"}"#);
+    let kept = r#"{"result":{H:"4","raft_term":N},"ID":"1234","TTL":N}}"#.replace("H:", HEADER);
+    expect(keepalive.until_lines(1), (200, JSON.into(), format!("{kept}\n")), "keep-alive");
 
     // Errors, as etcd's gateway maps them.
     let no_key = p("/v3/kv/put", r#"{"value": "YmFy"}"#);
