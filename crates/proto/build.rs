@@ -14,6 +14,9 @@ const PROTOS: &[&str] = &[
     "raftkv/session.proto",
 ];
 const PROTO_ROOT: &str = "proto";
+/// The packages that get serde impls with the `json` feature (etcd's JSON gateway).
+const JSON_PACKAGES: [&str; 5] =
+    [".mvccpb", ".authpb", ".etcdserverpb", ".v3lockpb", ".v3electionpb"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut config = tonic_prost_build::Config::new();
@@ -27,12 +30,26 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     println!("cargo:rerun-if-changed=build.rs");
 
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out_dir.join("descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
         .build_client(true)
         .build_server(true)
         // `connect()` helpers need tonic's transport; generate them only with it.
         .build_transport(std::env::var_os("CARGO_FEATURE_TRANSPORT").is_some())
         .bytes(".")
         .compile_with_config(config, &paths, &[PROTO_ROOT.to_string()])?;
+
+    // The `json` feature: serde impls for etcd's packages (not the peer transport's), as
+    // etcd 3.4's JSON gateway reads and writes them: the .proto field names, unknown
+    // fields ignored as Go's decoder does.
+    if std::env::var_os("CARGO_FEATURE_JSON").is_some() {
+        pbjson_build::Builder::new()
+            .register_descriptors(&std::fs::read(&descriptors)?)?
+            .preserve_proto_field_names()
+            .ignore_unknown_fields()
+            .build(&JSON_PACKAGES)?;
+    }
     Ok(())
 }

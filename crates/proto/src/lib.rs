@@ -40,33 +40,49 @@ macro_rules! generated_module {
             include!(concat!(env!("OUT_DIR"), "/", $file));
         }
     };
+    // etcd's packages: with the `json` feature, also the serde impls pbjson-build made.
+    ($(#[$doc:meta])* $name:ident, $file:literal, json $serde:literal) => {
+        $(#[$doc])*
+        #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+        #[allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+        pub mod $name {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+            #[cfg(feature = "json")]
+            include!(concat!(env!("OUT_DIR"), "/", $serde));
+        }
+    };
 }
 
 generated_module!(
     /// etcd's multi-version key/value records (`mvccpb.KeyValue`, `mvccpb.Event`).
     mvccpb,
-    "mvccpb.rs"
+    "mvccpb.rs",
+    json "mvccpb.serde.rs"
 );
 generated_module!(
     /// etcd's auth records (`authpb.Permission`, `authpb.UserAddOptions`, ...).
     authpb,
-    "authpb.rs"
+    "authpb.rs",
+    json "authpb.serde.rs"
 );
 generated_module!(
     /// etcd's v3 client API: messages, and a client and server per service
     /// (e.g. [`etcdserverpb::kv_server::KvServer`], [`etcdserverpb::kv_client::KvClient`]).
     etcdserverpb,
-    "etcdserverpb.rs"
+    "etcdserverpb.rs",
+    json "etcdserverpb.serde.rs"
 );
 generated_module!(
     /// etcd's lock service `v3lockpb.Lock`.
     v3lockpb,
-    "v3lockpb.rs"
+    "v3lockpb.rs",
+    json "v3lockpb.serde.rs"
 );
 generated_module!(
     /// etcd's election service `v3electionpb.Election`.
     v3electionpb,
-    "v3electionpb.rs"
+    "v3electionpb.rs",
+    json "v3electionpb.serde.rs"
 );
 generated_module!(
     /// raftkv's peer transport, package `raftkv.peer`: service `Peer`

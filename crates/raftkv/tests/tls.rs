@@ -580,6 +580,17 @@ async fn a_member_serves_an_http_and_an_https_client_url_side_by_side() {
     assert_eq!(http1_get_plain(plain, "/version").await.unwrap(), expected);
     let (_, metrics) = https1_get(&ca, secure, "/metrics").await.unwrap();
     assert!(metrics.body.contains("\n# TYPE etcd_server_has_leader gauge\n"), "{metrics:?}");
+    // etcd's JSON gateway on the https:// URL too (`curl --http1.1 https://.../v3/...`;
+    // no body is the empty request, as etcd's).
+    let (alpn, status, _) =
+        https1_ask(&ca, secure, "POST", "/v3/maintenance/status").await.unwrap();
+    assert_eq!((alpn.as_str(), status.code), ("http/1.1", 200), "{status:?}");
+    assert_eq!(status.content_type, "application/json");
+    assert!(status.body.contains(",\"version\":\"3.4.0+raftkv."), "{status:?}");
+    let (_, no_key, _) = https1_ask(&ca, secure, "POST", "/v3beta/kv/put").await.unwrap();
+    let refused = "etcdserver: key is not provided";
+    let body = format!("{{\"error\":\"{refused}\",\"message\":\"{refused}\",\"code\":3}}");
+    assert_eq!((no_key.code, no_key.body), (400, body));
     // Each URL with its own scheme: no plaintext on the https:// one, no TLS on the other.
     let e = http1_get_plain(secure, "/health").await;
     assert!(e.is_err(), "plaintext HTTP on the https:// URL: {e:?}");

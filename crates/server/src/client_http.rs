@@ -12,6 +12,7 @@
 //! `h2` and gets it, `curl --http1.1` and HTTP/1.1-only scrapers get `http/1.1`, as from
 //! etcd. `/version` is not on `--listen-metrics-urls`, as etcd's.
 
+use crate::gateway::{Gateway, RequestBody};
 use crate::metrics::Metrics;
 use crate::runtime::NodeHandle;
 use std::future::Future;
@@ -24,12 +25,13 @@ use std::task::{Context, Poll};
 pub struct HttpEndpointsLayer {
     node: NodeHandle,
     metrics: Arc<Metrics>,
+    gateway: Gateway,
 }
 
 impl HttpEndpointsLayer {
-    /// Answers with this member's health and metrics.
-    pub fn new(node: NodeHandle, metrics: Arc<Metrics>) -> Self {
-        HttpEndpointsLayer { node, metrics }
+    /// Answers with this member's health and metrics, and its JSON gateway.
+    pub fn new(node: NodeHandle, metrics: Arc<Metrics>, gateway: Gateway) -> Self {
+        HttpEndpointsLayer { node, metrics, gateway }
     }
 }
 
@@ -37,7 +39,12 @@ impl<S> tower::Layer<S> for HttpEndpointsLayer {
     type Service = HttpEndpoints<S>;
 
     fn layer(&self, inner: S) -> HttpEndpoints<S> {
-        HttpEndpoints { inner, node: self.node.clone(), metrics: self.metrics.clone() }
+        HttpEndpoints {
+            inner,
+            node: self.node.clone(),
+            metrics: self.metrics.clone(),
+            gateway: self.gateway.clone(),
+        }
     }
 }
 
@@ -47,6 +54,7 @@ pub struct HttpEndpoints<S> {
     inner: S,
     node: NodeHandle,
     metrics: Arc<Metrics>,
+    gateway: Gateway,
 }
 
 /// Whether `req` goes to gRPC, by etcd's rule: HTTP/2 with a content type that
@@ -62,6 +70,7 @@ impl<S, B> tower::Service<http::Request<B>> for HttpEndpoints<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
+    B: RequestBody,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -75,20 +84,16 @@ where
         if is_grpc(&req) {
             return Box::pin(self.inner.call(req));
         }
+        if crate::gateway::serves(req.uri().path()) {
+            let gateway = self.gateway.clone();
+            return Box::pin(async move { Ok(gateway.answer(req).await) });
+        }
         let (node, metrics) = (self.node.clone(), self.metrics.clone());
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         Box::pin(async move {
             let listener = crate::http::Listener::Client;
             let answer = crate::http::answer(listener, &method, &path, &node, &metrics).await;
-            let mut response = http::Response::new(tonic::body::Body::new(answer.body));
-            *response.status_mut() = answer.status;
-            let headers = response.headers_mut();
-            let content_type = http::HeaderValue::from_static(answer.content_type);
-            headers.insert(http::header::CONTENT_TYPE, content_type);
-            for (name, value) in answer.headers {
-                headers.insert(name, http::HeaderValue::from_static(value));
-            }
-            Ok(response)
+            Ok(crate::gateway::response(answer))
         })
     }
 }

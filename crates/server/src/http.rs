@@ -50,8 +50,13 @@ impl Answer {
         Answer { status: StatusCode::OK, content_type, headers: Vec::new(), body }
     }
 
+    /// A `200 OK` with a JSON body (the gateway's answers, see `gateway`).
+    pub fn json(body: String) -> Answer {
+        Answer::ok("application/json", body)
+    }
+
     /// Go's `http.Error`: `text/plain`, `nosniff`, the text and a newline.
-    fn error(status: StatusCode, body: &str) -> Answer {
+    pub fn error(status: StatusCode, body: &str) -> Answer {
         let headers = vec![("x-content-type-options", "nosniff")];
         Answer { status, content_type: TEXT, headers, body: body.to_string() }
     }

@@ -61,6 +61,7 @@ pub mod concurrency;
 pub mod config;
 pub mod etcd;
 pub mod etcd_db;
+pub mod gateway;
 pub mod grpc_metrics;
 pub mod hash;
 pub mod http;
@@ -377,11 +378,15 @@ pub async fn serve_until(
     // etcd's receive limit on every client service: its request limit plus 512 KiB of
     // gRPC overhead (a request between the two gets etcd's "request is too large").
     let recv_max = cfg.limits.request_bytes + 512 * 1024;
-    // HTTP/1.1 too, and `/health`, `/metrics` and `/version` before gRPC, as etcd
-    // (`client_http`).
+    // HTTP/1.1 too, and `/health`, `/metrics`, `/version` and etcd's JSON gateway
+    // (`/v3/...`, see `gateway`) before gRPC, as etcd (`client_http`).
     let client_router = grpc_server(&cfg.grpc)
         .accept_http1(true)
-        .layer(client_http::HttpEndpointsLayer::new(handle.clone(), metrics.clone()))
+        .layer(client_http::HttpEndpointsLayer::new(
+            handle.clone(),
+            metrics.clone(),
+            gateway::Gateway::new(api.clone(), member_table.clone(), me.id),
+        ))
         .layer(grpc_metrics::GrpcMetricsLayer::new(metrics.grpc.clone()))
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
         .layer(tower::util::MapRequestLayer::new(cert_user::with_connection_user))
