@@ -1611,7 +1611,7 @@ impl Raft {
                 }
             }
         }
-        drop(self.log.trim(to));
+        self.log.trim(to);
     }
 
     // ------------------------------------------------------------- snapshots

@@ -284,24 +284,21 @@ impl RaftLog {
     }
 
     /// Drops the entries up to `to` (at most the applied index) from memory, keeping their
-    /// terms, and returns them, unfreed. They stay in the driver's durable log until a
+    /// terms. They stay in the driver's durable log until a
     /// snapshot covers them; only a follower that needs them is affected, and it gets a
     /// snapshot instead (the core asks the driver for one, `Raft::wants_snapshot`).
     /// Costs O(entries kept): call it for many entries at a time.
-    pub(crate) fn trim(&mut self, to: Index) -> Vec<Entry> {
+    pub(crate) fn trim(&mut self, to: Index) {
         let to = to.min(self.applied);
         if to <= self.offset {
-            return Vec::new();
+            return;
         }
-        let kept = self.entries.split_off((to - self.offset) as usize);
-        let trimmed = std::mem::replace(&mut self.entries, kept);
-        for e in &trimmed {
+        for e in self.entries.drain(..(to - self.offset) as usize) {
             if self.trimmed_terms.last().is_none_or(|&(_, term)| term != e.term) {
                 self.trimmed_terms.push((e.index, e.term));
             }
         }
         self.offset = to;
-        trimmed
     }
 
     /// Replaces the whole log with a snapshot received from the leader (InstallSnapshot

@@ -130,6 +130,14 @@ pub struct RequestLimits {
     pub txn_ops: u64,
 }
 
+impl RequestLimits {
+    /// etcd's gRPC receive limit on every client service: the request limit plus 512 KiB
+    /// of gRPC overhead (a request between the two gets etcd's "request is too large").
+    pub fn receive_bytes(&self) -> usize {
+        self.request_bytes + 512 * 1024
+    }
+}
+
 impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {

@@ -282,14 +282,15 @@ fn decode_error(e: &serde_json::Error) -> String {
     }
 }
 
-/// The gRPC receive limit of the client services (`--max-request-bytes` + 512 KiB, as
-/// `lib.rs` sets it), which a gateway request passes through in etcd too.
+/// The gRPC receive limit of the client services, which a gateway request passes
+/// through in etcd too.
 fn receive_limit(api: &Api) -> usize {
-    api.limits.request_bytes + 512 * 1024
+    api.limits.receive_bytes()
 }
 
-/// grpc-go's refusal of a message over the receive limit, as `lib.rs` rewrites tonic's.
-fn too_large(size: usize, limit: usize) -> Status {
+/// grpc-go's refusal of a message of `size` bytes over the receive limit `limit`: what
+/// the gateway answers, and what `lib.rs` rewrites tonic's refusal into.
+pub(crate) fn too_large(size: impl std::fmt::Display, limit: impl std::fmt::Display) -> Status {
     Status::resource_exhausted(format!(
         "grpc: received message larger than max ({size} vs. {limit})"
     ))

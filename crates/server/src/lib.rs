@@ -375,9 +375,7 @@ pub async fn serve_until(
             tokio::spawn(peer_router.serve_with_incoming(h2))
         }
     };
-    // etcd's receive limit on every client service: its request limit plus 512 KiB of
-    // gRPC overhead (a request between the two gets etcd's "request is too large").
-    let recv_max = cfg.limits.request_bytes + 512 * 1024;
+    let recv_max = cfg.limits.receive_bytes();
     // HTTP/1.1 too, and `/health`, `/metrics`, `/version` and etcd's JSON gateway
     // (`/v3/...`, see `gateway`) before gRPC, as etcd (`client_http`).
     let client_router = grpc_server(&cfg.grpc)
@@ -497,9 +495,7 @@ fn etcd_receive_limit_error<B>(mut response: ::http::Response<B>) -> ::http::Res
     let Some(rest) = status.message().strip_prefix(TONIC_PREFIX) else { return response };
     let mut numbers = rest.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty());
     let (Some(size), Some(limit)) = (numbers.next(), numbers.next()) else { return response };
-    let etcd = tonic::Status::resource_exhausted(format!(
-        "grpc: received message larger than max ({size} vs. {limit})"
-    ));
+    let etcd = gateway::too_large(size, limit);
     let headers = response.headers_mut();
     headers.remove("grpc-message");
     if etcd.add_header(headers).is_err() {
