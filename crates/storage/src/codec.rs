@@ -36,6 +36,9 @@ const TYPE_COMMIT: u8 = 5;
 
 /// Suffix of a snapshot file being written; such files are never read back.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of a WAL segment or snapshot file being removed (see
+/// `Disk::remove_obsolete`); recovery removes any it finds.
+pub(crate) const OBSOLETE_SUFFIX: &str = ".obsolete";
 
 /// The first record of every segment: a checkpoint of everything that is not an entry,
 /// so that older segments can be deleted without losing the hard state.

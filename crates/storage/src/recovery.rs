@@ -7,7 +7,7 @@
 
 use crate::codec::{
     decode_record, decode_snapshot, parse_segment_name, parse_snapshot_name, segment_name,
-    snapshot_name, valid_record_after, Record, SegmentHeader, TMP_SUFFIX,
+    snapshot_name, valid_record_after, Record, SegmentHeader, OBSOLETE_SUFFIX, TMP_SUFFIX,
 };
 use crate::disk::Disk;
 use crate::error::{RecoveryReport, StorageError, TornTail};
@@ -139,6 +139,13 @@ fn classify<D: Disk>(
             snapshots.push(id);
         } else if name.starts_with("snap-") && name.ends_with(TMP_SUFFIX) {
             report.warnings.push(format!("removed {name}: a snapshot write that did not finish"));
+            repairs.push(Repair::Remove { name });
+        } else if name.ends_with(OBSOLETE_SUFFIX)
+            && (name.starts_with("snap-") || name.starts_with(crate::SEGMENT_PREFIX))
+        {
+            report.warnings.push(format!(
+                "removed {name}: a file a snapshot made obsolete, whose removal did not finish"
+            ));
             repairs.push(Repair::Remove { name });
         } else {
             report.warnings.push(format!("ignored unknown file {name:?} in the data directory"));

@@ -421,20 +421,21 @@ impl<D: Disk> Storage<D> {
     }
 
     /// Deletes the oldest segments whose entries the durable snapshot covers (never the
-    /// newest one, which carries the current state), and every other snapshot file.
+    /// newest one, which carries the current state), and every other snapshot file, with
+    /// [`Disk::remove_obsolete`]: the disk may finish a removal later, off this thread.
     fn compact(&mut self) -> Result<(), StorageError> {
         let covered = self.snapshot.index;
         let mut removed = false;
         while self.segments.len() > 1 && self.segments[0].max_index <= covered {
             let name = segment_name(self.segments[0].seq);
-            self.io("remove", &name, |d| d.remove(&name))?;
+            self.io("remove", &name, |d| d.remove_obsolete(&name))?;
             self.segments.remove(0);
             removed = true;
         }
         let current = (self.snapshot.index, self.snapshot.term);
         for name in self.io("list", "", |d| d.list())? {
             if parse_snapshot_name(&name).is_some_and(|id| id != current) {
-                self.io("remove", &name, |d| d.remove(&name))?;
+                self.io("remove", &name, |d| d.remove_obsolete(&name))?;
                 removed = true;
             }
         }

@@ -827,3 +827,73 @@ fn real_disk_smoke() {
     assert!(report.warnings.is_empty(), "{report:?}");
     std::fs::remove_dir_all(dir.parent().expect("has a parent")).expect("clean up");
 }
+
+fn temp_data_dir(what: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("raftkv-storage-{what}-{}-{nanos}", std::process::id()))
+}
+
+/// `RealDisk::remove_obsolete` takes the name away at once (recovery never sees it
+/// again under its own name) and has the file gone once the disk is dropped, however
+/// large it was (it is freed a few MiB at a time, off the caller's thread).
+#[test]
+fn real_disk_removes_obsolete_files_by_the_time_it_is_dropped() {
+    let dir = temp_data_dir("obsolete");
+    let mut disk = RealDisk::open(&dir).expect("create data dir");
+    let big = vec![7u8; 9 << 20];
+    for name in
+        ["wal-00000000000000000001.log", "snap-00000000000000000010-00000000000000000001.snap"]
+    {
+        disk.append(name, &big).expect("append");
+        disk.sync(name).expect("sync");
+    }
+    disk.append("keep", b"x").expect("append");
+    disk.remove_obsolete("wal-00000000000000000001.log").expect("remove");
+    disk.remove_obsolete("snap-00000000000000000010-00000000000000000001.snap").expect("remove");
+    let names = disk.list().expect("list");
+    assert!(
+        names.iter().all(|n| n == "keep" || n.ends_with(".obsolete")),
+        "the removed names are gone at once: {names:?}"
+    );
+    drop(disk);
+    let left: Vec<_> =
+        std::fs::read_dir(&dir).expect("read dir").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["keep"], "every obsolete file is gone once the disk is dropped");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// A crash while an obsolete segment or snapshot was being freed leaves it renamed and
+/// cut short; the next start removes it, says so, and recovers as if it were gone.
+#[test]
+fn recovery_removes_files_a_crash_left_half_removed() {
+    let mut disk = SimDisk::new(7);
+    {
+        let (mut storage, _, _) = Storage::open(&mut disk, small_segments()).expect("open");
+        for i in 1..=20 {
+            storage.save(Some(&hs(1, 1, i - 1)), None, &entries(i..=i, 1)).expect("save");
+        }
+        storage.save_snapshot(&snapshot(10, 1)).expect("snapshot");
+    }
+    let before = disk.list().expect("list");
+    // What the remover thread leaves when the process dies mid-way: renamed, shrunk.
+    for name in [
+        "wal-00000000000000000001.log.obsolete",
+        "snap-00000000000000000005-00000000000000000001.snap.obsolete",
+    ] {
+        disk.append(name, &[1, 2, 3]).expect("append");
+    }
+    disk.sync_dir().expect("sync dir");
+    let (_, restored, report) = Storage::open(&mut disk, small_segments()).expect("recover");
+    assert_eq!(restored.snapshot, Some(snapshot(10, 1)));
+    assert_eq!(restored.entries, entries(11..=20, 1));
+    let removed =
+        report.warnings.iter().filter(|w| w.contains("whose removal did not finish")).count();
+    assert_eq!(removed, 2, "{report:?}");
+    let mut after = disk.list().expect("list");
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(after, before, "only the half-removed files went");
+}
