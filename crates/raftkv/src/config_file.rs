@@ -20,7 +20,6 @@ const ETCD_DEFAULTS: &[(&str, &[&str])] = &[
     ("wal-dir", &[]),
     ("max-snapshots", &["5"]),
     ("max-wals", &["5"]),
-    ("cors", &[]),
     ("discovery", &[]),
     ("discovery-fallback", &["proxy"]),
     ("discovery-proxy", &[]),
@@ -128,8 +127,16 @@ mod tests {
     use super::*;
 
     fn known(flag: &str) -> bool {
-        ["name", "data-dir", "initial-cluster", "cert-file", "client-cert-auth", "peer-key-file"]
-            .contains(&flag)
+        [
+            "name",
+            "data-dir",
+            "initial-cluster",
+            "cert-file",
+            "client-cert-auth",
+            "peer-key-file",
+            "cors",
+        ]
+        .contains(&flag)
     }
 
     #[test]
@@ -149,6 +156,15 @@ mod tests {
                 "--client-cert-auth=true"
             ]
         );
+    }
+
+    #[test]
+    fn cors_is_a_real_key_and_empty_leaves_etcds_default() {
+        let f = flags("f.yml", "cors: 'http://a.example:80,http://b.example:8080'\n", known);
+        assert_eq!(f.unwrap(), ["--cors=http://a.example:80,http://b.example:8080"]);
+        assert_eq!(flags("f.yml", "cors: '*'\n", known).unwrap(), ["--cors=*"]);
+        // etcd's sample file has `cors:` empty: etcd keeps its default, *.
+        assert!(flags("f.yml", "cors:\n", known).unwrap().is_empty());
     }
 
     #[test]

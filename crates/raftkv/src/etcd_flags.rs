@@ -58,6 +58,11 @@ pub struct EtcdArgs {
         default_missing_value = "true", default_value = "false",
         value_parser = clap::builder::BoolishValueParser::new())]
     pub enable_pprof: bool,
+    /// Origins that get CORS headers on the client URLs' plain HTTP answers (the JSON
+    /// gateway, /health, /version, /metrics): `*` (every origin), or comma-separated
+    /// scheme://host:port origins, as etcd 3.4's.
+    #[arg(long, default_value = "*")]
+    pub cors: String,
 }
 
 /// Makes every `--flag` switch of `cmd` (clap's `SetTrue`) also take `--flag=true` and

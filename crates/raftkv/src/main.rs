@@ -351,6 +351,7 @@ fn server_config(a: &ServerArgs) -> Result<ServerConfig, String> {
         members,
         raft_ticks,
         limits: etcd_flags::request_limits(&a.etcd)?,
+        cors: server::cors::Cors::parse(&a.etcd.cors).map_err(|e| e.0)?,
     })
 }
 
@@ -779,6 +780,26 @@ mod tests {
         for (k, _) in vars {
             std::env::remove_var(k);
         }
+    }
+
+    #[test]
+    fn cors_is_every_origin_by_default_a_list_of_origins_or_a_clear_error() {
+        use server::cors::Cors;
+        let cors = |extra: &[&str]| {
+            let mut argv = vec!["raftkv", "server", "--name", "a", "--data-dir", "/d"];
+            argv.extend(["--listen-peer-urls", "http://127.0.0.1:1", "--listen-client-urls"]);
+            argv.extend(["http://127.0.0.1:2", "--initial-cluster", "a=http://127.0.0.1:1"]);
+            argv.extend(extra);
+            server_config(&server_args(&argv)).map(|c| c.cors)
+        };
+        assert_eq!(cors(&[]), Ok(Cors::Any), "etcd's default, *");
+        assert_eq!(cors(&["--cors", "*"]), Ok(Cors::Any));
+        let list = cors(&["--cors=http://a.example:80,http://b.example:8080"]);
+        let origins = vec!["http://a.example:80".to_string(), "http://b.example:8080".into()];
+        assert_eq!(list, Ok(Cors::Origins(origins)));
+        let e = cors(&["--cors", "http://a.example"]).unwrap_err();
+        assert!(e.starts_with("--cors \"http://a.example\": URL address does not have"), "{e}");
+        assert!(e.contains("give * (every origin, the default)"), "{e}");
     }
 
     #[test]

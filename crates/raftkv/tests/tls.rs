@@ -675,10 +675,25 @@ async fn plain_http_requests_are_answered_as_etcd_3_4_answers_them() {
             let (got, head) = get(path).await.unwrap();
             assert_eq!(&got, want, "{url} {path}");
             assert!(head.contains("\r\nx-content-type-options: nosniff\r\n"), "{url}: {head}");
+            // etcd's CORS headers (default --cors, *) on every answer of a client URL,
+            // 404 and 405 too; none on the metrics URL.
+            let cors = head.contains("\r\naccess-control-allow-origin: *\r\n");
+            assert_eq!(cors, url != "metrics", "{url} {path}: {head}");
         }
         let (got, head) = ask(port, "POST", "/health").await.unwrap();
         assert_eq!(got, not_allowed, "{url}");
         assert!(head.contains("\r\nallow: get\r\n"), "{url}: {head}");
+        // Any OPTIONS on a client URL is etcd's preflight: 200, empty, the CORS headers;
+        // on the metrics URL it is not (etcd: /metrics answers it, /health is a 405).
+        let (got, head) = ask(port, "OPTIONS", "/v3/kv/range").await.unwrap();
+        if url == "metrics" {
+            assert_eq!(got, not_found, "{url}");
+        } else {
+            assert_eq!(got, answer(200, "", ""), "{url}");
+            assert!(head.contains("\r\ncontent-length: 0\r\n"), "{url}: {head}");
+            let methods = "\r\naccess-control-allow-methods: post, get, options, put, delete\r\n";
+            assert!(head.contains(methods), "{url}: {head}");
+        }
         let (got, _) = ask(port, "POST", "/metrics").await.unwrap();
         assert_eq!((got.code, got.content_type.as_str()), (200, METRICS_TEXT), "{url}");
         assert!(got.body.contains("\n# TYPE etcd_server_has_leader gauge\n"), "{url}");

@@ -11,7 +11,14 @@
 //! offers ALPN `h2` and then `http/1.1` (`tls::ServerFiles::http1`): grpc-go insists on
 //! `h2` and gets it, `curl --http1.1` and HTTP/1.1-only scrapers get `http/1.1`, as from
 //! etcd. `/version` is not on `--listen-metrics-urls`, as etcd's.
+//!
+//! Every plain HTTP answer passes through [`HttpEndpoints::call`], which adds etcd's CORS
+//! headers (`--cors`, see `cors`) once for all of them, 404s and 405s included, and
+//! answers any `OPTIONS` request as etcd's preflight (`200`, empty), as etcd's handler
+//! around its whole client mux does; gRPC and `--listen-metrics-urls` get none, as etcd's.
+//! Only the gateway's refusal of a certificate's common name comes first, as in etcd.
 
+use crate::cors::Cors;
 use crate::gateway::{Gateway, RequestBody};
 use crate::metrics::Metrics;
 use crate::runtime::NodeHandle;
@@ -26,12 +33,14 @@ pub struct HttpEndpointsLayer {
     node: NodeHandle,
     metrics: Arc<Metrics>,
     gateway: Gateway,
+    cors: Arc<Cors>,
 }
 
 impl HttpEndpointsLayer {
-    /// Answers with this member's health and metrics, and its JSON gateway.
-    pub fn new(node: NodeHandle, metrics: Arc<Metrics>, gateway: Gateway) -> Self {
-        HttpEndpointsLayer { node, metrics, gateway }
+    /// Answers with this member's health and metrics, and its JSON gateway, with the
+    /// CORS headers `cors` allows.
+    pub fn new(node: NodeHandle, metrics: Arc<Metrics>, gateway: Gateway, cors: Cors) -> Self {
+        HttpEndpointsLayer { node, metrics, gateway, cors: Arc::new(cors) }
     }
 }
 
@@ -44,6 +53,7 @@ impl<S> tower::Layer<S> for HttpEndpointsLayer {
             node: self.node.clone(),
             metrics: self.metrics.clone(),
             gateway: self.gateway.clone(),
+            cors: self.cors.clone(),
         }
     }
 }
@@ -55,6 +65,7 @@ pub struct HttpEndpoints<S> {
     node: NodeHandle,
     metrics: Arc<Metrics>,
     gateway: Gateway,
+    cors: Arc<Cors>,
 }
 
 /// Whether `req` goes to gRPC, by etcd's rule: HTTP/2 with a content type that
@@ -84,18 +95,38 @@ where
         if is_grpc(&req) {
             return Box::pin(self.inner.call(req));
         }
-        if crate::gateway::serves(req.uri().path()) {
-            let gateway = self.gateway.clone();
-            return Box::pin(async move { Ok(gateway.answer(req).await) });
-        }
         let (node, metrics) = (self.node.clone(), self.metrics.clone());
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let (gateway, cors) = (self.gateway.clone(), self.cors.clone());
+        let common_name = gateway.refused_common_name(&req);
         Box::pin(async move {
-            let listener = crate::http::Listener::Client;
-            let answer = crate::http::answer(listener, &method, &path, &node, &metrics).await;
-            Ok(crate::gateway::response(answer))
+            if let Some(refused) = common_name.await {
+                return Ok(refused);
+            }
+            let origin = req.headers().get(http::header::ORIGIN).cloned();
+            let mut response = if req.method() == http::Method::OPTIONS {
+                preflight()
+            } else if crate::gateway::serves(req.uri().path()) {
+                gateway.answer(req).await
+            } else {
+                let listener = crate::http::Listener::Client;
+                let (method, path) = (req.method(), req.uri().path());
+                let answer = crate::http::answer(listener, method, path, &node, &metrics).await;
+                crate::gateway::response(answer)
+            };
+            cors.add_headers(origin.as_ref(), response.headers_mut());
+            Ok(response)
         })
     }
+}
+
+/// etcd's answer to any `OPTIONS` request on a client URL (a CORS preflight, whatever
+/// the path): `200 OK` with an empty body (`Content-Length: 0`) and no content type.
+fn preflight() -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::empty());
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+    response
 }
 
 #[cfg(test)]
@@ -127,6 +158,27 @@ mod tests {
         assert!(!h1("/foo", None), "curl http://host:2379/foo");
         assert!(!h1("/metrics", None));
         assert!(!h1("/etcdserverpb.KV/Range", Some("application/grpc")), "etcd: 404 too");
+    }
+
+    #[test]
+    fn a_preflight_is_an_empty_200_with_the_headers_the_origin_is_allowed() {
+        let origin = http::HeaderValue::from_static("http://a.example:80");
+        let list = Cors::parse("http://a.example:80").unwrap();
+        for (cors, origin, headers) in [
+            (Cors::Any, None, 4),
+            (list.clone(), Some(&origin), 4),
+            (list.clone(), None, 1),
+            (list, Some(&http::HeaderValue::from_static("http://x.example:80")), 1),
+        ] {
+            let mut answer = preflight();
+            cors.add_headers(origin, answer.headers_mut());
+            assert_eq!(answer.status(), http::StatusCode::OK);
+            assert_eq!(answer.headers()[http::header::CONTENT_LENGTH], "0");
+            assert!(answer.headers().get(http::header::CONTENT_TYPE).is_none());
+            assert_eq!(answer.headers().len(), headers, "{cors:?} {origin:?}");
+            let allowed = answer.headers().get(http::header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            assert_eq!(allowed.is_some(), headers == 4);
+        }
     }
 
     #[test]

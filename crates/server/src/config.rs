@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub raft_ticks: Option<RaftTicks>,
     /// `--max-request-bytes` and `--max-txn-ops`.
     pub limits: RequestLimits,
+    /// `--cors`: which origins get etcd's CORS headers on the client URLs' plain HTTP
+    /// answers.
+    pub cors: crate::cors::Cors,
 }
 
 /// One `--listen-client-urls` URL. As etcd's, each URL's scheme decides on its own: a
@@ -423,6 +426,7 @@ impl ServerConfig {
             initial_advertise_peer: Vec::new(),
             raft_ticks: None,
             limits: RequestLimits::default(),
+            cors: crate::cors::Cors::default(),
         }
     }
 

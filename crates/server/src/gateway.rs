@@ -385,7 +385,31 @@ impl Gateway {
         receive_limit(&self.api) * 2
     }
 
-    /// The answer to `req`, a plain HTTP request to a path [`serves`] accepts.
+    /// etcd's 400 [`COMMON_NAME_REFUSED`] for a plain HTTP request `req` to a path
+    /// [`serves`] accepts, over TLS with a client certificate that has a common name,
+    /// while auth is on. etcd checks this before anything else (route, method,
+    /// `OPTIONS`, its CORS headers), so the caller does too.
+    pub fn refused_common_name<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> impl Future<Output = Option<http::Response<tonic::body::Body>>> + Send + 'static {
+        let named = serves(req.uri().path())
+            && req
+                .extensions()
+                .get::<crate::cert_user::ClientCertificateUser>()
+                .is_some_and(|u| u.0.is_some());
+        let api = self.api.clone();
+        async move {
+            if named && api.auth_state().await.is_ok_and(|s| s.enabled) {
+                let answer = Answer::error(StatusCode::BAD_REQUEST, COMMON_NAME_REFUSED);
+                return Some(response(answer));
+            }
+            None
+        }
+    }
+
+    /// The answer to `req`, a plain HTTP request to a path [`serves`] accepts (after
+    /// [`Gateway::refused_common_name`]).
     pub async fn answer<B: RequestBody>(
         &self,
         req: http::Request<B>,
@@ -398,14 +422,6 @@ impl Gateway {
             let answer =
                 Answer::error(StatusCode::METHOD_NOT_ALLOWED, crate::http::METHOD_NOT_ALLOWED_BODY);
             return response(answer);
-        }
-        if req
-            .extensions()
-            .get::<crate::cert_user::ClientCertificateUser>()
-            .is_some_and(|u| u.0.is_some())
-            && self.api.auth_state().await.is_ok_and(|s| s.enabled)
-        {
-            return response(Answer::error(StatusCode::BAD_REQUEST, COMMON_NAME_REFUSED));
         }
         if crate::learner::rule(grpc) == crate::learner::LearnerRule::Refuse
             && self.members.is_learner(self.me)

@@ -59,6 +59,7 @@ pub mod cluster;
 pub mod compactor;
 pub mod concurrency;
 pub mod config;
+pub mod cors;
 pub mod etcd;
 pub mod etcd_db;
 pub mod gateway;
@@ -384,6 +385,7 @@ pub async fn serve_until(
             handle.clone(),
             metrics.clone(),
             gateway::Gateway::new(api.clone(), member_table.clone(), me.id),
+            cfg.cors.clone(),
         ))
         .layer(grpc_metrics::GrpcMetricsLayer::new(metrics.grpc.clone()))
         .layer(tower::util::MapResponseLayer::new(etcd_receive_limit_error))
