@@ -31,7 +31,8 @@ pub const NOT_FOUND_BODY: &str = "404 page not found\n";
 pub const METHOD_NOT_ALLOWED_BODY: &str = "Method Not Allowed\n";
 
 /// One answer to a plain HTTP request: what etcd 3.4 sends for it, but for the `Date`
-/// header (added by whoever writes it) and the CORS headers (see the README).
+/// header (added by whoever writes it) and, on client URLs, the CORS headers (added by
+/// `client_http` to every answer, see `cors`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     /// The status code.
