@@ -9,6 +9,12 @@ use raft::*;
 use std::sync::Arc;
 
 /// Raft §5.2: a single member elects itself and commits on its own.
+/// The metadata of a snapshot of `raft`'s three-voter cluster at `index`.
+fn meta_at(raft: &Raft, index: Index) -> SnapshotMeta {
+    let term = raft.term_at(index).expect("the index is in the log");
+    SnapshotMeta { index, term, conf: ConfState::from_voters(voters(3)) }
+}
+
 #[test]
 fn single_node_elects_itself_and_commits() {
     let mut net = Net::new(1);
@@ -400,11 +406,7 @@ fn lagging_follower_catches_up_by_chunked_snapshot() {
         net.deliver_all();
     }
     let applied = net.node(1).applied_index();
-    let meta = SnapshotMeta {
-        index: applied,
-        term: net.node(1).term_at(applied).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
+    let meta = meta_at(net.node(1), applied);
     let data: Arc<[u8]> = vec![7u8; 95].into();
     net.node(1).compact(Snapshot { meta: meta.clone(), data: data.clone() }).unwrap();
     assert_eq!(net.node(1).first_index(), applied + 1);
@@ -464,11 +466,7 @@ fn lagging_follower_gets_the_snapshot_from_the_source_chunk_by_chunk() {
         net.deliver_all();
     }
     let applied = net.node(1).applied_index();
-    let meta = SnapshotMeta {
-        index: applied,
-        term: net.node(1).term_at(applied).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
+    let meta = meta_at(net.node(1), applied);
     let in_file: Arc<[u8]> = (0..95u8).collect::<Vec<u8>>().into();
     let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let source =
@@ -583,11 +581,7 @@ fn leader_1_with_a_snapshot_node_3_lacks() -> (Net, u64) {
         net.deliver_all();
     }
     let applied = net.node(1).applied_index();
-    let meta = SnapshotMeta {
-        index: applied,
-        term: net.node(1).term_at(applied).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
+    let meta = meta_at(net.node(1), applied);
     net.node(1).compact(Snapshot { meta, data: vec![7u8; 95].into() }).unwrap();
     (net, applied)
 }
@@ -724,11 +718,7 @@ fn compaction_hands_back_the_entries_it_discards_and_keeps_the_rest() {
         (first..=index).map(|i| net.node(1).entry(i).unwrap().clone()).collect();
     let kept: Vec<Entry> =
         (index + 1..=last).map(|i| net.node(1).entry(i).unwrap().clone()).collect();
-    let meta = SnapshotMeta {
-        index,
-        term: net.node(1).term_at(index).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
+    let meta = meta_at(net.node(1), index);
     let discarded = net.node(1).compact(Snapshot { meta, data: vec![1u8].into() }).unwrap();
     assert_eq!(discarded, expected, "the discarded entries, in order, unchanged");
     assert_eq!(net.node(1).first_index(), index + 1);
@@ -846,11 +836,7 @@ fn a_follower_behind_a_new_leaders_trimmed_entries_gets_the_snapshot_the_core_as
         "no old snapshot sent"
     );
     let applied = net.node(2).applied_index();
-    let meta = SnapshotMeta {
-        index: applied,
-        term: net.node(2).term_at(applied).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
+    let meta = meta_at(net.node(2), applied);
     net.node(2).compact(Snapshot { meta, data: vec![1u8; 10].into() }).unwrap();
     assert!(!net.node(2).wants_snapshot());
     net.tick_all(20);
@@ -874,11 +860,7 @@ fn a_snapshot_inside_the_trimmed_entries_keeps_the_later_terms() {
     let index = first - 5;
     let terms: Vec<Option<Term>> =
         (0..=net.node(2).last_index()).map(|i| net.node(2).term_at(i)).collect();
-    let meta = SnapshotMeta {
-        index,
-        term: net.node(2).term_at(index).unwrap(),
-        conf: ConfState::from_voters(voters(3)),
-    };
+    let meta = meta_at(net.node(2), index);
     let discarded = net.node(2).compact(Snapshot { meta, data: vec![1u8].into() }).unwrap();
     assert!(discarded.is_empty(), "they were trimmed already");
     assert_eq!(net.node(2).first_index(), first);

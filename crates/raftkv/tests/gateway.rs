@@ -304,20 +304,26 @@ fn cors_headers(origin: &str) -> Vec<(String, String)> {
 }
 
 /// The requests of the CORS check: a gateway POST, a preflight, `/health`, `/version`,
-/// a 404 and a 405, each without an `Origin` and with an allowed and another one.
+/// a 404 and a 405 (method, path, body, etcd's status), each sent with every one of
+/// [`CORS_ORIGINS`].
+const CORS_REQUESTS: [(&str, &str, &str, u16); 7] = [
+    ("POST", "/v3/kv/range", r#"{"key": "Zm9v"}"#, 200),
+    ("OPTIONS", "/v3/kv/range", "", 200),
+    ("OPTIONS", "/nothing", "", 200),
+    ("GET", "/health", "", 200),
+    ("GET", "/version", "", 200),
+    ("GET", "/nothing", "", 404),
+    ("GET", "/v3/kv/range", "", 405),
+];
+
+/// No `Origin`, the allowed one, another one.
+const CORS_ORIGINS: [Option<&str>; 3] = [None, Some(ALLOWED_ORIGIN), Some("http://x.example:80")];
+
+/// The answers to [`CORS_REQUESTS`] on `port`, each named.
 fn cors_answers(port: u16) -> Vec<(String, CorsAnswer)> {
-    let range = r#"{"key": "Zm9v"}"#;
     let mut out = Vec::new();
-    for origin in [None, Some(ALLOWED_ORIGIN), Some("http://x.example:80")] {
-        for (method, path, body) in [
-            ("POST", "/v3/kv/range", range),
-            ("OPTIONS", "/v3/kv/range", ""),
-            ("OPTIONS", "/nothing", ""),
-            ("GET", "/health", ""),
-            ("GET", "/version", ""),
-            ("GET", "/nothing", ""),
-            ("GET", "/v3/kv/range", ""),
-        ] {
+    for origin in CORS_ORIGINS {
+        for (method, path, body, _) in CORS_REQUESTS {
             let what = format!("{method} {path} origin {origin:?}");
             out.push((what, cors_ask(port, method, path, origin, body)));
         }
@@ -335,21 +341,13 @@ const CORS_LIST: &str = "http://a.example:80, http://b.example:8080";
 /// itself. Any OPTIONS is `200` with `Content-Length: 0`.
 fn expected_cors(list: bool) -> Vec<(String, CorsAnswer)> {
     let mut out = Vec::new();
-    for origin in [None, Some(ALLOWED_ORIGIN), Some("http://x.example:80")] {
+    for origin in CORS_ORIGINS {
         let headers = match (list, origin) {
             (false, _) => cors_headers("*"),
             (true, Some(ALLOWED_ORIGIN)) => cors_headers(ALLOWED_ORIGIN),
             (true, _) => Vec::new(),
         };
-        for (method, path, code) in [
-            ("POST", "/v3/kv/range", 200),
-            ("OPTIONS", "/v3/kv/range", 200),
-            ("OPTIONS", "/nothing", 200),
-            ("GET", "/health", 200),
-            ("GET", "/version", 200),
-            ("GET", "/nothing", 404),
-            ("GET", "/v3/kv/range", 405),
-        ] {
+        for (method, path, _, code) in CORS_REQUESTS {
             let length = (method == "OPTIONS").then(|| "0".to_string());
             let what = format!("{method} {path} origin {origin:?}");
             out.push((what, (code, headers.clone(), length)));
